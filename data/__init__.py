@@ -1,0 +1,1 @@
+"""Data: CT phantoms, DICOM series, windows; MRI masks, coil maps, fastMRI files."""

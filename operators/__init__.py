@@ -1,0 +1,21 @@
+"""Forward models: CT (ASTRA) and MRI (SigPy) as torch linear operators with exact adjoints."""
+
+from operators.base import (
+    Adjoint,
+    Composed,
+    Identity,
+    LinearOperator,
+    Scaled,
+    adjointness_gap,
+    inner,
+)
+
+__all__ = [
+    "Adjoint",
+    "Composed",
+    "Identity",
+    "LinearOperator",
+    "Scaled",
+    "adjointness_gap",
+    "inner",
+]

@@ -1,0 +1,228 @@
+"""The linear-operator interface every forward model implements.
+
+A ``LinearOperator`` A maps a batch of images ``x`` of shape ``(B, *domain_shape)`` to
+measurements of shape ``(B, *range_shape)``; ``adjoint`` is the exact adjoint Aᴴ, so that
+``Re<Ax, y> = Re<x, Aᴴy>`` to round-off. Both run on the input tensor's device.
+
+Subclasses implement ``_forward`` and ``_adjoint`` on tensors (they may leave torch inside, e.g.
+to call ASTRA or SigPy on numpy arrays). The public ``forward``/``adjoint`` wrap them in a
+``torch.autograd.Function`` whose backward is the other map (for a linear map the vector-Jacobian
+product of A is Aᴴ, also for complex tensors under PyTorch's conjugate-Wirtinger convention), so
+gradients flow through operators that are not written in torch, and learned or unrolled methods
+can use every operator alike.
+
+Algebra by composition, as in SigPy's ``Linop``: ``A @ B``, ``A.H``, ``c * A``, ``A.normal(x)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+__all__ = [
+    "LinearOperator",
+    "Composed",
+    "Adjoint",
+    "Scaled",
+    "Identity",
+    "inner",
+    "adjointness_gap",
+]
+
+
+def inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Real inner product per batch item: Re Σ conj(a)·b over all but the first axis, shape (B,)."""
+    prod = torch.conj(a) * b if a.is_complex() or b.is_complex() else a * b
+    return prod.reshape(prod.shape[0], -1).sum(dim=1).real
+
+
+def adjointness_gap(op: LinearOperator, x: torch.Tensor, y: torch.Tensor) -> float:
+    """|<Ax, y> − <x, Aᴴy>| / (||Ax||·||y||): ~1e-7 in float32 for an exact adjoint."""
+    ax = op.forward(x)
+    aty = op.adjoint(y)
+    lhs = inner(ax, y).sum()
+    rhs = inner(x, aty).sum()
+    scale = torch.linalg.vector_norm(ax) * torch.linalg.vector_norm(y)
+    return float((lhs - rhs).abs() / scale.clamp_min(torch.finfo(scale.dtype).tiny))
+
+
+class _Apply(torch.autograd.Function):
+    """y = op(x) with backward op.H(grad): exact because the operator is linear."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, op: LinearOperator, transpose: bool) -> torch.Tensor:
+        ctx.op = op
+        ctx.transpose = transpose
+        return op._adjoint(x) if transpose else op._forward(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        op, transpose = ctx.op, ctx.transpose
+        # Re-enter through the public API so double-backward also works.
+        g = op.forward(grad) if transpose else op.adjoint(grad)
+        return g, None, None
+
+
+class LinearOperator:
+    """A linear map A: (B, *domain_shape) -> (B, *range_shape) with an exact adjoint.
+
+    Attributes:
+        domain_shape: shape of one input item, e.g. (1, H, W) for a CT slice.
+        range_shape: shape of one output item, e.g. (1, views, detectors) for a sinogram.
+        domain_complex / range_complex: whether inputs / outputs are complex tensors.
+    """
+
+    domain_shape: tuple[int, ...]
+    range_shape: tuple[int, ...]
+    domain_complex: bool = False
+    range_complex: bool = False
+
+    def __init__(self, domain_shape: Sequence[int], range_shape: Sequence[int]) -> None:
+        self.domain_shape = tuple(int(s) for s in domain_shape)
+        self.range_shape = tuple(int(s) for s in range_shape)
+        self._norm_sq: float | None = None
+
+    # --- to implement ----------------------------------------------------------------------
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # --- public API --------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """A x for x of shape (B, *domain_shape); differentiable."""
+        self._check(x, self.domain_shape, "input")
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _Apply.apply(x, self, False)
+        return self._forward(x)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """Aᴴ y for y of shape (B, *range_shape); differentiable."""
+        self._check(y, self.range_shape, "measurement")
+        if torch.is_grad_enabled() and y.requires_grad:
+            return _Apply.apply(y, self, True)
+        return self._adjoint(y)
+
+    __call__ = forward
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        """Aᴴ A x."""
+        return self.adjoint(self.forward(x))
+
+    @property
+    def H(self) -> LinearOperator:  # noqa: N802 (the usual name for the adjoint)
+        return Adjoint(self)
+
+    def __matmul__(self, other: LinearOperator) -> LinearOperator:
+        return Composed(self, other)
+
+    def __rmul__(self, c: float) -> LinearOperator:
+        return Scaled(self, float(c))
+
+    def solve_normal(self, rhs: torch.Tensor, lam: float, rho: float) -> torch.Tensor | None:
+        """(λAᴴA + ρI)⁻¹ rhs in closed form when the operator allows it, else None (use CG)."""
+        return None
+
+    def norm_sq(self, iters: int = 50, tol: float = 1e-6, seed: int = 0) -> float:
+        """||A||² (largest eigenvalue of AᴴA) by power iteration; computed once, then cached.
+
+        Runs on the operator's preferred device (`self.device` when set) in float32; the result
+        is a slight underestimate, so callers that need a safe step multiply by a margin.
+        """
+        if self._norm_sq is None:
+            gen = torch.Generator().manual_seed(seed)
+            dtype = torch.complex64 if self.domain_complex else torch.float32
+            x = torch.randn((1, *self.domain_shape), generator=gen, dtype=dtype)
+            x = x.to(getattr(self, "device", "cpu"))
+            x = x / torch.linalg.vector_norm(x)
+            val = 0.0
+            with torch.no_grad():
+                for _ in range(iters):
+                    z = self.normal(x)
+                    new = float(inner(x, z).sum())
+                    nz = torch.linalg.vector_norm(z)
+                    if float(nz) == 0.0:
+                        break
+                    x = z / nz
+                    if abs(new - val) <= tol * abs(new):
+                        val = new
+                        break
+                    val = new
+            self._norm_sq = val
+        return self._norm_sq
+
+    def _check(self, t: torch.Tensor, shape: tuple[int, ...], what: str) -> None:
+        if tuple(t.shape[1:]) != shape:
+            raise ValueError(
+                f"{type(self).__name__}: {what} has shape {tuple(t.shape)}, "
+                f"expected (B, {', '.join(map(str, shape))})"
+            )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.domain_shape} -> {self.range_shape})"
+
+
+class Composed(LinearOperator):
+    """(A @ B) x = A(B x); adjoint Bᴴ(Aᴴ y)."""
+
+    def __init__(self, a: LinearOperator, b: LinearOperator) -> None:
+        if a.domain_shape != b.range_shape:
+            raise ValueError(f"cannot compose {a!r} @ {b!r}: shapes do not chain")
+        super().__init__(b.domain_shape, a.range_shape)
+        self.a, self.b = a, b
+        self.domain_complex, self.range_complex = b.domain_complex, a.range_complex
+
+    def _forward(self, x):
+        return self.a.forward(self.b.forward(x))
+
+    def _adjoint(self, y):
+        return self.b.adjoint(self.a.adjoint(y))
+
+
+class Adjoint(LinearOperator):
+    """Aᴴ as an operator of its own."""
+
+    def __init__(self, op: LinearOperator) -> None:
+        super().__init__(op.range_shape, op.domain_shape)
+        self.op = op
+        self.domain_complex, self.range_complex = op.range_complex, op.domain_complex
+
+    def _forward(self, x):
+        return self.op.adjoint(x)
+
+    def _adjoint(self, y):
+        return self.op.forward(y)
+
+
+class Scaled(LinearOperator):
+    """c·A for a real scalar c."""
+
+    def __init__(self, op: LinearOperator, c: float) -> None:
+        super().__init__(op.domain_shape, op.range_shape)
+        self.op, self.c = op, c
+        self.domain_complex, self.range_complex = op.domain_complex, op.range_complex
+
+    def _forward(self, x):
+        return self.c * self.op.forward(x)
+
+    def _adjoint(self, y):
+        return self.c * self.op.adjoint(y)
+
+
+class Identity(LinearOperator):
+    """I on (B, *shape): the denoising problem as an inverse problem."""
+
+    def __init__(self, shape: Sequence[int], complex_: bool = False) -> None:
+        super().__init__(shape, shape)
+        self.domain_complex = self.range_complex = complex_
+
+    def _forward(self, x):
+        return x
+
+    def _adjoint(self, y):
+        return y
+
+    def solve_normal(self, rhs, lam, rho):
+        return rhs / (lam + rho)

@@ -1,0 +1,1 @@
+"""Plug-and-play solvers (PnP-PGD, PnP-ADMM) with convergence monitoring."""

@@ -1,0 +1,74 @@
+"""Every registered operator passes the same checks: exact adjoint (float32 and float64),
+gradients through forward and adjoint (torch.autograd.gradcheck in float64), and a power-iteration
+norm consistent with ||Ax|| ≤ ||A||·||x||."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from operators import adjointness_gap, inner
+from tests.cases import CASES
+
+# Import every tests/cases_*.py so its @register calls run.
+for mod in pkgutil.iter_modules([str(Path(__file__).parent)]):
+    if mod.name.startswith("cases_"):
+        importlib.import_module(f"tests.{mod.name}")
+
+NAMES = sorted(CASES)
+
+
+def _rand(shape, complex_, dtype, gen):
+    if complex_:
+        cd = torch.complex64 if dtype == torch.float32 else torch.complex128
+        return torch.randn(shape, generator=gen, dtype=cd)
+    return torch.randn(shape, generator=gen, dtype=dtype)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-5)])
+def test_adjointness(name, dtype, tol):
+    op, batch = CASES[name](dtype)
+    gen = torch.Generator().manual_seed(1)
+    x = _rand((batch, *op.domain_shape), op.domain_complex, dtype, gen)
+    y = _rand((batch, *op.range_shape), op.range_complex, dtype, gen)
+    assert op.forward(x).shape == (batch, *op.range_shape)
+    assert op.adjoint(y).shape == (batch, *op.domain_shape)
+    assert adjointness_gap(op, x, y) <= tol
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gradients_flow_through_forward_and_adjoint(name):
+    """d/dx ½||Ax − y||² = Aᴴ(Ax − y), checked against autograd, and the same for Aᴴ."""
+    op, batch = CASES[name](torch.float64)
+    gen = torch.Generator().manual_seed(2)
+    x = _rand((batch, *op.domain_shape), op.domain_complex, torch.float64, gen).requires_grad_()
+    y = _rand((batch, *op.range_shape), op.range_complex, torch.float64, gen)
+    loss = 0.5 * (op.forward(x) - y).abs().pow(2).sum()
+    (g,) = torch.autograd.grad(loss, x)
+    expected = op.adjoint(op.forward(x.detach()) - y)
+    rel = torch.linalg.vector_norm(g - expected) / torch.linalg.vector_norm(expected)
+    assert rel < 1e-5
+
+    y2 = y.clone().requires_grad_()
+    x2 = x.detach()
+    loss2 = 0.5 * (op.adjoint(y2) - x2).abs().pow(2).sum()
+    (g2,) = torch.autograd.grad(loss2, y2)
+    expected2 = op.forward(op.adjoint(y) - x2)
+    rel2 = torch.linalg.vector_norm(g2 - expected2) / torch.linalg.vector_norm(expected2)
+    assert rel2 < 1e-5
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_norm_bounds_random_inputs(name):
+    op, batch = CASES[name](torch.float32)
+    nsq = op.norm_sq()
+    assert nsq > 0
+    gen = torch.Generator().manual_seed(3)
+    x = _rand((4, *op.domain_shape), op.domain_complex, torch.float32, gen)
+    ratio = inner(op.forward(x), op.forward(x)) / inner(x, x)
+    assert float(ratio.max()) <= nsq * (1 + 1e-3)
