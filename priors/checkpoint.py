@@ -1,0 +1,177 @@
+"""Checkpoints in safetensors (no code runs on load) and the registry of shipped priors.
+
+A checkpoint file holds the model weights as tensors (keys ``model.*``), optionally the optimizer
+state and RNG state for exact resume (``optim.*``, ``rng.*``), and string metadata:
+
+    format   "pnp-recon-prior/1"
+    config   JSON of the architecture (``model.config()``): kind, channels, width, ...
+    meta     JSON: equivariance, sigma, training data, steps, seed, package version, ...
+    train    JSON of the training state needed to resume (step, optimizer param groups)
+
+``load_prior("aelpn-ct")`` looks the name up in ``priors/weights/``; any other argument is a path.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from priors.lpn import build_model
+
+__all__ = [
+    "FORMAT",
+    "CheckpointError",
+    "save_checkpoint",
+    "read_checkpoint",
+    "load_prior",
+    "shipped_priors",
+    "WEIGHTS_DIR",
+]
+
+FORMAT = "pnp-recon-prior/1"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupt, or does not fit the requested architecture."""
+
+
+def _atomic_save(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("pnp-recon")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    meta: dict[str, Any] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    train_state: dict[str, Any] | None = None,
+    rng: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """Write model weights + metadata (and optionally what exact resume needs), atomically."""
+    tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    train = dict(train_state or {})
+    if optimizer is not None:
+        sd = optimizer.state_dict()
+        for idx, st in sd["state"].items():
+            for name, val in st.items():
+                t = val if torch.is_tensor(val) else torch.tensor(val)
+                tensors[f"optim.{idx}.{name}"] = t.detach().contiguous().cpu()
+        train["param_groups"] = sd["param_groups"]
+    for k, v in (rng or {}).items():
+        tensors[f"rng.{k}"] = v.contiguous().cpu()
+    meta = {"package_version": package_version(), **(meta or {})}
+    metadata = {
+        "format": FORMAT,
+        "config": json.dumps(model.config()),
+        "meta": json.dumps(meta),
+        "train": json.dumps(train),
+    }
+    _atomic_save(tensors, metadata, Path(path))
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and decoded metadata; a clear error naming the file if it is not a checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({exc})") from None
+    if raw.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path}: not a pnp-recon prior checkpoint (format {raw.get('format')!r}, "
+            f"expected {FORMAT!r})"
+        )
+    try:
+        info = {k: json.loads(raw[k]) for k in ("config", "meta", "train")}
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: corrupt checkpoint metadata ({exc})") from None
+    return tensors, info
+
+
+def load_model_state(path: str | Path, model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Load ``model.*`` tensors into ``model``; a clear error naming both on a mismatch."""
+    state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or extra or wrong:
+        cfg = model.config() if hasattr(model, "config") else type(model).__name__
+        detail = "; ".join(
+            s
+            for s in (
+                f"missing {missing[:3]}" if missing else "",
+                f"unexpected {extra[:3]}" if extra else "",
+                f"shape mismatch {wrong[:3]}" if wrong else "",
+            )
+            if s
+        )
+        raise CheckpointError(f"{path}: weights do not fit architecture {cfg}: {detail}")
+    model.load_state_dict(state)
+
+
+def shipped_priors() -> dict[str, Path]:
+    """Names of the priors shipped with the package -> their files."""
+    return {p.stem: p for p in sorted(WEIGHTS_DIR.glob("*.safetensors"))}
+
+
+def load_prior(
+    name_or_path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> nn.Module:
+    """A ready-to-use prior (eval mode) from a shipped name (``aelpn-ct``) or a checkpoint path.
+
+    Also accepts ``tv`` / ``tv:WEIGHT`` for the classical TV prior.
+    """
+    name = str(name_or_path)
+    if name == "tv" or name.startswith("tv:"):
+        from priors.classical import TVPrior
+
+        return TVPrior(weight=float(name.split(":", 1)[1]) if ":" in name else 0.05)
+    shipped = shipped_priors()
+    if name in shipped:
+        path = shipped[name]
+    else:
+        path = Path(name)
+        if not path.exists():
+            known = ", ".join(list(shipped) + ["tv"]) or "none"
+            raise CheckpointError(f"unknown prior {name!r}: not a file, and not one of: {known}")
+    tensors, info = read_checkpoint(path)
+    try:
+        model = build_model(info["config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unknown architecture {info['config']} ({exc})") from None
+    load_model_state(path, model, tensors)
+    model.meta = info["meta"]
+    model.source = str(path)
+    return model.to(device=device, dtype=dtype).eval()

@@ -1,0 +1,249 @@
+"""Input-convex networks (ICNNs) used as potentials ψ of learned proximal networks.
+
+A multi-scale convolutional ICNN ``ConvICNN`` maps x (B, C, H, W) to a per-pixel map
+h(x) (B, 1, H, W), each entry a convex function of x. Why it is convex, layer by layer:
+
+* a "z-path" layer computes  z' = σ(W⁺ z + V x_s):  W⁺ ≥ 0 (clamped after each optimizer step, see
+  ``clamp_``) is a nonnegative combination of convex functions (convex), V x_s is linear in x
+  (x_s = average-pooled x, itself linear), and σ convex and nondecreasing keeps it convex;
+* strided convolutions, average pooling, nearest-neighbour upsampling and concatenation are linear
+  maps with nonnegative coefficients on the z-path, so they keep convexity too;
+* the first layer sees only x (linear), which is convex.
+
+When ``bias=False`` and σ is positively 1-homogeneous (ReLU, leaky ReLU with slope in [0, 1)),
+every layer is positively 1-homogeneous: h(a·x) = a·h(x) for a > 0. Any bias (in a layer or a skip)
+would break that, so the scale-equivariant models use ``bias=False``; the plain LPN uses biases
+and softplus, as Fang et al. (2024).
+
+Convolutions use zero padding, a linear map, so it keeps both properties. Sizes: H and W
+divisible by 2**(levels-1) work directly; other sizes are zero-padded by the caller (see
+``priors.lpn``), which is linear too.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["ConvICNN", "DenseICNN", "nonneg_parameters"]
+
+
+class SmoothHomogeneous(nn.Module):
+    """s(a, l) = leak·a + (1 − leak)·½(a + √(a² + l²)): a smooth, homogeneous ReLU.
+
+    l is a bias-free linear map of the input x (one per layer). s is jointly convex in (a, l)
+    (a linear term plus a Euclidean norm), nondecreasing in a (∂s/∂a = leak + (1 − leak)·½(1 +
+    a/√(a² + l²)) ≥ 0) and positively 1-homogeneous in (a, l). With a convex in x and l linear in
+    x, s(a(x), l(x)) is convex and 1-homogeneous, and, unlike ReLU, smooth wherever l ≠ 0, so ψ
+    has a continuous gradient: f is continuous and the inversion behind R converges.
+    """
+
+    def __init__(self, leak: float = 0.2) -> None:
+        super().__init__()
+        self.leak = leak
+
+    def forward(self, a: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
+        # The clamp at the smallest normal number only acts at a = l = 0 (where s = 0 and the
+        # gradient is set to 0, a valid subgradient): it avoids 0/0 and keeps homogeneity.
+        r = torch.sqrt((a * a + l * l).clamp_min(torch.finfo(a.dtype).tiny))
+        return self.leak * a + (1.0 - self.leak) * 0.5 * (a + r)
+
+
+def _act(name: str, bias: bool) -> nn.Module:
+    if name == "smooth":
+        return SmoothHomogeneous(0.2)
+    if name == "smooth_pos":  # leak 0: s ≥ 0, used on the output h before squaring
+        return SmoothHomogeneous(0.0)
+    if name == "leaky_relu":
+        return nn.LeakyReLU(0.2)
+    if name == "relu":
+        return nn.ReLU()
+    if name == "softplus":
+        if not bias:
+            raise ValueError("softplus is not positively homogeneous: use it only with bias=True")
+        return nn.Softplus(beta=20.0)
+    raise ValueError(f"unknown activation {name!r} (leaky_relu, relu, softplus)")
+
+
+def _activate(act: nn.Module, zpart, xpart: torch.Tensor) -> torch.Tensor:
+    """σ(W⁺z + Vx); for the smooth activation the x-path carries (Vx, l) as two channel halves."""
+    if isinstance(act, SmoothHomogeneous):
+        v, l = xpart.chunk(2, dim=1)
+        return act(zpart + v, l)
+    return act(zpart + xpart)
+
+
+class NonnegConv2d(nn.Conv2d):
+    """A convolution whose weights are kept ≥ 0 (a z-path layer of an ICNN)."""
+
+    nonneg = True
+
+
+def nonneg_parameters(module: nn.Module) -> list[torch.Tensor]:
+    """The weights that must stay nonnegative for the network to be input-convex."""
+    out = []
+    for m in module.modules():
+        if getattr(m, "nonneg", False):
+            out.append(m.weight)
+    return out
+
+
+def _init_nonneg(conv: nn.Conv2d | nn.Linear, gain: float = 1.0) -> None:
+    """Positive init with mean ≈ gain / fan_in, so activations keep their scale through depth.
+
+    (The LPN code's exp(N(−10, 0.1)) init is so small that a squared output has near-zero
+    gradients at the start; this keeps signals O(1).)"""
+    w = conv.weight
+    fan_in = w[0].numel()
+    with torch.no_grad():
+        w.uniform_(0.0, 2.0 * gain / fan_in)
+
+
+class ConvICNN(nn.Module):
+    """Multi-scale (U-Net shaped) convolutional ICNN: x (B, C, H, W) -> h (B, 1, H, W).
+
+    Args:
+        in_channels: C (1 for CT, 2 for complex MRI as real/imag).
+        width: channels at the finest scale (doubled at each coarser scale, capped at 4×).
+        levels: number of scales (receptive field grows ~2× per level).
+        depth: z-path convolutions per scale in the encoder.
+        kernel: kernel size of the convolutions.
+        act: 'leaky_relu' or 'relu' (homogeneous), or 'softplus' (needs bias=True).
+        bias: biases in every x-path layer (breaks homogeneity; the plain LPN only).
+        out_act: apply σ to the output as well (h = relu(...) makes h ≥ 0, needed before squaring).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        width: int = 32,
+        levels: int = 3,
+        depth: int = 2,
+        kernel: int = 3,
+        act: str = "leaky_relu",
+        bias: bool = False,
+        out_act: str | None = "relu",
+    ) -> None:
+        super().__init__()
+        self.in_channels, self.levels = in_channels, levels
+        pad = kernel // 2
+        widths = [width * min(2**s, 4) for s in range(levels)]
+        self.act = _act(act, bias)
+        self.out_act = None if out_act is None else _act(out_act, bias)
+        self.smooth = act == "smooth"
+        if self.smooth and out_act not in (None, "smooth_pos"):
+            raise ValueError("a smooth network needs out_act 'smooth_pos' or None")
+        mult = 2 if self.smooth else 1  # smooth: each x-path also gives the l of s(a, l)
+
+        def xconv(cout: int) -> nn.Conv2d:
+            return nn.Conv2d(in_channels, mult * cout, kernel, padding=pad, bias=bias)
+
+        def zconv(cin: int, cout: int, stride: int = 1) -> NonnegConv2d:
+            c = NonnegConv2d(cin, cout, kernel, stride=stride, padding=pad, bias=False)
+            _init_nonneg(c)
+            return c
+
+        # Encoder: at scale s, `depth` layers z' = σ(W⁺z + V x_s); scale change by strided W⁺.
+        self.first = xconv(widths[0])
+        self.enc_z = nn.ModuleList()
+        self.enc_x = nn.ModuleList()
+        for s in range(levels):
+            zs, xs = nn.ModuleList(), nn.ModuleList()
+            for i in range(depth):
+                cin = widths[s - 1] if (s > 0 and i == 0) else widths[s]
+                stride = 2 if (s > 0 and i == 0) else 1
+                zs.append(zconv(cin, widths[s], stride))
+                xs.append(xconv(widths[s]))
+            self.enc_z.append(zs)
+            self.enc_x.append(xs)
+        # Decoder: upsample (nearest: nonnegative linear), merge with the encoder skip at the
+        # same scale by nonnegative convolutions, plus an x-path term.
+        self.dec_up = nn.ModuleList()
+        self.dec_skip = nn.ModuleList()
+        self.dec_x = nn.ModuleList()
+        for s in range(levels - 2, -1, -1):
+            self.dec_up.append(zconv(widths[s + 1], widths[s]))
+            self.dec_skip.append(zconv(widths[s], widths[s]))
+            self.dec_x.append(xconv(widths[s]))
+        self.out_z = NonnegConv2d(widths[0], 1, 1, bias=False)
+        _init_nonneg(self.out_z)
+        out_mult = 2 if (self.smooth and out_act is not None) else 1
+        self.out_x = nn.Conv2d(in_channels, out_mult, kernel, padding=pad, bias=bias)
+
+    @property
+    def multiple(self) -> int:
+        """H and W must be multiples of this (callers pad otherwise)."""
+        return 2 ** (self.levels - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xs = [x]
+        for _ in range(1, self.levels):
+            xs.append(F.avg_pool2d(xs[-1], 2))
+        z = _activate(self.act, 0.0, self.first(x))
+        skips = []
+        for s in range(self.levels):
+            for zc, xc in zip(self.enc_z[s], self.enc_x[s], strict=True):
+                z = _activate(self.act, zc(z), xc(xs[s]))
+            skips.append(z)
+        for k, s in enumerate(range(self.levels - 2, -1, -1)):
+            up = F.interpolate(z, scale_factor=2, mode="nearest")
+            zsum = self.dec_up[k](up) + self.dec_skip[k](skips[s])
+            z = _activate(self.act, zsum, self.dec_x[k](xs[s]))
+        if self.out_act is None:
+            return self.out_z(z) + self.out_x(x)
+        return _activate(self.out_act, self.out_z(z), self.out_x(x))
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        """Project the z-path weights onto the nonnegative orthant (after each optimizer step)."""
+        for w in nonneg_parameters(self):
+            w.clamp_(min=0.0)
+
+
+class DenseICNN(nn.Module):
+    """Fully connected ICNN for 1-D and vector data: x (B, D) -> h (B, 1).
+
+    z₁ = σ(V₀x), z_{k+1} = σ(W⁺_k z_k + V_k x), h = σ_out(W⁺ z + V x). Convex in x for the
+    same reasons as ``ConvICNN``; positively 1-homogeneous when bias=False and σ homogeneous.
+    """
+
+    def __init__(
+        self,
+        dim: int = 1,
+        width: int = 64,
+        depth: int = 3,
+        act: str = "leaky_relu",
+        bias: bool = False,
+        out_act: str | None = "relu",
+    ) -> None:
+        super().__init__()
+        self.act = _act(act, bias)
+        self.out_act = None if out_act is None else _act(out_act, bias)
+        mult = 2 if act == "smooth" else 1
+        self.first = nn.Linear(dim, mult * width, bias=bias)
+        self.zs = nn.ModuleList()
+        self.xs = nn.ModuleList()
+        for _ in range(depth - 1):
+            z = nn.Linear(width, width, bias=False)
+            z.nonneg = True
+            _init_nonneg(z)
+            self.zs.append(z)
+            self.xs.append(nn.Linear(dim, mult * width, bias=bias))
+        self.out_z = nn.Linear(width, 1, bias=False)
+        self.out_z.nonneg = True
+        _init_nonneg(self.out_z)
+        self.out_x = nn.Linear(dim, mult if out_act is not None else 1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = _activate(self.act, 0.0, self.first(x))
+        for zl, xl in zip(self.zs, self.xs, strict=True):
+            z = _activate(self.act, zl(z), xl(x))
+        if self.out_act is None:
+            return self.out_z(z) + self.out_x(x)
+        return _activate(self.out_act, self.out_z(z), self.out_x(x))
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        for w in nonneg_parameters(self):
+            w.clamp_(min=0.0)

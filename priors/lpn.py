@@ -1,0 +1,257 @@
+"""Learned proximal networks: the AE-LPN and its ablations, all as f = ∇ψ with ψ convex.
+
+Every model here (except ``NormalizationTrick``) defines a convex potential ψ: (B, C, H, W) -> (B,)
+and its prox f(v) = ∇ψ(v) by autograd. By Gribonval & Nikolova, the gradient of a convex function
+is exactly the proximal operator of some regularizer R, which ``regularizer`` evaluates.
+
+Kinds (``KINDS``), with x̄ = P₁x the per-channel mean image and P⊥x = x − x̄:
+
+=============  ==========================================================  =====================
+kind           ψ(x)                                                        equivariance of f
+=============  ==========================================================  =====================
+aelpn          ½||P₁x||² + Σ_p h_p(P⊥x)² + α/2·||P⊥x||²                    a·x + b (a > 0)
+aelpn-global   ½||P₁x||² + N·(mean_p h_p(P⊥x))² + α/2·||P⊥x||²             a·x + b (a > 0)
+scale-only     Σ_p h_p(x)² + α/2·||x||²                                    a·x (a > 0)
+shift-only     ½||P₁x||² + Σ_p h_p^LPN(P⊥x) + α/2·||P⊥x||²                 x + b
+lpn            Σ_p h_p^LPN(x) + α/2·||x||²                                 none
+=============  ==========================================================  =====================
+
+h is a bias-free ``ConvICNN`` (smooth homogeneous activations, see ``priors.icnn``) whose output
+goes through a nonnegative one (h ≥ 0, convex, positively 1-homogeneous);
+h^LPN has biases, softplus activations and no output activation (convex). Why the AE-LPN is exact:
+
+* convexity: t ↦ t² is convex and nondecreasing on t ≥ 0 and h ≥ 0 is convex, so h² is convex; a
+  sum of convex functions of the linear map P⊥x is convex; ½||P₁x||² and α/2||P⊥x||² are convex.
+* homogeneity: h(a·u) = a·h(u) for a > 0 (no biases, homogeneous activations), so h² and
+  ||P⊥x||² are 2-homogeneous and ∇ of a 2-homogeneous function is 1-homogeneous.
+* shift: P⊥(x + b·1) = P⊥x and P₁(x + b·1) = P₁x + b·1, so f(x + b·1) = f(x) + b·1. Together:
+  f(a·x + b·1) = a·f(x) + b·1 for every a > 0 and scalar b.
+
+The AE-LPN paper's SortPool activation is not used: its min branch is concave, so a network with
+it is not provably input-convex; leaky ReLU (slope 0.2) is convex, nondecreasing and homogeneous.
+Images of any size work: the network is fully convolutional, φ sums over pixels (the pooling is
+global), and sizes that are not a multiple of the network's scale factor are zero-padded (linear).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from priors.icnn import ConvICNN, DenseICNN
+
+__all__ = [
+    "KINDS",
+    "LearnedProx",
+    "ConvLPN",
+    "NormalizationTrick",
+    "DenseLPN",
+    "build_model",
+]
+
+KINDS = ("aelpn", "aelpn-global", "scale-only", "shift-only", "lpn", "normalization-trick")
+
+
+def _pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    return F.pad(x, (0, pw, 0, ph)) if (ph or pw) else x
+
+
+def _mean_split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(P₁x, P⊥x): per-image, per-channel mean over all but the batch/channel axes."""
+    dims = tuple(range(2, x.ndim))
+    m = x.mean(dim=dims, keepdim=True) if dims else torch.zeros_like(x)
+    return m, x - m
+
+
+class LearnedProx(nn.Module):
+    """Base: prox f(v) = ∇ψ(v) by autograd; ``regularizer`` evaluates R by inverting f."""
+
+    kind: str = ""
+    equivariance: str = "none"
+
+    def potential(self, x: torch.Tensor) -> torch.Tensor:  # (B,)
+        raise NotImplementedError
+
+    def prox(self, v: torch.Tensor, create_graph: bool | None = None) -> torch.Tensor:
+        """f(v) = ∇ψ(v), v: (B, C, H, W) (or (B, D) for dense models); same shape out.
+
+        Builds a graph for a second backward (training) when ``create_graph`` is True; by default
+        only when the module is in training mode and grad mode is on.
+        """
+        if create_graph is None:
+            create_graph = self.training and torch.is_grad_enabled()
+        with torch.enable_grad():
+            x = v if (create_graph and v.requires_grad) else v.detach().requires_grad_(True)
+            psi = self.potential(x).sum()
+            (g,) = torch.autograd.grad(psi, x, create_graph=create_graph)
+        return g if create_graph else g.detach()
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        return self.prox(v)
+
+    def regularizer(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """R(x) (B,), up to an additive constant; see ``priors.regularizer.evaluate_regularizer``."""
+        from priors.regularizer import evaluate_regularizer
+
+        return evaluate_regularizer(self, x, **kwargs).value
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        """Restore input-convexity after an optimizer step (nonnegative z-path weights)."""
+        for m in self.modules():
+            if m is not self and hasattr(m, "clamp_"):
+                m.clamp_()
+
+    def config(self) -> dict[str, Any]:
+        return dict(self._config)
+
+
+class ConvLPN(LearnedProx):
+    """Convolutional LPN of any kind in ``KINDS`` except the normalization trick."""
+
+    def __init__(
+        self,
+        kind: str = "aelpn",
+        in_channels: int = 1,
+        width: int = 32,
+        levels: int = 3,
+        depth: int = 2,
+        kernel: int = 3,
+        alpha: float = 1e-3,
+        act: str = "smooth",
+    ) -> None:
+        super().__init__()
+        if kind not in KINDS or kind == "normalization-trick":
+            raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS[:-1]}")
+        self.kind = kind
+        self._config = dict(
+            kind=kind,
+            in_channels=in_channels,
+            width=width,
+            levels=levels,
+            depth=depth,
+            kernel=kernel,
+            alpha=alpha,
+            act=act,
+        )
+        self.alpha = alpha
+        self.homogeneous = kind in ("aelpn", "aelpn-global", "scale-only")
+        self.mean_split = kind in ("aelpn", "aelpn-global", "shift-only")
+        self.equivariance = {
+            "aelpn": "affine",
+            "aelpn-global": "affine",
+            "scale-only": "scale",
+            "shift-only": "shift",
+            "lpn": "none",
+        }[kind]
+        if self.homogeneous:
+            if act not in ("smooth", "leaky_relu", "relu"):
+                raise ValueError(f"{kind} needs a homogeneous activation, not {act!r}")
+            out_act = "smooth_pos" if act == "smooth" else "relu"
+            self.net = ConvICNN(in_channels, width, levels, depth, kernel, act, False, out_act)
+        else:
+            self.net = ConvICNN(in_channels, width, levels, depth, kernel, "softplus", True, None)
+
+    def potential(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mean_split:
+            m, u = _mean_split(x)
+            n_pix = x.shape[-1] * x.shape[-2]
+            psi = 0.5 * n_pix * m.pow(2).flatten(1).sum(1)
+        else:
+            u, psi = x, 0.0
+        h = self.net(_pad_to(u, self.net.multiple)).flatten(1)
+        if self.kind == "aelpn-global":
+            phi = h.shape[1] * h.mean(1).pow(2)
+        elif self.homogeneous:
+            phi = h.pow(2).sum(1)
+        else:
+            phi = h.sum(1)
+        return psi + phi + 0.5 * self.alpha * u.pow(2).flatten(1).sum(1)
+
+
+class DenseLPN(LearnedProx):
+    """Dense (vector) LPN for x (B, D): kinds 'scale-only' (ψ = h² + α/2 x², 1-D-meaningful),
+    'aelpn' (mean split over the D entries, D ≥ 2) and 'lpn'."""
+
+    def __init__(
+        self,
+        kind: str = "scale-only",
+        dim: int = 1,
+        width: int = 64,
+        depth: int = 3,
+        alpha: float = 1e-3,
+        act: str = "smooth",
+    ):
+        super().__init__()
+        if kind not in ("aelpn", "scale-only", "lpn"):
+            raise ValueError(f"dense kind must be aelpn, scale-only or lpn, got {kind!r}")
+        if kind == "aelpn" and dim < 2:
+            raise ValueError("an affine-equivariant prox in 1-D is the identity: use dim ≥ 2")
+        self.kind, self.alpha = kind, alpha
+        self._config = dict(kind=kind, dim=dim, width=width, depth=depth, alpha=alpha, act=act)
+        self.equivariance = {"aelpn": "affine", "scale-only": "scale", "lpn": "none"}[kind]
+        if kind == "lpn":
+            self.net = DenseICNN(dim, width, depth, "softplus", True, None)
+        else:
+            self.net = DenseICNN(
+                dim, width, depth, act, False, "smooth_pos" if act == "smooth" else "relu"
+            )
+
+    def potential(self, x: torch.Tensor) -> torch.Tensor:
+        psi = 0.0
+        u = x
+        if self.kind == "aelpn":
+            m = x.mean(1, keepdim=True)
+            u = x - m
+            psi = 0.5 * x.shape[1] * m.pow(2).squeeze(1)
+        h = self.net(u).squeeze(1)
+        phi = h if self.kind == "lpn" else h.pow(2)
+        return psi + phi + 0.5 * self.alpha * u.pow(2).sum(1)
+
+
+class NormalizationTrick(nn.Module):
+    """f(x) = s·g((x − m)/s) + m with m, s the per-image mean and std and g an LPN prox.
+
+    Affine-equivariant by construction, but **not a proximal operator**: x ↦ (x − m)/s is not
+    linear, so f is not the gradient of a convex function (its Jacobian is not symmetric), and no
+    regularizer R exists to monitor. It is an ablation, not a prior with guarantees.
+    """
+
+    kind = "normalization-trick"
+    equivariance = "affine (not a prox)"
+
+    def __init__(self, inner: ConvLPN | None = None, eps: float = 1e-12, **kwargs: Any) -> None:
+        super().__init__()
+        self.inner = inner if inner is not None else ConvLPN(kind="lpn", **kwargs)
+        self.eps = eps
+        self._config = dict(self.inner.config(), kind="normalization-trick")
+
+    def prox(self, v: torch.Tensor, create_graph: bool | None = None) -> torch.Tensor:
+        m, u = _mean_split(v)
+        s = u.pow(2).mean(dim=tuple(range(1, v.ndim)), keepdim=True).sqrt().clamp_min(self.eps)
+        return s * self.inner.prox(u / s, create_graph=create_graph) + m
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        return self.prox(v)
+
+    def clamp_(self) -> None:
+        self.inner.clamp_()
+
+    def config(self) -> dict[str, Any]:
+        return dict(self._config)
+
+
+def build_model(config: dict[str, Any]) -> nn.Module:
+    """Instantiate a model from its ``config()`` dict (as stored in checkpoints)."""
+    cfg = dict(config)
+    kind = cfg.pop("kind")
+    if "dim" in cfg:
+        return DenseLPN(kind=kind, **cfg)
+    if kind == "normalization-trick":
+        return NormalizationTrick(**cfg)
+    return ConvLPN(kind=kind, **cfg)

@@ -1,0 +1,207 @@
+"""Training a learned proximal network as a denoiser: L1 warm-up, then proximal matching.
+
+Pairs are (x, x + σ·n) with x drawn by a ``sampler(batch, generator) -> (B, C, H, W)`` of clean
+images (phantoms on the fly, crops of natural images, a user's scans: see ``recon.train``), so
+this module needs no knowledge of data formats. Loss schedule (Fang et al. 2024):
+
+* steps [0, l1_fraction·steps): L1 loss mean|f(y) − x| at lr ``lr_l1``;
+* then equal stages with γ = γ_k · gamma_unit (γ_k = 8, 4, 2, 1 by default) at lr ``lr_pm``, using
+  the proximal matching loss ℓ_γ = mean_batch[1 − exp(−||f(y) − x||² / (d·γ²))], d = C·H·W.
+
+Adam; after every step the z-path weights are clamped to ≥ 0 (input convexity). Every
+``ckpt_every`` steps the model, the optimizer, the RNG state and the history are written
+atomically, so an interrupted run resumes exactly where it stopped (same weights as an
+uninterrupted run). All randomness (patches, flips, noise) comes from one seeded generator.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from priors.checkpoint import load_model_state, read_checkpoint, save_checkpoint
+
+__all__ = ["TrainConfig", "TrainResult", "train_prior", "proximal_matching_loss", "denoise_psnr"]
+
+Sampler = Callable[[int, torch.Generator], torch.Tensor]
+
+
+@dataclass
+class TrainConfig:
+    sigma: float = 0.1
+    steps: int = 2000
+    batch: int = 16
+    lr_l1: float = 1e-3
+    lr_pm: float = 1e-4
+    l1_fraction: float = 0.5
+    gammas: tuple[float, ...] = (8.0, 4.0, 2.0, 1.0)
+    gamma_unit: float = 0.08
+    seed: int = 0
+    val_every: int = 100
+    ckpt_every: int = 100
+    grad_clip: float = 1.0
+
+    def phase(self, step: int) -> tuple[float, float | None]:
+        """(learning rate, γ per pixel or None for the L1 phase) at a given step."""
+        n_l1 = int(round(self.l1_fraction * self.steps))
+        if step < n_l1:
+            return self.lr_l1, None
+        stage_len = max(1, math.ceil((self.steps - n_l1) / len(self.gammas)))
+        k = min((step - n_l1) // stage_len, len(self.gammas) - 1)
+        return self.lr_pm, self.gammas[k] * self.gamma_unit
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    history: dict[str, list] = field(default_factory=dict)
+    seconds: float = 0.0
+    steps: int = 0
+
+
+def proximal_matching_loss(pred: torch.Tensor, target: torch.Tensor, gamma: float) -> torch.Tensor:
+    """mean over the batch of 1 − exp(−||pred − target||² / (d·γ²)), d = entries per item."""
+    err = (pred - target).flatten(1)
+    d = err.shape[1]
+    return (1.0 - torch.exp(-err.pow(2).sum(1) / (d * gamma**2))).mean()
+
+
+@torch.no_grad()
+def denoise_psnr(model: nn.Module, clean: torch.Tensor, sigma: float, seed: int = 1234) -> float:
+    """Mean PSNR (data_range = max − min of each clean image) of model.prox(clean + σ·n)."""
+    gen = torch.Generator(device=clean.device).manual_seed(seed)
+    noisy = clean + sigma * torch.randn(clean.shape, generator=gen, device=clean.device)
+    out = model.prox(noisy, create_graph=False)
+    mse = (out - clean).flatten(1).pow(2).mean(1)
+    rng = clean.flatten(1).amax(1) - clean.flatten(1).amin(1)
+    return float((10 * torch.log10(rng.pow(2) / mse)).mean())
+
+
+def train_prior(
+    model: nn.Module,
+    sampler: Sampler,
+    cfg: TrainConfig,
+    checkpoint: str | Path | None = None,
+    val: torch.Tensor | None = None,
+    meta: dict[str, Any] | None = None,
+    progress: bool = True,
+    resume: bool = True,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train ``model`` in place; returns it with its history.
+
+    Args:
+        sampler: clean images (B, C, H, W) from (batch size, torch.Generator).
+        checkpoint: file to write every ``cfg.ckpt_every`` steps and at the end; if it exists
+            and ``resume`` is true, training continues from it exactly.
+        val: held-out clean images for validation PSNR at σ = cfg.sigma.
+        stop_after: stop (with a checkpoint) after this many steps in this call (to test resume).
+    """
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr_l1)
+    hist: dict[str, list] = {"step": [], "loss": [], "val_step": [], "val_psnr": [], "seconds": []}
+    step, elapsed = 0, 0.0
+    ckpt = Path(checkpoint) if checkpoint else None
+    if ckpt is not None and resume and ckpt.exists():
+        step, elapsed, hist = _restore(ckpt, model, opt, gen)
+    meta = {"sigma": cfg.sigma, "train_config": asdict(cfg), **(meta or {})}
+
+    def save() -> None:
+        if ckpt is None:
+            return
+        state = {"step": step, "seconds": elapsed, "history": hist}
+        rng = {"generator": gen.get_state()}
+        save_checkpoint(
+            ckpt, model, {**meta, "steps": step, "train_seconds": elapsed}, opt, state, rng
+        )
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=step, desc=f"train {getattr(model, 'kind', '')}")
+    model.train()
+    t0 = time.perf_counter() - elapsed
+    done_here = 0
+    while step < cfg.steps:
+        lr, gamma = cfg.phase(step)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        clean = sampler(cfg.batch, gen).to(device)
+        noisy = clean + cfg.sigma * torch.randn(clean.shape, generator=gen).to(device)
+        pred = model.prox(noisy, create_graph=True)
+        loss = (
+            (pred - clean).abs().mean()
+            if gamma is None
+            else proximal_matching_loss(pred, clean, gamma)
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        model.clamp_()
+        step += 1
+        done_here += 1
+        elapsed = time.perf_counter() - t0
+        hist["step"].append(step)
+        hist["loss"].append(loss.item())
+        hist["seconds"].append(elapsed)
+        if val is not None and (step % cfg.val_every == 0 or step == cfg.steps):
+            model.eval()
+            hist["val_step"].append(step)
+            hist["val_psnr"].append(denoise_psnr(model, val.to(device), cfg.sigma))
+            model.train()
+        if bar is not None:
+            post = {
+                "loss": f"{loss.item():.4f}",
+                "phase": "L1" if gamma is None else f"γ={gamma:.2f}",
+            }
+            if hist["val_psnr"]:
+                post["val"] = f"{hist['val_psnr'][-1]:.2f}dB"
+            bar.set_postfix(post)
+            bar.update(1)
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            save()
+        if stop_after is not None and done_here >= stop_after:
+            save()
+            break
+    if bar is not None:
+        bar.close()
+    model.eval()
+    return TrainResult(model=model, history=hist, seconds=elapsed, steps=step)
+
+
+def _restore(ckpt: Path, model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator):
+    tensors, info = read_checkpoint(ckpt)
+    if info["config"] != model.config():
+        from priors.checkpoint import CheckpointError
+
+        raise CheckpointError(
+            f"{ckpt}: cannot resume: it holds {info['config']}, the run trains {model.config()}"
+        )
+    load_model_state(ckpt, model, tensors)
+    train = info["train"]
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, idx, name = k.split(".", 2)
+            state.setdefault(int(idx), {})[name] = v
+    if "param_groups" in train:
+        opt.load_state_dict({"state": state, "param_groups": train["param_groups"]})
+    if "rng.generator" in tensors:
+        gen.set_state(tensors["rng.generator"])
+    return int(train.get("step", 0)), float(train.get("seconds", 0.0)), train.get("history") or {}
+
+
+def save_history(hist: dict[str, list], path: str | Path) -> None:
+    Path(path).write_text(json.dumps(hist))

@@ -1,0 +1,136 @@
+"""Exactness of the learned proximal networks (float64, random weights): affine equivariance,
+convexity of ψ, monotonicity and a symmetric Jacobian of f = ∇ψ, and the inversion behind R.
+The same checks show what the ablations are *not* (measured, not assumed)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from priors.lpn import ConvLPN, DenseLPN, NormalizationTrick
+from priors.regularizer import evaluate_regularizer
+
+
+def _model(kind: str, channels: int = 1, seed: int = 0):
+    torch.manual_seed(seed)
+    m = ConvLPN(kind=kind, in_channels=channels, width=8, levels=2, depth=1).double().eval()
+    # Random (not freshly initialized) nonnegative z-weights, so tests do not rest on the init.
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    m.clamp_()
+    return m
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_aelpn_exactly_affine_equivariant(channels):
+    m = _model("aelpn", channels)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(3, channels, 20, 28, generator=gen, dtype=torch.float64)  # odd size: padded
+    fx = m.prox(x)
+    worst = 0.0
+    for a in (1e-2, 0.37, 1.0, 55.0, 1e3):
+        for b in (-2000.0, -1.5, 0.0, 3.0, 2000.0):
+            worst = max(worst, _rel(m.prox(a * x + b), a * fx + b))
+    assert worst <= 1e-10
+
+
+def test_aelpn_global_square_also_equivariant():
+    m = _model("aelpn-global")
+    x = torch.rand(2, 1, 16, 16, dtype=torch.float64)
+    assert _rel(m.prox(25.0 * x - 700.0), 25.0 * m.prox(x) - 700.0) <= 1e-10
+
+
+def test_ablations_have_only_their_own_equivariance():
+    x = torch.rand(2, 1, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    scale = _model("scale-only")
+    shift = _model("shift-only")
+    lpn = _model("lpn")
+    assert _rel(scale.prox(40.0 * x), 40.0 * scale.prox(x)) <= 1e-10
+    assert _rel(shift.prox(x + 500.0), shift.prox(x) + 500.0) <= 1e-10
+    # ...and measurably not the other one
+    assert _rel(scale.prox(x + 5.0), scale.prox(x) + 5.0) > 1e-4
+    assert _rel(shift.prox(40.0 * x), 40.0 * shift.prox(x)) > 1e-4
+    assert _rel(lpn.prox(40.0 * x + 5.0), 40.0 * lpn.prox(x) + 5.0) > 1e-4
+
+
+@pytest.mark.parametrize("kind", ["aelpn", "aelpn-global", "scale-only", "shift-only", "lpn"])
+def test_potential_convex_midpoints(kind):
+    """ψ((x+y)/2) ≤ (ψ(x)+ψ(y))/2 on 2,000 random pairs, including far-apart and scaled ones."""
+    m = _model(kind)
+    gen = torch.Generator().manual_seed(4)
+    violations = 0
+    for scale in (0.01, 1.0, 100.0, 1000.0):
+        x = scale * torch.randn(500, 1, 8, 8, generator=gen, dtype=torch.float64)
+        y = scale * torch.randn(500, 1, 8, 8, generator=gen, dtype=torch.float64)
+        with torch.no_grad():
+            lhs = m.potential(0.5 * (x + y))
+            rhs = 0.5 * (m.potential(x) + m.potential(y))
+        violations += int((lhs > rhs + 1e-12 * rhs.abs().clamp_min(1.0)).sum())
+    assert violations == 0
+
+
+@pytest.mark.parametrize("kind", ["aelpn", "lpn"])
+def test_prox_is_monotone(kind):
+    m = _model(kind)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(200, 1, 8, 8, generator=gen, dtype=torch.float64)
+    y = x + torch.randn(200, 1, 8, 8, generator=gen, dtype=torch.float64) * 0.3
+    d = ((m.prox(x) - m.prox(y)) * (x - y)).flatten(1).sum(1)
+    assert float(d.min()) >= -1e-12
+
+
+def _jacobian_asymmetry(prox, x: torch.Tensor, seed: int = 6) -> float:
+    """|<w, Jᵀv> − <v, Jᵀw>| / (|<w, Jᵀv>| + |<v, Jᵀw>|): 0 iff J is symmetric on (v, w)."""
+    gen = torch.Generator().manual_seed(seed)
+    v = torch.randn(x.shape, generator=gen, dtype=x.dtype)
+    w = torch.randn(x.shape, generator=gen, dtype=x.dtype)
+    x = x.clone().requires_grad_(True)
+    fx = prox(x)
+    (jt_v,) = torch.autograd.grad(fx, x, v, retain_graph=True)
+    (jt_w,) = torch.autograd.grad(fx, x, w)
+    a, b = float((w * jt_v).sum()), float((v * jt_w).sum())
+    return abs(a - b) / (abs(a) + abs(b))
+
+
+def test_jacobian_symmetric_for_lpn_not_for_normalization_trick():
+    x = torch.rand(1, 1, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    m = _model("aelpn")
+    assert _jacobian_asymmetry(lambda t: m.prox(t, create_graph=True), x) <= 1e-10
+    torch.manual_seed(1)
+    trick = NormalizationTrick(width=8, levels=2, depth=1).double().eval()
+    # affine-equivariant...
+    assert _rel(trick.prox(3.0 * x + 2.0), 3.0 * trick.prox(x) + 2.0) <= 1e-10
+    # ...but not a gradient field, so not a prox
+    assert _jacobian_asymmetry(lambda t: trick.prox(t, create_graph=True), x) > 1e-3
+    assert not hasattr(trick, "regularizer")
+
+
+def test_regularizer_inversion_and_known_values():
+    m = _model("aelpn")
+    x = m.prox(torch.rand(2, 1, 16, 16, dtype=torch.float64))  # in the range of f
+    r = evaluate_regularizer(m, x, iters=500)
+    assert float(r.residual.max()) <= 1e-5
+    # Fenchel–Young: R(x) + ½||x||² + ψ(u) = <x, u>, and R is a prox's regularizer:
+    # x = f(u) minimizes R(·) + ½||· − u||², so R(x) + ½||x − u||² ≤ R(x') + ½||x' − u||².
+    xp = x + 0.05 * torch.randn_like(x)
+    rp = evaluate_regularizer(m, xp, iters=500).value
+    lhs = r.value + 0.5 * (x - r.u).flatten(1).pow(2).sum(1)
+    rhs = rp + 0.5 * (xp - r.u).flatten(1).pow(2).sum(1)
+    assert bool((lhs <= rhs + 1e-6).all())
+
+
+def test_dense_models_and_equivariance():
+    torch.manual_seed(0)
+    m = DenseLPN("aelpn", dim=5).double()
+    x = torch.randn(4, 5, dtype=torch.float64)
+    assert _rel(m.prox(9.0 * x - 3.0), 9.0 * m.prox(x) - 3.0) <= 1e-10
+    s = DenseLPN("scale-only", dim=1).double()
+    t = torch.linspace(-4, 4, 9, dtype=torch.float64)[:, None]
+    assert _rel(s.prox(0.3 * t), 0.3 * s.prox(t)) <= 1e-10
+    with pytest.raises(ValueError, match="identity"):
+        DenseLPN("aelpn", dim=1)
