@@ -7,7 +7,7 @@ training image. ``patch_sampler`` draws seeded random crops with flips and 90° 
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ TRAIN_IMAGES = (
 VAL_IMAGES = ("camera", "moon", "cat")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(name: str) -> np.ndarray:
     from skimage import color, data, img_as_float32
 

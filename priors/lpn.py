@@ -95,7 +95,7 @@ class LearnedProx(nn.Module):
         return self.prox(v)
 
     def regularizer(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        """R(x) (B,), up to an additive constant; see ``priors.regularizer.evaluate_regularizer``."""
+        """R(x) (B,) up to an additive constant (see ``priors.regularizer``)."""
         from priors.regularizer import evaluate_regularizer
 
         return evaluate_regularizer(self, x, **kwargs).value
