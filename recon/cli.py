@@ -1,0 +1,68 @@
+"""The `recon` command line: `recon info | train | ct | mri | bench`.
+
+Exit status: 0 on success, 2 on bad input (a one-line message naming what is wrong), 1 on an
+unexpected failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import platform
+import sys
+
+from recon import __version__
+
+SUBCOMMANDS = ("recon.train", "recon.ct", "recon.mri", "recon.bench")
+
+
+def _info(_: argparse.Namespace) -> int:
+    import astra
+    import sigpy
+    import torch
+
+    from priors.checkpoint import shipped_priors
+
+    print(f"pnp-recon {__version__}")
+    print(f"python    {platform.python_version()}")
+    print(f"torch     {torch.__version__}  (CUDA available: {torch.cuda.is_available()})")
+    print(f"astra     {astra.__version__}  (CUDA: {astra.use_cuda()})")
+    print(f"sigpy     {sigpy.__version__}")
+    print("priors    " + (", ".join(shipped_priors()) or "(none shipped)") + ", tv")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recon", description="PnP CT/MRI reconstruction with AE-LPN priors"
+    )
+    parser.add_argument("--version", action="version", version=f"pnp-recon {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="versions, devices and shipped priors").set_defaults(func=_info)
+    for name in SUBCOMMANDS:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        mod.add_parser(sub)
+        sub.choices[name.split(".")[1]].set_defaults(func=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"recon {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"recon {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
