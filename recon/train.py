@@ -5,6 +5,8 @@ Data sources (``--data``):
   ct-mix          70 % ellipse phantoms, 30 % natural-image patches (1 channel): the shipped CT
                   priors, so that real anatomy's texture is not out of distribution
   natural         patches of scikit-image's bundled natural images (held-out: camera, moon, cat)
+  mri-brain       Colin27 T1 brain slices (Debian mricron-data) with a smooth random phase, as
+                  2-channel complex images: the shipped MRI priors
   mri-natural     natural images with a smooth random phase, as 2-channel complex images
   FOLDER          a folder of your images (.npy, .png, .tif, DICOM, fastMRI .h5); add
                   ``--channels 2`` for complex MRI training with random phase
@@ -18,6 +20,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from data.natural import VAL_IMAGES, center_crops, natural_images, patch_sampler
@@ -64,6 +67,15 @@ def make_sampler(data: str, patch: int, channels: int):
             center_crops(natural_images(VAL_IMAGES), 128),
             f"skimage natural images (train: {len(natural_images())}), {patch}x{patch} patches",
         )
+    if data == "mri-brain":
+        from data.nifti import COLIN27, HELD_OUT, TRAIN_SLICES, nifti_slices
+
+        s = complex_sampler(patch_sampler(nifti_slices(COLIN27, TRAIN_SLICES), patch))
+        held = torch.from_numpy(np.stack(nifti_slices(COLIN27, list(HELD_OUT)[::6])))[:, None]
+        val = complex_sampler(lambda b, g: held)(len(held), gval)
+        rng = f"{TRAIN_SLICES.start}-{TRAIN_SLICES.stop - 1}"
+        desc = f"Colin27 T1 axial slices {rng} ({COLIN27.name}), smooth random phase, {patch}px"
+        return s, val, desc
     if data == "mri-natural":
         s = complex_sampler(patch_sampler(natural_images(), patch))
         val = complex_sampler(lambda b, g: center_crops(natural_images(VAL_IMAGES), 128))(3, gval)
@@ -130,7 +142,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    channels = args.channels or (2 if args.data == "mri-natural" else 1)
+    channels = args.channels or (2 if args.data in ("mri-natural", "mri-brain") else 1)
     sampler, val, desc = make_sampler(args.data, args.patch, channels)
     arch = dict(in_channels=channels, width=args.width, levels=args.levels, depth=args.depth)
     if args.kind == "normalization-trick":
