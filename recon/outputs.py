@@ -1,0 +1,157 @@
+"""Writing a reconstruction's outputs atomically: arrays, PNGs, JSON and figures.
+
+Every file is written to a temporary name in the destination folder and moved into place with
+``os.replace``, so a crash never leaves a half-written file under its final name.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "atomic_write",
+    "save_npy",
+    "save_json",
+    "save_png",
+    "save_figure",
+    "comparison_figure",
+    "convergence_figure",
+]
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)`` then move tmp_path to ``path`` (same folder, so atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_npy(path: str | Path, array: np.ndarray) -> Path:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, np.asarray(array))
+
+    return atomic_write(path, write)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if np.isfinite(v) else None
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def save_json(path: str | Path, data: Any) -> Path:
+    text = json.dumps(_jsonable(data), indent=1)
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def save_png(path: str | Path, image: np.ndarray, lo: float, hi: float) -> Path:
+    """Grayscale 8-bit PNG of ``image`` mapped linearly from [lo, hi] to [0, 255] (clipped)."""
+    from PIL import Image
+
+    scaled = np.clip((np.asarray(image, dtype=np.float64) - lo) / max(hi - lo, 1e-30), 0, 1)
+    img = Image.fromarray((scaled * 255 + 0.5).astype(np.uint8))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return atomic_write(path, lambda tmp: tmp.write_bytes(buf.getvalue()))
+
+
+def save_figure(path: str | Path, fig) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(buf.getvalue()))
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def comparison_figure(
+    path: str | Path,
+    panels: list[tuple[str, np.ndarray]],
+    lo: float,
+    hi: float,
+    reference: np.ndarray | None = None,
+) -> Path:
+    """Side by side: each (title, image) in the display range [lo, hi]; plus |error| of the last
+    panel against ``reference`` when given."""
+    plt = _plt()
+    n = len(panels) + (reference is not None)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4))
+    axes = np.atleast_1d(axes)
+    for ax, (title, img) in zip(axes, panels, strict=False):
+        ax.imshow(img, cmap="gray", vmin=lo, vmax=hi)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    if reference is not None:
+        err = np.abs(panels[-1][1] - reference)
+        im = axes[-1].imshow(err, cmap="magma", vmin=0, vmax=max(0.1 * (hi - lo), 1e-30))
+        axes[-1].set_title("|error| (0 to 10% of range)", fontsize=9)
+        axes[-1].axis("off")
+        fig.colorbar(im, ax=axes[-1], fraction=0.046)
+    fig.tight_layout()
+    return save_figure(path, fig)
+
+
+def convergence_figure(path: str | Path, history: dict[str, list], title: str = "") -> Path:
+    """Relative change (log), objective when recorded, and PSNR per iteration."""
+    plt = _plt()
+    it = history.get("iteration") or list(range(1, len(history.get("rel_change", [])) + 1))
+    panels = [("rel_change", "relative change ||x⁺−x||/||x||", True)]
+    if any(v is not None for v in history.get("objective", []) or []):
+        panels.append(("objective", "objective (monitored)", False))
+    if history.get("psnr"):
+        panels.append(("psnr", "PSNR (dB)", False))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.3))
+    axes = np.atleast_1d(axes)
+    for ax, (key, label, log) in zip(axes, panels, strict=True):
+        vals = history.get(key) or []
+        pts = [(i, v) for i, v in zip(it, vals, strict=False) if v is not None and np.isfinite(v)]
+        if pts:
+            xs, ys = zip(*pts, strict=True)
+            ax.plot(xs, ys, ".-" if len(pts) < 60 else "-")
+        if log:
+            ax.set_yscale("log")
+        ax.set_xlabel("iteration")
+        ax.set_title(label, fontsize=9)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(path, fig)
