@@ -1,0 +1,131 @@
+"""LIDC-IDRI style CT DICOM: single files and series folders, in HU (pydicom).
+
+HU = stored value · RescaleSlope + RescaleIntercept (1 and 0 when absent). A series is ordered
+by ImagePositionPatient[2] (InstanceNumber when positions are missing), duplicate positions are
+dropped, and scanner padding (PixelPaddingValue, or HU ≤ −2000) is clipped to −1024 HU. Every
+error names the file it is about.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "DicomError",
+    "CTSlice",
+    "CTVolume",
+    "read_dicom_file",
+    "read_dicom_series",
+    "resample_to_spacing",
+]
+
+PADDING_HU = -1024.0
+
+
+class DicomError(ValueError):
+    """A DICOM file or series that cannot be read as CT."""
+
+
+@dataclass
+class CTSlice:
+    hu: np.ndarray  # (H, W) float32
+    pixel_spacing: tuple[float, float]  # (row, col) mm
+    position: tuple[float, float, float] | None
+    instance: int | None
+    path: Path
+
+
+@dataclass
+class CTVolume:
+    hu: np.ndarray  # (S, H, W) float32, ordered along the patient axis
+    pixel_spacing: tuple[float, float]
+    positions: list[float] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
+
+
+def read_dicom_file(path: str | Path) -> CTSlice:
+    """One CT slice in HU; a clear DicomError naming the file if it is not one."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DicomError(f"{path}: no such DICOM file")
+    try:
+        ds = pydicom.dcmread(path)
+    except (InvalidDicomError, OSError, EOFError, ValueError, AttributeError) as exc:
+        raise DicomError(f"{path}: not a readable DICOM file ({exc})") from None
+    if "PixelData" not in ds:
+        raise DicomError(f"{path}: DICOM file has no pixel data")
+    try:
+        raw = ds.pixel_array
+    except Exception as exc:  # decoders raise many kinds
+        raise DicomError(f"{path}: cannot decode pixel data ({exc})") from None
+    if raw.ndim != 2:
+        raise DicomError(f"{path}: expected a 2-D slice, got pixel array of shape {raw.shape}")
+    slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
+    intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
+    hu = raw.astype(np.float64) * slope + intercept
+    pad = getattr(ds, "PixelPaddingValue", None)
+    if pad is not None:
+        hu[raw == pad] = PADDING_HU
+    hu[hu <= -2000] = PADDING_HU
+    spacing = tuple(float(v) for v in getattr(ds, "PixelSpacing", (1.0, 1.0)))
+    pos = getattr(ds, "ImagePositionPatient", None)
+    inst = getattr(ds, "InstanceNumber", None)
+    return CTSlice(
+        hu=hu.astype(np.float32),
+        pixel_spacing=(spacing[0], spacing[1]),
+        position=tuple(float(v) for v in pos) if pos is not None else None,
+        instance=int(inst) if inst is not None else None,
+        path=path,
+    )
+
+
+def read_dicom_series(folder: str | Path) -> CTVolume:
+    """All DICOM slices in a folder, ordered along the patient axis, as one HU volume."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DicomError(f"{folder}: not a folder")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise DicomError(f"{folder}: empty folder, no DICOM files")
+    slices = [read_dicom_file(p) for p in files]
+    shape0 = slices[0].hu.shape
+    for s in slices[1:]:
+        if s.hu.shape != shape0:
+            raise DicomError(
+                f"{s.path}: slice size {s.hu.shape} differs from {shape0} of {slices[0].path}"
+            )
+    if all(s.position is not None for s in slices):
+        key = [s.position[2] for s in slices]
+    else:
+        key = [float(s.instance if s.instance is not None else i) for i, s in enumerate(slices)]
+    order = np.argsort(key, kind="stable")
+    kept, seen = [], set()
+    for i in order:
+        if key[i] in seen:
+            continue
+        seen.add(key[i])
+        kept.append(i)
+    return CTVolume(
+        hu=np.stack([slices[i].hu for i in kept]),
+        pixel_spacing=slices[kept[0]].pixel_spacing,
+        positions=[key[i] for i in kept],
+        paths=[slices[i].path for i in kept],
+    )
+
+
+def resample_to_spacing(
+    image: np.ndarray, spacing: tuple[float, float], new_spacing: tuple[float, float]
+) -> np.ndarray:
+    """Resample a (H, W) image from ``spacing`` to ``new_spacing`` mm (bilinear)."""
+    from scipy.ndimage import zoom
+
+    if min(spacing) <= 0 or min(new_spacing) <= 0:
+        raise ValueError(f"pixel spacings must be > 0, got {spacing} -> {new_spacing}")
+    factors = (spacing[0] / new_spacing[0], spacing[1] / new_spacing[1])
+    return zoom(image.astype(np.float32), factors, order=1)
