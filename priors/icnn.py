@@ -101,7 +101,7 @@ def _init_nonneg(conv: nn.Conv2d | nn.Linear, gain: float = 1.0) -> None:
 
 
 class ConvICNN(nn.Module):
-    """Multi-scale (U-Net shaped) convolutional ICNN: x (B, C, H, W) -> h (B, 1, H, W).
+    """Multi-scale (U-Net shaped) convolutional ICNN: x (B, C, H, W) -> h (B, K, H, W).
 
     Args:
         in_channels: C (1 for CT, 2 for complex MRI as real/imag).
@@ -112,6 +112,7 @@ class ConvICNN(nn.Module):
         act: 'leaky_relu' or 'relu' (homogeneous), or 'softplus' (needs bias=True).
         bias: biases in every x-path layer (breaks homogeneity; the plain LPN only).
         out_act: apply σ to the output as well (h = relu(...) makes h ≥ 0, needed before squaring).
+        out_channels: K, the number of convex maps per pixel.
     """
 
     def __init__(
@@ -124,6 +125,7 @@ class ConvICNN(nn.Module):
         act: str = "leaky_relu",
         bias: bool = False,
         out_act: str | None = "relu",
+        out_channels: int = 1,
     ) -> None:
         super().__init__()
         self.in_channels, self.levels = in_channels, levels
@@ -166,10 +168,10 @@ class ConvICNN(nn.Module):
             self.dec_up.append(zconv(widths[s + 1], widths[s]))
             self.dec_skip.append(zconv(widths[s], widths[s]))
             self.dec_x.append(xconv(widths[s]))
-        self.out_z = NonnegConv2d(widths[0], 1, 1, bias=False)
+        self.out_z = NonnegConv2d(widths[0], out_channels, 1, bias=False)
         _init_nonneg(self.out_z)
         out_mult = 2 if (self.smooth and out_act is not None) else 1
-        self.out_x = nn.Conv2d(in_channels, out_mult, kernel, padding=pad, bias=bias)
+        self.out_x = nn.Conv2d(in_channels, out_mult * out_channels, kernel, padding=pad, bias=bias)
 
     @property
     def multiple(self) -> int:

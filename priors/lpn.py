@@ -95,10 +95,18 @@ class LearnedProx(nn.Module):
         return self.prox(v)
 
     def regularizer(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        """R(x) (B,) up to an additive constant (see ``priors.regularizer``)."""
+        """R(x) (B,) up to an additive constant (see ``priors.regularizer``).
+
+        The inversion is warm-started from the previous call's preimage when shapes match, which
+        makes monitoring R along a solver's iterates cheap."""
         from priors.regularizer import evaluate_regularizer
 
-        return evaluate_regularizer(self, x, **kwargs).value
+        warm = getattr(self, "_last_preimage", None)
+        if "u0" not in kwargs and warm is not None and warm.shape == x.shape:
+            kwargs["u0"] = warm.to(x)
+        r = evaluate_regularizer(self, x, **kwargs)
+        self._last_preimage = r.u
+        return r.value
 
     @torch.no_grad()
     def clamp_(self) -> None:
@@ -124,6 +132,7 @@ class ConvLPN(LearnedProx):
         kernel: int = 3,
         alpha: float = 1e-3,
         act: str = "smooth",
+        out_channels: int = 1,
     ) -> None:
         super().__init__()
         if kind not in KINDS or kind == "normalization-trick":
@@ -138,6 +147,7 @@ class ConvLPN(LearnedProx):
             kernel=kernel,
             alpha=alpha,
             act=act,
+            out_channels=out_channels,
         )
         self.alpha = alpha
         self.homogeneous = kind in ("aelpn", "aelpn-global", "scale-only")
@@ -153,9 +163,13 @@ class ConvLPN(LearnedProx):
             if act not in ("smooth", "leaky_relu", "relu"):
                 raise ValueError(f"{kind} needs a homogeneous activation, not {act!r}")
             out_act = "smooth_pos" if act == "smooth" else "relu"
-            self.net = ConvICNN(in_channels, width, levels, depth, kernel, act, False, out_act)
+            self.net = ConvICNN(
+                in_channels, width, levels, depth, kernel, act, False, out_act, out_channels
+            )
         else:
-            self.net = ConvICNN(in_channels, width, levels, depth, kernel, "softplus", True, None)
+            self.net = ConvICNN(
+                in_channels, width, levels, depth, kernel, "softplus", True, None, out_channels
+            )
 
     def potential(self, x: torch.Tensor) -> torch.Tensor:
         if self.mean_split:

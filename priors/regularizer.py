@@ -28,11 +28,12 @@ class RegularizerValue:
 
 
 def invert_prox(
-    model, x: torch.Tensor, iters: int = 300, tol: float = 1e-7
+    model, x: torch.Tensor, iters: int = 300, tol: float = 1e-7, u0: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, int]:
-    """u minimizing ψ(u) − <x, u> (so ∇ψ(u) = x), from u₀ = x; returns (u, iterations)."""
+    """u minimizing ψ(u) − <x, u> (so ∇ψ(u) = x), from u₀ (default x); returns (u, iterations)."""
     x = x.detach()
-    u = x.clone().requires_grad_(True)
+    start = x if (u0 is None or u0.shape != x.shape) else u0.detach()
+    u = start.clone().requires_grad_(True)
     opt = torch.optim.LBFGS(
         [u],
         lr=1.0,
@@ -55,9 +56,12 @@ def invert_prox(
     return u.detach(), n_iter
 
 
-def evaluate_regularizer(model, x: torch.Tensor, iters: int = 300, tol: float = 1e-7):
-    """R(x) for a batch x (B, ...) with the inversion residual; see the module docstring."""
-    u, n_iter = invert_prox(model, x, iters=iters, tol=tol)
+def evaluate_regularizer(
+    model, x: torch.Tensor, iters: int = 300, tol: float = 1e-7, u0: torch.Tensor | None = None
+) -> RegularizerValue:
+    """R(x) for a batch x (B, ...) with the inversion residual; see the module docstring.
+    ``u0`` warm-starts the inversion (e.g. the previous iterate's preimage in a solver)."""
+    u, n_iter = invert_prox(model, x, iters=iters, tol=tol, u0=u0)
     with torch.no_grad():
         psi = model.potential(u)
         xf, uf = x.flatten(1), u.flatten(1)

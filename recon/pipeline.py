@@ -150,7 +150,7 @@ def reconstruct(
         p_used.update(step=step)
     else:
         raise ValueError(f"unknown solver {inner_solver!r}")
-    p_used.update(lam=lam, norm_sq=norm_sq, **{k: v for k, v in params.items()})
+    p_used = {**params, **p_used, "lam": lam, "norm_sq": norm_sq}
     return Reconstruction(
         x=res.x,
         history=res.history,
