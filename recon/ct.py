@@ -4,10 +4,12 @@ Input (``--input``): a DICOM file, a DICOM series folder (``--slice K``, default
 a ``.npy`` image, ``phantom:shepp-logan`` / ``phantom:ellipses`` (``--size N``), or
 ``bundled:ct-small`` (the real CT slice pydicom ships; the demo slice, never trained on).
 
-Units: DICOM input is in HU. Internally the reconstruction works in relative attenuation
-u = HU/1000 + 1 (air 0, water 1), projections are line integrals in mm·u (pixel spacing from the
-file), and Poisson noise uses μ_water = 0.02/mm. Outputs are mapped back to HU. Other inputs are
-taken as attenuation-like values in their own units (pixel size 1).
+Units: DICOM input is in HU. Internally the reconstruction works in normalized attenuation
+u = (HU + 1000)/2500 (air 0, water 0.4, dense bone ≈ 1: the [0, 1]-like range the shipped priors
+were trained in, which a non-equivariant LPN needs; an AE-LPN gives the same result in any affine
+convention), projections are line integrals in mm·u (pixel spacing from the file), and Poisson
+noise uses μ = 2.5·μ_water per mm·u with μ_water = 0.02/mm. Outputs are mapped back to HU.
+Other inputs are taken as attenuation-like values in their own units (pixel size 1).
 
 Writes into ``--out``: recon.npy (float32, input units), recon.png, metrics.json, history.json,
 convergence.png, comparison.png (reference, FBP, reconstruction, |error|).
@@ -26,6 +28,7 @@ from recon.outputs import comparison_figure, convergence_figure, save_json, save
 from recon.pipeline import Timer, image_metrics, load_presets, reconstruct, solver_params, versions
 
 MU_WATER_PER_MM = 0.02
+HU_OFFSET, HU_SCALE = 1000.0, 2500.0  # u = (HU + 1000) / 2500
 
 
 @dataclass
@@ -83,11 +86,11 @@ def load_ct_input(
 
 
 def to_internal(img: np.ndarray, units: str) -> np.ndarray:
-    return img / 1000.0 + 1.0 if units == "HU" else img
+    return (img + HU_OFFSET) / HU_SCALE if units == "HU" else img
 
 
 def from_internal(x: np.ndarray, units: str) -> np.ndarray:
-    return (x - 1.0) * 1000.0 if units == "HU" else x
+    return x * HU_SCALE - HU_OFFSET if units == "HU" else x
 
 
 def parse_window(spec: str | None, ref: np.ndarray, units: str) -> tuple[float, float]:
@@ -155,7 +158,8 @@ def run(args: argparse.Namespace) -> int:
     x_true = torch.from_numpy(np.ascontiguousarray(ref_int))[None, None].to(dev)
     clean = op.forward(x_true)
     if args.photons is not None:
-        mu = MU_WATER_PER_MM if inp.units == "HU" else MU_WATER_PER_MM
+        # μ = μ_water·(1 + HU/1000) = 2.5·μ_water·u for u = (HU + 1000)/2500
+        mu = MU_WATER_PER_MM * HU_SCALE / 1000.0 if inp.units == "HU" else MU_WATER_PER_MM
         y = add_poisson_noise(clean, args.photons, seed=args.seed, mu_scale=mu)
         noise_desc = {"type": "poisson", "photons": args.photons, "mu_scale": mu}
     else:

@@ -1,0 +1,138 @@
+"""CT data: DICOM series written with pydicom and read back in HU and order; clear errors;
+windows; phantoms; the bundled slice."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from data.bundled import load_bundled
+from data.dicom import DicomError, read_dicom_file, read_dicom_series, resample_to_spacing
+from data.phantoms import random_ellipses, shepp_logan
+from data.windows import (
+    WINDOWS,
+    parse_window,
+    window_denormalize,
+    window_display,
+    window_normalize,
+)
+
+
+def write_ct_slice(path, stored: np.ndarray, z: float, slope=2.0, intercept=-1024.0, inst=1):
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CT"
+    ds.Rows, ds.Columns = stored.shape
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    ds.PixelSpacing = [0.7, 0.7]
+    ds.ImagePositionPatient = [0.0, 0.0, z]
+    ds.InstanceNumber = inst
+    ds.PixelData = stored.astype(np.uint16).tobytes()
+    ds.save_as(str(path), enforce_file_format=True)
+
+
+def test_series_round_trip_in_hu_and_order(tmp_path):
+    rng = np.random.default_rng(0)
+    stored = [rng.integers(0, 2000, (12, 10)).astype(np.uint16) for _ in range(5)]
+    zs = [-10.0, 2.5, 7.5, 15.0, 40.0]
+    names = [f"im{i}.dcm" for i in range(5)]
+    random.Random(1).shuffle(names)  # file order unrelated to position
+    for i, (st, z) in enumerate(zip(stored, zs, strict=True)):
+        # instance numbers deliberately reversed: the position must win
+        write_ct_slice(tmp_path / names[i], st, z, inst=5 - i)
+    vol = read_dicom_series(tmp_path)
+    assert vol.hu.shape == (5, 12, 10)
+    assert vol.positions == sorted(zs)
+    for k in range(5):
+        np.testing.assert_array_equal(vol.hu[k], stored[k].astype(np.float32) * 2.0 - 1024.0)
+    assert vol.pixel_spacing == (0.7, 0.7)
+    one = read_dicom_file(tmp_path / names[0])
+    np.testing.assert_array_equal(one.hu, stored[0] * 2.0 - 1024.0)
+
+
+def test_corrupt_file_names_the_file(tmp_path):
+    write_ct_slice(tmp_path / "good.dcm", np.zeros((8, 8), np.uint16), 0.0)
+    (tmp_path / "broken.dcm").write_bytes(b"this is not DICOM")
+    with pytest.raises(DicomError, match="broken.dcm"):
+        read_dicom_series(tmp_path)
+
+
+def test_empty_folder(tmp_path):
+    with pytest.raises(DicomError, match="empty folder"):
+        read_dicom_series(tmp_path)
+
+
+def test_mixed_sizes_name_the_file(tmp_path):
+    write_ct_slice(tmp_path / "a.dcm", np.zeros((8, 8), np.uint16), 0.0)
+    write_ct_slice(tmp_path / "b.dcm", np.zeros((8, 6), np.uint16), 1.0)
+    with pytest.raises(DicomError, match=r"b\.dcm: slice size \(8, 6\) differs"):
+        read_dicom_series(tmp_path)
+
+
+def test_duplicate_positions_dropped_and_padding_clipped(tmp_path):
+    st = np.full((4, 4), 10, np.uint16)
+    st[0, 0] = 0  # stored 0 -> HU = 0*1 - 3024: scanner padding
+    write_ct_slice(tmp_path / "a.dcm", st, 0.0, slope=1.0, intercept=-3024.0)
+    write_ct_slice(tmp_path / "b.dcm", st, 0.0, slope=1.0, intercept=-3024.0)
+    vol = read_dicom_series(tmp_path)
+    assert vol.hu.shape[0] == 1
+    assert vol.hu[0, 0, 0] == -1024.0
+
+
+def test_resample_to_common_spacing():
+    img = np.ones((100, 100), np.float32)
+    out = resample_to_spacing(img, (0.7, 0.7), (1.4, 1.4))
+    assert out.shape == (50, 50)
+    with pytest.raises(ValueError):
+        resample_to_spacing(img, (0.7, 0.7), (0.0, 1.0))
+
+
+def test_windows_by_name_and_values_round_trip():
+    assert parse_window("lung") == WINDOWS["lung"]
+    assert parse_window("-600,1500") == (-600.0, 1500.0)
+    with pytest.raises(ValueError, match="LEVEL,WIDTH"):
+        parse_window("liver")
+    hu = np.linspace(-1500, 3000, 50)
+    for w in WINDOWS:
+        np.testing.assert_allclose(window_denormalize(window_normalize(hu, w), w), hu, atol=1e-9)
+        d = window_display(hu, w)
+        assert d.min() == 0.0 and d.max() == 1.0
+    t = torch.tensor([-600.0 - 750.0, -600.0, -600.0 + 750.0])
+    assert torch.allclose(window_display(t, "lung"), torch.tensor([0.0, 0.5, 1.0]))
+
+
+def test_phantoms_seeded_and_in_range():
+    a, b, c = random_ellipses(64, seed=1), random_ellipses(64, seed=1), random_ellipses(64, seed=2)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    for img in (a, shepp_logan(64)):
+        assert img.dtype == np.float32 and img.min() >= 0 and img.max() <= 1
+
+
+def test_bundled_real_slice():
+    sl = load_bundled("ct-small")
+    assert sl.hu.shape == (128, 128)
+    assert -1100 < sl.hu.min() < -500 and 500 < sl.hu.max() < 3000  # air ... bone, in HU
+    assert sl.pixel_spacing[0] > 0
+    with pytest.raises(ValueError, match="unknown bundled"):
+        load_bundled("nope")
+
+
+def test_pydicom_reads_what_we_write(tmp_path):
+    write_ct_slice(tmp_path / "x.dcm", np.zeros((4, 4), np.uint16), 0.0)
+    assert pydicom.dcmread(tmp_path / "x.dcm").Modality == "CT"
