@@ -133,7 +133,6 @@ class ConvLPN(LearnedProx):
         alpha: float = 1e-3,
         act: str = "smooth",
         out_channels: int = 1,
-        learn_alpha: bool = False,
     ) -> None:
         super().__init__()
         if kind not in KINDS or kind == "normalization-trick":
@@ -150,10 +149,6 @@ class ConvLPN(LearnedProx):
             act=act,
             out_channels=out_channels,
         )
-        if learn_alpha:
-            self._config["learn_alpha"] = True
-        # α ≥ 0 keeps ψ convex; learnable, it gives f = ∇ψ a skip path α·P⊥x (clamped in clamp_).
-        self.alpha_param = nn.Parameter(torch.tensor(float(alpha))) if learn_alpha else None
         self.alpha = alpha
         self.homogeneous = kind in ("aelpn", "aelpn-global", "scale-only")
         self.mean_split = kind in ("aelpn", "aelpn-global", "shift-only")
@@ -190,14 +185,7 @@ class ConvLPN(LearnedProx):
             phi = h.pow(2).sum(1)
         else:
             phi = h.sum(1)
-        alpha = self.alpha if self.alpha_param is None else self.alpha_param
-        return psi + phi + 0.5 * alpha * u.pow(2).flatten(1).sum(1)
-
-    @torch.no_grad()
-    def clamp_(self) -> None:
-        super().clamp_()
-        if self.alpha_param is not None:
-            self.alpha_param.clamp_(min=0.0)
+        return psi + phi + 0.5 * self.alpha * u.pow(2).flatten(1).sum(1)
 
 
 class DenseLPN(LearnedProx):
