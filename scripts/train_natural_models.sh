@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Trains the five model kinds on skimage's natural images at sigma = 0.1 with the same budget
+# (the denoising benchmark of `recon bench denoise`), and exports aelpn-natural / lpn-natural.
+# Usage: bash scripts/train_natural_models.sh [STEPS]   (checkpoints in runs/, resumable)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STEPS=${1:-1500}
+for kind in aelpn lpn scale-only shift-only normalization-trick; do
+  extra=()
+  case $kind in
+    aelpn|lpn) extra=(--export "priors/weights/$kind-natural.safetensors") ;;
+  esac
+  .venv/bin/recon train --kind "$kind" --data natural --sigma 0.1 --steps "$STEPS" --batch 8 \
+    --patch 48 --width 32 --levels 3 --depth 2 --seed 0 --threads 1 \
+    --out "runs/$kind-natural.safetensors" --quiet "${extra[@]}"
+done
