@@ -26,8 +26,8 @@ def espirit_maps(
     k = np.asarray(kspace)
     if k.ndim != 3:
         raise ValueError(f"ESPIRiT needs multi-coil k-space (C, H, W), got shape {k.shape}")
-    return (
-        EspiritCalib(k, calib_width=calib_width, thresh=thresh, crop=crop, show_pbar=False)
-        .run()
-        .astype(np.complex64)
+    kernel = min(6, max(2, calib_width // 2))
+    app = EspiritCalib(
+        k, calib_width=calib_width, kernel_width=kernel, thresh=thresh, crop=crop, show_pbar=False
     )
+    return app.run().astype(np.complex64)

@@ -28,7 +28,9 @@ __all__ = [
     "center_crop",
     "evaluate",
     "check_maps",
+    "count_slices",
     "make_synthetic_fastmri",
+    "simulate_multicoil",
 ]
 
 NS = "http://www.ismrm.org/ISMRMRD"
@@ -118,6 +120,20 @@ def read_fastmri(path: str | Path, slices: int | slice | list[int] | None = None
             raw = f["ismrmrd_header"][()]
             enc, rec = _parse_sizes(raw.decode() if isinstance(raw, bytes) else str(raw), path)
     return FastMRIFile(path, kspace, ref, key, attrs, enc, rec)
+
+
+def count_slices(path: str | Path) -> int:
+    """Number of slices in a fastMRI file's kspace (without reading it)."""
+    import h5py
+
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            if "kspace" not in f:
+                raise FastMRIError(f"{path}: no 'kspace' dataset (found: {sorted(f.keys())})")
+            return int(f["kspace"].shape[0])
+    except OSError as exc:
+        raise FastMRIError(f"{path}: not a readable HDF5 file ({exc})") from None
 
 
 def _atomic_h5(path: Path, fill) -> None:
@@ -226,18 +242,12 @@ def _smooth_phase(
     return c[0] + c[1] * xx + c[2] * yy + c[3] * xx * yy + c[4] * xx**2 + c[5] * yy**2
 
 
-def make_synthetic_fastmri(
-    path: str | Path,
-    image: np.ndarray,
-    n_coils: int = 8,
-    seed: int = 0,
-    scale: float = 1e-3,
-    recon_size: tuple[int, int] | None = None,
-) -> Path:
-    """A multi-coil fastMRI-format file from a magnitude image (H, W): smooth random phase,
-    birdcage maps, centred orthonormal FFT. The image is scaled so its maximum is ``scale``
-    (fastMRI-like magnitudes, 1e-5 to 1e-3). The reference is the RSS of the coil images,
-    cropped to ``recon_size`` (default: the full image)."""
+def simulate_multicoil(
+    image: np.ndarray, n_coils: int = 8, seed: int = 0, scale: float = 1e-3
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(kspace (C, H, W) complex64, RSS reference (H, W), maps (C, H, W)) from a magnitude image:
+    smooth random phase, birdcage maps, centred orthonormal FFT; the image is scaled so that its
+    maximum is ``scale`` (fastMRI-like magnitudes, 1e-5 to 1e-3)."""
     from data.coils import birdcage_maps
 
     img = np.asarray(image, dtype=np.float64)
@@ -250,10 +260,24 @@ def make_synthetic_fastmri(
     dims = (-2, -1)
     k = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(coils, axes=dims), norm="ortho"), axes=dims)
     ref = np.sqrt((np.abs(coils) ** 2).sum(0))
-    rec = recon_size or img.shape
+    return k.astype(np.complex64), ref.astype(np.float32), maps
+
+
+def make_synthetic_fastmri(
+    path: str | Path,
+    image: np.ndarray,
+    n_coils: int = 8,
+    seed: int = 0,
+    scale: float = 1e-3,
+    recon_size: tuple[int, int] | None = None,
+) -> Path:
+    """A multi-coil fastMRI-format file from a magnitude image (see ``simulate_multicoil``);
+    the reference is the RSS of the coil images cropped to ``recon_size`` (default: full)."""
+    k, ref, _ = simulate_multicoil(image, n_coils, seed, scale)
+    rec = recon_size or ref.shape
     return write_fastmri(
         path,
-        k[None].astype(np.complex64),
+        k[None],
         center_crop(ref, rec)[None],
         attrs={"patient_id": f"synthetic-{seed}"},
         recon_size=rec,

@@ -77,11 +77,13 @@ def fastmri_equispaced_mask(
 def poisson_disc_mask(
     shape: tuple[int, int], accel: float, seed: int = 0, calib: int = 16
 ) -> np.ndarray:
-    """Variable-density Poisson-disc 2-D mask (SigPy), (H, W) float32 of 0/1."""
+    """Variable-density Poisson-disc 2-D mask (SigPy), (H, W) float32 of 0/1, with a fully
+    sampled calib×calib centre (calib capped at a quarter of the smaller side)."""
     import sigpy.mri
 
     if accel < 1:
         raise ValueError(f"acceleration must be ≥ 1, got {accel}")
+    calib = min(calib, min(shape) // 4)
     m = sigpy.mri.poisson(tuple(shape), accel, calib=(calib, calib), seed=seed, dtype=np.complex64)
     return np.abs(m).astype(np.float32)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recon.outputs import comparison_figure, convergence_figure, save_json, save_npy, save_png
+from recon.outputs import write_outputs
 from recon.pipeline import Timer, image_metrics, load_presets, reconstruct, solver_params, versions
 
 MU_WATER_PER_MM = 0.02
@@ -230,24 +230,9 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         versions=versions(),
     )
-    lo, hi = parse_window(args.window, ref, inp.units)
-    save_npy(out / "recon.npy", rec_img)
-    save_png(out / "recon.png", rec_img, lo, hi)
-    save_json(out / "history.json", history)
     label = args.solver if args.solver in ("fbp", "tv") else f"{args.solver} + {args.prior}"
-    convergence_figure(out / "convergence.png", history, f"CT {label}")
-    comparison_figure(
-        out / "comparison.png",
-        [
-            ("reference", ref),
-            (f"FBP {fbp_metrics['psnr']:.2f} dB", fbp_img),
-            (f"{label} {metrics['psnr']:.2f} dB", rec_img),
-        ],
-        lo,
-        hi,
-        reference=ref,
-    )
-    save_json(out / "metrics.json", metrics)
+    display = parse_window(args.window, ref, inp.units)
+    write_outputs(out, rec_img, ref, ("FBP", fbp_img), metrics, history, f"CT {label}", display)
     if not args.quiet:
         print(
             f"{label}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} "

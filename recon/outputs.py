@@ -155,3 +155,31 @@ def convergence_figure(path: str | Path, history: dict[str, list], title: str = 
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save_figure(path, fig)
+
+
+def write_outputs(
+    out: Path,
+    rec: np.ndarray,
+    ref: np.ndarray | None,
+    baseline: tuple[str, np.ndarray],
+    metrics: dict,
+    history: dict,
+    label: str,
+    display: tuple[float, float],
+) -> None:
+    """The output contract of a reconstruction run (see the README), each file atomic;
+    metrics.json last, so its presence means the run's files are complete."""
+    out = Path(out)
+    lo, hi = display
+    save_npy(out / "recon.npy", rec.astype(np.float32))
+    save_png(out / "recon.png", np.abs(rec), lo, hi)
+    save_json(out / "history.json", history)
+    convergence_figure(out / "convergence.png", history, label)
+    name, base = baseline
+    panels = [] if ref is None else [("reference", ref)]
+    b = metrics.get("baseline", {}).get("psnr")
+    panels.append((f"{name} {b:.2f} dB" if b is not None else name, base))
+    p = metrics.get("psnr")
+    panels.append((f"{label} {p:.2f} dB" if p is not None else label, rec))
+    comparison_figure(out / "comparison.png", panels, lo, hi, reference=ref)
+    save_json(out / "metrics.json", metrics)
