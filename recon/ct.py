@@ -25,7 +25,16 @@ import numpy as np
 import torch
 
 from recon.outputs import write_outputs
-from recon.pipeline import Timer, image_metrics, load_presets, reconstruct, solver_params, versions
+from recon.pipeline import (
+    Timer,
+    add_solver_arguments,
+    device_for,
+    image_metrics,
+    load_presets,
+    reconstruct,
+    solver_params,
+    versions,
+)
 
 MU_WATER_PER_MM = 0.02
 HU_OFFSET, HU_SCALE = 1000.0, 2500.0  # u = (HU + 1000) / 2500
@@ -125,24 +134,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     noise.add_argument("--photons", type=float, default=None, help="Poisson, incident photons")
     p.add_argument("--solver", choices=["pnp-admm", "pnp-pgd", "fbp", "tv"], default="pnp-admm")
     p.add_argument("--prior", default="aelpn-ct", help="aelpn-ct | lpn-ct | tv | CHECKPOINT")
-    p.add_argument("--iters", type=int, default=None)
-    p.add_argument("--tol", type=float, default=None)
-    p.add_argument("--config", default=None, help="JSON presets (e.g. written by recon tune)")
     p.add_argument(
         "--window", default=None, help="PNG window: lung, mediastinum, bone, brain or L,W"
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--out", default="out/ct")
-    p.add_argument("--quiet", action="store_true")
+    add_solver_arguments(p, "ct")
 
 
 def run(args: argparse.Namespace) -> int:
     from data.ct_noise import add_gaussian_noise, add_poisson_noise
     from operators.ct import CTOperator
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
+    dev = device_for(args.device)
     out = Path(args.out)
     inp = load_ct_input(args.input, args.size, args.slice, args.seed)
     h, w = inp.image.shape
@@ -154,7 +156,6 @@ def run(args: argparse.Namespace) -> int:
         geometry=args.geometry,
         pixel_size=inp.pixel_size,
     )
-    dev = torch.device(args.device)
     x_true = torch.from_numpy(np.ascontiguousarray(ref_int))[None, None].to(dev)
     clean = op.forward(x_true)
     if args.photons is not None:

@@ -23,7 +23,15 @@ import numpy as np
 import torch
 
 from recon.outputs import write_outputs
-from recon.pipeline import Timer, load_presets, reconstruct, solver_params, versions
+from recon.pipeline import (
+    Timer,
+    add_solver_arguments,
+    device_for,
+    load_presets,
+    reconstruct,
+    solver_params,
+    versions,
+)
 
 
 def _load(args) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int], str]:
@@ -146,25 +154,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--solver", choices=["pnp-admm", "pnp-pgd", "zero-filled", "tv"], default="pnp-admm"
     )
     p.add_argument("--prior", default="aelpn-mri", help="aelpn-mri | lpn-mri | tv | CHECKPOINT")
-    p.add_argument("--iters", type=int, default=None)
-    p.add_argument("--tol", type=float, default=None)
-    p.add_argument("--config", default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--out", default="out/mri")
-    p.add_argument("--quiet", action="store_true")
+    add_solver_arguments(p, "mri")
 
 
 def run(args: argparse.Namespace) -> int:
     from data.fastmri import center_crop, evaluate, write_reconstruction
     from operators.mri import ifft2c, rss
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
+    dev = device_for(args.device)
     out = Path(args.out)
     k, ref, size, source = _load(args)
     op, y, mask_desc, _ = _operator(args, k)
-    dev = torch.device(args.device)
     y = y.to(dev)
     with Timer() as t_zf:
         x0 = op.adjoint(y)

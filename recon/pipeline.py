@@ -23,6 +23,8 @@ from skimage.metrics import structural_similarity
 from recon import __version__
 
 __all__ = [
+    "add_solver_arguments",
+    "device_for",
     "load_presets",
     "solver_params",
     "reconstruct",
@@ -32,6 +34,23 @@ __all__ = [
 ]
 
 LEARNED_SOLVERS = ("pnp-admm", "pnp-pgd")
+
+
+def add_solver_arguments(p, modality: str) -> None:
+    """The flags `recon ct` and `recon mri` share (solver iterations, presets, device, output)."""
+    p.add_argument("--iters", type=int, default=None, help="maximum iterations (preset default)")
+    p.add_argument("--tol", type=float, default=None, help="relative-change tolerance")
+    p.add_argument("--config", default=None, help="JSON presets (e.g. written by recon tune)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--out", default=f"out/{modality}")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
+
+
+def device_for(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    return torch.device(name)
 
 
 def load_presets(modality: str, config: str | Path | None = None) -> dict[str, Any]:
