@@ -193,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
             reference=ref_t,
             data_range=drange_int,
             progress=not args.quiet,
+            objective_every=args.objective_every,
         )
         x_rec, rec_seconds, history = rec.x, rec.seconds, rec.history
         record = {

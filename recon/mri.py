@@ -197,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
             reference=ref_t,
             data_range=drange,
             progress=not args.quiet,
+            objective_every=args.objective_every,
         )
         x_img = rec.x[0, 0].detach().cpu().numpy().astype(np.complex64)
         history, seconds = rec.history, rec.seconds

@@ -45,6 +45,12 @@ def add_solver_arguments(p, modality: str) -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--out", default=f"out/{modality}")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
+    p.add_argument(
+        "--objective-every",
+        type=int,
+        default=0,
+        help="monitor R(x) and the objective every K iterations (costs a prox inversion; 0: off)",
+    )
 
 
 def device_for(name: str) -> torch.device:
@@ -109,6 +115,7 @@ def reconstruct(
     reference: torch.Tensor | None = None,
     data_range: float | None = None,
     progress: bool = False,
+    objective_every: int = 0,
 ) -> Reconstruction:
     """Run ``solver`` ('pnp-admm', 'pnp-pgd' or 'tv') from x0; returns the image and its record."""
     from priors.base import ComplexAsChannels
@@ -141,6 +148,7 @@ def reconstruct(
         reference=reference,
         data_range=data_range,
         progress=progress,
+        objective_every=objective_every,
     )
     if inner_solver == "pnp-admm":
         rho = float(p.pop("rho_rel")) * lam * norm_sq
