@@ -1,33 +1,142 @@
-"""Coil sensitivity maps: simulated birdcage maps and ESPIRiT estimation (SigPy)."""
+"""Coil sensitivity maps: simulated birdcage maps and ESPIRiT estimation (SigPy).
+
+Maps are (C, H, W) complex64 arrays S_c; the multi-coil images of x are S_c·x. Both functions
+return RSS-normalized maps, Σ_c |S_c|² = 1 (ESPIRiT: inside the support it detects, 0 outside),
+so Σ_c conj(S_c)·(S_c·x) = x and the RSS of the coil images is |x|.
+"""
 
 from __future__ import annotations
+
+import ctypes
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
 __all__ = ["birdcage_maps", "espirit_maps"]
 
 
-def birdcage_maps(n_coils: int, shape: tuple[int, int], r: float = 1.5) -> np.ndarray:
-    """(C, H, W) complex64 birdcage maps (SigPy), normalized so Σ_c |S_c|² = 1 everywhere."""
+_SETTERS = (
+    "openblas_set_num_threads",
+    "scipy_openblas_set_num_threads64_",
+    "scipy_openblas_set_num_threads_64_",
+    "openblas_set_num_threads64_",
+)
+
+
+def _openblas_libs() -> list[tuple[ctypes.CDLL, str]]:
+    """(library, setter name) for every OpenBLAS loaded in this process (Linux; else [])."""
+    if not sys.platform.startswith("linux"):
+        return []
+    try:
+        with open("/proc/self/maps") as fh:
+            paths = {ln.split()[-1] for ln in fh if "openblas" in ln.lower() and "/" in ln}
+    except OSError:
+        return []
+    out = []
+    for path in sorted(paths):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        name = next((n for n in _SETTERS if hasattr(lib, n)), None)
+        if name and hasattr(lib, name.replace("set_", "get_")):
+            out.append((lib, name))
+    return out
+
+
+@contextmanager
+def _single_threaded_blas() -> Iterator[None]:
+    """Run the block with OpenBLAS on one thread, then restore (best effort, what threadpoolctl
+    does). ESPIRiT's calibration SVD is small; with several BLAS threads on a busy machine it
+    took 7 s instead of 5 ms here (threads spinning while waiting for a core)."""
+    saved = []
+    for lib, name in _openblas_libs():
+        saved.append((lib, name, getattr(lib, name.replace("set_", "get_"))()))
+        getattr(lib, name)(1)
+    try:
+        yield
+    finally:
+        for lib, name, n in saved:
+            getattr(lib, name)(n)
+
+
+def birdcage_maps(n_coils: int, shape: tuple[int, ...], r: float = 1.5, nzz: int = 8) -> np.ndarray:
+    """Simulated birdcage coil maps (``sigpy.mri.birdcage_maps``), (C, *shape) complex64.
+
+    Coil c sits on a ring of relative radius ``r`` (1 = the edge of the field of view) at angle
+    2πc/C; its map is (1/distance)·exp(iφ). Normalized so that Σ_c |S_c|² = 1 at every pixel
+    (hence over the object). ``shape`` is (H, W), or (D, H, W) with ``nzz`` coils per ring.
+    """
     import sigpy.mri
 
-    if n_coils < 1:
-        raise ValueError(f"need ≥ 1 coil, got {n_coils}")
-    s = sigpy.mri.birdcage_maps((n_coils, *shape), r=r).astype(np.complex64)
-    return (s / np.sqrt((np.abs(s) ** 2).sum(0, keepdims=True))).astype(np.complex64)
+    if int(n_coils) != n_coils or n_coils < 1:
+        raise ValueError(f"need an integer ≥ 1 of coils, got {n_coils}")
+    shape = tuple(int(s) for s in shape)
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise ValueError(f"shape must be (H, W) or (D, H, W), got {shape}")
+    if not r > 0:
+        raise ValueError(f"birdcage radius must be > 0, got {r}")
+    s = sigpy.mri.birdcage_maps((int(n_coils), *shape), r=r, nzz=nzz, dtype=np.complex128)
+    norm = np.sqrt((np.abs(s) ** 2).sum(0, keepdims=True))
+    if not np.all(np.isfinite(s)) or not np.all(norm > 0):
+        raise ValueError(f"birdcage radius r={r} puts a coil on a pixel: choose another r")
+    return (s / norm).astype(np.complex64)
 
 
 def espirit_maps(
-    kspace: np.ndarray, calib_width: int = 24, thresh: float = 0.02, crop: float = 0.95
+    kspace: np.ndarray,
+    calib_width: int = 24,
+    thresh: float = 0.02,
+    crop: float = 0.95,
+    kernel_width: int | None = None,
+    max_iter: int = 100,
 ) -> np.ndarray:
-    """ESPIRiT maps (C, H, W) complex64 from multi-coil k-space (C, H, W) (its centre region)."""
+    """ESPIRiT coil maps (C, H, W) complex64 from multi-coil k-space (C, H, W).
+
+    ``sigpy.mri.app.EspiritCalib`` on the central calib_width × calib_width block (it must be
+    fully sampled): a Hankel-structured calibration matrix of kernel_width² patches,
+    singular values above ``thresh``·σ_max kept, and per pixel the leading eigenvector of the
+    resulting image-domain operator; pixels whose eigenvalue is below ``crop`` are set to 0 (the
+    support mask). The maps carry the phase of the first coil's map removed, so they equal the
+    true maps up to one phase per pixel. ``kernel_width`` defaults to min(6, calib_width // 2).
+    """
     from sigpy.mri.app import EspiritCalib
 
     k = np.asarray(kspace)
     if k.ndim != 3:
         raise ValueError(f"ESPIRiT needs multi-coil k-space (C, H, W), got shape {k.shape}")
-    kernel = min(6, max(2, calib_width // 2))
-    app = EspiritCalib(
-        k, calib_width=calib_width, kernel_width=kernel, thresh=thresh, crop=crop, show_pbar=False
-    )
-    return app.run().astype(np.complex64)
+    if not np.iscomplexobj(k):
+        raise ValueError("ESPIRiT needs complex k-space")
+    if not np.all(np.isfinite(k)):
+        raise ValueError("k-space contains NaN or infinite values")
+    c, h, w = k.shape
+    if not 2 <= calib_width <= min(h, w):
+        raise ValueError(f"calib_width must be in [2, {min(h, w)}], got {calib_width}")
+    kw = min(6, max(2, calib_width // 2)) if kernel_width is None else int(kernel_width)
+    if not 1 <= kw <= calib_width:
+        raise ValueError(f"kernel_width must be in [1, calib_width={calib_width}], got {kw}")
+    if not 0 <= thresh < 1 or not 0 <= crop < 1:
+        raise ValueError(f"thresh and crop must be in [0, 1), got {thresh}, {crop}")
+    r0, c0 = h // 2 - calib_width // 2, w // 2 - calib_width // 2
+    calib = k[:, r0 : r0 + calib_width, c0 : c0 + calib_width]
+    zeros = float(np.mean(np.all(calib == 0, axis=0)))
+    if zeros > 0.01:
+        raise ValueError(
+            f"the central {calib_width}×{calib_width} k-space block is not fully sampled "
+            f"({zeros:.0%} empty): lower calib_width or sample the centre fully"
+        )
+    k = k.astype(np.complex128 if k.dtype == np.complex128 else np.complex64)
+    with _single_threaded_blas():
+        app = EspiritCalib(
+            k,
+            calib_width=int(calib_width),
+            thresh=thresh,
+            kernel_width=kw,
+            crop=crop,
+            max_iter=int(max_iter),
+            show_pbar=False,
+        )
+        maps = app.run()
+    return np.asarray(maps).astype(np.complex64)

@@ -1,37 +1,57 @@
-"""Measurement noise for simulated CT, seeded.
+"""Seeded measurement noise for simulated CT sinograms (B, ...), torch in and out.
 
-* Gaussian: y = Ax + e, e ~ N(0, (rel·max|Ax|)²) per batch item.
-* Poisson transmission (Beer–Lambert): counts N ~ Poisson(I₀·exp(−μ·Ax)), zero counts replaced by
-  0.1, and the log-transformed data y = −log(N/I₀)/μ. ``mu_scale`` μ converts the sinogram's units
-  to attenuation line integrals (e.g. images in relative attenuation u = μ/μ_water and lengths in
-  mm: μ = μ_water = 0.02/mm).
+* Gaussian: y = A x + e, e ~ N(0, σ²) with σ = rel · max|A x| per batch item.
+* Poisson transmission (Beer–Lambert): with I₀ = ``photons`` incident photons per detector
+  element, counts N ~ Poisson(I₀ · exp(−μ · p)) for a sinogram p, zero counts replaced by 0.1
+  (so the log stays finite), and the measured sinogram is y = −log(N / I₀) / μ.
+
+Units for Poisson noise: μ·p must be the dimensionless attenuation line integral ∫ μ dl. So
+either the image is a linear attenuation coefficient (per mm, e.g. ``data.ct_units.hu_to_mu``
+of a HU image) and the operator's ``pixel_size`` is in mm, with ``mu_scale = 1``; or the image
+is in other units and ``mu_scale`` converts its sinogram to attenuation (for an image u with
+μ = c·u, mu_scale = c). A HU image must not be projected and fed here directly: HU are not
+proportional to attenuation (air is −1000 HU, μ = 0).
+
+Randomness comes from a ``torch.Generator`` seeded with ``seed`` (CPU, float64), so the noise
+is the same on every device and dtype.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["add_gaussian_noise", "add_poisson_noise"]
+__all__ = ["add_gaussian_noise", "add_poisson_noise", "ZERO_COUNT"]
+
+ZERO_COUNT = 0.1
 
 
 def add_gaussian_noise(sino: torch.Tensor, rel: float, seed: int = 0) -> torch.Tensor:
-    """sino + rel·max|sino|·n, n standard normal, per batch item; shape (B, ...)."""
-    if rel < 0:
-        raise ValueError(f"noise level must be ≥ 0, got {rel}")
+    """sino + rel · max|sino| · n per batch item, n ~ N(0, 1) i.i.d.; same shape/device/dtype."""
+    if not rel >= 0:
+        raise ValueError(f"relative noise level must be ≥ 0, got {rel}")
     gen = torch.Generator().manual_seed(int(seed))
-    n = torch.randn(sino.shape, generator=gen, dtype=torch.float64).to(sino.device, sino.dtype)
-    scale = sino.abs().flatten(1).amax(1).view(-1, *([1] * (sino.ndim - 1)))
+    n = torch.randn(sino.shape, generator=gen, dtype=torch.float64)
+    n = n.to(device=sino.device, dtype=sino.dtype)
+    scale = sino.detach().abs().flatten(1).amax(1).view(-1, *([1] * (sino.ndim - 1)))
     return sino + rel * scale * n
 
 
 def add_poisson_noise(
     sino: torch.Tensor, photons: float, seed: int = 0, mu_scale: float = 1.0
 ) -> torch.Tensor:
-    """Beer–Lambert transmission noise with I₀ = ``photons`` per detector pixel (see module)."""
-    if photons <= 0 or mu_scale <= 0:
+    """−log(N / I₀) / μ with N ~ Poisson(I₀ · exp(−μ · sino)), N = 0 -> 0.1; see module.
+
+    Args:
+        sino: noiseless sinogram (B, ...), such that ``mu_scale · sino`` is ∫ μ dl.
+        photons: I₀, incident photons per detector element (> 0).
+        seed: seed of the generator.
+        mu_scale: μ, the factor turning ``sino`` into attenuation line integrals.
+    """
+    if not (photons > 0 and mu_scale > 0):
         raise ValueError(f"photons and mu_scale must be > 0, got {photons}, {mu_scale}")
     gen = torch.Generator().manual_seed(int(seed))
     rate = photons * torch.exp(-mu_scale * sino.detach().to("cpu", torch.float64))
-    counts = torch.poisson(rate, generator=gen).clamp_min(0.1)
+    counts = torch.poisson(rate, generator=gen)
+    counts = torch.where(counts > 0, counts, torch.full_like(counts, ZERO_COUNT))
     y = -torch.log(counts / photons) / mu_scale
-    return y.to(sino.device, sino.dtype)
+    return y.to(device=sino.device, dtype=sino.dtype)

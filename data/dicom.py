@@ -3,7 +3,9 @@
 HU = stored value · RescaleSlope + RescaleIntercept (1 and 0 when absent). A series is ordered
 by ImagePositionPatient[2] (InstanceNumber when positions are missing), duplicate positions are
 dropped, and scanner padding (PixelPaddingValue, or HU ≤ −2000) is clipped to −1024 HU. Every
-error names the file it is about.
+error is a ``DicomError`` (a ValueError) naming the file or folder it is about. In a series
+folder, hidden files and sidecar files (``SIDECAR_SUFFIXES``, e.g. LIDC's annotation XML) are
+skipped; every other file must be a readable CT slice of the same size.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ __all__ = [
 ]
 
 PADDING_HU = -1024.0
+# Files that sit next to the slices in real series folders (LIDC-IDRI keeps its annotation XML
+# there) and are skipped; any other file that is not DICOM is an error naming it.
+SIDECAR_SUFFIXES = frozenset({".xml", ".txt", ".json", ".csv", ".md", ".log"})
 
 
 class DicomError(ValueError):
@@ -31,8 +36,11 @@ class DicomError(ValueError):
 
 @dataclass
 class CTSlice:
-    hu: np.ndarray  # (H, W) float32
-    pixel_spacing: tuple[float, float]  # (row, col) mm
+    """One slice: ``hu`` (H, W) float32 in HU, ``pixel_spacing`` (row, col) in mm (1, 1 when the
+    file has none), ImagePositionPatient and InstanceNumber when present, the source path."""
+
+    hu: np.ndarray
+    pixel_spacing: tuple[float, float]
     position: tuple[float, float, float] | None
     instance: int | None
     path: Path
@@ -40,23 +48,28 @@ class CTSlice:
 
 @dataclass
 class CTVolume:
-    hu: np.ndarray  # (S, H, W) float32, ordered along the patient axis
+    """A series: ``hu`` (S, H, W) float32 ordered along the patient axis, the first slice's
+    ``pixel_spacing`` (row, col) mm, each slice's sort key (z position, or instance number when
+    positions are missing) and source path."""
+
+    hu: np.ndarray
     pixel_spacing: tuple[float, float]
     positions: list[float] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
 
 
 def read_dicom_file(path: str | Path) -> CTSlice:
-    """One CT slice in HU; a clear DicomError naming the file if it is not one."""
+    """One CT slice in HU: stored · RescaleSlope + RescaleIntercept (defaults 1, 0), padding
+    (PixelPaddingValue, or ≤ −2000 HU) set to −1024; a DicomError naming the file if the file
+    is not DICOM, is corrupt, has no pixel data or is not a single 2-D slice."""
     import pydicom
-    from pydicom.errors import InvalidDicomError
 
     path = Path(path)
     if not path.is_file():
         raise DicomError(f"{path}: no such DICOM file")
     try:
         ds = pydicom.dcmread(path)
-    except (InvalidDicomError, OSError, EOFError, ValueError, AttributeError) as exc:
+    except Exception as exc:  # InvalidDicomError, EOFError, struct/Value errors on corrupt data
         raise DicomError(f"{path}: not a readable DICOM file ({exc})") from None
     if "PixelData" not in ds:
         raise DicomError(f"{path}: DICOM file has no pixel data")
@@ -86,13 +99,19 @@ def read_dicom_file(path: str | Path) -> CTSlice:
 
 
 def read_dicom_series(folder: str | Path) -> CTVolume:
-    """All DICOM slices in a folder, ordered along the patient axis, as one HU volume."""
+    """All slices in a folder as one HU volume (S, H, W), ordered by ImagePositionPatient[2]
+    (InstanceNumber when any position is missing), duplicate positions dropped (first kept).
+
+    Raises DicomError naming the folder when it holds no DICOM files, and naming the file for
+    an unreadable file or a slice whose size differs from the first one (both sizes given)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DicomError(f"{folder}: not a folder")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    entries = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    files = [p for p in entries if p.suffix.lower() not in SIDECAR_SUFFIXES]
     if not files:
-        raise DicomError(f"{folder}: empty folder, no DICOM files")
+        what = "empty folder" if not entries else f"only {', '.join(p.name for p in entries[:3])}"
+        raise DicomError(f"{folder}: no DICOM files ({what})")
     slices = [read_dicom_file(p) for p in files]
     shape0 = slices[0].hu.shape
     for s in slices[1:]:

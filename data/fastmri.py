@@ -1,11 +1,22 @@
 """fastMRI HDF5 files: read, write (same layout), submission files, evaluation, synthetic files.
 
-Layout (fastMRI): dataset ``kspace`` complex64 (slices, [coils,] H, W); optional
-``reconstruction_rss`` / ``reconstruction_esc`` (slices, h, w), the reference cropped to the recon
-size; attributes ``acquisition``, ``max``, ``norm``, ``patient_id``; dataset ``ismrmrd_header``
-(XML) with encoding/encodedSpace/matrixSize and encoding/reconSpace/matrixSize. Submissions hold
-``reconstruction``. Evaluation follows fastMRI's evaluate.py: per volume, on magnitudes cropped to
-the target size, NMSE, PSNR and mean SSIM with data_range = the reference volume's max.
+Layout (fastMRI):
+- dataset ``kspace``: complex64, (slices, coils, H, W) multi-coil or (slices, H, W) single-coil;
+  H is the readout (frequency-encode) axis, W the phase-encode columns; images are centred:
+  image = fftshift(IFFT_ortho(ifftshift(kspace))) over the last two axes;
+- ``reconstruction_rss`` (multi-coil; single-coil files also have ``reconstruction_esc``):
+  float32 (slices, h, w), the reference cropped to the recon size (320×320 for knee);
+- attributes ``acquisition`` (the protocol, e.g. CORPD_FBK), ``max`` and ``norm`` (max and
+  Frobenius norm of the reference volume), ``patient_id``;
+- dataset ``ismrmrd_header``: ISMRMRD XML (namespace http://www.ismrm.org/ISMRMRD) whose
+  encoding/encodedSpace/matrixSize and encoding/reconSpace/matrixSize give the encoded and recon
+  sizes; matrixSize x is along H (readout), y along W; encodingLimits/kspace_encoding_step_1
+  gives the acquired phase-encode columns (the others are zero padding).
+Submissions hold one dataset, ``reconstruction`` (slices, h, w) float32.
+
+Evaluation follows fastMRI's evaluate.py, per volume on magnitudes cropped to the target size:
+NMSE = ||gt − pred||²/||gt||², PSNR with data_range = max(gt volume), SSIM = mean over slices
+(skimage defaults) with the same data_range.
 """
 
 from __future__ import annotations
@@ -13,6 +24,7 @@ from __future__ import annotations
 import os
 import tempfile
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,32 +35,48 @@ __all__ = [
     "FastMRIError",
     "FastMRIFile",
     "read_fastmri",
+    "count_slices",
     "write_fastmri",
     "write_reconstruction",
     "center_crop",
     "evaluate",
     "check_maps",
-    "count_slices",
-    "make_synthetic_fastmri",
     "simulate_multicoil",
+    "make_synthetic_fastmri",
+    "SYNTHETIC_SCALE",
 ]
 
 NS = "http://www.ismrm.org/ISMRMRD"
 
+#: Maximum image magnitude of synthetic files: fastMRI k-space and reconstructions are tiny
+#: (image magnitudes ~1e-5..1e-3, knee RSS maxima ~1e-4..5e-4), so synthetic images are scaled
+#: to a maximum of 1e-3 (and their k-space follows through the unitary FFT).
+SYNTHETIC_SCALE = 1e-3
+
+SliceSel = int | slice | Sequence[int] | None
+
 
 class FastMRIError(ValueError):
-    """A fastMRI file that is missing, malformed, or does not fit the request."""
+    """A fastMRI file that is missing, malformed, or does not fit the request (names the file)."""
 
 
 @dataclass
 class FastMRIFile:
+    """One fastMRI file's content.
+
+    kspace: (S, [C,] H, W) complex64. reference: (S, h, w) float32 or None, from
+    ``reference_key``. encoding_size / recon_size: (H, W) and (h, w) from the header (None
+    without header). encoding_limits: (min, max, center) of kspace_encoding_step_1, or None.
+    """
+
     path: Path
-    kspace: np.ndarray  # (S, [C,] H, W) complex64
+    kspace: np.ndarray
     reference: np.ndarray | None
     reference_key: str | None
     attrs: dict[str, Any] = field(default_factory=dict)
     encoding_size: tuple[int, int] | None = None
     recon_size: tuple[int, int] | None = None
+    encoding_limits: tuple[int, int, int] | None = None
 
     @property
     def is_multicoil(self) -> bool:
@@ -58,44 +86,102 @@ class FastMRIFile:
     def acquisition(self) -> str | None:
         return self.attrs.get("acquisition")
 
+    @property
+    def n_slices(self) -> int:
+        return int(self.kspace.shape[0])
 
-def _header(encoding: tuple[int, int], recon: tuple[int, int]) -> str:
-    def size(tag: str, hw: tuple[int, int]) -> str:
+
+# --- ISMRMRD header ------------------------------------------------------------------------
+
+
+def _header(encoding: tuple[int, int], recon: tuple[int, int], limits: tuple[int, int, int]) -> str:
+    """A minimal ISMRMRD header: experimentalConditions and one Cartesian encoding."""
+
+    def space(tag: str, hw: tuple[int, int]) -> str:
+        # matrixSize x runs along H (readout), y along W (phase encode), as in fastMRI.
         return (
-            f"<{tag}><matrixSize><x>{hw[1]}</x><y>{hw[0]}</y><z>1</z></matrixSize>"
-            f"<fieldOfView_mm><x>{hw[1]}</x><y>{hw[0]}</y><z>1</z></fieldOfView_mm></{tag}>"
+            f"<{tag}><matrixSize><x>{hw[0]}</x><y>{hw[1]}</y><z>1</z></matrixSize>"
+            f"<fieldOfView_mm><x>{float(hw[0])}</x><y>{float(hw[1])}</y><z>1.0</z>"
+            f"</fieldOfView_mm></{tag}>"
         )
 
+    lo, hi, ctr = limits
     return (
-        f'<?xml version="1.0" encoding="utf-8"?><ismrmrdHeader xmlns="{NS}"><encoding>'
-        f"{size('encodedSpace', encoding)}{size('reconSpace', recon)}</encoding></ismrmrdHeader>"
+        f'<?xml version="1.0" encoding="utf-8"?>\n<ismrmrdHeader xmlns="{NS}">'
+        "<experimentalConditions><H1resonanceFrequency_Hz>127728000</H1resonanceFrequency_Hz>"
+        f"</experimentalConditions><encoding>{space('encodedSpace', encoding)}"
+        f"{space('reconSpace', recon)}<encodingLimits><kspace_encoding_step_1>"
+        f"<minimum>{lo}</minimum><maximum>{hi}</maximum><center>{ctr}</center>"
+        "</kspace_encoding_step_1></encodingLimits><trajectory>cartesian</trajectory>"
+        "</encoding></ismrmrdHeader>"
     )
 
 
-def _parse_sizes(xml: str, path: Path) -> tuple[tuple[int, int], tuple[int, int]]:
+def _parse_header(xml: str, path: Path):
+    """(encoding (H, W), recon (h, w), limits (min, max, center) or None) from the XML."""
+
+    def q(*tags: str) -> str:
+        return "/".join(f"{{{NS}}}{t}" for t in tags)
+
     try:
-        root = ET.fromstring(xml)
-        enc = root.find(f"{{{NS}}}encoding")
-        out = []
+        enc = ET.fromstring(xml).find(q("encoding"))
+        sizes = []
         for tag in ("encodedSpace", "reconSpace"):
-            ms = enc.find(f"{{{NS}}}{tag}/{{{NS}}}matrixSize")
-            out.append((int(ms.find(f"{{{NS}}}y").text), int(ms.find(f"{{{NS}}}x").text)))
+            ms = enc.find(q(tag, "matrixSize"))
+            sizes.append((int(ms.find(q("x")).text), int(ms.find(q("y")).text)))
+        lim = enc.find(q("encodingLimits", "kspace_encoding_step_1"))
+        limits = None
+        if lim is not None:
+            limits = tuple(int(lim.find(q(t)).text) for t in ("minimum", "maximum", "center"))
     except (ET.ParseError, AttributeError, TypeError, ValueError) as exc:
         raise FastMRIError(f"{path}: unreadable ismrmrd_header ({exc})") from None
-    return out[0], out[1]
+    return sizes[0], sizes[1], limits
 
 
-def read_fastmri(path: str | Path, slices: int | slice | list[int] | None = None) -> FastMRIFile:
-    """Read a fastMRI file (optionally only some slices); clear errors naming the file."""
+# --- reading ---------------------------------------------------------------------------------
+
+
+def _open(path: Path):
     import h5py
 
-    path = Path(path)
     if not path.is_file():
         raise FastMRIError(f"{path}: no such fastMRI file")
     try:
-        f = h5py.File(path, "r")
+        return h5py.File(path, "r")
     except OSError as exc:
         raise FastMRIError(f"{path}: not a readable HDF5 file ({exc})") from None
+
+
+def _indices(sel: SliceSel, n: int, path: Path) -> list[int]:
+    if sel is None:
+        return list(range(n))
+    if isinstance(sel, slice):
+        return list(range(n))[sel]
+    items = [sel] if isinstance(sel, (int, np.integer)) else list(sel)
+    out = []
+    for i in items:
+        if not isinstance(i, (int, np.integer)) or not -n <= i < n:
+            raise FastMRIError(f"{path}: slice {i} out of range (0..{n - 1})")
+        out.append(int(i) % n)
+    return out
+
+
+def _read_rows(ds, idx: list[int]) -> np.ndarray:
+    """ds[idx] for any index list (h5py wants increasing unique indices)."""
+    if not idx:
+        return np.zeros((0, *ds.shape[1:]), dtype=ds.dtype)
+    uniq = sorted(set(idx))
+    block = ds[uniq[0] : uniq[-1] + 1] if len(uniq) == uniq[-1] - uniq[0] + 1 else ds[uniq]
+    pos = {j: k for k, j in enumerate(uniq)}
+    return np.asarray(block)[[pos[j] for j in idx]]
+
+
+def read_fastmri(path: str | Path, slices: SliceSel = None) -> FastMRIFile:
+    """Read a fastMRI file, all slices or ``slices`` (int, slice or list; an int keeps the
+    leading slice axis of length 1). Raises FastMRIError naming the file when it is missing or
+    unreadable, has no ``kspace``, a kspace that is not complex (S, [C,] H, W), or NaN/inf."""
+    path = Path(path)
+    f = _open(path)
     with f:
         if "kspace" not in f:
             raise FastMRIError(f"{path}: no 'kspace' dataset (found: {sorted(f.keys())})")
@@ -104,39 +190,37 @@ def read_fastmri(path: str | Path, slices: int | slice | list[int] | None = None
             raise FastMRIError(
                 f"{path}: kspace must be (slices, [coils,] H, W), got shape {ds.shape}"
             )
-        sel = slice(None) if slices is None else slices
-        if isinstance(sel, int):
-            if not 0 <= sel < ds.shape[0]:
-                raise FastMRIError(f"{path}: slice {sel} out of range (0..{ds.shape[0] - 1})")
-            sel = [sel]
-        kspace = np.asarray(ds[sel]).astype(np.complex64)
-        if not np.all(np.isfinite(kspace.view(np.float32))):
+        if ds.dtype.kind != "c":
+            raise FastMRIError(f"{path}: kspace must be complex, got dtype {ds.dtype}")
+        idx = _indices(slices, ds.shape[0], path)
+        kspace = _read_rows(ds, idx).astype(np.complex64)
+        if not np.all(np.isfinite(kspace)):
             raise FastMRIError(f"{path}: kspace contains NaN or infinite values")
         key = next((k for k in ("reconstruction_rss", "reconstruction_esc") if k in f), None)
-        ref = np.asarray(f[key][sel]).astype(np.float32) if key else None
+        ref = _read_rows(f[key], idx).astype(np.float32) if key else None
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-        enc = rec = None
+        enc = rec = limits = None
         if "ismrmrd_header" in f:
             raw = f["ismrmrd_header"][()]
-            enc, rec = _parse_sizes(raw.decode() if isinstance(raw, bytes) else str(raw), path)
-    return FastMRIFile(path, kspace, ref, key, attrs, enc, rec)
+            xml = raw.decode() if isinstance(raw, bytes) else str(raw)
+            enc, rec, limits = _parse_header(xml, path)
+    return FastMRIFile(path, kspace, ref, key, attrs, enc, rec, limits)
 
 
 def count_slices(path: str | Path) -> int:
-    """Number of slices in a fastMRI file's kspace (without reading it)."""
-    import h5py
-
+    """Number of slices in a fastMRI file's kspace (without reading the data)."""
     path = Path(path)
-    try:
-        with h5py.File(path, "r") as f:
-            if "kspace" not in f:
-                raise FastMRIError(f"{path}: no 'kspace' dataset (found: {sorted(f.keys())})")
-            return int(f["kspace"].shape[0])
-    except OSError as exc:
-        raise FastMRIError(f"{path}: not a readable HDF5 file ({exc})") from None
+    with _open(path) as f:
+        if "kspace" not in f:
+            raise FastMRIError(f"{path}: no 'kspace' dataset (found: {sorted(f.keys())})")
+        return int(f["kspace"].shape[0])
 
 
-def _atomic_h5(path: Path, fill) -> None:
+# --- writing ---------------------------------------------------------------------------------
+
+
+def _atomic_h5(path: Path, fill: Callable[[Any], None]) -> None:
+    """Write an HDF5 file via a temporary file in the same folder and os.replace."""
     import h5py
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -159,106 +243,162 @@ def write_fastmri(
     attrs: dict[str, Any] | None = None,
     encoding_size: tuple[int, int] | None = None,
     recon_size: tuple[int, int] | None = None,
+    reference_key: str | None = None,
 ) -> Path:
-    """Write a file in fastMRI's layout (atomically)."""
+    """Write a file in fastMRI's layout, atomically; returns the path.
+
+    kspace: (S, [C,] H, W) complex. reference: (S, h, w) real, stored as ``reference_key``
+    (default ``reconstruction_rss`` for multi-coil, ``reconstruction_esc`` for single-coil).
+    encoding_size defaults to (H, W), recon_size to the reference's (h, w) (else (H, W)).
+    Attributes: ``max``/``norm`` of the reference, ``patient_id`` ("synthetic") and
+    ``acquisition`` ("multicoil"/"singlecoil"; real files hold the protocol) unless ``attrs``
+    overrides them.
+    """
     path = Path(path)
-    k = np.asarray(kspace, dtype=np.complex64)
+    k = np.asarray(kspace)
     if k.ndim not in (3, 4):
         raise FastMRIError(f"{path}: kspace must be (slices, [coils,] H, W), got shape {k.shape}")
-    enc = encoding_size or tuple(k.shape[-2:])
-    rec = recon_size or (tuple(reference.shape[-2:]) if reference is not None else enc)
-    acq = "multicoil" if k.ndim == 4 else "singlecoil"
+    k = k.astype(np.complex64)
+    ref = None
+    if reference is not None:
+        ref = np.asarray(reference)
+        if np.iscomplexobj(ref) or ref.ndim != 3 or ref.shape[0] != k.shape[0]:
+            raise FastMRIError(
+                f"{path}: reference must be real (slices={k.shape[0]}, h, w), got "
+                f"{ref.dtype} {ref.shape}"
+            )
+        ref = ref.astype(np.float32)
+    h, w = k.shape[-2:]
+    enc = tuple(int(s) for s in (encoding_size or (h, w)))
+    rec = tuple(int(s) for s in (recon_size or (ref.shape[-2:] if ref is not None else enc)))
+    limits = (0, w - 1, w // 2)
+    multi = k.ndim == 4
+    key = reference_key or ("reconstruction_rss" if multi else "reconstruction_esc")
 
     def fill(f) -> None:
         f.create_dataset("kspace", data=k)
-        if reference is not None:
-            key = "reconstruction_rss" if k.ndim == 4 else "reconstruction_esc"
-            f.create_dataset(key, data=np.asarray(reference, dtype=np.float32))
-        f.create_dataset("ismrmrd_header", data=np.bytes_(_header(enc, rec)))
-        base = {"acquisition": acq, "patient_id": "synthetic"}
-        if reference is not None:
-            base.update(max=float(np.max(reference)), norm=float(np.linalg.norm(reference)))
-        for key, val in {**base, **(attrs or {})}.items():
-            f.attrs[key] = val
+        if ref is not None:
+            f.create_dataset(key, data=ref)
+        f.create_dataset("ismrmrd_header", data=np.bytes_(_header(enc, rec, limits)))
+        base: dict[str, Any] = {
+            "acquisition": "multicoil" if multi else "singlecoil",
+            "patient_id": "synthetic",
+        }
+        if ref is not None:
+            base.update(max=float(ref.max()), norm=float(np.linalg.norm(ref)))
+        for name, val in {**base, **(attrs or {})}.items():
+            f.attrs[name] = val
 
     _atomic_h5(path, fill)
     return path
 
 
 def write_reconstruction(path: str | Path, recon: np.ndarray) -> Path:
-    """fastMRI submission layout: dataset 'reconstruction' (slices, h, w) float32."""
-    arr = np.asarray(recon, dtype=np.float32)
+    """fastMRI submission layout, atomically: dataset ``reconstruction`` (slices, h, w) float32.
+
+    A single (h, w) slice gets a leading slice axis; complex input is stored as its magnitude.
+    """
+    path = Path(path)
+    arr = np.asarray(recon)
+    arr = np.abs(arr) if np.iscomplexobj(arr) else arr
+    arr = arr.astype(np.float32)
     if arr.ndim == 2:
         arr = arr[None]
-    _atomic_h5(Path(path), lambda f: f.create_dataset("reconstruction", data=arr))
-    return Path(path)
+    if arr.ndim != 3:
+        raise FastMRIError(f"{path}: reconstruction must be (slices, h, w), got {arr.shape}")
+    _atomic_h5(path, lambda f: f.create_dataset("reconstruction", data=arr))
+    return path
+
+
+# --- evaluation ------------------------------------------------------------------------------
 
 
 def center_crop(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The central size = (h, w) block of the last two axes (clamped to the array's size; the
+    block starts at (H − h) // 2, (W − w) // 2, as in fastMRI)."""
     h, w = x.shape[-2:]
-    th, tw = min(size[0], h), min(size[1], w)
+    th, tw = min(int(size[0]), h), min(int(size[1]), w)
     r, c = (h - th) // 2, (w - tw) // 2
     return x[..., r : r + th, c : c + tw]
 
 
 def evaluate(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """fastMRI metrics on magnitude volumes (S, h, w) (or one slice): NMSE, PSNR, SSIM."""
+    """fastMRI metrics of one volume (S, h, w) or slice (h, w), on magnitudes.
+
+    NMSE = ||gt − pred||²/||gt||²; PSNR = 10·log10(max(gt)²/MSE) (inf if identical);
+    SSIM = mean over slices of skimage's SSIM with data_range = max(gt). Returns
+    {"nmse", "psnr", "ssim", "data_range"}.
+    """
     from skimage.metrics import structural_similarity
 
-    gt = np.abs(np.asarray(gt, dtype=np.complex128 if np.iscomplexobj(gt) else np.float64))
-    pred = np.abs(np.asarray(pred, dtype=np.complex128 if np.iscomplexobj(pred) else np.float64))
+    gt = np.abs(np.asarray(gt)).astype(np.float64)
+    pred = np.abs(np.asarray(pred)).astype(np.float64)
     if gt.ndim == 2:
         gt, pred = gt[None], pred[None]
     if gt.shape != pred.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from reference {gt.shape}")
+    if gt.ndim != 3:
+        raise ValueError(f"expected a volume (S, h, w) or a slice (h, w), got {gt.shape}")
     dr = float(gt.max())
-    mse = float(np.mean((gt - pred) ** 2))
+    err = float(np.sum((gt - pred) ** 2))
+    mse = err / gt.size
+    ssim = [structural_similarity(g, p, data_range=dr) for g, p in zip(gt, pred, strict=True)]
     return {
-        "nmse": float(np.sum((gt - pred) ** 2) / np.sum(gt**2)),
+        "nmse": err / float(np.sum(gt**2)),
         "psnr": float(10 * np.log10(dr**2 / mse)) if mse > 0 else float("inf"),
-        "ssim": float(
-            np.mean(
-                [structural_similarity(g, p, data_range=dr) for g, p in zip(gt, pred, strict=True)]
-            )
-        ),
+        "ssim": float(np.mean(ssim)),
         "data_range": dr,
     }
 
 
 def check_maps(maps: np.ndarray, kspace: np.ndarray, path: str | Path = "coil maps") -> None:
-    """Coil maps (C, H, W) must match one slice's multi-coil k-space (C, H, W)."""
-    if tuple(np.shape(maps)) != tuple(np.shape(kspace)[-3:]):
+    """Raise FastMRIError (naming ``path``) unless coil maps (C, H, W) match the coils and size
+    of multi-coil k-space (C, H, W) or (S, C, H, W)."""
+    ms, ks = tuple(np.shape(maps)), tuple(np.shape(kspace))
+    if len(ks) not in (3, 4):
+        raise FastMRIError(f"{path}: k-space must be (C, H, W) or (S, C, H, W), got {ks}")
+    if ms != ks[-3:]:
         raise FastMRIError(
-            f"{path}: coil maps of shape {tuple(np.shape(maps))} do not match k-space coils/size "
-            f"{tuple(np.shape(kspace)[-3:])}"
+            f"{path}: coil maps of shape {ms} do not match k-space (coils, H, W) = {ks[-3:]}"
         )
 
 
-def _smooth_phase(
-    shape: tuple[int, int], rng: np.random.Generator, cycles: float = 1.0
-) -> np.ndarray:
+# --- synthetic files -------------------------------------------------------------------------
+
+
+def _smooth_phase(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A random smooth phase map: a quadratic polynomial in x, y on [−1, 1]², |coeff| ≤ π."""
     yy, xx = np.meshgrid(np.linspace(-1, 1, shape[0]), np.linspace(-1, 1, shape[1]), indexing="ij")
-    c = rng.uniform(-1, 1, 6) * np.pi * cycles
+    c = rng.uniform(-1, 1, 6) * np.pi
     return c[0] + c[1] * xx + c[2] * yy + c[3] * xx * yy + c[4] * xx**2 + c[5] * yy**2
 
 
 def simulate_multicoil(
-    image: np.ndarray, n_coils: int = 8, seed: int = 0, scale: float = 1e-3
+    image: np.ndarray, n_coils: int = 8, seed: int = 0, scale: float = SYNTHETIC_SCALE
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(kspace (C, H, W) complex64, RSS reference (H, W), maps (C, H, W)) from a magnitude image:
-    smooth random phase, birdcage maps, centred orthonormal FFT; the image is scaled so that its
-    maximum is ``scale`` (fastMRI-like magnitudes, 1e-5 to 1e-3)."""
+    """Multi-coil k-space from one real magnitude image (H, W).
+
+    x = scale·image/max(image)·exp(iφ) with φ a smooth random phase (seeded); coil images
+    S_c·x with RSS-normalized birdcage maps; k_c = F(S_c x), F the centred orthonormal DFT.
+    Returns (kspace (C, H, W) complex64, RSS reference sqrt(Σ|S_c x|²) = |x| (H, W) float32,
+    maps (C, H, W) complex64).
+    """
     from data.coils import birdcage_maps
 
-    img = np.asarray(image, dtype=np.float64)
-    if img.ndim != 2:
-        raise ValueError(f"expected a 2-D magnitude image, got shape {img.shape}")
+    img = np.asarray(image)
+    if img.ndim != 2 or np.iscomplexobj(img):
+        raise ValueError(f"expected a real 2-D magnitude image, got {img.dtype} {img.shape}")
+    img = np.abs(img.astype(np.float64))
+    if not np.all(np.isfinite(img)) or img.max() <= 0:
+        raise ValueError("the image must be finite and not all zero")
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0, got {scale}")
     rng = np.random.default_rng(seed)
-    x = scale * img / max(float(img.max()), 1e-30) * np.exp(1j * _smooth_phase(img.shape, rng))
+    x = scale * img / img.max() * np.exp(1j * _smooth_phase(img.shape, rng))
     maps = birdcage_maps(n_coils, img.shape)
     coils = maps * x[None]
-    dims = (-2, -1)
-    k = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(coils, axes=dims), norm="ortho"), axes=dims)
+    ax = (-2, -1)
+    k = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(coils, axes=ax), norm="ortho"), axes=ax)
     ref = np.sqrt((np.abs(coils) ** 2).sum(0))
     return k.astype(np.complex64), ref.astype(np.float32), maps
 
@@ -268,17 +408,28 @@ def make_synthetic_fastmri(
     image: np.ndarray,
     n_coils: int = 8,
     seed: int = 0,
-    scale: float = 1e-3,
+    scale: float = SYNTHETIC_SCALE,
     recon_size: tuple[int, int] | None = None,
+    acquisition: str = "multicoil",
+    patient_id: str | None = None,
 ) -> Path:
-    """A multi-coil fastMRI-format file from a magnitude image (see ``simulate_multicoil``);
-    the reference is the RSS of the coil images cropped to ``recon_size`` (default: full)."""
-    k, ref, _ = simulate_multicoil(image, n_coils, seed, scale)
-    rec = recon_size or ref.shape
-    return write_fastmri(
-        path,
-        k[None],
-        center_crop(ref, rec)[None],
-        attrs={"patient_id": f"synthetic-{seed}"},
-        recon_size=rec,
-    )
+    """Write a multi-coil fastMRI-format file simulated from a magnitude image (H, W) or volume
+    (S, H, W) (each slice through ``simulate_multicoil`` with seed + slice index).
+
+    Image magnitudes are scaled to a maximum of ``scale`` (default 1e-3, fastMRI-like). The
+    reference ``reconstruction_rss`` is the RSS of the coil images centre-cropped to
+    ``recon_size`` (default: the full image); attrs max/norm/acquisition/patient_id are set.
+    """
+    vol = np.asarray(image)
+    if vol.ndim == 2:
+        vol = vol[None]
+    if vol.ndim != 3:
+        raise ValueError(f"expected an image (H, W) or a volume (S, H, W), got {vol.shape}")
+    sims = [simulate_multicoil(s, n_coils, seed + i, scale) for i, s in enumerate(vol)]
+    k = np.stack([s[0] for s in sims])
+    rec = tuple(int(v) for v in (recon_size or vol.shape[-2:]))
+    if not (0 < rec[0] <= vol.shape[-2] and 0 < rec[1] <= vol.shape[-1]):
+        raise ValueError(f"recon_size {rec} must fit inside the image {vol.shape[-2:]}")
+    ref = center_crop(np.stack([s[1] for s in sims]), rec)
+    attrs = {"acquisition": acquisition, "patient_id": patient_id or f"synthetic-{seed}"}
+    return write_fastmri(path, k, ref, attrs=attrs, recon_size=rec)

@@ -1,10 +1,17 @@
 """MRI forward models: Cartesian masked FFT, multi-coil SENSE, non-Cartesian SENSE (NUFFT).
 
-Images are complex tensors (B, 1, H, W); k-space is complex. The Fourier transform is the
-centred orthonormal one fastMRI uses, F = fftshift ∘ FFT_ortho ∘ ifftshift (equal to
-``sigpy.fft(x, center=True, norm="ortho")``, which a test checks), done in torch so it runs on
-the input's device. The non-Cartesian operator calls SigPy's NUFFT on numpy arrays inside.
-Masks and coil maps are kept as tensors and moved to the input's device on use.
+Shapes: images are complex tensors (B, 1, H, W) (complex64 or complex128; a real input is
+promoted to the matching complex dtype); k-space is complex.
+
+Fourier convention: the centred orthonormal DFT fastMRI uses,
+    F x = fftshift(FFT_ortho(ifftshift(x))),
+over the last two axes. It equals ``sigpy.fft(x, axes=(-2, -1), center=True, norm="ortho")``
+(tests check it) and is unitary, so Fᴴ = F⁻¹ = ``ifft2c``. It is done in torch, so the Cartesian
+operators run on the input's device (GPU included). The non-Cartesian operator calls SigPy's
+NUFFT on numpy arrays inside; LinearOperator's autograd wrapper supplies its gradients.
+
+Masks and coil maps are stored as tensors and moved (once per device and dtype, then cached) to
+the device and precision of the input.
 """
 
 from __future__ import annotations
@@ -14,156 +21,306 @@ import torch
 
 from operators.base import LinearOperator
 
-__all__ = ["fft2c", "ifft2c", "rss", "MaskedFFT", "SENSE", "NonCartesianSENSE"]
+__all__ = [
+    "fft2c",
+    "ifft2c",
+    "rss",
+    "zero_filled",
+    "MaskedFFT",
+    "SENSE",
+    "NonCartesianSENSE",
+]
+
+_DIMS = (-2, -1)
 
 
 def fft2c(x: torch.Tensor) -> torch.Tensor:
-    """Centred orthonormal 2-D FFT over the last two axes."""
-    dims = (-2, -1)
+    """Centred orthonormal 2-D DFT over the last two axes: fftshift(FFT_ortho(ifftshift(x)))."""
     return torch.fft.fftshift(
-        torch.fft.fft2(torch.fft.ifftshift(x, dim=dims), norm="ortho"), dim=dims
+        torch.fft.fft2(torch.fft.ifftshift(x, dim=_DIMS), norm="ortho"), dim=_DIMS
     )
 
 
 def ifft2c(k: torch.Tensor) -> torch.Tensor:
-    """Inverse of ``fft2c`` (and its adjoint: the transform is unitary)."""
-    dims = (-2, -1)
+    """Inverse (= adjoint, the transform is unitary) of ``fft2c`` over the last two axes."""
     return torch.fft.fftshift(
-        torch.fft.ifft2(torch.fft.ifftshift(k, dim=dims), norm="ortho"), dim=dims
+        torch.fft.ifft2(torch.fft.ifftshift(k, dim=_DIMS), norm="ortho"), dim=_DIMS
     )
 
 
 def rss(coil_images: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """Root-sum-of-squares over the coil axis."""
+    """Root-sum-of-squares coil combination sqrt(Σ_c |x_c|²) over ``dim`` (removed), real."""
     return coil_images.abs().pow(2).sum(dim=dim).sqrt()
 
 
+def zero_filled(
+    op: LinearOperator, y: torch.Tensor, dcf: torch.Tensor | np.ndarray | None = None
+) -> torch.Tensor:
+    """The zero-filled (adjoint) reconstruction Aᴴy, shape (B, 1, H, W).
+
+    For ``MaskedFFT`` this is Fᴴ(M y); for ``SENSE`` the coil-combined image Σ_c conj(S_c) Fᴴ(M y_c)
+    (with RSS-normalized maps, Σ|S_c|² = 1, it is the SENSE-combined zero-filled image); for
+    ``NonCartesianSENSE`` the gridding image, Aᴴ(w ⊙ y) when density compensation weights
+    ``dcf`` (K,) are given (they weight the data, they are not part of A). fastMRI's own
+    multi-coil baseline without maps is ``rss(ifft2c(y))``.
+    """
+    if dcf is not None:
+        w = torch.as_tensor(np.asarray(dcf) if not torch.is_tensor(dcf) else dcf)
+        y = y * w.to(y.device, y.real.dtype if y.is_complex() else y.dtype)
+    return op.adjoint(y)
+
+
 def _complex_dtype(t: torch.Tensor) -> torch.dtype:
-    if t.dtype in (torch.complex128, torch.float64):
-        return torch.complex128
-    return torch.complex64
+    """complex128 for double-precision input, complex64 otherwise."""
+    return torch.complex128 if t.dtype in (torch.complex128, torch.float64) else torch.complex64
 
 
-def _mask2d(mask, shape: tuple[int, int]) -> torch.Tensor:
-    m = torch.as_tensor(np.asarray(mask, dtype=np.float32))
+def _as_complex(t: torch.Tensor) -> torch.Tensor:
+    return t.to(_complex_dtype(t))
+
+
+def _to_numpy(a) -> np.ndarray:
+    return a.detach().cpu().numpy() if torch.is_tensor(a) else np.asarray(a)
+
+
+def _mask_tensor(mask, height: int | None) -> torch.Tensor:
+    """A real mask as an (H, W) tensor; a 1-D (W,) column mask is broadcast over H rows."""
+    m = np.asarray(_to_numpy(mask))
+    if np.iscomplexobj(m):
+        raise ValueError("the sampling mask must be real (0/1 or nonnegative weights)")
+    m = m.astype(np.float64)
+    if not np.all(np.isfinite(m)) or m.min(initial=0.0) < 0:
+        raise ValueError("the sampling mask must be finite and nonnegative")
     if m.ndim == 1:
-        if m.shape[0] != shape[1]:
-            raise ValueError(f"1-D mask has {m.shape[0]} columns, the image {shape[1]}")
-        m = m[None, :].expand(shape).clone()
-    if tuple(m.shape) != tuple(shape):
-        raise ValueError(f"mask shape {tuple(m.shape)} does not match the image {shape}")
-    return m
+        h = m.shape[0] if height is None else int(height)
+        m = np.broadcast_to(m[None, :], (h, m.shape[0]))
+    elif m.ndim == 2:
+        if height is not None and int(height) != m.shape[0]:
+            raise ValueError(f"mask has {m.shape[0]} rows but height={height} was given")
+    else:
+        raise ValueError(f"mask must be (W,) columns or (H, W), got shape {m.shape}")
+    return torch.from_numpy(np.ascontiguousarray(m))
+
+
+class _Cached:
+    """A tensor kept on the CPU, with copies per (device, dtype) made on first use."""
+
+    def __init__(self, t: torch.Tensor) -> None:
+        self.base = t
+        self._copies: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+    def like(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        key = (torch.device(device), dtype)
+        if key not in self._copies:
+            self._copies[key] = self.base.to(device=device, dtype=dtype)
+        return self._copies[key]
 
 
 class MaskedFFT(LinearOperator):
-    """Single-coil Cartesian MRI: y = M ⊙ F x, x (B, 1, H, W) -> y (B, 1, H, W) (zero-filled).
+    """Single-coil Cartesian MRI: y = M ⊙ F x, x (B, 1, H, W) -> y (B, 1, H, W).
 
-    mask: 0/1 of shape (H, W), or (W,) phase-encode columns (fastMRI style) with ``height``.
+    The range is zero-filled k-space (fastMRI's convention: unsampled entries are 0).
+
+    Args:
+        mask: (H, W), or (W,) phase-encode columns (fastMRI style) broadcast over the rows; 0/1
+            (nonnegative weights are also accepted: then AᴴA = Fᴴ diag(m²) F).
+        height: rows H for a 1-D mask (default: W, a square image).
+
+    ``solve_normal`` is closed form: (λ FᴴMᴴMF + ρI)⁻¹ = Fᴴ diag(1/(λ m² + ρ)) F (F unitary, M
+    diagonal), which for a 0/1 mask is Fᴴ diag(1/(λ m + ρ)) F.
     """
 
-    domain_complex = range_complex = True
+    domain_complex = True
+    range_complex = True
 
     def __init__(self, mask, height: int | None = None) -> None:
-        m = np.asarray(mask.cpu() if torch.is_tensor(mask) else mask, dtype=np.float32)
-        if m.ndim == 1:
-            if height is None:
-                raise ValueError("a 1-D (column) mask needs the image height: MaskedFFT(mask, H)")
-            h, w = int(height), m.shape[0]
-        elif m.ndim == 2:
-            h, w = m.shape
-        else:
-            raise ValueError(f"mask must be (W,) or (H, W), got shape {m.shape}")
+        m = _mask_tensor(mask, height)
+        h, w = m.shape
         super().__init__((1, h, w), (1, h, w))
-        self.mask = _mask2d(m, (h, w))
+        self._mask = _Cached(m.to(torch.float32))
+        self._mask64 = _Cached(m)
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """The (H, W) float32 mask on the CPU."""
+        return self._mask.base
 
     def _m(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mask.to(t.device, t.real.dtype if t.is_complex() else t.dtype)
+        src = self._mask64 if t.dtype == torch.complex128 else self._mask
+        return src.like(t.device, t.real.dtype)
 
-    def _forward(self, x):
-        x = x.to(_complex_dtype(x))
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = _as_complex(x)
         return self._m(x) * fft2c(x)
 
-    def _adjoint(self, y):
-        y = y.to(_complex_dtype(y))
+    def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        y = _as_complex(y)
         return ifft2c(self._m(y) * y)
 
-    def solve_normal(self, rhs, lam, rho):
-        """(λFᴴMF + ρI)⁻¹ = Fᴴ diag(1/(λm + ρ)) F, exact since F is unitary and M diagonal."""
-        k = fft2c(rhs.to(_complex_dtype(rhs)))
-        return ifft2c(k / (lam * self._m(k) + rho))
+    def solve_normal(self, rhs: torch.Tensor, lam: float, rho: float) -> torch.Tensor:
+        """(λAᴴA + ρI)⁻¹ rhs = Fᴴ [F rhs / (λ m² + ρ)], exact; rhs (B, 1, H, W)."""
+        if rho <= 0 and lam <= 0:
+            raise ValueError(f"need λ > 0 or ρ > 0, got λ={lam}, ρ={rho}")
+        k = fft2c(_as_complex(rhs))
+        m = self._m(k)
+        return ifft2c(k / (lam * m * m + rho))
 
 
 class SENSE(LinearOperator):
     """Multi-coil Cartesian SENSE: y_c = M ⊙ F(S_c x), x (B, 1, H, W) -> y (B, C, H, W).
 
-    maps: (C, H, W) complex coil sensitivities; mask: (W,) or (H, W).
-    Adjoint: Σ_c conj(S_c) Fᴴ(M ⊙ y_c).
+    Adjoint: Aᴴy = Σ_c conj(S_c) Fᴴ(M ⊙ y_c), shape (B, 1, H, W).
+
+    Args:
+        maps: (C, H, W) complex coil sensitivities (numpy or torch; kept in their precision,
+            cast to the input's on use).
+        mask: (H, W), or (W,) columns broadcast over the rows; 0/1.
     """
 
-    domain_complex = range_complex = True
+    domain_complex = True
+    range_complex = True
 
     def __init__(self, maps, mask) -> None:
-        s = torch.as_tensor(np.asarray(maps)) if not torch.is_tensor(maps) else maps
+        s = maps.detach().cpu() if torch.is_tensor(maps) else torch.from_numpy(np.asarray(maps))
         if s.ndim != 3:
             raise ValueError(f"coil maps must be (C, H, W), got shape {tuple(s.shape)}")
+        if not s.is_complex():
+            s = s.to(torch.complex128 if s.dtype == torch.float64 else torch.complex64)
+        if not bool(torch.isfinite(torch.view_as_real(s)).all()):
+            raise ValueError("coil maps contain NaN or infinite values")
         c, h, w = s.shape
+        m = _mask_tensor(mask, h)
+        if tuple(m.shape) != (h, w):
+            raise ValueError(
+                f"mask shape {tuple(m.shape)} does not match the maps' image ({h}, {w})"
+            )
         super().__init__((1, h, w), (c, h, w))
-        self.maps = s.to(torch.complex64)
-        self.mask = _mask2d(mask.cpu().numpy() if torch.is_tensor(mask) else mask, (h, w))
+        self._maps = _Cached(s)
+        self._mask = _Cached(m.to(torch.float32))
+        self._mask64 = _Cached(m)
 
-    def _s(self, t):
-        return self.maps.to(t.device, _complex_dtype(t))
+    @property
+    def maps(self) -> torch.Tensor:
+        """The (C, H, W) coil maps on the CPU."""
+        return self._maps.base
 
-    def _m(self, t):
-        return self.mask.to(t.device, t.real.dtype)
+    @property
+    def mask(self) -> torch.Tensor:
+        """The (H, W) float32 mask on the CPU."""
+        return self._mask.base
 
-    def _forward(self, x):
-        x = x.to(_complex_dtype(x))
+    @property
+    def n_coils(self) -> int:
+        return self.range_shape[0]
+
+    def _s(self, t: torch.Tensor) -> torch.Tensor:
+        return self._maps.like(t.device, t.dtype)
+
+    def _m(self, t: torch.Tensor) -> torch.Tensor:
+        src = self._mask64 if t.dtype == torch.complex128 else self._mask
+        return src.like(t.device, t.real.dtype)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = _as_complex(x)
         return self._m(x) * fft2c(self._s(x)[None] * x)
 
-    def _adjoint(self, y):
-        y = y.to(_complex_dtype(y))
+    def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        y = _as_complex(y)
         return (self._s(y).conj()[None] * ifft2c(self._m(y) * y)).sum(dim=1, keepdim=True)
 
 
 class NonCartesianSENSE(LinearOperator):
-    """Non-Cartesian multi-coil SENSE through SigPy's NUFFT: y_c = NUFFT(S_c x) at ``coord``.
+    """Non-Cartesian multi-coil SENSE through SigPy's NUFFT: y_c = N(S_c x) at ``coord``.
 
-    maps: (C, H, W); coord: (K, 2) in SigPy's convention (cycles, in [−N/2, N/2)). Range shape
-    (C, K). The NUFFT is scaled to be approximately unitary on a full trajectory (SigPy's
-    orthonormal convention); density compensation is not part of A, so its adjoint stays exact.
+    x (B, 1, H, W) -> y (B, C, K); Aᴴy = Σ_c conj(S_c) Nᴴ y_c. N is SigPy's Kaiser–Bessel NUFFT
+    (``sigpy.nufft`` / ``sigpy.nufft_adjoint``, which are exact adjoints of each other), scaled
+    like the orthonormal DFT: on a Cartesian grid of coordinates it approximates ``fft2c``.
+
+    Args:
+        maps: (C, H, W) complex coil sensitivities (use ones((1, H, W)) for single-coil).
+        coord: (K, 2) k-space coordinates in SigPy's convention: cycles per field of view in
+            [−N/2, N/2), column 0 along H (rows), column 1 along W (columns).
+        oversamp, width: NUFFT grid oversampling and kernel width (SigPy's defaults).
+
+    Density compensation is not part of A (so Aᴴ stays the exact adjoint); pass weights to
+    ``zero_filled`` or weight the data term instead. ``dcf()`` gives Pipe–Menon weights.
+    Computation runs on the CPU in numpy (in the input's precision); results return to the
+    input's device.
     """
 
-    domain_complex = range_complex = True
+    domain_complex = True
+    range_complex = True
 
-    def __init__(self, maps, coord) -> None:
-        s = np.asarray(maps.cpu().numpy() if torch.is_tensor(maps) else maps, dtype=np.complex64)
+    def __init__(self, maps, coord, oversamp: float = 1.25, width: int = 4) -> None:
+        s = np.asarray(_to_numpy(maps))
         if s.ndim != 3:
             raise ValueError(f"coil maps must be (C, H, W), got shape {s.shape}")
-        k = np.asarray(coord, dtype=np.float32)
+        s = s.astype(np.complex128 if s.dtype in (np.complex128, np.float64) else np.complex64)
+        if not np.all(np.isfinite(s)):
+            raise ValueError("coil maps contain NaN or infinite values")
+        k = np.asarray(_to_numpy(coord), dtype=np.float64)
         if k.ndim != 2 or k.shape[1] != 2:
             raise ValueError(f"coord must be (K, 2), got shape {k.shape}")
         c, h, w = s.shape
+        lim = np.array([h, w]) / 2
+        if not np.all(np.isfinite(k)) or np.any(np.abs(k) > lim + 1e-6):
+            raise ValueError(f"coord must lie in [−N/2, N/2) for the image ({h}, {w})")
         super().__init__((1, h, w), (c, k.shape[0]))
-        self.maps_np, self.coord = s, k
+        self.coord = k
+        self.oversamp, self.width = float(oversamp), int(width)
+        self._maps = {np.complex64: s.astype(np.complex64), np.complex128: s.astype(np.complex128)}
 
-    def _forward(self, x):
+    @property
+    def maps(self) -> np.ndarray:
+        """The (C, H, W) coil maps (numpy, complex64)."""
+        return self._maps[np.complex64]
+
+    @property
+    def n_coils(self) -> int:
+        return self.range_shape[0]
+
+    def _np(self, t: torch.Tensor) -> tuple[np.ndarray, type, np.ndarray]:
+        dt = np.complex128 if t.dtype in (torch.complex128, torch.float64) else np.complex64
+        rdt = np.float64 if dt is np.complex128 else np.float32
+        return t.detach().cpu().numpy().astype(dt, copy=False), dt, self.coord.astype(rdt)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         import sigpy as sp
 
-        dt = np.complex128 if x.dtype == torch.complex128 else np.complex64
-        arr = x.detach().cpu().numpy().astype(dt)
-        out = np.stack(
-            [sp.nufft(self.maps_np * arr[b, 0], self.coord) for b in range(arr.shape[0])]
+        arr, dt, coord = self._np(x)
+        coils = self._maps[dt][None] * arr[:, 0][:, None]  # (B, C, H, W)
+        y = sp.nufft(coils, coord, oversamp=self.oversamp, width=self.width)
+        return torch.from_numpy(np.ascontiguousarray(y.astype(dt, copy=False))).to(x.device)
+
+    def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        import sigpy as sp
+
+        arr, dt, coord = self._np(y)
+        b = arr.shape[0]
+        coils = sp.nufft_adjoint(
+            arr,
+            coord,
+            oshape=(b, *self.range_shape[:1], *self.domain_shape[1:]),
+            oversamp=self.oversamp,
+            width=self.width,
         )
-        return torch.from_numpy(out).to(x.device, _complex_dtype(x))
+        x = (np.conj(self._maps[dt])[None] * coils).sum(axis=1, keepdims=True)
+        return torch.from_numpy(np.ascontiguousarray(x.astype(dt, copy=False))).to(y.device)
 
-    def _adjoint(self, y):
+    def dcf(self, max_iter: int = 30) -> np.ndarray:
+        """Pipe–Menon density compensation weights w (K,) float32 for this trajectory (SigPy),
+        scaled so that Aᴴ(w ⊙ A x) ≈ x (least-squares fit on a smooth single-coil test image)."""
         import sigpy as sp
+        import sigpy.mri
 
-        h, w = self.domain_shape[1:]
-        arr = y.detach().cpu().numpy()
-        out = []
-        for b in range(arr.shape[0]):
-            coil = sp.nufft_adjoint(arr[b], self.coord, oshape=(arr.shape[1], h, w))
-            out.append((np.conj(self.maps_np) * coil).sum(axis=0, keepdims=True))
-        return torch.from_numpy(np.stack(out)).to(y.device, _complex_dtype(y))
+        h, wd = self.domain_shape[1:]
+        w = sigpy.mri.pipe_menon_dcf(
+            self.coord, img_shape=(h, wd), max_iter=max_iter, show_pbar=False
+        )
+        w = np.abs(np.asarray(w, dtype=np.float64))
+        yy, xx = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, wd), indexing="ij")
+        img = np.exp(-4 * (xx**2 + yy**2)).astype(np.complex128)
+        kw = {"oversamp": self.oversamp, "width": self.width}
+        back = sp.nufft_adjoint(w * sp.nufft(img, self.coord, **kw), self.coord, (h, wd), **kw)
+        scale = float(np.real(np.vdot(back, img)) / max(np.real(np.vdot(back, back)), 1e-30))
+        return (w * scale).astype(np.float32)

@@ -22,6 +22,7 @@ imaginary parts, i.e. as 2C real channels), and ``regularizer`` returns one valu
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -208,7 +209,9 @@ class WaveletPrior:
             raise ValueError(
                 f"WaveletPrior: image {h}×{w} must be divisible by 2^levels = {2**self.levels}"
             )
-        return pywt.wavedec2(x, self.wavelet, mode="periodization", level=self.levels)
+        with warnings.catch_warnings():  # "boundary effects": harmless with periodization
+            warnings.simplefilter("ignore", UserWarning)
+            return pywt.wavedec2(x, self.wavelet, mode="periodization", level=self.levels)
 
     def prox(self, v: torch.Tensor) -> torch.Tensor:
         """Soft-threshold the detail coefficients by ``weight``; (B, C, H, W) -> same."""

@@ -4,11 +4,19 @@
     z_{k+1} = prox(x_{k+1} + u_k)
     u_{k+1} = u_k + x_{k+1} − z_{k+1}
 
-with D(x) = (λ/2)||Ax − y||². The x-update solves (λAᴴA + ρI) x = λAᴴy + ρ(z − u) by the
-operator's ``solve_normal`` when it has a closed form (single-coil Cartesian MRI), else by
-conjugate gradients warm-started at the previous x. With prox = prox_R the iteration's fixed
-points minimize D(x)/ρ + R(x). The returned image is z (it lies in the prior's range). Exactly
-affine-equivariant when the prox is: CG's iterates scale with the data (see ``solvers.cg``).
+with D(x) = (λ/2)||Ax − y||² and u the scaled dual variable. The x-update solves
+(λAᴴA + ρI) x = λAᴴy + ρ(z − u) with the operator's ``solve_normal`` when it has a closed form
+(e.g. single-coil Cartesian MRI), else by conjugate gradients warm-started at the previous x and
+stopped when the residual has dropped by ``cg_tol`` relative to its warm-start residual (or after
+``cg_iters``). With prox = prox_R the fixed points minimize D(x)/ρ + R(x).
+
+Start: x = z = x0 (default Aᴴy), u = 0. Returned image: z, the prior's output (the
+prior-consistent iterate); the monitor's rel_change, divergence test and callback use z too.
+
+Exact affine equivariance when the prox is: with y' = a·y + b·A1 and x0' = a·x0 + b·1, the
+right-hand side becomes a·rhs + b·(λAᴴA + ρI)1, the CG warm start a·x + b·1, so its residuals
+scale by a and its iterates are a·x_k + b·1; CG's stopping rule (relative to its initial
+residual) and the closed form are invariant too. Hence x' = a·x + b·1, z' = a·z + b·1, u' = a·u.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from collections.abc import Callable
 import torch
 
 from operators.base import LinearOperator
+from priors.base import Prior
 from solvers.cg import conjugate_gradient
 from solvers.monitor import Monitor
 from solvers.result import SolverResult
@@ -25,10 +34,14 @@ from solvers.result import SolverResult
 __all__ = ["pnp_admm"]
 
 
+def _norm(t: torch.Tensor) -> float:
+    return float(torch.linalg.vector_norm(t))
+
+
 def pnp_admm(
     op: LinearOperator,
     y: torch.Tensor,
-    prior,
+    prior: Prior,
     *,
     lam: float = 1.0,
     rho: float = 1.0,
@@ -42,67 +55,91 @@ def pnp_admm(
     objective_every: int = 0,
     growth: float = 1e4,
     progress: bool = False,
-    callback: Callable[[int, torch.Tensor], None] | None = None,
+    callback: Callable[[int, torch.Tensor], bool | None] | None = None,
 ) -> SolverResult:
-    """PnP-ADMM from x0 (default Aᴴy); returns z and its history."""
+    """PnP-ADMM; fixed points minimize D(x)/ρ + R(x).
+
+    Args:
+        op, y: forward operator and data (B, *op.range_shape).
+        prior: anything with ``prox(v)``; with ``regularizer`` the objective D/ρ + R is monitored.
+        lam: λ in D(x) = (λ/2)||Ax − y||²; rho: the ADMM penalty ρ > 0.
+        iters, tol: at most ``iters`` iterations; stop when ||z_{k+1} − z_k||/||z_k|| ≤ tol.
+        x0: start (B, *op.domain_shape); default Aᴴy.
+        cg_iters, cg_tol: CG budget and residual reduction for the x-update when the operator
+            has no closed-form ``solve_normal``.
+        reference, data_range, objective_every, growth, progress: see ``solvers.monitor``.
+        callback: called as callback(k, z_k) after each accepted iteration; returning True stops.
+
+    Returns:
+        SolverResult with x = z (the last accepted one on divergence) and, in the history,
+        ``primal_residual`` ||x − z||, ``dual_residual`` ρ||z − z_prev|| and ``cg_iterations``.
+    """
     if rho <= 0 or lam <= 0:
         raise ValueError(f"rho and lam must be > 0, got rho={rho}, lam={lam}")
-    x = op.adjoint(y) if x0 is None else x0.clone()
+    with torch.no_grad():
+        x = op.adjoint(y) if x0 is None else x0.detach().clone()
+        aty = lam * op.adjoint(y)
     z, u = x.clone(), torch.zeros_like(x)
     mon = Monitor(
         op,
         y,
-        lam,
-        prior,
-        1.0 / rho,
-        iters,
-        tol,
-        reference,
-        data_range,
-        objective_every,
+        lam=lam,
+        prior=prior,
+        objective_weight=1.0 / rho,
+        max_iters=iters,
+        tol=tol,
+        reference=reference,
+        data_range=data_range,
+        objective_every=objective_every,
         growth=growth,
         progress=progress,
         desc="PnP-ADMM",
+        extra_keys=("cg_iterations",),
     )
-    mon.start(x)
-    with torch.no_grad():
-        aty = lam * op.adjoint(y)
+    mon.start(z)
 
     def normal(v: torch.Tensor) -> torch.Tensor:
         return lam * op.normal(v) + rho * v
 
-    reason, k, cg_used = "max iterations", 0, []
+    reason, k, cg_used, closed_form = "max iterations", 0, [], True
     for k in range(1, iters + 1):
         with torch.no_grad():
             rhs = aty + rho * (z - u)
-            closed = op.solve_normal(rhs, lam, rho)
-            if closed is None:
-                x, n_cg = conjugate_gradient(normal, rhs, x, cg_iters, cg_tol)
+            solved = op.solve_normal(rhs, lam, rho)
+            n_cg = None
+            if solved is None:
+                closed_form = False
+                solved, n_cg = conjugate_gradient(
+                    normal, rhs, x, cg_iters, cg_tol, relative_to="initial"
+                )
                 cg_used.append(n_cg)
-            else:
-                x = closed
+            x = solved
             z_new = prior.prox(x + u)
             u = u + x - z_new
-        primal = float(torch.linalg.vector_norm(x - z_new))
-        dual = rho * float(torch.linalg.vector_norm(z_new - z))
-        stop = mon.record(k, z_new, z, primal, dual)
+            primal = _norm(x - z_new)
+            dual = rho * _norm(z_new - z)
+        stop = mon.record(k, z_new, z, primal=primal, dual=dual, extra={"cg_iterations": n_cg})
         if stop is not None and stop.startswith("diverged"):
             reason = stop
             break
         z = z_new
-        if callback is not None:
-            callback(k, z)
+        if mon.call(callback, k, z) is True:
+            reason = "stopped by callback" if stop is None else stop
+            break
         if stop is not None:
             reason = stop
             break
+    mon.close()
     params = {
-        "lam": lam,
-        "rho": rho,
-        "iters": iters,
-        "tol": tol,
-        "cg_iters": cg_iters,
-        "cg_tol": cg_tol,
-        "x_update": "closed form" if not cg_used else "cg",
+        "solver": "pnp-admm",
+        "lam": float(lam),
+        "rho": float(rho),
+        "iters": int(iters),
+        "tol": float(tol),
+        "cg_iters": int(cg_iters),
+        "cg_tol": float(cg_tol),
+        "x_update": "closed form" if closed_form else "cg",
+        "x0": "Aᴴy" if x0 is None else "given",
     }
     if cg_used:
         params["cg_iterations_mean"] = sum(cg_used) / len(cg_used)
@@ -114,5 +151,5 @@ def pnp_admm(
         iterations=k,
         seconds=mon.seconds,
         params=params,
-        objective=f"D(x)/ρ + R(x) with ρ = {rho:.4g}, D = (λ/2)||Ax − y||², λ = {lam:g}",
+        objective=f"D(x)/ρ + R(x), D(x) = (λ/2)||Ax − y||², ρ = {rho:.6g}, λ = {lam:g}",
     )

@@ -1,8 +1,20 @@
-"""Batched conjugate gradients for Hermitian positive-definite systems M x = b."""
+"""Batched conjugate gradients for Hermitian positive-definite systems M x = b.
+
+For each batch item i, CG minimizes ½<x, Mx> − Re<b, x> over the Krylov space; step sizes
+α_i = ||r_i||²/<p_i, M p_i> and β_i = ||r_i⁺||²/||r_i||² are per item (inner products over all
+but the batch axis, ``operators.base.inner``), so the items of a batch are independent problems
+solved together. Works for real and complex tensors, on any device (pure torch).
+
+Affine invariance (what keeps PnP-ADMM exactly equivariant): if b' = a·b + M c and
+x0' = a·x0 + c, then r' = a·r, p' = a·p, the step sizes are unchanged, and every iterate is
+x_k' = a·x_k + c. The stopping rule relative_to='initial' (||r_k|| ≤ tol·||r_0||) is invariant
+too; relative_to='rhs' (||r_k|| ≤ tol·||b||, the usual rule) is not, since ||b'|| ≠ a·||b||.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 
@@ -12,7 +24,8 @@ __all__ = ["conjugate_gradient"]
 
 
 def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, *([1] * (like.ndim - 1)))
+    """(B,) real -> broadcastable to ``like`` (B, ...)."""
+    return v.view(-1, *([1] * (like.ndim - 1))).to(like.dtype)
 
 
 def conjugate_gradient(
@@ -21,32 +34,47 @@ def conjugate_gradient(
     x0: torch.Tensor | None = None,
     iters: int = 20,
     tol: float = 1e-6,
+    *,
+    relative_to: Literal["rhs", "initial"] = "rhs",
 ) -> tuple[torch.Tensor, int]:
-    """Solve M x = b for each batch item (real or complex), warm-started at x0.
+    """Solve M x = b per batch item, M Hermitian positive definite, warm-started at x0.
 
-    Stops when every item's residual ||b − Mx|| ≤ tol·||b||, or after ``iters`` iterations.
-    Step sizes are per batch item. Scaling b and x0 by a > 0 scales every iterate by a (so
-    PnP-ADMM stays exactly equivariant). Returns (x, iterations used).
+    Args:
+        matvec: x -> M x on tensors shaped like b (B, ...).
+        b: right-hand side (B, ...), real or complex.
+        x0: starting point (default 0).
+        iters: maximal number of iterations (matvecs, beyond the one for the initial residual).
+        tol: stop once every item has ||b − M x|| ≤ tol·||b|| (relative_to='rhs') or
+            ≤ tol·||b − M x0|| (relative_to='initial').
+
+    Returns:
+        (x, number of iterations used). Items that have converged are frozen.
     """
-    x = torch.zeros_like(b) if x0 is None else x0.clone()
-    r = b - matvec(x) if x0 is not None else b.clone()
-    p = r.clone()
+    if relative_to not in ("rhs", "initial"):
+        raise ValueError(f"relative_to must be 'rhs' or 'initial', got {relative_to!r}")
+    if x0 is None:
+        x = torch.zeros_like(b)
+        r = b.clone()
+    else:
+        x = x0.clone()
+        r = b - matvec(x)
     rs = inner(r, r)
-    bnorm = inner(b, b).sqrt()
-    done = rs.sqrt() <= tol * bnorm
+    scale = rs.sqrt() if relative_to == "initial" else inner(b, b).sqrt()
+    threshold = tol * scale
+    done = rs.sqrt() <= threshold
+    p = r.clone()
     k = 0
-    for k in range(1, iters + 1):
-        if bool(done.all()):
-            k -= 1
-            break
+    while k < iters and not bool(done.all()):
+        k += 1
         mp = matvec(p)
         denom = inner(p, mp)
-        alpha = torch.where(done | (denom <= 0), torch.zeros_like(rs), rs / denom.clamp_min(1e-300))
-        x = x + _bcast(alpha, x).to(x.dtype) * p
-        r = r - _bcast(alpha, r).to(r.dtype) * mp
+        ok = ~done & (denom > 0)
+        alpha = torch.where(ok, rs / torch.where(ok, denom, torch.ones_like(denom)), 0.0)
+        x = x + _bcast(alpha, x) * p
+        r = r - _bcast(alpha, r) * mp
         rs_new = inner(r, r)
-        beta = torch.where(done, torch.zeros_like(rs), rs_new / rs.clamp_min(1e-300))
-        p = r + _bcast(beta, p).to(p.dtype) * p
-        rs = rs_new
-        done = done | (rs.sqrt() <= tol * bnorm)
+        beta = torch.where(ok, rs_new / torch.where(ok, rs, torch.ones_like(rs)), 0.0)
+        p = r + _bcast(beta, p) * p
+        rs = torch.where(ok, rs_new, rs)
+        done = done | ~ok | (rs.sqrt() <= threshold)
     return x, k

@@ -1,21 +1,38 @@
 """Convergence monitoring shared by the solvers: what happened at each iteration, and when to stop.
 
-History (plain lists, one entry per iteration, ``None`` where a value was not computed):
-``iteration``, ``rel_change`` = ||x_{k+1} − x_k|| / ||x_k||,
-``data_fidelity`` D(x) = (λ/2)||Ax − y||²,
-``primal_residual`` / ``dual_residual`` (ADMM), ``regularizer`` R(x) and ``objective`` w·D(x) + R(x)
-every ``objective_every`` iterations when the prior can evaluate R (w = γ for PnP-PGD, 1/ρ for
-PnP-ADMM: the function a fixed point minimizes), ``psnr`` / ``ssim`` against a reference
-(magnitude for complex images), ``seconds`` (cumulative solver time, metric evaluation excluded).
+History: a dict of equally long plain lists (JSON-serializable), one entry per iteration and
+``None`` where a value was not computed (or was not finite), so ``history[key][i]`` always belongs
+to ``history['iteration'][i]``:
 
-Stopping: ``tolerance`` (rel_change ≤ tol), ``max iterations``, or divergence: a non-finite iterate
-or ||x|| beyond ``growth`` times the starting scale; the solver then returns the last good iterate.
+* ``iteration`` (1-based), ``rel_change`` = ||x_k − x_{k−1}|| / ||x_{k−1}||,
+* ``data_fidelity`` D(x_k) = (λ/2)||A x_k − y||²,
+* ``primal_residual`` ||x − z|| and ``dual_residual`` ρ||z − z_prev|| (PnP-ADMM; None for PGD),
+* ``regularizer`` R(x_k) and ``objective`` w·D(x_k) + R(x_k), when the prior can evaluate R
+  (``priors.base.has_regularizer``), at iteration 1, every ``objective_every`` iterations and at
+  the last one; w is the solver's weight on the data term, w = γ for PnP-PGD (a fixed point
+  minimizes γD + R) and w = 1/ρ for PnP-ADMM (D/ρ + R),
+* ``psnr`` (every iteration) and ``ssim`` (every ``ssim_every``) against a ``reference``, on the
+  magnitude for complex images, with ``data_range`` = max − min of the reference magnitude unless
+  given (MRI passes the reference maximum),
+* ``seconds``: cumulative solver wall time, *excluding* the monitor's own work (metrics, data
+  fidelity, objective, callbacks), which is accumulated separately in ``monitor_seconds``,
+* optional solver-specific extra keys (e.g. ADMM's ``cg_iterations``).
+
+Stopping (``record`` returns a reason): ``'tolerance'`` when rel_change ≤ tol (converged),
+``'max iterations'``, or ``'diverged: ...'`` when the iterate has a non-finite value or
+||x_k|| > growth·max(||x_0||, ||Aᴴy||/||A||²) (runaway growth; ||Aᴴy||/||A||² is a lower bound on
+the norm of a least-squares solution, so the scale is meaningful even from x_0 = 0). On divergence
+the solver returns the previous, last good iterate.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,9 +41,9 @@ import torch
 from operators.base import LinearOperator
 from priors.base import has_regularizer
 
-__all__ = ["Monitor"]
+__all__ = ["Monitor", "plot_history", "HISTORY_KEYS"]
 
-KEYS = (
+HISTORY_KEYS = (
     "iteration",
     "rel_change",
     "data_fidelity",
@@ -37,6 +54,7 @@ KEYS = (
     "psnr",
     "ssim",
     "seconds",
+    "monitor_seconds",
 )
 
 
@@ -44,11 +62,41 @@ def _norm(t: torch.Tensor) -> float:
     return float(torch.linalg.vector_norm(t))
 
 
+def _finite_or_none(v: Any) -> Any:
+    """JSON-safe number: non-finite floats become None."""
+    if v is None:
+        return None
+    if isinstance(v, bool | int):
+        return v
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _all_finite(x: torch.Tensor) -> bool:
+    return bool(torch.isfinite(torch.view_as_real(x) if x.is_complex() else x).all())
+
+
 class Monitor:
+    """Records one solver run and decides when it stops (see the module docstring).
+
+    Args:
+        op, y, lam: the data term D(x) = (λ/2)||Ax − y||².
+        prior: the prior (R is evaluated when it has ``regularizer``).
+        objective_weight: w in the monitored objective w·D + R (γ for PGD, 1/ρ for ADMM).
+        max_iters, tol: iteration budget and tolerance on rel_change.
+        reference, data_range: ground truth (B, C, H, W) for PSNR/SSIM, and their data range.
+        objective_every: evaluate R every this many iterations (0: never).
+        ssim_every: SSIM cadence; default every iteration up to 128² pixels, else every 5th.
+        growth: runaway factor for the divergence test.
+        progress: show a tqdm bar with PSNR / rel change; desc: its label.
+        extra_keys: solver-specific history keys filled through ``record(..., extra=...)``.
+    """
+
     def __init__(
         self,
         op: LinearOperator,
         y: torch.Tensor,
+        *,
         lam: float,
         prior: Any,
         objective_weight: float,
@@ -56,106 +104,203 @@ class Monitor:
         tol: float,
         reference: torch.Tensor | None = None,
         data_range: float | None = None,
-        objective_every: int = 0,
-        ssim_every: int = 5,
+        objective_every: int = 10,
+        ssim_every: int | None = None,
         growth: float = 1e4,
         progress: bool = False,
-        desc: str = "",
+        desc: str = "solve",
+        extra_keys: Sequence[str] = (),
     ) -> None:
-        self.op, self.y, self.lam, self.prior = op, y, lam, prior
-        self.w, self.max_iters, self.tol = objective_weight, max_iters, tol
-        self.objective_every = objective_every if has_regularizer(prior) else 0
-        self.ssim_every, self.growth = ssim_every, growth
-        self.history: dict[str, list] = {k: [] for k in KEYS}
-        self.ref = None if reference is None else self._mag(reference)
+        self.op, self.y, self.lam, self.prior = op, y, float(lam), prior
+        self.w, self.max_iters, self.tol = float(objective_weight), int(max_iters), float(tol)
+        self.objective_every = int(objective_every) if has_regularizer(prior) else 0
+        self.growth = float(growth)
+        self.keys = HISTORY_KEYS + tuple(extra_keys)
+        self.history: dict[str, list] = {k: [] for k in self.keys}
+        self.ref = None if reference is None else self._magnitude(reference)
         if self.ref is not None and data_range is None:
             data_range = float(self.ref.max() - self.ref.min())
-        self.data_range = data_range
+        self.data_range = None if data_range is None else float(data_range)
+        if self.ref is not None and not self.data_range:
+            raise ValueError("data_range must be > 0 (the reference is constant: pass data_range)")
+        if ssim_every is None:
+            ssim_every = 1 if self.ref is None or self.ref[0].size <= 128 * 128 else 5
+        self.ssim_every = int(ssim_every)
         self.seconds = 0.0
+        self.monitor_seconds = 0.0
+        self.scale = 1.0
         self._t0 = time.perf_counter()
-        self._scale = 1.0
         self._bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=max_iters, desc=desc or "solve", leave=False)
+            self._bar = tqdm(total=self.max_iters, desc=desc, leave=False)
 
+    # --- helpers ---------------------------------------------------------------------------
     @staticmethod
-    def _mag(t: torch.Tensor) -> np.ndarray:
+    def _magnitude(t: torch.Tensor) -> np.ndarray:
+        """(B, C, H, W) -> float64 numpy magnitude (CPU), for PSNR/SSIM."""
         t = t.detach()
-        return (t.abs() if t.is_complex() else t).to("cpu", torch.float64).numpy()[0, 0]
-
-    def start(self, x0: torch.Tensor) -> None:
-        """Remember the starting scale (for runaway detection) and start the clock."""
-        aty = self.op.adjoint(self.y)
-        self._scale = max(_norm(x0), _norm(aty) / max(self.op.norm_sq(), 1e-30), 1e-30)
-        self._t0 = time.perf_counter()
+        t = t.abs() if t.is_complex() else t
+        arr = t.to("cpu", torch.float64).numpy()
+        return arr.reshape(-1, *arr.shape[-2:])
 
     def data_fidelity(self, x: torch.Tensor) -> float:
-        return 0.5 * self.lam * _norm(self.op.forward(x) - self.y) ** 2
+        """D(x) = (λ/2)||Ax − y||² (summed over the batch)."""
+        with torch.no_grad():
+            return 0.5 * self.lam * _norm(self.op.forward(x) - self.y) ** 2
+
+    def regularizer(self, x: torch.Tensor) -> float:
+        """R(x) summed over the batch."""
+        with torch.no_grad():
+            return float(self.prior.regularizer(x).sum())
+
+    def psnr(self, x: torch.Tensor) -> float:
+        mse = float(np.mean((self._magnitude(x) - self.ref) ** 2))
+        return 10.0 * math.log10(self.data_range**2 / mse) if mse > 0 else math.inf
+
+    def ssim(self, x: torch.Tensor) -> float:
+        from skimage.metrics import structural_similarity
+
+        mag = self._magnitude(x)
+        vals = [
+            structural_similarity(a, r, data_range=self.data_range)
+            for a, r in zip(mag, self.ref, strict=True)
+        ]
+        return float(np.mean(vals))
+
+    # --- the run ---------------------------------------------------------------------------
+    def start(self, x0: torch.Tensor) -> None:
+        """Set the runaway scale max(||x0||, ||Aᴴy||/||A||²) and start the clock."""
+        t = time.perf_counter()
+        with torch.no_grad():
+            aty = _norm(self.op.adjoint(self.y))
+        ls_scale = aty / self.op.norm_sq() if self.op.norm_sq() > 0 else 0.0
+        scale = max(_norm(x0), ls_scale)
+        self.scale = scale if scale > 0 and math.isfinite(scale) else 1.0
+        self.monitor_seconds += time.perf_counter() - t
+        self._t0 = time.perf_counter()
 
     def record(
         self,
         k: int,
         x: torch.Tensor,
         x_prev: torch.Tensor,
+        *,
         primal: float | None = None,
         dual: float | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> str | None:
-        """Log iteration k (1-based) for iterate x; returns a stop reason or None to go on."""
-        self.seconds += time.perf_counter() - self._t0
-        h = self.history
-        finite = bool(torch.isfinite(torch.view_as_real(x) if x.is_complex() else x).all())
-        nx = _norm(x) if finite else math.inf
-        rel = _norm(x - x_prev) / max(_norm(x_prev), 1e-30) if finite else math.inf
-        vals: dict[str, Any] = dict.fromkeys(KEYS)
-        vals.update(
-            iteration=k,
-            rel_change=rel,
-            primal_residual=primal,
-            dual_residual=dual,
-            seconds=self.seconds,
-        )
+        """Log iteration k (1-based) with iterate x (previous x_prev); returns a stop reason or
+        None to go on."""
+        now = time.perf_counter()
+        self.seconds += now - self._t0
+        vals: dict[str, Any] = dict.fromkeys(self.keys)
+        vals.update(extra or {})
+        vals.update(iteration=k, primal_residual=primal, dual_residual=dual)
         reason = None
-        if not finite:
+        if not _all_finite(x):
             reason = f"diverged: non-finite values at iteration {k}"
-        elif nx > self.growth * self._scale:
-            reason = (
-                f"diverged: ||x|| grew to {nx:.3g} (> {self.growth:g}× the start) at iteration {k}"
-            )
+        else:
+            nx = _norm(x)
+            vals["rel_change"] = _norm(x - x_prev) / max(_norm(x_prev), 1e-300)
+            if nx > self.growth * self.scale:
+                reason = (
+                    f"diverged: ||x|| = {nx:.3g} exceeds {self.growth:g}× the starting scale "
+                    f"{self.scale:.3g} at iteration {k}"
+                )
         if reason is None:
-            with torch.no_grad():
-                vals["data_fidelity"] = self.data_fidelity(x)
-            if self.objective_every and (k % self.objective_every == 0 or k == 1):
-                reg = self._regularizer(x)
-                vals["regularizer"] = reg
-                vals["objective"] = self.w * vals["data_fidelity"] + reg
-            if self.ref is not None:
-                mag = self._mag(x)
-                mse = float(np.mean((mag - self.ref) ** 2))
-                vals["psnr"] = 10 * math.log10(self.data_range**2 / mse) if mse > 0 else math.inf
-                if self.ssim_every and (k % self.ssim_every == 0 or k == 1):
-                    from skimage.metrics import structural_similarity
-
-                    vals["ssim"] = float(
-                        structural_similarity(mag, self.ref, data_range=self.data_range)
-                    )
-            if rel <= self.tol:
+            if vals["rel_change"] <= self.tol:
                 reason = "tolerance"
             elif k >= self.max_iters:
                 reason = "max iterations"
-        for key in KEYS:
-            h[key].append(vals[key])
+            vals["data_fidelity"] = self.data_fidelity(x)
+            every = self.objective_every
+            if every and (k == 1 or k % every == 0 or reason is not None):
+                vals["regularizer"] = self.regularizer(x)
+                vals["objective"] = self.w * vals["data_fidelity"] + vals["regularizer"]
+            if self.ref is not None:
+                vals["psnr"] = self.psnr(x)
+                if self.ssim_every and (k == 1 or k % self.ssim_every == 0 or reason is not None):
+                    vals["ssim"] = self.ssim(x)
+        self.monitor_seconds += time.perf_counter() - now
+        vals["seconds"], vals["monitor_seconds"] = self.seconds, self.monitor_seconds
+        for key in self.keys:
+            self.history[key].append(_finite_or_none(vals[key]))
         if self._bar is not None:
-            post = {"rel": f"{rel:.2e}"}
+            rel = vals["rel_change"]
+            post = {"rel": "nan" if rel is None else f"{rel:.2e}"}
             if vals["psnr"] is not None:
                 post["psnr"] = f"{vals['psnr']:.2f}"
             self._bar.set_postfix(post)
             self._bar.update(1)
             if reason is not None:
-                self._bar.close()
+                self.close()
         self._t0 = time.perf_counter()
         return reason
 
-    def _regularizer(self, x: torch.Tensor) -> float:
-        return float(self.prior.regularizer(x).sum())
+    def call(self, fn: Callable[..., Any] | None, *args: Any) -> Any:
+        """Run a user callback, counting its time as monitor time, not solver time."""
+        if fn is None:
+            return None
+        t = time.perf_counter()
+        out = fn(*args)
+        self.monitor_seconds += time.perf_counter() - t
+        self._t0 = time.perf_counter()
+        return out
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _present(history: dict[str, list], key: str) -> tuple[list[float], list[float]]:
+    its = history.get("iteration", [])
+    pairs = [(i, v) for i, v in zip(its, history.get(key, []), strict=False) if v is not None]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def plot_history(history: dict[str, list], path: str | os.PathLike, title: str = "") -> Path:
+    """Draw rel change (log), the objective (or the data fidelity when R is unknown) and PSNR
+    per iteration into a PNG at ``path`` (written atomically); returns the path.
+
+    Uses matplotlib's Agg canvas directly, so no global backend is changed.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    panels: list[tuple[str, str, bool]] = [("rel_change", "relative change", True)]
+    if _present(history, "objective")[0]:
+        panels.append(("objective", "objective w·D + R", False))
+    elif _present(history, "data_fidelity")[0]:
+        panels.append(("data_fidelity", "data fidelity D", True))
+    if _present(history, "psnr")[0]:
+        panels.append(("psnr", "PSNR (dB)", False))
+    fig = Figure(figsize=(4.0 * len(panels), 3.2))
+    FigureCanvasAgg(fig)
+    for i, (key, label, log) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        its, vals = _present(history, key)
+        positive = [(a, v) for a, v in zip(its, vals, strict=True) if not log or v > 0]
+        if positive:
+            ax.plot(*zip(*positive, strict=True), marker="." if len(positive) < 40 else None)
+        if log:
+            ax.set_yscale("log")
+        ax.set_xlabel("iteration")
+        ax.set_title(label)
+        ax.grid(True, alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=100)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -4,9 +4,19 @@
 
 With a prior whose ``prox`` is prox_R (R including its own strength), a fixed point minimizes
 γ·D(x) + R(x): the step γ sets the balance, so it is part of the model, not just of the
-algorithm. The default γ = 0.99/(λ||A||²) is inside the convergence range for convex R.
-The iteration is exactly affine-equivariant when the prox is: nothing else is added (no clamping,
-no normalization), so data a·y + b·A1 started at a·x₀ + b·1 gives iterates a·x_k + b·1.
+algorithm. The default γ = 0.99/(λ||A||²) lies inside the convergence range γ < 2/(λ||A||²)
+for convex R (and below 1/(λ||A||²), where the objective decreases monotonically).
+
+FISTA (``accelerated=True``): the gradient step is taken at the extrapolated point
+z_k = x_k + ((t_{k−1} − 1)/t_k)(x_k − x_{k−1}), t_{k+1} = (1 + sqrt(1 + 4t_k²))/2, with the
+gradient-based adaptive restart of O'Donoghue & Candès (2015): when <z_k − x_{k+1},
+x_{k+1} − x_k> > 0 (the step goes against the momentum) the momentum is reset (t = 1, z = x).
+
+Exact affine equivariance: nothing is added to the iteration (no clamping, no normalization), so
+when prox(a·v + b·1) = a·prox(v) + b·1 (a > 0), data a·y + b·A1 started at a·x₀ + b·1 gives the
+iterates a·x_k + b·1 (the restart test is a sign of an inner product of differences, also
+invariant). The default start Aᴴy is *not* equivariant (Aᴴ(A1) ≠ 1); pass an equivariant x0 (the
+CLI passes FBP / zero-filled images).
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from collections.abc import Callable
 import torch
 
 from operators.base import LinearOperator, inner
+from priors.base import Prior
 from solvers.monitor import Monitor
 from solvers.result import SolverResult
 
@@ -26,7 +37,7 @@ __all__ = ["pnp_pgd"]
 def pnp_pgd(
     op: LinearOperator,
     y: torch.Tensor,
-    prior,
+    prior: Prior,
     *,
     lam: float = 1.0,
     step: float | None = None,
@@ -34,65 +45,99 @@ def pnp_pgd(
     tol: float = 1e-5,
     x0: torch.Tensor | None = None,
     accelerated: bool = False,
+    restart: bool = True,
     reference: torch.Tensor | None = None,
     data_range: float | None = None,
     objective_every: int = 0,
     growth: float = 1e4,
     progress: bool = False,
-    callback: Callable[[int, torch.Tensor], None] | None = None,
+    callback: Callable[[int, torch.Tensor], bool | None] | None = None,
 ) -> SolverResult:
-    """PnP-PGD from x0 (default Aᴴy); returns the last iterate and its history.
+    """PnP-PGD / PnP-FISTA: x⁺ = prox(x − γλAᴴ(Ax − y)).
 
-    accelerated: FISTA momentum with adaptive restart (momentum is reset when the step goes
-    against the previous direction), which keeps equivariance (the test is invariant to a·x + b).
+    Args:
+        op, y: forward operator and data (B, *op.range_shape).
+        prior: anything with ``prox(v)``; with ``regularizer`` the objective γD + R is monitored.
+        lam: λ in D(x) = (λ/2)||Ax − y||².
+        step: γ; default 0.99/(λ·||A||²) with ||A||² from ``op.norm_sq()`` (cached).
+        iters, tol: at most ``iters`` iterations; stop when ||x_{k+1} − x_k||/||x_k|| ≤ tol.
+        x0: start (B, *op.domain_shape); default Aᴴy.
+        accelerated: FISTA momentum; restart: its adaptive restart.
+        reference, data_range: ground truth for PSNR/SSIM in the history.
+        objective_every: monitor R (and γD + R) every this many iterations (0, the default: off;
+            for a learned prior each evaluation inverts the prox).
+        growth: divergence when ||x|| exceeds growth × the starting scale.
+        progress: tqdm progress bar.
+        callback: called as callback(k, x_k) after each accepted iteration; returning True stops.
+
+    Returns:
+        SolverResult with x = the last accepted iterate x_k (on divergence: the last finite,
+        non-runaway one).
     """
+    if lam <= 0:
+        raise ValueError(f"lam must be > 0, got {lam}")
     if step is None:
         step = 0.99 / (lam * op.norm_sq())
-    if step <= 0 or lam <= 0:
-        raise ValueError(f"step and lam must be > 0, got step={step}, lam={lam}")
-    x = op.adjoint(y) if x0 is None else x0.clone()
+    if not step > 0 or not math.isfinite(step):
+        raise ValueError(f"step must be a finite number > 0, got {step}")
+    with torch.no_grad():
+        x = op.adjoint(y) if x0 is None else x0.detach().clone()
     mon = Monitor(
         op,
         y,
-        lam,
-        prior,
-        step,
-        iters,
-        tol,
-        reference,
-        data_range,
-        objective_every,
+        lam=lam,
+        prior=prior,
+        objective_weight=step,
+        max_iters=iters,
+        tol=tol,
+        reference=reference,
+        data_range=data_range,
+        objective_every=objective_every,
         growth=growth,
         progress=progress,
         desc="PnP-FISTA" if accelerated else "PnP-PGD",
     )
     mon.start(x)
     z, t = x, 1.0
+    restarts = 0
     reason, k = "max iterations", 0
     for k in range(1, iters + 1):
         with torch.no_grad():
             grad = lam * op.adjoint(op.forward(z) - y)
             x_new = prior.prox(z - step * grad)
-        if accelerated:
-            if float(inner(z - x_new, x_new - x).sum()) > 0:  # adaptive restart
-                t = 1.0
-                z = x_new
+            if accelerated:
+                if restart and float(inner(z - x_new, x_new - x).sum()) > 0:
+                    t, z = 1.0, x_new
+                    restarts += 1
+                else:
+                    t_new = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
+                    z = x_new + ((t - 1.0) / t_new) * (x_new - x)
+                    t = t_new
             else:
-                t_new = (1 + math.sqrt(1 + 4 * t * t)) / 2
-                z = x_new + ((t - 1) / t_new) * (x_new - x)
-                t = t_new
-        else:
-            z = x_new
+                z = x_new
         stop = mon.record(k, x_new, x)
         if stop is not None and stop.startswith("diverged"):
             reason = stop
             break
         x = x_new
-        if callback is not None:
-            callback(k, x)
+        if mon.call(callback, k, x) is True:
+            reason = "stopped by callback" if stop is None else stop
+            break
         if stop is not None:
             reason = stop
             break
+    mon.close()
+    params = {
+        "solver": "pnp-fista" if accelerated else "pnp-pgd",
+        "lam": float(lam),
+        "step": float(step),
+        "iters": int(iters),
+        "tol": float(tol),
+        "accelerated": bool(accelerated),
+        "x0": "Aᴴy" if x0 is None else "given",
+    }
+    if accelerated:
+        params.update(restart=bool(restart), restarts=restarts)
     return SolverResult(
         x=x,
         history=mon.history,
@@ -100,6 +145,6 @@ def pnp_pgd(
         stop_reason=reason,
         iterations=k,
         seconds=mon.seconds,
-        params={"lam": lam, "step": step, "iters": iters, "tol": tol, "accelerated": accelerated},
-        objective=f"γ·D(x) + R(x) with γ = {step:.4g}, D = (λ/2)||Ax − y||², λ = {lam:g}",
+        params=params,
+        objective=f"γ·D(x) + R(x), D(x) = (λ/2)||Ax − y||², γ = {step:.6g}, λ = {lam:g}",
     )

@@ -1,6 +1,10 @@
-"""MRI operators registered for the generic operator tests (adjointness, gradients, norm)."""
+"""MRI operators registered for the generic operator tests (adjointness in float32 and float64,
+gradients through forward and adjoint, power-iteration norm). Small sizes keep them fast."""
+
+from __future__ import annotations
 
 import numpy as np
+import torch
 
 from data.coils import birdcage_maps
 from data.masks import fastmri_random_mask, poisson_disc_mask, radial_trajectory, spiral_trajectory
@@ -8,33 +12,48 @@ from operators.mri import SENSE, MaskedFFT, NonCartesianSENSE
 from tests.cases import register
 
 
-def _random_maps(c, h, w, seed=0):
-    rng = np.random.default_rng(seed)
-    return (rng.standard_normal((c, h, w)) + 1j * rng.standard_normal((c, h, w))).astype(
-        np.complex64
-    )
+def _random_maps(c: int, h: int, w: int, seed: int, dtype: torch.dtype) -> torch.Tensor:
+    """Random complex maps (not normalized: the adjoint must not rely on Σ|S|² = 1)."""
+    g = torch.Generator().manual_seed(seed)
+    cd = torch.complex128 if dtype == torch.float64 else torch.complex64
+    return torch.randn((c, h, w), generator=g, dtype=cd)
 
 
-@register("mri-maskedfft-columns")
-def _cols(dtype):
-    return MaskedFFT(fastmri_random_mask(32, 4, 0.08, seed=1), height=24), 2
+@register("mri-maskedfft-1d-columns")
+def _masked_cols(dtype):
+    return MaskedFFT(fastmri_random_mask(28, 4, 0.08, seed=1), height=24), 2
+
+
+@register("mri-maskedfft-2d-random")
+def _masked_2d(dtype):
+    m = (np.random.default_rng(5).random((24, 20)) < 0.4).astype(np.float32)
+    return MaskedFFT(m), 2
 
 
 @register("mri-maskedfft-poisson")
-def _poisson(dtype):
-    return MaskedFFT(poisson_disc_mask((32, 32), 3, seed=0, calib=6)), 1
+def _masked_poisson(dtype):
+    return MaskedFFT(poisson_disc_mask((24, 24), 3, seed=0, calib=6)), 1
 
 
 @register("mri-sense-random-maps")
 def _sense(dtype):
-    return SENSE(_random_maps(4, 24, 28), fastmri_random_mask(28, 4, 0.08, seed=2)), 2
+    maps = _random_maps(4, 24, 28, 0, dtype)
+    return SENSE(maps, fastmri_random_mask(28, 4, 0.08, seed=2)), 2
+
+
+@register("mri-sense-birdcage-2d-mask")
+def _sense_birdcage(dtype):
+    m = (np.random.default_rng(6).random((20, 20)) < 0.5).astype(np.float32)
+    return SENSE(birdcage_maps(3, (20, 20)), m), 1
 
 
 @register("mri-noncartesian-radial")
 def _radial(dtype):
-    return NonCartesianSENSE(birdcage_maps(3, (24, 24)), radial_trajectory(12, 24)), 2
+    maps = _random_maps(3, 24, 24, 1, dtype)
+    return NonCartesianSENSE(maps, radial_trajectory(10, 24)), 2
 
 
 @register("mri-noncartesian-spiral")
 def _spiral(dtype):
-    return NonCartesianSENSE(_random_maps(2, 24, 24, 1), spiral_trajectory(24, 4, 128)), 1
+    maps = _random_maps(2, 24, 24, 2, dtype)
+    return NonCartesianSENSE(maps, spiral_trajectory(24, 4, 128)), 1

@@ -14,12 +14,13 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from data.bundled import load_bundled
 from data.dicom import DicomError, read_dicom_file, read_dicom_series, resample_to_spacing
-from data.phantoms import random_ellipses, shepp_logan
+from data.phantoms import ellipse_batches, random_ellipses, shepp_logan
 from data.windows import (
     WINDOWS,
     parse_window,
     window_denormalize,
     window_display,
+    window_display_inverse,
     window_normalize,
 )
 
@@ -69,20 +70,71 @@ def test_series_round_trip_in_hu_and_order(tmp_path):
 def test_corrupt_file_names_the_file(tmp_path):
     write_ct_slice(tmp_path / "good.dcm", np.zeros((8, 8), np.uint16), 0.0)
     (tmp_path / "broken.dcm").write_bytes(b"this is not DICOM")
-    with pytest.raises(DicomError, match="broken.dcm"):
+    with pytest.raises(DicomError, match=r"broken\.dcm: not a readable DICOM file"):
         read_dicom_series(tmp_path)
+    with pytest.raises(DicomError, match=r"broken\.dcm"):
+        read_dicom_file(tmp_path / "broken.dcm")
 
 
-def test_empty_folder(tmp_path):
-    with pytest.raises(DicomError, match="empty folder"):
+def test_truncated_file_and_missing_pixel_data_name_the_file(tmp_path):
+    write_ct_slice(tmp_path / "full.dcm", np.zeros((16, 16), np.uint16), 0.0)
+    data = (tmp_path / "full.dcm").read_bytes()
+    (tmp_path / "cut.dcm").write_bytes(data[:-200])  # pixel data cut short
+    (tmp_path / "head.dcm").write_bytes(data[:300])  # header only
+    with pytest.raises(DicomError, match=r"cut\.dcm: cannot decode pixel data"):
+        read_dicom_file(tmp_path / "cut.dcm")
+    with pytest.raises(DicomError, match=r"head\.dcm: DICOM file has no pixel data"):
+        read_dicom_file(tmp_path / "head.dcm")
+    with pytest.raises(DicomError, match="no such DICOM file"):
+        read_dicom_file(tmp_path / "missing.dcm")
+
+
+def test_empty_folder_and_folder_without_dicom(tmp_path):
+    with pytest.raises(DicomError, match="no DICOM files \\(empty folder\\)"):
         read_dicom_series(tmp_path)
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(DicomError, match="no DICOM files \\(only notes.txt\\)"):
+        read_dicom_series(tmp_path)
+    with pytest.raises(DicomError, match="not a folder"):
+        read_dicom_series(tmp_path / "notes.txt")
+
+
+def test_annotation_sidecar_files_are_skipped(tmp_path):
+    """LIDC-IDRI series folders hold the radiologists' annotation XML next to the slices."""
+    write_ct_slice(tmp_path / "1.dcm", np.ones((8, 8), np.uint16), 0.0, slope=1.0, intercept=0.0)
+    (tmp_path / "069.xml").write_text("<LidcReadMessage/>")
+    vol = read_dicom_series(tmp_path)
+    assert vol.hu.shape == (1, 8, 8) and [p.name for p in vol.paths] == ["1.dcm"]
 
 
 def test_mixed_sizes_name_the_file(tmp_path):
     write_ct_slice(tmp_path / "a.dcm", np.zeros((8, 8), np.uint16), 0.0)
     write_ct_slice(tmp_path / "b.dcm", np.zeros((8, 6), np.uint16), 1.0)
-    with pytest.raises(DicomError, match=r"b\.dcm: slice size \(8, 6\) differs"):
+    with pytest.raises(DicomError, match=r"b\.dcm: slice size \(8, 6\) differs from \(8, 8\)"):
         read_dicom_series(tmp_path)
+
+
+def test_order_falls_back_to_instance_number(tmp_path):
+    for i, inst in enumerate([3, 1, 2]):
+        st = np.full((4, 4), inst, np.uint16)
+        write_ct_slice(tmp_path / f"s{i}.dcm", st, 0.0, slope=1.0, intercept=0.0, inst=inst)
+    for i in range(3):  # remove the positions
+        ds = pydicom.dcmread(tmp_path / f"s{i}.dcm")
+        del ds.ImagePositionPatient
+        ds.save_as(tmp_path / f"s{i}.dcm")
+    vol = read_dicom_series(tmp_path)
+    assert [float(v[0, 0]) for v in vol.hu] == [1.0, 2.0, 3.0]
+
+
+def test_pixel_padding_value_is_clipped(tmp_path):
+    st = np.full((4, 4), 1100, np.uint16)
+    st[1, 1] = 5  # the scanner's padding value: −1019 HU, above −2000, so only the tag says so
+    write_ct_slice(tmp_path / "p.dcm", st, 0.0, slope=1.0, intercept=-1024.0)
+    ds = pydicom.dcmread(tmp_path / "p.dcm")
+    ds.add_new(0x00280120, "US", 5)  # PixelPaddingValue (VR US: unsigned pixels)
+    ds.save_as(tmp_path / "p.dcm")
+    hu = read_dicom_file(tmp_path / "p.dcm").hu
+    assert hu[1, 1] == -1024.0 and hu[0, 0] == 76.0
 
 
 def test_duplicate_positions_dropped_and_padding_clipped(tmp_path):
@@ -115,13 +167,39 @@ def test_windows_by_name_and_values_round_trip():
         assert d.min() == 0.0 and d.max() == 1.0
     t = torch.tensor([-600.0 - 750.0, -600.0, -600.0 + 750.0])
     assert torch.allclose(window_display(t, "lung"), torch.tensor([0.0, 0.5, 1.0]))
+    inside = torch.linspace(-125.0, 225.0, 11, dtype=torch.float64)  # the mediastinum window
+    assert torch.allclose(
+        window_display_inverse(window_display(inside, "mediastinum"), "50,350"), inside
+    )
+    assert parse_window(" Bone ") == WINDOWS["bone"] and parse_window([40, 80]) == (40.0, 80.0)
+    for bad in ("40,0", "1,2,3", "a,b", (40.0,)):
+        with pytest.raises(ValueError):
+            parse_window(bad)
 
 
 def test_phantoms_seeded_and_in_range():
     a, b, c = random_ellipses(64, seed=1), random_ellipses(64, seed=1), random_ellipses(64, seed=2)
     assert np.array_equal(a, b) and not np.array_equal(a, c)
-    for img in (a, shepp_logan(64)):
-        assert img.dtype == np.float32 and img.min() >= 0 and img.max() <= 1
+    assert a.std() > 0.05  # not blank
+    sl = shepp_logan(64)
+    for img in (a, sl):
+        assert img.shape == (64, 64) and img.dtype == np.float32
+        assert img.min() >= 0 and img.max() <= 1
+    assert sl.max() > 0.9 and sl[0, 0] == 0  # bright skull, empty corner
+    assert not random_ellipses(32, n=0, seed=0).any()
+    with pytest.raises(ValueError):
+        random_ellipses(4)
+
+
+def test_ellipse_batches_seeded_stream():
+    first = ellipse_batches(48, 5, seed=7)
+    again = ellipse_batches(48, 5, seed=7)
+    b1, b2 = next(first), next(first)
+    assert b1.shape == (5, 1, 48, 48) and b1.dtype == torch.float32
+    assert torch.equal(b1, next(again)) and torch.equal(b2, next(again))
+    assert not torch.equal(b1, b2) and not torch.equal(b1[0], b1[1])
+    assert float(b1.min()) >= 0 and float(b1.max()) <= 1
+    assert next(ellipse_batches(48, 5, seed=8)).ne(b1).any()
 
 
 def test_bundled_real_slice():

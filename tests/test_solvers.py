@@ -1,162 +1,508 @@
-"""Solvers against known answers, exact affine equivariance, divergence handling, monitoring."""
+"""PnP-PGD/FISTA and PnP-ADMM: known minimizers, exact affine equivariance, divergence handling,
+monitoring (objective, metrics, JSON history, plots). Small dense problems in float64."""
 
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 
-from operators.ct import CTOperator
-from priors.classical import CenteredQuadraticPrior, QuadraticPrior, TVPrior
-from solvers import GroupAveragedPrior, conjugate_gradient, pnp_admm, pnp_pgd
+from operators.base import LinearOperator
+from priors.classical import CenteredQuadraticPrior, QuadraticPrior, TVPrior, div2d, grad2d, tv
+from solvers import Monitor, SolverResult, plot_history, pnp_admm, pnp_pgd
 from tests.matrix_op import MatrixOperator
 
 D = torch.float64
 
 
-def _problem(seed=0, m=40, h=6, w=7, complex_=False):
-    g = torch.Generator().manual_seed(seed)
-    dt = torch.complex128 if complex_ else D
-    a = torch.randn(m, h * w, generator=g, dtype=dt) / m**0.5
-    op = MatrixOperator(a, h, w)
-    x = torch.randn(1, 1, h, w, generator=g, dtype=dt)
-    y = op.forward(x) + 0.01 * torch.randn(op.forward(x).shape, generator=g, dtype=dt)
-    return op, y
-
-
-def _rel(a, b):
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b))
 
 
-def _direct_quadratic(op, y, lam, weight_d, mu):
-    """argmin weight_d·(λ/2)||Ax − y||² + (μ/2)||x||²: (wλAᴴA + μI) x = wλAᴴy."""
-    a = op.A
-    n = a.shape[1]
-    m = weight_d * lam * (a.conj().T @ a) + mu * torch.eye(n, dtype=a.dtype)
-    rhs = weight_d * lam * (a.conj().T @ y.reshape(-1).to(a.dtype))
-    return torch.linalg.solve(m, rhs).reshape(1, *op.domain_shape)
+def _problem(seed=0, m=40, h=6, w=7, complex_=False, closed_form=False):
+    g = torch.Generator().manual_seed(seed)
+    dt = torch.complex128 if complex_ else D
+    a = torch.randn(m, h * w, generator=g, dtype=dt) / m**0.5
+    op = MatrixOperator(a, h, w, closed_form=closed_form)
+    x = torch.randn(1, 1, h, w, generator=g, dtype=dt)
+    y = op.forward(x)
+    y = y + 0.01 * torch.randn(y.shape, generator=g, dtype=dt)
+    return op, y
 
 
-@pytest.mark.parametrize("complex_", [False, True])
-def test_quadratic_prior_pgd_and_admm_reach_the_direct_solution(complex_):
+def _direct_quadratic(op: MatrixOperator, y, lam: float, weight: float, mu: float):
+    """argmin weight·(λ/2)||Ax − y||² + (μ/2)||x||²: (weight·λAᴴA + μI) x = weight·λAᴴy."""
+    rhs = weight * lam * (op.A.conj().T @ y.reshape(-1).to(op.A.dtype))
+    return torch.linalg.solve(op.dense_normal(weight * lam, mu), rhs).reshape(1, *op.domain_shape)
+
+
+# --- (a) quadratic prior: the minimizer of the convex problem, by a dense solve -----------------
+@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
+def test_quadratic_prior_all_solvers_reach_the_direct_minimizer(complex_):
+    """PGD's fixed point x = (x − γλAᴴ(Ax − y))/(1 + μ) solves (γλAᴴA + μI)x = γλAᴴy, i.e.
+    minimizes γD + R; ADMM's (x = z, u = μz) solves (λAᴴA/ρ + μI)z = λAᴴy/ρ: D/ρ + R."""
     op, y = _problem(complex_=complex_)
-    mu, lam = 0.3, 2.0
+    mu, lam, rho = 0.3, 2.0, 1.5
     prior = QuadraticPrior(mu)
     step = 0.9 / (lam * op.norm_sq())
-    r = pnp_pgd(op, y, prior, lam=lam, step=step, iters=3000, tol=1e-13)
-    assert _rel(r.x, _direct_quadratic(op, y, lam, step, mu)) <= 1e-4
+    target_pgd = _direct_quadratic(op, y, lam, step, mu)
+    target_admm = _direct_quadratic(op, y, lam, 1.0 / rho, mu)
+    pgd = pnp_pgd(op, y, prior, lam=lam, step=step, iters=3000, tol=1e-13)
     fista = pnp_pgd(op, y, prior, lam=lam, step=step, iters=3000, tol=1e-13, accelerated=True)
-    assert _rel(fista.x, _direct_quadratic(op, y, lam, step, mu)) <= 1e-4
-    assert fista.iterations < r.iterations
-    rho = 1.5
-    r2 = pnp_admm(op, y, prior, lam=lam, rho=rho, iters=3000, tol=1e-13, cg_iters=200, cg_tol=1e-14)
-    assert _rel(r2.x, _direct_quadratic(op, y, lam, 1 / rho, mu)) <= 1e-4
+    kw = dict(lam=lam, rho=rho, iters=3000, tol=1e-13, cg_iters=200, cg_tol=1e-14)
+    admm_cg = pnp_admm(op, y, prior, **kw)
+    op_closed = MatrixOperator(op.A, *op.domain_shape[1:], closed_form=True)
+    admm_closed = pnp_admm(op_closed, y, prior, **kw)
+    for r, target in [
+        (pgd, target_pgd),
+        (fista, target_pgd),
+        (admm_cg, target_admm),
+        (admm_closed, target_admm),
+    ]:
+        assert r.converged and r.stop_reason == "tolerance"
+        assert _rel(r.x, target) <= 1e-4
+    assert admm_cg.params["x_update"] == "cg" and admm_closed.params["x_update"] == "closed form"
+    assert fista.iterations < pgd.iterations
+    errs = [
+        _rel(r.x, t)
+        for r, t in [
+            (pgd, target_pgd),
+            (fista, target_pgd),
+            (admm_cg, target_admm),
+            (admm_closed, target_admm),
+        ]
+    ]
+    print("quadratic rel. errors (PGD, FISTA, ADMM-CG, ADMM-closed):", [f"{e:.1e}" for e in errs])
 
 
-def test_tv_pgd_and_admm_agree_with_long_reference_run():
-    """Both solve min D/ρ + w·TV (PGD with γ = 1/ρ); a long FISTA run is the reference."""
-    op = CTOperator(image_size=24, views=16)
+# --- (b) TV: the same minimizer as an independent Chambolle–Pock run ----------------------------
+def _chambolle_pock_tv(op: MatrixOperator, y, lam: float, weight_d: float, w: float, iters=6000):
+    """min_x weight_d·(λ/2)||Ax − y||² + w·TV(x) by the accelerated primal–dual algorithm of
+    Chambolle & Pock (2011, Alg. 2; the data term is strongly convex), with K = ∇, F = w||·||₂,₁,
+    and the data term's prox by a dense solve. Independent of TVPrior.prox."""
+    a = op.A
+    h, wd = op.domain_shape[1:]
+    ata = weight_d * lam * (a.T @ a)
+    aty = (weight_d * lam * (a.T @ y.reshape(-1))).reshape(1, 1, h, wd)
+    evals, vecs = torch.linalg.eigh(ata)  # (I + τ·ata)⁻¹ = V diag(1/(1 + τe)) Vᵀ for every τ
+    mu = float(evals[0])
+    tau = sigma = 1.0 / math.sqrt(8.0)
+    x = op.adjoint(y)
+    xbar = x.clone()
+    p = torch.zeros(1, 1, 2, h, wd, dtype=D)
+    for _ in range(iters):
+        q = p + sigma * grad2d(xbar)
+        p = q / (q.pow(2).sum(dim=(1, 2), keepdim=True).sqrt() / w).clamp_min(1.0)
+        v = (x + tau * div2d(p) + tau * aty).reshape(-1)
+        coef = (vecs * v[:, None]).sum(0) / (1.0 + tau * evals)
+        x_new = (vecs * coef).sum(1).reshape(x.shape)
+        theta = 1.0 / math.sqrt(1.0 + 2.0 * mu * tau)
+        tau, sigma = theta * tau, sigma / theta
+        xbar = x_new + theta * (x_new - x)
+        done = _rel(x_new, x) < 1e-15
+        x = x_new
+        if done:
+            break
+    return x
+
+
+def _tv_problem():
     g = torch.Generator().manual_seed(0)
-    x = torch.zeros(1, 1, 24, 24, dtype=D)
-    x[..., 6:18, 8:16] = 1.0
-    y = op.forward(x) + 0.05 * torch.randn(op.forward(x).shape, generator=g, dtype=D)
-    lam = 1.0 / op.norm_sq()
-    gamma = 0.9 / (lam * op.norm_sq())
-    prior = TVPrior(0.05, iters=200, tol=1e-10)
-    ref = pnp_pgd(op, y, prior, lam=lam, step=gamma, iters=600, tol=1e-11, accelerated=True).x
-    pgd = pnp_pgd(op, y, prior, lam=lam, step=gamma, iters=200, tol=1e-8).x
-    admm = pnp_admm(op, y, prior, lam=lam, rho=1 / gamma, iters=200, tol=1e-8, cg_iters=30).x
-    print("TV rel. to reference: PGD", _rel(pgd, ref), "ADMM", _rel(admm, ref))
-    # measured: PGD 6.3e-4, ADMM 7.5e-4 relative to the reference; bounds with margin
-    assert _rel(pgd, ref) <= 2e-3
-    assert _rel(admm, ref) <= 5e-3
+    h = w = 8
+    m = 160
+    op = MatrixOperator(torch.randn(m, h * w, generator=g, dtype=D) / m**0.5, h, w)
+    x = torch.zeros(1, 1, h, w, dtype=D)
+    x[..., 2:6, 3:7] = 1.0
+    x[..., 5:, :2] = -0.5
+    y = op.forward(x) + 0.05 * torch.randn(1, 1, m, 1, generator=g, dtype=D)
+    return op, y
 
 
-@pytest.mark.parametrize("solver", ["pgd", "fista", "admm-cg", "admm-closed"])
-@pytest.mark.parametrize("a,b", [(1e-3, -1000.0), (7.5, 3.0), (1e3, 3.0)])
-def test_whole_solver_exactly_affine_equivariant(solver, a, b):
-    from operators.base import Identity
+def test_tv_solvers_reach_the_minimizer_of_an_independent_primal_dual_run():
+    """PGD, FISTA (γ = 0.99/||A||²) and ADMM (ρ = 1/γ) all minimize γD + w·TV."""
+    op, y = _tv_problem()
+    lam, w = 1.0, 0.02
+    gamma = 0.99 / (lam * op.norm_sq())
+    ref = _chambolle_pock_tv(op, y, lam, gamma, w)
+    least_squares = _direct_quadratic(op, y, lam, 1.0, 0.0)
+    assert _rel(ref, least_squares) > 0.05  # the TV term matters
 
-    op = Identity((1, 8, 8)) if solver == "admm-closed" else _problem(m=60, h=8, w=8)[0]
+    def objective(x):
+        return gamma * 0.5 * lam * float((op.forward(x) - y).norm() ** 2) + w * float(tv(x))
+
+    def prior():  # warm-started dual: fast, and the duality-gap stop keeps the prox accurate
+        return TVPrior(w, iters=3000, tol=1e-3, warm_start=True)
+
+    runs = {
+        "PGD": pnp_pgd(op, y, prior(), lam=lam, step=gamma, iters=500, tol=1e-11),
+        "FISTA": pnp_pgd(
+            op, y, prior(), lam=lam, step=gamma, iters=500, tol=1e-11, accelerated=True
+        ),
+        "ADMM": pnp_admm(
+            op, y, prior(), lam=lam, rho=1 / gamma, iters=500, tol=1e-11, cg_iters=100
+        ),
+    }
+    errs = {k: _rel(r.x, ref) for k, r in runs.items()}
+    gaps = {k: objective(r.x) - objective(ref) for k, r in runs.items()}
+    print("TV: rel. distance to the primal-dual minimizer", errs, "objective excess", gaps)
+    # measured: ~3e-11 relative distance, objective excess ~1e-12 (PGD 103, FISTA 64, ADMM
+    # 115 iterations); bound with margin
+    for k, r in runs.items():
+        assert r.converged, k
+        assert errs[k] <= 1e-8, k
+        assert abs(gaps[k]) <= 1e-9 * objective(ref), k
+
+
+# --- (c) exact affine equivariance of the whole solver -----------------------------------------
+def _equivariance_op(kind: str) -> LinearOperator:
+    if kind == "fft":
+        from data.masks import fastmri_random_mask
+        from operators.mri import MaskedFFT
+
+        return MaskedFFT(fastmri_random_mask(8, 2, 0.25, seed=0), height=8)
+    return _problem(m=60, h=8, w=8, closed_form=kind == "closed")[0]
+
+
+SOLVERS = {
+    "pgd": ("matrix", dict(solver="pgd")),
+    "fista": ("matrix", dict(solver="pgd", accelerated=True)),
+    "admm-cg": ("matrix", dict(solver="admm")),
+    "admm-closed": ("closed", dict(solver="admm")),
+    "admm-closed-fft": ("fft", dict(solver="admm")),
+}
+
+
+def _run(op, y, prior, x0, spec, iters, store):
+    kw = dict(iters=iters, tol=0.0, x0=x0, callback=lambda k, x: store.append(x.clone()))
+    spec = dict(spec)
+    if spec.pop("solver") == "pgd":
+        return pnp_pgd(op, y, prior, step=0.5, **spec, **kw)
+    return pnp_admm(op, y, prior, rho=0.8, cg_iters=6, cg_tol=0.03, **kw)
+
+
+@pytest.mark.parametrize("name", list(SOLVERS))
+@pytest.mark.parametrize("a", [1e-3, 7.5, 1e3])
+@pytest.mark.parametrize("b", [-1000.0, 3.0])
+def test_whole_solver_exactly_affine_equivariant(name, a, b):
+    """y' = a·y + b·A1 from a·x0 + b·1 gives a·x_k + b·1 at every iteration (CG stops early
+    here, cg_tol = 0.03: its stopping rule must be invariant too)."""
+    kind, spec = SOLVERS[name]
+    op = _equivariance_op(kind)
     g = torch.Generator().manual_seed(5)
-    y = op.forward(torch.randn(1, 1, 8, 8, generator=g, dtype=D))
-    x0 = torch.randn(1, 1, 8, 8, generator=g, dtype=D)
-    ones = torch.ones_like(x0)
-    y2 = a * y + b * op.forward(ones)
+    dt = torch.complex128 if op.domain_complex else D
+    y = op.forward(torch.randn(1, 1, 8, 8, generator=g, dtype=dt))
+    x0 = torch.randn(1, 1, 8, 8, generator=g, dtype=dt)
+    y2 = a * y + b * op.forward(torch.ones_like(x0))
     prior = CenteredQuadraticPrior(0.7)
     its1, its2 = [], []
-
-    def run(yy, xx, store):
-        kw = dict(iters=15, tol=0.0, x0=xx, callback=lambda k, x: store.append(x.clone()))
-        if solver in ("pgd", "fista"):
-            return pnp_pgd(op, yy, prior, step=0.5, accelerated=solver == "fista", **kw)
-        return pnp_admm(op, yy, prior, rho=0.8, cg_iters=5, cg_tol=0.0, **kw)
-
-    run(y, x0, its1)
-    run(y2, a * x0 + b, its2)
+    r1 = _run(op, y, prior, x0, spec, 15, its1)
+    r2 = _run(op, y2, prior, a * x0 + b, spec, 15, its2)
     assert len(its1) == len(its2) == 15
+    worst = max(_rel(x2, a * x1 + b) for x1, x2 in zip(its1, its2, strict=True))
+    # relative to the image content a·x_k alone (harsher when |b| ≫ a):
+    content = max(
+        float((x2 - (a * x1 + b)).norm() / (a * x1).norm())
+        for x1, x2 in zip(its1, its2, strict=True)
+    )
+    print(f"{name} a={a:g} b={b:g}: rel. error {worst:.1e}, relative to a·x_k {content:.1e}")
+    assert worst <= 1e-9
+    assert content <= 1e-13 * (1.0 + abs(b) / a)  # round-off on b·1 only
+    if name == "admm-cg":
+        assert r1.history["cg_iterations"] == r2.history["cg_iterations"]
+        assert 0 < r1.params["cg_iterations_mean"] < 6  # CG did stop early
+
+
+def test_whole_solver_with_tv_is_equivariant_when_the_weight_scales():
+    """prox_{a·wTV}(a·v + b) = a·prox_{wTV}(v) + b, so PGD with TVPrior(a·w) on a·y + b·A1 from
+    a·x0 + b gives a·x_k + b (the TV prox's duality-gap stopping rule is invariant too)."""
+    op, y = _tv_problem()
+    x0 = op.adjoint(y)
+    a, b = 40.0, -1000.0
+    y2 = a * y + b * op.forward(torch.ones_like(x0))
+    its1, its2 = [], []
+    kw = dict(iters=10, tol=0.0, step=0.3, accelerated=True)
+    pnp_pgd(op, y, TVPrior(0.02, tol=1e-3), x0=x0, callback=lambda k, x: its1.append(x), **kw)
+    pnp_pgd(
+        op,
+        y2,
+        TVPrior(a * 0.02, tol=1e-3),
+        x0=a * x0 + b,
+        callback=lambda k, x: its2.append(x),
+        **kw,
+    )
     worst = max(_rel(x2, a * x1 + b) for x1, x2 in zip(its1, its2, strict=True))
     assert worst <= 1e-9
 
 
-def test_divergence_detected_and_last_good_iterate_returned():
+# --- (d) divergence ----------------------------------------------------------------------------
+@pytest.mark.parametrize("accelerated", [False, True])
+def test_absurd_step_diverges_is_reported_and_last_good_iterate_returned(accelerated):
     op, y = _problem()
     absurd = 1000.0 / op.norm_sq()
-    r = pnp_pgd(op, y, QuadraticPrior(0.0), step=absurd, iters=200, tol=0)
+    r = pnp_pgd(op, y, QuadraticPrior(0.0), step=absurd, iters=200, tol=0, accelerated=accelerated)
     assert r.stop_reason.startswith("diverged")
+    assert "exceeds" in r.stop_reason
     assert not r.converged
     assert bool(torch.isfinite(r.x).all())
-    assert r.iterations < 200
+    assert r.iterations < 20
+    # the returned iterate is the last accepted one, not the runaway one
+    h = r.history
+    assert len(h["iteration"]) == r.iterations and h["data_fidelity"][-1] is None
+    json.dumps(h, allow_nan=False)
 
 
-@pytest.mark.parametrize("prior", [QuadraticPrior(0.5), TVPrior(0.02, iters=200, tol=1e-10)])
-def test_monitored_objective_decreases_along_pgd(prior):
-    op, y = _problem(m=50, h=8, w=8)
-    r = pnp_pgd(op, y, prior, iters=30, tol=0, objective_every=1)
-    obj = [v for v in r.history["objective"] if v is not None]
-    assert len(obj) == 30
-    increases = sum(b > a * (1 + 1e-9) + 1e-12 for a, b in zip(obj, obj[1:], strict=False))
-    assert increases == 0
-    json.dumps(r.history)  # plain data
+def test_non_finite_prox_output_is_detected_by_admm():
+    class Breaks:
+        calls = 0
 
-
-def test_history_has_reference_metrics_and_is_json():
-    op, y = _problem(m=60, h=8, w=8)
-    ref = torch.zeros(1, 1, 8, 8, dtype=D)
-    r = pnp_admm(op, y, QuadraticPrior(0.1), iters=5, tol=0, reference=ref + 1, data_range=1.0)
-    assert all(v is not None for v in r.history["psnr"])
-    assert r.history["primal_residual"][0] is not None
-    assert json.loads(r.to_json())["iterations"] == 5
-
-
-def test_cg_matches_dense_solve_and_warm_start_helps():
-    op, y = _problem(m=80, h=6, w=6)
-    rho = 0.5
-
-    def mv(v):
-        return op.normal(v) + rho * v
-
-    b = op.adjoint(y)
-    x, k = conjugate_gradient(mv, b, iters=200, tol=1e-12)
-    dense = _direct_quadratic(op, y, 1.0, 1.0, rho)
-    assert _rel(x, dense) <= 1e-8
-    _, k_warm = conjugate_gradient(
-        mv, b, x0=dense + 1e-6 * torch.randn_like(dense), iters=200, tol=1e-12
-    )
-    assert k_warm < k
-
-
-def test_group_averaged_prior_is_group_equivariant_and_keeps_affine_equivariance():
-    class Shifty:  # a prox that prefers a direction (not rotation-invariant)
         def prox(self, v):
-            return 0.5 * v + 0.5 * torch.roll(v, 1, dims=-1)
+            self.calls += 1
+            return v * float("nan") if self.calls > 3 else v / 2
 
+    op, y = _problem()
+    r = pnp_admm(op, y, Breaks(), iters=50, tol=0)
+    assert r.stop_reason.startswith("diverged: non-finite")
+    assert r.iterations == 4
+    assert bool(torch.isfinite(r.x).all())
+
+
+# --- (e) the monitored objective decreases along PGD -------------------------------------------
+@pytest.mark.parametrize(
+    "make_prior",
+    [lambda: QuadraticPrior(0.5), lambda: TVPrior(0.02, iters=500, tol=1e-6)],
+    ids=["quadratic", "tv"],
+)
+def test_monitored_objective_decreases_monotonically_along_pgd(make_prior):
+    """With γ ≤ 1/(λ||A||²) and an exact prox, γD + R is non-increasing along PGD."""
+    op, y = _problem(m=50, h=8, w=8)
+    r = pnp_pgd(op, y, make_prior(), iters=40, tol=0, objective_every=1)
+    obj = r.history["objective"]
+    assert len(obj) == 40 and all(v is not None for v in obj)
+    steps = list(zip(obj, obj[1:], strict=False))
+    ok = sum(b <= a * (1 + 1e-12) for a, b in steps)
+    print(f"non-increasing objective steps: {ok}/{len(steps)} = {ok / len(steps):.3f}")
+    assert ok == len(steps)
+    assert obj[-1] < obj[0]
+
+
+def test_objective_is_recorded_every_n_iterations_and_at_the_end():
+    op, y = _problem()
+    r = pnp_pgd(op, y, QuadraticPrior(0.1), iters=23, tol=0, objective_every=10)
+    have = [i for i, v in zip(r.history["iteration"], r.history["objective"], strict=True) if v]
+    assert have == [1, 10, 20, 23]
+
+    class NoReg:
+        def prox(self, v):
+            return v
+
+    r = pnp_pgd(op, y, NoReg(), iters=5, tol=0)
+    assert all(v is None for v in r.history["objective"])
+    assert all(v is not None for v in r.history["data_fidelity"])
+
+
+# --- monitoring, results -----------------------------------------------------------------------
+def test_history_metrics_json_summary_and_plot(tmp_path):
+    op, y = _problem(m=60, h=8, w=8)
+    ref = torch.linspace(0, 1, 64, dtype=D).reshape(1, 1, 8, 8)
+    r = pnp_admm(op, y, QuadraticPrior(0.1), iters=6, tol=0, reference=ref, objective_every=2)
+    h = r.history
+    assert isinstance(r, SolverResult)
+    assert {len(v) for v in h.values()} == {6}  # aligned lists
+    assert h["iteration"] == [1, 2, 3, 4, 5, 6]
+    for key in ("psnr", "ssim", "primal_residual", "dual_residual", "data_fidelity", "seconds"):
+        assert all(v is not None for v in h[key]), key
+    assert all(b >= a for a, b in zip(h["seconds"], h["seconds"][1:], strict=False))
+    assert r.seconds == pytest.approx(h["seconds"][-1])
+    loaded = json.loads(r.to_json())
+    assert loaded["iterations"] == 6 and loaded["history"]["psnr"] == h["psnr"]
+    assert loaded["params"]["rho"] == 1.0 and "D(x)/ρ + R(x)" in r.objective
+    assert "max iterations after 6 iterations" in r.summary()
+    png = plot_history(h, tmp_path / "sub" / "conv.png", title="test")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert r.plot(tmp_path / "b.png").stat().st_size > 1000
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["conv.png"]  # no temp files left
+
+
+def test_ssim_cadence_depends_on_image_size():
+    op = MatrixOperator(torch.zeros(3, 4), 2, 2)
+    y = torch.zeros(1, 1, 3, 1, dtype=torch.float32)
+
+    def mon(n):
+        ref = torch.rand(1, 1, n, n)
+        return Monitor(
+            op,
+            y,
+            lam=1.0,
+            prior=QuadraticPrior(0.0),
+            objective_weight=1.0,
+            max_iters=1,
+            tol=0.0,
+            reference=ref,
+        )
+
+    assert mon(64).ssim_every == 1 and mon(256).ssim_every == 5
+
+
+def test_psnr_on_magnitude_with_given_data_range():
+    op, y = _problem(complex_=True)
+    ref = torch.ones(1, 1, 6, 7, dtype=torch.complex128) * 1j
+    mon = Monitor(
+        op,
+        y,
+        lam=1.0,
+        prior=QuadraticPrior(0.0),
+        objective_weight=1.0,
+        max_iters=5,
+        tol=0.0,
+        reference=ref,
+        data_range=2.0,
+    )
+    x = torch.full((1, 1, 6, 7), 0.9 + 0.0j, dtype=torch.complex128)  # |x| = 0.9 vs |ref| = 1
+    assert mon.psnr(x) == pytest.approx(10 * math.log10(4.0 / 0.01))
+
+
+def test_tolerance_stop_and_callback_stop():
+    op, y = _problem()
+    r = pnp_pgd(op, y, QuadraticPrior(0.5), iters=1000, tol=1e-6, progress=True)
+    assert r.converged and r.iterations < 1000 and r.history["rel_change"][-1] <= 1e-6
+    r = pnp_admm(op, y, QuadraticPrior(0.5), iters=100, tol=0, callback=lambda k, x: k == 3)
+    assert r.stop_reason == "stopped by callback" and r.iterations == 3 and not r.converged
+
+
+def test_default_step_and_start():
+    op, y = _problem()
+    r = pnp_pgd(op, y, QuadraticPrior(0.5), iters=1, tol=0)
+    assert r.params["step"] == pytest.approx(0.99 / op.norm_sq())
+    assert r.params["x0"] == "Aᴴy"
+    with pytest.raises(ValueError):
+        pnp_pgd(op, y, QuadraticPrior(0.5), step=-1.0)
+    with pytest.raises(ValueError):
+        pnp_admm(op, y, QuadraticPrior(0.5), rho=0.0)
+
+
+# --- tiny CT and MRI problems with the real operators ------------------------------------------
+def _psnr(x: torch.Tensor, ref: torch.Tensor, data_range: float | None = None) -> float:
+    if data_range is None:
+        data_range = float(ref.max() - ref.min())
+    mse = float(((x.abs() if x.is_complex() else x) - ref.abs()).pow(2).mean())
+    return 10 * math.log10(data_range**2 / mse)
+
+
+def test_tiny_ct_problem_tv_improves_on_fbp():
+    """32×32 Shepp–Logan, 20 parallel views, 1 % noise, float32: PnP-FISTA and PnP-ADMM with TV
+    (same model: ρ·w_ADMM = w_PGD/γ) beat FBP by > 3 dB in 30 iterations."""
+    from data.ct_noise import add_gaussian_noise
+    from data.phantoms import shepp_logan
+    from operators.ct import CTOperator
+
+    op = CTOperator(image_size=32, views=20, geometry="parallel")
+    ref = torch.from_numpy(shepp_logan(32))[None, None]
+    y = add_gaussian_noise(op.forward(ref), 0.01, seed=0)
+    x0 = op.fbp(y)
+    gamma = 0.99 / op.norm_sq()
+    rho = 0.03 * op.norm_sq()
+    w_pgd = 2e-4
+    kw = dict(iters=30, tol=1e-6, x0=x0, reference=ref)
+    fista = pnp_pgd(op, y, TVPrior(w_pgd, tol=1e-3, warm_start=True), accelerated=True, **kw)
+    w_admm = w_pgd / (gamma * rho)
+    admm = pnp_admm(op, y, TVPrior(w_admm, tol=1e-3, warm_start=True), rho=rho, cg_iters=10, **kw)
+    fbp = _psnr(x0, ref)
+    got = {"FISTA": _psnr(fista.x, ref), "ADMM": _psnr(admm.x, ref)}
+    print(f"CT 32² 20 views: FBP {fbp:.2f} dB, {got}")  # measured: 24.6, FISTA 28.8, ADMM 30.4
+    for name, r in (("FISTA", fista), ("ADMM", admm)):
+        assert r.x.dtype == torch.float32 and bool(torch.isfinite(r.x).all())
+        assert got[name] > fbp + 3.0, name
+        assert r.history["psnr"][-1] == pytest.approx(got[name], abs=1e-3)
+
+
+def _mri_truth(n: int = 32) -> torch.Tensor:
+    from data.phantoms import shepp_logan
+
+    mag = torch.from_numpy(shepp_logan(n)).double()
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, n), torch.linspace(-1, 1, n), indexing="ij")
+    phase = 0.5 * (xx + 0.5 * yy).double()
+    return (mag * torch.exp(1j * phase))[None, None]
+
+
+class _NoClosedForm(LinearOperator):
+    """The same operator without ``solve_normal`` (forces the CG branch)."""
+
+    def __init__(self, op: LinearOperator) -> None:
+        super().__init__(op.domain_shape, op.range_shape)
+        self.op = op
+        self.domain_complex, self.range_complex = op.domain_complex, op.range_complex
+
+    def _forward(self, x):
+        return self.op.forward(x)
+
+    def _adjoint(self, y):
+        return self.op.adjoint(y)
+
+
+def test_tiny_mri_problem_closed_form_equals_cg_and_tv_improves_on_zero_filled():
+    """Single-coil 4× Poisson-disc MRI on a complex 32×32 image (complex128): ADMM's closed-form
+    x-update and CG give the same iterates; complex TV (real/imag coupled) beats zero-filling."""
+    from data.masks import poisson_disc_mask
+    from operators.mri import MaskedFFT
+
+    truth = _mri_truth()
+    op = MaskedFFT(poisson_disc_mask((32, 32), 4, seed=0, calib=6))
     g = torch.Generator().manual_seed(0)
-    v = torch.randn(2, 1, 8, 8, generator=g, dtype=D)
-    avg = GroupAveragedPrior(Shifty())
-    rot = torch.rot90(v, 1, dims=(-2, -1))
-    assert _rel(avg.prox(rot), torch.rot90(avg.prox(v), 1, dims=(-2, -1))) <= 1e-12
-    assert _rel(Shifty().prox(rot), torch.rot90(Shifty().prox(v), 1, dims=(-2, -1))) > 1e-2
-    cq = GroupAveragedPrior(CenteredQuadraticPrior(0.4))
-    assert _rel(cq.prox(3 * v - 2), 3 * cq.prox(v) - 2) <= 1e-12
+    y = op.forward(truth)
+    y = y + 0.01 * (y != 0) * torch.randn(y.shape, generator=g, dtype=torch.complex128)
+    x0 = op.adjoint(y)
+    data_range = float(truth.abs().max())  # the fastMRI convention
+    w = 0.01
+    kw = dict(rho=1.0, iters=25, tol=0.0, x0=x0, reference=truth, data_range=data_range)
+    closed = pnp_admm(op, y, TVPrior(w, iters=100, tol=0.0), **kw)
+    cg = pnp_admm(
+        _NoClosedForm(op), y, TVPrior(w, iters=100, tol=0.0), cg_iters=50, cg_tol=1e-13, **kw
+    )
+    assert closed.params["x_update"] == "closed form" and cg.params["x_update"] == "cg"
+    assert closed.x.is_complex()
+    assert _rel(cg.x, closed.x) <= 1e-8
+    zf = _psnr(x0, truth, data_range)
+    fista = pnp_pgd(
+        op,
+        y,
+        TVPrior(w, tol=1e-3, warm_start=True),
+        accelerated=True,
+        **{k: v for k, v in kw.items() if k != "rho"},
+    )
+    print(
+        f"MRI 32² 4×: zero-filled {zf:.2f} dB, ADMM-TV {closed.history['psnr'][-1]:.2f}, "
+        f"FISTA-TV {fista.history['psnr'][-1]:.2f}"
+    )
+    # measured: zero-filled 19.93, ADMM-TV 22.43 dB
+    assert closed.history["psnr"][-1] > zf + 1.5
+    assert fista.history["psnr"][-1] > zf + 1.5
+
+
+def test_tiny_multicoil_sense_problem():
+    """8-coil SENSE, 4×, complex64: PnP-FISTA with TV improves on the adjoint (SENSE-combined)."""
+    from data.coils import birdcage_maps
+    from data.masks import fastmri_random_mask
+    from operators.mri import SENSE
+
+    truth = _mri_truth().to(torch.complex64)
+    op = SENSE(birdcage_maps(8, (32, 32)), fastmri_random_mask(32, 4, 0.08, seed=1))
+    y = op.forward(truth)
+    x0 = op.adjoint(y)
+    data_range = float(truth.abs().max())
+    r = pnp_pgd(
+        op,
+        y,
+        TVPrior(0.005, tol=1e-3, warm_start=True),
+        accelerated=True,
+        iters=30,
+        tol=1e-6,
+        x0=x0,
+        reference=truth,
+        data_range=data_range,
+    )
+    zf = _psnr(x0, truth, data_range)
+    print(f"SENSE 32² 8 coils 4×: adjoint {zf:.2f} dB, FISTA-TV {r.history['psnr'][-1]:.2f}")
+    assert r.x.dtype == torch.complex64
+    assert r.history["psnr"][-1] > zf + 1.5  # measured: 16.67 -> 19.08 dB

@@ -1,0 +1,177 @@
+"""MRI operators: Fourier convention (torch = SigPy), equality with SigPy's SENSE linops, the
+closed-form normal solve, RSS, zero-filled images, dtypes and errors. Adjointness and gradients
+of every MRI operator are in test_operators_generic.py (registered in cases_mri.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sigpy as sp
+import sigpy.mri
+import torch
+
+from data.coils import birdcage_maps
+from data.masks import fastmri_random_mask, radial_trajectory, spiral_trajectory
+from operators.mri import SENSE, MaskedFFT, NonCartesianSENSE, fft2c, ifft2c, rss, zero_filled
+
+
+def _crandn(shape, seed=0, dtype=np.complex128):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
+
+
+@pytest.mark.parametrize("shape", [(3, 20, 18), (2, 15, 17)])
+def test_centred_fft_equals_sigpy_and_is_unitary(shape):
+    """fftshift(fft2(ifftshift(x), norm='ortho')) == sigpy.fft(x, center=True, norm='ortho'),
+    even and odd sizes; ifft2c inverts it and norms are preserved."""
+    x = _crandn(shape)
+    xt = torch.from_numpy(x)
+    k = fft2c(xt)
+    ref = sp.fft(x, axes=(-2, -1), center=True, norm="ortho")
+    np.testing.assert_allclose(k.numpy(), ref, atol=1e-12)
+    np.testing.assert_allclose(
+        ifft2c(k).numpy(), sp.ifft(ref, axes=(-2, -1), center=True, norm="ortho"), atol=1e-12
+    )
+    np.testing.assert_allclose(ifft2c(k).numpy(), x, atol=1e-12)
+    assert float(torch.linalg.vector_norm(k)) == pytest.approx(float(np.linalg.norm(x)))
+
+
+def test_masked_fft_is_mask_times_sigpy_fft_and_keeps_precision():
+    mask = fastmri_random_mask(16, 4, 0.125, seed=0)
+    op = MaskedFFT(mask, height=12)
+    assert op.domain_shape == op.range_shape == (1, 12, 16)
+    x = _crandn((2, 1, 12, 16))
+    y = op.forward(torch.from_numpy(x))
+    assert y.dtype == torch.complex128
+    np.testing.assert_allclose(
+        y.numpy(), mask * sp.fft(x, axes=(-2, -1), center=True, norm="ortho"), atol=1e-12
+    )
+    assert op.forward(torch.from_numpy(x.astype(np.complex64))).dtype == torch.complex64
+    real = torch.randn(1, 1, 12, 16, dtype=torch.float64)  # real input is promoted
+    assert op.forward(real).dtype == torch.complex128
+    assert MaskedFFT(mask).domain_shape == (1, 16, 16)  # 1-D mask without height: square
+
+
+@pytest.mark.parametrize("kind", ["columns", "2d", "weights"])
+def test_masked_fft_closed_form_normal_solve_equals_dense_solve(kind):
+    """(λAᴴA + ρI)⁻¹ rhs: the closed form Fᴴ diag(1/(λm² + ρ)) F against a dense solve."""
+    rng = np.random.default_rng(1)
+    h, w = 8, 10
+    if kind == "columns":
+        op = MaskedFFT(fastmri_random_mask(w, 2, 0.2, seed=3), height=h)
+    elif kind == "2d":
+        op = MaskedFFT((rng.random((h, w)) < 0.4).astype(np.float32))
+    else:  # nonnegative sampling weights: AᴴA = Fᴴ diag(m²) F
+        op = MaskedFFT(rng.random((h, w)))
+    lam, rho = 2.5, 0.3
+    n = h * w
+    basis = torch.eye(n, dtype=torch.complex128).reshape(n, 1, h, w)
+    normal = op.normal(basis).reshape(n, n).T  # column j = AᴴA e_j
+    dense = lam * normal + rho * torch.eye(n, dtype=torch.complex128)
+    rhs = torch.from_numpy(_crandn((2, 1, h, w), seed=2))
+    expected = torch.linalg.solve(dense, rhs.reshape(2, n).T).T.reshape(2, 1, h, w)
+    closed = op.solve_normal(rhs, lam, rho)
+    assert float((closed - expected).abs().max()) < 1e-10
+    # and it really solves the system
+    back = lam * op.normal(closed) + rho * closed
+    assert float((back - rhs).abs().max()) < 1e-10
+
+
+def test_sense_equals_sigpy_sense_linop():
+    maps = birdcage_maps(4, (20, 22))
+    mask = fastmri_random_mask(22, 4, 0.1, seed=4)
+    ours = SENSE(maps, mask)
+    theirs = sigpy.mri.linop.Sense(maps, weights=np.broadcast_to(mask, (20, 22)))
+    x = _crandn((20, 22), seed=5, dtype=np.complex64)
+    y = ours.forward(torch.from_numpy(x)[None, None])[0].numpy()
+    np.testing.assert_allclose(y, theirs * x, atol=1e-5)
+    yy = _crandn((4, 20, 22), seed=6, dtype=np.complex64) * mask
+    back = ours.adjoint(torch.from_numpy(yy)[None])[0, 0].numpy()
+    np.testing.assert_allclose(back, theirs.H * yy, atol=1e-5)
+
+
+def test_sense_full_sampling_with_normalized_maps_is_an_isometry():
+    """Σ|S_c|² = 1 and M = 1: AᴴA = I, and the RSS of the coil images is |x|."""
+    maps = birdcage_maps(6, (16, 16))
+    op = SENSE(maps, np.ones(16, np.float32))
+    x = torch.from_numpy(_crandn((1, 1, 16, 16), seed=7))
+    assert torch.allclose(op.normal(x), x, atol=1e-6)
+    assert torch.allclose(zero_filled(op, op.forward(x)), x, atol=1e-6)
+    coil_imgs = torch.from_numpy(maps).to(torch.complex128)[None] * x
+    assert torch.allclose(rss(coil_imgs), x.abs()[:, 0], atol=1e-6)
+    # the same through k-space: RSS of ifft2c of the fully sampled data
+    assert torch.allclose(rss(ifft2c(op.forward(x))), x.abs()[:, 0], atol=1e-6)
+
+
+def test_rss_definition():
+    c = torch.from_numpy(_crandn((2, 3, 5, 4), seed=8))
+    expected = torch.sqrt((c.real**2 + c.imag**2).sum(dim=1))
+    assert torch.allclose(rss(c), expected)
+    assert torch.allclose(rss(c.permute(1, 0, 2, 3), dim=0), expected)
+
+
+def test_noncartesian_sense_equals_sigpy_and_cartesian_grid_equals_fft2c():
+    """Same numbers as sigpy.mri.linop.Sense with coord; on the integer grid in [−N/2, N/2) the
+    NUFFT approximates the centred orthonormal DFT (axis order: coord[:, 0] along H)."""
+    maps = birdcage_maps(3, (20, 20))
+    coord = radial_trajectory(16, 20)
+    op = NonCartesianSENSE(maps, coord)
+    assert op.range_shape == (3, 16 * 20)
+    x = _crandn((20, 20), seed=9, dtype=np.complex64)
+    ours = op.forward(torch.from_numpy(x)[None, None])[0].numpy()
+    theirs = sigpy.mri.linop.Sense(maps, coord=coord) * x
+    np.testing.assert_allclose(ours, theirs, atol=1e-5 * np.abs(theirs).max())
+
+    h, w = 16, 12
+    grid = np.stack(
+        np.meshgrid(np.arange(h) - h // 2, np.arange(w) - w // 2, indexing="ij"), -1
+    ).reshape(-1, 2)
+    cart = NonCartesianSENSE(np.ones((1, h, w)), grid)
+    img = torch.from_numpy(_crandn((1, 1, h, w), seed=10))
+    k = cart.forward(img)[0, 0].reshape(h, w)
+    ref = fft2c(img)[0, 0]
+    err = float(torch.linalg.vector_norm(k - ref) / torch.linalg.vector_norm(ref))
+    assert err < 0.02  # measured 0.007 (Kaiser–Bessel kernel, width 4, oversampling 1.25)
+
+
+def test_noncartesian_precision_and_density_compensation():
+    n = 24
+    yy, xx = np.meshgrid(np.linspace(-1, 1, n), np.linspace(-1, 1, n), indexing="ij")
+    img = np.exp(-3 * ((xx - 0.2) ** 2 + yy**2)) * np.exp(1j * xx)
+    op = NonCartesianSENSE(np.ones((1, n, n)), radial_trajectory(48, n))
+    x = torch.from_numpy(img)[None, None]
+    assert op.forward(x).dtype == torch.complex128
+    assert op.forward(x.to(torch.complex64)).dtype == torch.complex64
+    w = op.dcf()
+    assert w.shape == (48 * n,) and np.all(w >= 0)
+    y = op.forward(x)
+    with_dcf = zero_filled(op, y, w)[0, 0].numpy()
+    without = zero_filled(op, y)[0, 0].numpy()
+    err = np.linalg.norm(with_dcf - img) / np.linalg.norm(img)
+    assert err < 0.2  # measured ≈ 0.12: gridding with Pipe–Menon weights
+    assert np.linalg.norm(without - img) / np.linalg.norm(img) > 5 * err
+
+
+def test_spiral_trajectory_fits_noncartesian_operator():
+    coord = spiral_trajectory(24, 4, 128)
+    assert coord.shape == (512, 2) and coord.dtype == np.float32
+    op = NonCartesianSENSE(birdcage_maps(2, (24, 24)), coord)
+    assert op.range_shape == (2, 512)
+
+
+def test_operators_reject_bad_shapes():
+    with pytest.raises(ValueError, match="mask"):
+        MaskedFFT(np.ones((2, 3, 4)))
+    with pytest.raises(ValueError, match="nonnegative"):
+        MaskedFFT(-np.ones((4, 4)))
+    with pytest.raises(ValueError, match="does not match"):
+        SENSE(birdcage_maps(2, (8, 8)), np.ones(10))
+    with pytest.raises(ValueError, match=r"\(C, H, W\)"):
+        SENSE(np.ones((8, 8), np.complex64), np.ones(8))
+    with pytest.raises(ValueError, match=r"\(K, 2\)"):
+        NonCartesianSENSE(birdcage_maps(2, (8, 8)), np.zeros((5, 3)))
+    with pytest.raises(ValueError, match="N/2"):
+        NonCartesianSENSE(birdcage_maps(2, (8, 8)), np.full((5, 2), 7.0))
+    op = MaskedFFT(np.ones((8, 8)))
+    with pytest.raises(ValueError, match="expected"):
+        op.forward(torch.zeros(1, 1, 8, 9, dtype=torch.complex64))
