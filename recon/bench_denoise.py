@@ -109,13 +109,15 @@ def _plot(results: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for name, r in results.items():
-        axes[0].plot(SIGMAS, [r["noise"][str(s)][0] for s in SIGMAS], "o-", label=name)
+    for i, (name, r) in enumerate(results.items()):
+        color = f"C{i}"  # one colour per model; line style tells darken (-) from brighten (--)
+        axes[0].plot(SIGMAS, [r["noise"][str(s)][0] for s in SIGMAS], "o-", color=color, label=name)
         for mode, ls in (("darken", "-"), ("brighten", "--")):
             axes[1].plot(
                 SCALES,
                 [r["affine"][f"{mode}:{a}"] for a in SCALES],
                 ls,
+                color=color,
                 marker="o",
                 label=f"{name} ({mode})",
             )
