@@ -31,8 +31,7 @@ from recon.pipeline import (
     device_for,
     image_metrics,
     load_presets,
-    reconstruct,
-    solver_params,
+    solve_from_args,
     versions,
 )
 
@@ -182,27 +181,9 @@ def run(args: argparse.Namespace) -> int:
         }
         history: dict = {}
     else:
-        params = solver_params(presets, args.solver, {"iters": args.iters, "tol": args.tol})
-        rec = reconstruct(
-            op,
-            y,
-            x_fbp,
-            args.solver,
-            args.prior if args.solver != "tv" else None,
-            params,
-            reference=ref_t,
-            data_range=drange_int,
-            progress=not args.quiet,
-            objective_every=args.objective_every,
-        )
+        rec = solve_from_args(args, presets, op, y, x_fbp, ref_t, drange_int)
         x_rec, rec_seconds, history = rec.x, rec.seconds, rec.history
-        record = {
-            "converged": rec.converged,
-            "stop_reason": rec.stop_reason,
-            "iterations": rec.iterations,
-            "params": rec.params,
-            "objective": rec.objective,
-        }
+        record = rec.record()
 
     rec_img = from_internal(
         x_rec[0, 0].detach().cpu().numpy().astype(np.float64), inp.units

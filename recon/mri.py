@@ -28,8 +28,7 @@ from recon.pipeline import (
     add_solver_arguments,
     device_for,
     load_presets,
-    reconstruct,
-    solver_params,
+    solve_from_args,
     versions,
 )
 
@@ -186,28 +185,10 @@ def run(args: argparse.Namespace) -> int:
         record = {"converged": True, "stop_reason": "closed form", "iterations": 0, "params": {}}
     else:
         presets = load_presets("mri", args.config)
-        params = solver_params(presets, args.solver, {"iters": args.iters, "tol": args.tol})
-        rec = reconstruct(
-            op,
-            y,
-            x0,
-            args.solver,
-            args.prior if args.solver != "tv" else None,
-            params,
-            reference=ref_t,
-            data_range=drange,
-            progress=not args.quiet,
-            objective_every=args.objective_every,
-        )
+        rec = solve_from_args(args, presets, op, y, x0, ref_t, drange)
         x_img = rec.x[0, 0].detach().cpu().numpy().astype(np.complex64)
         history, seconds = rec.history, rec.seconds
-        record = {
-            "converged": rec.converged,
-            "stop_reason": rec.stop_reason,
-            "iterations": rec.iterations,
-            "params": rec.params,
-            "objective": rec.objective,
-        }
+        record = rec.record()
     mag, zf_c = crop(np.abs(x_img)), crop(zf)
     metrics: dict = {}
     if ref_full is not None:

@@ -28,6 +28,7 @@ __all__ = [
     "load_presets",
     "solver_params",
     "reconstruct",
+    "solve_from_args",
     "image_metrics",
     "Reconstruction",
     "versions",
@@ -98,6 +99,16 @@ class Reconstruction:
     seconds: float = 0.0
     params: dict = field(default_factory=dict)
     objective: str = ""
+
+    def record(self) -> dict[str, Any]:
+        """What metrics.json reports about the run."""
+        return {
+            "converged": self.converged,
+            "stop_reason": self.stop_reason,
+            "iterations": self.iterations,
+            "params": self.params,
+            "objective": self.objective,
+        }
 
 
 def _range(x: torch.Tensor) -> float:
@@ -187,6 +198,25 @@ def reconstruct(
         seconds=res.seconds,
         params=p_used,
         objective=getattr(res, "objective", ""),
+    )
+
+
+def solve_from_args(
+    args, presets: dict, op, y: torch.Tensor, x0: torch.Tensor, reference, data_range
+) -> Reconstruction:
+    """Run ``args.solver`` with its preset (``--iters``/``--tol`` override) and ``args.prior``."""
+    params = solver_params(presets, args.solver, {"iters": args.iters, "tol": args.tol})
+    return reconstruct(
+        op,
+        y,
+        x0,
+        args.solver,
+        args.prior if args.solver != "tv" else None,
+        params,
+        reference=reference,
+        data_range=data_range,
+        progress=not args.quiet,
+        objective_every=args.objective_every,
     )
 
 

@@ -123,11 +123,9 @@ def pnp_admm(
             reason = stop
             break
         z = z_new
-        if mon.call(callback, k, z) is True:
-            reason = "stopped by callback" if stop is None else stop
-            break
-        if stop is not None:
-            reason = stop
+        done = mon.after_accept(stop, callback, k, z)
+        if done is not None:
+            reason = done
             break
     mon.close()
     params = {

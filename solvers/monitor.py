@@ -249,6 +249,15 @@ class Monitor:
         self._t0 = time.perf_counter()
         return out
 
+    def after_accept(
+        self, stop: str | None, callback: Callable[..., Any] | None, k: int, x: torch.Tensor
+    ) -> str | None:
+        """Once iterate k is accepted: run the callback (returning True stops the run) and give
+        the reason to stop now, or None to go on."""
+        if self.call(callback, k, x) is True:
+            return "stopped by callback" if stop is None else stop
+        return stop
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()

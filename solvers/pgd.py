@@ -120,11 +120,9 @@ def pnp_pgd(
             reason = stop
             break
         x = x_new
-        if mon.call(callback, k, x) is True:
-            reason = "stopped by callback" if stop is None else stop
-            break
-        if stop is not None:
-            reason = stop
+        done = mon.after_accept(stop, callback, k, x)
+        if done is not None:
+            reason = done
             break
     mon.close()
     params = {
