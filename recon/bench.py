@@ -1,46 +1,44 @@
-"""`recon bench`: benchmarks that print and save their figures.
+"""`recon bench`: benchmarks that print and save their tables and figures.
+
+Each benchmark lives in its own module that defines ``add_bench_parser(bsub)`` (one sub-parser
+named after the benchmark) and ``run_bench(args) -> int``; ``BENCHES`` lists them. A module that
+is not present (an optional benchmark) is skipped.
 
 recon bench denoise --model NAME=CHECKPOINT ... --out DIR
-    PSNR/SSIM vs test noise level and the affine sweep for learned priors (see
-    ``recon.bench_denoise``), prox cost on a 512×512 slice, training seconds per step.
+    PSNR/SSIM vs test noise level and the affine sweep for learned priors (``recon.bench_denoise``).
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import importlib
+
+BENCHES = ("recon.bench_denoise", "recon.bench_robustness", "recon.bench_grid", "recon.bench_peers")
+
+
+def _modules():
+    for name in BENCHES:
+        try:
+            yield importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
-        help="benchmarks (denoise, ...)",
+        help="benchmarks (denoise, robustness, grid, ...)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     bsub = p.add_subparsers(dest="bench", required=True)
-    d = bsub.add_parser("denoise", help="denoising PSNR vs noise level and affine sweep")
-    d.add_argument(
-        "--model",
-        action="append",
-        required=True,
-        metavar="NAME=CHECKPOINT",
-        help="a prior to evaluate (shipped name or .safetensors path); repeatable",
-    )
-    d.add_argument("--out", default="out/bench-denoise")
-    d.add_argument("--size", type=int, default=128, help="held-out images cropped to this size")
+    for mod in _modules():
+        mod.add_bench_parser(bsub)
+        for name in bsub.choices:
+            if bsub.choices[name].get_default("bench_run") is None:
+                bsub.choices[name].set_defaults(bench_run=mod.run_bench)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.bench == "denoise":
-        from recon.bench_denoise import run_denoise_bench
-
-        models = {}
-        for spec in args.model:
-            name, _, path = spec.partition("=")
-            models[name] = path or name
-        run_denoise_bench(models, Path(args.out), args.size)
-        print((Path(args.out) / "table.md").read_text())
-        print(f"plot: {Path(args.out) / 'denoise.png'}")
-        return 0
-    raise ValueError(f"unknown benchmark {args.bench!r}")
+    return int(args.bench_run(args) or 0)

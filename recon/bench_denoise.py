@@ -134,3 +134,27 @@ def _plot(results: dict, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "denoise.png", dpi=120)
     plt.close(fig)
+
+
+def add_bench_parser(bsub) -> None:
+    d = bsub.add_parser("denoise", help="denoising PSNR vs noise level and affine sweep")
+    d.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="NAME=CHECKPOINT",
+        help="a prior to evaluate (shipped name or .safetensors path); repeatable",
+    )
+    d.add_argument("--out", default="out/bench-denoise")
+    d.add_argument("--size", type=int, default=128, help="held-out images cropped to this size")
+
+
+def run_bench(args) -> int:
+    models = {}
+    for spec in args.model:
+        name, _, path = spec.partition("=")
+        models[name] = path or name
+    run_denoise_bench(models, Path(args.out), args.size)
+    print((Path(args.out) / "table.md").read_text())
+    print(f"plot: {Path(args.out) / 'denoise.png'}")
+    return 0

@@ -13,7 +13,7 @@ import sys
 
 from recon import __version__
 
-SUBCOMMANDS = ("recon.train", "recon.ct", "recon.mri", "recon.bench")
+SUBCOMMANDS = ("recon.train", "recon.ct", "recon.mri", "recon.bench", "recon.tune", "recon.batch")
 
 
 def _info(_: argparse.Namespace) -> int:
