@@ -10,6 +10,8 @@ restores the generator's state resumes on exactly the same batches.
   DICOM, fastMRI ``.h5``), each min-max normalized unless ``normalize=False``.
 * ``complex_sampler``: turns a real sampler into 2-channel complex images (real, imag) with a
   smooth random phase, for MRI priors.
+* ``real_ct_slices``: the real 512×512 head CT slices that pydicom ships (two patients), in the
+  same normalized attenuation as the phantoms; ``mix_samplers`` draws from several samplers.
 """
 
 from __future__ import annotations
@@ -21,7 +23,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["ellipse_sampler", "image_folder_sampler", "complex_sampler", "Sampler"]
+__all__ = [
+    "ellipse_sampler",
+    "image_folder_sampler",
+    "complex_sampler",
+    "real_ct_slices",
+    "mix_samplers",
+    "Sampler",
+]
+
+# Real CT slices shipped inside pydicom's test data (JPEG 2000 coded, 512×512, two head scans of
+# two patients). pydicom's CT_small.dcm is the toolkit's *test* slice and is never trained on.
+REAL_CT_FILES = ("693_J2KI.dcm", "J2K_pixelrep_mismatch.dcm")
+TEST_CT_FILE = "CT_small.dcm"
 
 Sampler = Callable[[int, torch.Generator], torch.Tensor]
 
@@ -133,5 +147,52 @@ def complex_sampler(real: Sampler, max_cycles: float = 1.0) -> Sampler:
         basis = torch.stack([torch.ones_like(xx), xx, yy, xx * yy, xx * xx, yy * yy])
         theta = torch.einsum("bk,khw->bhw", coef, basis)[:, None]
         return torch.cat([mag * torch.cos(theta), mag * torch.sin(theta)], dim=1)
+
+    return sample
+
+
+def hu_to_unit(hu: np.ndarray) -> np.ndarray:
+    """Normalized attenuation (HU + 1000) / 2500 clipped to [0, 1] (air 0, dense bone ~1): the
+    convention of the phantoms and of ``recon ct``'s internal images."""
+    return np.clip((np.asarray(hu, dtype=np.float32) + 1000.0) / 2500.0, 0.0, 1.0)
+
+
+def real_ct_slices() -> list[np.ndarray]:
+    """The real CT slices in ``REAL_CT_FILES`` as normalized attenuation (512, 512) float32.
+
+    Scanner padding (values below −1024 HU outside the field of view) becomes air. Raises a
+    ValueError naming the file when pydicom cannot decode it (JPEG 2000 needs Pillow with
+    OpenJPEG, which scikit-image's Pillow wheel includes)."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    out = []
+    for name in REAL_CT_FILES:
+        path = get_testdata_file(name)
+        if path is None or Path(path).name == TEST_CT_FILE:
+            raise ValueError(f"pydicom's test file {name} is missing")
+        ds = pydicom.dcmread(path)
+        try:
+            raw = ds.pixel_array.astype(np.float32)
+        except Exception as exc:  # a decoder plugin is missing or the file is damaged
+            raise ValueError(f"{path}: cannot decode its pixel data ({exc})") from None
+        hu = raw * float(getattr(ds, "RescaleSlope", 1.0)) + float(
+            getattr(ds, "RescaleIntercept", 0.0)
+        )
+        out.append(hu_to_unit(hu))
+    return out
+
+
+def mix_samplers(parts: list[tuple[Sampler, float]]) -> Sampler:
+    """A sampler drawing each item from ``parts[i][0]`` with probability ``parts[i][1]``
+    (normalized); items keep the order of the parts (the mix is per batch, seeded)."""
+    probs = torch.tensor([float(w) for _, w in parts])
+    if (probs < 0).any() or probs.sum() <= 0:
+        raise ValueError(f"mixture weights must be >= 0 and not all zero, got {probs.tolist()}")
+
+    def sample(batch: int, gen: torch.Generator) -> torch.Tensor:
+        which = torch.multinomial(probs, batch, replacement=True, generator=gen)
+        counts = torch.bincount(which, minlength=len(parts)).tolist()
+        return torch.cat([s(n, gen) for (s, _), n in zip(parts, counts, strict=True) if n])
 
     return sample

@@ -12,6 +12,23 @@ Adam; after every step the z-path weights are clamped to ≥ 0 (input convexity)
 ``ckpt_every`` steps the model, the optimizer, the RNG state and the history are written
 atomically, so an interrupted run resumes exactly where it stopped (same weights as an
 uninterrupted run). All randomness (patches, flips, noise) comes from one seeded generator.
+
+Several processes (``torchrun --nproc-per-node N recon train ...``): when a ``torch.distributed``
+process group is initialized, the model is wrapped in DistributedDataParallel. Rank r draws its
+own batches from a generator seeded with seed + r; DDP averages the gradients over the ranks
+(all-reduce, divided by N) during ``backward``, so each step uses the gradient of the mean loss
+over N·batch images and every replica takes the same Adam step and applies the same clamp (the
+replicas start equal: DDP broadcasts rank 0's weights). Rank 0 alone validates, shows progress
+and writes the checkpoint, which also holds every rank's generator state, so a resume with the
+same N continues exactly.
+
+DDP and the prox's autograd: f(v) = ∇ψ(v) is computed with ``torch.autograd.grad(ψ, v,
+create_graph=True)`` inside the forward. That inner call differentiates with respect to the
+*input* only, so it never runs the parameters' gradient-accumulation nodes that DDP's reducer
+hooks; the parameters' gradients are accumulated once, by the outer ``loss.backward()`` through
+the double-backward graph, which is where DDP all-reduces them. ``tests/test_ddp.py`` checks the
+replicas stay identical; the averaged gradient was also checked against a hand-computed mean of
+the per-rank gradients (equal to the last bit with 2 ranks).
 """
 
 from __future__ import annotations
@@ -25,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from priors.checkpoint import load_model_state, read_checkpoint, save_checkpoint
@@ -106,26 +124,34 @@ def train_prior(
         stop_after: stop (with a checkpoint) after this many steps in this call (to test resume).
     """
     device = next(model.parameters()).device
-    gen = torch.Generator().manual_seed(cfg.seed)
+    rank, world = _rank_world()
+    gen = torch.Generator().manual_seed(cfg.seed + rank)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr_l1)
     hist: dict[str, list] = {"step": [], "loss": [], "val_step": [], "val_psnr": [], "seconds": []}
     step, elapsed = 0, 0.0
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and resume and ckpt.exists():
-        step, elapsed, hist = _restore(ckpt, model, opt, gen)
+        step, elapsed, hist = _restore(ckpt, model, opt, gen, rank, world)
     meta = {"sigma": cfg.sigma, "train_config": asdict(cfg), **(meta or {})}
+    if world > 1:
+        meta["processes"] = world
+    net = _wrap_ddp(model, device) if world > 1 else None
 
     def save() -> None:
         if ckpt is None:
             return
-        state = {"step": step, "seconds": elapsed, "history": hist}
-        rng = {"generator": gen.get_state()}
+        states = _gather_generator_states(gen, world)  # a collective: every rank takes part
+        if rank != 0:
+            return
+        state = {"step": step, "seconds": elapsed, "history": hist, "world_size": world}
+        rng = {"generator": states[0]}
+        rng.update({f"generator.rank{r}": st for r, st in enumerate(states) if r > 0})
         save_checkpoint(
             ckpt, model, {**meta, "steps": step, "train_seconds": elapsed}, opt, state, rng
         )
 
     bar = None
-    if progress:
+    if progress and rank == 0:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.steps, initial=step, desc=f"train {getattr(model, 'kind', '')}")
@@ -138,14 +164,15 @@ def train_prior(
             g["lr"] = lr
         clean = sampler(cfg.batch, gen).to(device)
         noisy = clean + cfg.sigma * torch.randn(clean.shape, generator=gen).to(device)
-        pred = model.prox(noisy, create_graph=True)
+        # DDP's forward is model.forward = model.prox with create_graph in training mode
+        pred = net(noisy) if net is not None else model.prox(noisy, create_graph=True)
         loss = (
             (pred - clean).abs().mean()
             if gamma is None
             else proximal_matching_loss(pred, clean, gamma)
         )
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # under DDP: gradients all-reduced and averaged over the ranks here
         if cfg.grad_clip:
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
@@ -154,16 +181,17 @@ def train_prior(
         done_here += 1
         elapsed = time.perf_counter() - t0
         hist["step"].append(step)
-        hist["loss"].append(loss.item())
+        loss_value = _mean_over_ranks(loss.detach(), world)
+        hist["loss"].append(loss_value)
         hist["seconds"].append(elapsed)
-        if val is not None and (step % cfg.val_every == 0 or step == cfg.steps):
+        if val is not None and rank == 0 and (step % cfg.val_every == 0 or step == cfg.steps):
             model.eval()
             hist["val_step"].append(step)
             hist["val_psnr"].append(denoise_psnr(model, val.to(device), cfg.sigma))
             model.train()
         if bar is not None:
             post = {
-                "loss": f"{loss.item():.4f}",
+                "loss": f"{loss_value:.4f}",
                 "phase": "L1" if gamma is None else f"γ={gamma:.2f}",
             }
             if hist["val_psnr"]:
@@ -181,7 +209,51 @@ def train_prior(
     return TrainResult(model=model, history=hist, seconds=elapsed, steps=step)
 
 
-def _restore(ckpt: Path, model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator):
+def _rank_world() -> tuple[int, int]:
+    """(rank, world size) of the torch.distributed process group, (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
+    from torch.nn.parallel import DistributedDataParallel
+
+    if device.type != "cuda":
+        return DistributedDataParallel(model)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return DistributedDataParallel(model, device_ids=[index])
+
+
+def _mean_over_ranks(value: torch.Tensor, world: int) -> float:
+    """The loss averaged over the ranks (what the averaged gradient descends), for the log."""
+    if world > 1:
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= world
+    return float(value)
+
+
+def _gather_generator_states(gen: torch.Generator, world: int) -> list[torch.Tensor]:
+    """Every rank's generator state (rank order); a collective when world > 1."""
+    state = gen.get_state()
+    if world == 1:
+        return [state]
+    backend_device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    local = state.to(backend_device)
+    out = [torch.empty_like(local) for _ in range(world)]
+    dist.all_gather(out, local)
+    return [t.cpu() for t in out]
+
+
+def _restore(
+    ckpt: Path,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    gen: torch.Generator,
+    rank: int = 0,
+    world: int = 1,
+):
     tensors, info = read_checkpoint(ckpt)
     if info["config"] != model.config():
         from priors.checkpoint import CheckpointError
@@ -198,8 +270,19 @@ def _restore(ckpt: Path, model: nn.Module, opt: torch.optim.Optimizer, gen: torc
             state.setdefault(int(idx), {})[name] = v
     if "param_groups" in train:
         opt.load_state_dict({"state": state, "param_groups": train["param_groups"]})
-    if "rng.generator" in tensors:
-        gen.set_state(tensors["rng.generator"])
+    key = "rng.generator" if rank == 0 else f"rng.generator.rank{rank}"
+    saved_world = int(train.get("world_size", 1))
+    if saved_world != world and rank == 0:
+        import warnings
+
+        warnings.warn(
+            f"{ckpt}: written by {saved_world} training process(es), resumed with {world}: "
+            "the weights and optimizer continue, but the data order differs from an "
+            "uninterrupted run (resume with the same number of processes for an exact resume)",
+            stacklevel=3,
+        )
+    if key in tensors:
+        gen.set_state(tensors[key])
     return int(train.get("step", 0)), float(train.get("seconds", 0.0)), train.get("history") or {}
 
 

@@ -11,12 +11,18 @@ Data sources (``--data``):
   FOLDER          a folder of your images (.npy, .png, .tif, DICOM, fastMRI .h5); add
                   ``--channels 2`` for complex MRI training with random phase
 Validation PSNR is measured on held-out images (never on the bundled CT test slice).
+
+Several processes: ``torchrun --standalone --nproc-per-node N $(which recon) train ...`` (gloo on
+CPU, nccl with ``--device cuda``, one GPU per process). Each rank draws its own batches (seed +
+rank), gradients are averaged over the ranks (DistributedDataParallel), rank 0 writes the
+checkpoint and the log; rerunning the same command resumes exactly (same N).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -139,12 +145,47 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true")
 
 
+def _init_distributed(device: str) -> tuple[int, int, str, bool]:
+    """Join the torchrun process group when launched with WORLD_SIZE > 1.
+
+    Returns (rank, world size, this rank's device, whether this call created the group)."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device, False
+    cuda = device.startswith("cuda")
+    if cuda:
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA device is available")
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    created = False
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+        created = True
+    return dist.get_rank(), dist.get_world_size(), device, created
+
+
 def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
+    rank, world, device, created = _init_distributed(str(args.device))
+    try:
+        return _train(args, rank, world, device)
+    finally:
+        if created:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     channels = args.channels or (2 if args.data in ("mri-natural", "mri-brain") else 1)
     sampler, val, desc = make_sampler(args.data, args.patch, channels)
     arch = dict(in_channels=channels, width=args.width, levels=args.levels, depth=args.depth)
+    torch.manual_seed(args.seed)  # the initial weights follow --seed (equal on every rank)
     if args.kind == "normalization-trick":
         model = NormalizationTrick(**arch)
     else:
@@ -153,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
             act=args.act if args.kind in ("aelpn", "aelpn-global", "scale-only") else "smooth",
             **arch,
         )
-    model = model.to(args.device)
+    model = model.to(device)
     cfg = TrainConfig(
         sigma=args.sigma,
         steps=args.steps,
@@ -179,6 +220,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         resume=not args.no_resume,
     )
+    if rank != 0:  # rank 0 alone reports and exports
+        return 0
     summary = {
         "kind": args.kind,
         "steps": res.steps,
@@ -187,6 +230,8 @@ def run(args: argparse.Namespace) -> int:
         "final_val_psnr": res.history["val_psnr"][-1] if res.history.get("val_psnr") else None,
         "checkpoint": str(args.out),
     }
+    if world > 1:
+        summary["processes"] = world
     if args.export:
         export_weights(args.out, args.export)
         summary["exported"] = str(args.export)

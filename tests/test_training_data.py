@@ -1,0 +1,42 @@
+"""Training-data sources: the real CT slices and the sampler mixture."""
+
+import numpy as np
+import pytest
+import torch
+
+from data.bundled import load_bundled
+from data.training_sets import hu_to_unit, mix_samplers, real_ct_slices
+
+
+def test_real_ct_slices_are_real_and_not_the_test_slice():
+    slices = real_ct_slices()
+    assert len(slices) == 2
+    test = hu_to_unit(load_bundled("ct-small").hu)
+    for s in slices:
+        assert s.shape == (512, 512) and s.dtype == np.float32
+        assert 0.0 <= s.min() and s.max() <= 1.0
+        # real anatomy: air, soft tissue (~0.4) and bone (> 0.7) all present
+        assert (s < 0.05).mean() > 0.1 and ((s > 0.38) & (s < 0.45)).mean() > 0.05
+        assert (s > 0.7).mean() > 0.001
+        # the 128×128 test slice is not a crop or a downsampling of a training slice
+        small = s[::4, ::4]
+        assert not np.allclose(small, test, atol=0.05)
+
+
+def _const(v: float):
+    return lambda b, g: torch.full((b, 1, 4, 4), v)
+
+
+def test_mix_samplers_proportions_and_seed():
+    s = mix_samplers([(_const(0.0), 3.0), (_const(1.0), 1.0)])
+    out = s(4000, torch.Generator().manual_seed(0))
+    assert out.shape == (4000, 1, 4, 4)
+    frac = float(out[:, 0, 0, 0].mean())
+    assert abs(frac - 0.25) < 0.03
+    again = s(4000, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+
+
+def test_mix_samplers_rejects_bad_weights():
+    with pytest.raises(ValueError, match="weights"):
+        mix_samplers([(_const(0.0), -1.0), (_const(1.0), 1.0)])
