@@ -119,8 +119,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--input", required=True)
-    p.add_argument("--size", type=int, default=256, help="phantom size")
     p.add_argument("--slice", type=int, default=None, help="slice of a DICOM series")
+    add_options(p)
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
+    """The `recon ct` options other than --input/--slice (shared with `recon batch ct`)."""
+    p.add_argument("--size", type=int, default=256, help="phantom size")
     p.add_argument("--geometry", choices=["parallel", "fan"], default="parallel")
     p.add_argument("--views", type=int, default=60)
     p.add_argument(
@@ -140,11 +145,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    reconstruct_input(args, Path(args.out))
+    return 0
+
+
+def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
+    """Reconstruct ``args.input`` with the `recon ct` options in ``args``; write the output
+    files into ``out`` (metrics.json last) and return the metrics."""
     from data.ct_noise import add_gaussian_noise, add_poisson_noise
     from operators.ct import CTOperator
 
     dev = device_for(args.device)
-    out = Path(args.out)
+    out = Path(out)
     inp = load_ct_input(args.input, args.size, args.slice, args.seed)
     h, w = inp.image.shape
     ref_int = to_internal(inp.image, inp.units)
@@ -222,4 +234,4 @@ def run(args: argparse.Namespace) -> int:
             f"(FBP {fbp_metrics['psnr']:.2f} dB), {record['iterations']} iterations, "
             f"{rec_seconds:.1f} s, {record['stop_reason']} -> {out}/"
         )
-    return 0
+    return metrics

@@ -142,6 +142,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--input", required=True)
+    add_options(p)
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
+    """The `recon mri` options other than --input (shared with `recon batch mri`)."""
     p.add_argument("--slice", type=int, default=None)
     p.add_argument("--coils", type=int, default=8, help="coils when simulating from an image")
     p.add_argument(
@@ -157,11 +162,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    reconstruct_input(args, Path(args.out))
+    return 0
+
+
+def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
+    """Reconstruct ``args.input`` (slice ``args.slice``) with the `recon mri` options in
+    ``args``; write the output files into ``out`` (metrics.json last) and return the metrics."""
     from data.fastmri import center_crop, evaluate, write_reconstruction
     from operators.mri import ifft2c, rss
 
     dev = device_for(args.device)
-    out = Path(args.out)
+    out = Path(out)
     k, ref, size, source = _load(args)
     op, y, mask_desc, _ = _operator(args, k)
     y = y.to(dev)
@@ -226,4 +238,4 @@ def run(args: argparse.Namespace) -> int:
             )
         tail = f"{record['iterations']} iterations, {seconds:.1f} s, {record['stop_reason']}"
         print(msg + f"{tail} -> {out}/")
-    return 0
+    return metrics

@@ -1,0 +1,156 @@
+"""What `recon batch` has to do: find the inputs, name each one's output folder, group the work.
+
+A *unit* is one reconstruction (what one `recon ct` / `recon mri` run does): one CT image file
+(a DICOM file or a ``.npy`` image), one slice of a fastMRI ``.h5`` file, or one ``.npy``
+magnitude image for simulated MRI. A *task* (what Dask schedules) is one unit (``--per slice``)
+or all units of a volume (``--per volume``: the slices of one ``.h5`` file, or the CT files of
+one folder, i.e. one DICOM series).
+
+Output layout mirrors the inputs: with ROOT the deepest folder holding every input, the input
+ROOT/a/b/scan.dcm writes into OUT/a/b/scan/ and slice k of ROOT/a/vol.h5 into
+OUT/a/vol/slice_{k:03d}/ (the same files `recon ct` / `recon mri` write). A unit is finished when
+its metrics.json exists: the pipelines write it atomically, and last.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+__all__ = ["Unit", "find_inputs", "plan_units", "group_tasks", "MARKER"]
+
+MARKER = "metrics.json"
+CT_SUFFIXES = (".npy", ".dcm", ".dicom")
+MRI_SUFFIXES = (".h5", ".npy")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One reconstruction: ``input`` file (absolute), optional ``slice``, ``out`` folder
+    (absolute), ``name`` as shown in the summary (relative to the input root) and ``volume``
+    (the key grouping units into one task with ``--per volume``)."""
+
+    input: str
+    slice: int | None
+    out: str
+    name: str
+    volume: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def finished(self) -> bool:
+        return (Path(self.out) / MARKER).is_file()
+
+
+def _is_dicom(path: Path) -> bool:
+    """A file with the DICOM preamble's 'DICM' magic at byte 128."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _wanted(path: Path, modality: str) -> bool:
+    if path.name.startswith("."):
+        return False
+    suffix = path.suffix.lower()
+    if modality == "mri":
+        return suffix in MRI_SUFFIXES
+    return suffix in CT_SUFFIXES or (suffix in ("", ".ima") and _is_dicom(path))
+
+
+def find_inputs(specs: list[str], modality: str, exclude: Path | None = None) -> list[Path]:
+    """Input files from files, folders (searched recursively) and glob patterns (``**``
+    allowed), sorted and without duplicates; files under ``exclude`` (the output folder) are
+    ignored. Raises ValueError naming a spec that matches nothing."""
+    found: list[Path] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            hits = [p for p in sorted(path.rglob("*")) if p.is_file() and _wanted(p, modality)]
+        elif path.is_file():
+            hits = [path]
+        elif glob.has_magic(spec):
+            matches = sorted(Path(p) for p in glob.glob(spec, recursive=True))
+            hits = [p for p in matches if p.is_file() and _wanted(p, modality)]
+        else:
+            raise ValueError(f"--inputs {spec}: no such file or folder")
+        hits = [p.resolve() for p in hits]
+        if exclude is not None:
+            hits = [p for p in hits if not p.is_relative_to(exclude)]
+        if not hits:
+            kinds = "fastMRI .h5 or .npy" if modality == "mri" else "DICOM or .npy"
+            raise ValueError(f"--inputs {spec}: no {kinds} files found")
+        found.extend(hits)
+    return sorted(set(found))
+
+
+def _stem(rel: Path) -> Path:
+    return rel.with_suffix("") if rel.suffix.lower() in CT_SUFFIXES + MRI_SUFFIXES else rel
+
+
+def plan_units(
+    files: list[Path], modality: str, out: Path, slice_index: int | None = None
+) -> tuple[list[Unit], list[dict]]:
+    """(units in input order, planning failures) for the input files.
+
+    MRI ``.h5`` files give one unit per slice (only ``slice_index`` when given); a file whose
+    slices cannot be counted becomes a failure record ``{"name", "input", "error"}`` instead.
+    Raises ValueError when two inputs would write into the same output folder."""
+    from data.fastmri import count_slices
+
+    root = Path(os.path.commonpath([str(f.parent) for f in files])) if files else Path(".")
+    units: list[Unit] = []
+    failures: list[dict] = []
+    for f in files:
+        rel = f.relative_to(root)
+        base = out / _stem(rel)
+        if modality == "mri" and f.suffix.lower() == ".h5":
+            try:
+                n = count_slices(f)
+            except Exception as exc:  # noqa: BLE001 - any unreadable file is recorded, not fatal
+                failures.append({"name": str(rel), "input": str(f), "error": _describe(exc)})
+                continue
+            if slice_index is not None:
+                if not 0 <= slice_index < n:
+                    err = f"--slice {slice_index}: {f} has {n} slices"
+                    failures.append({"name": str(rel), "input": str(f), "error": err})
+                    continue
+                ks = [slice_index]
+            else:
+                ks = list(range(n))
+            for k in ks:
+                units.append(Unit(str(f), k, str(base / f"slice_{k:03d}"), f"{rel}[{k}]", str(rel)))
+        else:
+            volume = str(rel) if modality == "mri" else str(rel.parent)
+            units.append(Unit(str(f), None, str(base), str(rel), volume))
+    seen: dict[str, str] = {}
+    for u in units:
+        if u.out in seen:
+            raise ValueError(
+                f"--inputs: {seen[u.out]} and {u.name} would both write into {u.out}; "
+                "rename one of them"
+            )
+        seen[u.out] = u.name
+    return units, failures
+
+
+def group_tasks(units: list[Unit], per: str) -> list[list[Unit]]:
+    """One task per unit (``per='slice'``) or per volume (``per='volume'``), in input order."""
+    if per == "slice":
+        return [[u] for u in units]
+    if per != "volume":
+        raise ValueError(f"--per {per}: expected slice or volume")
+    groups: dict[str, list[Unit]] = {}
+    for u in units:
+        groups.setdefault(u.volume, []).append(u)
+    return list(groups.values())
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"

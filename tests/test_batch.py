@@ -1,0 +1,235 @@
+"""`recon batch` on a 2-worker local Dask cluster (processes, one thread each).
+
+* A failing scan is recorded with its error and does not stop the others; the rerun after the
+  fix reconstructs only that scan and leaves the finished ones untouched (same bytes, same
+  mtimes); each scan equals what `recon ct` writes for it; each worker loaded the prior once.
+* A run killed mid-way (SIGKILL of the `recon batch` process) leaves finished scans complete;
+  the rerun reconstructs exactly the unfinished ones.
+* MRI: one unit per slice of a fastMRI file, outputs laid out as OUT/<file>/slice_KKK/.
+
+The cluster is started once for the module and passed by ``--scheduler`` (which also tests that
+path); `recon batch` without it starts an identical LocalCluster itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recon.batch_plan import find_inputs, group_tasks, plan_units
+
+ROOT = Path(__file__).resolve().parents[1]
+CT_OPTS = ["--views", "30", "--noise", "0.01", "--solver", "pnp-pgd", "--iters", "3"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as c:
+        yield c.scheduler_address
+
+
+@pytest.fixture(scope="module")
+def tiny_prior(tmp_path_factory):
+    from priors.checkpoint import save_checkpoint
+    from priors.lpn import ConvLPN
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("prior") / "tiny.safetensors"
+    save_checkpoint(path, ConvLPN(kind="aelpn", width=4, levels=1, depth=1).eval())
+    return path
+
+
+def _scans(folder: Path, n: int) -> list[Path]:
+    from data.phantoms import random_ellipses
+
+    paths = []
+    for i in range(n):
+        sub = folder / ("a" if i % 2 else "b")
+        sub.mkdir(parents=True, exist_ok=True)
+        paths.append(sub / f"scan{i}.npy")
+        np.save(paths[-1], random_ellipses(64, seed=i).astype(np.float32))
+    return paths
+
+
+def _batch(args: list[str]) -> int:
+    # the `recon batch` subcommand's parser and run, as recon.cli wires them
+    import argparse
+
+    import recon.batch
+
+    parser = argparse.ArgumentParser(prog="recon")
+    recon.batch.add_parser(parser.add_subparsers(dest="command", required=True))
+    return recon.batch.run(parser.parse_args(["batch", *args]))
+
+
+def _files(units) -> dict[str, tuple[int, bytes]]:
+    """(mtime, bytes) of every output file of the given units."""
+    return {
+        str(p): (p.stat().st_mtime_ns, p.read_bytes())
+        for u in units
+        for p in sorted(Path(u.out).iterdir())
+        if p.is_file()
+    }
+
+
+def _wait_idle(address: str, timeout: float = 120) -> None:
+    """Until no task is left: a killed client's tasks are released by the scheduler, but one
+    already running on a worker thread runs to its end (and writes its files)."""
+    from distributed import Client
+
+    def busy(c) -> bool:
+        running = c.run(lambda dask_worker: len(dask_worker.state.executing))
+        return bool(c.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))) or any(
+            running.values()
+        )
+
+    with Client(address) as c:
+        deadline = time.monotonic() + timeout
+        while busy(c):
+            assert time.monotonic() < deadline, "the cluster never became idle"
+            time.sleep(0.1)
+
+
+def test_failure_recorded_rerun_completes_only_missing(tmp_path, cluster, tiny_prior):
+    torch.set_num_threads(1)
+    inp, out = tmp_path / "in", tmp_path / "out"
+    scans = _scans(inp, 4)
+    bad = scans[2]
+    np.save(bad, np.full((64, 64), np.nan, np.float32))  # a corrupt scan
+    args = ["ct", "--inputs", str(inp), "--out", str(out), "--scheduler", cluster, "--quiet"]
+    args += [*CT_OPTS, "--prior", str(tiny_prior)]
+
+    assert _batch(args) == 1  # one scan failed, the others finished
+    failures = json.loads((out / "failures.json").read_text())
+    assert [f["name"] for f in failures] == ["b/scan2.npy"]
+    assert "NaN" in failures[0]["error"] and str(bad) in failures[0]["error"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"] == {"done": 3, "skipped": 0, "failed": 1, "total": 4}
+    done = [r for r in summary["scans"] if r["status"] == "done"]
+    assert all(np.isfinite(r["metrics"]["psnr"]) for r in done)
+    assert summary["mean"]["psnr"] == pytest.approx(np.mean([r["metrics"]["psnr"] for r in done]))
+    # the prior was loaded once per worker process, not once per scan
+    per_worker: dict[str, int] = {}
+    for r in done:
+        per_worker[r["worker"]] = per_worker.get(r["worker"], 0) + 1
+    loads = {f"{w['host']}:{w['pid']}": w["prior_loads"] for w in summary["workers"]}
+    assert max(per_worker.values()) >= 2
+    assert all(loads[w] == 1 for w in per_worker)
+    assert not (out / "b" / "scan2" / "metrics.json").exists()
+    assert "b/scan2.npy" in (out / "summary.md").read_text()
+
+    units, _ = plan_units(find_inputs([str(inp)], "ct"), "ct", out)
+    finished = [u for u in units if u.name != "b/scan2.npy"]
+    before = _files(finished)
+    np.save(bad, np.load(scans[0]))  # fix the scan, rerun the same command
+    assert _batch(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"] == {"done": 1, "skipped": 3, "failed": 0, "total": 4}
+    assert [r["name"] for r in summary["scans"] if r["status"] == "done"] == ["b/scan2.npy"]
+    assert _files(finished) == before  # finished scans untouched: same bytes, same mtimes
+    assert json.loads((out / "failures.json").read_text()) == []
+
+    # each scan is what `recon ct` writes for it (same pipeline, same options)
+    from recon.cli import main
+
+    single = tmp_path / "single"
+    opts = [*CT_OPTS, "--prior", str(tiny_prior), "--quiet"]
+    assert main(["ct", "--input", str(scans[1]), "--out", str(single), *opts]) == 0
+    np.testing.assert_array_equal(
+        np.load(single / "recon.npy"), np.load(out / "a" / "scan1" / "recon.npy")
+    )
+
+    # other options into the same --out are refused with a one-line reason
+    changed = [a if a != "3" else "4" for a in args]  # --iters 3 -> 4
+    with pytest.raises(ValueError, match="other options .*iters: 3 -> 4"):
+        _batch(changed)
+
+
+def test_killed_run_resumes_only_unfinished(tmp_path, cluster):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    _scans(inp, 6)
+    args = ["ct", "--inputs", str(inp), "--out", str(out), "--scheduler", cluster, "--quiet"]
+    args += ["--views", "30", "--solver", "tv", "--iters", "4", "--tol", "0"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recon.cli", "batch", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.rglob("metrics.json")):
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no scan finished in 120 s"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    _wait_idle(cluster)
+    units, _ = plan_units(find_inputs([str(inp)], "ct"), "ct", out.resolve())
+    finished = {u.name for u in units if u.finished()}
+    missing = {u.name for u in units} - finished
+    assert missing, "the run finished before it was killed: nothing to resume"
+    before = _files([u for u in units if u.name in finished])
+
+    assert _batch(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert {r["name"] for r in summary["scans"] if r["status"] == "done"} == missing
+    assert {r["name"] for r in summary["scans"] if r["status"] == "skipped"} == finished
+    assert _files([u for u in units if u.name in finished]) == before
+    assert all(u.finished() for u in units)
+    assert not list(out.rglob(".*.tmp"))  # no temporary file left behind
+
+
+def test_mri_units_per_slice_and_per_volume(tmp_path, cluster):
+    from data.fastmri import make_synthetic_fastmri
+    from data.phantoms import shepp_logan
+
+    vol = np.stack([shepp_logan(32), np.flipud(shepp_logan(32))])
+    make_synthetic_fastmri(tmp_path / "in" / "p1" / "vol.h5", vol, n_coils=1)
+    np.save(tmp_path / "in" / "img.npy", shepp_logan(32).astype(np.float32))
+    files = find_inputs([str(tmp_path / "in")], "mri")
+    units, failures = plan_units(files, "mri", tmp_path / "out")
+    assert failures == []
+    assert [u.name for u in units] == ["img.npy", "p1/vol.h5[0]", "p1/vol.h5[1]"]
+    assert units[2].out == str(tmp_path / "out" / "p1" / "vol" / "slice_001")
+    assert [len(t) for t in group_tasks(units, "volume")] == [1, 2]
+    assert [len(t) for t in group_tasks(units, "slice")] == [1, 1, 1]
+
+    out = tmp_path / "out"
+    args = ["mri", "--inputs", str(tmp_path / "in" / "p1"), "--out", str(out), "--quiet"]
+    args += ["--scheduler", cluster, "--per", "volume", "--solver", "zero-filled", "--coils", "1"]
+    assert _batch(args) == 0
+    for k in range(2):
+        d = out / "vol" / f"slice_{k:03d}"
+        assert (d / "reconstruction.h5").is_file() and (d / "metrics.json").is_file()
+    m0 = json.loads((out / "vol" / "slice_000" / "metrics.json").read_text())
+    m1 = json.loads((out / "vol" / "slice_001" / "metrics.json").read_text())
+    assert m0["input"].endswith("[0] (multicoil)") and m1["input"].endswith("[1] (multicoil)")
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path):
+    with pytest.raises(ValueError, match="--inputs .*nothing-here: no such file or folder"):
+        _batch(["ct", "--inputs", str(tmp_path / "nothing-here"), "--out", str(tmp_path)])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no DICOM or .npy files found"):
+        _batch(["ct", "--inputs", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
+    with pytest.raises(ValueError, match="--out DIR is required"):
+        _batch(["ct", "--inputs", str(tmp_path)])
+    with pytest.raises(ValueError, match="--workers 0"):
+        _batch(["ct", "--inputs", str(tmp_path), "--out", str(tmp_path / "o"), "--workers", "0"])
