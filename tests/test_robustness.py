@@ -1,10 +1,11 @@
 """Intensity-convention robustness as a contract (float64).
 
-CT conventions: HU, normalized attenuation u = (HU + 1000)/2500, and each window's unclipped
-normalization (lung, mediastinum, bone, brain); MRI: k-space scaled by 1e-6 … 1e3. With the
-shipped AE-LPN, the prox and the whole solvers (PGD and ADMM) give the same image after mapping
-back; with the LPN the difference is measured and large. Solver-level checks use a dense
-float64 operator (ASTRA computes in float32, which would hide a 1e-9 check behind round-off).
+CT conventions: HU, normalized attenuation u = (HU + 1000)/2500, attenuation μ in mm⁻¹
+(data.ct_units) and each window's unclipped normalization (lung, mediastinum, bone, brain); MRI:
+k-space scaled by 1e-6 … 1e3. With the shipped AE-LPN, the prox and the whole solvers (PGD and
+ADMM) give the same image after mapping back; with the LPN the same change is measured at both
+levels (prox and solver) and asserted to be large. Solver-level checks use a dense float64
+operator (ASTRA computes in float32, which would hide a 1e-9 check behind round-off).
 """
 
 from __future__ import annotations
@@ -13,18 +14,24 @@ import pytest
 import torch
 
 from data.bundled import load_bundled
+from data.ct_units import hu_to_mu, mu_to_hu
 from data.windows import WINDOWS, window_denormalize, window_normalize
 from priors.base import ComplexAsChannels
 from priors.checkpoint import load_prior, shipped_priors
 from priors.lpn import ConvLPN
+from recon.bench_robustness import ChannelwisePrior
 from solvers import pnp_admm, pnp_pgd
 from tests.matrix_op import MatrixOperator
 
 D = torch.float64
+MRI_SCALES = (1e-6, 1e-5, 1e-3, 1.0, 1e3)
 
 
 def _conventions():
-    out = {"u": (lambda hu: (hu + 1000) / 2500, lambda u: u * 2500 - 1000)}
+    out = {
+        "u": (lambda hu: (hu + 1000) / 2500, lambda u: u * 2500 - 1000),
+        "mu": (hu_to_mu, mu_to_hu),  # attenuation per mm, μ_water = 0.02/mm
+    }
     for w in WINDOWS:
         out[w] = (lambda hu, w=w: window_normalize(hu, w), lambda v, w=w: window_denormalize(v, w))
     return out
@@ -36,13 +43,31 @@ def hu_slice():
     return hu[..., 32:96, 32:96]  # 64×64 keeps the test fast
 
 
+@pytest.fixture(scope="module")
+def ct_priors():
+    return load_prior("aelpn-ct", dtype=D), load_prior("lpn-ct", dtype=D)
+
+
 def _rel(a, b):
     return float((a - b).norm() / b.norm())
 
 
-def test_prox_same_image_in_every_ct_convention(hu_slice):
-    ae = load_prior("aelpn-ct", dtype=D)
-    lpn = load_prior("lpn-ct", dtype=D)
+def test_conventions_are_the_documented_affine_maps():
+    """The maps the tests use: u(0 HU) = 0.4, μ(water) = 0.02/mm, each window's lo -> 0."""
+    conv = _conventions()
+    zero, air = torch.tensor(0.0, dtype=D), torch.tensor(-1000.0, dtype=D)
+    assert float(conv["u"][0](zero)) == pytest.approx(0.4)
+    assert float(conv["mu"][0](zero)) == pytest.approx(0.02)
+    assert float(conv["mu"][0](air)) == pytest.approx(0.0)
+    for w, (level, width) in WINDOWS.items():
+        lo = torch.tensor(level - width / 2, dtype=D)
+        assert float(conv[w][0](lo)) == pytest.approx(0.0, abs=1e-12)
+        assert float(conv[w][0](lo + width)) == pytest.approx(1.0)
+    assert len(conv) == 2 + 4
+
+
+def test_prox_same_image_in_every_ct_convention(hu_slice, ct_priors):
+    ae, lpn = ct_priors
     noisy = hu_slice + 30.0 * torch.randn(
         hu_slice.shape, generator=torch.Generator().manual_seed(0), dtype=D
     )
@@ -54,50 +79,88 @@ def test_prox_same_image_in_every_ct_convention(hu_slice):
         lpn_gap[name] = _rel(inv(lpn.prox(fwd(noisy))), ref_lpn)
     lpn_gap["HU"] = _rel(lpn.prox(noisy), ref_lpn)
     print("LPN relative change across conventions:", {k: f"{v:.3g}" for k, v in lpn_gap.items()})
+    assert lpn_gap["u"] <= 1e-12  # the reference itself
     assert max(lpn_gap.values()) > 1e-2  # measured: the LPN's output depends on the units
 
 
 @pytest.mark.parametrize("solver", ["pgd", "admm"])
-def test_whole_ct_solver_same_image_in_every_convention(hu_slice, solver):
+def test_whole_ct_solver_same_image_in_every_convention(hu_slice, ct_priors, solver):
     small = hu_slice[..., ::4, ::4]  # 16×16
     g = torch.Generator().manual_seed(1)
     op = MatrixOperator(torch.randn(200, 256, generator=g, dtype=D) / 16, 16, 16)
     y_hu = op.forward(small) + 5.0 * torch.randn(1, 1, 200, 1, generator=g, dtype=D)
     x0_hu = op.adjoint(y_hu) / op.norm_sq()
-    prior = load_prior("aelpn-ct", dtype=D)
+    ae, lpn = ct_priors
     ones = torch.ones_like(small)
 
-    def run(y, x0):
+    def run(prior, y, x0):
         if solver == "pgd":
             return pnp_pgd(op, y, prior, iters=5, tol=0, x0=x0).x
         return pnp_admm(
             op, y, prior, rho=0.3 * op.norm_sq(), iters=5, tol=0, x0=x0, cg_iters=5, cg_tol=0
         ).x
 
-    ref = run(y_hu, x0_hu)
-    for name, (fwd, inv) in _conventions().items():
+    def in_units(fwd):
         a = float(fwd(torch.tensor(1.0, dtype=D)) - fwd(torch.tensor(0.0, dtype=D)))
         b = float(fwd(torch.tensor(0.0, dtype=D)))
-        y = a * y_hu + b * op.forward(ones)  # the same data in the other units
-        assert _rel(inv(run(y, fwd(x0_hu))), ref) <= 1e-9, name
+        return a * y_hu + b * op.forward(ones), fwd(x0_hu)  # the same data in the other units
+
+    conv = _conventions()
+    ref = run(ae, y_hu, x0_hu)
+    fwd_u, inv_u = conv["u"]
+    ref_lpn = inv_u(run(lpn, *in_units(fwd_u)))  # the LPN in its training units
+    lpn_gap = {"HU": _rel(run(lpn, y_hu, x0_hu), ref_lpn)}
+    for name, (fwd, inv) in conv.items():
+        y, x0 = in_units(fwd)
+        assert _rel(inv(run(ae, y, x0)), ref) <= 1e-9, name
+        lpn_gap[name] = _rel(inv(run(lpn, y, x0)), ref_lpn)
+    print(f"{solver}: LPN relative change:", {k: f"{v:.3g}" for k, v in lpn_gap.items()})
+    assert lpn_gap["u"] <= 1e-12
+    assert max(lpn_gap.values()) > 1e-2  # measured: the LPN reconstruction depends on the units
+
+
+def _mri_priors():
+    """(AE-LPN, LPN) for complex images; the LPN is the shipped lpn-mri if there is one, else
+    the trained 1-channel lpn-ct on the real and imaginary channels (also exactly a prox)."""
+    if "aelpn-mri" in shipped_priors():
+        ae = load_prior("aelpn-mri", dtype=D)
+    else:  # the shipped MRI prior is trained separately; the property is architectural
+        torch.manual_seed(0)
+        ae = ConvLPN("aelpn", in_channels=2, width=4, levels=2, depth=1).double().eval()
+    if "lpn-mri" in shipped_priors():
+        lpn = load_prior("lpn-mri", dtype=D)
+    else:
+        lpn = ChannelwisePrior(load_prior("lpn-ct", dtype=D))
+    return ComplexAsChannels(ae), ComplexAsChannels(lpn)
+
+
+def test_mri_prox_kspace_scaling():
+    """prox(s·v)/s = prox(v) for complex images (the image of s·k-space is s·image)."""
+    ae, lpn = _mri_priors()
+    g = torch.Generator().manual_seed(3)
+    mag = torch.rand(1, 1, 24, 24, generator=g, dtype=D)
+    phase = torch.rand(1, 1, 24, 24, generator=g, dtype=D)
+    v = 1e-3 * mag * torch.exp(1j * phase)  # fastMRI-like magnitudes
+    ref_ae, ref_lpn = ae.prox(v), lpn.prox(v)
+    lpn_gap = {}
+    for s in MRI_SCALES:
+        assert _rel(ae.prox(s * v) / s, ref_ae) <= 1e-10, s
+        lpn_gap[s] = _rel(lpn.prox(s * v) / s, ref_lpn)
+    print("LPN prox relative change under k-space scaling:", lpn_gap)
+    assert lpn_gap[1.0] == 0.0
+    assert max(lpn_gap.values()) > 1e-2
 
 
 @pytest.mark.parametrize("solver", ["pgd", "admm"])
 def test_mri_kspace_scaling(solver):
-    name = "aelpn-mri" if "aelpn-mri" in shipped_priors() else None
-    if name:
-        base = load_prior(name, dtype=D)
-    else:  # the shipped MRI prior is trained separately; the property is architectural
-        torch.manual_seed(0)
-        base = ConvLPN("aelpn", in_channels=2, width=4, levels=2, depth=1).double().eval()
-    prior = ComplexAsChannels(base)
+    ae, lpn = _mri_priors()
     g = torch.Generator().manual_seed(2)
     a_mat = torch.randn(150, 144, generator=g, dtype=torch.complex128) / 12
     op = MatrixOperator(a_mat, 12, 12)
-    x = torch.randn(1, 1, 12, 12, generator=g, dtype=torch.complex128)
+    x = 1e-3 * torch.randn(1, 1, 12, 12, generator=g, dtype=torch.complex128)
     y = op.forward(x)
 
-    def run(yy):
+    def run(prior, yy):
         x0 = op.adjoint(yy)
         if solver == "pgd":
             return pnp_pgd(op, yy, prior, iters=4, tol=0, x0=x0).x
@@ -105,6 +168,11 @@ def test_mri_kspace_scaling(solver):
             op, yy, prior, rho=0.5 * op.norm_sq(), iters=4, tol=0, x0=x0, cg_iters=5, cg_tol=0
         ).x
 
-    ref = run(y)
-    for s in (1e-6, 1e-5, 1e-3, 1.0, 1e3):
-        assert _rel(run(s * y) / s, ref) <= 1e-9, s
+    ref, ref_lpn = run(ae, y), run(lpn, y)
+    lpn_gap = {}
+    for s in MRI_SCALES:
+        assert _rel(run(ae, s * y) / s, ref) <= 1e-9, s
+    for s in (1e-6, 1e3):  # the ends of the range are enough to measure the LPN's change
+        lpn_gap[s] = _rel(run(lpn, s * y) / s, ref_lpn)
+    print(f"{solver}: LPN relative change under k-space scaling:", lpn_gap)
+    assert max(lpn_gap.values()) > 1e-2  # measured: the LPN reconstruction depends on the scale

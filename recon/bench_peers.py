@@ -1,0 +1,704 @@
+"""Peer comparisons side by side (`recon bench peers`): DeepInverse on CT, BART on MRI.
+
+Both toolkits get the same problem, the same reference image, one thread each, and a small
+tuning grid each (evaluated on the image reported on: an oracle choice for every method alike).
+
+CT (``--ct``) against DeepInverse's TV-ADMM. Shepp–Logan 128×128 (values in [0, 1]), 60
+parallel-beam views over 180°, Gaussian noise with std = 1 % of max |sinogram| (seed 0).
+Ours: FBP, TV-ADMM, TV-FISTA, PnP-ADMM with the shipped ``aelpn-ct`` and ``lpn-ct``, from FBP
+(its seconds are added to ours). DeepInverse runs in its own interpreter (``--peer-python``;
+pnp-recon never imports it) through ``scripts/peers/deepinv_ct.py``, twice:
+
+* ``shared``: on *our* measurements y and our ASTRA system matrix (exported as a sparse matrix
+  and checked against the operator), so both solve the same discrete problem;
+* ``own``: on its own data from its ``Tomography`` operator (a different discretisation): same
+  image, views, relative noise level and seed-based noise (the draw differs: other shape).
+
+PSNR is measured on the same reference with data range 1. Reported: its best final PSNR P* over
+its grid, the time it needs to first reach P* (per-iteration timestamps), our time to reach P*
+(from our per-iteration history; solver seconds plus FBP), their ratio, and each of our methods'
+PSNR minus P*.
+
+MRI (``--mri``) against BART (``bart`` on PATH; Debian: ``apt-get install bart``): the bundled
+brain slice (``recon mri --input bundled:brain-t1``), 8 simulated coils, fastMRI random mask 4×
+with centre fraction 0.08 (seed 0). The undersampled k-space is handed to BART as .cfl/.hdr;
+BART estimates its own maps (``ecalib -m1``, calibration width = the fully sampled centre) and
+runs ``pics -S`` with TV (``-R T:3:0:λ``) and L1-wavelet (``-R W:3:0:λ``) over a λ × iterations
+grid. BART's centred unitary FFT equals ours (tested); ``-S`` returns the image in the data's
+scale, checked each run by a fully sampled BART reconstruction against the reference. Ours: TV
+and PnP-ADMM with ``aelpn-mri``, with our ESPIRiT maps. fastMRI metrics (magnitude, data range =
+reference max).
+
+    recon bench peers [--ct] [--mri] --out DIR [--peer-python PATH] [--quick]
+
+Writes table.md, results.json and ct_psnr_vs_seconds.png into --out (timings: wall clock on
+this machine, one thread per toolkit; say whether it was loaded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from recon.outputs import atomic_write, save_figure, save_json, save_npy
+
+DRIVER = Path(__file__).resolve().parents[1] / "scripts" / "peers" / "deepinv_ct.py"
+PEER_ENV = "RECON_PEER_PYTHON"
+INSTALL_DEEPINV = (
+    "python3 -m venv /work/venv-peers && /work/venv-peers/bin/pip install "
+    "torch==2.14.1 torchvision==0.29.1 deepinv, then pass --peer-python "
+    "/work/venv-peers/bin/python (or set RECON_PEER_PYTHON)"
+)
+INSTALL_BART = "apt-get install bart (Debian), or put the bart binary on PATH / pass --bart"
+
+# Our grids: (label, solver, prior, grid key, values, fixed parameters).
+CT_METHODS: list[tuple[str, str, str | None, str, tuple[float, ...], dict]] = [
+    (
+        "TV-ADMM",
+        "tv",
+        None,
+        "weight_rel",
+        (0.0025, 0.005, 0.01),
+        {"solver": "pnp-admm", "rho_rel": 0.02, "iters": 100, "tol": 1e-5, "cg_iters": 10},
+    ),
+    (
+        "TV-FISTA",
+        "tv",
+        None,
+        "weight_rel",
+        (5e-5, 1e-4, 2e-4),
+        {"solver": "pnp-pgd", "accelerated": True, "step_rel": 0.99, "iters": 100, "tol": 1e-5},
+    ),
+    (
+        "PnP-ADMM aelpn-ct",
+        "pnp-admm",
+        "aelpn-ct",
+        "rho_rel",
+        (0.03, 0.1, 0.3),
+        {"iters": 40, "tol": 1e-4, "cg_iters": 10},
+    ),
+    (
+        "PnP-ADMM lpn-ct",
+        "pnp-admm",
+        "lpn-ct",
+        "rho_rel",
+        (0.03, 0.1, 0.3),
+        {"iters": 40, "tol": 1e-4, "cg_iters": 10},
+    ),
+]
+MRI_METHODS: list[tuple[str, str, str | None, str, tuple[float, ...], dict]] = [
+    (
+        "TV-ADMM",
+        "tv",
+        None,
+        "weight_rel",
+        (0.001, 0.003, 0.01),
+        {"solver": "pnp-admm", "rho_rel": 0.05, "iters": 100, "tol": 1e-5, "cg_iters": 10},
+    ),
+    (
+        "PnP-ADMM aelpn-mri",
+        "pnp-admm",
+        "aelpn-mri",
+        "rho_rel",
+        (0.01, 0.05, 0.2),
+        {"iters": 40, "tol": 1e-4, "cg_iters": 10},
+    ),
+]
+DINV_LAMBDAS = (5e-5, 1e-4, 2e-4)
+DINV_STEPS = (100.0,)
+BART_LAMBDAS = (0.001, 0.002, 0.005, 0.01, 0.02)
+BART_ITERS = (100, 300)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def first_reach(psnr: list, seconds: list, target: float) -> tuple[int | None, float | None]:
+    """(1-based iteration, seconds) at which ``psnr`` first reaches ``target``, or (None, None)."""
+    for k, (p, s) in enumerate(zip(psnr, seconds, strict=True)):
+        if p is not None and np.isfinite(p) and p >= target:
+            return k + 1, float(s)
+    return None, None
+
+
+def _best_of(runs: list[dict]) -> dict:
+    return max(runs, key=lambda r: r["psnr"] if np.isfinite(r["psnr"]) else -np.inf)
+
+
+def _progress(total: int, desc: str, quiet: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, disable=quiet, leave=False)
+
+
+def _run_ours(
+    op, y, x0, methods, reference, data_range: float, metric, offset: float, quiet: bool
+) -> dict[str, dict]:
+    """Each method over its grid; the best run (by final PSNR) with its per-iteration curve."""
+    from recon.pipeline import reconstruct
+
+    out: dict[str, dict] = {}
+    bar = _progress(sum(len(m[4]) for m in methods), "ours", quiet)
+    for label, solver, prior, key, grid, fixed in methods:
+        runs = []
+        for v in grid:
+            params = {**fixed, key: v}
+            rec = reconstruct(
+                op, y, x0, solver, prior, params, reference=reference, data_range=data_range
+            )
+            m = metric(rec.x)
+            runs.append(
+                {
+                    key: v,
+                    "psnr": m["psnr"],
+                    "ssim": m["ssim"],
+                    "iterations": rec.iterations,
+                    "seconds": rec.seconds + offset,
+                    "stop_reason": rec.stop_reason,
+                    "curve_psnr": list(rec.history.get("psnr", [])),
+                    "curve_seconds": [s + offset for s in rec.history.get("seconds", [])],
+                    "x": rec.x,
+                }
+            )
+            bar.update(1)
+        best = _best_of(runs)
+        out[label] = {
+            "setting": {key: best[key]},
+            "grid": {key: list(grid)},
+            "grid_psnr": [r["psnr"] for r in runs],
+            **{k: v for k, v in best.items() if k not in (key,)},
+        }
+    bar.close()
+    return out
+
+
+def _strip(d: dict) -> dict:
+    """A copy without tensors/arrays (for JSON)."""
+    return {k: v for k, v in d.items() if not isinstance(v, torch.Tensor | np.ndarray)}
+
+
+# --- CT vs DeepInverse -----------------------------------------------------------------------
+
+
+def check_peer_python(path: str | None) -> tuple[str | None, str]:
+    """(interpreter, DeepInverse version) or (None, reason it cannot be used)."""
+    if not path:
+        return None, f"DeepInverse skipped: no --peer-python given. Install: {INSTALL_DEEPINV}"
+    if not Path(path).exists() and shutil.which(path) is None:
+        return None, f"DeepInverse skipped: --peer-python {path} does not exist. {INSTALL_DEEPINV}"
+    r = subprocess.run(
+        [path, "-c", "import deepinv, torch; print(deepinv.__version__, torch.__version__)"],
+        capture_output=True,
+        text=True,
+    )
+    if r.returncode != 0:
+        last = (r.stderr.strip().splitlines() or ["?"])[-1]
+        return (
+            None,
+            f"DeepInverse skipped: {path} cannot import deepinv ({last}). {INSTALL_DEEPINV}",
+        )
+    return path, r.stdout.strip()
+
+
+def astra_matrix(op) -> Any:
+    """The ASTRA CPU projector's sparse system matrix (CSR) for a parallel-beam CTOperator."""
+    import astra
+
+    pid = astra.create_projector(op.projector, op._proj, op._vol)
+    try:
+        mid = astra.projector.matrix(pid)
+        try:
+            mat = astra.matrix.get(mid).tocsr()
+        finally:
+            astra.matrix.delete(mid)
+    finally:
+        astra.projector.delete(pid)
+    return mat
+
+
+def _run_deepinv(python: str, work: Path, mode: str, cfg: dict, quiet: bool) -> dict[str, Any]:
+    work.mkdir(parents=True, exist_ok=True)
+    save_json(work / "config.json", {**cfg, "mode": mode})
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    t0 = time.perf_counter()
+    r = subprocess.run(
+        [python, str(DRIVER), str(work)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=None if not quiet else subprocess.PIPE,
+        text=True,
+    )
+    if r.returncode != 0:
+        raise RuntimeError(f"DeepInverse driver failed ({mode}) with status {r.returncode}")
+    res = json.loads((work / "results.json").read_text())
+    res["wall_seconds_all_runs"] = time.perf_counter() - t0
+    return res
+
+
+def run_ct(args, out: Path) -> dict[str, Any]:
+    from data.ct_noise import add_gaussian_noise
+    from data.phantoms import shepp_logan
+    from operators.ct import CTOperator
+    from recon.pipeline import Timer, image_metrics
+
+    size, views, noise, seed = 128, 60, 0.01, args.seed
+    ref = shepp_logan(size)
+    dr = float(ref.max() - ref.min())
+    op = CTOperator(image_size=size, views=views)
+    x_true = torch.from_numpy(ref)[None, None]
+    y = add_gaussian_noise(op.forward(x_true), noise, seed=seed)
+    with Timer() as t_fbp:
+        x0 = op.fbp(y)
+
+    def metric(x: torch.Tensor) -> dict:
+        return image_metrics(x[0, 0].detach().numpy(), ref, dr)
+
+    methods = _quick(CT_METHODS) if args.quick else CT_METHODS
+    ours = _run_ours(op, y, x0, methods, x_true, dr, metric, t_fbp.seconds, args.quiet)
+    result: dict[str, Any] = {
+        "problem": {
+            "image": f"Shepp-Logan {size}x{size} (data.phantoms.shepp_logan, [0, 1])",
+            "views": views,
+            "arc_degrees": 180,
+            "noise": f"Gaussian, std = {noise} x max|sinogram|, seed {seed}",
+            "data_range": dr,
+            "threads": torch.get_num_threads(),
+        },
+        "fbp": {**metric(x0), "seconds": t_fbp.seconds},
+        "ours": {k: _strip(v) for k, v in ours.items()},
+    }
+    python, info = check_peer_python(args.peer_python)
+    if python is None:
+        result["peer"] = {"skipped": info}
+        print(info, file=sys.stderr)
+        return result
+    mat = astra_matrix(op)
+    check = float(
+        np.abs(mat @ ref.ravel() - op.forward(x_true).numpy().ravel()).max()
+        / np.abs(y.numpy()).max()
+    )
+    if check > 1e-4:
+        raise RuntimeError(f"exported ASTRA matrix differs from the operator (rel. {check:.1e})")
+    work = out / "deepinv"
+    work.mkdir(parents=True, exist_ok=True)
+    save_npy(work / "ref.npy", ref.astype(np.float32))
+    save_npy(work / "y.npy", y[0, 0].numpy().astype(np.float32))
+    np.savez(
+        work / "A.npz",
+        data=mat.data,
+        indices=mat.indices,
+        indptr=mat.indptr,
+        shape=np.array(mat.shape),
+    )
+    cfg = {
+        "image": "../ref.npy",
+        "y": "../y.npy",
+        "matrix": "../A.npz",
+        "norm_sq": op.norm_sq(),
+        "image_shape": [size, size],
+        "sino_shape": list(y.shape[-2:]),
+        "views": views,
+        "noise_rel": noise,
+        "seed": seed,
+        "iters": args.dinv_iters,
+        "lambdas": list(args.dinv_lambdas),
+        "stepsizes": list(args.dinv_steps),
+        "threads": 1,
+    }
+    peer: dict[str, Any] = {"version": info, "matrix_check_rel": check, "modes": {}}
+    for mode in ("shared", "own"):
+        res = _run_deepinv(python, work / mode, mode, cfg, args.quiet)
+        best = res["runs"][res["best"]]
+        x_best = np.load(work / mode / "best.npy")
+        m = image_metrics(x_best, ref, dr)
+        target = best["psnr"][-1]
+        it, t_reach = first_reach(best["psnr"], best["seconds"], target)
+        mode_res = {
+            "setting": {"lambda": best["lam"], "stepsize": best["stepsize"]},
+            "psnr": m["psnr"],
+            "psnr_deepinv_metric": target,
+            "ssim": m["ssim"],
+            "iterations": len(best["psnr"]),
+            "seconds": best["total"],
+            "reach_iteration": it,
+            "reach_seconds": t_reach,
+            "curve_psnr": best["psnr"],
+            "curve_seconds": best["seconds"],
+            "grid": [
+                {
+                    "lambda": r["lam"],
+                    "stepsize": r["stepsize"],
+                    "psnr": r["psnr"][-1],
+                    "seconds": r["total"],
+                }
+                for r in res["runs"]
+            ],
+            "versions": {"deepinv": res["deepinv"], "torch": res["torch"]},
+            "threads": res["threads"],
+            "comparison": {},
+        }
+        for label, o in ours.items():
+            k, t_ours = first_reach(o["curve_psnr"], o["curve_seconds"], m["psnr"])
+            mode_res["comparison"][label] = {
+                "psnr_gain_db": o["psnr"] - m["psnr"],
+                "reach_iteration": k,
+                "reach_seconds": t_ours,
+                "speedup_vs_reach": None if t_ours is None else t_reach / t_ours,
+                "speedup_vs_full_run": None if t_ours is None else best["total"] / t_ours,
+            }
+        peer["modes"][mode] = mode_res
+    result["peer"] = peer
+    return result
+
+
+def _quick(methods):
+    """--quick: the middle grid value only and a quarter of the iterations (a smoke run)."""
+    out = []
+    for label, solver, prior, key, grid, fixed in methods:
+        f = {**fixed, "iters": max(5, int(fixed["iters"]) // 4)}
+        out.append((label, solver, prior, key, (grid[len(grid) // 2],), f))
+    return out
+
+
+# --- MRI vs BART -----------------------------------------------------------------------------
+
+
+def find_bart(path: str | None) -> tuple[str | None, str]:
+    exe = shutil.which(path or "bart")
+    if exe is None:
+        return None, f"BART skipped: '{path or 'bart'}' not found. Install: {INSTALL_BART}"
+    r = subprocess.run([exe, "version"], capture_output=True, text=True)
+    if r.returncode != 0:
+        return None, f"BART skipped: '{exe} version' failed ({r.stderr.strip()})"
+    return exe, r.stdout.strip()
+
+
+def _bart(exe: str, *cmd: str, cwd: Path) -> float:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    t0 = time.perf_counter()
+    r = subprocess.run([exe, *cmd], cwd=cwd, env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"bart {' '.join(cmd)} failed: {r.stderr.strip()}")
+    return time.perf_counter() - t0
+
+
+def run_mri(args, out: Path) -> dict[str, Any]:
+    from data.fastmri import evaluate
+    from recon.mri import _calibration_width, _load, _operator
+    from recon.peers_io import kspace_to_bart, read_cfl, write_cfl
+
+    ns = argparse.Namespace(
+        input="bundled:brain-t1",
+        coils=8,
+        seed=args.seed,
+        mask="random",
+        accel=4.0,
+        center_fraction=0.08,
+        slice=None,
+    )
+    k, ref, _, source = _load(ns)
+    t0 = time.perf_counter()
+    op, y, mask_desc, _ = _operator(ns, k)
+    t_maps = time.perf_counter() - t0
+    x0 = op.adjoint(y)
+    ref_t = torch.from_numpy(ref)[None, None]
+    dr = float(ref.max())
+
+    def metric(x: torch.Tensor) -> dict:
+        return evaluate(ref, np.abs(x[0, 0].detach().numpy()))
+
+    methods = _quick(MRI_METHODS) if args.quick else MRI_METHODS
+    ours = _run_ours(op, y, x0, methods, ref_t, dr, metric, 0.0, args.quiet)
+    result: dict[str, Any] = {
+        "problem": {
+            "input": source,
+            "shape": list(ref.shape),
+            "mask": mask_desc,
+            "metrics": "fastMRI (magnitude, data_range = reference max)",
+            "threads": torch.get_num_threads(),
+        },
+        "ours": {k2: _strip(v) for k2, v in ours.items()},
+        "ours_espirit_seconds": t_maps,
+    }
+    exe, info = find_bart(args.bart)
+    if exe is None:
+        result["peer"] = {"skipped": info}
+        print(info, file=sys.stderr)
+        return result
+    work = out / "bart"
+    work.mkdir(parents=True, exist_ok=True)
+    ku = y[0].numpy()
+    mask = op.mask.numpy() if isinstance(op.mask, torch.Tensor) else np.asarray(op.mask)
+    calib = _calibration_width(np.broadcast_to(mask, ku.shape[-2:]))
+    write_cfl(work / "full", kspace_to_bart(k))
+    write_cfl(work / "ku", kspace_to_bart(ku))
+    # convention check: a fully sampled BART reconstruction must reproduce the reference
+    _bart(exe, "ecalib", "-m1", "full", "sens_full", cwd=work)
+    _bart(exe, "pics", "-S", "full", "sens_full", "rec_full", cwd=work)
+    full_psnr = evaluate(ref, np.abs(read_cfl(work / "rec_full")))["psnr"]
+    t_ecalib = _bart(exe, "ecalib", "-m1", "-r", str(calib), "ku", "sens", cwd=work)
+    lambdas = BART_LAMBDAS[2:3] if args.quick else BART_LAMBDAS
+    iters = (30,) if args.quick else BART_ITERS
+    peer: dict[str, Any] = {
+        "version": info,
+        "fully_sampled_check_psnr": full_psnr,
+        "ecalib_seconds": t_ecalib,
+        "calibration_width": calib,
+        "methods": {},
+    }
+    bar = _progress(2 * len(lambdas) * len(iters), "bart", args.quiet)
+    for label, reg in (("BART pics TV", "T"), ("BART pics L1-wavelet", "W")):
+        runs = []
+        for it in iters:
+            for lam in lambdas:
+                sec = _bart(
+                    exe,
+                    "pics",
+                    "-S",
+                    "-i",
+                    str(it),
+                    "-R",
+                    f"{reg}:3:0:{lam}",
+                    "ku",
+                    "sens",
+                    "rec",
+                    cwd=work,
+                )
+                m = evaluate(ref, np.abs(read_cfl(work / "rec")))
+                runs.append({"lambda": lam, "iters": it, "seconds": sec, **m})
+                bar.update(1)
+        best = _best_of(runs)
+        peer["methods"][label] = {
+            "setting": {"lambda": best["lambda"], "iters": best["iters"]},
+            "psnr": best["psnr"],
+            "ssim": best["ssim"],
+            "seconds": best["seconds"],
+            "grid": runs,
+        }
+    bar.close()
+    best_bart = max(peer["methods"].values(), key=lambda r: r["psnr"])
+    peer["comparison"] = {
+        label: {
+            "psnr_gain_db": o["psnr"] - best_bart["psnr"],
+            "seconds_ratio": best_bart["seconds"] / o["seconds"],
+        }
+        for label, o in ours.items()
+    }
+    result["peer"] = peer
+    return result
+
+
+# --- output ----------------------------------------------------------------------------------
+
+
+def _f(v, fmt: str = ".2f") -> str:
+    return "–" if v is None else format(v, fmt)
+
+
+def table(results: dict) -> str:
+    lines: list[str] = []
+    ct = results.get("ct")
+    if ct:
+        lines += [
+            f"## CT: {ct['problem']['image']}, {ct['problem']['views']} views, "
+            f"{ct['problem']['noise']}",
+            "",
+        ]
+        lines += [
+            "| method | setting | PSNR (dB) | SSIM | iterations | seconds |",
+            "|---|---|---|---|---|---|",
+        ]
+        f = ct["fbp"]
+        lines.append(
+            f"| ours FBP | ram-lak | {f['psnr']:.2f} | {f['ssim']:.3f} | – | {f['seconds']:.2f} |"
+        )
+        for label, o in ct["ours"].items():
+            lines.append(
+                f"| ours {label} | {_kv(o['setting'])} | {o['psnr']:.2f} | {o['ssim']:.3f} | "
+                f"{o['iterations']} | {o['seconds']:.1f} |"
+            )
+        peer = ct["peer"]
+        if "skipped" in peer:
+            lines += ["", f"DeepInverse: {peer['skipped']}"]
+        else:
+            for mode, p in peer["modes"].items():
+                lines.append(
+                    f"| DeepInverse TV-ADMM ({mode} data) | {_kv(p['setting'])} | "
+                    f"{p['psnr']:.2f} | {p['ssim']:.3f} | {p['iterations']} | "
+                    f"{p['seconds']:.1f} |"
+                )
+            for mode, p in peer["modes"].items():
+                lines += [
+                    "",
+                    f"Against DeepInverse ({mode} data): its best P* = {p['psnr']:.2f} dB, "
+                    f"first reached at iteration {p['reach_iteration']} after "
+                    f"{_f(p['reach_seconds'], '.1f')} s (full run {p['seconds']:.1f} s).",
+                    "",
+                    "| ours | PSNR − P* (dB) | our time to P* (s) | speed-up vs its time to P* "
+                    "| speed-up vs its full run |",
+                    "|---|---|---|---|---|",
+                ]
+                for label, c in p["comparison"].items():
+                    lines.append(
+                        f"| {label} | {c['psnr_gain_db']:+.2f} | {_f(c['reach_seconds'], '.1f')} | "
+                        f"{_f(c['speedup_vs_reach'])}× | {_f(c['speedup_vs_full_run'])}× |"
+                    )
+        lines.append("")
+    mri = results.get("mri")
+    if mri:
+        pr = mri["problem"]
+        lines += [
+            f"## MRI: {pr['input']}, mask {pr['mask']['type']} {pr['mask']['accel']}× "
+            f"(centre {pr['mask']['center_fraction']})",
+            "",
+        ]
+        lines += ["| method | setting | PSNR (dB) | SSIM | seconds |", "|---|---|---|---|---|"]
+        for label, o in mri["ours"].items():
+            lines.append(
+                f"| ours {label} | {_kv(o['setting'])} | {o['psnr']:.2f} | "
+                f"{o['ssim']:.3f} | {o['seconds']:.1f} |"
+            )
+        peer = mri["peer"]
+        if "skipped" in peer:
+            lines += ["", f"BART: {peer['skipped']}"]
+        else:
+            for label, b in peer["methods"].items():
+                lines.append(
+                    f"| {label} | {_kv(b['setting'])} | {b['psnr']:.2f} | "
+                    f"{b['ssim']:.3f} | {b['seconds']:.1f} |"
+                )
+            lines += [
+                "",
+                f"Coil maps: ours (SigPy ESPIRiT) {mri['ours_espirit_seconds']:.1f} s, BART "
+                f"ecalib {peer['ecalib_seconds']:.1f} s (not in the seconds above). Convention "
+                f"check, fully sampled BART pics vs reference: "
+                f"{peer['fully_sampled_check_psnr']:.1f} dB.",
+                "",
+                "| ours | PSNR − best BART (dB) | BART seconds / our seconds |",
+                "|---|---|---|",
+            ]
+            for label, c in peer["comparison"].items():
+                lines.append(f"| {label} | {c['psnr_gain_db']:+.2f} | {c['seconds_ratio']:.2f}× |")
+    return "\n".join(lines) + "\n"
+
+
+def _kv(d: dict) -> str:
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in d.items())
+
+
+def plot_ct(ct: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, o in ct["ours"].items():
+        pts = [
+            (s, p)
+            for s, p in zip(o["curve_seconds"], o["curve_psnr"], strict=False)
+            if p is not None
+        ]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), "-", label=f"ours {label}")
+    peer = ct.get("peer", {})
+    for mode, p in peer.get("modes", {}).items():
+        ls = "--" if mode == "shared" else ":"
+        ax.plot(
+            p["curve_seconds"],
+            p["curve_psnr"],
+            ls,
+            color="k",
+            label=f"DeepInverse TV-ADMM ({mode} data)",
+        )
+        ax.axhline(p["psnr"], color="gray", lw=0.7, ls=ls)
+    ax.set_xscale("log")
+    ax.set(
+        xlabel="seconds (one thread)",
+        ylabel="PSNR (dB)",
+        title="CT: Shepp-Logan 128², 60 views, 1 % noise",
+    )
+    lo = ct["fbp"]["psnr"] - 2
+    ax.set_ylim(bottom=lo)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(path, fig)
+
+
+# --- CLI -------------------------------------------------------------------------------------
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
+    if not vals or not all(v > 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"values must be > 0, got {text!r}")
+    return vals
+
+
+def add_bench_parser(bsub) -> None:
+    p = bsub.add_parser(
+        "peers",
+        help="side-by-side comparison with DeepInverse (CT) and BART (MRI)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--ct", action="store_true", help="CT vs DeepInverse (default: both)")
+    p.add_argument("--mri", action="store_true", help="MRI vs BART (default: both)")
+    p.add_argument("--out", default="out/bench-peers")
+    p.add_argument(
+        "--peer-python",
+        default=os.environ.get(PEER_ENV),
+        help=f"Python interpreter with deepinv installed (default: ${PEER_ENV})",
+    )
+    p.add_argument("--bart", default=None, help="bart executable (default: bart on PATH)")
+    p.add_argument("--dinv-lambdas", type=_floats, default=DINV_LAMBDAS)
+    p.add_argument("--dinv-steps", type=_floats, default=DINV_STEPS)
+    p.add_argument("--dinv-iters", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="one grid point, few iterations (smoke)")
+    p.add_argument("--quiet", action="store_true")
+
+
+def run_bench(args) -> int:
+    """Run the requested comparisons; write table.md, results.json and the CT plot."""
+    torch.set_num_threads(1)
+    if args.dinv_iters < 1:
+        raise ValueError(f"--dinv-iters must be ≥ 1, got {args.dinv_iters}")
+    if args.quick:
+        args.dinv_lambdas, args.dinv_steps = args.dinv_lambdas[:1], args.dinv_steps[:1]
+        args.dinv_iters = min(args.dinv_iters, 10)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    do_ct, do_mri = (args.ct or not args.mri), (args.mri or not args.ct)
+    results: dict[str, Any] = {
+        "command": "recon bench peers " + " ".join(sys.argv[3:]),
+        "load_average": list(os.getloadavg()),
+        "cpus": os.cpu_count(),
+    }
+    if do_ct:
+        results["ct"] = run_ct(args, out)
+        plot_ct(results["ct"], out / "ct_psnr_vs_seconds.png")
+    if do_mri:
+        results["mri"] = run_mri(args, out)
+    results["load_average_end"] = list(os.getloadavg())
+    save_json(out / "results.json", results)
+    text = table(results)
+    atomic_write(out / "table.md", lambda tmp: tmp.write_text(text))
+    print(text)
+    return 0

@@ -1,0 +1,432 @@
+"""`recon tune ct|mri`: tune solver parameters per modality on validation scans, write a preset.
+
+    recon tune ct --solver pnp-admm --solver tv --prior aelpn-ct --preset tuned-ct.json
+    recon ct --input scan.dcm --config tuned-ct.json
+
+What is searched (maximizing the mean PSNR over the validation scans × ``--problem`` problems):
+    pnp-admm: rho_rel (ρ = rho_rel·λ·||A||²)      pnp-pgd: step_rel (γ = step_rel/(λ·||A||²))
+    tv:       weight_rel (TV weight = weight_rel × the start image's range) and rho_rel
+The data weight λ enters the iterations only through ρ/λ (ADMM's x-update solves
+(λAᴴA + ρI)x = λAᴴy + ρ(z − u)) and γλ (PGD), which are exactly rho_rel·||A||² and
+step_rel/||A||²: searching rho_rel / step_rel *is* searching the data weight against the prior
+(λ stays 1; a separate λ axis would repeat the same points).
+
+Search: a coarse log grid per parameter, then refinement between the best point and its
+neighbours (``recon.tune_search``). Validation scans: ``--inputs GLOB`` (your own; CT DICOM/.npy,
+MRI .npy magnitudes or fastMRI .h5) or synthetic ones disjoint from the ``recon bench grid`` test
+set (CT: ellipse phantoms with other seeds; MRI: other held-out Colin27 slices). The test scans
+(and ``--test GLOB``) are compared by content and tuning refuses to start if any overlaps.
+``--report-test`` then (and only then) scores the shipped and tuned presets on the test scans.
+
+Writes into ``--out``: preset.json (the format of recon/presets/*.json; also to ``--preset``),
+search.json (every trial), search-SOLVER.png (PSNR vs each parameter) and test_report.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from recon.outputs import atomic_write, save_figure, save_json
+from recon.tune_problems import (
+    PROBLEMS,
+    Scan,
+    build_case,
+    check_disjoint,
+    ct_test_scans,
+    ct_validation_scans,
+    modality_of,
+    mri_test_scans,
+    mri_validation_scans,
+    run_method,
+    scans_from_glob,
+)
+from recon.tune_search import Param, SearchResult, Trial, coordinate_search
+
+__all__ = ["search_space", "tune_solver", "tuned_preset", "add_parser", "run"]
+
+TUNABLE = ("pnp-admm", "pnp-pgd", "tv")
+DEFAULT_PROBLEM = {"ct": "ct-par60", "mri": "mri-random4"}
+
+
+def search_space(solver: str, section: dict[str, Any], points: int = 7) -> list[Param]:
+    """The parameters searched for a preset section, started at the section's values."""
+    if solver == "pnp-admm":
+        return [Param("rho_rel", 1e-3, 1.0, float(section["rho_rel"]), points)]
+    if solver == "pnp-pgd":
+        return [Param("step_rel", 0.03, 1.98, float(section.get("step_rel", 0.99)), points)]
+    if solver == "tv":
+        return [
+            Param("weight_rel", 1e-3, 0.3, float(section["weight_rel"]), points),
+            Param("rho_rel", 3e-3, 1.0, float(section["rho_rel"]), max(points - 2, 3)),
+        ]
+    raise ValueError(f"--solver {solver}: cannot tune (tunable: {', '.join(TUNABLE)})")
+
+
+def _method(solver: str, section: dict) -> str:
+    """The grid solver name running a preset section (pnp-pgd runs FISTA when accelerated)."""
+    if solver == "pnp-pgd":
+        return "pnp-fista" if section.get("accelerated") else "pnp-pgd"
+    return "pnp-admm" if solver in ("pnp-admm", "tv") else solver
+
+
+def tune_solver(
+    cases: list,
+    solver: str,
+    prior: str,
+    presets: dict,
+    iters: int,
+    points: int = 7,
+    refine: int = 2,
+    rounds: int = 1,
+    params: list[Param] | None = None,
+    progress: bool = True,
+    passes: int = 1,
+) -> SearchResult:
+    """Search the parameters of preset section ``solver`` maximizing the mean PSNR over
+    ``cases`` (built validation problems) with ``prior`` (ignored for tv), ``iters`` iterations."""
+    from tqdm import tqdm
+
+    section = presets[solver]
+    space = params or search_space(solver, section, points)
+    method = _method(solver, section)
+    prior_name = "tv" if solver == "tv" else prior
+    bar = tqdm(desc=f"tune {solver}", unit="trial", disable=not progress)
+
+    def score(values: dict[str, float]) -> float:
+        trial_presets = {**presets, solver: {**section, **values}}
+        psnrs = [
+            run_method(c, method, prior_name, trial_presets, iters=iters)["psnr"] for c in cases
+        ]
+        return float(np.mean(psnrs))
+
+    def log(t: Trial) -> None:
+        bar.update(1)
+        vals = " ".join(f"{k}={v:.4g}" for k, v in t.params.items())
+        bar.set_postfix_str(f"{vals} -> {t.score:.2f} dB")
+
+    try:
+        return coordinate_search(
+            score, space, refine=refine, rounds=rounds, passes=passes, on_trial=log
+        )
+    finally:
+        bar.close()
+
+
+def tuned_preset(
+    modality: str,
+    base: dict,
+    results: dict[str, dict],
+    command: str,
+    iters: int,
+    previous: dict | None = None,
+) -> dict[str, Any]:
+    """A presets file: each tuned section = the base section with the best values and ``iters``.
+
+    ``previous`` (the ``--config`` file's content, when tuning continues from an earlier tuned
+    preset) contributes its other solver sections, its ``_tuned`` records and its commands
+    (kept in ``_earlier_commands``), so a preset can be tuned one solver at a time.
+    """
+    previous = previous or {}
+    preset: dict[str, Any] = {
+        "_comment": (
+            f"Tuned for `recon {modality} --config FILE` by recon tune (maximal mean validation "
+            f"PSNR at the 'iters' of each section); '_tuned' says on what. Sections not listed "
+            f"come from the shipped {modality}.json."
+        ),
+        "_command": command,
+    }
+    earlier = list(previous.get("_earlier_commands", []))
+    if previous.get("_command"):
+        earlier.append(previous["_command"])
+    if earlier:
+        preset["_earlier_commands"] = earlier
+    for key, section in previous.items():
+        if isinstance(section, dict) and not key.startswith("_"):
+            preset[key] = section
+    info = dict(previous.get("_tuned", {}))
+    for solver, r in results.items():
+        preset[solver] = {**base[solver], **r["best"], "iters": iters}
+        info[solver] = {k: v for k, v in r.items() if k not in ("best", "trials")}
+    preset["_tuned"] = info
+    return preset
+
+
+def plot_search(path: Path, solver: str, result: SearchResult, shipped: dict[str, float]) -> Path:
+    """PSNR vs each searched parameter (log x): coarse and refinement trials, shipped value."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result.best)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        others = [n for n in names if n != name]
+        for stage, marker, label in (("coarse", "o", "coarse grid"), ("refine", "s", "refine")):
+            pts = [
+                (t.params[name], t.score)
+                for t in result.trials
+                if t.stage.startswith(stage) and t.stage.split(":")[1] == name
+            ]
+            if pts:
+                xs, ys = zip(*sorted(pts), strict=True)
+                ax.plot(xs, ys, marker=marker, ls="-" if stage == "coarse" else "", label=label)
+        ax.axvline(result.best[name], color="k", lw=0.8, label=f"best {result.best[name]:.3g}")
+        if name in shipped:
+            ax.axvline(
+                shipped[name], color="gray", ls="--", lw=0.8, label=f"shipped {shipped[name]:.3g}"
+            )
+        ax.set_xscale("log")
+        sub = ", ".join(f"{n}={result.best[n]:.3g}" for n in others)
+        ax.set(
+            xlabel=name,
+            ylabel="mean validation PSNR (dB)",
+            title=f"{solver}: {name}" + (f" ({sub})" if sub else ""),
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(path, fig)
+
+
+def evaluate_presets(
+    test_cases: list, solver: str, prior: str, shipped: dict, tuned: dict, iters: int
+) -> dict[str, Any]:
+    """Mean test PSNR/SSIM of the shipped and the tuned preset, same iteration budget."""
+    out: dict[str, Any] = {}
+    for label, presets in (("shipped", shipped), ("tuned", tuned)):
+        method = _method(solver, presets[solver])
+        rows = [
+            run_method(c, method, "tv" if solver == "tv" else prior, presets, iters=iters)
+            for c in test_cases
+        ]
+        out[label] = {
+            "psnr": float(np.mean([r["psnr"] for r in rows])),
+            "ssim": float(np.mean([r["ssim"] for r in rows])),
+            "per_scan": {
+                f"{c.problem}/{c.scan}": round(r["psnr"], 3)
+                for c, r in zip(test_cases, rows, strict=True)
+            },
+        }
+    out["gain_db"] = out["tuned"]["psnr"] - out["shipped"]["psnr"]
+    return out
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tune",
+        help="tune step sizes / weights per modality, write a preset",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("modality", choices=["ct", "mri"])
+    p.add_argument(
+        "--solver", action="append", choices=list(TUNABLE), help="preset section(s) to tune"
+    )
+    p.add_argument("--prior", default=None, help="learned prior (default aelpn-MODALITY)")
+    p.add_argument("--inputs", default=None, help="GLOB of your own validation scans")
+    p.add_argument("--n-val", type=int, default=3, help="synthetic validation scans")
+    p.add_argument("--size", type=int, default=128, help="CT phantom size")
+    p.add_argument("--problem", action="append", choices=list(PROBLEMS), help="tuning problem(s)")
+    p.add_argument("--iters", type=int, default=30, help="iterations per run (kept in the preset)")
+    p.add_argument("--points", type=int, default=7, help="coarse grid points per parameter")
+    p.add_argument("--refine", type=int, default=2, help="refinement points per side and round")
+    p.add_argument("--rounds", type=int, default=1, help="refinement rounds")
+    p.add_argument("--passes", type=int, default=1, help="sweeps over the parameters")
+    p.add_argument(
+        "--range",
+        action="append",
+        default=[],
+        metavar="NAME=LO:HI",
+        help="override a parameter's search range, e.g. rho_rel=1e-4:0.1",
+    )
+    p.add_argument("--config", default=None, help="start from these presets (default: shipped)")
+    p.add_argument("--test", default=None, help="GLOB of test scans tuning must not use")
+    p.add_argument("--report-test", action="store_true", help="score shipped vs tuned on test")
+    p.add_argument("--out", default=None, help="default out/tune-MODALITY")
+    p.add_argument("--preset", default=None, help="also write the preset to this file")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--quiet", action="store_true")
+
+
+def _parse_ranges(specs: list[str]) -> dict[str, tuple[float, float]]:
+    """``["rho_rel=1e-4:0.1", ...]`` -> {"rho_rel": (1e-4, 0.1)}; ValueError names a bad one."""
+    out = {}
+    for spec in specs:
+        name, _, rng = spec.partition("=")
+        lo, _, hi = rng.partition(":")
+        try:
+            a, b = float(lo), float(hi)
+        except ValueError:
+            raise ValueError(f"--range {spec}: expected NAME=LO:HI with numbers") from None
+        if not 0 < a < b:
+            raise ValueError(f"--range {spec}: need 0 < LO < HI")
+        out[name] = (a, b)
+    return out
+
+
+def _with_ranges(space: list[Param], ranges: dict[str, tuple[float, float]]) -> list[Param]:
+    """The search space with ``--range`` overrides (the start is clipped into the new range)."""
+    out = []
+    for p in space:
+        lo, hi = ranges.get(p.name, (p.lo, p.hi))
+        out.append(Param(p.name, lo, hi, min(max(p.init, lo), hi), p.points))
+    return out
+
+
+def _shipped_sections(modality: str) -> dict:
+    from recon.pipeline import load_presets
+
+    return load_presets(modality)
+
+
+def _digest(prior: str) -> str | None:
+    """First 16 hex digits of the SHA-256 of a prior's weights file (shipped name or path)."""
+    import hashlib
+
+    from priors.checkpoint import shipped_priors
+
+    path = shipped_priors().get(prior) or Path(prior)
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
+
+
+def _command(args) -> str:
+    parts = ["recon", "tune", args.modality]
+    for s in args.solver or []:
+        parts += ["--solver", s]
+    for key in ("prior", "inputs", "n_val", "size", "iters", "points", "refine", "rounds",
+                "passes", "config", "test", "seed"):  # fmt: skip
+        val = getattr(args, key)
+        if val is not None:
+            parts += ["--" + key.replace("_", "-"), str(val)]
+    for r in args.range:
+        parts += ["--range", r]
+    for pr in args.problem or []:
+        parts += ["--problem", pr]
+    if args.report_test:
+        parts.append("--report-test")
+    if args.preset:
+        parts += ["--preset", args.preset]
+    return " ".join(shlex.quote(x) for x in parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    from recon.pipeline import load_presets
+
+    torch.set_num_threads(max(1, args.threads))
+    m = args.modality
+    solvers = list(dict.fromkeys(args.solver or ["pnp-admm", "tv"]))
+    prior = args.prior or f"aelpn-{m}"
+    problems = list(dict.fromkeys(args.problem or [DEFAULT_PROBLEM[m]]))
+    wrong = [p for p in problems if modality_of(p) != m]
+    if wrong:
+        raise ValueError(f"--problem {' '.join(wrong)}: not a {m} problem")
+    for key in ("n_val", "iters", "points"):
+        if getattr(args, key) < (2 if key == "points" else 1):
+            raise ValueError(f"--{key.replace('_', '-')} is too small: {getattr(args, key)}")
+    if args.refine < 0 or args.rounds < 0:
+        raise ValueError("--refine and --rounds must be ≥ 0")
+    if "pnp-admm" in solvers or "pnp-pgd" in solvers:
+        from priors.checkpoint import load_prior
+
+        try:
+            load_prior(prior)
+        except (FileNotFoundError, KeyError) as exc:
+            raise ValueError(f"--prior {prior}: cannot be loaded ({exc})") from None
+    if args.passes < 1:
+        raise ValueError(f"--passes must be ≥ 1, got {args.passes}")
+    ranges = _parse_ranges(args.range)
+    searched = {p.name for s in solvers for p in search_space(s, _shipped_sections(m)[s])}
+    if set(ranges) - searched:
+        bad = ", ".join(sorted(set(ranges) - searched))
+        raise ValueError(f"--range {bad}: not searched for --solver {' '.join(solvers)}")
+    out = Path(args.out or f"out/tune-{m}")
+    base = load_presets(m, args.config)
+    shipped = load_presets(m)
+
+    if args.inputs:
+        val = scans_from_glob(m, args.inputs)
+    else:
+        val = (
+            ct_validation_scans(args.size, args.n_val)
+            if m == "ct"
+            else mri_validation_scans(args.n_val)
+        )
+    test: list[Scan] = ct_test_scans(args.size) if m == "ct" else mri_test_scans(3)
+    if args.test:
+        test += scans_from_glob(m, args.test)
+    check_disjoint(val, test)
+
+    progress = not args.quiet
+    t0 = time.perf_counter()
+    cases = [build_case(p, s, args.seed) for p in problems for s in val]
+    results: dict[str, dict] = {}
+    trials_json: dict[str, list] = {}
+    for solver in solvers:
+        space = _with_ranges(search_space(solver, base[solver], args.points), ranges)
+        ts = time.perf_counter()
+        res = tune_solver(
+            cases, solver, prior, base, args.iters, args.points, args.refine, args.rounds,
+            space, progress, args.passes,
+        )  # fmt: skip
+        start = {p.name: p.init for p in space}
+        start_score = next(t.score for t in res.trials if t.stage == "init")
+        results[solver] = {
+            "best": res.best,
+            "prior": None if solver == "tv" else prior,
+            "prior_weights_sha256": None if solver == "tv" else _digest(prior),
+            "method": _method(solver, base[solver]),
+            "validation": [s.name for s in val],
+            "problems": problems,
+            "val_psnr_tuned": res.score,
+            "val_psnr_start": start_score,
+            "start": start,
+            "trials": len(res.trials),
+            "seconds": time.perf_counter() - ts,
+            "at_edge_of_range": res.at_edge,
+            "ranges": {p.name: [p.lo, p.hi] for p in space},
+        }
+        trials_json[solver] = [t.__dict__ for t in res.trials]
+        plot_search(out / f"search-{solver}.png", solver, res, start)
+        if progress:
+            vals = ", ".join(f"{k} = {v:.4g}" for k, v in res.best.items())
+            print(f"{solver}: {vals}; validation PSNR {start_score:.2f} -> {res.score:.2f} dB")
+    command = _command(args)
+    previous = json.loads(Path(args.config).read_text()) if args.config else None
+    preset = tuned_preset(m, base, results, command, args.iters, previous)
+    text = json.dumps(preset, indent=1)
+    atomic_write(out / "preset.json", lambda tmp: tmp.write_text(text + "\n"))
+    if args.preset:
+        atomic_write(Path(args.preset), lambda tmp: tmp.write_text(text + "\n"))
+    save_json(out / "search.json", {"command": command, "results": results, "trials": trials_json})
+
+    if args.report_test:
+        tuned = load_presets(m, out / "preset.json")
+        test_cases = [build_case(p, s, args.seed) for p in problems for s in test[: len(test)]]
+        report = {
+            s: evaluate_presets(test_cases, s, prior, shipped, tuned, args.iters) for s in solvers
+        }
+        report["_note"] = (
+            f"shipped {m}.json vs tuned preset, both at {args.iters} iterations, on test scans "
+            f"{[s.name for s in test]} that tuning never saw; problems {problems}"
+        )
+        save_json(out / "test_report.json", report)
+        if progress:
+            for s in solvers:
+                r = report[s]
+                print(
+                    f"test {s}: shipped {r['shipped']['psnr']:.2f} dB -> tuned "
+                    f"{r['tuned']['psnr']:.2f} dB ({r['gain_db']:+.2f} dB)"
+                )
+    if progress:
+        print(f"{time.perf_counter() - t0:.0f} s -> {out}/preset.json")
+    return 0

@@ -1,0 +1,377 @@
+"""Benchmark/tuning problems, the seeded test and validation scans, and one solver run on them.
+
+Shared by ``recon bench grid`` (test scans) and ``recon tune`` (validation scans), so both
+simulate measurements exactly as ``recon ct`` / ``recon mri`` do (the operator, noise and mask
+builders of ``recon.ct`` / ``recon.mri`` are reused, not duplicated).
+
+Problems (``PROBLEMS``):
+    CT, 1 % Gaussian noise (std = 0.01 × max|sinogram|): ``ct-par60`` / ``ct-par30`` (parallel
+    beam, 60 / 30 views over 180°), ``ct-limited120`` (parallel, 60 views over 120°),
+    ``ct-fan`` (fan beam, 60 views over 360°).
+    MRI, 8 simulated coils: ``mri-random4`` / ``mri-random8`` / ``mri-equi4`` / ``mri-equi8``
+    (fastMRI 1-D masks, centre fraction 0.32/R), ``mri-radial4`` (NUFFT, π/2·N/4 spokes).
+
+Scans: CT test = random-ellipse phantoms with seeds ``CT_TEST_SEEDS`` plus the real slice
+``bundled:ct-small``; CT validation = phantoms with seeds from ``CT_VAL_SEED0`` on (disjoint).
+MRI test = Colin27 T1 axial slices ``MRI_TEST_SLICES`` (135 is ``bundled:brain-t1``); MRI
+validation = other held-out slices ``MRI_VAL_SLICES`` (never trained on, never tested on).
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "PROBLEMS",
+    "Scan",
+    "Case",
+    "ct_test_scans",
+    "ct_validation_scans",
+    "mri_test_scans",
+    "mri_validation_scans",
+    "scans_from_glob",
+    "check_disjoint",
+    "build_case",
+    "method_params",
+    "run_method",
+    "modality_of",
+]
+
+CT_NOISE = 0.01
+MRI_COILS = 8
+PROBLEMS: dict[str, dict[str, Any]] = {
+    "ct-par60": {"geometry": "parallel", "views": 60, "arc": None},
+    "ct-par30": {"geometry": "parallel", "views": 30, "arc": None},
+    "ct-limited120": {"geometry": "parallel", "views": 60, "arc": 120.0},
+    "ct-fan": {"geometry": "fan", "views": 60, "arc": None},
+    "mri-random4": {"mask": "random", "accel": 4.0},
+    "mri-random8": {"mask": "random", "accel": 8.0},
+    "mri-equi4": {"mask": "equispaced", "accel": 4.0},
+    "mri-equi8": {"mask": "equispaced", "accel": 8.0},
+    "mri-radial4": {"mask": "radial", "accel": 4.0},
+}
+CT_TEST_SEEDS = (1001, 1002)
+CT_VAL_SEED0 = 2001
+MRI_TEST_SLICES = (135, 129, 141)  # 135 = bundled:brain-t1
+MRI_VAL_SLICES = (123, 147, 126, 144, 121, 132, 138)
+BRAIN_SIZE = (208, 176)
+
+
+def modality_of(problem: str) -> str:
+    """'ct' or 'mri' from a problem name (``ct-...`` / ``mri-...``)."""
+    if problem not in PROBLEMS:
+        raise ValueError(f"unknown problem {problem!r}; known: {', '.join(PROBLEMS)}")
+    return problem.split("-", 1)[0]
+
+
+@dataclass
+class Scan:
+    """One ground-truth image to simulate measurements from.
+
+    image: (H, W) float32 reference in its own units (HU for DICOM/bundled CT, magnitude for MRI).
+    kspace: measured multi-coil k-space (C, H, W) complex64 (fastMRI input) or None (simulate).
+    """
+
+    name: str
+    image: np.ndarray
+    units: str = "a.u."
+    pixel_size: float = 1.0
+    kspace: np.ndarray | None = None
+    recon_size: tuple[int, int] | None = None
+
+    def digest(self) -> str:
+        """Content hash of the reference image (used to prove validation ≠ test)."""
+        a = np.ascontiguousarray(np.asarray(self.image, np.float32))
+        return hashlib.sha256(a.tobytes() + str(a.shape).encode()).hexdigest()[:16]
+
+
+def _ct_phantom(size: int, seed: int) -> Scan:
+    from recon.ct import load_ct_input
+
+    inp = load_ct_input("phantom:ellipses", size=size, seed=seed)
+    return Scan(f"ellipses-s{seed}", inp.image, inp.units, inp.pixel_size)
+
+
+def ct_test_scans(size: int = 128, n_phantoms: int = len(CT_TEST_SEEDS), real: bool = True):
+    """The CT test set: ``n_phantoms`` seeded ellipse phantoms (size²) and the real slice."""
+    from recon.ct import load_ct_input
+
+    if not 0 <= n_phantoms <= len(CT_TEST_SEEDS):
+        raise ValueError(f"n_phantoms must be in 0..{len(CT_TEST_SEEDS)}, got {n_phantoms}")
+    scans = [_ct_phantom(size, s) for s in CT_TEST_SEEDS[:n_phantoms]]
+    if real:
+        inp = load_ct_input("bundled:ct-small")
+        scans.append(Scan("ct-small", inp.image, inp.units, inp.pixel_size))
+    return scans
+
+
+def ct_validation_scans(size: int = 128, n: int = 3) -> list[Scan]:
+    """CT validation set: ellipse phantoms with seeds CT_VAL_SEED0.. (disjoint from the test)."""
+    seeds = [CT_VAL_SEED0 + i for i in range(n)]
+    assert not set(seeds) & set(CT_TEST_SEEDS)
+    return [_ct_phantom(size, s) for s in seeds]
+
+
+def _brain_slices(slices) -> list[Scan]:
+    from data.fastmri import center_crop
+    from data.nifti import COLIN27, nifti_slices
+
+    # centre crop to the bundled slice's even 208×176 (odd sizes misplace the k-space centre)
+    imgs = [center_crop(im, BRAIN_SIZE) for im in nifti_slices(COLIN27, list(slices))]
+    return [
+        Scan(f"colin27-z{z}", im.astype(np.float32)) for z, im in zip(slices, imgs, strict=True)
+    ]
+
+
+def mri_test_scans(n: int = 2) -> list[Scan]:
+    """The MRI test set: ``bundled:brain-t1`` (Colin27 slice 135), then slices 129, 141 when
+    Debian's mricron-data is installed (else the bundled slice only)."""
+    from data.bundled import load_bundled
+    from data.nifti import COLIN27
+
+    scans = [Scan("colin27-z135", np.abs(load_bundled("brain-t1")).astype(np.float32))]
+    if n > 1 and COLIN27.exists():
+        scans += _brain_slices(MRI_TEST_SLICES[1:n])
+    return scans[:n]
+
+
+def mri_validation_scans(n: int = 3) -> list[Scan]:
+    """MRI validation set: held-out Colin27 slices not in the test set (needs mricron-data)."""
+    from data.nifti import COLIN27
+
+    if not COLIN27.exists():
+        raise ValueError(
+            f"{COLIN27} is missing: install Debian's mricron-data for the synthetic MRI "
+            "validation set, or pass your own scans with --inputs GLOB"
+        )
+    slices = list(MRI_VAL_SLICES[:n])
+    assert not set(slices) & set(MRI_TEST_SLICES)
+    return _brain_slices(slices)
+
+
+def scans_from_glob(modality: str, pattern: str) -> list[Scan]:
+    """A user's scans: CT DICOM files/folders or .npy images; MRI .npy magnitudes or fastMRI .h5
+    (the middle slice, k-space and reference). Raises ValueError when nothing matches."""
+    paths = sorted(globlib.glob(pattern, recursive=True))
+    if not paths:
+        raise ValueError(f"--inputs {pattern}: no file matches")
+    scans = []
+    for p in paths:
+        if modality == "ct":
+            from recon.ct import load_ct_input
+
+            inp = load_ct_input(p)
+            scans.append(Scan(Path(p).name, inp.image, inp.units, inp.pixel_size))
+        elif p.endswith(".h5"):
+            from recon.mri import _load
+
+            k, ref, size, _ = _load(SimpleNamespace(input=p, slice=None, coils=MRI_COILS, seed=0))
+            if ref is None:
+                raise ValueError(f"{p}: no reconstruction_rss/_esc reference to tune against")
+            scans.append(Scan(Path(p).name, ref.astype(np.float32), kspace=k, recon_size=size))
+        else:
+            try:
+                img = np.load(p, allow_pickle=False)
+            except ValueError as exc:
+                raise ValueError(f"{p}: not a readable .npy array ({exc})") from None
+            if img.ndim != 2 or not np.all(np.isfinite(img)):
+                raise ValueError(f"{p}: expected a finite 2-D magnitude image, got {img.shape}")
+            scans.append(Scan(Path(p).name, np.abs(img).astype(np.float32)))
+    return scans
+
+
+def check_disjoint(validation: list[Scan], test: list[Scan]) -> None:
+    """Raise ValueError when a validation scan has the same content as a test scan."""
+    test_digests = {s.digest(): s.name for s in test}
+    clash = [(v.name, test_digests[v.digest()]) for v in validation if v.digest() in test_digests]
+    if clash:
+        pairs = ", ".join(f"{a} = test {b}" for a, b in clash)
+        raise ValueError(f"validation scans overlap the test set ({pairs}): refusing to tune")
+
+
+@dataclass
+class Case:
+    """A simulated problem ready to solve.
+
+    op: the forward operator; y: data (1, *range); x0: FBP / adjoint start (1, 1, H, W);
+    reference: ground truth (1, 1, H, W) in the solver's units; data_range: for PSNR/SSIM;
+    baseline: FBP / zero-filled image (h, w) for metrics.
+    """
+
+    modality: str
+    problem: str
+    scan: str
+    op: Any
+    y: torch.Tensor
+    x0: torch.Tensor
+    reference: torch.Tensor
+    data_range: float
+    baseline_name: str
+    baseline: np.ndarray
+    baseline_seconds: float
+    crop: tuple[int, int] | None = None
+    ref_np: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def metrics(self, x: torch.Tensor | np.ndarray) -> dict[str, float]:
+        """PSNR/SSIM/NMSE of an image (tensor (1, 1, H, W) or array (H, W)) against the truth:
+        CT data_range = max − min of the reference; MRI fastMRI's (magnitude, centre crop,
+        data_range = reference max)."""
+        a = x[0, 0].detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        if self.modality == "ct":
+            from recon.pipeline import image_metrics
+
+            return image_metrics(a, self.ref_np, self.data_range)
+        from data.fastmri import center_crop, evaluate
+
+        size = self.crop or self.ref_np.shape
+        return evaluate(center_crop(self.ref_np, size), center_crop(np.abs(a), size))
+
+
+def build_case(problem: str, scan: Scan, seed: int = 0) -> Case:
+    """Simulate ``problem`` on ``scan`` (noise / coil phase / mask seeded by ``seed``)."""
+    import time
+
+    spec = PROBLEMS[problem] if problem in PROBLEMS else None
+    modality = modality_of(problem)
+    assert spec is not None
+    if modality == "ct":
+        from data.ct_noise import add_gaussian_noise
+        from operators.ct import CTOperator
+        from recon.ct import to_internal
+
+        ref = to_internal(scan.image.astype(np.float64), scan.units).astype(np.float32)
+        op = CTOperator(
+            image_size=ref.shape,
+            views=spec["views"],
+            arc=spec["arc"],
+            geometry=spec["geometry"],
+            pixel_size=scan.pixel_size,
+        )
+        x_true = torch.from_numpy(np.ascontiguousarray(ref))[None, None]
+        y = add_gaussian_noise(op.forward(x_true), CT_NOISE, seed=seed)
+        t0 = time.perf_counter()
+        x0 = op.fbp(y, filter="ram-lak")
+        secs = time.perf_counter() - t0
+        drange = float(ref.max() - ref.min())
+        return Case(
+            "ct", problem, scan.name, op, y, x0, x_true, drange, "fbp",
+            x0[0, 0].numpy().copy(), secs, ref_np=ref,
+        )  # fmt: skip
+    from data.fastmri import simulate_multicoil
+    from operators.mri import ifft2c, rss
+    from recon.mri import _operator
+
+    if scan.kspace is not None:
+        k, ref = scan.kspace, scan.image
+    else:
+        k, ref, _ = simulate_multicoil(np.abs(scan.image), MRI_COILS, seed)
+    ns = SimpleNamespace(mask=spec["mask"], accel=spec["accel"], center_fraction=None, seed=seed)
+    op, y, _, _ = _operator(ns, k)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        x0 = op.adjoint(y)
+        if spec["mask"] != "radial":
+            zf = rss(ifft2c(y), dim=1)[0].numpy()
+        else:
+            zf = x0.abs()[0, 0].numpy()
+    secs = time.perf_counter() - t0
+    ref_t = None
+    if ref.shape == tuple(k.shape[-2:]):
+        ref_t = torch.from_numpy(np.ascontiguousarray(ref))[None, None]
+    return Case(
+        "mri", problem, scan.name, op, y, x0, ref_t, float(ref.max()), "zero-filled",
+        np.asarray(zf), secs, crop=scan.recon_size, ref_np=np.asarray(ref, np.float32),
+    )  # fmt: skip
+
+
+# --- methods: (solver, prior) pairs as `recon ct/mri` runs them ---------------------------------
+SOLVERS = ("pnp-pgd", "pnp-fista", "pnp-admm")
+
+
+def method_params(presets: dict, solver: str, prior: str) -> tuple[str, str | None, dict]:
+    """(pipeline solver, prior name or None, params) for a grid/tuning method.
+
+    ``solver`` is pnp-pgd, pnp-fista (accelerated PGD) or pnp-admm; ``prior`` a learned prior
+    name or ``tv``. TV uses the preset's ``tv`` section (weight_rel, and rho_rel for ADMM); for
+    PGD/FISTA its weight is converted so the fixed point is the same model as TV-ADMM's:
+    ADMM minimizes D/ρ + w·TV and PGD γ·D + w'·TV, so w' = w·γ·ρ = w·step_rel·rho_rel.
+    Learned priors use the preset section of their solver (``pnp-pgd`` for both PGD variants).
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; known: {', '.join(SOLVERS)}")
+    base = "pnp-admm" if solver == "pnp-admm" else "pnp-pgd"
+    if prior == "tv":
+        tv = dict(presets["tv"])
+        if base == "pnp-pgd":
+            pgd = presets["pnp-pgd"]
+            step_rel = float(tv.pop("step_rel", pgd.get("step_rel", 0.99)))
+            if "weight_rel_pgd" in tv:
+                tv["weight_rel"] = float(tv.pop("weight_rel_pgd"))
+            else:
+                tv["weight_rel"] = float(tv["weight_rel"]) * float(tv["rho_rel"]) * step_rel
+            for k in ("rho_rel", "cg_iters", "cg_tol"):
+                tv.pop(k, None)
+            tv.update(solver="pnp-pgd", step_rel=step_rel, accelerated=solver == "pnp-fista")
+        else:
+            tv.pop("weight_rel_pgd", None)
+            tv["solver"] = "pnp-admm"
+        return "tv", None, tv
+    params = dict(presets[base])
+    if base == "pnp-pgd":
+        params["accelerated"] = solver == "pnp-fista"
+    return base, prior, params
+
+
+def _plateau(psnr: list) -> int | None:
+    """First iteration (1-based) whose PSNR is within 0.1 dB of the run's best PSNR."""
+    vals = [(i + 1, v) for i, v in enumerate(psnr) if v is not None and math.isfinite(v)]
+    if not vals:
+        return None
+    best = max(v for _, v in vals)
+    return next(i for i, v in vals if v >= best - 0.1)
+
+
+def run_method(
+    case: Case,
+    solver: str,
+    prior: str,
+    presets: dict,
+    iters: int | None = None,
+    overrides: dict | None = None,
+) -> dict[str, Any]:
+    """Solve ``case`` with (solver, prior) and the presets; returns metrics, iterations,
+    convergence, seconds (solver wall time, monitoring excluded) and the PSNR/rel-change/seconds
+    histories. ``overrides`` replace entries of the method's params (tuning uses this)."""
+    from recon.pipeline import reconstruct
+
+    pipe_solver, prior_name, params = method_params(presets, solver, prior)
+    if iters is not None:
+        params["iters"] = int(iters)
+    params.update(overrides or {})
+    rec = reconstruct(
+        case.op, case.y, case.x0, pipe_solver, prior_name, params,
+        reference=case.reference, data_range=case.data_range,
+    )  # fmt: skip
+    m = case.metrics(rec.x)
+    h = rec.history
+    return {
+        **m,
+        "iterations": rec.iterations,
+        "converged": rec.converged,
+        "stop_reason": rec.stop_reason,
+        "iters_to_plateau": _plateau(h.get("psnr", [])),
+        "best_psnr": max((v for v in h.get("psnr", []) if v is not None), default=None),
+        "seconds": rec.seconds,
+        "seconds_per_iter": rec.seconds / max(rec.iterations, 1),
+        "params": {k: v for k, v in rec.params.items() if isinstance(v, int | float | str)},
+        "history": {k: h.get(k, []) for k in ("psnr", "rel_change", "seconds")},
+    }

@@ -1,0 +1,117 @@
+"""`recon tune`: the search finds known optima (analytic, and a brute-forced TV weight on a tiny CT
+problem), writes a preset that `load_presets(config=...)` and `recon ct --config` read back, and
+refuses to tune on scans that overlap the test set."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from recon.cli import main
+from recon.pipeline import load_presets
+from recon.tune import tune_solver
+from recon.tune_problems import Scan, build_case, ct_test_scans, run_method
+from recon.tune_search import Param, coordinate_search, log_grid
+
+
+def test_search_finds_the_optimum_of_a_known_function():
+    target = {"a": 0.037, "b": 0.2}
+
+    def score(v):
+        return -sum(math.log(v[k] / target[k]) ** 2 for k in target)
+
+    params = [Param("a", 1e-3, 1.0, 0.5, 7), Param("b", 1e-2, 10.0, 5.0, 7)]
+    res = coordinate_search(score, params, refine=2, rounds=2)
+    for p in params:
+        coarse_step = math.log(p.hi / p.lo) / (p.points - 1)
+        # two rounds of 2 points per side locate the optimum to within a ninth of a coarse step
+        assert abs(math.log(res.best[p.name] / target[p.name])) <= coarse_step / 9 + 1e-12
+    assert res.at_edge == []
+    assert len({tuple(sorted(t.params.items())) for t in res.trials}) == len(res.trials)
+
+
+def test_search_reports_an_optimum_at_the_edge_of_its_range():
+    res = coordinate_search(lambda v: -v["a"], [Param("a", 0.1, 10.0, 1.0, 5)])
+    assert res.best["a"] == pytest.approx(0.1) and res.at_edge == ["a"]
+
+
+def test_tv_weight_matches_brute_force_on_a_tiny_ct_problem():
+    from data.phantoms import random_ellipses
+
+    scan = Scan("tiny", random_ellipses(32, seed=5))
+    case = build_case("ct-par30", scan, seed=0)
+    presets = load_presets("ct")
+    iters = 15
+
+    def psnr(w):
+        p = {**presets, "tv": {**presets["tv"], "weight_rel": w}}
+        return run_method(case, "pnp-admm", "tv", p, iters=iters)["psnr"]
+
+    fine = log_grid(1e-3, 0.3, 13)  # the 5-point coarse grid and its refinements lie on it
+    brute = [psnr(w) for w in fine]
+    w_ref = fine[int(np.argmax(brute))]
+    space = [Param("weight_rel", 1e-3, 0.3, 0.02, 5)]
+    res = tune_solver([case], "tv", "", presets, iters, params=space, progress=False)
+    fine_step = math.log(0.3 / 1e-3) / 12
+    assert abs(math.log(res.best["weight_rel"] / w_ref)) <= fine_step + 1e-9
+    assert res.score >= max(brute) - 0.05
+    assert len(res.trials) < len(fine)  # cheaper than the brute force
+
+
+def test_cli_writes_a_preset_that_recon_ct_reads(tmp_path):
+    out, preset = tmp_path / "tune", tmp_path / "tuned.json"
+    args = ["tune", "ct", "--solver", "tv", "--size", "32", "--n-val", "1", "--iters", "4"]
+    args += ["--points", "3", "--refine", "1", "--problem", "ct-par30", "--quiet"]
+    assert main([*args, "--out", str(out), "--preset", str(preset)]) == 0
+    search = json.loads((out / "search.json").read_text())
+    best = search["results"]["tv"]["best"]
+    written = json.loads(preset.read_text())
+    assert written["_command"].startswith("recon tune ct --solver tv")
+    assert written["tv"]["iters"] == 4
+    loaded = load_presets("ct", config=preset)
+    assert loaded["tv"]["weight_rel"] == pytest.approx(best["weight_rel"])
+    assert loaded["tv"]["rho_rel"] == pytest.approx(best["rho_rel"])
+    assert loaded["pnp-admm"] == load_presets("ct")["pnp-admm"]  # untuned sections: shipped
+    assert (out / "search-tv.png").stat().st_size > 1000
+
+    rec = tmp_path / "rec"
+    ct = ["ct", "--input", "phantom:ellipses", "--size", "32", "--views", "20", "--solver", "tv"]
+    assert main([*ct, "--config", str(preset), "--out", str(rec), "--quiet"]) == 0
+    params = json.loads((rec / "metrics.json").read_text())["parameters"]
+    assert params["weight_rel"] == pytest.approx(best["weight_rel"]) and params["iters"] == 4
+
+
+def test_refuses_to_tune_on_test_scans(tmp_path, capsys):
+    (tmp_path / "val").mkdir()
+    leaked = ct_test_scans(32, n_phantoms=1, real=False)[0].image
+    np.save(tmp_path / "val" / "a.npy", np.random.default_rng(0).random((32, 32)))
+    np.save(tmp_path / "val" / "b.npy", leaked)
+    args = ["tune", "ct", "--solver", "tv", "--size", "32", "--iters", "2", "--points", "2"]
+    args += ["--inputs", str(tmp_path / "val" / "*.npy"), "--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "overlap the test set" in err and "b.npy = test ellipses-s1001" in err
+
+    (tmp_path / "mine").mkdir()
+    np.save(tmp_path / "mine" / "t.npy", np.load(tmp_path / "val" / "a.npy"))
+    args[args.index("--inputs") + 1] = str(tmp_path / "val" / "a.npy")
+    assert main([*args, "--test", str(tmp_path / "mine" / "*.npy")]) == 2
+    assert "a.npy = test t.npy" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "preset.json").exists()
+
+
+def test_a_preset_can_be_tuned_one_solver_at_a_time():
+    from recon.tune import tuned_preset
+
+    base = load_presets("ct")
+    first = tuned_preset("ct", base, {"tv": {"best": {"weight_rel": 0.05}}}, "recon tune A", 20)
+    second = tuned_preset(
+        "ct", base, {"pnp-admm": {"best": {"rho_rel": 0.1}}}, "recon tune B", 30, previous=first
+    )
+    assert second["tv"]["weight_rel"] == 0.05 and second["tv"]["iters"] == 20
+    assert second["pnp-admm"]["rho_rel"] == 0.1 and second["pnp-admm"]["iters"] == 30
+    assert second["_command"] == "recon tune B" and second["_earlier_commands"] == ["recon tune A"]
+    assert set(second["_tuned"]) == {"tv", "pnp-admm"}
