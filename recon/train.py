@@ -4,6 +4,9 @@ Data sources (``--data``):
   ellipses        random-ellipse CT phantoms made on the fly (1 channel)
   ct-mix          70 % ellipse phantoms, 30 % natural-image patches (1 channel): the shipped CT
                   priors, so that real anatomy's texture is not out of distribution
+  ct-real         40 % ellipse phantoms, 40 % real head-CT patches (the two JPEG 2000 slices
+                  pydicom ships, at full and half resolution; never its CT_small test slice),
+                  20 % natural-image patches (1 channel)
   natural         patches of scikit-image's bundled natural images (held-out: camera, moon, cat)
   mri-brain       Colin27 T1 brain slices (Debian mricron-data) with a smooth random phase, as
                   2-channel complex images: the shipped MRI priors
@@ -30,12 +33,21 @@ import numpy as np
 import torch
 
 from data.natural import VAL_IMAGES, center_crops, natural_images, patch_sampler
-from data.training_sets import complex_sampler, ellipse_sampler, image_folder_sampler
+from data.training_sets import (
+    complex_sampler,
+    ellipse_sampler,
+    image_folder_sampler,
+    mix_samplers,
+    real_ct_slices,
+)
 from priors.checkpoint import read_checkpoint, save_checkpoint
 from priors.lpn import KINDS, ConvLPN, NormalizationTrick, build_model
 from priors.training import TrainConfig, train_prior
 
 __all__ = ["add_parser", "run", "make_sampler", "export_weights"]
+
+
+DATA_SOURCES = ("ellipses", "ct-mix", "ct-real", "natural", "mri-brain", "mri-natural")
 
 
 def _mix(a, b, p_a: float):
@@ -67,6 +79,20 @@ def make_sampler(data: str, patch: int, channels: int):
             ]
         )
         return s, val, f"70% ellipse phantoms + 30% skimage natural patches, {patch}x{patch}"
+    if data == "ct-real":
+        from skimage.transform import rescale
+
+        real = real_ct_slices()
+        real += [rescale(im, 0.5, anti_aliasing=True).astype(np.float32) for im in real]
+        s = mix_samplers(
+            [
+                (ellipse_sampler(patch), 0.4),
+                (patch_sampler(real, patch), 0.4),
+                (patch_sampler(natural_images(), patch), 0.2),
+            ]
+        )
+        _, val, _ = make_sampler("ct-mix", patch, channels)  # the same held-out set as ct-mix
+        return s, val, f"40% ellipses + 40% real head CT (pydicom) + 20% natural, {patch}x{patch}"
     if data == "natural":
         return (
             patch_sampler(natural_images(), patch),
@@ -88,9 +114,7 @@ def make_sampler(data: str, patch: int, channels: int):
         return s, val, f"skimage natural images with smooth random phase, {patch}x{patch}"
     folder = Path(data)
     if not folder.exists():
-        raise ValueError(
-            f"--data {data!r}: not a folder, nor one of ellipses, ct-mix, natural, mri-natural"
-        )
+        raise ValueError(f"--data {data!r}: not a folder, nor one of {', '.join(DATA_SOURCES)}")
     s, n = image_folder_sampler(folder, patch)
     val = s(8, gval)
     if channels == 2:
@@ -118,9 +142,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--kind", default="aelpn", choices=KINDS)
-    p.add_argument(
-        "--data", default="ct-mix", help="ellipses | ct-mix | natural | mri-natural | FOLDER"
-    )
+    p.add_argument("--data", default="ct-mix", help=" | ".join((*DATA_SOURCES, "FOLDER")))
     p.add_argument("--channels", type=int, default=None, help="1 (CT) or 2 (complex MRI)")
     p.add_argument(
         "--sigma", type=float, default=0.1, help="training noise level (images in [0, 1])"
