@@ -31,6 +31,7 @@ from recon.pipeline import (
     device_for,
     image_metrics,
     load_presets,
+    set_threads,
     solve_from_args,
     versions,
 )
@@ -145,6 +146,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
     reconstruct_input(args, Path(args.out))
     return 0
 

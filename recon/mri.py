@@ -28,6 +28,7 @@ from recon.pipeline import (
     add_solver_arguments,
     device_for,
     load_presets,
+    set_threads,
     solve_from_args,
     versions,
 )
@@ -158,10 +159,19 @@ def add_options(p: argparse.ArgumentParser) -> None:
         "--solver", choices=["pnp-admm", "pnp-pgd", "zero-filled", "tv"], default="pnp-admm"
     )
     p.add_argument("--prior", default="aelpn-mri", help="aelpn-mri | lpn-mri | tv | CHECKPOINT")
+    p.add_argument(
+        "--normalize",
+        choices=["none", "max"],
+        default="none",
+        help="'max': solve on k-space scaled so the zero-filled image's maximum is 1, then scale "
+        "back (what a non-equivariant prior such as lpn-mri needs; the AE-LPN gives the same "
+        "image either way)",
+    )
     add_solver_arguments(p, "mri")
 
 
 def run(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
     reconstruct_input(args, Path(args.out))
     return 0
 
@@ -197,10 +207,20 @@ def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
         record = {"converged": True, "stop_reason": "closed form", "iterations": 0, "params": {}}
     else:
         presets = load_presets("mri", args.config)
-        rec = solve_from_args(args, presets, op, y, x0, ref_t, drange)
-        x_img = rec.x[0, 0].detach().cpu().numpy().astype(np.complex64)
+        c = 1.0 / float(zf.max()) if args.normalize == "max" and zf.max() > 0 else 1.0
+        rec = solve_from_args(
+            args,
+            presets,
+            op,
+            y * c,
+            x0 * c,
+            None if ref_t is None else ref_t * c,
+            None if drange is None else drange * c,
+        )
+        x_img = (rec.x[0, 0].detach().cpu().numpy() / c).astype(np.complex64)
         history, seconds = rec.history, rec.seconds
         record = rec.record()
+        record["params"]["normalize"] = {"mode": args.normalize, "kspace_scale": c}
     mag, zf_c = crop(np.abs(x_img)), crop(zf)
     metrics: dict = {}
     if ref_full is not None:

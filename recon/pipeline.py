@@ -44,6 +44,12 @@ def add_solver_arguments(p, modality: str) -> None:
     p.add_argument("--config", default=None, help="JSON presets (e.g. written by recon tune)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's; 1 avoids stalls on a loaded machine)",
+    )
     p.add_argument("--out", default=f"out/{modality}")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
     p.add_argument(
@@ -52,6 +58,14 @@ def add_solver_arguments(p, modality: str) -> None:
         default=0,
         help="monitor R(x) and the objective every K iterations (costs a prox inversion; 0: off)",
     )
+
+
+def set_threads(threads: int | None) -> None:
+    """Apply ``--threads`` (None: leave torch's default)."""
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
 
 
 def device_for(name: str) -> torch.device:
