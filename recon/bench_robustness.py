@@ -765,7 +765,12 @@ def run_robustness_bench(
 ) -> dict[str, Any]:
     """Run the chosen experiments; write results.json, tables.md and the plots into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"settings": {k: v for k, v in vars(settings).items()}}
+    results: dict[str, Any] = {}
+    previous = out / "results.json"
+    if previous.exists():  # experiments not rerun now keep their earlier results
+        kept = json.loads(previous.read_text())
+        results.update({k: v for k, v in kept.items() if k in PARTS and k not in parts})
+    results["settings"] = {k: v for k, v in vars(settings).items()}
     t0 = time.perf_counter()
     if "split" in parts:
         results["split"] = split_normal_experiment(
@@ -797,7 +802,8 @@ def add_bench_parser(bsub) -> None:
     p.add_argument(
         "--parts",
         default=",".join(PARTS),
-        help=f"comma-separated subset of {','.join(PARTS)} (default: all)",
+        help=f"comma-separated subset of {','.join(PARTS)} (default: all); the other "
+        "experiments keep their results from an earlier run into the same --out",
     )
     p.add_argument("--ct-iters", type=int, default=None, help="ADMM iterations (CT conventions)")
     p.add_argument("--mri-iters", type=int, default=None, help="ADMM iterations (MRI)")
