@@ -4,7 +4,7 @@
 # Usage: bash scripts/train_mri_models.sh [STEPS]   (checkpoints in runs/, resumable)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STEPS=${1:-800}
+STEPS=${1:-500}
 for kind in aelpn lpn; do
   .venv/bin/recon train --kind "$kind" --data mri-brain --sigma 0.1 --steps "$STEPS" --batch 8 \
     --patch 48 --width 32 --levels 3 --depth 2 --seed 0 --threads 1 \
