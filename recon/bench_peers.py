@@ -84,7 +84,7 @@ CT_METHODS: list[tuple[str, str, str | None, str, tuple[float, ...], dict]] = [
         "pnp-admm",
         "aelpn-ct",
         "rho_rel",
-        (0.03, 0.1, 0.3),
+        (0.01, 0.03, 0.1),
         {"iters": 40, "tol": 1e-4, "cg_iters": 10},
     ),
     (
@@ -102,16 +102,16 @@ MRI_METHODS: list[tuple[str, str, str | None, str, tuple[float, ...], dict]] = [
         "tv",
         None,
         "weight_rel",
-        (0.001, 0.003, 0.01),
-        {"solver": "pnp-admm", "rho_rel": 0.05, "iters": 100, "tol": 1e-5, "cg_iters": 10},
+        (0.005, 0.0137, 0.03),  # around the tuned preset (recon/presets/mri.json)
+        {"solver": "pnp-admm", "rho_rel": 0.0032, "iters": 100, "tol": 1e-5, "cg_iters": 10},
     ),
     (
         "PnP-ADMM aelpn-mri",
         "pnp-admm",
         "aelpn-mri",
         "rho_rel",
-        (0.01, 0.05, 0.2),
-        {"iters": 40, "tol": 1e-4, "cg_iters": 10},
+        (1e-4, 3e-4, 1e-3),  # around the tuned preset
+        {"iters": 100, "tol": 1e-4, "cg_iters": 10},
     ),
 ]
 DINV_LAMBDAS = (5e-5, 1e-4, 2e-4)
