@@ -77,6 +77,10 @@ def _calibration_width(mask: np.ndarray) -> int:
     while hi < len(cols) - 1 and cols[hi + 1]:
         hi += 1
     width = hi - lo + 1 if cols[c] else 0
+    # ESPIRiT takes the block [c − w//2, c − w//2 + w) centred like this; the sampled run may be
+    # off-centre by a column, so shrink w until that block lies inside [lo, hi]
+    while width > 0 and (c - width // 2 < lo or c - width // 2 + width - 1 > hi):
+        width -= 1
     if width < 6:
         raise ValueError(
             f"only {width} fully sampled centre columns: ESPIRiT needs at least 6 "
