@@ -20,11 +20,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-GRIDS = {
-    "tv": ("weight_rel", (0.005, 0.01, 0.02, 0.04)),
-    "aelpn-mri": ("rho_rel", (0.01, 0.05, 0.2)),
-    "lpn-mri": ("rho_rel", (0.01, 0.05, 0.2)),
+GRIDS = {  # around the tuned presets (recon/presets/mri.json)
+    "tv": ("weight_rel", (0.005, 0.0137, 0.03)),
+    "aelpn-mri": ("rho_rel", (1e-4, 3e-4, 1e-3)),
+    "lpn-mri": ("rho_rel", (1e-4, 3e-4, 1e-3)),
 }
+# a non-equivariant prior gets the normalization it needs (image max ~1, as in training)
+NORMALIZE = {"lpn-mri": "max"}
 
 
 def _run(common: list[str], extra: list[str], cfg: dict | None, work: Path, tag: str) -> dict:
@@ -45,7 +47,7 @@ def main() -> None:
     ap.add_argument("--mask", default="random")
     ap.add_argument("--accel", type=float, default=4.0)
     ap.add_argument("--center-fraction", type=float, default=0.08)
-    ap.add_argument("--iters", type=int, default=40)
+    ap.add_argument("--iters", type=int, default=60)
     ap.add_argument("--priors", default="aelpn-mri,lpn-mri")
     args = ap.parse_args()
     from priors.checkpoint import shipped_priors
@@ -81,9 +83,11 @@ def main() -> None:
             cfg[solver][key] = v
             cfg[solver]["iters"] = 2 * args.iters if method == "tv" else args.iters
             extra = ["--solver", solver] + ([] if method == "tv" else ["--prior", method])
+            extra += ["--normalize", NORMALIZE.get(method, "none")]
             m = _run(common, extra, cfg, work, f"{method}-{v}")
             if best is None or m["psnr"] > best[2]["psnr"]:
-                best = (method, f"{key}={v}", m)
+                norm = " (--normalize max)" if method in NORMALIZE else ""
+                best = (method, f"{key}={v}{norm}", m)
         rows.append(best)
     print(f"{src}: {args.mask} mask, {args.accel}x, centre fraction {args.center_fraction}")
     print("| method | best setting | PSNR (dB) | SSIM | NMSE | iterations | seconds |")
