@@ -125,7 +125,8 @@ def _operator(args, k: np.ndarray):
     # radial: sample the coil images along spokes; maps from a fully sampled 24×24 centre
     n_read = max(h, w)
     spokes = max(1, int(round(np.pi / 2 * n_read / args.accel)))
-    coord = radial_trajectory(spokes, n_read)
+    # spokes reach each axis's Nyquist radius (h/2 rows, w/2 columns): elliptical for h ≠ w
+    coord = radial_trajectory(spokes, n_read) * np.array([h / n_read, w / n_read], np.float32)
     desc.update(spokes=spokes, readout=n_read)
     centre = np.zeros_like(k)
     r0, c0 = h // 2 - 12, w // 2 - 12
