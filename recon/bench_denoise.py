@@ -56,6 +56,17 @@ def prox_seconds(model, size: int = 512, repeats: int = 3) -> float:
     return float(np.median(t))
 
 
+def noise_and_affine_scores(model, clean: torch.Tensor) -> dict[str, dict]:
+    """{"noise": {σ: (PSNR, SSIM)} for σ in SIGMAS, "affine": {"darken|brighten:a": PSNR}} of
+    ``model.prox`` on ``clean`` (N, 1, H, W); x' = a·x + b with b = 0 or 1 − a, σ = 0.1."""
+    noise = {str(s): _denoise_scores(model, clean, s, 100 + i) for i, s in enumerate(SIGMAS)}
+    affine = {}
+    for a in SCALES:
+        for mode, b in (("darken", 0.0), ("brighten", 1.0 - a)):
+            affine[f"{mode}:{a}"] = _denoise_scores(model, a * clean + b, 0.1, 7)[0]
+    return {"noise": noise, "affine": affine}
+
+
 def run_denoise_bench(models: dict[str, str], out: Path, size: int = 128) -> dict:
     """Evaluate named checkpoints; write table.md, results.json and plots into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -64,13 +75,7 @@ def run_denoise_bench(models: dict[str, str], out: Path, size: int = 128) -> dic
     for name, path in models.items():
         model = load_prior(path)
         r: dict = {"kind": model.config()["kind"], "source": str(path)}
-        r["noise"] = {
-            str(s): _denoise_scores(model, clean, s, 100 + i) for i, s in enumerate(SIGMAS)
-        }
-        r["affine"] = {}
-        for a in SCALES:
-            for mode, b in (("darken", 0.0), ("brighten", 1.0 - a)):
-                r["affine"][f"{mode}:{a}"] = _denoise_scores(model, a * clean + b, 0.1, 7)[0]
+        r.update(noise_and_affine_scores(model, clean))
         r["prox_seconds_512"] = prox_seconds(model)
         meta = getattr(model, "meta", {})
         steps = max(int(meta.get("steps", 0)), 1)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from recon.bench_denoise import SCALES, SIGMAS, _denoise_scores
+from recon.bench_denoise import SCALES, SIGMAS, noise_and_affine_scores
 from recon.outputs import _plt, atomic_write, save_figure, save_json
 
 __all__ = [
@@ -247,13 +247,7 @@ def denoise_experiment(
         model = load_prior(name)
         clean = held_out_images(data, size, n_phantoms)
         r: dict[str, Any] = {"prior": name, "test_set": data, "images": len(clean)}
-        r["noise"] = {
-            str(s): _denoise_scores(model, clean, s, 100 + i) for i, s in enumerate(SIGMAS)
-        }
-        r["affine"] = {}
-        for a in SCALES:
-            for mode, b in (("darken", 0.0), ("brighten", 1.0 - a)):
-                r["affine"][f"{mode}:{a}"] = _denoise_scores(model, a * clean + b, 0.1, 7)[0]
+        r.update(noise_and_affine_scores(model, clean))
         out[label] = r
     return out
 

@@ -48,12 +48,7 @@ def _load(args) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int], str]:
             path = Path(spec)
             if not path.exists():
                 raise ValueError(f"--input {path}: no such file")
-            try:
-                img = np.load(path, allow_pickle=False)
-            except ValueError as exc:
-                raise ValueError(f"{path}: not a readable .npy array ({exc})") from None
-            if img.ndim != 2 or not np.all(np.isfinite(img)):
-                raise ValueError(f"{path}: expected a finite 2-D magnitude image, got {img.shape}")
+            img = load_magnitude_npy(path)
         k, ref, _ = simulate_multicoil(np.abs(img), args.coils, args.seed)
         return k, ref, ref.shape, f"{spec} simulated with {args.coils} coils"
     path = Path(spec)
@@ -65,6 +60,17 @@ def _load(args) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int], str]:
     size = f.recon_size or f.kspace.shape[-2:]
     ref = None if f.reference is None else center_crop(f.reference[0], size)
     return k.astype(np.complex64), ref, tuple(size), f"{path}[{k_idx}] ({f.acquisition})"
+
+
+def load_magnitude_npy(path: str | Path) -> np.ndarray:
+    """A finite 2-D image from a .npy file (no pickles); ValueError naming the file otherwise."""
+    try:
+        img = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a readable .npy array ({exc})") from None
+    if img.ndim != 2 or not np.all(np.isfinite(img)):
+        raise ValueError(f"{path}: expected a finite 2-D magnitude image, got {img.shape}")
+    return img
 
 
 def _calibration_width(mask: np.ndarray) -> int:

@@ -179,12 +179,9 @@ def scans_from_glob(modality: str, pattern: str) -> list[Scan]:
                 raise ValueError(f"{p}: no reconstruction_rss/_esc reference to tune against")
             scans.append(Scan(Path(p).name, ref.astype(np.float32), kspace=k, recon_size=size))
         else:
-            try:
-                img = np.load(p, allow_pickle=False)
-            except ValueError as exc:
-                raise ValueError(f"{p}: not a readable .npy array ({exc})") from None
-            if img.ndim != 2 or not np.all(np.isfinite(img)):
-                raise ValueError(f"{p}: expected a finite 2-D magnitude image, got {img.shape}")
+            from recon.mri import load_magnitude_npy
+
+            img = load_magnitude_npy(p)
             scans.append(Scan(Path(p).name, np.abs(img).astype(np.float32)))
     return scans
 
