@@ -6,7 +6,7 @@ h(x) (B, 1, H, W), each entry a convex function of x. Why it is convex, layer by
 * a "z-path" layer computes  z' = σ(W⁺ z + V x_s):  W⁺ ≥ 0 (clamped after each optimizer step, see
   ``clamp_``) is a nonnegative combination of convex functions (convex), V x_s is linear in x
   (x_s = average-pooled x, itself linear), and σ convex and nondecreasing keeps it convex;
-* strided convolutions, average pooling, nearest-neighbour upsampling and concatenation are linear
+* strided convolutions, average pooling, nearest or bilinear upsampling and concatenation are linear
   maps with nonnegative coefficients on the z-path, so they keep convexity too;
 * the first layer sees only x (linear), which is convex.
 
@@ -113,6 +113,10 @@ class ConvICNN(nn.Module):
         bias: biases in every x-path layer (breaks homogeneity; the plain LPN only).
         out_act: apply σ to the output as well (h = relu(...) makes h ≥ 0, needed before squaring).
         out_channels: K, the number of convex maps per pixel.
+        upsample: 'nearest' or 'bilinear' for the decoder's 2× upsampling. Both are linear maps
+            with nonnegative coefficients (bilinear weights are 1/16·{1, 3, 9}, borders replicate),
+            so either keeps convexity and homogeneity; bilinear avoids the blocky coarse-scale
+            texture nearest-neighbour copies leave in the prox.
     """
 
     def __init__(
@@ -126,9 +130,12 @@ class ConvICNN(nn.Module):
         bias: bool = False,
         out_act: str | None = "relu",
         out_channels: int = 1,
+        upsample: str = "nearest",
     ) -> None:
         super().__init__()
-        self.in_channels, self.levels = in_channels, levels
+        if upsample not in ("nearest", "bilinear"):
+            raise ValueError(f"upsample must be 'nearest' or 'bilinear', got {upsample!r}")
+        self.in_channels, self.levels, self.upsample = in_channels, levels, upsample
         pad = kernel // 2
         widths = [width * min(2**s, 4) for s in range(levels)]
         self.act = _act(act, bias)
@@ -189,7 +196,10 @@ class ConvICNN(nn.Module):
                 z = _activate(self.act, zc(z), xc(xs[s]))
             skips.append(z)
         for k, s in enumerate(range(self.levels - 2, -1, -1)):
-            up = F.interpolate(z, scale_factor=2, mode="nearest")
+            if self.upsample == "bilinear":
+                up = F.interpolate(z, scale_factor=2, mode="bilinear", align_corners=False)
+            else:
+                up = F.interpolate(z, scale_factor=2, mode="nearest")
             zsum = self.dec_up[k](up) + self.dec_skip[k](skips[s])
             z = _activate(self.act, zsum, self.dec_x[k](xs[s]))
         if self.out_act is None:

@@ -133,6 +133,7 @@ class ConvLPN(LearnedProx):
         alpha: float = 1e-3,
         act: str = "smooth",
         out_channels: int = 1,
+        upsample: str = "nearest",
     ) -> None:
         super().__init__()
         if kind not in KINDS or kind == "normalization-trick":
@@ -148,6 +149,7 @@ class ConvLPN(LearnedProx):
             alpha=alpha,
             act=act,
             out_channels=out_channels,
+            upsample=upsample,
         )
         self.alpha = alpha
         self.homogeneous = kind in ("aelpn", "aelpn-global", "scale-only")
@@ -164,11 +166,29 @@ class ConvLPN(LearnedProx):
                 raise ValueError(f"{kind} needs a homogeneous activation, not {act!r}")
             out_act = "smooth_pos" if act == "smooth" else "relu"
             self.net = ConvICNN(
-                in_channels, width, levels, depth, kernel, act, False, out_act, out_channels
+                in_channels,
+                width,
+                levels,
+                depth,
+                kernel,
+                act,
+                False,
+                out_act,
+                out_channels,
+                upsample,
             )
         else:
             self.net = ConvICNN(
-                in_channels, width, levels, depth, kernel, "softplus", True, None, out_channels
+                in_channels,
+                width,
+                levels,
+                depth,
+                kernel,
+                "softplus",
+                True,
+                None,
+                out_channels,
+                upsample,
             )
 
     def potential(self, x: torch.Tensor) -> torch.Tensor:

@@ -122,6 +122,20 @@ def make_sampler(data: str, patch: int, channels: int):
     return s, val, f"{n} images from {folder}"
 
 
+def _init_model(name: str, kind: str, channels: int) -> torch.nn.Module:
+    """The prior ``name`` (shipped name or checkpoint) in training mode, checked against --kind."""
+    from priors.checkpoint import load_prior
+
+    model = load_prior(name).train()
+    got = model.config()
+    if got["kind"] != kind or got.get("in_channels", 1) != channels:
+        raise ValueError(
+            f"--init {name}: a {got['kind']} prior with {got.get('in_channels', 1)} channel(s), "
+            f"but --kind {kind} with {channels} channel(s) was asked for"
+        )
+    return model
+
+
 def export_weights(checkpoint: str | Path, out: str | Path) -> None:
     """Copy a training checkpoint without optimizer/RNG state (a small file to ship)."""
     tensors, info = read_checkpoint(checkpoint)
@@ -148,11 +162,41 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--sigma", type=float, default=0.1, help="training noise level (images in [0, 1])"
     )
     p.add_argument("--steps", type=int, default=2000)
+    p.add_argument(
+        "--l1-fraction",
+        type=float,
+        default=0.5,
+        help="share of the steps in the L1 warm-up before proximal matching (0 to skip it)",
+    )
+    p.add_argument(
+        "--gamma-unit",
+        type=float,
+        default=None,
+        help="per-pixel proximal-matching γ unit (default 0.8·σ: 0.08 at σ = 0.1, as the LPN code)",
+    )
+    p.add_argument(
+        "--init",
+        default=None,
+        help="start from the weights of this prior (a shipped name or a checkpoint) to fine-tune "
+        "it, e.g. at another σ or on your own data; the architecture is taken from it",
+    )
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--patch", type=int, default=48)
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--levels", type=int, default=3)
     p.add_argument("--depth", type=int, default=2)
+    p.add_argument(
+        "--out-channels",
+        type=int,
+        default=1,
+        help="K convex maps per pixel (the AE-LPN squares and sums all K)",
+    )
+    p.add_argument(
+        "--upsample",
+        default="nearest",
+        choices=["nearest", "bilinear"],
+        help="decoder upsampling (both keep the network convex and homogeneous)",
+    )
     p.add_argument("--act", default="smooth", choices=["smooth", "leaky_relu", "relu"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ckpt-every", type=int, default=100)
@@ -206,9 +250,18 @@ def run(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     channels = args.channels or (2 if args.data in ("mri-natural", "mri-brain") else 1)
     sampler, val, desc = make_sampler(args.data, args.patch, channels)
-    arch = dict(in_channels=channels, width=args.width, levels=args.levels, depth=args.depth)
+    arch = dict(
+        in_channels=channels,
+        width=args.width,
+        levels=args.levels,
+        depth=args.depth,
+        out_channels=args.out_channels,
+        upsample=args.upsample,
+    )
     torch.manual_seed(args.seed)  # the initial weights follow --seed (equal on every rank)
-    if args.kind == "normalization-trick":
+    if args.init:
+        model = _init_model(args.init, args.kind, channels)
+    elif args.kind == "normalization-trick":
         model = NormalizationTrick(**arch)
     else:
         model = ConvLPN(
@@ -221,6 +274,8 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         sigma=args.sigma,
         steps=args.steps,
         batch=args.batch,
+        l1_fraction=args.l1_fraction,
+        gamma_unit=args.gamma_unit if args.gamma_unit is not None else 0.8 * args.sigma,
         seed=args.seed,
         ckpt_every=args.ckpt_every,
         val_every=args.val_every,
@@ -230,6 +285,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         "training_data": desc,
         "patch": args.patch,
         "seed": args.seed,
+        **({"init": str(args.init)} if args.init else {}),
         "command": "recon " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "recon train",
     }
     res = train_prior(

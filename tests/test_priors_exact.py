@@ -11,9 +11,10 @@ from priors.lpn import ConvLPN, DenseLPN, NormalizationTrick
 from priors.regularizer import evaluate_regularizer
 
 
-def _model(kind: str, channels: int = 1, seed: int = 0):
+def _model(kind: str, channels: int = 1, seed: int = 0, **arch):
     torch.manual_seed(seed)
-    m = ConvLPN(kind=kind, in_channels=channels, width=8, levels=2, depth=1).double().eval()
+    m = ConvLPN(kind=kind, in_channels=channels, width=8, levels=2, depth=1, **arch)
+    m = m.double().eval()
     # Random (not freshly initialized) nonnegative z-weights, so tests do not rest on the init.
     with torch.no_grad():
         for p in m.parameters():
@@ -26,9 +27,13 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
+ARCHS = {"base": {}, "bilinear-k4": {"upsample": "bilinear", "out_channels": 4}}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("channels", [1, 2])
-def test_aelpn_exactly_affine_equivariant(channels):
-    m = _model("aelpn", channels)
+def test_aelpn_exactly_affine_equivariant(channels, arch):
+    m = _model("aelpn", channels, **ARCHS[arch])
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(3, channels, 20, 28, generator=gen, dtype=torch.float64)  # odd size: padded
     fx = m.prox(x)
@@ -58,10 +63,13 @@ def test_ablations_have_only_their_own_equivariance():
     assert _rel(lpn.prox(40.0 * x + 5.0), 40.0 * lpn.prox(x) + 5.0) > 1e-4
 
 
-@pytest.mark.parametrize("kind", ["aelpn", "aelpn-global", "scale-only", "shift-only", "lpn"])
+@pytest.mark.parametrize(
+    "kind", ["aelpn", "aelpn-global", "scale-only", "shift-only", "lpn", "aelpn/bilinear-k4"]
+)
 def test_potential_convex_midpoints(kind):
     """ψ((x+y)/2) ≤ (ψ(x)+ψ(y))/2 on 2,000 random pairs, including far-apart and scaled ones."""
-    m = _model(kind)
+    kind, _, arch = kind.partition("/")
+    m = _model(kind, **ARCHS[arch or "base"])
     gen = torch.Generator().manual_seed(4)
     violations = 0
     for scale in (0.01, 1.0, 100.0, 1000.0):

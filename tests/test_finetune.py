@@ -1,0 +1,67 @@
+"""Fine-tuning a prior with `recon train --init`: starts from the given weights, keeps their
+architecture, stays exact (convex, equivariant) after training, and refuses a mismatched kind."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from priors.checkpoint import load_prior, read_checkpoint, save_checkpoint
+from priors.lpn import ConvLPN
+from recon.cli import main
+
+
+def _source(tmp_path, kind="aelpn", **arch):
+    torch.manual_seed(1)
+    m = ConvLPN(kind=kind, width=4, levels=2, depth=1, **arch).eval()
+    path = tmp_path / f"{kind}-src.safetensors"
+    save_checkpoint(path, m, {"sigma": 0.1})
+    return path, m
+
+
+def _train(tmp_path, src, steps, *extra):
+    out = tmp_path / "ft.safetensors"
+    args = ["train", "--kind", "aelpn", "--data", "ellipses", "--init", str(src), "--steps"]
+    args += [str(steps), "--batch", "2", "--patch", "16", "--val-every", "1", "--quiet"]
+    assert main([*args, "--out", str(out), "--threads", "1", *extra]) == 0
+    return out
+
+
+def test_init_starts_from_the_weights_and_keeps_the_architecture(tmp_path):
+    src, m = _source(tmp_path, upsample="bilinear", out_channels=2)
+    out = _train(tmp_path, src, 3, "--sigma", "0.05", "--l1-fraction", "0")
+    _, info = read_checkpoint(out)
+    assert info["config"] == m.config()  # architecture from --init, not the --width defaults
+    assert info["meta"]["init"] == str(src)
+    cfg = info["meta"]["train_config"]
+    assert cfg["gamma_unit"] == pytest.approx(0.8 * 0.05) and cfg["l1_fraction"] == 0.0
+    tuned = load_prior(out).double()
+    # trained (weights moved) ...
+    moved = sum(
+        float((a - b).abs().sum())
+        for a, b in zip(tuned.state_dict().values(), m.double().state_dict().values(), strict=True)
+    )
+    assert moved > 0
+    # ... and still exact: affine-equivariant and monotone
+    x = torch.rand(2, 1, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    fx = tuned.prox(x)
+    assert float((tuned.prox(30 * x - 7) - (30 * fx - 7)).norm() / fx.norm()) < 1e-10
+    y = torch.rand_like(x)
+    assert float(((tuned.prox(y) - fx) * (y - x)).sum()) >= 0
+
+
+def test_a_flat_loss_step_keeps_the_source_prox(tmp_path):
+    src, m = _source(tmp_path)
+    out = _train(tmp_path, src, 1, "--l1-fraction", "0", "--gamma-unit", "1e6")
+    # γ huge: the proximal-matching loss is flat (~0 gradient), so one step barely moves weights
+    x = torch.rand(1, 1, 16, 16)
+    assert torch.allclose(load_prior(out).prox(x), m.prox(x), atol=1e-4)
+
+
+def test_init_with_another_kind_is_refused(tmp_path, capsys):
+    src, _ = _source(tmp_path, kind="lpn")
+    args = ["train", "--kind", "aelpn", "--data", "ellipses", "--init", str(src), "--steps", "1"]
+    assert main([*args, "--out", str(tmp_path / "ft.safetensors"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert str(src) in err and "a lpn prior" in err
+    assert not (tmp_path / "ft.safetensors").exists()  # nothing half-written
