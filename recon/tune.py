@@ -40,6 +40,7 @@ from recon.tune_problems import (
     Scan,
     build_case,
     check_disjoint,
+    ct_real_validation_scans,
     ct_test_scans,
     ct_validation_scans,
     modality_of,
@@ -234,6 +235,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prior", default=None, help="learned prior (default aelpn-MODALITY)")
     p.add_argument("--inputs", default=None, help="GLOB of your own validation scans")
     p.add_argument("--n-val", type=int, default=3, help="synthetic validation scans")
+    p.add_argument(
+        "--val",
+        default="synthetic",
+        choices=["synthetic", "real-ct"],
+        help="validation set without --inputs: synthetic (phantoms / Colin27 slices) or "
+        "real-ct (three real CT slices of two patients from pydicom-data, CT only)",
+    )
     p.add_argument("--size", type=int, default=128, help="CT phantom size")
     p.add_argument("--problem", action="append", choices=list(PROBLEMS), help="tuning problem(s)")
     p.add_argument("--iters", type=int, default=30, help="iterations per run (kept in the preset)")
@@ -303,7 +311,7 @@ def _command(args) -> str:
     parts = ["recon", "tune", args.modality]
     for s in args.solver or []:
         parts += ["--solver", s]
-    for key in ("prior", "inputs", "n_val", "size", "iters", "points", "refine", "rounds",
+    for key in ("prior", "inputs", "val", "n_val", "size", "iters", "points", "refine", "rounds",
                 "passes", "config", "test", "seed"):  # fmt: skip
         val = getattr(args, key)
         if val is not None:
@@ -355,6 +363,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.inputs:
         val = scans_from_glob(m, args.inputs)
+    elif args.val == "real-ct":
+        if m != "ct":
+            raise ValueError("--val real-ct is for recon tune ct")
+        val = ct_real_validation_scans(args.size)
     else:
         val = (
             ct_validation_scans(args.size, args.n_val)
