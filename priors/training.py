@@ -55,6 +55,7 @@ Sampler = Callable[[int, torch.Generator], torch.Tensor]
 @dataclass
 class TrainConfig:
     sigma: float = 0.1
+    sigma_max: float | None = None  # if set: σ per training image ~ U[sigma, sigma_max] ("blind")
     steps: int = 2000
     batch: int = 16
     lr_l1: float = 1e-3
@@ -85,11 +86,21 @@ class TrainResult:
     steps: int = 0
 
 
-def proximal_matching_loss(pred: torch.Tensor, target: torch.Tensor, gamma: float) -> torch.Tensor:
-    """mean over the batch of 1 − exp(−||pred − target||² / (d·γ²)), d = entries per item."""
+def proximal_matching_loss(
+    pred: torch.Tensor, target: torch.Tensor, gamma: float | torch.Tensor
+) -> torch.Tensor:
+    """mean over the batch of 1 − exp(−||pred − target||² / (d·γ²)), d = entries per item;
+    γ a number or one per item (B,)."""
     err = (pred - target).flatten(1)
     d = err.shape[1]
     return (1.0 - torch.exp(-err.pow(2).sum(1) / (d * gamma**2))).mean()
+
+
+def _noise_levels(cfg: TrainConfig, batch: int, gen: torch.Generator) -> torch.Tensor | float:
+    """σ for this batch: cfg.sigma, or one σ per image ~ U[sigma, sigma_max] (B,)."""
+    if cfg.sigma_max is None:
+        return cfg.sigma
+    return cfg.sigma + (cfg.sigma_max - cfg.sigma) * torch.rand(batch, generator=gen)
 
 
 @torch.no_grad()
@@ -163,7 +174,11 @@ def train_prior(
         for g in opt.param_groups:
             g["lr"] = lr
         clean = sampler(cfg.batch, gen).to(device)
-        noisy = clean + cfg.sigma * torch.randn(clean.shape, generator=gen).to(device)
+        sig = _noise_levels(cfg, clean.shape[0], gen)
+        sig_b = sig.to(device).view(-1, *([1] * (clean.ndim - 1))) if torch.is_tensor(sig) else sig
+        noisy = clean + sig_b * torch.randn(clean.shape, generator=gen).to(device)
+        if gamma is not None and torch.is_tensor(sig):  # γ in proportion to each image's σ
+            gamma = gamma * sig.to(device) / cfg.sigma
         # DDP's forward is model.forward = model.prox with create_graph in training mode
         pred = net(noisy) if net is not None else model.prox(noisy, create_graph=True)
         loss = (

@@ -161,6 +161,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--sigma", type=float, default=0.1, help="training noise level (images in [0, 1])"
     )
+    p.add_argument(
+        "--sigma-max",
+        type=float,
+        default=None,
+        help="train blind: σ per image uniform in [--sigma, --sigma-max] (γ follows each σ; "
+        "validation stays at --sigma)",
+    )
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument(
         "--l1-fraction",
@@ -248,6 +255,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
+    if not args.sigma > 0:
+        raise ValueError(f"--sigma must be > 0, got {args.sigma}")
+    if args.sigma_max is not None and not args.sigma_max > args.sigma:
+        raise ValueError(f"--sigma-max must exceed --sigma ({args.sigma}), got {args.sigma_max}")
     channels = args.channels or (2 if args.data in ("mri-natural", "mri-brain") else 1)
     sampler, val, desc = make_sampler(args.data, args.patch, channels)
     arch = dict(
@@ -272,6 +283,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     model = model.to(device)
     cfg = TrainConfig(
         sigma=args.sigma,
+        sigma_max=args.sigma_max,
         steps=args.steps,
         batch=args.batch,
         l1_fraction=args.l1_fraction,

@@ -37,8 +37,11 @@ def test_proximal_matching_loss_values():
     assert float(proximal_matching_loss(x + 0.1, x, 0.1)) == pytest.approx(1 - torch.e**-1)
 
 
-def test_resume_is_exact(tmp_path):
-    cfg = TrainConfig(steps=6, batch=2, ckpt_every=100, val_every=3, l1_fraction=0.5)
+@pytest.mark.parametrize("sigma_max", [None, 0.3])
+def test_resume_is_exact(tmp_path, sigma_max):
+    cfg = TrainConfig(
+        steps=6, batch=2, ckpt_every=100, val_every=3, l1_fraction=0.5, sigma_max=sigma_max
+    )
     sampler = ellipse_sampler(16)
     val = sampler(2, torch.Generator().manual_seed(9))
     straight = train_prior(_tiny(), sampler, cfg, val=val, progress=False).model
@@ -55,6 +58,24 @@ def test_resume_is_exact(tmp_path):
     assert len(resumed.history["loss"]) == 6
     # nonnegativity held throughout
     assert all(float(w.detach().min()) >= 0 for w in _nonneg(resumed.model))
+
+
+def test_blind_noise_levels_are_seeded_and_in_range():
+    from priors.training import _noise_levels
+
+    cfg = TrainConfig(sigma=0.05, sigma_max=0.3)
+    a = _noise_levels(cfg, 4000, torch.Generator().manual_seed(0))
+    b = _noise_levels(cfg, 4000, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and a.shape == (4000,)
+    assert 0.05 <= float(a.min()) and float(a.max()) <= 0.3
+    assert float(a.mean()) == pytest.approx(0.175, abs=0.01)  # uniform on [0.05, 0.3]
+    assert _noise_levels(TrainConfig(sigma=0.1), 4, torch.Generator()) == 0.1
+    # γ per item: an item with error e = its own γ scores 1 − e^{-1}
+    x = torch.zeros(2, 1, 4, 4)
+    pred = x + torch.tensor([0.1, 0.3]).view(2, 1, 1, 1)
+    assert float(proximal_matching_loss(pred, x, torch.tensor([0.1, 0.3]))) == pytest.approx(
+        1 - torch.e**-1
+    )
 
 
 def _nonneg(model):
