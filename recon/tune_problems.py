@@ -114,59 +114,45 @@ def ct_test_scans(size: int = 128, n_phantoms: int = len(CT_TEST_SEEDS), real: b
     return scans
 
 
-# Real CT slices for validation, from the pydicom-data package (pydicom's larger test files): an
-# abdominal slice (patient PANCREAS_0001) and the two frames of an enhanced head CT. Neither
-# patient is in the training set (``data.training_sets.REAL_CT_FILES``) nor is the test slice.
-REAL_CT_VAL_FILES = ("explicit_VR-UN.dcm", "eCT_Supplemental.dcm")
-
-
-def _block_mean(img: np.ndarray, size: int) -> np.ndarray:
-    """(H, W) -> (size, size) by averaging f×f blocks (H = W = f·size); a centre crop first."""
-    h, w = img.shape
-    n = min(h, w)
-    f = n // size
-    if f < 1:
-        raise ValueError(f"cannot reduce a {h}×{w} slice to {size}×{size}")
-    top, left = (h - f * size) // 2, (w - f * size) // 2
-    crop = img[top : top + f * size, left : left + f * size].astype(np.float64)
-    return crop.reshape(size, f, size, f).mean(axis=(1, 3)).astype(np.float32)
+# Real CT for validation, from the pydicom-data package (pydicom's larger test files): an abdominal
+# slice (patient PANCREAS_0001, 512², 0.86 mm), a patient in neither the training set
+# (``data.training_sets.REAL_CT_FILES``) nor the test slice. Its validation scans are four windows
+# through the body, centred at the pixels below (disjoint at 128²), at native resolution, like the
+# test slice: a native-resolution 128² crop (0.66 mm) with the scanner's noise and fine texture.
+# (pydicom-data's other CT, eCT_Supplemental.dcm, is a processed image: quantized values and
+# −1024 HU holes inside the brain, so it is not used.)
+REAL_CT_VAL_FILE = "explicit_VR-UN.dcm"
+REAL_CT_VAL_WINDOWS = ((256, 256), (256, 128), (256, 384), (128, 256))
 
 
 def ct_real_validation_scans(size: int = 128) -> list[Scan]:
-    """The real CT slices in ``REAL_CT_VAL_FILES`` in HU, block-averaged to size² (pixel size ×f).
+    """Real CT validation scans: ``size``² windows of ``REAL_CT_VAL_FILE`` in HU at native
+    resolution, centred at ``REAL_CT_VAL_WINDOWS``.
 
     Needs the ``pydicom-data`` package (installed by ``make venv``); a clear error otherwise."""
-    import pydicom
     from pydicom.data import get_testdata_file
 
     from data.dicom import read_dicom_file
 
+    try:
+        path = get_testdata_file(REAL_CT_VAL_FILE, download=False)
+    except TypeError:  # older pydicom without the download flag
+        path = get_testdata_file(REAL_CT_VAL_FILE)
+    if path is None:
+        raise ValueError(
+            f"real CT validation slice {REAL_CT_VAL_FILE} not found: install the pydicom-data "
+            "package (pip install pydicom-data), or pass your own scans with --inputs"
+        )
+    sl = read_dicom_file(path)
+    hu = np.maximum(sl.hu, -1024.0)
     scans = []
-    for name in REAL_CT_VAL_FILES:
-        try:
-            path = get_testdata_file(name, download=False)
-        except TypeError:  # older pydicom without the download flag
-            path = get_testdata_file(name)
-        if path is None:
-            raise ValueError(
-                f"real CT validation slice {name} not found: install the pydicom-data package "
-                "(pip install pydicom-data), or pass your own scans with --inputs"
-            )
-        ds = pydicom.dcmread(path)
-        if int(getattr(ds, "NumberOfFrames", 1) or 1) == 1:
-            sl = read_dicom_file(path)
-            frames, spacing = [sl.hu], sl.pixel_spacing[0]
-        else:  # enhanced multi-frame CT: rescale and spacing in the shared functional groups
-            shared = ds.SharedFunctionalGroupsSequence[0]
-            tr = shared.PixelValueTransformationSequence[0]
-            raw = ds.pixel_array.astype(np.float64)
-            frames = list(raw * float(tr.RescaleSlope) + float(tr.RescaleIntercept))
-            spacing = float(shared.PixelMeasuresSequence[0].PixelSpacing[0])
-        for k, hu in enumerate(frames):
-            img = _block_mean(np.maximum(hu, -1024.0), size)
-            f = min(hu.shape) // size
-            label = Path(name).stem + (f"-f{k}" if len(frames) > 1 else "")
-            scans.append(Scan(label, img, "HU", spacing * f))
+    for r, c in REAL_CT_VAL_WINDOWS:
+        r, c = r - size // 2, c - size // 2
+        img = hu[max(r, 0) : r + size, max(c, 0) : c + size]
+        if r < 0 or c < 0 or img.shape != (size, size):
+            raise ValueError(f"{path}: a {size}² window at ({r}, {c}) leaves the {hu.shape} slice")
+        name = f"{Path(REAL_CT_VAL_FILE).stem}-r{r}c{c}"
+        scans.append(Scan(name, np.ascontiguousarray(img), "HU", sl.pixel_spacing[0]))
     return scans
 
 

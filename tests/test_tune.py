@@ -118,27 +118,19 @@ def test_a_preset_can_be_tuned_one_solver_at_a_time():
 
 
 def test_real_ct_validation_scans_are_real_slices_disjoint_from_the_test_set():
-    from recon.tune_problems import REAL_CT_VAL_FILES, _block_mean, ct_real_validation_scans
-
     pytest.importorskip("data_store", reason="the pydicom-data package is not installed")
-    scans = ct_real_validation_scans(64)
-    assert len(scans) == 3 and {s.name.split("-f")[0] for s in scans} == {
-        n.removesuffix(".dcm") for n in REAL_CT_VAL_FILES
-    }
-    for s in scans:
-        assert s.image.shape == (64, 64) and s.units == "HU"
-        assert s.image.min() == pytest.approx(-1024.0)  # air outside the body
-        body = s.image[s.image > -200]
-        assert body.size > 500 and abs(float(np.median(body))) < 100  # soft tissue ≈ water
-    # distinct content, none of it the bundled test slice (tuning refuses overlaps)
-    assert len({s.digest() for s in scans}) == 3
-    from recon.tune_problems import check_disjoint
+    from recon.tune_problems import REAL_CT_VAL_WINDOWS, check_disjoint, ct_real_validation_scans
 
+    scans = ct_real_validation_scans(64)
+    assert len(scans) == len(REAL_CT_VAL_WINDOWS) == 4
+    for s in scans:
+        assert s.image.shape == (64, 64) and s.units == "HU" and s.pixel_size > 0.5
+        assert float(s.image.min()) >= -1024.0
+        body = s.image[s.image > -200]
+        assert body.size > 500 and abs(float(np.median(body))) < 150  # soft tissue ≈ water
+    # four different windows, none of them the bundled test slice (tuning refuses overlaps)
+    assert len({s.digest() for s in scans}) == 4
     check_disjoint(scans, ct_test_scans(64))
-    # block mean: exact on a known image, centre-cropped when the size does not divide
-    img = np.arange(36, dtype=np.float32).reshape(6, 6)
-    assert np.allclose(_block_mean(img, 3), img.reshape(3, 2, 3, 2).mean(axis=(1, 3)))
-    assert _block_mean(np.ones((7, 9)), 3).shape == (3, 3)
 
 
 def test_real_ct_validation_is_refused_for_mri(tmp_path, capsys):
