@@ -278,7 +278,10 @@ def ct_experiment(s: Settings, progress: bool = False) -> dict[str, Any]:
     a1 = op.forward(torch.ones_like(x_u))
     drange = float(x_u.max() - x_u.min())
     presets = load_presets("ct")
-    fixed = solver_params(presets, "pnp-admm", {"iters": s.ct_iters, "tol": 0.0})
+    fixed = {
+        p: solver_params(presets, "pnp-admm", {"iters": s.ct_iters, "tol": 0.0}, p)
+        for p in ("aelpn-ct", "lpn-ct")
+    }
 
     def run(y, x0, solver, prior, params, a=1.0, b=0.0):
         rec = reconstruct(op, y, x0, solver, prior, params)
@@ -290,7 +293,7 @@ def ct_experiment(s: Settings, progress: bool = False) -> dict[str, Any]:
         "image": [h, w],
         "noise": s.noise,
         "iters": s.ct_iters,
-        "rho_rel": fixed["rho_rel"],
+        "rho_rel": {p: f["rho_rel"] for p, f in fixed.items()},
     }
     y = add_gaussian_noise(clean, s.noise, seed=s.seed)
     x0 = op.fbp(y)
@@ -304,7 +307,7 @@ def ct_experiment(s: Settings, progress: bool = False) -> dict[str, Any]:
     for prior, c in tasks:
         a, b = conv[c]
         t0 = time.perf_counter()
-        back, rec = run(a * y + b * a1, a * x0 + b, "pnp-admm", prior, fixed, a, b)
+        back, rec = run(a * y + b * a1, a * x0 + b, "pnp-admm", prior, fixed[prior], a, b)
         if c == "u":
             refs[prior] = back
         diff = float((back - refs[prior]).abs().max()) / drange
@@ -330,7 +333,7 @@ def ct_experiment(s: Settings, progress: bool = False) -> dict[str, Any]:
     jitter = 2.0**-24 * torch.randn(y.shape, generator=gen)
     control: dict[str, Any] = {}
     for prior in rows:
-        back, _ = run(y * (1 + jitter), x0, "pnp-admm", prior, fixed)
+        back, _ = run(y * (1 + jitter), x0, "pnp-admm", prior, fixed[prior])
         control[prior] = {
             "psnr": _psnr(back, x_u, drange),
             "max_diff_vs_u": float((back - refs[prior]).abs().max()) / drange,
@@ -342,7 +345,7 @@ def ct_experiment(s: Settings, progress: bool = False) -> dict[str, Any]:
         yf = add_gaussian_noise(clean, s.noise * f, seed=s.seed)
         x0f = op.fbp(yf)
         solver = "tv" if method == "tv" else "pnp-admm"
-        params = solver_params(presets, solver, {})
+        params = solver_params(presets, solver, {}, None if method == "tv" else method)
         t0 = time.perf_counter()
         back, rec = run(yf, x0f, solver, None if method == "tv" else method, params)
         noise_rows.setdefault(method, {})[str(f)] = {
@@ -359,7 +362,8 @@ def ct_experiment(s: Settings, progress: bool = False) -> dict[str, Any]:
             r[f]["drop_db"] = r[str(s.noise_factors[0])]["psnr"] - r[f]["psnr"]
     res["noise_levels"] = noise_rows
     res["noise_preset"] = {
-        m: solver_params(presets, "tv" if m == "tv" else "pnp-admm", {}) for m in noise_rows
+        m: solver_params(presets, "tv" if m == "tv" else "pnp-admm", {}, None if m == "tv" else m)
+        for m in noise_rows
     }
     _close(bar)
     return res

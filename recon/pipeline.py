@@ -94,7 +94,40 @@ def load_presets(modality: str, config: str | Path | None = None) -> dict[str, A
     return presets
 
 
-def solver_params(presets: dict, solver: str, overrides: dict[str, Any]) -> dict[str, Any]:
+def prior_key(prior: str | Path) -> str:
+    """The name a prior's preset overrides are filed under: a shipped name as is, a checkpoint
+    path by its file stem (``runs/mine.safetensors`` -> ``mine``)."""
+    name = str(prior)
+    return Path(name).stem if name.endswith(".safetensors") else name
+
+
+def presets_for_prior(presets: dict, prior: str | Path | None) -> dict[str, Any]:
+    """``presets`` with the overrides filed for ``prior`` merged into their solver sections.
+
+    A learned prior is the prox of one fixed R whose scale follows its training (R ≈ σ²·(−log p)
+    for a prior trained at noise σ), so the ADMM ρ that balances it against the data is a
+    property of the prior: a preset may hold ``"priors": {"lpn-ct": {"pnp-admm": {"rho_rel":
+    0.03}}}``. The result has no ``priors`` table (its sections are what a run with ``prior``
+    uses)."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in presets.items() if k != "priors"}
+    if prior is None:
+        return out
+    table = presets.get("priors", {})
+    if not isinstance(table, dict):
+        raise ValueError(
+            f"presets: 'priors' must map prior names to solver sections, got {table!r}"
+        )
+    for solver, over in table.get(prior_key(prior), {}).items():
+        out[solver] = {**out.get(solver, {}), **over}
+    return out
+
+
+def solver_params(
+    presets: dict, solver: str, overrides: dict[str, Any], prior: str | Path | None = None
+) -> dict[str, Any]:
+    """The parameters of ``solver``: its preset section, the overrides filed for ``prior`` (see
+    ``presets_for_prior``), then ``overrides`` (None values ignored)."""
+    presets = presets_for_prior(presets, prior)
     if solver not in presets:
         known = sorted(k for k in presets if not k.startswith("_"))
         raise ValueError(f"no preset for solver {solver!r}; known: {known}")
@@ -219,7 +252,8 @@ def solve_from_args(
     args, presets: dict, op, y: torch.Tensor, x0: torch.Tensor, reference, data_range
 ) -> Reconstruction:
     """Run ``args.solver`` with its preset (``--iters``/``--tol`` override) and ``args.prior``."""
-    params = solver_params(presets, args.solver, {"iters": args.iters, "tol": args.tol})
+    prior = args.prior if args.solver != "tv" else None
+    params = solver_params(presets, args.solver, {"iters": args.iters, "tol": args.tol}, prior)
     return reconstruct(
         op,
         y,

@@ -156,6 +156,12 @@ def tuned_preset(
     for solver, r in results.items():
         preset[solver] = {**base[solver], **r["best"], "iters": iters}
         info[solver] = {k: v for k, v in r.items() if k not in ("best", "trials")}
+        if r.get("prior"):  # also filed under the prior, so no shipped per-prior entry shadows it
+            from recon.pipeline import prior_key
+
+            table = preset.setdefault("priors", {})
+            entry = table.setdefault(prior_key(r["prior"]), {})
+            entry[solver] = dict(preset[solver])
     preset["_tuned"] = info
     return preset
 
@@ -328,7 +334,7 @@ def _command(args) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recon.pipeline import load_presets
+    from recon.pipeline import load_presets, presets_for_prior
 
     torch.set_num_threads(max(1, args.threads))
     m = args.modality
@@ -358,8 +364,10 @@ def run(args: argparse.Namespace) -> int:
         bad = ", ".join(sorted(set(ranges) - searched))
         raise ValueError(f"--range {bad}: not searched for --solver {' '.join(solvers)}")
     out = Path(args.out or f"out/tune-{m}")
-    base = load_presets(m, args.config)
-    shipped = load_presets(m)
+    # the sections a run with this prior uses (its per-prior overrides merged in); the tuned
+    # preset is written for this prior, so it carries no per-prior table
+    base = presets_for_prior(load_presets(m, args.config), prior)
+    shipped = presets_for_prior(load_presets(m), prior)
 
     if args.inputs:
         val = scans_from_glob(m, args.inputs)

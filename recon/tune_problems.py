@@ -364,7 +364,9 @@ def method_params(presets: dict, solver: str, prior: str) -> tuple[str, str | No
             tv.pop("weight_rel_pgd", None)
             tv["solver"] = "pnp-admm"
         return "tv", None, tv
-    params = dict(presets[base])
+    from recon.pipeline import solver_params
+
+    params = solver_params(presets, base, {}, prior)
     if base == "pnp-pgd":
         params["accelerated"] = solver == "pnp-fista"
     return base, prior, params

@@ -136,3 +136,31 @@ def test_real_ct_validation_scans_are_real_slices_disjoint_from_the_test_set():
 def test_real_ct_validation_is_refused_for_mri(tmp_path, capsys):
     code = main(["tune", "mri", "--val", "real-ct", "--out", str(tmp_path / "t"), "--quiet"])
     assert code == 2 and "--val real-ct is for recon tune ct" in capsys.readouterr().err
+
+
+def test_per_prior_presets_are_used_for_their_prior_only(tmp_path):
+    from recon.pipeline import prior_key, solver_params
+    from recon.tune import tuned_preset
+
+    presets = {
+        "pnp-admm": {"rho_rel": 0.01, "iters": 40},
+        "priors": {"lpn-ct": {"pnp-admm": {"rho_rel": 0.03}}, "mine": {"pnp-admm": {"iters": 9}}},
+    }
+    assert solver_params(presets, "pnp-admm", {}, "aelpn-ct")["rho_rel"] == 0.01
+    assert solver_params(presets, "pnp-admm", {}, "lpn-ct") == {"rho_rel": 0.03, "iters": 40}
+    assert solver_params(presets, "pnp-admm", {"rho_rel": 0.5}, "lpn-ct")["rho_rel"] == 0.5
+    assert prior_key("runs/mine.safetensors") == "mine"
+    assert solver_params(presets, "pnp-admm", {}, "runs/mine.safetensors")["iters"] == 9
+    # a preset tuned for lpn-ct files its values under lpn-ct too, so the shipped entry for
+    # lpn-ct cannot shadow them when the tuned file is loaded over the shipped one
+    res = {"pnp-admm": {"best": {"rho_rel": 0.2}, "prior": "lpn-ct"}}
+    tuned = tuned_preset("ct", {"pnp-admm": {"rho_rel": 0.03, "iters": 40}}, res, "cmd", 30)
+    path = tmp_path / "tuned.json"
+    path.write_text(json.dumps(tuned))
+    loaded = load_presets("ct", config=path)
+    assert solver_params(loaded, "pnp-admm", {}, "lpn-ct")["rho_rel"] == 0.2
+    # the shipped file's own per-prior entries stay for the other priors
+    shipped = load_presets("ct")
+    for name in shipped.get("priors", {}):
+        if name != "lpn-ct":
+            assert loaded["priors"][name] == shipped["priors"][name]
