@@ -298,7 +298,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         "patch": args.patch,
         "seed": args.seed,
         **({"init": str(args.init)} if args.init else {}),
-        "command": "recon " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "recon train",
+        "command": "recon train " + " ".join(sys.argv[2:]),
     }
     res = train_prior(
         model,

@@ -22,8 +22,8 @@ from recon.pipeline import Timer, image_metrics, reconstruct
 
 GRIDS = {
     "tv": ("weight_rel", (0.005, 0.01, 0.02, 0.04)),
-    "aelpn-ct": ("rho_rel", (0.01, 0.03, 0.1)),
-    "lpn-ct": ("rho_rel", (0.01, 0.03, 0.1)),
+    "aelpn-ct": ("rho_rel", (0.003, 0.01, 0.03)),
+    "lpn-ct": ("rho_rel", (0.003, 0.01, 0.03)),
 }
 
 
