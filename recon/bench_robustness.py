@@ -540,12 +540,20 @@ def tables(results: dict[str, Any]) -> str:
     if "ct" in results:
         r = results["ct"]
         convs = list(next(iter(r["conventions"].values())))
+        rho = r["rho_rel"]  # one number (older results) or each prior's preset value
+        if isinstance(rho, dict):
+            vals = set(rho.values())
+            rho = (
+                f"{vals.pop():g}"
+                if len(vals) == 1
+                else ", ".join(f"{v:g} ({p})" for p, v in rho.items())
+            )
         out += [
             "## d. CT: data in another intensity convention (PnP-ADMM, PSNR dB in u)",
             "",
             f"Bundled slice {r['image'][0]}×{r['image'][1]}, {r['views']} views, "
-            f"{100 * r['noise']:g} % noise, rho_rel {r['rho_rel']}, {r['iters']} iterations "
-            f"(no tolerance stop). FBP {r['fbp_psnr']:.2f} dB.",
+            f"{100 * r['noise']:g} % noise, rho_rel {rho} (each prior's preset), {r['iters']} "
+            f"iterations (no tolerance stop). FBP {r['fbp_psnr']:.2f} dB.",
             "",
             "| prior | " + " | ".join(convs) + " | max drop (dB) | max |Δx|/range | "
             "control: u, y·(1 + 2⁻²⁴n) |",
