@@ -13,9 +13,13 @@ step_rel/||A||²: searching rho_rel / step_rel *is* searching the data weight ag
 
 Search: a coarse log grid per parameter, then refinement between the best point and its
 neighbours (``recon.tune_search``). Validation scans: ``--inputs GLOB`` (your own; CT DICOM/.npy,
-MRI .npy magnitudes or fastMRI .h5) or synthetic ones disjoint from the ``recon bench grid`` test
-set (CT: ellipse phantoms with other seeds; MRI: other held-out Colin27 slices). The test scans
-(and ``--test GLOB``) are compared by content and tuning refuses to start if any overlaps.
+MRI .npy magnitudes or fastMRI .h5), ``--val real-ct`` (four native-resolution windows of a real
+abdominal CT slice from pydicom-data, a patient never trained on) or synthetic ones disjoint from
+the ``recon bench grid`` test set (CT: ellipse phantoms with other seeds; MRI: other held-out
+Colin27 slices). A validation set has to look like the scans it is for: CT phantoms, or whole
+slices averaged down to 128², asked for far less regularization than real native-resolution
+CT. The test scans (and ``--test GLOB``) are compared by content and tuning refuses to start if
+any overlaps.
 ``--report-test`` then (and only then) scores the shipped and tuned presets on the test scans.
 
 Writes into ``--out``: preset.json (the format of recon/presets/*.json; also to ``--preset``),
