@@ -84,7 +84,7 @@ CT_METHODS: list[tuple[str, str, str | None, str, tuple[float, ...], dict]] = [
         "pnp-admm",
         "aelpn-ct",
         "rho_rel",
-        (0.01, 0.03, 0.1),
+        (0.001, 0.003, 0.01, 0.03),  # around the preset (0.01) and the Shepp-Logan 256 best
         {"iters": 40, "tol": 1e-4, "cg_iters": 10},
     ),
     (
@@ -92,7 +92,7 @@ CT_METHODS: list[tuple[str, str, str | None, str, tuple[float, ...], dict]] = [
         "pnp-admm",
         "lpn-ct",
         "rho_rel",
-        (0.03, 0.1, 0.3),
+        (0.001, 0.003, 0.01, 0.03),
         {"iters": 40, "tol": 1e-4, "cg_iters": 10},
     ),
 ]
