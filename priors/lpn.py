@@ -164,32 +164,22 @@ class ConvLPN(LearnedProx):
         if self.homogeneous:
             if act not in ("smooth", "leaky_relu", "relu"):
                 raise ValueError(f"{kind} needs a homogeneous activation, not {act!r}")
-            out_act = "smooth_pos" if act == "smooth" else "relu"
-            self.net = ConvICNN(
-                in_channels,
-                width,
-                levels,
-                depth,
-                kernel,
-                act,
-                False,
-                out_act,
-                out_channels,
-                upsample,
-            )
-        else:
-            self.net = ConvICNN(
-                in_channels,
-                width,
-                levels,
-                depth,
-                kernel,
-                "softplus",
-                True,
-                None,
-                out_channels,
-                upsample,
-            )
+            # bias-free, homogeneous activations, h ≥ 0 at the output (it is squared)
+            net_act, bias, out_act = act, False, "smooth_pos" if act == "smooth" else "relu"
+        else:  # the plain LPN of Fang et al.: biases, softplus, no output activation
+            net_act, bias, out_act = "softplus", True, None
+        self.net = ConvICNN(
+            in_channels,
+            width,
+            levels,
+            depth,
+            kernel,
+            net_act,
+            bias,
+            out_act,
+            out_channels,
+            upsample,
+        )
 
     def potential(self, x: torch.Tensor) -> torch.Tensor:
         if self.mean_split:

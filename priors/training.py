@@ -175,10 +175,12 @@ def train_prior(
             g["lr"] = lr
         clean = sampler(cfg.batch, gen).to(device)
         sig = _noise_levels(cfg, clean.shape[0], gen)
-        sig_b = sig.to(device).view(-1, *([1] * (clean.ndim - 1))) if torch.is_tensor(sig) else sig
-        noisy = clean + sig_b * torch.randn(clean.shape, generator=gen).to(device)
-        if gamma is not None and torch.is_tensor(sig):  # γ in proportion to each image's σ
-            gamma = gamma * sig.to(device) / cfg.sigma
+        if torch.is_tensor(sig):  # blind: one σ per image, and γ in proportion to it
+            sig = sig.to(device)
+            if gamma is not None:
+                gamma = gamma * sig / cfg.sigma
+            sig = sig.view(-1, *([1] * (clean.ndim - 1)))
+        noisy = clean + sig * torch.randn(clean.shape, generator=gen).to(device)
         # DDP's forward is model.forward = model.prox with create_graph in training mode
         pred = net(noisy) if net is not None else model.prox(noisy, create_graph=True)
         loss = (

@@ -156,13 +156,13 @@ def tuned_preset(
     for key, section in previous.items():
         if isinstance(section, dict) and not key.startswith("_"):
             preset[key] = section
+    from recon.pipeline import prior_key
+
     info = dict(previous.get("_tuned", {}))
     for solver, r in results.items():
         preset[solver] = {**base[solver], **r["best"], "iters": iters}
         info[solver] = {k: v for k, v in r.items() if k not in ("best", "trials")}
         if r.get("prior"):  # also filed under the prior, so no shipped per-prior entry shadows it
-            from recon.pipeline import prior_key
-
             table = preset.setdefault("priors", {})
             entry = table.setdefault(prior_key(r["prior"]), {})
             entry[solver] = dict(preset[solver])
@@ -250,7 +250,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="synthetic",
         choices=["synthetic", "real-ct"],
         help="validation set without --inputs: synthetic (phantoms / Colin27 slices) or "
-        "real-ct (three real CT slices of two patients from pydicom-data, CT only)",
+        "real-ct (four native-resolution windows of a real abdominal CT slice from pydicom-data, "
+        "a patient never trained on; CT only)",
     )
     p.add_argument("--size", type=int, default=128, help="CT phantom size")
     p.add_argument("--problem", action="append", choices=list(PROBLEMS), help="tuning problem(s)")
