@@ -1,6 +1,7 @@
 """Training a learned proximal network as a denoiser: L1 warm-up, then proximal matching.
 
-Pairs are (x, x + σ·n) with x drawn by a ``sampler(batch, generator) -> (B, C, H, W)`` of clean
+Pairs are (x, x + σ·n) (or, for a share of each batch, pairs with a structured error such as
+``data.ct_artifacts``) with x drawn by a ``sampler(batch, generator) -> (B, C, H, W)`` of clean
 images (phantoms on the fly, crops of natural images, a user's scans: see ``recon.train``), so
 this module needs no knowledge of data formats. Loss schedule (Fang et al. 2024):
 
@@ -50,6 +51,7 @@ from priors.checkpoint import load_model_state, read_checkpoint, save_checkpoint
 __all__ = ["TrainConfig", "TrainResult", "train_prior", "proximal_matching_loss", "denoise_psnr"]
 
 Sampler = Callable[[int, torch.Generator], torch.Tensor]
+PairSampler = Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
@@ -67,6 +69,7 @@ class TrainConfig:
     val_every: int = 100
     ckpt_every: int = 100
     grad_clip: float = 1.0
+    artifact_fraction: float = 0.0  # share of each batch drawn from ``train_prior(pairs=...)``
 
     def phase(self, step: int) -> tuple[float, float | None]:
         """(learning rate, γ per pixel or None for the L1 phase) at a given step."""
@@ -114,6 +117,41 @@ def denoise_psnr(model: nn.Module, clean: torch.Tensor, sigma: float, seed: int 
     return float((10 * torch.log10(rng.pow(2) / mse)).mean())
 
 
+def _training_batch(
+    cfg: TrainConfig,
+    sampler: Sampler,
+    pairs: PairSampler | None,
+    gen: torch.Generator,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(clean, degraded, level): level is None when every image has noise σ = cfg.sigma, else
+    each image's error level (B,): its σ (blind training) or, for the pairs from ``pairs``
+    (a share ``cfg.artifact_fraction`` of the batch), the RMS of its error."""
+    n_art = 0
+    if pairs is not None and cfg.artifact_fraction > 0:
+        n_art = int((torch.rand(cfg.batch, generator=gen) < cfg.artifact_fraction).sum())
+    n_gauss = cfg.batch - n_art
+    cleans, noisies, levels = [], [], []
+    if n_gauss:
+        clean = sampler(n_gauss, gen).to(device)
+        sig = _noise_levels(cfg, n_gauss, gen)
+        if torch.is_tensor(sig):
+            sig = sig.to(device)
+            levels.append(sig)
+            sig = sig.view(-1, *([1] * (clean.ndim - 1)))
+        else:
+            levels.append(torch.full((n_gauss,), float(sig), device=device))
+        cleans.append(clean)
+        noisies.append(clean + sig * torch.randn(clean.shape, generator=gen).to(device))
+    if n_art:
+        clean, degraded = (t.to(device) for t in pairs(n_art, gen))
+        cleans.append(clean)
+        noisies.append(degraded)
+        levels.append((degraded - clean).flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-6))
+    level = torch.cat(levels) if (n_art or cfg.sigma_max is not None) else None
+    return torch.cat(cleans), torch.cat(noisies), level
+
+
 def train_prior(
     model: nn.Module,
     sampler: Sampler,
@@ -124,6 +162,7 @@ def train_prior(
     progress: bool = True,
     resume: bool = True,
     stop_after: int | None = None,
+    pairs: PairSampler | None = None,
 ) -> TrainResult:
     """Train ``model`` in place; returns it with its history.
 
@@ -133,6 +172,9 @@ def train_prior(
             and ``resume`` is true, training continues from it exactly.
         val: held-out clean images for validation PSNR at σ = cfg.sigma.
         stop_after: stop (with a checkpoint) after this many steps in this call (to test resume).
+        pairs: (clean, degraded) pairs with a structured error (e.g. ``data.ct_artifacts``);
+            each batch item is drawn from it with probability ``cfg.artifact_fraction``, the
+            others get Gaussian noise as usual; γ follows each pair's RMS error.
     """
     device = next(model.parameters()).device
     rank, world = _rank_world()
@@ -170,17 +212,13 @@ def train_prior(
     t0 = time.perf_counter() - elapsed
     done_here = 0
     while step < cfg.steps:
-        lr, gamma = cfg.phase(step)
+        lr, gamma_stage = cfg.phase(step)
+        gamma = gamma_stage
         for g in opt.param_groups:
             g["lr"] = lr
-        clean = sampler(cfg.batch, gen).to(device)
-        sig = _noise_levels(cfg, clean.shape[0], gen)
-        if torch.is_tensor(sig):  # blind: one σ per image, and γ in proportion to it
-            sig = sig.to(device)
-            if gamma is not None:
-                gamma = gamma * sig / cfg.sigma
-            sig = sig.view(-1, *([1] * (clean.ndim - 1)))
-        noisy = clean + sig * torch.randn(clean.shape, generator=gen).to(device)
+        clean, noisy, level = _training_batch(cfg, sampler, pairs, gen, device)
+        if level is not None and gamma is not None:  # γ in proportion to each image's error
+            gamma = gamma * level / cfg.sigma
         # DDP's forward is model.forward = model.prox with create_graph in training mode
         pred = net(noisy) if net is not None else model.prox(noisy, create_graph=True)
         loss = (
@@ -209,7 +247,7 @@ def train_prior(
         if bar is not None:
             post = {
                 "loss": f"{loss_value:.4f}",
-                "phase": "L1" if gamma is None else f"γ={gamma:.2f}",
+                "phase": "L1" if gamma_stage is None else f"γ={gamma_stage:.2f}",
             }
             if hist["val_psnr"]:
                 post["val"] = f"{hist['val_psnr'][-1]:.2f}dB"
