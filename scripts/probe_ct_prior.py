@@ -1,13 +1,17 @@
-"""PnP-ADMM with one prior over a list of rho_rel, on the real CT validation slices or the test
-slice (60 parallel views, 1 % Gaussian noise).
+"""PnP-ADMM with one prior over a list of rho_rel, on the real CT validation windows, the test
+slice or a Shepp–Logan phantom (one of ``recon.tune_problems.PROBLEMS``, default 60 parallel views
+and 1 % Gaussian noise).
 
     .venv/bin/python scripts/probe_ct_prior.py --prior runs/my-prior.safetensors --on val
-    .venv/bin/python scripts/probe_ct_prior.py --prior aelpn-ct --rho 0.03 --group d4 --on test
+    .venv/bin/python scripts/probe_ct_prior.py --prior aelpn-ct --rho 0.03 --on test
+    .venv/bin/python scripts/probe_ct_prior.py --prior aelpn-ct --on shepp-logan --size 128
 
-For training choices (σ, architecture, fine-tuning): choose with ``--on val`` (the three real
-slices of ``recon tune ct --val real-ct``, two patients, never trained on); ``--on test`` is the
-bundled slice, the toolkit's test image, to report on, not to choose by. One JSON line per
-rho_rel (the mean over the slices, and each slice's PSNR).
+For training choices (σ, architecture, fine-tuning): choose with ``--on val`` (the four real
+windows of ``recon tune ct --val real-ct``, a patient never trained on); ``--on test`` is the
+bundled slice, the toolkit's test image, to report on, not to choose by. The problems are built
+by ``recon.tune_problems.build_case`` and solved by ``run_method`` with the shipped CT presets, as
+``recon bench grid`` and ``recon tune`` do. One JSON line per rho_rel (the mean over the scans,
+and each scan's PSNR).
 """
 
 from __future__ import annotations
@@ -19,64 +23,43 @@ import time
 import numpy as np
 import torch
 
-from data.ct_noise import add_gaussian_noise
-from operators.ct import CTOperator
-from priors.checkpoint import load_prior
-from recon.ct import load_ct_input, to_internal
-from recon.pipeline import image_metrics
-from recon.tune_problems import ct_real_validation_scans
-from solvers import pnp_admm
-from solvers.equivariant import GroupAveragedPrior
+from recon.ct import load_ct_input
+from recon.pipeline import load_presets
+from recon.tune_problems import PROBLEMS, Scan, build_case, ct_real_validation_scans, run_method
+
+
+def scans_for(on: str, size: int) -> list[Scan]:
+    if on == "val":
+        return ct_real_validation_scans()
+    source = "bundled:ct-small" if on == "test" else "phantom:shepp-logan"
+    inp = load_ct_input(source, size=size)
+    return [Scan(on, inp.image, inp.units, inp.pixel_size)]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--prior", default="aelpn-ct", help="shipped name or checkpoint")
     ap.add_argument("--rho", default="0.01,0.03,0.1", help="comma-separated rho_rel values")
-    ap.add_argument("--group", default="none", choices=["none", "flips", "d4"])
-    ap.add_argument("--on", default="val", choices=["val", "test"])
-    ap.add_argument("--views", type=int, default=60)
-    ap.add_argument("--noise", type=float, default=0.01)
+    ap.add_argument("--on", default="val", choices=["val", "test", "shepp-logan"])
+    ap.add_argument("--size", type=int, default=128, help="Shepp–Logan size")
+    ap.add_argument("--problem", default="ct-par60", choices=[p for p in PROBLEMS if "ct" in p])
     ap.add_argument("--iters", type=int, default=40)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    if args.on == "test":
-        inp = load_ct_input("bundled:ct-small")
-        scans = [("ct-small", to_internal(inp.image, inp.units), inp.pixel_size)]
-    else:
-        scans = [
-            (v.name, to_internal(v.image, v.units), v.pixel_size)
-            for v in ct_real_validation_scans()
-        ]
-    problems = []
-    for name, ref, pixel in scans:
-        op = CTOperator(image_size=ref.shape, views=args.views, pixel_size=pixel)
-        y = add_gaussian_noise(op.forward(torch.from_numpy(ref)[None, None]), args.noise, seed=0)
-        problems.append((name, np.asarray(ref), op, y, op.fbp(y)))
-    prior = load_prior(args.prior)
-    if args.group != "none":
-        prior = GroupAveragedPrior(prior, args.group)
+    cases = [build_case(args.problem, s, seed=0) for s in scans_for(args.on, args.size)]
+    presets = load_presets("ct")
     for r in (float(v) for v in args.rho.split(",")):
         t0 = time.perf_counter()
         per = {}
-        for name, ref, op, y, x0 in problems:
-            res = pnp_admm(
-                op,
-                y,
-                prior,
-                lam=1.0,
-                rho=r * op.norm_sq(),
-                x0=x0,
-                iters=args.iters,
-                tol=1e-5,
-                cg_iters=10,
+        for case in cases:
+            out = run_method(
+                case, "pnp-admm", args.prior, presets, args.iters, {"rho_rel": r, "tol": 1e-5}
             )
-            m = image_metrics(res.x[0, 0].numpy(), ref, float(ref.max() - ref.min()))
-            per[name] = round(m["psnr"], 3)
-        row = {"prior": args.prior, "group": args.group, "on": args.on, "rho_rel": r}
+            per[case.scan] = round(out["psnr"], 3)
+        row = {"prior": args.prior, "on": args.on, "rho_rel": r}
         row.update(psnr=round(float(np.mean(list(per.values()))), 3), per_scan=per)
-        row.update(seconds=round(time.perf_counter() - t0, 1))
+        row.update(problem=args.problem, seconds=round(time.perf_counter() - t0, 1))
         print(json.dumps(row), flush=True)
 
 
