@@ -117,6 +117,13 @@ class ConvICNN(nn.Module):
             with nonnegative coefficients (bilinear weights are 1/16·{1, 3, 9}, borders replicate),
             so either keeps convexity and homogeneity; bilinear avoids the blocky coarse-scale
             texture nearest-neighbour copies leave in the prox.
+        global_pool: give every decoder layer and the output a global feature: the mean over
+            the image of the coarsest-scale features, G = mean_p z_p, added as U⁺G (U⁺ ≥ 0,
+            1×1) to the z-path. G is a nonnegative average of convex, 1-homogeneous features,
+            so convexity and homogeneity are kept. With the smooth activation s(a, l), a
+            pre-activation a = W⁺z + U⁺G and a local linear response l give features like
+            max(|l|, a): a response counts only above a level set by local *and* whole-image
+            energy, the way the normalization trick divides by the image's global std.
     """
 
     def __init__(
@@ -131,6 +138,7 @@ class ConvICNN(nn.Module):
         out_act: str | None = "relu",
         out_channels: int = 1,
         upsample: str = "nearest",
+        global_pool: bool = False,
     ) -> None:
         super().__init__()
         if upsample not in ("nearest", "bilinear"):
@@ -177,6 +185,13 @@ class ConvICNN(nn.Module):
             self.dec_x.append(xconv(widths[s]))
         self.out_z = NonnegConv2d(widths[0], out_channels, 1, bias=False)
         _init_nonneg(self.out_z)
+        self.global_pool = global_pool
+        self.glob = nn.ModuleList()
+        if global_pool:  # one 1×1 U⁺ per decoder layer, then one for the output
+            for cout in [widths[s] for s in range(levels - 2, -1, -1)] + [out_channels]:
+                u = NonnegConv2d(widths[-1], cout, 1, bias=False)
+                _init_nonneg(u, gain=0.1)
+                self.glob.append(u)
         out_mult = 2 if (self.smooth and out_act is not None) else 1
         self.out_x = nn.Conv2d(in_channels, out_mult * out_channels, kernel, padding=pad, bias=bias)
 
@@ -195,16 +210,20 @@ class ConvICNN(nn.Module):
             for zc, xc in zip(self.enc_z[s], self.enc_x[s], strict=True):
                 z = _activate(self.act, zc(z), xc(xs[s]))
             skips.append(z)
+        g = z.mean(dim=(2, 3), keepdim=True) if self.global_pool else None  # (B, C_L, 1, 1)
         for k, s in enumerate(range(self.levels - 2, -1, -1)):
             if self.upsample == "bilinear":
                 up = F.interpolate(z, scale_factor=2, mode="bilinear", align_corners=False)
             else:
                 up = F.interpolate(z, scale_factor=2, mode="nearest")
             zsum = self.dec_up[k](up) + self.dec_skip[k](skips[s])
+            if g is not None:
+                zsum = zsum + self.glob[k](g)
             z = _activate(self.act, zsum, self.dec_x[k](xs[s]))
+        zout = self.out_z(z) if g is None else self.out_z(z) + self.glob[-1](g)
         if self.out_act is None:
-            return self.out_z(z) + self.out_x(x)
-        return _activate(self.out_act, self.out_z(z), self.out_x(x))
+            return zout + self.out_x(x)
+        return _activate(self.out_act, zout, self.out_x(x))
 
     @torch.no_grad()
     def clamp_(self) -> None:

@@ -134,6 +134,7 @@ class ConvLPN(LearnedProx):
         act: str = "smooth",
         out_channels: int = 1,
         upsample: str = "nearest",
+        global_pool: bool = False,
     ) -> None:
         super().__init__()
         if kind not in KINDS or kind == "normalization-trick":
@@ -151,6 +152,8 @@ class ConvLPN(LearnedProx):
             out_channels=out_channels,
             upsample=upsample,
         )
+        if global_pool:  # recorded only when used, so older checkpoints keep their config
+            self._config["global_pool"] = True
         self.alpha = alpha
         self.homogeneous = kind in ("aelpn", "aelpn-global", "scale-only")
         self.mean_split = kind in ("aelpn", "aelpn-global", "shift-only")
@@ -179,6 +182,7 @@ class ConvLPN(LearnedProx):
             out_act,
             out_channels,
             upsample,
+            global_pool,
         )
 
     def potential(self, x: torch.Tensor) -> torch.Tensor:

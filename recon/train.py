@@ -122,8 +122,11 @@ def make_sampler(data: str, patch: int, channels: int):
     return s, val, f"{n} images from {folder}"
 
 
-def _init_model(name: str, kind: str, channels: int) -> torch.nn.Module:
-    """The prior ``name`` (shipped name or checkpoint) in training mode, checked against --kind."""
+def _init_model(name: str, kind: str, channels: int, global_pool: bool = False) -> torch.nn.Module:
+    """The prior ``name`` (shipped name or checkpoint) in training mode, checked against --kind.
+
+    With ``global_pool`` and a prior without the global feature, the feature is added with its
+    weights U⁺ at zero, so training starts from exactly the given prior."""
     from priors.checkpoint import load_prior
 
     model = load_prior(name).train()
@@ -133,6 +136,17 @@ def _init_model(name: str, kind: str, channels: int) -> torch.nn.Module:
             f"--init {name}: a {got['kind']} prior with {got.get('in_channels', 1)} channel(s), "
             f"but --kind {kind} with {channels} channel(s) was asked for"
         )
+    if global_pool and not got.get("global_pool", False):
+        grown = build_model({**got, "global_pool": True}).train()
+        missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
+        if unexpected or any(".glob." not in k for k in missing):
+            raise ValueError(
+                f"--init {name}: cannot add the global feature ({missing}, {unexpected})"
+            )
+        with torch.no_grad():
+            for u in grown.net.glob:
+                u.weight.zero_()
+        model = grown
     return model
 
 
@@ -219,6 +233,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=["nearest", "bilinear"],
         help="decoder upsampling (both keep the network convex and homogeneous)",
     )
+    p.add_argument(
+        "--global-pool",
+        action="store_true",
+        help="give the decoder a whole-image feature (mean of the coarsest features; keeps the "
+        "network convex and homogeneous), so responses are weighed against global energy",
+    )
     p.add_argument("--act", default="smooth", choices=["smooth", "leaky_relu", "relu"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ckpt-every", type=int, default=100)
@@ -297,10 +317,11 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         depth=args.depth,
         out_channels=args.out_channels,
         upsample=args.upsample,
+        **({"global_pool": True} if args.global_pool else {}),
     )
     torch.manual_seed(args.seed)  # the initial weights follow --seed (equal on every rank)
     if args.init:
-        model = _init_model(args.init, args.kind, channels)
+        model = _init_model(args.init, args.kind, channels, args.global_pool)
     elif args.kind == "normalization-trick":
         model = NormalizationTrick(**arch)
     else:

@@ -65,3 +65,25 @@ def test_init_with_another_kind_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert str(src) in err and "a lpn prior" in err
     assert not (tmp_path / "ft.safetensors").exists()  # nothing half-written
+
+
+def test_adding_the_global_feature_starts_from_the_same_prox(tmp_path):
+    from recon.train import _init_model
+
+    src, m = _source(tmp_path)
+    grown = _init_model(str(src), "aelpn", 1, global_pool=True).eval()
+    assert grown.config() == {**m.config(), "global_pool": True}
+    x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(grown.prox(x), m.prox(x))  # U⁺ = 0: the same function
+    # a gradient reaches the new weights from zero (so training can grow them) ...
+    grown.train()
+    loss = (grown.prox(x + 0.1, create_graph=True) - x).pow(2).sum()
+    loss.backward()
+    assert all(float(u.weight.grad.abs().max()) > 0 for u in grown.net.glob)
+    # ... and `recon train --init --global-pool` trains it and stays exact
+    out = _train(tmp_path, src, 2, "--global-pool", "--l1-fraction", "0", "--sigma", "0.1")
+    tuned = load_prior(out).double()
+    assert tuned.config()["global_pool"]
+    x = x.double()
+    fx = tuned.prox(x)
+    assert float((tuned.prox(9 * x + 4) - (9 * fx + 4)).norm() / fx.norm()) < 1e-10

@@ -27,7 +27,11 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
-ARCHS = {"base": {}, "bilinear-k4": {"upsample": "bilinear", "out_channels": 4}}
+ARCHS = {
+    "base": {},
+    "bilinear-k4": {"upsample": "bilinear", "out_channels": 4},
+    "global-pool": {"global_pool": True},
+}
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -64,7 +68,17 @@ def test_ablations_have_only_their_own_equivariance():
 
 
 @pytest.mark.parametrize(
-    "kind", ["aelpn", "aelpn-global", "scale-only", "shift-only", "lpn", "aelpn/bilinear-k4"]
+    "kind",
+    [
+        "aelpn",
+        "aelpn-global",
+        "scale-only",
+        "shift-only",
+        "lpn",
+        "aelpn/bilinear-k4",
+        "aelpn/global-pool",
+        "lpn/global-pool",
+    ],
 )
 def test_potential_convex_midpoints(kind):
     """ψ((x+y)/2) ≤ (ψ(x)+ψ(y))/2 on 2,000 random pairs, including far-apart and scaled ones."""
@@ -107,8 +121,9 @@ def _jacobian_asymmetry(prox, x: torch.Tensor, seed: int = 6) -> float:
 
 def test_jacobian_symmetric_for_lpn_not_for_normalization_trick():
     x = torch.rand(1, 1, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
-    m = _model("aelpn")
-    assert _jacobian_asymmetry(lambda t: m.prox(t, create_graph=True), x) <= 1e-10
+    for arch in ARCHS.values():
+        m = _model("aelpn", **arch)
+        assert _jacobian_asymmetry(lambda t, m=m: m.prox(t, create_graph=True), x) <= 1e-10
     torch.manual_seed(1)
     trick = NormalizationTrick(width=8, levels=2, depth=1).double().eval()
     # affine-equivariant...
