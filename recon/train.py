@@ -122,11 +122,18 @@ def make_sampler(data: str, patch: int, channels: int):
     return s, val, f"{n} images from {folder}"
 
 
-def _init_model(name: str, kind: str, channels: int, global_pool: bool = False) -> torch.nn.Module:
+def _init_model(
+    name: str,
+    kind: str,
+    channels: int,
+    global_pool: bool = False,
+    upsample: str | None = None,
+) -> torch.nn.Module:
     """The prior ``name`` (shipped name or checkpoint) in training mode, checked against --kind.
 
     With ``global_pool`` and a prior without the global feature, the feature is added with its
-    weights U⁺ at zero, so training starts from exactly the given prior."""
+    weights U⁺ at zero, so training starts from exactly the given prior. ``upsample`` replaces
+    the decoder's upsampling (it has no weights, so all weights carry over)."""
     from priors.checkpoint import load_prior
 
     model = load_prior(name).train()
@@ -136,6 +143,11 @@ def _init_model(name: str, kind: str, channels: int, global_pool: bool = False) 
             f"--init {name}: a {got['kind']} prior with {got.get('in_channels', 1)} channel(s), "
             f"but --kind {kind} with {channels} channel(s) was asked for"
         )
+    if upsample is not None and upsample != got.get("upsample", "nearest"):
+        got = {**got, "upsample": upsample}
+        swapped = build_model(got).train()
+        swapped.load_state_dict(model.state_dict())
+        model = swapped
     if global_pool and not got.get("global_pool", False):
         grown = build_model({**got, "global_pool": True}).train()
         missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
@@ -229,9 +241,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--upsample",
-        default="nearest",
+        default=None,
         choices=["nearest", "bilinear"],
-        help="decoder upsampling (both keep the network convex and homogeneous)",
+        help="decoder upsampling (both keep the network convex and homogeneous; default "
+        "nearest, or with --init the prior's own, which this replaces: it has no weights)",
     )
     p.add_argument(
         "--global-pool",
@@ -316,12 +329,12 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         levels=args.levels,
         depth=args.depth,
         out_channels=args.out_channels,
-        upsample=args.upsample,
+        upsample=args.upsample or "nearest",
         **({"global_pool": True} if args.global_pool else {}),
     )
     torch.manual_seed(args.seed)  # the initial weights follow --seed (equal on every rank)
     if args.init:
-        model = _init_model(args.init, args.kind, channels, args.global_pool)
+        model = _init_model(args.init, args.kind, channels, args.global_pool, args.upsample)
     elif args.kind == "normalization-trick":
         model = NormalizationTrick(**arch)
     else:

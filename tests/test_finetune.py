@@ -87,3 +87,15 @@ def test_adding_the_global_feature_starts_from_the_same_prox(tmp_path):
     x = x.double()
     fx = tuned.prox(x)
     assert float((tuned.prox(9 * x + 4) - (9 * fx + 4)).norm() / fx.norm()) < 1e-10
+
+
+def test_init_can_swap_the_upsampling_and_keeps_every_weight(tmp_path):
+    from recon.train import _init_model
+
+    src, m = _source(tmp_path)  # nearest
+    swapped = _init_model(str(src), "aelpn", 1, upsample="bilinear")
+    assert swapped.config() == {**m.config(), "upsample": "bilinear"}
+    for (k, a), b in zip(m.state_dict().items(), swapped.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    x = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+    assert not torch.allclose(swapped.eval().prox(x), m.prox(x))  # a different decoder
