@@ -70,6 +70,7 @@ class TrainConfig:
     ckpt_every: int = 100
     grad_clip: float = 1.0
     artifact_fraction: float = 0.0  # share of each batch drawn from ``train_prior(pairs=...)``
+    contrast_min: float = 1.0  # if < 1: each clean image's contrast scaled by a ~ U[min, 1]
 
     def phase(self, step: int) -> tuple[float, float | None]:
         """(learning rate, γ per pixel or None for the L1 phase) at a given step."""
@@ -117,6 +118,20 @@ def denoise_psnr(model: nn.Module, clean: torch.Tensor, sigma: float, seed: int 
     return float((10 * torch.log10(rng.pow(2) / mse)).mean())
 
 
+def _vary_contrast(clean: torch.Tensor, contrast_min: float, gen: torch.Generator) -> torch.Tensor:
+    """x' = m + a·(x − m) per image, m its mean and a ~ U[contrast_min, 1] (a no-op at 1).
+
+    At a fixed σ this shows every model noise at several levels relative to the content. For an
+    affine-equivariant prox it is the same as training on σ/a at full contrast (blind
+    training); a model that is not equivariant sees lower-contrast images at the same σ."""
+    if contrast_min >= 1.0:
+        return clean
+    a = contrast_min + (1.0 - contrast_min) * torch.rand(clean.shape[0], generator=gen)
+    a = a.view(-1, *([1] * (clean.ndim - 1))).to(clean)
+    m = clean.mean(dim=tuple(range(1, clean.ndim)), keepdim=True)
+    return m + a * (clean - m)
+
+
 def _training_batch(
     cfg: TrainConfig,
     sampler: Sampler,
@@ -133,7 +148,7 @@ def _training_batch(
     n_gauss = cfg.batch - n_art
     cleans, noisies, levels = [], [], []
     if n_gauss:
-        clean = sampler(n_gauss, gen).to(device)
+        clean = _vary_contrast(sampler(n_gauss, gen), cfg.contrast_min, gen).to(device)
         sig = _noise_levels(cfg, n_gauss, gen)
         if torch.is_tensor(sig):
             sig = sig.to(device)

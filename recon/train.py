@@ -230,6 +230,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=128,
         help="side of the whole images the streaks are simulated on before cropping a patch",
     )
+    p.add_argument(
+        "--contrast-min",
+        type=float,
+        default=1.0,
+        help="scale each training image's contrast about its mean by a ~ U[this, 1] (default "
+        "1: off); at a fixed --sigma every model then meets several noise-to-content ratios",
+    )
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--patch", type=int, default=48)
     p.add_argument("--width", type=int, default=32)
@@ -314,6 +321,8 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     channels = args.channels or (2 if args.data in ("mri-natural", "mri-brain") else 1)
     sampler, val, desc = make_sampler(args.data, args.patch, channels)
     pairs = None
+    if not 0.0 < args.contrast_min <= 1.0:
+        raise ValueError(f"--contrast-min must be in (0, 1], got {args.contrast_min}")
     if not 0.0 <= args.artifacts <= 1.0:
         raise ValueError(f"--artifacts must be a fraction in [0, 1], got {args.artifacts}")
     if args.artifacts > 0:
@@ -359,6 +368,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         ckpt_every=args.ckpt_every,
         val_every=args.val_every,
         artifact_fraction=args.artifacts,
+        contrast_min=args.contrast_min,
     )
     meta = {
         "equivariance": model.equivariance,

@@ -153,3 +153,19 @@ def test_split_normal_prox_recovered():
 # Measured max abs error on [−4, 4]: 0.099 (seed 0), 0.156 (seed 1), 0.303 (seed 2); the
 # identity map's error is 2.0. Proximal matching at a finite γ is noisy, hence the margin.
 SPLIT_NORMAL_BOUND = 0.35
+
+
+def test_contrast_variation_keeps_means_and_scales_within_range():
+    from priors.training import _vary_contrast
+
+    x = ellipse_sampler(16)(64, torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    assert _vary_contrast(x, 1.0, g) is x and torch.equal(
+        g.get_state(), torch.Generator().manual_seed(1).get_state()
+    )  # off: no randomness drawn, so older runs resume unchanged
+    y = _vary_contrast(x, 0.25, g)
+    dims = (1, 2, 3)
+    torch.testing.assert_close(y.mean(dims), x.mean(dims))
+    ratio = (y - y.mean(dims, True)).std(dims) / (x - x.mean(dims, True)).std(dims)
+    assert 0.25 - 1e-5 <= float(ratio.min()) and float(ratio.max()) <= 1 + 1e-5
+    assert float(ratio.max() - ratio.min()) > 0.5  # spread over the range, not one value
