@@ -143,22 +143,22 @@ def _init_model(
             f"--init {name}: a {got['kind']} prior with {got.get('in_channels', 1)} channel(s), "
             f"but --kind {kind} with {channels} channel(s) was asked for"
         )
+    want = dict(got)
     if upsample is not None and upsample != got.get("upsample", "nearest"):
-        got = {**got, "upsample": upsample}
-        swapped = build_model(got).train()
-        swapped.load_state_dict(model.state_dict())
-        model = swapped
-    if global_pool and not got.get("global_pool", False):
-        grown = build_model({**got, "global_pool": True}).train()
-        missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
+        want["upsample"] = upsample
+    if global_pool:
+        want["global_pool"] = True
+    if want != got:  # the same weights in the asked-for architecture
+        rebuilt = build_model(want).train()
+        missing, unexpected = rebuilt.load_state_dict(model.state_dict(), strict=False)
         if unexpected or any(".glob." not in k for k in missing):
             raise ValueError(
-                f"--init {name}: cannot add the global feature ({missing}, {unexpected})"
+                f"--init {name}: cannot rebuild it as {want} ({missing}, {unexpected})"
             )
-        with torch.no_grad():
-            for u in grown.net.glob:
-                u.weight.zero_()
-        model = grown
+        with torch.no_grad():  # a global feature added here starts at zero
+            for k in missing:
+                rebuilt.get_parameter(k).zero_()
+        model = rebuilt
     return model
 
 

@@ -25,14 +25,22 @@ import torch
 
 from recon.ct import load_ct_input
 from recon.pipeline import load_presets
-from recon.tune_problems import PROBLEMS, Scan, build_case, ct_real_validation_scans, run_method
+from recon.tune_problems import (
+    PROBLEMS,
+    Scan,
+    build_case,
+    ct_real_validation_scans,
+    ct_test_scans,
+    run_method,
+)
 
 
 def scans_for(on: str, size: int) -> list[Scan]:
     if on == "val":
         return ct_real_validation_scans()
-    source = "bundled:ct-small" if on == "test" else "phantom:shepp-logan"
-    inp = load_ct_input(source, size=size)
+    if on == "test":
+        return ct_test_scans(n_phantoms=0)  # the bundled slice
+    inp = load_ct_input("phantom:shepp-logan", size=size)
     return [Scan(on, inp.image, inp.units, inp.pixel_size)]
 
 
