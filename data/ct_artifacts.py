@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from data.ct_noise import add_gaussian_noise
 from data.training_sets import Sampler
 
 __all__ = ["sparse_view_pairs", "PairSampler"]
@@ -84,9 +85,7 @@ def sparse_view_pairs(
             for b in range(batch):
                 op = op_for(int(views[int(which[b])]))
                 xb = x[b : b + 1]
-                y = op.forward(xb)
-                n = torch.randn(y.shape, generator=gen)
-                y = y + rel[b] * y.abs().max() * n
+                y = add_gaussian_noise(op.forward(xb), float(rel[b]), generator=gen)
                 err = op.fbp(y) - xb
                 i, j = corners[b].tolist()
                 clean[b] = xb[0, :, i : i + patch, j : j + patch]

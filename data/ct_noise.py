@@ -25,11 +25,17 @@ __all__ = ["add_gaussian_noise", "add_poisson_noise", "ZERO_COUNT"]
 ZERO_COUNT = 0.1
 
 
-def add_gaussian_noise(sino: torch.Tensor, rel: float, seed: int = 0) -> torch.Tensor:
-    """sino + rel · max|sino| · n per batch item, n ~ N(0, 1) i.i.d.; same shape/device/dtype."""
+def add_gaussian_noise(
+    sino: torch.Tensor, rel: float, seed: int = 0, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """sino + rel · max|sino| · n per batch item, n ~ N(0, 1) i.i.d.; same shape/device/dtype.
+
+    n comes from ``generator`` (a CPU generator, advanced by the draw) when one is given, as when
+    many noisy sinograms are drawn from one training stream; otherwise from a fresh generator
+    seeded with ``seed``."""
     if not rel >= 0:
         raise ValueError(f"relative noise level must be ≥ 0, got {rel}")
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = generator if generator is not None else torch.Generator().manual_seed(int(seed))
     n = torch.randn(sino.shape, generator=gen, dtype=torch.float64)
     n = n.to(device=sino.device, dtype=sino.dtype)
     scale = sino.detach().abs().flatten(1).amax(1).view(-1, *([1] * (sino.ndim - 1)))

@@ -180,6 +180,10 @@ def test_gaussian_noise_level_and_seed():
     assert torch.equal(add_gaussian_noise(sino, 0.0, seed=1), sino)
     with pytest.raises(ValueError):
         add_gaussian_noise(sino, -0.1)
+    # from a shared generator: the same stream as a seeded call, and advanced by each draw
+    gen = torch.Generator().manual_seed(3)
+    assert torch.equal(add_gaussian_noise(sino, 0.01, generator=gen), a)
+    assert not torch.equal(add_gaussian_noise(sino, 0.01, generator=gen), a)
 
 
 def test_poisson_noise_unbiased_at_high_counts_and_noisier_at_low():

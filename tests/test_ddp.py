@@ -39,9 +39,35 @@ def _run_torchrun(tmp: Path, tag: str, train_args: list[str], stop_after: int = 
     cmd = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "tests.test_ddp"]
     cmd += [str(hashes), str(stop_after), "--", *train_args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    out = Path(train_args[train_args.index("--out") + 1])
+    before = out.read_bytes() if out.exists() else None
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    untouched = (out.read_bytes() if out.exists() else None) == before
+    if proc.returncode != 0 and untouched and _launch_failed(proc.stdout + proc.stderr):
+        # torchrun --standalone picks free ports before binding them, so on a busy machine the
+        # launch can lose a port race. Only that is retried, once, and only when the run left
+        # its checkpoint as it was (so the retry starts from the same state).
+        for f in hashes.iterdir():
+            f.unlink()
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return [json.loads((hashes / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+LAUNCH_ERRORS = (
+    "address already in use",
+    "distnetworkerror",
+    "rendezvousconnectionerror",
+    "rendezvoustimeouterror",
+    "connection reset by peer",
+    "connection refused",
+)
+
+
+def _launch_failed(output: str) -> bool:
+    """True if torchrun failed to set up its process group (a socket or rendezvous error)."""
+    low = output.lower()
+    return any(e in low for e in LAUNCH_ERRORS)
 
 
 def _checkpoint_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict]:

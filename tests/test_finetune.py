@@ -99,3 +99,29 @@ def test_init_can_swap_the_upsampling_and_keeps_every_weight(tmp_path):
         assert torch.equal(a, b), k
     x = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(3))
     assert not torch.allclose(swapped.eval().prox(x), m.prox(x))  # a different decoder
+
+
+def test_init_can_swap_the_downsampling_and_keeps_every_weight(tmp_path):
+    from recon.train import _init_model
+
+    src, m = _source(tmp_path)  # 2×2 average pooling
+    blurred = _init_model(str(src), "aelpn", 1, downsample="blur")
+    assert blurred.config() == {**m.config(), "downsample": "blur"}
+    for (k, a), b in zip(m.state_dict().items(), blurred.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    x = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+    assert not torch.allclose(blurred.eval().prox(x), m.prox(x))  # a different x-path
+
+
+def test_blur_downsampling_has_a_smooth_adjoint():
+    """f = ∇ψ passes back through the adjoint of the x-path's downsampling. Two levels of 2×2
+    averaging send one coarse value back as a constant 4×4 block; the blur does not."""
+    from priors.icnn import _downsample
+
+    for mode, blocky in (("avg", True), ("blur", False)):
+        x = torch.zeros(1, 1, 16, 16, dtype=torch.float64, requires_grad=True)
+        (g,) = torch.autograd.grad(_downsample(_downsample(x, mode), mode)[0, 0, 1, 1], x)
+        block = g[0, 0, 4:8, 4:8]
+        assert float(block.sum()) > 0
+        assert bool(torch.all(block == block[0, 0])) == blocky, mode
+        assert float(g.sum()) == pytest.approx(1.0)  # weights sum to 1: constants are kept

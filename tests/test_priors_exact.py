@@ -31,6 +31,7 @@ ARCHS = {
     "base": {},
     "bilinear-k4": {"upsample": "bilinear", "out_channels": 4},
     "global-pool": {"global_pool": True},
+    "blur-down": {"downsample": "blur"},
 }
 
 
@@ -78,6 +79,7 @@ def test_ablations_have_only_their_own_equivariance():
         "aelpn/bilinear-k4",
         "aelpn/global-pool",
         "lpn/global-pool",
+        "aelpn/blur-down",
     ],
 )
 def test_potential_convex_midpoints(kind):
