@@ -100,6 +100,21 @@ def _init_nonneg(conv: nn.Conv2d | nn.Linear, gain: float = 1.0) -> None:
         w.uniform_(0.0, 2.0 * gain / fan_in)
 
 
+_BLUR_TAPS = (1.0, 3.0, 3.0, 1.0)  # binomial, sums to 8
+
+
+def _downsample(x: torch.Tensor, mode: str) -> torch.Tensor:
+    """x (B, C, H, W) -> (B, C, H/2, W/2) by 2×2 averaging or a [1, 3, 3, 1]/8 blur at stride 2.
+
+    Both are linear in x and keep constants (the weights sum to 1)."""
+    if mode == "avg":
+        return F.avg_pool2d(x, 2)
+    taps = torch.tensor(_BLUR_TAPS, dtype=x.dtype, device=x.device) / sum(_BLUR_TAPS)
+    c = x.shape[1]
+    k = (taps[:, None] * taps[None, :]).expand(c, 1, 4, 4)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k, stride=2, groups=c)
+
+
 class ConvICNN(nn.Module):
     """Multi-scale (U-Net shaped) convolutional ICNN: x (B, C, H, W) -> h (B, K, H, W).
 
@@ -117,6 +132,12 @@ class ConvICNN(nn.Module):
             with nonnegative coefficients (bilinear weights are 1/16·{1, 3, 9}, borders replicate),
             so either keeps convexity and homogeneity; bilinear avoids the blocky coarse-scale
             texture nearest-neighbour copies leave in the prox.
+        downsample: how x is brought to the coarser scales of the x-path: 'avg' (2×2 average
+            pooling) or 'blur' (a separable [1, 3, 3, 1]/8 filter at stride 2, replicate
+            padding). Both are linear maps of x, so convexity and homogeneity hold either way.
+            What differs is f = ∇ψ: the gradient passes back through the adjoint of this map,
+            and the adjoint of 2×2 pooling copies each coarse value over a 2×2 block (the
+            4×4 blocks of a 3-level prox in flat regions), while the blur's adjoint is smooth.
         global_pool: give every decoder layer and the output a global feature: the mean over
             the image of the coarsest-scale features, G = mean_p z_p, added as U⁺G (U⁺ ≥ 0,
             1×1) to the z-path. G is a nonnegative average of convex, 1-homogeneous features,
@@ -139,11 +160,15 @@ class ConvICNN(nn.Module):
         out_channels: int = 1,
         upsample: str = "nearest",
         global_pool: bool = False,
+        downsample: str = "avg",
     ) -> None:
         super().__init__()
         if upsample not in ("nearest", "bilinear"):
             raise ValueError(f"upsample must be 'nearest' or 'bilinear', got {upsample!r}")
+        if downsample not in ("avg", "blur"):
+            raise ValueError(f"downsample must be 'avg' or 'blur', got {downsample!r}")
         self.in_channels, self.levels, self.upsample = in_channels, levels, upsample
+        self.downsample = downsample
         pad = kernel // 2
         widths = [width * min(2**s, 4) for s in range(levels)]
         self.act = _act(act, bias)
@@ -203,7 +228,7 @@ class ConvICNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xs = [x]
         for _ in range(1, self.levels):
-            xs.append(F.avg_pool2d(xs[-1], 2))
+            xs.append(_downsample(xs[-1], self.downsample))
         z = _activate(self.act, 0.0, self.first(x))
         skips = []
         for s in range(self.levels):

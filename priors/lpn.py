@@ -135,6 +135,7 @@ class ConvLPN(LearnedProx):
         out_channels: int = 1,
         upsample: str = "nearest",
         global_pool: bool = False,
+        downsample: str = "avg",
     ) -> None:
         super().__init__()
         if kind not in KINDS or kind == "normalization-trick":
@@ -154,6 +155,8 @@ class ConvLPN(LearnedProx):
         )
         if global_pool:  # recorded only when used, so older checkpoints keep their config
             self._config["global_pool"] = True
+        if downsample != "avg":  # likewise
+            self._config["downsample"] = downsample
         self.alpha = alpha
         self.homogeneous = kind in ("aelpn", "aelpn-global", "scale-only")
         self.mean_split = kind in ("aelpn", "aelpn-global", "shift-only")
@@ -183,6 +186,7 @@ class ConvLPN(LearnedProx):
             out_channels,
             upsample,
             global_pool,
+            downsample,
         )
 
     def potential(self, x: torch.Tensor) -> torch.Tensor:

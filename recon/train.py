@@ -128,12 +128,14 @@ def _init_model(
     channels: int,
     global_pool: bool = False,
     upsample: str | None = None,
+    downsample: str | None = None,
 ) -> torch.nn.Module:
     """The prior ``name`` (shipped name or checkpoint) in training mode, checked against --kind.
 
     With ``global_pool`` and a prior without the global feature, the feature is added with its
     weights U⁺ at zero, so training starts from exactly the given prior. ``upsample`` replaces
-    the decoder's upsampling (it has no weights, so all weights carry over)."""
+    the decoder's upsampling and ``downsample`` the x-path's (neither has weights, so all
+    weights carry over)."""
     from priors.checkpoint import load_prior
 
     model = load_prior(name).train()
@@ -146,6 +148,8 @@ def _init_model(
     want = dict(got)
     if upsample is not None and upsample != got.get("upsample", "nearest"):
         want["upsample"] = upsample
+    if downsample is not None and downsample != got.get("downsample", "avg"):
+        want["downsample"] = downsample
     if global_pool:
         want["global_pool"] = True
     if want != got:  # the same weights in the asked-for architecture
@@ -256,6 +260,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "nearest, or with --init the prior's own, which this replaces: it has no weights)",
     )
     p.add_argument(
+        "--downsample",
+        default=None,
+        choices=["avg", "blur"],
+        help="how x reaches the coarser scales: 2x2 averaging (default) or a [1,3,3,1] blur at "
+        "stride 2, whose adjoint in the prox leaves no blocks in flat regions (with --init, "
+        "replaces the prior's own: it has no weights)",
+    )
+    p.add_argument(
         "--global-pool",
         action="store_true",
         help="give the decoder a whole-image feature (mean of the coarsest features; keeps the "
@@ -344,10 +356,13 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         out_channels=args.out_channels,
         upsample=args.upsample or "nearest",
         **({"global_pool": True} if args.global_pool else {}),
+        **({"downsample": args.downsample} if args.downsample not in (None, "avg") else {}),
     )
     torch.manual_seed(args.seed)  # the initial weights follow --seed (equal on every rank)
     if args.init:
-        model = _init_model(args.init, args.kind, channels, args.global_pool, args.upsample)
+        model = _init_model(
+            args.init, args.kind, channels, args.global_pool, args.upsample, args.downsample
+        )
     elif args.kind == "normalization-trick":
         model = NormalizationTrick(**arch)
     else:
