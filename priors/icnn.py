@@ -138,6 +138,12 @@ class ConvICNN(nn.Module):
             What differs is f = ∇ψ: the gradient passes back through the adjoint of this map,
             and the adjoint of 2×2 pooling copies each coarse value over a 2×2 block (the
             4×4 blocks of a 3-level prox in flat regions), while the blur's adjoint is smooth.
+        z_downsample: how the z-path halves the resolution at the start of each coarser scale:
+            'stride' (a strided nonnegative convolution) or 'blur' (the convolution at stride 1,
+            then the [1, 3, 3, 1]/8 blur at stride 2: nonnegative and linear, so convexity and
+            homogeneity hold). The adjoint of a strided convolution, which f = ∇ψ passes
+            through, scatters each coarse value on a stride-2 grid (checkerboard); the blur's
+            adjoint spreads it smoothly.
         global_pool: give every decoder layer and the output a global feature: the mean over
             the image of the coarsest-scale features, G = mean_p z_p, added as U⁺G (U⁺ ≥ 0,
             1×1) to the z-path. G is a nonnegative average of convex, 1-homogeneous features,
@@ -161,6 +167,7 @@ class ConvICNN(nn.Module):
         upsample: str = "nearest",
         global_pool: bool = False,
         downsample: str = "avg",
+        z_downsample: str = "stride",
     ) -> None:
         super().__init__()
         if upsample not in ("nearest", "bilinear"):
@@ -168,7 +175,10 @@ class ConvICNN(nn.Module):
         if downsample not in ("avg", "blur"):
             raise ValueError(f"downsample must be 'avg' or 'blur', got {downsample!r}")
         self.in_channels, self.levels, self.upsample = in_channels, levels, upsample
-        self.downsample = downsample
+        if z_downsample not in ("stride", "blur"):
+            raise ValueError(f"z_downsample must be 'stride' or 'blur', got {z_downsample!r}")
+        self.downsample, self.z_downsample = downsample, z_downsample
+        zstride = 1 if z_downsample == "blur" else 2
         pad = kernel // 2
         widths = [width * min(2**s, 4) for s in range(levels)]
         self.act = _act(act, bias)
@@ -194,7 +204,7 @@ class ConvICNN(nn.Module):
             zs, xs = nn.ModuleList(), nn.ModuleList()
             for i in range(depth):
                 cin = widths[s - 1] if (s > 0 and i == 0) else widths[s]
-                stride = 2 if (s > 0 and i == 0) else 1
+                stride = zstride if (s > 0 and i == 0) else 1
                 zs.append(zconv(cin, widths[s], stride))
                 xs.append(xconv(widths[s]))
             self.enc_z.append(zs)
@@ -232,8 +242,11 @@ class ConvICNN(nn.Module):
         z = _activate(self.act, 0.0, self.first(x))
         skips = []
         for s in range(self.levels):
-            for zc, xc in zip(self.enc_z[s], self.enc_x[s], strict=True):
-                z = _activate(self.act, zc(z), xc(xs[s]))
+            for i, (zc, xc) in enumerate(zip(self.enc_z[s], self.enc_x[s], strict=True)):
+                zz = zc(z)
+                if self.z_downsample == "blur" and s > 0 and i == 0:
+                    zz = _downsample(zz, "blur")
+                z = _activate(self.act, zz, xc(xs[s]))
             skips.append(z)
         g = z.mean(dim=(2, 3), keepdim=True) if self.global_pool else None  # (B, C_L, 1, 1)
         for k, s in enumerate(range(self.levels - 2, -1, -1)):

@@ -61,6 +61,37 @@ def _pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(x, (0, pw, 0, ph)) if (ph or pw) else x
 
 
+def tile_windows(x: torch.Tensor, tile: int, stride: int) -> tuple[torch.Tensor, float]:
+    """All tile×tile windows of x (B, C, H, W) at ``stride``, as (B·n, C, t_H, t_W), and the
+    weight s_H·s_W / (t_H·t_W) that makes their sum an average over windows.
+
+    Along an axis longer than ``tile``, x is first zero-padded to a multiple of the stride,
+    then extended periodically by tile − stride, so the windows wrap around and every pixel
+    (padding included) lies in the same number of them: with Z the zero padding (ZᵀZ = I) and
+    T_k the windows, Zᵀ(Σ_k T_kᵀT_k)Z is that number times I, so a sum of ψ over the windows
+    keeps the identity part of the prox exact at every pixel. (Reflection padding would count
+    the reflected pixels twice and double them in f.) An axis no longer than ``tile`` is one
+    window. Every step is linear in x."""
+    if not 0 < stride <= tile:
+        raise ValueError(f"need 0 < stride <= tile, got stride {stride}, tile {tile}")
+    sizes = []
+    for dim in (2, 3):
+        n = x.shape[dim]
+        if n <= tile:
+            sizes.append((n, n))
+            continue
+        pad = (-n) % stride
+        if pad:
+            widths = (0, 0, 0, pad) if dim == 2 else (0, pad, 0, 0)
+            x = F.pad(x, widths)
+        x = torch.cat([x, x.narrow(dim, 0, tile - stride)], dim)
+        sizes.append((tile, stride))
+    (th, sh), (tw, sw) = sizes
+    w = x.unfold(2, th, sh).unfold(3, tw, sw)  # (B, C, nH, nW, th, tw)
+    windows = w.permute(0, 2, 3, 1, 4, 5).reshape(-1, x.shape[1], th, tw)
+    return windows, (sh * sw) / (th * tw)
+
+
 def _mean_split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(P₁x, P⊥x): per-image, per-channel mean over all but the batch/channel axes."""
     dims = tuple(range(2, x.ndim))
@@ -136,6 +167,9 @@ class ConvLPN(LearnedProx):
         upsample: str = "nearest",
         global_pool: bool = False,
         downsample: str = "avg",
+        z_downsample: str = "stride",
+        tile: int | None = None,
+        tile_stride: int | None = None,
     ) -> None:
         super().__init__()
         if kind not in KINDS or kind == "normalization-trick":
@@ -157,6 +191,19 @@ class ConvLPN(LearnedProx):
             self._config["global_pool"] = True
         if downsample != "avg":  # likewise
             self._config["downsample"] = downsample
+        if z_downsample != "stride":
+            self._config["z_downsample"] = z_downsample
+        self.tile, self.tile_stride = tile, tile_stride
+        if tile is not None:
+            if kind not in ("aelpn", "aelpn-global", "shift-only"):
+                raise ValueError(
+                    f"tile splits off local means: only for models with a mean "
+                    f"split (aelpn, aelpn-global, shift-only), not {kind!r}"
+                )
+            self.tile_stride = tile_stride or max(tile // 3, 1)
+            if not 0 < self.tile_stride <= tile:
+                raise ValueError(f"need 0 < tile_stride <= tile, got {self.tile_stride}, {tile}")
+            self._config.update(tile=tile, tile_stride=self.tile_stride)
         self.alpha = alpha
         self.homogeneous = kind in ("aelpn", "aelpn-global", "scale-only")
         self.mean_split = kind in ("aelpn", "aelpn-global", "shift-only")
@@ -187,9 +234,32 @@ class ConvLPN(LearnedProx):
             upsample,
             global_pool,
             downsample,
+            z_downsample,
         )
 
     def potential(self, x: torch.Tensor) -> torch.Tensor:
+        if self.tile and self.mean_split and max(x.shape[-2:]) > self.tile:
+            return self._tiled_potential(x)
+        return self._potential(x)
+
+    def _tiled_potential(self, x: torch.Tensor) -> torch.Tensor:
+        """ψ_T(x) = ½||P₁x||² + (s²/t²)·Σ_k ψ(T_k P⊥x): ψ on every t×t window, local mean split.
+
+        T_k is the k-th t×t window at stride s of P⊥x, zero-padded to a multiple of s (zero is
+        the global mean here) and then extended periodically (see ``tile_windows``). ψ splits each window into its
+        own mean and the rest, so the network sees deviations from the *local* mean, as it did
+        when trained on t×t patches, not from the mean of a much larger image. Exactness: a sum
+        of convex functions of linear maps of x is convex; each term is 2-homogeneous in P⊥x,
+        which P⊥(x + b·1) = P⊥x leaves unchanged, and ½||P₁x||² carries the mean, so
+        f(a·x + b) = a·f(x) + b for a > 0 exactly. When H and W are multiples of s, every pixel
+        lies in (t/s)² windows and ψ_T is exactly the average of ψ over all windows."""
+        b = x.shape[0]
+        m, u = _mean_split(x)
+        windows, weight = tile_windows(u, self.tile, self.tile_stride)
+        psi = self._potential(windows).view(b, -1).sum(1) * weight
+        return psi + 0.5 * x.shape[-1] * x.shape[-2] * m.pow(2).flatten(1).sum(1)
+
+    def _potential(self, x: torch.Tensor) -> torch.Tensor:
         if self.mean_split:
             m, u = _mean_split(x)
             n_pix = x.shape[-1] * x.shape[-2]

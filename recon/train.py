@@ -129,6 +129,8 @@ def _init_model(
     global_pool: bool = False,
     upsample: str | None = None,
     downsample: str | None = None,
+    z_downsample: str | None = None,
+    tile: tuple[int, int] | None = None,
 ) -> torch.nn.Module:
     """The prior ``name`` (shipped name or checkpoint) in training mode, checked against --kind.
 
@@ -150,6 +152,10 @@ def _init_model(
         want["upsample"] = upsample
     if downsample is not None and downsample != got.get("downsample", "avg"):
         want["downsample"] = downsample
+    if z_downsample is not None and z_downsample != got.get("z_downsample", "stride"):
+        want["z_downsample"] = z_downsample
+    if tile is not None:
+        want["tile"], want["tile_stride"] = tile
     if global_pool:
         want["global_pool"] = True
     if want != got:  # the same weights in the asked-for architecture
@@ -268,6 +274,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "replaces the prior's own: it has no weights)",
     )
     p.add_argument(
+        "--z-downsample",
+        default=None,
+        choices=["stride", "blur"],
+        help="how the convex path halves the resolution: a strided convolution (default) or a "
+        "stride-1 convolution then the [1,3,3,1] blur (no checkerboard in the prox; with "
+        "--init, replaces the prior's own: the weights keep their shapes)",
+    )
+    p.add_argument(
+        "--tile",
+        type=int,
+        default=None,
+        help="apply the AE-LPN's potential on every TILE x TILE window of larger images, each "
+        "with its own mean split off, as in training on patches (exact prox, exactly "
+        "equivariant; inference only: patches no larger than TILE are one window). "
+        "Recorded in the checkpoint; with --init, added to the given prior",
+    )
+    p.add_argument(
+        "--tile-stride", type=int, default=None, help="window stride for --tile (default TILE/3)"
+    )
+    p.add_argument(
         "--global-pool",
         action="store_true",
         help="give the decoder a whole-image feature (mean of the coarsest features; keeps the "
@@ -357,11 +383,20 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         upsample=args.upsample or "nearest",
         **({"global_pool": True} if args.global_pool else {}),
         **({"downsample": args.downsample} if args.downsample not in (None, "avg") else {}),
+        **({"z_downsample": args.z_downsample} if args.z_downsample == "blur" else {}),
+        **({"tile": args.tile, "tile_stride": args.tile_stride} if args.tile else {}),
     )
     torch.manual_seed(args.seed)  # the initial weights follow --seed (equal on every rank)
     if args.init:
         model = _init_model(
-            args.init, args.kind, channels, args.global_pool, args.upsample, args.downsample
+            args.init,
+            args.kind,
+            channels,
+            args.global_pool,
+            args.upsample,
+            args.downsample,
+            args.z_downsample,
+            (args.tile, args.tile_stride or max(args.tile // 3, 1)) if args.tile else None,
         )
     elif args.kind == "normalization-trick":
         model = NormalizationTrick(**arch)

@@ -31,7 +31,8 @@ ARCHS = {
     "base": {},
     "bilinear-k4": {"upsample": "bilinear", "out_channels": 4},
     "global-pool": {"global_pool": True},
-    "blur-down": {"downsample": "blur"},
+    "blur-down": {"downsample": "blur", "z_downsample": "blur"},
+    "tiled": {"tile": 6, "tile_stride": 5},  # sizes not multiples of 5: padded windows too
 }
 
 
@@ -80,6 +81,7 @@ def test_ablations_have_only_their_own_equivariance():
         "aelpn/global-pool",
         "lpn/global-pool",
         "aelpn/blur-down",
+        "aelpn/tiled",
     ],
 )
 def test_potential_convex_midpoints(kind):
@@ -133,6 +135,48 @@ def test_jacobian_symmetric_for_lpn_not_for_normalization_trick():
     # ...but not a gradient field, so not a prox
     assert _jacobian_asymmetry(lambda t: trick.prox(t, create_graph=True), x) > 1e-3
     assert not hasattr(trick, "regularizer")
+
+
+def test_tiled_prox_is_local_and_periodic():
+    """With ``tile``, ψ is applied on every t×t window with the window's own mean split off:
+    f then depends on x only through the windows around each pixel (the global mean cancels
+    exactly), and on a periodic grid it commutes with shifts by the stride."""
+    tiled = _model("aelpn", tile=8, tile_stride=4)
+    plain = _model("aelpn")
+    gen = torch.Generator().manual_seed(8)
+    x = torch.rand(2, 1, 32, 32, generator=gen, dtype=torch.float64)
+    far = x.clone()
+    far[:, :, :4] += 50.0 + torch.rand(2, 1, 4, 32, generator=gen, dtype=torch.float64)
+    # rows 0-3 lie only in the windows starting at rows 0 and 28 (which wraps): rows 8-27 not
+    ft, ft_far = tiled.prox(x), tiled.prox(far)
+    assert _rel(ft_far[:, :, 8:28], ft[:, :, 8:28]) <= 1e-12
+    assert _rel(ft_far[:, :, :8], ft[:, :, :8]) > 1e-3  # but it does see the change nearby
+    fp, fp_far = plain.prox(x), plain.prox(far)  # one global mean: every pixel moves
+    assert _rel(fp_far[:, :, 8:28], fp[:, :, 8:28]) > 1e-3
+    rolled = tiled.prox(torch.roll(x, (4, -8), (2, 3)))
+    assert _rel(rolled, torch.roll(ft, (4, -8), (2, 3))) <= 1e-12
+    # an image no larger than a window is one window: the untiled prox of the same weights
+    plain.load_state_dict(tiled.state_dict())
+    small = x[:, :, :8, :8]
+    assert _rel(tiled.prox(small), plain.prox(small)) <= 1e-14
+    with pytest.raises(ValueError, match="mean split"):
+        ConvLPN(kind="lpn", tile=8)
+    # sizes that are not multiples of the stride are zero-padded, so every pixel lies in equally
+    # many windows: with h ≡ 0 (and α = 0), f is an average of projections, never above I
+    quad = _model("aelpn", tile=6, tile_stride=5)
+    quad.alpha = 0.0
+    with torch.no_grad():
+        quad.net.out_z.weight.zero_()
+        quad.net.out_x.weight.zero_()
+    v = torch.randn(1, 1, 17, 23, generator=gen, dtype=torch.float64)
+    assert _rel(quad.prox(v), v) > 1e-3  # (not the identity: it keeps local means)
+    for _ in range(60):  # power iteration: the largest eigenvalue of the linear, symmetric f
+        v = quad.prox(v)
+        v = v / v.norm()
+    assert float(quad.prox(v).norm()) <= 1 + 1e-9
+    # R is still evaluated by inverting f
+    r = evaluate_regularizer(tiled, tiled.prox(x[:1, :, :16, :24]), iters=500)
+    assert float(r.residual.max()) <= 1e-5
 
 
 def test_regularizer_inversion_and_known_values():
