@@ -246,9 +246,10 @@ class ConvLPN(LearnedProx):
         """ψ_T(x) = ½||P₁x||² + (s²/t²)·Σ_k ψ(T_k P⊥x): ψ on every t×t window, local mean split.
 
         T_k is the k-th t×t window at stride s of P⊥x, zero-padded to a multiple of s (zero is
-        the global mean here) and then extended periodically (see ``tile_windows``). ψ splits each window into its
-        own mean and the rest, so the network sees deviations from the *local* mean, as it did
-        when trained on t×t patches, not from the mean of a much larger image. Exactness: a sum
+        the global mean here) and then extended periodically (see ``tile_windows``). ψ splits
+        each window into its own mean and the rest, so the network sees deviations from the
+        *local* mean, as it did when trained on t×t patches, not from the mean of a much larger
+        image. Exactness: a sum
         of convex functions of linear maps of x is convex; each term is 2-homogeneous in P⊥x,
         which P⊥(x + b·1) = P⊥x leaves unchanged, and ½||P₁x||² carries the mean, so
         f(a·x + b) = a·f(x) + b for a > 0 exactly. When H and W are multiples of s, every pixel
