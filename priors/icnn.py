@@ -144,6 +144,11 @@ class ConvICNN(nn.Module):
             homogeneity hold). The adjoint of a strided convolution, which f = ∇ψ passes
             through, scatters each coarse value on a stride-2 grid (checkerboard); the blur's
             adjoint spreads it smoothly.
+        padding: how every convolution extends its input at the border: 'zeros' or 'replicate'
+            (the edge value repeated). Both are linear, and replication has nonnegative
+            coefficients on the z-path, so either keeps convexity and homogeneity. With zeros, a
+            border looks like a frame at the mean level (x is mean-free), which leaves seams
+            where tiled windows meet; replication continues the image.
         global_pool: give every decoder layer and the output a global feature: the mean over
             the image of the coarsest-scale features, G = mean_p z_p, added as U⁺G (U⁺ ≥ 0,
             1×1) to the z-path. G is a nonnegative average of convex, 1-homogeneous features,
@@ -168,6 +173,7 @@ class ConvICNN(nn.Module):
         global_pool: bool = False,
         downsample: str = "avg",
         z_downsample: str = "stride",
+        padding: str = "zeros",
     ) -> None:
         super().__init__()
         if upsample not in ("nearest", "bilinear"):
@@ -178,6 +184,8 @@ class ConvICNN(nn.Module):
         if z_downsample not in ("stride", "blur"):
             raise ValueError(f"z_downsample must be 'stride' or 'blur', got {z_downsample!r}")
         self.downsample, self.z_downsample = downsample, z_downsample
+        if padding not in ("zeros", "replicate"):
+            raise ValueError(f"padding must be 'zeros' or 'replicate', got {padding!r}")
         zstride = 1 if z_downsample == "blur" else 2
         pad = kernel // 2
         widths = [width * min(2**s, 4) for s in range(levels)]
@@ -189,10 +197,14 @@ class ConvICNN(nn.Module):
         mult = 2 if self.smooth else 1  # smooth: each x-path also gives the l of s(a, l)
 
         def xconv(cout: int) -> nn.Conv2d:
-            return nn.Conv2d(in_channels, mult * cout, kernel, padding=pad, bias=bias)
+            return nn.Conv2d(
+                in_channels, mult * cout, kernel, padding=pad, bias=bias, padding_mode=padding
+            )
 
         def zconv(cin: int, cout: int, stride: int = 1) -> NonnegConv2d:
-            c = NonnegConv2d(cin, cout, kernel, stride=stride, padding=pad, bias=False)
+            c = NonnegConv2d(
+                cin, cout, kernel, stride=stride, padding=pad, bias=False, padding_mode=padding
+            )
             _init_nonneg(c)
             return c
 
@@ -228,7 +240,14 @@ class ConvICNN(nn.Module):
                 _init_nonneg(u, gain=0.1)
                 self.glob.append(u)
         out_mult = 2 if (self.smooth and out_act is not None) else 1
-        self.out_x = nn.Conv2d(in_channels, out_mult * out_channels, kernel, padding=pad, bias=bias)
+        self.out_x = nn.Conv2d(
+            in_channels,
+            out_mult * out_channels,
+            kernel,
+            padding=pad,
+            bias=bias,
+            padding_mode=padding,
+        )
 
     @property
     def multiple(self) -> int:

@@ -168,6 +168,7 @@ class ConvLPN(LearnedProx):
         global_pool: bool = False,
         downsample: str = "avg",
         z_downsample: str = "stride",
+        padding: str = "zeros",
         tile: int | None = None,
         tile_stride: int | None = None,
     ) -> None:
@@ -193,6 +194,8 @@ class ConvLPN(LearnedProx):
             self._config["downsample"] = downsample
         if z_downsample != "stride":
             self._config["z_downsample"] = z_downsample
+        if padding != "zeros":
+            self._config["padding"] = padding
         self.tile, self.tile_stride = tile, tile_stride
         if tile is not None:
             if kind not in ("aelpn", "aelpn-global", "shift-only"):
@@ -235,6 +238,7 @@ class ConvLPN(LearnedProx):
             global_pool,
             downsample,
             z_downsample,
+            padding,
         )
 
     def potential(self, x: torch.Tensor) -> torch.Tensor:

@@ -131,6 +131,7 @@ def _init_model(
     downsample: str | None = None,
     z_downsample: str | None = None,
     tile: tuple[int, int] | None = None,
+    padding: str | None = None,
 ) -> torch.nn.Module:
     """The prior ``name`` (shipped name or checkpoint) in training mode, checked against --kind.
 
@@ -156,6 +157,8 @@ def _init_model(
         want["z_downsample"] = z_downsample
     if tile is not None:
         want["tile"], want["tile_stride"] = tile
+    if padding is not None and padding != got.get("padding", "zeros"):
+        want["padding"] = padding
     if global_pool:
         want["global_pool"] = True
     if want != got:  # the same weights in the asked-for architecture
@@ -282,6 +285,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--init, replaces the prior's own: the weights keep their shapes)",
     )
     p.add_argument(
+        "--padding",
+        default=None,
+        choices=["zeros", "replicate"],
+        help="how the convolutions extend the image at its border (default zeros; replicate "
+        "avoids seams between --tile windows; with --init, replaces the prior's own)",
+    )
+    p.add_argument(
         "--tile",
         type=int,
         default=None,
@@ -385,6 +395,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         **({"downsample": args.downsample} if args.downsample not in (None, "avg") else {}),
         **({"z_downsample": args.z_downsample} if args.z_downsample == "blur" else {}),
         **({"tile": args.tile, "tile_stride": args.tile_stride} if args.tile else {}),
+        **({"padding": args.padding} if args.padding == "replicate" else {}),
     )
     torch.manual_seed(args.seed)  # the initial weights follow --seed (equal on every rank)
     if args.init:
@@ -397,6 +408,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
             args.downsample,
             args.z_downsample,
             (args.tile, args.tile_stride or max(args.tile // 3, 1)) if args.tile else None,
+            args.padding,
         )
     elif args.kind == "normalization-trick":
         model = NormalizationTrick(**arch)

@@ -5,6 +5,7 @@ and 1 % Gaussian noise).
     .venv/bin/python scripts/probe_ct_prior.py --prior runs/my-prior.safetensors --on val
     .venv/bin/python scripts/probe_ct_prior.py --prior aelpn-ct --rho 0.03 --on test
     .venv/bin/python scripts/probe_ct_prior.py --prior aelpn-ct --on shepp-logan --size 128
+    .venv/bin/python scripts/probe_ct_prior.py --prior runs/p.safetensors --tile 64 --tile-stride 32
 
 For training choices (σ, architecture, fine-tuning): choose with ``--on val`` (the four real
 windows of ``recon tune ct --val real-ct``, a patient never trained on); ``--on test`` is the
@@ -18,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,6 +47,21 @@ def scans_for(on: str, size: int) -> list[Scan]:
     return [Scan(on, inp.image, inp.units, inp.pixel_size)]
 
 
+def with_tile(prior: str, tile: int, stride: int | None, folder: Path) -> str:
+    """A copy of ``prior`` that applies its potential on windows (``ConvLPN(tile=...)``; the
+    weights are unchanged), written to ``folder``; returns its path."""
+    from priors.checkpoint import load_prior, save_checkpoint
+    from priors.lpn import build_model
+
+    model = load_prior(prior)
+    cfg = {**model.config(), "tile": tile, "tile_stride": stride or max(tile // 3, 1)}
+    tiled = build_model(cfg)
+    tiled.load_state_dict(model.state_dict())
+    path = folder / "tiled.safetensors"
+    save_checkpoint(path, tiled, {**model.meta, "tiled_from": str(prior)})
+    return str(path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--prior", default="aelpn-ct", help="shipped name or checkpoint")
@@ -53,8 +71,14 @@ def main() -> None:
     ap.add_argument("--problem", default="ct-par60", choices=[p for p in PROBLEMS if "ct" in p])
     ap.add_argument("--iters", type=int, default=40)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--tile", type=int, default=None, help="evaluate the prior tiled (AE-LPN)")
+    ap.add_argument("--tile-stride", type=int, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    tmp = tempfile.TemporaryDirectory()
+    prior = args.prior
+    if args.tile:
+        prior = with_tile(args.prior, args.tile, args.tile_stride, Path(tmp.name))
     cases = [build_case(args.problem, s, seed=0) for s in scans_for(args.on, args.size)]
     presets = load_presets("ct")
     for r in (float(v) for v in args.rho.split(",")):
@@ -62,10 +86,10 @@ def main() -> None:
         per = {}
         for case in cases:
             out = run_method(
-                case, "pnp-admm", args.prior, presets, args.iters, {"rho_rel": r, "tol": 1e-5}
+                case, "pnp-admm", prior, presets, args.iters, {"rho_rel": r, "tol": 1e-5}
             )
             per[case.scan] = round(out["psnr"], 3)
-        row = {"prior": args.prior, "on": args.on, "rho_rel": r}
+        row = {"prior": args.prior, "tile": args.tile, "on": args.on, "rho_rel": r}
         row.update(psnr=round(float(np.mean(list(per.values()))), 3), per_scan=per)
         row.update(problem=args.problem, seconds=round(time.perf_counter() - t0, 1))
         print(json.dumps(row), flush=True)

@@ -24,14 +24,14 @@ def _model(kind: str, channels: int = 1, seed: int = 0, **arch):
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm())
+    return float((a - b).detach().norm() / b.detach().norm())
 
 
 ARCHS = {
     "base": {},
     "bilinear-k4": {"upsample": "bilinear", "out_channels": 4},
     "global-pool": {"global_pool": True},
-    "blur-down": {"downsample": "blur", "z_downsample": "blur"},
+    "blur-down": {"downsample": "blur", "z_downsample": "blur", "padding": "replicate"},
     "tiled": {"tile": 6, "tile_stride": 5},  # sizes not multiples of 5: padded windows too
 }
 
