@@ -207,7 +207,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="train blind: σ per image uniform in [--sigma, --sigma-max] (γ follows each σ; "
         "validation stays at --sigma)",
     )
-    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=2000,
+        help="optimizer steps (default 2000); 0 with --init writes the given prior in the "
+        "architecture asked for (e.g. with --tile) without training",
+    )
     p.add_argument(
         "--l1-fraction",
         type=float,
@@ -440,6 +446,15 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         **({"init": str(args.init)} if args.init else {}),
         "command": "recon train " + " ".join(sys.argv[2:]),
     }
+    if args.steps < 0 or (args.steps == 0 and not args.init):
+        raise ValueError(f"--steps must be ≥ 1 (or 0 with --init), got {args.steps}")
+    if args.steps == 0:  # a conversion: the --init weights in the asked-for architecture
+        if rank == 0:
+            save_checkpoint(args.out, model, {**meta, "steps": 0})
+            if args.export:
+                export_weights(args.out, args.export)
+            print(json.dumps({"kind": args.kind, "steps": 0, "checkpoint": str(args.out)}))
+        return 0
     res = train_prior(
         model,
         sampler,

@@ -125,3 +125,19 @@ def test_blur_downsampling_has_a_smooth_adjoint():
         assert float(block.sum()) > 0
         assert bool(torch.all(block == block[0, 0])) == blocky, mode
         assert float(g.sum()) == pytest.approx(1.0)  # weights sum to 1: constants are kept
+
+
+def test_zero_steps_with_init_writes_the_prior_in_the_new_architecture(tmp_path, capsys):
+    """`--steps 0 --init P --tile 8` makes a tiled copy of P: same weights, no training."""
+    src, m = _source(tmp_path)
+    out = _train(tmp_path, src, 0, "--tile", "8", "--tile-stride", "4")
+    tiled = load_prior(out)
+    assert tiled.config() == {**m.config(), "tile": 8, "tile_stride": 4}
+    for (k, a), b in zip(m.state_dict().items(), tiled.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    x = torch.rand(1, 1, 8, 8)  # one window: the same prox
+    assert torch.allclose(tiled.prox(x), m.prox(x), atol=1e-6)
+    none = tmp_path / "none.safetensors"
+    args = ["train", "--kind", "aelpn", "--data", "ellipses", "--steps", "0", "--quiet"]
+    assert main([*args, "--out", str(none)]) != 0  # nothing to convert without --init
+    assert "--steps must be" in capsys.readouterr().err and not none.exists()
