@@ -180,12 +180,12 @@ class ConvICNN(nn.Module):
             raise ValueError(f"upsample must be 'nearest' or 'bilinear', got {upsample!r}")
         if downsample not in ("avg", "blur"):
             raise ValueError(f"downsample must be 'avg' or 'blur', got {downsample!r}")
-        self.in_channels, self.levels, self.upsample = in_channels, levels, upsample
         if z_downsample not in ("stride", "blur"):
             raise ValueError(f"z_downsample must be 'stride' or 'blur', got {z_downsample!r}")
-        self.downsample, self.z_downsample = downsample, z_downsample
         if padding not in ("zeros", "replicate"):
             raise ValueError(f"padding must be 'zeros' or 'replicate', got {padding!r}")
+        self.in_channels, self.levels, self.upsample = in_channels, levels, upsample
+        self.downsample, self.z_downsample = downsample, z_downsample
         zstride = 1 if z_downsample == "blur" else 2
         pad = kernel // 2
         widths = [width * min(2**s, 4) for s in range(levels)]

@@ -242,7 +242,7 @@ class ConvLPN(LearnedProx):
         )
 
     def potential(self, x: torch.Tensor) -> torch.Tensor:
-        if self.tile and self.mean_split and max(x.shape[-2:]) > self.tile:
+        if self.tile and max(x.shape[-2:]) > self.tile:  # (tile implies a mean split)
             return self._tiled_potential(x)
         return self._potential(x)
 
@@ -253,11 +253,11 @@ class ConvLPN(LearnedProx):
         the global mean here) and then extended periodically (see ``tile_windows``). ψ splits
         each window into its own mean and the rest, so the network sees deviations from the
         *local* mean, as it did when trained on t×t patches, not from the mean of a much larger
-        image. Exactness: a sum
-        of convex functions of linear maps of x is convex; each term is 2-homogeneous in P⊥x,
-        which P⊥(x + b·1) = P⊥x leaves unchanged, and ½||P₁x||² carries the mean, so
-        f(a·x + b) = a·f(x) + b for a > 0 exactly. When H and W are multiples of s, every pixel
-        lies in (t/s)² windows and ψ_T is exactly the average of ψ over all windows."""
+        image. Exactness: a sum of convex functions of linear maps of x is convex; each term is
+        2-homogeneous in P⊥x, which P⊥(x + b·1) = P⊥x leaves unchanged, and ½||P₁x||² carries
+        the mean, so f(a·x + b) = a·f(x) + b for a > 0 exactly. When H and W are multiples of
+        s, every pixel lies in (t/s)² windows and ψ_T is exactly the average of ψ over all
+        windows."""
         b = x.shape[0]
         m, u = _mean_split(x)
         windows, weight = tile_windows(u, self.tile, self.tile_stride)

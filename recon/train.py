@@ -130,7 +130,7 @@ def _init_model(
     upsample: str | None = None,
     downsample: str | None = None,
     z_downsample: str | None = None,
-    tile: tuple[int, int] | None = None,
+    tile: tuple[int, int | None] | None = None,
     padding: str | None = None,
 ) -> torch.nn.Module:
     """The prior ``name`` (shipped name or checkpoint) in training mode, checked against --kind.
@@ -370,6 +370,8 @@ def run(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     if not args.sigma > 0:
         raise ValueError(f"--sigma must be > 0, got {args.sigma}")
+    if args.steps < 0 or (args.steps == 0 and not args.init):
+        raise ValueError(f"--steps must be ≥ 1 (or 0 with --init), got {args.steps}")
     if args.sigma_max is not None and not args.sigma_max > args.sigma:
         raise ValueError(f"--sigma-max must exceed --sigma ({args.sigma}), got {args.sigma_max}")
     channels = args.channels or (2 if args.data in ("mri-natural", "mri-brain") else 1)
@@ -413,7 +415,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
             args.upsample,
             args.downsample,
             args.z_downsample,
-            (args.tile, args.tile_stride or max(args.tile // 3, 1)) if args.tile else None,
+            (args.tile, args.tile_stride) if args.tile else None,
             args.padding,
         )
     elif args.kind == "normalization-trick":
@@ -446,8 +448,6 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         **({"init": str(args.init)} if args.init else {}),
         "command": "recon train " + " ".join(sys.argv[2:]),
     }
-    if args.steps < 0 or (args.steps == 0 and not args.init):
-        raise ValueError(f"--steps must be ≥ 1 (or 0 with --init), got {args.steps}")
     if args.steps == 0:  # a conversion: the --init weights in the asked-for architecture
         if rank == 0:
             save_checkpoint(args.out, model, {**meta, "steps": 0})

@@ -54,7 +54,7 @@ def with_tile(prior: str, tile: int, stride: int | None, folder: Path) -> str:
     from priors.lpn import build_model
 
     model = load_prior(prior)
-    cfg = {**model.config(), "tile": tile, "tile_stride": stride or max(tile // 3, 1)}
+    cfg = {**model.config(), "tile": tile, "tile_stride": stride}  # None: ConvLPN's default
     tiled = build_model(cfg)
     tiled.load_state_dict(model.state_dict())
     path = folder / "tiled.safetensors"
