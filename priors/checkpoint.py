@@ -33,6 +33,7 @@ __all__ = [
     "save_checkpoint",
     "read_checkpoint",
     "load_prior",
+    "rebuild",
     "shipped_priors",
     "WEIGHTS_DIR",
 ]
@@ -176,3 +177,37 @@ def load_prior(
     model.meta = info["meta"]
     model.source = str(path)
     return model.to(device=device, dtype=dtype).eval()
+
+
+def rebuild(model: nn.Module, **changes: Any) -> nn.Module:
+    """The same weights in a changed architecture: ``model.config()`` updated by ``changes``.
+
+    For options that add no weights or only zero-started ones (``tile``, ``local_mean_sigma``,
+    ``downsample``, ``upsample``, ``padding``, ``global_pool``, ...). Weights the new
+    architecture adds (the global feature's U⁺) start at zero, so the rebuilt prior computes
+    what ``model`` computed wherever the change itself does not alter ψ. A change the weights do
+    not fit is a ``CheckpointError``. Keeps ``meta``, ``source``, device, dtype and train/eval
+    mode."""
+    cfg = {**model.config(), **changes}
+    try:
+        new = build_model(cfg)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"cannot rebuild {model.config()} as {cfg}: {exc}") from None
+    try:
+        missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
+    except RuntimeError as exc:  # weights of other shapes
+        first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
+        raise CheckpointError(f"cannot rebuild {model.config()} as {cfg}: {first}") from None
+    if unexpected or any(".glob." not in k for k in missing):
+        raise CheckpointError(
+            f"cannot rebuild {model.config()} as {cfg}: missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}"
+        )
+    with torch.no_grad():
+        for k in missing:
+            new.get_parameter(k).zero_()
+    for attr in ("meta", "source"):
+        if hasattr(model, attr):
+            setattr(new, attr, getattr(model, attr))
+    p = next(model.parameters())
+    return new.to(device=p.device, dtype=p.dtype).train(model.training)

@@ -92,6 +92,36 @@ def tile_windows(x: torch.Tensor, tile: int, stride: int) -> tuple[torch.Tensor,
     return windows, (sh * sw) / (th * tw)
 
 
+def _symmetric_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """B x: a separable Gaussian blur (std ``sigma`` pixels, radius ⌈3σ⌉) of x (B, C, H, W) with
+    half-sample symmetric extension (x₋₁ = x₀, ...). With that extension the blur is diagonal
+    in the DCT-II basis, so B is a symmetric matrix, B 1 = 1, and its eigenvalues are the
+    kernel's cosine response, within [−1, 1]."""
+    r = max(int(3.0 * sigma + 0.5), 1)
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    for dim in (2, 3):
+        n = x.shape[dim]
+        i = torch.arange(-r, n + r, device=x.device) % (2 * n)
+        i = torch.where(i < n, i, 2 * n - 1 - i)  # mirror about the half-sample points
+        x = x.index_select(dim, i)
+        shape = (1, 1, -1, 1) if dim == 2 else (1, 1, 1, -1)
+        x = F.conv2d(x, k.view(*shape).expand(c, -1, -1, -1), groups=c)
+    return x
+
+
+def local_mean(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """G x = B(B x), B the symmetric Gaussian blur of std σ/√2 (``_symmetric_blur``): a local
+    mean of x (B, C, H, W) over about σ pixels, at any size.
+
+    G is symmetric with eigenvalues b² in [0, 1] and G 1 = 1, so Q = I − G is symmetric, has
+    eigenvalues in [0, 1] and Q 1 = 0: what ``ConvLPN(local_mean_sigma=σ)`` needs."""
+    s = sigma / 2**0.5
+    return _symmetric_blur(_symmetric_blur(x, s), s)
+
+
 def _mean_split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(P₁x, P⊥x): per-image, per-channel mean over all but the batch/channel axes."""
     dims = tuple(range(2, x.ndim))
@@ -171,6 +201,7 @@ class ConvLPN(LearnedProx):
         padding: str = "zeros",
         tile: int | None = None,
         tile_stride: int | None = None,
+        local_mean_sigma: float | None = None,
     ) -> None:
         super().__init__()
         if kind not in KINDS or kind == "normalization-trick":
@@ -207,6 +238,18 @@ class ConvLPN(LearnedProx):
             if not 0 < self.tile_stride <= tile:
                 raise ValueError(f"need 0 < tile_stride <= tile, got {self.tile_stride}, {tile}")
             self._config.update(tile=tile, tile_stride=self.tile_stride)
+        self.local_mean_sigma = local_mean_sigma
+        if local_mean_sigma is not None:
+            if kind not in ("aelpn", "shift-only"):
+                raise ValueError(
+                    f"local_mean_sigma replaces the mean split: only for aelpn and shift-only, "
+                    f"not {kind!r}"
+                )
+            if tile is not None:
+                raise ValueError("use either tile or local_mean_sigma, not both")
+            if not local_mean_sigma > 0:
+                raise ValueError(f"local_mean_sigma must be > 0, got {local_mean_sigma}")
+            self._config["local_mean_sigma"] = float(local_mean_sigma)
         self.alpha = alpha
         self.homogeneous = kind in ("aelpn", "aelpn-global", "scale-only")
         self.mean_split = kind in ("aelpn", "aelpn-global", "shift-only")
@@ -265,7 +308,11 @@ class ConvLPN(LearnedProx):
         return psi + 0.5 * x.shape[-1] * x.shape[-2] * m.pow(2).flatten(1).sum(1)
 
     def _potential(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mean_split:
+        if self.local_mean_sigma is not None:
+            # Q = I − G: ψ = ½xᵀ(I − Q²)x + φ(Qx); ½xᵀ(I − Q²)x = ½||x||² − ½||Qx||²
+            u = x - local_mean(x, self.local_mean_sigma)
+            psi = 0.5 * (x.pow(2) - u.pow(2)).flatten(1).sum(1)
+        elif self.mean_split:
             m, u = _mean_split(x)
             n_pix = x.shape[-1] * x.shape[-2]
             psi = 0.5 * n_pix * m.pow(2).flatten(1).sum(1)

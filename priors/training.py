@@ -324,10 +324,15 @@ def _restore(
     rank: int = 0,
     world: int = 1,
 ):
-    tensors, info = read_checkpoint(ckpt)
-    if info["config"] != model.config():
-        from priors.checkpoint import CheckpointError
+    from priors.checkpoint import CheckpointError
 
+    tensors, info = read_checkpoint(ckpt)
+    if "step" not in info["train"]:
+        raise CheckpointError(
+            f"{ckpt}: cannot resume: it holds weights without a training state (exported, or "
+            "written by --steps 0); start from it with --init, or pass --no-resume to overwrite"
+        )
+    if info["config"] != model.config():
         raise CheckpointError(
             f"{ckpt}: cannot resume: it holds {info['config']}, the run trains {model.config()}"
         )

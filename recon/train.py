@@ -28,6 +28,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -122,24 +123,12 @@ def make_sampler(data: str, patch: int, channels: int):
     return s, val, f"{n} images from {folder}"
 
 
-def _init_model(
-    name: str,
-    kind: str,
-    channels: int,
-    global_pool: bool = False,
-    upsample: str | None = None,
-    downsample: str | None = None,
-    z_downsample: str | None = None,
-    tile: tuple[int, int | None] | None = None,
-    padding: str | None = None,
-) -> torch.nn.Module:
-    """The prior ``name`` (shipped name or checkpoint) in training mode, checked against --kind.
-
-    With ``global_pool`` and a prior without the global feature, the feature is added with its
-    weights U⁺ at zero, so training starts from exactly the given prior. ``upsample`` replaces
-    the decoder's upsampling and ``downsample`` the x-path's (neither has weights, so all
-    weights carry over)."""
-    from priors.checkpoint import load_prior
+def _init_model(name: str, kind: str, channels: int, **changes: Any) -> torch.nn.Module:
+    """The prior ``name`` (shipped name or checkpoint) in training mode, checked against --kind,
+    rebuilt with the architecture ``changes`` that differ from its own (``None`` values are
+    ignored; see ``priors.checkpoint.rebuild``: all weights carry over, a global feature added
+    here starts at zero, so training starts from exactly the given prior)."""
+    from priors.checkpoint import CheckpointError, load_prior, rebuild
 
     model = load_prior(name).train()
     got = model.config()
@@ -148,31 +137,21 @@ def _init_model(
             f"--init {name}: a {got['kind']} prior with {got.get('in_channels', 1)} channel(s), "
             f"but --kind {kind} with {channels} channel(s) was asked for"
         )
-    want = dict(got)
-    if upsample is not None and upsample != got.get("upsample", "nearest"):
-        want["upsample"] = upsample
-    if downsample is not None and downsample != got.get("downsample", "avg"):
-        want["downsample"] = downsample
-    if z_downsample is not None and z_downsample != got.get("z_downsample", "stride"):
-        want["z_downsample"] = z_downsample
-    if tile is not None:
-        want["tile"], want["tile_stride"] = tile
-    if padding is not None and padding != got.get("padding", "zeros"):
-        want["padding"] = padding
-    if global_pool:
-        want["global_pool"] = True
-    if want != got:  # the same weights in the asked-for architecture
-        rebuilt = build_model(want).train()
-        missing, unexpected = rebuilt.load_state_dict(model.state_dict(), strict=False)
-        if unexpected or any(".glob." not in k for k in missing):
-            raise ValueError(
-                f"--init {name}: cannot rebuild it as {want} ({missing}, {unexpected})"
-            )
-        with torch.no_grad():  # a global feature added here starts at zero
-            for k in missing:
-                rebuilt.get_parameter(k).zero_()
-        model = rebuilt
-    return model
+    defaults = {"upsample": "nearest", "downsample": "avg", "z_downsample": "stride"}
+    defaults.update(padding="zeros", global_pool=False)
+    want = {
+        k: v
+        for k, v in changes.items()
+        if v is not None and v != got.get(k, defaults.get(k)) and not (k == "global_pool" and not v)
+    }
+    if "tile" in want:  # a new tile gets its own stride (None: ConvLPN's default)
+        want["tile_stride"] = changes.get("tile_stride")
+    if not want:
+        return model
+    try:
+        return rebuild(model, **want)
+    except CheckpointError as exc:
+        raise ValueError(f"--init {name}: {exc}") from None
 
 
 def export_weights(checkpoint: str | Path, out: str | Path) -> None:
@@ -310,6 +289,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--tile-stride", type=int, default=None, help="window stride for --tile (default TILE/3)"
     )
     p.add_argument(
+        "--local-mean",
+        type=float,
+        default=None,
+        metavar="SIGMA",
+        help="split off a local mean (a Gaussian of SIGMA pixels) instead of the image mean, so "
+        "the AE-LPN sees each pixel against its surroundings at every image size (exact prox, "
+        "exactly equivariant, no windows or seams; aelpn and shift-only; with --init, added to "
+        "the given prior)",
+    )
+    p.add_argument(
         "--global-pool",
         action="store_true",
         help="give the decoder a whole-image feature (mean of the coarsest features; keeps the "
@@ -404,6 +393,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         **({"z_downsample": args.z_downsample} if args.z_downsample == "blur" else {}),
         **({"tile": args.tile, "tile_stride": args.tile_stride} if args.tile else {}),
         **({"padding": args.padding} if args.padding == "replicate" else {}),
+        **({"local_mean_sigma": args.local_mean} if args.local_mean else {}),
     )
     torch.manual_seed(args.seed)  # the initial weights follow --seed (equal on every rank)
     if args.init:
@@ -411,12 +401,13 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
             args.init,
             args.kind,
             channels,
-            args.global_pool,
-            args.upsample,
-            args.downsample,
-            args.z_downsample,
-            (args.tile, args.tile_stride) if args.tile else None,
-            args.padding,
+            global_pool=args.global_pool,
+            upsample=args.upsample,
+            downsample=args.downsample,
+            z_downsample=args.z_downsample,
+            padding=args.padding,
+            local_mean_sigma=args.local_mean,
+            **({"tile": args.tile, "tile_stride": args.tile_stride} if args.tile else {}),
         )
     elif args.kind == "normalization-trick":
         model = NormalizationTrick(**arch)

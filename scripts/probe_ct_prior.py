@@ -6,6 +6,7 @@ and 1 % Gaussian noise).
     .venv/bin/python scripts/probe_ct_prior.py --prior aelpn-ct --rho 0.03 --on test
     .venv/bin/python scripts/probe_ct_prior.py --prior aelpn-ct --on shepp-logan --size 128
     .venv/bin/python scripts/probe_ct_prior.py --prior runs/p.safetensors --tile 64 --tile-stride 32
+    .venv/bin/python scripts/probe_ct_prior.py --prior aelpn-ct --local-mean 8
 
 For training choices (σ, architecture, fine-tuning): choose with ``--on val`` (the four real
 windows of ``recon tune ct --val real-ct``, a patient never trained on); ``--on test`` is the
@@ -47,18 +48,14 @@ def scans_for(on: str, size: int) -> list[Scan]:
     return [Scan(on, inp.image, inp.units, inp.pixel_size)]
 
 
-def with_tile(prior: str, tile: int, stride: int | None, folder: Path) -> str:
-    """A copy of ``prior`` that applies its potential on windows (``ConvLPN(tile=...)``; the
-    weights are unchanged), written to ``folder``; returns its path."""
-    from priors.checkpoint import load_prior, save_checkpoint
-    from priors.lpn import build_model
+def with_changes(prior: str, changes: dict, folder: Path) -> str:
+    """A copy of ``prior`` in a changed architecture (``priors.checkpoint.rebuild``: the weights
+    are unchanged), written to ``folder``; returns its path."""
+    from priors.checkpoint import load_prior, rebuild, save_checkpoint
 
-    model = load_prior(prior)
-    cfg = {**model.config(), "tile": tile, "tile_stride": stride}  # None: ConvLPN's default
-    tiled = build_model(cfg)
-    tiled.load_state_dict(model.state_dict())
-    path = folder / "tiled.safetensors"
-    save_checkpoint(path, tiled, {**model.meta, "tiled_from": str(prior)})
+    model = rebuild(load_prior(prior), **changes)
+    path = folder / "changed.safetensors"
+    save_checkpoint(path, model, {**model.meta, "changed_from": str(prior), "changes": changes})
     return str(path)
 
 
@@ -73,12 +70,20 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tile", type=int, default=None, help="evaluate the prior tiled (AE-LPN)")
     ap.add_argument("--tile-stride", type=int, default=None)
+    ap.add_argument(
+        "--local-mean", type=float, default=None, help="evaluate with a local mean split (σ px)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     tmp = tempfile.TemporaryDirectory()
     prior = args.prior
-    if args.tile:
-        prior = with_tile(args.prior, args.tile, args.tile_stride, Path(tmp.name))
+    changes: dict = {}
+    if args.tile:  # tile_stride None: ConvLPN's default
+        changes.update(tile=args.tile, tile_stride=args.tile_stride)
+    if args.local_mean:
+        changes["local_mean_sigma"] = args.local_mean
+    if changes:
+        prior = with_changes(args.prior, changes, Path(tmp.name))
     cases = [build_case(args.problem, s, seed=0) for s in scans_for(args.on, args.size)]
     presets = load_presets("ct")
     for r in (float(v) for v in args.rho.split(",")):
@@ -89,7 +94,7 @@ def main() -> None:
                 case, "pnp-admm", prior, presets, args.iters, {"rho_rel": r, "tol": 1e-5}
             )
             per[case.scan] = round(out["psnr"], 3)
-        row = {"prior": args.prior, "tile": args.tile, "on": args.on, "rho_rel": r}
+        row = {"prior": args.prior, **changes, "on": args.on, "rho_rel": r}
         row.update(psnr=round(float(np.mean(list(per.values()))), 3), per_scan=per)
         row.update(problem=args.problem, seconds=round(time.perf_counter() - t0, 1))
         print(json.dumps(row), flush=True)

@@ -19,8 +19,8 @@ def _source(tmp_path, kind="aelpn", **arch):
     return path, m
 
 
-def _train(tmp_path, src, steps, *extra):
-    out = tmp_path / "ft.safetensors"
+def _train(tmp_path, src, steps, *extra, name="ft"):
+    out = tmp_path / f"{name}.safetensors"
     args = ["train", "--kind", "aelpn", "--data", "ellipses", "--init", str(src), "--steps"]
     args += [str(steps), "--batch", "2", "--patch", "16", "--val-every", "1", "--quiet"]
     assert main([*args, "--out", str(out), "--threads", "1", *extra]) == 0
@@ -141,3 +141,43 @@ def test_zero_steps_with_init_writes_the_prior_in_the_new_architecture(tmp_path,
     args = ["train", "--kind", "aelpn", "--data", "ellipses", "--steps", "0", "--quiet"]
     assert main([*args, "--out", str(none)]) != 0  # nothing to convert without --init
     assert "--steps must be" in capsys.readouterr().err and not none.exists()
+
+
+def test_local_mean_is_added_to_a_prior_and_trained_through(tmp_path, capsys):
+    """`--init P --local-mean 3` keeps every weight and records the option; the fine-tuned
+    prior is still exactly equivariant and its prox is local."""
+    src, m = _source(tmp_path)
+    conv = _train(tmp_path, src, 0, "--local-mean", "3", name="lm")
+    lm = load_prior(conv)
+    assert lm.config() == {**m.config(), "local_mean_sigma": 3.0}
+    for (k, a), b in zip(m.state_dict().items(), lm.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    out = _train(tmp_path, conv, 2, "--sigma", "0.1", "--l1-fraction", "0")
+    tuned = load_prior(out).double()
+    assert tuned.config()["local_mean_sigma"] == 3.0
+    # the converted file holds no training state: writing a run into it is refused, not resumed
+    args = ["train", "--kind", "aelpn", "--data", "ellipses", "--init", str(src), "--steps", "2"]
+    assert main([*args, "--patch", "16", "--quiet", "--out", str(conv)]) != 0
+    assert "without a training state" in capsys.readouterr().err
+    x = torch.rand(1, 1, 48, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    fx = tuned.prox(x)
+    assert float((tuned.prox(40 * x + 9) - (40 * fx + 9)).norm() / fx.norm()) < 1e-10
+    far = x.clone()
+    far[:, :, :2] += 30.0
+    assert torch.equal(tuned.prox(far)[:, :, 40:], fx[:, :, 40:])  # no global mean
+
+
+def test_rebuild_keeps_weights_and_refuses_what_does_not_fit():
+    from priors.checkpoint import CheckpointError, rebuild
+
+    torch.manual_seed(3)
+    m = ConvLPN(kind="aelpn", width=4, levels=2, depth=1).double().eval()
+    m.meta = {"sigma": 0.1}
+    g = rebuild(m, global_pool=True)  # adds U⁺, started at zero: the same prox
+    assert g.meta == m.meta and not g.training and next(g.parameters()).dtype == torch.float64
+    x = torch.rand(2, 1, 16, 16, dtype=torch.float64)
+    assert torch.allclose(g.prox(x), m.prox(x), atol=1e-12)
+    with pytest.raises(CheckpointError, match="cannot rebuild"):
+        rebuild(m, width=8)  # the weights have other shapes
+    with pytest.raises(CheckpointError, match="cannot rebuild"):
+        rebuild(m, local_mean_sigma=-1.0)

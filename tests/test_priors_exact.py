@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from priors.lpn import ConvLPN, DenseLPN, NormalizationTrick
+from priors.lpn import ConvLPN, DenseLPN, NormalizationTrick, local_mean
 from priors.regularizer import evaluate_regularizer
 
 
@@ -33,6 +33,7 @@ ARCHS = {
     "global-pool": {"global_pool": True},
     "blur-down": {"downsample": "blur", "z_downsample": "blur", "padding": "replicate"},
     "tiled": {"tile": 6, "tile_stride": 5},  # sizes not multiples of 5: padded windows too
+    "local-mean": {"local_mean_sigma": 2.5},
 }
 
 
@@ -177,6 +178,63 @@ def test_tiled_prox_is_local_and_periodic():
     # R is still evaluated by inverting f
     r = evaluate_regularizer(tiled, tiled.prox(x[:1, :, :16, :24]), iters=500)
     assert float(r.residual.max()) <= 1e-5
+
+
+def test_local_mean_operator_is_a_symmetric_contraction_keeping_constants():
+    """G (``local_mean``) as a matrix: symmetric, G1 = 1, eigenvalues in [0, 1], at sizes
+    smaller than the blur's radius too. That is what makes ψ = ½xᵀ(I − Q²)x + φ(Qx) convex
+    (I − Q² ⪰ 0 with Q = I − G) and its identity part exact."""
+    for h, w, sigma in ((13, 9, 3.0), (5, 7, 12.0), (16, 16, 1.0)):
+        n = h * w
+        g = local_mean(torch.eye(n, dtype=torch.float64).view(n, 1, h, w), sigma).view(n, n)
+        assert float((g - g.T).abs().max()) <= 1e-14
+        assert float((g.sum(1) - 1).abs().max()) <= 1e-12
+        ev = torch.linalg.eigvalsh(g)
+        assert float(ev.min()) >= -1e-12 and float(ev.max()) <= 1 + 1e-12
+    # it is a local mean: a far-away pixel does not enter, a near one does
+    e = torch.zeros(1, 1, 64, 64, dtype=torch.float64)
+    e[0, 0, 0, 0] = 1.0
+    ge = local_mean(e, 2.0)
+    assert float(ge[0, 0, 20:, :].abs().max()) == 0.0 and float(ge[0, 0, 1, 1]) > 0.01
+
+
+def test_local_mean_prox_is_local_and_shift_consistent():
+    """With ``local_mean_sigma``, the mean split is local: f depends on x only near each pixel
+    (no global mean), an image shifted by any amount gives the shifted prox away from the
+    borders, and with h ≡ 0 f is the low-pass I − Q², never above I."""
+    lm = _model("aelpn", local_mean_sigma=2.0)
+    plain = _model("aelpn")
+    plain.load_state_dict(lm.state_dict())
+    gen = torch.Generator().manual_seed(9)
+    x = torch.rand(2, 1, 64, 32, generator=gen, dtype=torch.float64)
+    far = x.clone()
+    far[:, :, :4] += 50.0 + torch.rand(2, 1, 4, 32, generator=gen, dtype=torch.float64)
+    f, f_far = lm.prox(x), lm.prox(far)
+    assert _rel(f_far[:, :, 40:], f[:, :, 40:]) <= 1e-12
+    assert _rel(f_far[:, :, :8], f[:, :, :8]) > 1e-3
+    fp, fp_far = plain.prox(x), plain.prox(far)  # the global mean split: every pixel moves
+    assert _rel(fp_far[:, :, 40:], fp[:, :, 40:]) > 1e-3
+    # no windows: a shift by the network's own period (4) commutes away from the borders
+    y = torch.rand(1, 1, 136, 32, generator=gen, dtype=torch.float64)
+    a, b = lm.prox(y[:, :, :128]), lm.prox(y[:, :, 4:132])
+    assert _rel(b[:, :, 50:70], a[:, :, 54:74]) <= 1e-12
+    quad = _model("aelpn", local_mean_sigma=2.0)
+    quad.alpha = 0.0
+    with torch.no_grad():
+        quad.net.out_z.weight.zero_()
+        quad.net.out_x.weight.zero_()
+    v = torch.randn(1, 1, 17, 23, generator=gen, dtype=torch.float64)
+    assert _rel(quad.prox(v), local_mean(v, 2.0) * 2 - local_mean(local_mean(v, 2.0), 2.0)) < 1e-12
+    for _ in range(60):  # power iteration on the linear, symmetric f
+        v = quad.prox(v)
+        v = v / v.norm()
+    assert float(quad.prox(v).norm()) <= 1 + 1e-9
+    r = evaluate_regularizer(lm, lm.prox(x[:1, :, :16, :24]), iters=500)
+    assert float(r.residual.max()) <= 1e-5
+    with pytest.raises(ValueError, match="mean split"):
+        ConvLPN(kind="lpn", local_mean_sigma=4.0)
+    with pytest.raises(ValueError, match="not both"):
+        ConvLPN(kind="aelpn", tile=8, local_mean_sigma=4.0)
 
 
 def test_regularizer_inversion_and_known_values():
