@@ -160,9 +160,9 @@ def export_weights(checkpoint: str | Path, out: str | Path) -> None:
     model = build_model(info["config"])
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     meta = dict(info["meta"])
-    meta["train_history"] = {
-        k: info["train"].get("history", {}).get(k, []) for k in ("val_step", "val_psnr")
-    }
+    history = info["train"].get("history")
+    if history:  # (a --steps 0 conversion has none and keeps its source's)
+        meta["train_history"] = {k: history.get(k, []) for k in ("val_step", "val_psnr")}
     save_checkpoint(out, model, meta)
 
 
@@ -440,8 +440,10 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         "command": "recon train " + " ".join(sys.argv[2:]),
     }
     if args.steps == 0:  # a conversion: the --init weights in the asked-for architecture
-        if rank == 0:
-            save_checkpoint(args.out, model, {**meta, "steps": 0})
+        if rank == 0:  # the source's training record (σ, steps, stages) stays with its weights
+            source = {k: v for k, v in getattr(model, "meta", {}).items() if k != "package_version"}
+            conv = {"converted_from": str(args.init), "conversion": meta["command"]}
+            save_checkpoint(args.out, model, {**source, **conv})
             if args.export:
                 export_weights(args.out, args.export)
             print(json.dumps({"kind": args.kind, "steps": 0, "checkpoint": str(args.out)}))

@@ -147,9 +147,12 @@ def test_local_mean_is_added_to_a_prior_and_trained_through(tmp_path, capsys):
     """`--init P --local-mean 3` keeps every weight and records the option; the fine-tuned
     prior is still exactly equivariant and its prox is local."""
     src, m = _source(tmp_path)
-    conv = _train(tmp_path, src, 0, "--local-mean", "3", name="lm")
+    shipped = tmp_path / "small.safetensors"
+    conv = _train(tmp_path, src, 0, "--local-mean", "3", "--export", str(shipped), name="lm")
+    assert load_prior(shipped).meta["sigma"] == 0.1
     lm = load_prior(conv)
     assert lm.config() == {**m.config(), "local_mean_sigma": 3.0}
+    assert lm.meta["sigma"] == 0.1 and lm.meta["converted_from"] == str(src)  # the record kept
     for (k, a), b in zip(m.state_dict().items(), lm.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
     out = _train(tmp_path, conv, 2, "--sigma", "0.1", "--l1-fraction", "0")
