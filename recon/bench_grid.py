@@ -134,6 +134,9 @@ class GridSpec:
             "seed": self.seed,
             "version": 1,
         }
+        weights = _prior_file_digest(prior) if solver != "baseline" else None
+        if weights:  # a learned prior: retrained or converted weights rerun the cell
+            key["weights"] = weights
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -380,6 +383,17 @@ def plot_grid(cells: list[dict], out: Path) -> list[Path]:
     fig.tight_layout()
     paths.append(save_figure(out / "convergence.png", fig))
     return paths
+
+
+def _prior_file_digest(prior: str) -> str | None:
+    """SHA-256 (16 hex digits) of a learned prior's weights file (shipped name or path), or
+    None for priors without one (tv, fbp, zero-filled)."""
+    from priors.checkpoint import shipped_priors
+
+    path = shipped_priors().get(prior) or Path(prior)
+    if not path.suffix == ".safetensors" or not path.is_file():
+        return None
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def _weight_digests(names) -> dict[str, str]:

@@ -7,13 +7,14 @@ and 1 % Gaussian noise).
     .venv/bin/python scripts/probe_ct_prior.py --prior aelpn-ct --on shepp-logan --size 128
     .venv/bin/python scripts/probe_ct_prior.py --prior runs/p.safetensors --tile 64 --tile-stride 32
     .venv/bin/python scripts/probe_ct_prior.py --prior aelpn-ct --local-mean 8
+    .venv/bin/python scripts/probe_ct_prior.py --prior aelpn-ct --denoise 0.05,0.1,0.2
 
 For training choices (σ, architecture, fine-tuning): choose with ``--on val`` (the four real
 windows of ``recon tune ct --val real-ct``, a patient never trained on); ``--on test`` is the
 bundled slice, the toolkit's test image, to report on, not to choose by. The problems are built
 by ``recon.tune_problems.build_case`` and solved by ``run_method`` with the shipped CT presets, as
 ``recon bench grid`` and ``recon tune`` do. One JSON line per rho_rel (the mean over the scans,
-and each scan's PSNR).
+and each scan's PSNR). ``--denoise`` measures one prox of the noisy scans instead.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from recon.ct import load_ct_input
 from recon.pipeline import load_presets
 from recon.tune_problems import (
     PROBLEMS,
+    REAL_CT_VAL_FILE,
     Scan,
     build_case,
     ct_real_validation_scans,
@@ -44,6 +46,14 @@ def scans_for(on: str, size: int) -> list[Scan]:
         return ct_real_validation_scans()
     if on == "test":
         return ct_test_scans(n_phantoms=0)  # the bundled slice
+    if on == "val-slice":  # the whole 512² slice the validation windows come from
+        from pydicom.data import get_testdata_file
+
+        from data.dicom import read_dicom_file
+
+        sl = read_dicom_file(get_testdata_file(REAL_CT_VAL_FILE))
+        hu = np.maximum(sl.hu, -1024.0)
+        return [Scan(on, hu, "HU", sl.pixel_spacing[0])]
     inp = load_ct_input("phantom:shepp-logan", size=size)
     return [Scan(on, inp.image, inp.units, inp.pixel_size)]
 
@@ -59,11 +69,30 @@ def with_changes(prior: str, changes: dict, folder: Path) -> str:
     return str(path)
 
 
+def denoise_row(prior: str, scans: list[Scan], sigmas: list[float]) -> dict[str, float]:
+    """Mean PSNR (dB) of one prox f(x + n) over ``scans``, each scaled to [0, 1] (the LPN is
+    not scale-equivariant; the AE-LPN does not care), n Gaussian with std σ, seeded per scan."""
+    from priors.checkpoint import load_prior
+
+    model = load_prior(prior)
+    row = {}
+    for sigma in sigmas:
+        psnrs = []
+        for i, scan in enumerate(scans):
+            x = torch.as_tensor(np.asarray(scan.image, dtype=np.float32))[None, None]
+            x = (x - x.min()) / (x.max() - x.min())
+            gen = torch.Generator().manual_seed(i)
+            y = model.prox(x + sigma * torch.randn(x.shape, generator=gen))
+            psnrs.append(-10 * np.log10(float((y - x).pow(2).mean())))
+        row[str(sigma)] = round(float(np.mean(psnrs)), 2)
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--prior", default="aelpn-ct", help="shipped name or checkpoint")
     ap.add_argument("--rho", default="0.01,0.03,0.1", help="comma-separated rho_rel values")
-    ap.add_argument("--on", default="val", choices=["val", "test", "shepp-logan"])
+    ap.add_argument("--on", default="val", choices=["val", "val-slice", "test", "shepp-logan"])
     ap.add_argument("--size", type=int, default=128, help="Shepp–Logan size")
     ap.add_argument("--problem", default="ct-par60", choices=[p for p in PROBLEMS if "ct" in p])
     ap.add_argument("--iters", type=int, default=40)
@@ -72,6 +101,11 @@ def main() -> None:
     ap.add_argument("--tile-stride", type=int, default=None)
     ap.add_argument(
         "--local-mean", type=float, default=None, help="evaluate with a local mean split (σ px)"
+    )
+    ap.add_argument(
+        "--denoise",
+        default=None,
+        help="instead of PnP: one prox of the noisy scans at these comma-separated σ (× range)",
     )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -84,6 +118,11 @@ def main() -> None:
         changes["local_mean_sigma"] = args.local_mean
     if changes:
         prior = with_changes(args.prior, changes, Path(tmp.name))
+    if args.denoise:
+        sig = [float(v) for v in args.denoise.split(",")]
+        psnr = denoise_row(prior, scans_for(args.on, args.size), sig)
+        print(json.dumps({"prior": args.prior, **changes, "on": args.on, "denoise_psnr": psnr}))
+        return
     cases = [build_case(args.problem, s, seed=0) for s in scans_for(args.on, args.size)]
     presets = load_presets("ct")
     for r in (float(v) for v in args.rho.split(",")):

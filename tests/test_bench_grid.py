@@ -90,3 +90,25 @@ def test_bad_arguments_exit_2(tmp_path, capsys, bad):
     assert main(["bench", "grid", "--modality", "ct", "--out", str(tmp_path), *bad]) == 2
     err = capsys.readouterr().err
     assert err.startswith("recon bench: error: --") and len(err.strip().splitlines()) == 1
+
+
+def test_a_changed_prior_file_reruns_its_cells(tmp_path):
+    """A learned prior's weights enter the cell's settings hash: retrained or converted weights
+    under the same name are not served from an old cell; TV's hash has no weights in it."""
+    import torch
+
+    from priors.checkpoint import save_checkpoint
+    from priors.lpn import ConvLPN
+    from recon.tune_problems import ct_test_scans
+
+    spec = _spec(CT_ARGS)
+    scan = ct_test_scans(size=32, n_phantoms=1, real=False)[0]
+    path = tmp_path / "p.safetensors"
+    torch.manual_seed(0)
+    save_checkpoint(path, ConvLPN(width=4, levels=2, depth=1), {})
+    first = spec.settings_hash("ct-par60", scan, "pnp-admm", str(path))
+    assert spec.settings_hash("ct-par60", scan, "pnp-admm", str(path)) == first
+    save_checkpoint(path, ConvLPN(width=4, levels=2, depth=1), {})  # other weights, same name
+    assert spec.settings_hash("ct-par60", scan, "pnp-admm", str(path)) != first
+    tv = spec.settings_hash("ct-par60", scan, "pnp-admm", "tv")
+    assert spec.settings_hash("ct-par60", scan, "pnp-admm", "tv") == tv
