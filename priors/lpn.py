@@ -309,9 +309,14 @@ class ConvLPN(LearnedProx):
 
     def _potential(self, x: torch.Tensor) -> torch.Tensor:
         if self.local_mean_sigma is not None:
-            # Q = I − G: ψ = ½xᵀ(I − Q²)x + φ(Qx); ½xᵀ(I − Q²)x = ½||x||² − ½||Qx||²
-            u = x - local_mean(x, self.local_mean_sigma)
-            psi = 0.5 * (x.pow(2) - u.pow(2)).flatten(1).sum(1)
+            # Q = I − G: ψ = ½xᵀ(I − Q²)x + φ(Qx), with ½xᵀ(I − Q²)x = ½||x||² − ½||Qx||².
+            # The image mean is split off first (Q kills it, and ½||x||² = ½||P₁x||² + ½||P⊥x||²),
+            # so the blur works on P⊥x: in float32 a large offset (HU) would cost precision.
+            m, c = _mean_split(x)
+            u = c - local_mean(c, self.local_mean_sigma)
+            n_pix = x.shape[-1] * x.shape[-2]
+            psi = 0.5 * n_pix * m.pow(2).flatten(1).sum(1)
+            psi = psi + 0.5 * (c.pow(2) - u.pow(2)).flatten(1).sum(1)
         elif self.mean_split:
             m, u = _mean_split(x)
             n_pix = x.shape[-1] * x.shape[-2]

@@ -167,7 +167,8 @@ def test_local_mean_is_added_to_a_prior_and_trained_through(tmp_path, capsys):
     assert float((tuned.prox(40 * x + 9) - (40 * fx + 9)).norm() / fx.norm()) < 1e-10
     far = x.clone()
     far[:, :, :2] += 30.0
-    assert torch.equal(tuned.prox(far)[:, :, 40:], fx[:, :, 40:])  # no global mean
+    # no global mean (it is split off only for precision, so rounding-level changes remain)
+    assert torch.allclose(tuned.prox(far)[:, :, 40:], fx[:, :, 40:], rtol=0, atol=1e-12)
 
 
 def test_rebuild_keeps_weights_and_refuses_what_does_not_fit():
