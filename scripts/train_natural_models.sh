@@ -8,7 +8,8 @@ STEPS=${1:-1500}
 for kind in aelpn lpn scale-only shift-only normalization-trick; do
   extra=()
   case $kind in
-    aelpn|lpn) extra=(--export "priors/weights/$kind-natural.safetensors") ;;
+    aelpn) extra=(--local-mean 8 --export "priors/weights/$kind-natural.safetensors") ;;
+    lpn) extra=(--export "priors/weights/$kind-natural.safetensors") ;;
   esac
   .venv/bin/recon train --kind "$kind" --data natural --sigma 0.1 --steps "$STEPS" --batch 8 \
     --patch 48 --width 32 --levels 3 --depth 2 --seed 0 --threads 1 \
