@@ -27,6 +27,12 @@ h^LPN has biases, softplus activations and no output activation (convex). Why th
 * shift: P⊥(x + b·1) = P⊥x and P₁(x + b·1) = P₁x + b·1, so f(x + b·1) = f(x) + b·1. Together:
   f(a·x + b·1) = a·f(x) + b·1 for every a > 0 and scalar b.
 
+``local_mean_sigma=σ`` (aelpn, shift-only) replaces the image mean by a local one: with G a
+Gaussian local mean (``local_mean``: symmetric, eigenvalues in [0, 1], G1 = 1) and Q = I − G,
+ψ(x) = ½xᵀ(I − Q²)x + Σ_p h_p(Qx)² + α/2·||Qx||². I − Q² ⪰ 0 keeps ψ convex, Q1 = 0 and
+(I − Q²)1 = 1 keep f(x + b) = f(x) + b, and with G = P₁ it is the row above. The network then
+sees each pixel against its surroundings at any image size, as on its training patches.
+
 The AE-LPN paper's SortPool activation is not used: its min branch is concave, so a network with
 it is not provably input-convex; leaky ReLU (slope 0.2) is convex, nondecreasing and homogeneous.
 Images of any size work: the network is fully convolutional, φ sums over pixels (the pooling is
