@@ -15,6 +15,7 @@ Trains on natural images at σ = 0.1 with the benchmark's budget (as
 given to the model (the normalization trick is not told σ: this model gets more information).
 
     .venv/bin/python scripts/exp_noise_input_aelpn.py --steps 800
+    .venv/bin/python scripts/exp_noise_input_aelpn.py --steps 800 --data ct-real  # CT windows
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class NoiseInputAELPN(ConvLPN):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=800)
+    ap.add_argument("--data", default="natural", help="recon train's --data (natural, ct-real)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -66,11 +68,27 @@ def main() -> None:
     print(f"equivariance error f(7x - 3; 7σ) vs 7 f(x; σ) - 3 (float64): {float(err):.1e}")
     model = model.float().train()
     model.noise_level = 0.1
-    sampler, val, _ = make_sampler("natural", 48, 1)
+    sampler, val, _ = make_sampler(args.data, 48, 1)
     cfg = TrainConfig(sigma=0.1, steps=args.steps, batch=8, gamma_unit=0.08, seed=0)
     t0 = time.perf_counter()
     res = train_prior(model, sampler, cfg, val=val, progress=False)
     m = res.model.eval()
+    if args.data != "natural":  # CT: one prox of the real validation windows (probe's --denoise)
+        from recon.tune_problems import ct_real_validation_scans
+
+        ct = {}
+        for sigma in (0.05, 0.1, 0.2):
+            m.noise_level = sigma
+            psnrs = []
+            for i, scan in enumerate(ct_real_validation_scans()):
+                x = torch.as_tensor(scan.image, dtype=torch.float32)[None, None]
+                x = (x - x.min()) / (x.max() - x.min())
+                gen = torch.Generator().manual_seed(i)
+                y = m.prox(x + sigma * torch.randn(x.shape, generator=gen))
+                psnrs.append(-10 * float(torch.log10((y - x).pow(2).mean())))
+            ct[str(sigma)] = round(sum(psnrs) / len(psnrs), 2)
+        print(json.dumps({"train_seconds": round(time.perf_counter() - t0), "ct_val_denoise": ct}))
+        return
     clean = center_crops(natural_images(VAL_IMAGES), 128)
     noise = {}
     for i, sigma in enumerate(SIGMAS):  # the benchmark's seeds; the model is told σ
