@@ -55,6 +55,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--data", default="natural", help="recon train's --data (natural, ct-real)")
+    ap.add_argument("--save", default=None, help="write the trained weights (safetensors) here")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -73,6 +74,10 @@ def main() -> None:
     t0 = time.perf_counter()
     res = train_prior(model, sampler, cfg, val=val, progress=False)
     m = res.model.eval()
+    if args.save:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in m.state_dict().items()}, args.save)
     if args.data != "natural":  # CT: one prox of the real validation windows (probe's --denoise)
         from recon.tune_problems import ct_real_validation_scans
 
