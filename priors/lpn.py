@@ -313,23 +313,25 @@ class ConvLPN(LearnedProx):
         psi = self._potential(windows).view(b, -1).sum(1) * weight
         return psi + 0.5 * x.shape[-1] * x.shape[-2] * m.pow(2).flatten(1).sum(1)
 
+    def _net_input(self, u: torch.Tensor) -> torch.Tensor:
+        """What the network h sees of the split image u (P⊥x or Qx): u itself. A hook for
+        variants that give h more channels (``scripts/exp_noise_input_aelpn.py``)."""
+        return u
+
     def _potential(self, x: torch.Tensor) -> torch.Tensor:
-        if self.local_mean_sigma is not None:
-            # Q = I − G: ψ = ½xᵀ(I − Q²)x + φ(Qx), with ½xᵀ(I − Q²)x = ½||x||² − ½||Qx||².
-            # The image mean is split off first (Q kills it, and ½||x||² = ½||P₁x||² + ½||P⊥x||²),
-            # so the blur works on P⊥x: in float32 a large offset (HU) would cost precision.
-            m, c = _mean_split(x)
-            u = c - local_mean(c, self.local_mean_sigma)
-            n_pix = x.shape[-1] * x.shape[-2]
-            psi = 0.5 * n_pix * m.pow(2).flatten(1).sum(1)
-            psi = psi + 0.5 * (c.pow(2) - u.pow(2)).flatten(1).sum(1)
-        elif self.mean_split:
+        if self.mean_split:
             m, u = _mean_split(x)
             n_pix = x.shape[-1] * x.shape[-2]
             psi = 0.5 * n_pix * m.pow(2).flatten(1).sum(1)
         else:
             u, psi = x, 0.0
-        h = self.net(_pad_to(u, self.net.multiple)).flatten(1)
+        if self.local_mean_sigma is not None:
+            # Q = I − G: ψ = ½xᵀ(I − Q²)x + φ(Qx), with ½xᵀ(I − Q²)x = ½||P₁x||² + ½||P⊥x||² −
+            # ½||Qx||² (Q kills the mean). The blur works on P⊥x: in float32 a large offset
+            # (HU) would cost precision.
+            c, u = u, u - local_mean(u, self.local_mean_sigma)
+            psi = psi + 0.5 * (c.pow(2) - u.pow(2)).flatten(1).sum(1)
+        h = self.net(_pad_to(self._net_input(u), self.net.multiple)).flatten(1)
         if self.kind == "aelpn-global":
             phi = h.shape[1] * h.mean(1).pow(2)
         elif self.homogeneous:

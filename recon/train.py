@@ -137,21 +137,15 @@ def _init_model(name: str, kind: str, channels: int, **changes: Any) -> torch.nn
             f"--init {name}: a {got['kind']} prior with {got.get('in_channels', 1)} channel(s), "
             f"but --kind {kind} with {channels} channel(s) was asked for"
         )
-    defaults = {"upsample": "nearest", "downsample": "avg", "z_downsample": "stride"}
-    defaults.update(padding="zeros", global_pool=False)
-    want = {
-        k: v
-        for k, v in changes.items()
-        if v is not None and v != got.get(k, defaults.get(k)) and not (k == "global_pool" and not v)
-    }
-    if "tile" in want:  # a new tile gets its own stride (None: ConvLPN's default)
+    want = {k: v for k, v in changes.items() if v is not None and v is not False}
+    if "tile" in want:  # a given tile gets its own stride (None: ConvLPN's default)
         want["tile_stride"] = changes.get("tile_stride")
-    if not want:
-        return model
     try:
-        return rebuild(model, **want)
+        rebuilt = rebuild(model, **want)
     except CheckpointError as exc:
         raise ValueError(f"--init {name}: {exc}") from None
+    # ConvLPN records only non-default options, so an unchanged architecture has the same config
+    return model if rebuilt.config() == got else rebuilt
 
 
 def export_weights(checkpoint: str | Path, out: str | Path) -> None:

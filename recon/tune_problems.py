@@ -125,9 +125,9 @@ REAL_CT_VAL_FILE = "explicit_VR-UN.dcm"
 REAL_CT_VAL_WINDOWS = ((256, 256), (256, 128), (256, 384), (128, 256))
 
 
-def ct_real_validation_scans(size: int = 128) -> list[Scan]:
-    """Real CT validation scans: ``size``² windows of ``REAL_CT_VAL_FILE`` in HU at native
-    resolution, centred at ``REAL_CT_VAL_WINDOWS``.
+def ct_real_validation_slice() -> Scan:
+    """The whole ``REAL_CT_VAL_FILE`` slice in HU (clipped below at −1024), from which the
+    validation windows are cut.
 
     Needs the ``pydicom-data`` package (installed by ``make venv``); a clear error otherwise."""
     from pydicom.data import get_testdata_file
@@ -145,14 +145,24 @@ def ct_real_validation_scans(size: int = 128) -> list[Scan]:
         )
     sl = read_dicom_file(path)
     hu = np.maximum(sl.hu, -1024.0)
+    return Scan(Path(REAL_CT_VAL_FILE).stem, hu, "HU", sl.pixel_spacing[0])
+
+
+def ct_real_validation_scans(size: int = 128) -> list[Scan]:
+    """Real CT validation scans: ``size``² windows of ``REAL_CT_VAL_FILE`` in HU at native
+    resolution, centred at ``REAL_CT_VAL_WINDOWS`` (see ``ct_real_validation_slice``)."""
+    full = ct_real_validation_slice()
+    hu = full.image
     scans = []
     for r, c in REAL_CT_VAL_WINDOWS:
         r, c = r - size // 2, c - size // 2
         img = hu[max(r, 0) : r + size, max(c, 0) : c + size]
         if r < 0 or c < 0 or img.shape != (size, size):
-            raise ValueError(f"{path}: a {size}² window at ({r}, {c}) leaves the {hu.shape} slice")
-        name = f"{Path(REAL_CT_VAL_FILE).stem}-r{r}c{c}"
-        scans.append(Scan(name, np.ascontiguousarray(img), "HU", sl.pixel_spacing[0]))
+            raise ValueError(
+                f"{REAL_CT_VAL_FILE}: a {size}² window at ({r}, {c}) leaves the {hu.shape} slice"
+            )
+        name = f"{full.name}-r{r}c{c}"
+        scans.append(Scan(name, np.ascontiguousarray(img), "HU", full.pixel_size))
     return scans
 
 

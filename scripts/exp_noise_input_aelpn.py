@@ -27,7 +27,7 @@ import time
 import torch
 
 from data.natural import VAL_IMAGES, center_crops, natural_images
-from priors.lpn import ConvLPN, _mean_split, _pad_to, local_mean
+from priors.lpn import ConvLPN
 from priors.training import TrainConfig, train_prior
 from recon.bench_denoise import SCALES, SIGMAS, _denoise_scores
 from recon.train import make_sampler
@@ -40,15 +40,9 @@ class NoiseInputAELPN(ConvLPN):
         super().__init__(kind="aelpn", in_channels=2, local_mean_sigma=8.0, **kwargs)
         self.noise_level = noise_level
 
-    def _potential(self, x: torch.Tensor) -> torch.Tensor:  # x (B, 1, H, W)
-        m, c = _mean_split(x)
-        u = c - local_mean(c, self.local_mean_sigma)
-        psi = 0.5 * x.shape[-1] * x.shape[-2] * m.pow(2).flatten(1).sum(1)
-        psi = psi + 0.5 * (c.pow(2) - u.pow(2)).flatten(1).sum(1)
-        s = torch.as_tensor(self.noise_level, dtype=x.dtype, device=x.device)
-        s = s.reshape(-1, 1, 1, 1).expand_as(u)
-        h = self.net(_pad_to(torch.cat([u, s], 1), self.net.multiple)).flatten(1)
-        return psi + h.pow(2).sum(1) + 0.5 * self.alpha * u.pow(2).flatten(1).sum(1)
+    def _net_input(self, u: torch.Tensor) -> torch.Tensor:  # u (B, 1, H, W) -> [u, σ·1]
+        s = torch.as_tensor(self.noise_level, dtype=u.dtype, device=u.device)
+        return torch.cat([u, s.reshape(-1, 1, 1, 1).expand_as(u)], 1)
 
 
 def main() -> None:

@@ -32,10 +32,10 @@ from recon.ct import load_ct_input
 from recon.pipeline import load_presets
 from recon.tune_problems import (
     PROBLEMS,
-    REAL_CT_VAL_FILE,
     Scan,
     build_case,
     ct_real_validation_scans,
+    ct_real_validation_slice,
     ct_test_scans,
     run_method,
 )
@@ -47,13 +47,7 @@ def scans_for(on: str, size: int) -> list[Scan]:
     if on == "test":
         return ct_test_scans(n_phantoms=0)  # the bundled slice
     if on == "val-slice":  # the whole 512² slice the validation windows come from
-        from pydicom.data import get_testdata_file
-
-        from data.dicom import read_dicom_file
-
-        sl = read_dicom_file(get_testdata_file(REAL_CT_VAL_FILE))
-        hu = np.maximum(sl.hu, -1024.0)
-        return [Scan(on, hu, "HU", sl.pixel_spacing[0])]
+        return [ct_real_validation_slice()]
     inp = load_ct_input("phantom:shepp-logan", size=size)
     return [Scan(on, inp.image, inp.units, inp.pixel_size)]
 
