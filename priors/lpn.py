@@ -35,12 +35,20 @@ sees each pixel against its surroundings at any image size, as on its training p
 
 The AE-LPN paper's SortPool activation is not used: its min branch is concave, so a network with
 it is not provably input-convex; leaky ReLU (slope 0.2) is convex, nondecreasing and homogeneous.
+``noise_input=True`` tells h the noise level σ as an extra input channel σ·1 (set
+``model.noise_level``, in the image's units, or use ``told_noise_level``): ψ(x; σ) with h(Qx, σ·1).
+For a fixed σ the channel is a constant input, so ψ(·; σ) is convex and f(·; σ) is exactly a prox;
+ψ is 2-homogeneous in (x, σ) jointly and Q kills constants, so f(a·x + b; a·σ) = a·f(x; σ) + b.
+At the training σ the channel acts like the LPN's biases; homogeneity carries f to other σ.
+
 Images of any size work: the network is fully convolutional, φ sums over pixels (the pooling is
 global), and sizes that are not a multiple of the network's scale factor are zero-padded (linear).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -56,6 +64,10 @@ __all__ = [
     "NormalizationTrick",
     "DenseLPN",
     "build_model",
+    "takes_noise_level",
+    "set_noise_level",
+    "told_noise_level",
+    "estimate_noise_level",
 ]
 
 KINDS = ("aelpn", "aelpn-global", "scale-only", "shift-only", "lpn", "normalization-trick")
@@ -208,6 +220,7 @@ class ConvLPN(LearnedProx):
         tile: int | None = None,
         tile_stride: int | None = None,
         local_mean_sigma: float | None = None,
+        noise_input: bool = False,
     ) -> None:
         super().__init__()
         if kind not in KINDS or kind == "normalization-trick":
@@ -256,6 +269,12 @@ class ConvLPN(LearnedProx):
             if not local_mean_sigma > 0:
                 raise ValueError(f"local_mean_sigma must be > 0, got {local_mean_sigma}")
             self._config["local_mean_sigma"] = float(local_mean_sigma)
+        self.noise_input = noise_input
+        self.noise_level: float | torch.Tensor | None = None  # σ (image units), or (B,)
+        if noise_input:
+            if tile is not None:
+                raise ValueError("noise_input does not work with tile (use local_mean_sigma)")
+            self._config["noise_input"] = True
         self.alpha = alpha
         self.homogeneous = kind in ("aelpn", "aelpn-global", "scale-only")
         self.mean_split = kind in ("aelpn", "aelpn-global", "shift-only")
@@ -274,7 +293,7 @@ class ConvLPN(LearnedProx):
         else:  # the plain LPN of Fang et al.: biases, softplus, no output activation
             net_act, bias, out_act = "softplus", True, None
         self.net = ConvICNN(
-            in_channels,
+            in_channels + int(noise_input),  # + the σ·1 channel
             width,
             levels,
             depth,
@@ -314,9 +333,23 @@ class ConvLPN(LearnedProx):
         return psi + 0.5 * x.shape[-1] * x.shape[-2] * m.pow(2).flatten(1).sum(1)
 
     def _net_input(self, u: torch.Tensor) -> torch.Tensor:
-        """What the network h sees of the split image u (P⊥x or Qx): u itself. A hook for
-        variants that give h more channels (``scripts/exp_noise_input_aelpn.py``)."""
-        return u
+        """What the network h sees of the split image u (B, C, H, W): u itself, or with
+        ``noise_input`` [u, σ·1] (B, C + 1, H, W)."""
+        if not self.noise_input:
+            return u
+        if self.noise_level is None:
+            raise ValueError(
+                "this prior is told the noise level: set model.noise_level (in the image's units; "
+                "`recon ct/mri` set it from --prior-sigma-rel) or use told_noise_level(model, σ)"
+            )
+        s = torch.as_tensor(self.noise_level, dtype=u.dtype, device=u.device)
+        if bool((s < 0).any()) or not bool(torch.isfinite(s).all()):
+            raise ValueError(f"noise_level must be finite and >= 0, got {self.noise_level}")
+        if s.ndim == 0:
+            s = s.expand(u.shape[0])
+        elif s.shape != (u.shape[0],):
+            raise ValueError(f"noise_level: one σ or one per image ({u.shape[0]}), got {s.shape}")
+        return torch.cat([u, s.view(-1, 1, 1, 1).expand(-1, 1, *u.shape[2:])], 1)
 
     def _potential(self, x: torch.Tensor) -> torch.Tensor:
         if self.mean_split:
@@ -411,6 +444,55 @@ class NormalizationTrick(nn.Module):
 
     def config(self) -> dict[str, Any]:
         return dict(self._config)
+
+
+def _noise_model(prior: Any) -> Any:
+    """The model inside wrappers (``ComplexAsChannels``, ``GroupAveragedPrior``: ``.prior``)."""
+    while not isinstance(prior, LearnedProx) and hasattr(prior, "prior"):
+        prior = prior.prior
+    return prior
+
+
+def takes_noise_level(prior: Any) -> bool:
+    """True if ``prior`` (or the model it wraps) is a ``noise_input`` model."""
+    return bool(getattr(_noise_model(prior), "noise_input", False))
+
+
+def set_noise_level(prior: Any, sigma: float | torch.Tensor | None) -> None:
+    """Tell a ``noise_input`` prior (possibly wrapped) the noise level σ in image units."""
+    model = _noise_model(prior)
+    if not getattr(model, "noise_input", False):
+        raise ValueError(f"{type(model).__name__} does not take a noise level")
+    model.noise_level = sigma
+
+
+@contextmanager
+def told_noise_level(prior: Any, sigma: float | torch.Tensor) -> Iterator[Any]:
+    """``with told_noise_level(m, σ): m.prox(v)``; a no-op for priors without a σ input."""
+    if not takes_noise_level(prior):
+        yield prior
+        return
+    model = _noise_model(prior)
+    before = model.noise_level
+    model.noise_level = sigma
+    try:
+        yield prior
+    finally:
+        model.noise_level = before
+
+
+def estimate_noise_level(x: torch.Tensor) -> torch.Tensor:
+    """Blind σ̂ per image (B,) of x (B, C, H, W): median|d| / 0.6745 over the finest diagonal
+    Haar details d = (x₀₀ − x₀₁ − x₁₀ + x₁₁)/2 of every 2×2 block (Donoho's MAD rule; for white
+    noise of std σ, d has std σ). Constants cancel in d, so σ̂(a·x + b) = |a|·σ̂(x) exactly:
+    a ``noise_input`` prior told σ̂(v) stays affine-equivariant, but v -> f(v; σ̂(v)) is no
+    longer a prox (σ̂ depends on v); in PnP σ is fixed per run instead."""
+    h, w = (x.shape[-2] // 2) * 2, (x.shape[-1] // 2) * 2
+    if h == 0 or w == 0:
+        raise ValueError(f"need images of at least 2x2 pixels, got {tuple(x.shape[-2:])}")
+    x = x[..., :h, :w]
+    d = (x[..., 0::2, 0::2] - x[..., 0::2, 1::2] - x[..., 1::2, 0::2] + x[..., 1::2, 1::2]) / 2
+    return d.abs().flatten(1).median(1).values / 0.6745
 
 
 def build_model(config: dict[str, Any]) -> nn.Module:

@@ -47,6 +47,7 @@ import torch.distributed as dist
 from torch import nn
 
 from priors.checkpoint import load_model_state, read_checkpoint, save_checkpoint
+from priors.lpn import set_noise_level, takes_noise_level, told_noise_level
 
 __all__ = ["TrainConfig", "TrainResult", "train_prior", "proximal_matching_loss", "denoise_psnr"]
 
@@ -112,7 +113,8 @@ def denoise_psnr(model: nn.Module, clean: torch.Tensor, sigma: float, seed: int 
     """Mean PSNR (data_range = max − min of each clean image) of model.prox(clean + σ·n)."""
     gen = torch.Generator(device=clean.device).manual_seed(seed)
     noisy = clean + sigma * torch.randn(clean.shape, generator=gen, device=clean.device)
-    out = model.prox(noisy, create_graph=False)
+    with told_noise_level(model, sigma):  # a noise_input model is told σ
+        out = model.prox(noisy, create_graph=False)
     mse = (out - clean).flatten(1).pow(2).mean(1)
     rng = clean.flatten(1).amax(1) - clean.flatten(1).amin(1)
     return float((10 * torch.log10(rng.pow(2) / mse)).mean())
@@ -234,6 +236,8 @@ def train_prior(
         clean, noisy, level = _training_batch(cfg, sampler, pairs, gen, device)
         if level is not None and gamma is not None:  # γ in proportion to each image's error
             gamma = gamma * level / cfg.sigma
+        if takes_noise_level(model):  # told each image's σ (or its artifact's RMS error)
+            set_noise_level(model, level if level is not None else cfg.sigma)
         # DDP's forward is model.forward = model.prox with create_graph in training mode
         pred = net(noisy) if net is not None else model.prox(noisy, create_graph=True)
         loss = (
@@ -275,6 +279,8 @@ def train_prior(
             break
     if bar is not None:
         bar.close()
+    if takes_noise_level(model):
+        set_noise_level(model, None)  # not the last batch's σs: a user sets their own
     model.eval()
     return TrainResult(model=model, history=hist, seconds=elapsed, steps=step)
 

@@ -53,6 +53,13 @@ def add_solver_arguments(p, modality: str) -> None:
     p.add_argument("--out", default=f"out/{modality}")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
     p.add_argument(
+        "--prior-sigma-rel",
+        type=float,
+        default=None,
+        help="for a prior that takes the noise level (recon train --noise-input): σ = this × "
+        "the starting image's intensity range (default: the preset's prior_sigma_rel)",
+    )
+    p.add_argument(
         "--objective-every",
         type=int,
         default=0,
@@ -163,6 +170,32 @@ def _range(x: torch.Tensor) -> float:
     return float(a.max() - a.min())
 
 
+def _tell_noise_level(prior, prior_name: str, sigma_rel: float | None, x0) -> dict[str, float]:
+    """Set σ = sigma_rel × range(x0) on a prior that takes the noise level; what was used.
+
+    range(x0) scales with a and ignores b under x -> a·x + b, so the run stays exactly
+    equivariant; σ is fixed for the whole run, so every prox is the prox of one R."""
+    from priors.lpn import set_noise_level, takes_noise_level
+
+    if not takes_noise_level(prior):
+        if sigma_rel is not None:
+            raise ValueError(
+                f"prior_sigma_rel / --prior-sigma-rel: prior {prior_name!r} does not take a noise "
+                "level (only priors trained with recon train --noise-input do)"
+            )
+        return {}
+    if sigma_rel is None:
+        raise ValueError(
+            f"prior {prior_name!r} takes the noise level: give --prior-sigma-rel (σ relative to "
+            "the starting image's range) or prior_sigma_rel in the preset"
+        )
+    if not float(sigma_rel) > 0:
+        raise ValueError(f"prior_sigma_rel must be > 0, got {sigma_rel}")
+    sigma = float(sigma_rel) * _range(x0)
+    set_noise_level(prior, sigma)
+    return {"prior_sigma": sigma}
+
+
 def reconstruct(
     op,
     y: torch.Tensor,
@@ -197,7 +230,7 @@ def reconstruct(
         if x0.is_complex() and not prior_name.startswith("tv"):
             prior = ComplexAsChannels(prior)
         inner_solver = solver
-        p_used = {}
+        p_used = _tell_noise_level(prior, prior_name, p.pop("prior_sigma_rel", None), x0)
         p.pop("solver", None)
     common = dict(
         iters=int(p.pop("iters", 50)),
@@ -253,7 +286,10 @@ def solve_from_args(
 ) -> Reconstruction:
     """Run ``args.solver`` with its preset (``--iters``/``--tol`` override) and ``args.prior``."""
     prior = args.prior if args.solver != "tv" else None
-    params = solver_params(presets, args.solver, {"iters": args.iters, "tol": args.tol}, prior)
+    over = {"iters": args.iters, "tol": args.tol}
+    if args.solver != "tv":
+        over["prior_sigma_rel"] = getattr(args, "prior_sigma_rel", None)
+    params = solver_params(presets, args.solver, over, prior)
     return reconstruct(
         op,
         y,

@@ -293,6 +293,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "the given prior)",
     )
     p.add_argument(
+        "--noise-input",
+        action="store_true",
+        help="tell the network the noise level σ as an extra input channel (exact prox for each "
+        "σ; f(a·x + b; a·σ) = a·f(x; σ) + b exactly). Train with --sigma-max so it knows a "
+        "range of σ; `recon ct/mri` then tell it σ = --prior-sigma-rel × the image's range",
+    )
+    p.add_argument(
         "--global-pool",
         action="store_true",
         help="give the decoder a whole-image feature (mean of the coarsest features; keeps the "
@@ -347,6 +354,10 @@ def run(args: argparse.Namespace) -> int:
         if created:
             import torch.distributed as dist
 
+            # every rank waits here for the others before the group is torn down: a rank that
+            # destroyed it while rank 0 was still writing the checkpoint made gloo abort
+            # ("terminate called without an active exception") at exit now and then
+            dist.barrier()
             dist.destroy_process_group()
 
 
@@ -388,7 +399,13 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         **({"tile": args.tile, "tile_stride": args.tile_stride} if args.tile else {}),
         **({"padding": args.padding} if args.padding == "replicate" else {}),
         **({"local_mean_sigma": args.local_mean} if args.local_mean else {}),
+        **({"noise_input": True} if args.noise_input else {}),
     )
+    if args.noise_input and (args.init or args.kind == "normalization-trick"):
+        raise ValueError(
+            "--noise-input builds a new network (one more input channel): not with --init "
+            "(a noise-input prior keeps the option) or the normalization trick"
+        )
     torch.manual_seed(args.seed)  # the initial weights follow --seed (equal on every rank)
     if args.init:
         model = _init_model(

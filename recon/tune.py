@@ -62,11 +62,15 @@ DEFAULT_PROBLEM = {"ct": "ct-par60", "mri": "mri-random4"}
 
 
 def search_space(solver: str, section: dict[str, Any], points: int = 7) -> list[Param]:
-    """The parameters searched for a preset section, started at the section's values."""
+    """The parameters searched for a preset section, started at the section's values; with a
+    prior that takes the noise level (its section has ``prior_sigma_rel``), σ too."""
+    sigma = []
+    if "prior_sigma_rel" in section:
+        sigma = [Param("prior_sigma_rel", 0.01, 0.5, float(section["prior_sigma_rel"]), points)]
     if solver == "pnp-admm":
-        return [Param("rho_rel", 1e-3, 1.0, float(section["rho_rel"]), points)]
+        return [Param("rho_rel", 1e-3, 1.0, float(section["rho_rel"]), points), *sigma]
     if solver == "pnp-pgd":
-        return [Param("step_rel", 0.03, 1.98, float(section.get("step_rel", 0.99)), points)]
+        return [Param("step_rel", 0.03, 1.98, float(section.get("step_rel", 0.99)), points), *sigma]
     if solver == "tv":
         return [
             Param("weight_rel", 1e-3, 0.3, float(section["weight_rel"]), points),

@@ -185,3 +185,26 @@ def test_rebuild_keeps_weights_and_refuses_what_does_not_fit():
         rebuild(m, width=8)  # the weights have other shapes
     with pytest.raises(CheckpointError, match="cannot rebuild"):
         rebuild(m, local_mean_sigma=-1.0)
+
+
+def test_noise_input_prior_trains_blind_and_fine_tunes_with_its_option(tmp_path, capsys):
+    """`recon train --noise-input --sigma-max`: the checkpoint records the option, the prior
+    is jointly equivariant in (x, σ); --init keeps it; asking for it with --init is refused."""
+    out = tmp_path / "ni.safetensors"
+    args = ["train", "--kind", "aelpn", "--data", "ellipses", "--noise-input", "--sigma", "0.05"]
+    args += ["--sigma-max", "0.3", "--steps", "2", "--batch", "2", "--patch", "16", "--width", "4"]
+    args += ["--levels", "1", "--depth", "1", "--val-every", "1", "--quiet", "--threads", "1"]
+    assert main([*args, "--out", str(out)]) == 0
+    m = load_prior(out).double()
+    assert m.config()["noise_input"] and m.noise_level is None
+    x = torch.rand(2, 1, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    m.noise_level = 0.1
+    fx = m.prox(x)
+    m.noise_level = 3.0
+    assert float((m.prox(30 * x - 7) - (30 * fx - 7)).norm() / fx.norm()) < 1e-10
+    tuned = _train(tmp_path, out, 1, "--sigma", "0.05", "--sigma-max", "0.2")
+    assert read_checkpoint(tuned)[1]["config"] == m.config()
+    bad = ["train", "--kind", "aelpn", "--data", "ellipses", "--init", str(out), "--noise-input"]
+    assert main([*bad, "--steps", "1", "--out", str(tmp_path / "x.safetensors"), "--quiet"]) == 2
+    assert "--noise-input" in capsys.readouterr().err
+    assert not (tmp_path / "x.safetensors").exists()

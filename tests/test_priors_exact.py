@@ -237,6 +237,96 @@ def test_local_mean_prox_is_local_and_shift_consistent():
         ConvLPN(kind="aelpn", tile=8, local_mean_sigma=4.0)
 
 
+def _noise_model(channels: int = 1, **arch):
+    m = _model("aelpn", channels, noise_input=True, **arch)
+    m.noise_level = 0.1
+    return m
+
+
+@pytest.mark.parametrize("arch", ["base", "local-mean"])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_noise_input_prox_is_jointly_equivariant(channels, arch):
+    """f(a·x + b; a·σ) = a·f(x; σ) + b to 1e-10 (ψ 2-homogeneous in (x, σ), constants split off),
+    per image σ too; and σ matters (f(x; σ) ≠ f(x; 2σ))."""
+    m = _noise_model(channels, **ARCHS[arch])
+    gen = torch.Generator().manual_seed(11)
+    x = torch.rand(3, channels, 20, 28, generator=gen, dtype=torch.float64)
+    sig = torch.tensor([0.05, 0.1, 0.3], dtype=torch.float64)
+    m.noise_level = sig
+    fx = m.prox(x)
+    worst = 0.0
+    for a in (1e-2, 0.37, 55.0, 1e3):
+        for b in (-2000.0, 0.0, 3.0):
+            m.noise_level = a * sig
+            worst = max(worst, _rel(m.prox(a * x + b), a * fx + b))
+    assert worst <= 1e-10
+    m.noise_level = 2 * sig
+    assert _rel(m.prox(x), fx) > 1e-4
+
+
+def test_noise_input_prox_is_a_prox_at_each_sigma():
+    """At a fixed σ: ψ convex on random midpoints, f monotone, Jacobian symmetric, R invertible."""
+    m = _noise_model(local_mean_sigma=2.0)
+    gen = torch.Generator().manual_seed(12)
+    for sigma in (0.0, 0.1, 3.0):
+        m.noise_level = sigma
+        x = torch.randn(400, 1, 8, 8, generator=gen, dtype=torch.float64)
+        y = torch.randn(400, 1, 8, 8, generator=gen, dtype=torch.float64)
+        with torch.no_grad():
+            lhs = m.potential(0.5 * (x + y))
+            rhs = 0.5 * (m.potential(x) + m.potential(y))
+        assert int((lhs > rhs + 1e-12 * rhs.abs().clamp_min(1.0)).sum()) == 0
+        d = ((m.prox(x) - m.prox(y)) * (x - y)).flatten(1).sum(1)
+        assert float(d.min()) >= -1e-12
+        z = torch.rand(1, 1, 16, 16, dtype=torch.float64, generator=gen)
+        assert _jacobian_asymmetry(lambda t: m.prox(t, create_graph=True), z) <= 1e-10
+    m.noise_level = 0.1
+    r = evaluate_regularizer(m, m.prox(torch.rand(2, 1, 16, 16, dtype=torch.float64)), iters=500)
+    assert float(r.residual.max()) <= 1e-5
+
+
+def test_noise_input_needs_a_valid_sigma_and_wrappers_pass_it_on():
+    from priors.base import ComplexAsChannels
+    from priors.lpn import set_noise_level, takes_noise_level, told_noise_level
+
+    m = _model("aelpn", noise_input=True)
+    x = torch.rand(2, 1, 8, 8, dtype=torch.float64)
+    with pytest.raises(ValueError, match="told the noise level"):
+        m.prox(x)
+    for bad in (-0.1, float("nan"), torch.ones(3, dtype=torch.float64)):
+        m.noise_level = bad
+        with pytest.raises(ValueError, match="noise_level"):
+            m.prox(x)
+    m.noise_level = None
+    wrapped = ComplexAsChannels(_model("aelpn", 2, noise_input=True))
+    assert takes_noise_level(wrapped) and not takes_noise_level(_model("aelpn"))
+    set_noise_level(wrapped, 0.2)
+    assert wrapped.prior.noise_level == 0.2
+    with told_noise_level(m, 0.3):
+        inside = m.prox(x)
+    assert m.noise_level is None
+    m.noise_level = 0.3
+    assert torch.equal(m.prox(x), inside)
+    with pytest.raises(ValueError, match="does not take"):
+        set_noise_level(_model("aelpn"), 0.1)
+    with pytest.raises(ValueError, match="tile"):
+        ConvLPN(kind="aelpn", tile=8, noise_input=True)
+
+
+def test_blind_noise_estimate_is_accurate_and_equivariant():
+    from priors.lpn import estimate_noise_level
+
+    gen = torch.Generator().manual_seed(13)
+    ramp = torch.linspace(0, 1, 128, dtype=torch.float64).expand(128, 128)  # smooth content
+    clean = (ramp + 0.5 * ramp.T).expand(4, 1, 128, 128)
+    sig = torch.tensor([0.01, 0.05, 0.1, 0.5], dtype=torch.float64)
+    noisy = clean + sig.view(-1, 1, 1, 1) * torch.randn(clean.shape, generator=gen).double()
+    est = estimate_noise_level(noisy)
+    assert float(((est - sig) / sig).abs().max()) < 0.05
+    assert _rel(estimate_noise_level(40.0 * noisy - 1000.0), 40.0 * est) <= 1e-10
+    assert float(estimate_noise_level(clean).max()) <= 1e-12  # no noise in a smooth ramp
+
+
 def test_regularizer_inversion_and_known_values():
     m = _model("aelpn")
     x = m.prox(torch.rand(2, 1, 16, 16, dtype=torch.float64))  # in the range of f

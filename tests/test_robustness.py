@@ -176,3 +176,34 @@ def test_mri_kspace_scaling(solver):
         lpn_gap[s] = _rel(run(lpn, s * y) / s, ref_lpn)
     print(f"{solver}: LPN relative change under k-space scaling:", lpn_gap)
     assert max(lpn_gap.values()) > 1e-2  # measured: the LPN reconstruction depends on the scale
+
+
+def test_noise_input_prior_run_same_image_in_every_convention(tmp_path, hu_slice):
+    """`recon`'s rule σ = prior_sigma_rel × range(x0) keeps a run with a prior that takes the
+    noise level exactly equivariant: range(x0) scales with a and ignores b."""
+    from priors.checkpoint import save_checkpoint
+    from recon.pipeline import reconstruct
+
+    torch.manual_seed(0)
+    path = tmp_path / "ni.safetensors"
+    save_checkpoint(path, ConvLPN(noise_input=True, local_mean_sigma=2.0, width=4, levels=1))
+    small = hu_slice[..., ::4, ::4]
+    g = torch.Generator().manual_seed(1)
+    op = MatrixOperator(torch.randn(200, 256, generator=g, dtype=D) / 16, 16, 16)
+    y_hu = op.forward(small) + 5.0 * torch.randn(1, 1, 200, 1, generator=g, dtype=D)
+    x0_hu = op.adjoint(y_hu) / op.norm_sq()
+    params = {"rho_rel": 0.3, "prior_sigma_rel": 0.1, "iters": 5, "tol": 0.0, "cg_tol": 0.0}
+    ref = reconstruct(op, y_hu, x0_hu, "pnp-admm", str(path), params)
+    assert ref.params["prior_sigma"] == pytest.approx(0.1 * float(x0_hu.max() - x0_hu.min()))
+    ones = op.forward(torch.ones_like(small))
+    for name, (fwd, inv) in _conventions().items():
+        a = float(fwd(torch.tensor(1.0, dtype=D)) - fwd(torch.tensor(0.0, dtype=D)))
+        b = float(fwd(torch.tensor(0.0, dtype=D)))
+        rec = reconstruct(op, a * y_hu + b * ones, fwd(x0_hu), "pnp-admm", str(path), params)
+        assert _rel(inv(rec.x), ref.x) <= 1e-9, name
+    other = reconstruct(op, y_hu, x0_hu, "pnp-admm", str(path), {**params, "prior_sigma_rel": 0.3})
+    assert _rel(other.x, ref.x) > 1e-4  # σ is used
+    with pytest.raises(ValueError, match="takes the noise level"):
+        reconstruct(op, y_hu, x0_hu, "pnp-admm", str(path), {"rho_rel": 0.3, "iters": 1})
+    with pytest.raises(ValueError, match="does not take a noise level"):
+        reconstruct(op, y_hu, x0_hu, "pnp-admm", "lpn-ct", {**params, "iters": 1})

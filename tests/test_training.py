@@ -15,9 +15,9 @@ from priors.lpn import ConvLPN, DenseLPN
 from priors.training import TrainConfig, proximal_matching_loss, train_prior
 
 
-def _tiny(kind="aelpn", seed=0):
+def _tiny(kind="aelpn", seed=0, **arch):
     torch.manual_seed(seed)
-    return ConvLPN(kind=kind, width=4, levels=2, depth=1)
+    return ConvLPN(kind=kind, width=4, levels=2, depth=1, **arch)
 
 
 def test_schedule_l1_then_decreasing_gamma():
@@ -37,25 +37,32 @@ def test_proximal_matching_loss_values():
     assert float(proximal_matching_loss(x + 0.1, x, 0.1)) == pytest.approx(1 - torch.e**-1)
 
 
-@pytest.mark.parametrize("sigma_max", [None, 0.3])
-def test_resume_is_exact(tmp_path, sigma_max):
+@pytest.mark.parametrize("sigma_max,noise_input", [(None, False), (0.3, False), (0.3, True)])
+def test_resume_is_exact(tmp_path, sigma_max, noise_input):
     cfg = TrainConfig(
         steps=6, batch=2, ckpt_every=100, val_every=3, l1_fraction=0.5, sigma_max=sigma_max
     )
     sampler = ellipse_sampler(16)
     val = sampler(2, torch.Generator().manual_seed(9))
-    straight = train_prior(_tiny(), sampler, cfg, val=val, progress=False).model
+    arch = {"noise_input": True} if noise_input else {}
+    straight = train_prior(_tiny(**arch), sampler, cfg, val=val, progress=False).model
     ck = tmp_path / "run.safetensors"
-    first = train_prior(_tiny(), sampler, cfg, checkpoint=ck, val=val, progress=False, stop_after=3)
+    first = train_prior(
+        _tiny(**arch), sampler, cfg, checkpoint=ck, val=val, progress=False, stop_after=3
+    )
     assert first.steps == 3
     # a new process would build a fresh model: resume must restore weights, Adam and RNG
-    resumed = train_prior(_tiny(seed=1), sampler, cfg, checkpoint=ck, val=val, progress=False)
+    resumed = train_prior(
+        _tiny(seed=1, **arch), sampler, cfg, checkpoint=ck, val=val, progress=False
+    )
     assert resumed.steps == 6
     for (k, a), b in zip(
         straight.state_dict().items(), resumed.model.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b), k
     assert len(resumed.history["loss"]) == 6
+    if noise_input:  # trained told each image's σ; afterwards the user sets their own
+        assert resumed.model.noise_level is None and load_prior(ck).config()["noise_input"]
     # nonnegativity held throughout
     assert all(float(w.detach().min()) >= 0 for w in _nonneg(resumed.model))
 
