@@ -115,12 +115,13 @@ def _table(results: dict) -> str:
         label = name + told.get(r.get("noise_level"), "")
         cost = f" | {r['prox_seconds_512']:.2f} | {r['train_seconds_per_step']:.3f} |"
         lines.append(f"| {label} | " + " | ".join(cells) + cost)
-    lines += ["", "PSNR (dB) / SSIM on held-out images. Affine sweep (σ = 0.1, PSNR dB):", ""]
+    note = "PSNR (dB) / SSIM on held-out images."
     if any(r.get("noise_level") for r in results.values()):
-        lines[-2] += (
+        note += (
             " A model marked (told σ̂) takes the noise level and was told each noisy image's "
             "blind MAD estimate; (told σ): the true σ."
         )
+    lines += ["", note, "", "Affine sweep (σ = 0.1, PSNR dB):", ""]
     keys = list(next(iter(results.values()))["affine"])
     lines.append("| model | " + " | ".join(keys) + " |")
     lines.append("|" + "---|" * (len(keys) + 1))

@@ -8,7 +8,7 @@ STEPS=${1:-1500}
 for kind in aelpn lpn scale-only shift-only normalization-trick; do
   extra=()
   case $kind in
-    aelpn) extra=(--local-mean 8 --export "priors/weights/$kind-natural.safetensors") ;;
+    aelpn) extra=(--local-mean 8 --noise-input --export "priors/weights/$kind-natural.safetensors") ;;
     lpn) extra=(--export "priors/weights/$kind-natural.safetensors") ;;
   esac
   .venv/bin/recon train --kind "$kind" --data natural --sigma 0.1 --steps "$STEPS" --batch 8 \
