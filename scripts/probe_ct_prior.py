@@ -8,13 +8,15 @@ and 1 % Gaussian noise).
     .venv/bin/python scripts/probe_ct_prior.py --prior runs/p.safetensors --tile 64 --tile-stride 32
     .venv/bin/python scripts/probe_ct_prior.py --prior aelpn-ct --local-mean 8
     .venv/bin/python scripts/probe_ct_prior.py --prior aelpn-ct --denoise 0.05,0.1,0.2
+    .venv/bin/python scripts/probe_ct_prior.py --prior runs/ni.safetensors --sigma-rel 0.05,0.1
 
 For training choices (σ, architecture, fine-tuning): choose with ``--on val`` (the four real
 windows of ``recon tune ct --val real-ct``, a patient never trained on); ``--on test`` is the
 bundled slice, the toolkit's test image, to report on, not to choose by. The problems are built
 by ``recon.tune_problems.build_case`` and solved by ``run_method`` with the shipped CT presets, as
 ``recon bench grid`` and ``recon tune`` do. One JSON line per rho_rel (the mean over the scans,
-and each scan's PSNR). ``--denoise`` measures one prox of the noisy scans instead.
+and each scan's PSNR); for a prior that takes the noise level, per (prior_sigma_rel, rho_rel).
+``--denoise`` measures one prox of the noisy scans instead (such a prior is told the true σ).
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ def denoise_row(prior: str, scans: list[Scan], sigmas: list[float]) -> dict[str,
     """Mean PSNR (dB) of one prox f(x + n) over ``scans``, each scaled to [0, 1] (the LPN is
     not scale-equivariant; the AE-LPN does not care), n Gaussian with std σ, seeded per scan."""
     from priors.checkpoint import load_prior
+    from priors.lpn import told_noise_level
 
     model = load_prior(prior)
     row = {}
@@ -76,7 +79,8 @@ def denoise_row(prior: str, scans: list[Scan], sigmas: list[float]) -> dict[str,
             x = torch.as_tensor(np.asarray(scan.image, dtype=np.float32))[None, None]
             x = (x - x.min()) / (x.max() - x.min())
             gen = torch.Generator().manual_seed(i)
-            y = model.prox(x + sigma * torch.randn(x.shape, generator=gen))
+            with told_noise_level(model, sigma):
+                y = model.prox(x + sigma * torch.randn(x.shape, generator=gen))
             psnrs.append(-10 * np.log10(float((y - x).pow(2).mean())))
         row[str(sigma)] = round(float(np.mean(psnrs)), 2)
     return row
@@ -86,6 +90,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--prior", default="aelpn-ct", help="shipped name or checkpoint")
     ap.add_argument("--rho", default="0.01,0.03,0.1", help="comma-separated rho_rel values")
+    ap.add_argument(
+        "--solver",
+        default="pnp-admm",
+        choices=["pnp-admm", "pnp-fista"],
+        help="pnp-fista: --rho lists step_rel values instead (the shipped pnp-pgd preset, "
+        "accelerated)",
+    )
     ap.add_argument("--on", default="val", choices=["val", "val-slice", "test", "shepp-logan"])
     ap.add_argument("--size", type=int, default=128, help="Shepp–Logan size")
     ap.add_argument("--problem", default="ct-par60", choices=[p for p in PROBLEMS if "ct" in p])
@@ -100,6 +111,11 @@ def main() -> None:
         "--denoise",
         default=None,
         help="instead of PnP: one prox of the noisy scans at these comma-separated σ (× range)",
+    )
+    ap.add_argument(
+        "--sigma-rel",
+        default=None,
+        help="for a prior that takes the noise level: comma-separated prior_sigma_rel values",
     )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -119,15 +135,18 @@ def main() -> None:
         return
     cases = [build_case(args.problem, s, seed=0) for s in scans_for(args.on, args.size)]
     presets = load_presets("ct")
-    for r in (float(v) for v in args.rho.split(",")):
+    sigmas = [None] if not args.sigma_rel else [float(v) for v in args.sigma_rel.split(",")]
+    grid = [(s, float(r)) for s in sigmas for r in args.rho.split(",")]
+    for s, r in grid:
         t0 = time.perf_counter()
         per = {}
+        step = "rho_rel" if args.solver == "pnp-admm" else "step_rel"
+        over = {step: r, "tol": 1e-5, **({"prior_sigma_rel": s} if s else {})}
         for case in cases:
-            out = run_method(
-                case, "pnp-admm", prior, presets, args.iters, {"rho_rel": r, "tol": 1e-5}
-            )
+            out = run_method(case, args.solver, prior, presets, args.iters, over)
             per[case.scan] = round(out["psnr"], 3)
-        row = {"prior": args.prior, **changes, "on": args.on, "rho_rel": r}
+        row = {"prior": args.prior, **changes, "on": args.on, "solver": args.solver, step: r}
+        row.update({"prior_sigma_rel": s} if s else {})
         row.update(psnr=round(float(np.mean(list(per.values()))), 3), per_scan=per)
         row.update(problem=args.problem, seconds=round(time.perf_counter() - t0, 1))
         print(json.dumps(row), flush=True)

@@ -18,7 +18,7 @@ from data.ct_units import hu_to_mu, mu_to_hu
 from data.windows import WINDOWS, window_denormalize, window_normalize
 from priors.base import ComplexAsChannels
 from priors.checkpoint import load_prior, shipped_priors
-from priors.lpn import ConvLPN
+from priors.lpn import ConvLPN, told_noise_level
 from recon.bench_robustness import ChannelwisePrior
 from solvers import pnp_admm, pnp_pgd
 from tests.matrix_op import MatrixOperator
@@ -52,6 +52,16 @@ def _rel(a, b):
     return float((a - b).norm() / b.norm())
 
 
+def _told(prior, sigma: float):
+    """``told_noise_level`` for a prior that takes σ (σ in the image's units), else nothing."""
+    return told_noise_level(prior, sigma)
+
+
+def _scale(fwd) -> float:
+    """a of the affine map fwd(x) = a·x + b."""
+    return float(fwd(torch.tensor(1.0, dtype=D)) - fwd(torch.tensor(0.0, dtype=D)))
+
+
 def test_conventions_are_the_documented_affine_maps():
     """The maps the tests use: u(0 HU) = 0.4, μ(water) = 0.02/mm, each window's lo -> 0."""
     conv = _conventions()
@@ -71,11 +81,13 @@ def test_prox_same_image_in_every_ct_convention(hu_slice, ct_priors):
     noisy = hu_slice + 30.0 * torch.randn(
         hu_slice.shape, generator=torch.Generator().manual_seed(0), dtype=D
     )
-    ref_ae = ae.prox(noisy)
+    with _told(ae, 30.0):  # a prior that takes σ is told it in each convention's units
+        ref_ae = ae.prox(noisy)
     ref_lpn = lpn.prox((noisy + 1000) / 2500) * 2500 - 1000  # the LPN in its training units
     lpn_gap = {}
     for name, (fwd, inv) in _conventions().items():
-        assert _rel(inv(ae.prox(fwd(noisy))), ref_ae) <= 1e-10, name
+        with _told(ae, 30.0 * _scale(fwd)):
+            assert _rel(inv(ae.prox(fwd(noisy))), ref_ae) <= 1e-10, name
         lpn_gap[name] = _rel(inv(lpn.prox(fwd(noisy))), ref_lpn)
     lpn_gap["HU"] = _rel(lpn.prox(noisy), ref_lpn)
     print("LPN relative change across conventions:", {k: f"{v:.3g}" for k, v in lpn_gap.items()})
@@ -94,14 +106,15 @@ def test_whole_ct_solver_same_image_in_every_convention(hu_slice, ct_priors, sol
     ones = torch.ones_like(small)
 
     def run(prior, y, x0):
-        if solver == "pgd":
-            return pnp_pgd(op, y, prior, iters=5, tol=0, x0=x0).x
-        return pnp_admm(
-            op, y, prior, rho=0.3 * op.norm_sq(), iters=5, tol=0, x0=x0, cg_iters=5, cg_tol=0
-        ).x
+        with _told(prior, 0.1 * float(x0.max() - x0.min())):  # recon's rule (for a σ input)
+            if solver == "pgd":
+                return pnp_pgd(op, y, prior, iters=5, tol=0, x0=x0).x
+            return pnp_admm(
+                op, y, prior, rho=0.3 * op.norm_sq(), iters=5, tol=0, x0=x0, cg_iters=5, cg_tol=0
+            ).x
 
     def in_units(fwd):
-        a = float(fwd(torch.tensor(1.0, dtype=D)) - fwd(torch.tensor(0.0, dtype=D)))
+        a = _scale(fwd)
         b = float(fwd(torch.tensor(0.0, dtype=D)))
         return a * y_hu + b * op.forward(ones), fwd(x0_hu)  # the same data in the other units
 
