@@ -142,15 +142,26 @@ def _progress(total: int, desc: str, quiet: bool):
 
 
 def _run_ours(
-    op, y, x0, methods, reference, data_range: float, metric, offset: float, quiet: bool
+    op,
+    y,
+    x0,
+    methods,
+    reference,
+    data_range: float,
+    metric,
+    offset: float,
+    quiet: bool,
+    modality: str = "ct",
 ) -> dict[str, dict]:
-    """Each method over its grid; the best run (by final PSNR) with its per-iteration curve."""
-    from recon.pipeline import reconstruct
+    """Each method over its grid; the best run (by final PSNR) with its per-iteration curve.
+    A prior that takes the noise level gets its shipped preset's prior_sigma_rel."""
+    from recon.pipeline import preset_prior_sigma, reconstruct
 
     out: dict[str, dict] = {}
     bar = _progress(sum(len(m[4]) for m in methods), "ours", quiet)
     for label, solver, prior, key, grid, fixed in methods:
         runs = []
+        fixed = {**preset_prior_sigma(modality, solver, prior), **fixed}
         for v in grid:
             params = {**fixed, key: v}
             rec = reconstruct(
@@ -418,7 +429,7 @@ def run_mri(args, out: Path) -> dict[str, Any]:
         return evaluate(ref, np.abs(x[0, 0].detach().numpy()))
 
     methods = _quick(MRI_METHODS) if args.quick else MRI_METHODS
-    ours = _run_ours(op, y, x0, methods, ref_t, dr, metric, 0.0, args.quiet)
+    ours = _run_ours(op, y, x0, methods, ref_t, dr, metric, 0.0, args.quiet, "mri")
     result: dict[str, Any] = {
         "problem": {
             "input": source,

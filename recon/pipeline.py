@@ -27,6 +27,7 @@ __all__ = [
     "device_for",
     "load_presets",
     "solver_params",
+    "preset_prior_sigma",
     "reconstruct",
     "solve_from_args",
     "image_metrics",
@@ -96,7 +97,15 @@ def load_presets(modality: str, config: str | Path | None = None) -> dict[str, A
         if not isinstance(user, dict):
             raise ValueError(f"--config {path}: expected a JSON object of solver sections")
         for key, section in user.items():
-            if isinstance(section, dict):
+            if key == "priors" and isinstance(section, dict):  # per prior, per solver
+                table = presets.setdefault("priors", {})
+                for name, solvers in section.items():
+                    if not isinstance(solvers, dict):
+                        continue
+                    entry = table.setdefault(name, {})
+                    for solver, over in solvers.items():
+                        entry[solver] = {**entry.get(solver, {}), **over}
+            elif isinstance(section, dict):
                 presets.setdefault(key, {}).update(section)
     return presets
 
@@ -127,6 +136,18 @@ def presets_for_prior(presets: dict, prior: str | Path | None) -> dict[str, Any]
     for solver, over in table.get(prior_key(prior), {}).items():
         out[solver] = {**out.get(solver, {}), **over}
     return out
+
+
+def preset_prior_sigma(modality: str, solver: str, prior: str | Path | None) -> dict[str, float]:
+    """{"prior_sigma_rel": s} from the shipped presets when ``prior`` takes the noise level
+    (for scripts and benchmarks that pass their own parameters to ``reconstruct``), else {}."""
+    from priors.checkpoint import load_prior
+    from priors.lpn import takes_noise_level
+
+    if prior is None or str(prior) == "tv" or not takes_noise_level(load_prior(str(prior))):
+        return {}
+    section = presets_for_prior(load_presets(modality), prior).get(solver, {})
+    return {"prior_sigma_rel": section["prior_sigma_rel"]} if "prior_sigma_rel" in section else {}
 
 
 def solver_params(

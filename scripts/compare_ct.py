@@ -18,7 +18,7 @@ import torch
 from data.ct_noise import add_gaussian_noise
 from operators.ct import CTOperator
 from recon.ct import load_ct_input, to_internal
-from recon.pipeline import Timer, image_metrics, reconstruct
+from recon.pipeline import Timer, image_metrics, preset_prior_sigma, reconstruct
 
 GRIDS = {
     "tv": ("weight_rel", (0.005, 0.01, 0.02, 0.04)),
@@ -59,6 +59,7 @@ def main() -> None:
                 rec = reconstruct(op, y, x0, "tv", None, params)
             else:
                 params = {"rho_rel": v, "iters": args.iters, "tol": 1e-4, "cg_iters": 10}
+                params.update(preset_prior_sigma("ct", "pnp-admm", method))  # (σ-input priors)
                 rec = reconstruct(op, y, x0, "pnp-admm", method, params)
             m = image_metrics(rec.x[0, 0].numpy(), ref, dr)
             if best is None or m["psnr"] > best[2]["psnr"]:

@@ -164,3 +164,15 @@ def test_per_prior_presets_are_used_for_their_prior_only(tmp_path):
     for name in shipped.get("priors", {}):
         if name != "lpn-ct":
             assert loaded["priors"][name] == shipped["priors"][name]
+
+
+def test_a_user_preset_for_a_prior_keeps_the_shipped_entries_it_does_not_name(tmp_path):
+    """`--config` merges the per-prior table per prior and per solver: a file that sets only
+    rho_rel for aelpn-ct keeps the shipped prior_sigma_rel (without it a σ-input prior fails)."""
+    from recon.pipeline import solver_params
+
+    shipped = solver_params(load_presets("ct"), "pnp-admm", {}, "aelpn-ct")
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"priors": {"aelpn-ct": {"pnp-admm": {"rho_rel": 0.2}}}}))
+    mine = solver_params(load_presets("ct", config=path), "pnp-admm", {}, "aelpn-ct")
+    assert mine == {**shipped, "rho_rel": 0.2}
