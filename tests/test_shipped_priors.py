@@ -21,7 +21,7 @@ def test_shipped_prior_is_convex_and_documented(name):
     model = load_prior(name, dtype=torch.float64)
     noise_input = bool(model.config().get("noise_input"))
     model.noise_level = 0.1 if noise_input else None  # (convexity holds at each fixed σ)
-    assert all(float(w.min()) >= 0 for w in nonneg_parameters(model))
+    assert all(float(w.detach().min()) >= 0 for w in nonneg_parameters(model))
     for key in ("training_data", "sigma", "steps", "seed", "package_version", "command"):
         assert key in model.meta, key
     c = model.config()["in_channels"]
