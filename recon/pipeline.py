@@ -31,6 +31,7 @@ __all__ = [
     "reconstruct",
     "solve_from_args",
     "image_metrics",
+    "divergence_hint",
     "Reconstruction",
     "versions",
 ]
@@ -322,6 +323,21 @@ def solve_from_args(
         data_range=data_range,
         progress=not args.quiet,
         objective_every=args.objective_every,
+    )
+
+
+def divergence_hint(record: dict[str, Any]) -> str | None:
+    """A line for stderr when a run diverged with a prior told the noise level (such priors
+    run away when σ is small; a larger prior_sigma_rel is the fix), else None."""
+    params = record.get("params", {})
+    if not str(record.get("stop_reason", "")).startswith("diverged"):
+        return None
+    head = f"warning: the solver {record['stop_reason']}; the image written is not usable"
+    if "prior_sigma_rel" not in params:
+        return head
+    return (
+        f"{head}. A prior told the noise level is unstable when σ is small: try a larger "
+        f"--prior-sigma-rel than {params['prior_sigma_rel']:g} (or a larger rho_rel)"
     )
 
 

@@ -123,3 +123,16 @@ def test_npy_input_wrong_shape(tmp_path, capsys):
     np.save(bad, np.zeros((2, 3, 4), np.float32))
     assert _run(["--input", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert "vol.npy" in capsys.readouterr().err
+
+
+def test_a_runaway_run_with_a_sigma_input_prior_says_what_to_change(tmp_path, capsys):
+    """σ far below the shipped aelpn-ct's stable range (measured: PnP-ADMM runs away below
+    prior_sigma_rel ≈ 0.045): the run ends 'diverged' and stderr names the option to raise."""
+    out = tmp_path / "o"
+    args = ["--input", "bundled:ct-small", "--views", "60", "--noise", "0.01", "--solver"]
+    args += ["pnp-admm", "--prior", "aelpn-ct", "--prior-sigma-rel", "0.01", "--out", str(out)]
+    assert _run(args) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["stop_reason"].startswith("diverged") and not m["converged"]
+    assert m["parameters"]["prior_sigma_rel"] == 0.01
+    assert "--prior-sigma-rel" in capsys.readouterr().err
