@@ -211,3 +211,12 @@ def rebuild(model: nn.Module, **changes: Any) -> nn.Module:
             setattr(new, attr, getattr(model, attr))
     p = next(model.parameters())
     return new.to(device=p.device, dtype=p.dtype).train(model.training)
+
+
+def save_rebuilt(prior: str | Path, out: str | Path, **changes: Any) -> str:
+    """Write ``prior`` (shipped name or checkpoint) rebuilt with ``changes`` (``rebuild``: the
+    same weights) to ``out``, its meta noting the source and the changes; returns the path."""
+    model = rebuild(load_prior(prior), **changes)
+    meta = {**getattr(model, "meta", {}), "changed_from": str(prior), "changes": changes}
+    save_checkpoint(out, model, meta)
+    return str(out)

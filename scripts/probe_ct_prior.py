@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from priors.checkpoint import save_rebuilt
 from recon.ct import load_ct_input
 from recon.pipeline import load_presets
 from recon.tune_problems import (
@@ -52,17 +53,6 @@ def scans_for(on: str, size: int) -> list[Scan]:
         return [ct_real_validation_slice()]
     inp = load_ct_input("phantom:shepp-logan", size=size)
     return [Scan(on, inp.image, inp.units, inp.pixel_size)]
-
-
-def with_changes(prior: str, changes: dict, folder: Path) -> str:
-    """A copy of ``prior`` in a changed architecture (``priors.checkpoint.rebuild``: the weights
-    are unchanged), written to ``folder``; returns its path."""
-    from priors.checkpoint import load_prior, rebuild, save_checkpoint
-
-    model = rebuild(load_prior(prior), **changes)
-    path = folder / "changed.safetensors"
-    save_checkpoint(path, model, {**model.meta, "changed_from": str(prior), "changes": changes})
-    return str(path)
 
 
 def denoise_row(prior: str, scans: list[Scan], sigmas: list[float]) -> dict[str, float]:
@@ -127,7 +117,7 @@ def main() -> None:
     if args.local_mean:
         changes["local_mean_sigma"] = args.local_mean
     if changes:
-        prior = with_changes(args.prior, changes, Path(tmp.name))
+        prior = save_rebuilt(args.prior, Path(tmp.name) / "changed.safetensors", **changes)
     if args.denoise:
         sig = [float(v) for v in args.denoise.split(",")]
         psnr = denoise_row(prior, scans_for(args.on, args.size), sig)

@@ -32,11 +32,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     prior, tmp = args.prior, tempfile.TemporaryDirectory()
     if args.local_mean:
-        from priors.checkpoint import load_prior, rebuild, save_checkpoint
+        from priors.checkpoint import save_rebuilt
 
-        model = rebuild(load_prior(prior), local_mean_sigma=args.local_mean)
-        prior = str(Path(tmp.name) / "local-mean.safetensors")
-        save_checkpoint(prior, model, model.meta)
+        out = Path(tmp.name) / "local-mean.safetensors"
+        prior = save_rebuilt(prior, out, local_mean_sigma=args.local_mean)
     cases = [build_case(args.problem, s, seed=0) for s in mri_validation_scans()]
     presets = load_presets("mri")
     t0 = time.perf_counter()

@@ -208,3 +208,15 @@ def test_noise_input_prior_trains_blind_and_fine_tunes_with_its_option(tmp_path,
     assert main([*bad, "--steps", "1", "--out", str(tmp_path / "x.safetensors"), "--quiet"]) == 2
     assert "--noise-input" in capsys.readouterr().err
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_save_rebuilt_writes_the_same_weights_in_the_new_architecture(tmp_path):
+    from priors.checkpoint import save_rebuilt
+
+    src, m = _source(tmp_path)
+    out = save_rebuilt(src, tmp_path / "lm.safetensors", local_mean_sigma=4.0)
+    got = load_prior(out)
+    assert got.config() == {**m.config(), "local_mean_sigma": 4.0}
+    assert got.meta["changed_from"] == str(src) and got.meta["sigma"] == 0.1
+    for (k, a), b in zip(m.state_dict().items(), got.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
