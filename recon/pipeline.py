@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 LEARNED_SOLVERS = ("pnp-admm", "pnp-pgd")
+SIGMA_KEYS = ("prior_sigma_rel", "prior_sigma_noise")  # the σ rule of a σ-input prior
 
 
 def add_solver_arguments(p, modality: str) -> None:
@@ -55,11 +56,20 @@ def add_solver_arguments(p, modality: str) -> None:
     p.add_argument("--out", default=f"out/{modality}")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
     p.add_argument(
+        "--prior-sigma-noise",
+        type=float,
+        default=None,
+        metavar="C",
+        help="for a prior that takes the noise level (recon train --noise-input): σ = C × the "
+        "blind noise estimate of the starting image (default: the preset's prior_sigma_noise)",
+    )
+    p.add_argument(
         "--prior-sigma-rel",
         type=float,
         default=None,
-        help="for a prior that takes the noise level (recon train --noise-input): σ = this × "
-        "the starting image's intensity range (default: the preset's prior_sigma_rel)",
+        metavar="S",
+        help="... and σ at least S × the starting image's intensity range (such priors run away "
+        "at small σ; default: the preset's prior_sigma_rel)",
     )
     p.add_argument(
         "--objective-every",
@@ -140,15 +150,16 @@ def presets_for_prior(presets: dict, prior: str | Path | None) -> dict[str, Any]
 
 
 def preset_prior_sigma(modality: str, solver: str, prior: str | Path | None) -> dict[str, float]:
-    """{"prior_sigma_rel": s} from the shipped presets when ``prior`` takes the noise level
-    (for scripts and benchmarks that pass their own parameters to ``reconstruct``), else {}."""
+    """The σ rule (prior_sigma_noise / prior_sigma_rel) of the shipped presets when ``prior``
+    takes the noise level (for scripts and benchmarks that pass their own parameters to
+    ``reconstruct``), else {}."""
     from priors.checkpoint import load_prior
     from priors.lpn import takes_noise_level
 
     if prior is None or str(prior) == "tv" or not takes_noise_level(load_prior(str(prior))):
         return {}
     section = presets_for_prior(load_presets(modality), prior).get(solver, {})
-    return {"prior_sigma_rel": section["prior_sigma_rel"]} if "prior_sigma_rel" in section else {}
+    return {k: section[k] for k in SIGMA_KEYS if k in section}
 
 
 def solver_params(
@@ -192,30 +203,53 @@ def _range(x: torch.Tensor) -> float:
     return float(a.max() - a.min())
 
 
-def _tell_noise_level(prior, prior_name: str, sigma_rel: float | None, x0) -> dict[str, float]:
-    """Set σ = sigma_rel × range(x0) on a prior that takes the noise level; what was used.
+def _noise_estimate(x0: torch.Tensor) -> float:
+    """Blind σ̂ of the start image (``priors.lpn.estimate_noise_level``; complex: re/im)."""
+    from priors.lpn import estimate_noise_level
 
-    range(x0) scales with a and ignores b under x -> a·x + b, so the run stays exactly
-    equivariant; σ is fixed for the whole run, so every prox is the prox of one R."""
+    x = torch.cat([x0.real, x0.imag], 1) if x0.is_complex() else x0
+    return float(estimate_noise_level(x[:1]).max())
+
+
+def _tell_noise_level(prior, prior_name: str, p: dict[str, Any], x0) -> dict[str, float]:
+    """Set σ on a prior that takes the noise level (popping its keys from ``p``); what was used.
+
+    σ = max(prior_sigma_noise × σ̂(x0), prior_sigma_rel × range(x0)), either term optional:
+    σ̂ is the blind noise estimate of the start image (so σ follows the data's noise level),
+    range(x0) its intensity range (a floor: such priors run away when σ is small). Both scale
+    with a and ignore b under x -> a·x + b, so the run stays exactly equivariant; σ is fixed for
+    the whole run, so every prox is the prox of one R."""
     from priors.lpn import set_noise_level, takes_noise_level
 
+    given = {k: p.pop(k) for k in SIGMA_KEYS if p.get(k) is not None}
+    for k in SIGMA_KEYS:
+        p.pop(k, None)
     if not takes_noise_level(prior):
-        if sigma_rel is not None:
+        if given:
             raise ValueError(
-                f"prior_sigma_rel / --prior-sigma-rel: prior {prior_name!r} does not take a noise "
-                "level (only priors trained with recon train --noise-input do)"
+                f"{' / '.join(given)}: prior {prior_name!r} does not take a noise level (only "
+                "priors trained with recon train --noise-input do)"
             )
         return {}
-    if sigma_rel is None:
+    if not given:
         raise ValueError(
-            f"prior {prior_name!r} takes the noise level: give --prior-sigma-rel (σ relative to "
-            "the starting image's range) or prior_sigma_rel in the preset"
+            f"prior {prior_name!r} takes the noise level: give --prior-sigma-noise (σ relative "
+            "to the start image's noise estimate) and/or --prior-sigma-rel (relative to its "
+            "range), or prior_sigma_noise / prior_sigma_rel in the preset"
         )
-    if not float(sigma_rel) > 0:
-        raise ValueError(f"prior_sigma_rel must be > 0, got {sigma_rel}")
-    sigma = float(sigma_rel) * _range(x0)
-    set_noise_level(prior, sigma)
-    return {"prior_sigma": sigma}
+    for k, v in given.items():
+        if not float(v) > 0:
+            raise ValueError(f"{k} must be > 0, got {v}")
+    used: dict[str, float] = {}
+    terms = []
+    if "prior_sigma_noise" in given:
+        used["noise_estimate"] = _noise_estimate(x0)
+        terms.append(float(given["prior_sigma_noise"]) * used["noise_estimate"])
+    if "prior_sigma_rel" in given:
+        terms.append(float(given["prior_sigma_rel"]) * _range(x0))
+    used["prior_sigma"] = max(terms)
+    set_noise_level(prior, used["prior_sigma"])
+    return used
 
 
 def reconstruct(
@@ -252,7 +286,7 @@ def reconstruct(
         if x0.is_complex() and not prior_name.startswith("tv"):
             prior = ComplexAsChannels(prior)
         inner_solver = solver
-        p_used = _tell_noise_level(prior, prior_name, p.pop("prior_sigma_rel", None), x0)
+        p_used = _tell_noise_level(prior, prior_name, p, x0)
         p.pop("solver", None)
     common = dict(
         iters=int(p.pop("iters", 50)),
@@ -311,6 +345,7 @@ def solve_from_args(
     over = {"iters": args.iters, "tol": args.tol}
     if args.solver != "tv":
         over["prior_sigma_rel"] = getattr(args, "prior_sigma_rel", None)
+        over["prior_sigma_noise"] = getattr(args, "prior_sigma_noise", None)
     params = solver_params(presets, args.solver, over, prior)
     return reconstruct(
         op,
@@ -333,11 +368,12 @@ def divergence_hint(record: dict[str, Any]) -> str | None:
     if not str(record.get("stop_reason", "")).startswith("diverged"):
         return None
     head = f"warning: the solver {record['stop_reason']}; the image written is not usable"
-    if "prior_sigma_rel" not in params:
+    if not any(k in params for k in SIGMA_KEYS):
         return head
     return (
-        f"{head}. A prior told the noise level is unstable when σ is small: try a larger "
-        f"--prior-sigma-rel than {params['prior_sigma_rel']:g} (or a larger rho_rel)"
+        f"{head}. A prior told the noise level is unstable when σ is small (σ used: "
+        f"{params.get('prior_sigma', float('nan')):.4g}): raise the floor --prior-sigma-rel or "
+        f"--prior-sigma-noise (or rho_rel)"
     )
 
 

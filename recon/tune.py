@@ -63,9 +63,12 @@ DEFAULT_PROBLEM = {"ct": "ct-par60", "mri": "mri-random4"}
 
 def search_space(solver: str, section: dict[str, Any], points: int = 7) -> list[Param]:
     """The parameters searched for a preset section, started at the section's values; with a
-    prior that takes the noise level (its section has ``prior_sigma_rel``), σ too."""
+    prior that takes the noise level, its σ multiple too (``prior_sigma_noise`` if the section
+    has one, else ``prior_sigma_rel``)."""
     sigma = []
-    if "prior_sigma_rel" in section:
+    if "prior_sigma_noise" in section:
+        sigma = [Param("prior_sigma_noise", 0.2, 5.0, float(section["prior_sigma_noise"]), points)]
+    elif "prior_sigma_rel" in section:  # (with a noise multiple, prior_sigma_rel is a floor)
         sigma = [Param("prior_sigma_rel", 0.01, 0.5, float(section["prior_sigma_rel"]), points)]
     if solver == "pnp-admm":
         return [Param("rho_rel", 1e-3, 1.0, float(section["rho_rel"]), points), *sigma]

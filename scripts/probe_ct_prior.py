@@ -107,6 +107,13 @@ def main() -> None:
         default=None,
         help="for a prior that takes the noise level: comma-separated prior_sigma_rel values",
     )
+    ap.add_argument(
+        "--sigma-noise",
+        default=None,
+        help="... or comma-separated prior_sigma_noise values (σ = C × the start image's noise "
+        "estimate), with --sigma-floor as prior_sigma_rel",
+    )
+    ap.add_argument("--sigma-floor", type=float, default=None, help="prior_sigma_rel floor")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     tmp = tempfile.TemporaryDirectory()
@@ -125,18 +132,24 @@ def main() -> None:
         return
     cases = [build_case(args.problem, s, seed=0) for s in scans_for(args.on, args.size)]
     presets = load_presets("ct")
-    sigmas = [None] if not args.sigma_rel else [float(v) for v in args.sigma_rel.split(",")]
+    key = "prior_sigma_noise" if args.sigma_noise else "prior_sigma_rel"
+    values = args.sigma_noise or args.sigma_rel
+    sigmas = [None] if not values else [float(v) for v in values.split(",")]
     grid = [(s, float(r)) for s in sigmas for r in args.rho.split(",")]
     for s, r in grid:
         t0 = time.perf_counter()
         per = {}
         step = "rho_rel" if args.solver == "pnp-admm" else "step_rel"
-        over = {step: r, "tol": 1e-5, **({"prior_sigma_rel": s} if s else {})}
+        over = {step: r, "tol": 1e-5, **({key: s} if s else {})}
+        if s and args.sigma_noise:
+            over["prior_sigma_rel"] = args.sigma_floor  # (None: no floor)
         for case in cases:
             out = run_method(case, args.solver, prior, presets, args.iters, over)
             per[case.scan] = round(out["psnr"], 3)
         row = {"prior": args.prior, **changes, "on": args.on, "solver": args.solver, step: r}
-        row.update({"prior_sigma_rel": s} if s else {})
+        row.update({key: s} if s else {})
+        if s and args.sigma_noise:
+            row["prior_sigma_rel"] = args.sigma_floor
         row.update(psnr=round(float(np.mean(list(per.values()))), 3), per_scan=per)
         row.update(problem=args.problem, seconds=round(time.perf_counter() - t0, 1))
         print(json.dumps(row), flush=True)

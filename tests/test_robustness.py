@@ -207,7 +207,8 @@ def test_noise_input_prior_run_same_image_in_every_convention(tmp_path, hu_slice
     x0_hu = op.adjoint(y_hu) / op.norm_sq()
     params = {"rho_rel": 0.3, "prior_sigma_rel": 0.1, "iters": 5, "tol": 0.0, "cg_tol": 0.0}
     ref = reconstruct(op, y_hu, x0_hu, "pnp-admm", str(path), params)
-    assert ref.params["prior_sigma"] == pytest.approx(0.1 * float(x0_hu.max() - x0_hu.min()))
+    rng = x0_hu.max() - x0_hu.min()
+    assert ref.params["prior_sigma"] == pytest.approx(0.1 * float(rng))
     ones = op.forward(torch.ones_like(small))
     for name, (fwd, inv) in _conventions().items():
         a = float(fwd(torch.tensor(1.0, dtype=D)) - fwd(torch.tensor(0.0, dtype=D)))
@@ -216,6 +217,21 @@ def test_noise_input_prior_run_same_image_in_every_convention(tmp_path, hu_slice
         assert _rel(inv(rec.x), ref.x) <= 1e-9, name
     other = reconstruct(op, y_hu, x0_hu, "pnp-admm", str(path), {**params, "prior_sigma_rel": 0.3})
     assert _rel(other.x, ref.x) > 1e-4  # σ is used
+    # σ = max(C × the start image's noise estimate, S × its range): also exactly equivariant
+    from priors.lpn import estimate_noise_level
+
+    both = {**params, "prior_sigma_noise": 50.0}
+    ref2 = reconstruct(op, y_hu, x0_hu, "pnp-admm", str(path), both)
+    est = float(estimate_noise_level(x0_hu)[0])
+    assert ref2.params["prior_sigma"] == pytest.approx(max(50.0 * est, 0.1 * float(rng)))
+    assert ref2.params["noise_estimate"] == pytest.approx(est)
+    for name, (fwd, inv) in _conventions().items():
+        a, b = _scale(fwd), float(fwd(torch.tensor(0.0, dtype=D)))
+        rec = reconstruct(op, a * y_hu + b * ones, fwd(x0_hu), "pnp-admm", str(path), both)
+        assert _rel(inv(rec.x), ref2.x) <= 1e-9, name
+    noise_only = {k: v for k, v in both.items() if k != "prior_sigma_rel"}
+    rec = reconstruct(op, y_hu, x0_hu, "pnp-admm", str(path), noise_only)
+    assert rec.params["prior_sigma"] == pytest.approx(50.0 * est)
     with pytest.raises(ValueError, match="takes the noise level"):
         reconstruct(op, y_hu, x0_hu, "pnp-admm", str(path), {"rho_rel": 0.3, "iters": 1})
     with pytest.raises(ValueError, match="does not take a noise level"):
