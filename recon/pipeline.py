@@ -204,11 +204,12 @@ def _range(x: torch.Tensor) -> float:
 
 
 def _noise_estimate(x0: torch.Tensor) -> float:
-    """Blind σ̂ of the start image (``priors.lpn.estimate_noise_level``; complex: re/im)."""
+    """Blind σ̂ of the start image (``priors.lpn.estimate_noise_level``; complex: re/im), the
+    largest over a batch (one σ for the run)."""
     from priors.lpn import estimate_noise_level
 
     x = torch.cat([x0.real, x0.imag], 1) if x0.is_complex() else x0
-    return float(estimate_noise_level(x[:1]).max())
+    return float(estimate_noise_level(x.detach()).max())
 
 
 def _tell_noise_level(prior, prior_name: str, p: dict[str, Any], x0) -> dict[str, float]:

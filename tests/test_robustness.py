@@ -236,3 +236,20 @@ def test_noise_input_prior_run_same_image_in_every_convention(tmp_path, hu_slice
         reconstruct(op, y_hu, x0_hu, "pnp-admm", str(path), {"rho_rel": 0.3, "iters": 1})
     with pytest.raises(ValueError, match="does not take a noise level"):
         reconstruct(op, y_hu, x0_hu, "pnp-admm", "lpn-ct", {**params, "iters": 1})
+
+
+def test_noise_estimate_of_a_complex_start_image_scales_with_it():
+    """The σ rule's σ̂ for MRI (complex x₀): real and imaginary parts as channels, one σ for a
+    batch (the largest), and σ̂(a·z) = a·σ̂(z) for a real a > 0."""
+    from priors.lpn import estimate_noise_level
+    from recon.pipeline import _noise_estimate
+
+    g = torch.Generator().manual_seed(4)
+    z = torch.complex(
+        torch.randn(2, 1, 32, 32, generator=g), torch.randn(2, 1, 32, 32, generator=g)
+    )
+    z = z.to(torch.complex128) * torch.tensor([0.1, 0.3], dtype=D).view(2, 1, 1, 1)
+    est = _noise_estimate(z)
+    per_image = estimate_noise_level(torch.cat([z.real, z.imag], 1))
+    assert est == pytest.approx(float(per_image.max())) and est == pytest.approx(0.3, rel=0.1)
+    assert _noise_estimate(7.5 * z) == pytest.approx(7.5 * est, rel=1e-12)
