@@ -340,7 +340,8 @@ class ConvLPN(LearnedProx):
         if self.noise_level is None:
             raise ValueError(
                 "this prior is told the noise level: set model.noise_level (in the image's units; "
-                "`recon ct/mri` set it from --prior-sigma-rel) or use told_noise_level(model, σ)"
+                "`recon ct/mri` set it from --prior-sigma-noise / --prior-sigma-rel) or use "
+                "told_noise_level(model, σ)"
             )
         s = torch.as_tensor(self.noise_level, dtype=u.dtype, device=u.device)
         if bool((s < 0).any()) or not bool(torch.isfinite(s).all()):

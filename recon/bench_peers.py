@@ -154,7 +154,7 @@ def _run_ours(
     modality: str = "ct",
 ) -> dict[str, dict]:
     """Each method over its grid; the best run (by final PSNR) with its per-iteration curve.
-    A prior that takes the noise level gets its shipped preset's prior_sigma_rel."""
+    A prior that takes the noise level gets its shipped preset's σ rule."""
     from recon.pipeline import preset_prior_sigma, reconstruct
 
     out: dict[str, dict] = {}

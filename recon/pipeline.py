@@ -150,14 +150,9 @@ def presets_for_prior(presets: dict, prior: str | Path | None) -> dict[str, Any]
 
 
 def preset_prior_sigma(modality: str, solver: str, prior: str | Path | None) -> dict[str, float]:
-    """The σ rule (prior_sigma_noise / prior_sigma_rel) of the shipped presets when ``prior``
-    takes the noise level (for scripts and benchmarks that pass their own parameters to
-    ``reconstruct``), else {}."""
-    from priors.checkpoint import load_prior
-    from priors.lpn import takes_noise_level
-
-    if prior is None or str(prior) == "tv" or not takes_noise_level(load_prior(str(prior))):
-        return {}
+    """The σ rule (prior_sigma_noise / prior_sigma_rel) the shipped presets file for ``prior``
+    (only priors that take the noise level have one), for scripts and benchmarks that pass their
+    own parameters to ``reconstruct``; {} for every other prior."""
     section = presets_for_prior(load_presets(modality), prior).get(solver, {})
     return {k: section[k] for k in SIGMA_KEYS if k in section}
 
@@ -222,9 +217,7 @@ def _tell_noise_level(prior, prior_name: str, p: dict[str, Any], x0) -> dict[str
     the whole run, so every prox is the prox of one R."""
     from priors.lpn import set_noise_level, takes_noise_level
 
-    given = {k: p.pop(k) for k in SIGMA_KEYS if p.get(k) is not None}
-    for k in SIGMA_KEYS:
-        p.pop(k, None)
+    given = {k: v for k in SIGMA_KEYS if (v := p.pop(k, None)) is not None}
     if not takes_noise_level(prior):
         if given:
             raise ValueError(
@@ -363,8 +356,8 @@ def solve_from_args(
 
 
 def divergence_hint(record: dict[str, Any]) -> str | None:
-    """A line for stderr when a run diverged with a prior told the noise level (such priors
-    run away when σ is small; a larger prior_sigma_rel is the fix), else None."""
+    """A line for stderr when a run diverged (None otherwise); for a prior told the noise level
+    it names the σ options (such priors run away when σ is small)."""
     params = record.get("params", {})
     if not str(record.get("stop_reason", "")).startswith("diverged"):
         return None

@@ -297,7 +297,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="tell the network the noise level σ as an extra input channel (exact prox for each "
         "σ; f(a·x + b; a·σ) = a·f(x; σ) + b exactly). Train with --sigma-max so it knows a "
-        "range of σ; `recon ct/mri` then tell it σ = --prior-sigma-rel × the image's range",
+        "range of σ; `recon ct/mri` then set σ from --prior-sigma-noise / --prior-sigma-rel",
     )
     p.add_argument(
         "--global-pool",

@@ -52,11 +52,6 @@ def _rel(a, b):
     return float((a - b).norm() / b.norm())
 
 
-def _told(prior, sigma: float):
-    """``told_noise_level`` for a prior that takes σ (σ in the image's units), else nothing."""
-    return told_noise_level(prior, sigma)
-
-
 def _scale(fwd) -> float:
     """a of the affine map fwd(x) = a·x + b."""
     return float(fwd(torch.tensor(1.0, dtype=D)) - fwd(torch.tensor(0.0, dtype=D)))
@@ -81,12 +76,12 @@ def test_prox_same_image_in_every_ct_convention(hu_slice, ct_priors):
     noisy = hu_slice + 30.0 * torch.randn(
         hu_slice.shape, generator=torch.Generator().manual_seed(0), dtype=D
     )
-    with _told(ae, 30.0):  # a prior that takes σ is told it in each convention's units
+    with told_noise_level(ae, 30.0):  # a prior that takes σ is told it in each convention's units
         ref_ae = ae.prox(noisy)
     ref_lpn = lpn.prox((noisy + 1000) / 2500) * 2500 - 1000  # the LPN in its training units
     lpn_gap = {}
     for name, (fwd, inv) in _conventions().items():
-        with _told(ae, 30.0 * _scale(fwd)):
+        with told_noise_level(ae, 30.0 * _scale(fwd)):
             assert _rel(inv(ae.prox(fwd(noisy))), ref_ae) <= 1e-10, name
         lpn_gap[name] = _rel(inv(lpn.prox(fwd(noisy))), ref_lpn)
     lpn_gap["HU"] = _rel(lpn.prox(noisy), ref_lpn)
@@ -106,7 +101,7 @@ def test_whole_ct_solver_same_image_in_every_convention(hu_slice, ct_priors, sol
     ones = torch.ones_like(small)
 
     def run(prior, y, x0):
-        with _told(prior, 0.1 * float(x0.max() - x0.min())):  # recon's rule (for a σ input)
+        with told_noise_level(prior, 0.1 * float(x0.max() - x0.min())):  # (a σ input: recon's rule)
             if solver == "pgd":
                 return pnp_pgd(op, y, prior, iters=5, tol=0, x0=x0).x
             return pnp_admm(
