@@ -140,9 +140,11 @@ def main() -> None:
         t0 = time.perf_counter()
         per = {}
         step = "rho_rel" if args.solver == "pnp-admm" else "step_rel"
-        over = {step: r, "tol": 1e-5, **({key: s} if s else {})}
-        if s and args.sigma_noise:
-            over["prior_sigma_rel"] = args.sigma_floor  # (None: no floor)
+        over = {step: r, "tol": 1e-5}
+        if s:  # this σ rule replaces the preset's (None drops a key of it)
+            over.update({"prior_sigma_noise": None, "prior_sigma_rel": None, key: s})
+            if args.sigma_noise:
+                over["prior_sigma_rel"] = args.sigma_floor
         for case in cases:
             out = run_method(case, args.solver, prior, presets, args.iters, over)
             per[case.scan] = round(out["psnr"], 3)
