@@ -18,7 +18,6 @@ convergence.png, comparison.png (reference, FBP, reconstruction, |error|).
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,12 +29,12 @@ from recon.pipeline import (
     Timer,
     add_solver_arguments,
     device_for,
-    divergence_hint,
     image_metrics,
     load_presets,
     set_threads,
     solve_from_args,
     versions,
+    warn_if_diverged,
 )
 
 MU_WATER_PER_MM = 0.02
@@ -232,9 +231,7 @@ def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
     label = args.solver if args.solver in ("fbp", "tv") else f"{args.solver} + {args.prior}"
     display = parse_window(args.window, ref, inp.units)
     write_outputs(out, rec_img, ref, ("FBP", fbp_img), metrics, history, f"CT {label}", display)
-    hint = divergence_hint(record)
-    if hint:
-        print(hint, file=sys.stderr)
+    warn_if_diverged(record)
     if not args.quiet:
         print(
             f"{label}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} "

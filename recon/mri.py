@@ -17,7 +17,6 @@ layout). recon.npy and reconstruction.h5 hold the magnitude cropped to the recon
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +27,11 @@ from recon.pipeline import (
     Timer,
     add_solver_arguments,
     device_for,
-    divergence_hint,
     load_presets,
     set_threads,
     solve_from_args,
     versions,
+    warn_if_diverged,
 )
 
 
@@ -262,9 +261,7 @@ def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
     write_reconstruction(out / "reconstruction.h5", mag[None])
     gt = None if ref_full is None else crop(ref_full)
     write_outputs(out, mag, gt, ("zero-filled", zf_c), metrics, history, f"MRI {label}", (0.0, hi))
-    hint = divergence_hint(record)
-    if hint:
-        print(hint, file=sys.stderr)
+    warn_if_diverged(record)
     if not args.quiet:
         msg = f"{label}: "
         if "psnr" in metrics:

@@ -32,6 +32,7 @@ __all__ = [
     "solve_from_args",
     "image_metrics",
     "divergence_hint",
+    "warn_if_diverged",
     "Reconstruction",
     "versions",
 ]
@@ -369,6 +370,15 @@ def divergence_hint(record: dict[str, Any]) -> str | None:
         f"{params.get('prior_sigma', float('nan')):.4g}): raise the floor --prior-sigma-rel or "
         f"--prior-sigma-noise (or rho_rel)"
     )
+
+
+def warn_if_diverged(record: dict[str, Any]) -> None:
+    """Print ``divergence_hint(record)`` to stderr when there is one (`recon ct`, `recon mri`)."""
+    import sys
+
+    hint = divergence_hint(record)
+    if hint:
+        print(hint, file=sys.stderr)
 
 
 def image_metrics(x: np.ndarray, ref: np.ndarray, data_range: float) -> dict[str, float]:
