@@ -5,9 +5,12 @@ and 1 % Gaussian noise).
     .venv/bin/python scripts/probe_ct_prior.py --prior runs/my-prior.safetensors --on val
     .venv/bin/python scripts/probe_ct_prior.py --prior aelpn-ct --rho 0.03 --on test
     .venv/bin/python scripts/probe_ct_prior.py --prior aelpn-ct --on shepp-logan --size 128
+    .venv/bin/python scripts/probe_ct_prior.py --prior aelpn-ct --on val-phantoms
     .venv/bin/python scripts/probe_ct_prior.py --prior runs/p.safetensors --tile 64 --tile-stride 32
     .venv/bin/python scripts/probe_ct_prior.py --prior aelpn-ct --local-mean 8
     .venv/bin/python scripts/probe_ct_prior.py --prior aelpn-ct --denoise 0.05,0.1,0.2
+    .venv/bin/python scripts/probe_ct_prior.py --prior aelpn-ct --denoise 0.03,0.1 --with-tv \
+        --told 0.8,1,1.3,1.6 --on val-phantoms
     .venv/bin/python scripts/probe_ct_prior.py --prior runs/ni.safetensors --sigma-rel 0.05,0.1
 
 For training choices (σ, architecture, fine-tuning): choose with ``--on val`` (the four real
@@ -16,7 +19,8 @@ bundled slice, the toolkit's test image, to report on, not to choose by. The pro
 by ``recon.tune_problems.build_case`` and solved by ``run_method`` with the shipped CT presets, as
 ``recon bench grid`` and ``recon tune`` do. One JSON line per rho_rel (the mean over the scans,
 and each scan's PSNR); for a prior that takes the noise level, per (prior_sigma_rel, rho_rel).
-``--denoise`` measures one prox of the noisy scans instead (such a prior is told the true σ).
+``--denoise`` measures one prox of the noisy scans instead (such a prior is told c·σ, ``--told``),
+``--with-tv`` beside the TV prox at its best weight.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from recon.tune_problems import (
     ct_real_validation_scans,
     ct_real_validation_slice,
     ct_test_scans,
+    ct_validation_scans,
     run_method,
 )
 
@@ -49,31 +54,70 @@ def scans_for(on: str, size: int) -> list[Scan]:
         return ct_real_validation_scans()
     if on == "test":
         return ct_test_scans(n_phantoms=0)  # the bundled slice
+    if on == "train-windows":  # 128² windows of the real slices priors train on (fit, not skill)
+        from data.training_sets import real_ct_slices
+
+        corners = ((192, 192), (256, 128))
+        return [
+            Scan(f"train{i}-r{r}c{c}", np.ascontiguousarray(im[r : r + size, c : c + size]))
+            for i, im in enumerate(real_ct_slices())
+            for r, c in corners
+        ]
+    if on == "val-phantoms":  # seeded ellipse phantoms of recon tune ct's synthetic validation
+        return ct_validation_scans(size)
     if on == "val-slice":  # the whole 512² slice the validation windows come from
         return [ct_real_validation_slice()]
     inp = load_ct_input("phantom:shepp-logan", size=size)
     return [Scan(on, inp.image, inp.units, inp.pixel_size)]
 
 
-def denoise_row(prior: str, scans: list[Scan], sigmas: list[float]) -> dict[str, float]:
-    """Mean PSNR (dB) of one prox f(x + n) over ``scans``, each scaled to [0, 1] (the LPN is
-    not scale-equivariant; the AE-LPN does not care), n Gaussian with std σ, seeded per scan."""
+def _noisy_scans(scans: list[Scan], sigma: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(clean, noisy) pairs: each scan scaled to [0, 1] (the LPN is not scale-equivariant; the
+    AE-LPN does not care) plus Gaussian noise of std σ, seeded per scan."""
+    pairs = []
+    for i, scan in enumerate(scans):
+        x = torch.as_tensor(np.asarray(scan.image, dtype=np.float32))[None, None]
+        x = (x - x.min()) / (x.max() - x.min())
+        gen = torch.Generator().manual_seed(i)
+        pairs.append((x, x + sigma * torch.randn(x.shape, generator=gen)))
+    return pairs
+
+
+def _mean_psnr(denoise, pairs) -> float:
+    return float(np.mean([-10 * np.log10(float((denoise(v) - x).pow(2).mean())) for x, v in pairs]))
+
+
+def denoise_row(
+    prior: str, scans: list[Scan], sigmas: list[float], told: list[float], tv: bool
+) -> dict[str, dict]:
+    """Mean PSNR (dB) of one prox f(x + n) over ``scans`` per σ: the prior (one that takes the
+    noise level told c·σ for each c in ``told``, best kept) and, with ``tv``, the TV prox at the
+    best weight w·σ of a grid (an oracle choice per σ, so TV gets the better of the two deals)."""
     from priors.checkpoint import load_prior
-    from priors.lpn import told_noise_level
+    from priors.classical import TVPrior
+    from priors.lpn import takes_noise_level, told_noise_level
 
     model = load_prior(prior)
-    row = {}
+    rows: dict[str, dict] = {"prior": {}, **({"tv": {}} if tv else {})}
     for sigma in sigmas:
-        psnrs = []
-        for i, scan in enumerate(scans):
-            x = torch.as_tensor(np.asarray(scan.image, dtype=np.float32))[None, None]
-            x = (x - x.min()) / (x.max() - x.min())
-            gen = torch.Generator().manual_seed(i)
-            with told_noise_level(model, sigma):
-                y = model.prox(x + sigma * torch.randn(x.shape, generator=gen))
-            psnrs.append(-10 * np.log10(float((y - x).pow(2).mean())))
-        row[str(sigma)] = round(float(np.mean(psnrs)), 2)
-    return row
+        pairs = _noisy_scans(scans, sigma)
+        if takes_noise_level(model):
+            best = []
+            for c in told:
+                with told_noise_level(model, c * sigma):
+                    best.append((_mean_psnr(model.prox, pairs), c))
+            psnr, c = max(best)
+            rows["prior"][str(sigma)] = {"psnr": round(psnr, 2), "told": c}
+        else:
+            rows["prior"][str(sigma)] = {"psnr": round(_mean_psnr(model.prox, pairs), 2)}
+        if tv:
+            grid = [
+                (_mean_psnr(TVPrior(weight=w * sigma, iters=100).prox, pairs), w)
+                for w in (0.3, 0.5, 0.7, 1.0, 1.4, 2.0)
+            ]
+            psnr, w = max(grid)
+            rows["tv"][str(sigma)] = {"psnr": round(psnr, 2), "weight_over_sigma": w}
+    return rows
 
 
 def main() -> None:
@@ -87,7 +131,11 @@ def main() -> None:
         help="pnp-fista: --rho lists step_rel values instead (the shipped pnp-pgd preset, "
         "accelerated)",
     )
-    ap.add_argument("--on", default="val", choices=["val", "val-slice", "test", "shepp-logan"])
+    ap.add_argument(
+        "--on",
+        default="val",
+        choices=["val", "val-phantoms", "val-slice", "train-windows", "test", "shepp-logan"],
+    )
     ap.add_argument("--size", type=int, default=128, help="Shepp–Logan size")
     ap.add_argument("--problem", default="ct-par60", choices=[p for p in PROBLEMS if "ct" in p])
     ap.add_argument("--iters", type=int, default=40)
@@ -101,6 +149,15 @@ def main() -> None:
         "--denoise",
         default=None,
         help="instead of PnP: one prox of the noisy scans at these comma-separated σ (× range)",
+    )
+    ap.add_argument(
+        "--told",
+        default="1",
+        help="with --denoise, a prior that takes the noise level is told c·σ for these "
+        "comma-separated c (the best is reported)",
+    )
+    ap.add_argument(
+        "--with-tv", action="store_true", help="with --denoise, also the TV prox (best weight)"
     )
     ap.add_argument(
         "--sigma-rel",
@@ -127,7 +184,8 @@ def main() -> None:
         prior = save_rebuilt(args.prior, Path(tmp.name) / "changed.safetensors", **changes)
     if args.denoise:
         sig = [float(v) for v in args.denoise.split(",")]
-        psnr = denoise_row(prior, scans_for(args.on, args.size), sig)
+        told = [float(v) for v in args.told.split(",")]
+        psnr = denoise_row(prior, scans_for(args.on, args.size), sig, told, args.with_tv)
         print(json.dumps({"prior": args.prior, **changes, "on": args.on, "denoise_psnr": psnr}))
         return
     cases = [build_case(args.problem, s, seed=0) for s in scans_for(args.on, args.size)]
