@@ -186,13 +186,15 @@ def rebuild(model: nn.Module, **changes: Any) -> nn.Module:
     ``downsample``, ``upsample``, ``padding``, ``global_pool``, ...). Weights the new
     architecture adds (the global feature's U⁺) start at zero, so the rebuilt prior computes
     what ``model`` computed wherever the change itself does not alter ψ. A change the weights do
-    not fit is a ``CheckpointError``. Keeps ``meta``, ``source``, device, dtype and train/eval
-    mode."""
+    not fit is a ``CheckpointError``. Keeps ``meta``, ``source``, device, dtype (the weights are
+    copied at it, not through float32) and train/eval mode."""
     cfg = {**model.config(), **changes}
     try:
         new = build_model(cfg)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"cannot rebuild {model.config()} as {cfg}: {exc}") from None
+    p = next(model.parameters())
+    new = new.to(device=p.device, dtype=p.dtype)  # before loading: no round trip via float32
     try:
         missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
     except RuntimeError as exc:  # weights of other shapes
@@ -209,8 +211,7 @@ def rebuild(model: nn.Module, **changes: Any) -> nn.Module:
     for attr in ("meta", "source"):
         if hasattr(model, attr):
             setattr(new, attr, getattr(model, attr))
-    p = next(model.parameters())
-    return new.to(device=p.device, dtype=p.dtype).train(model.training)
+    return new.train(model.training)
 
 
 def save_rebuilt(prior: str | Path, out: str | Path, **changes: Any) -> str:
