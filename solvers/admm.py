@@ -53,7 +53,7 @@ def pnp_admm(
     reference: torch.Tensor | None = None,
     data_range: float | None = None,
     objective_every: int = 0,
-    growth: float = 1e4,
+    growth: float = 1e3,
     progress: bool = False,
     callback: Callable[[int, torch.Tensor], bool | None] | None = None,
 ) -> SolverResult:

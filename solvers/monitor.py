@@ -106,7 +106,7 @@ class Monitor:
         data_range: float | None = None,
         objective_every: int = 10,
         ssim_every: int | None = None,
-        growth: float = 1e4,
+        growth: float = 1e3,
         progress: bool = False,
         desc: str = "solve",
         extra_keys: Sequence[str] = (),

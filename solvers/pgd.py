@@ -49,7 +49,7 @@ def pnp_pgd(
     reference: torch.Tensor | None = None,
     data_range: float | None = None,
     objective_every: int = 0,
-    growth: float = 1e4,
+    growth: float = 1e3,
     progress: bool = False,
     callback: Callable[[int, torch.Tensor], bool | None] | None = None,
 ) -> SolverResult:
