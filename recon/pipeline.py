@@ -10,6 +10,7 @@ prior is).
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -31,7 +32,6 @@ __all__ = [
     "reconstruct",
     "solve_from_args",
     "image_metrics",
-    "divergence_hint",
     "warn_if_diverged",
     "Reconstruction",
     "versions",
@@ -356,29 +356,20 @@ def solve_from_args(
     )
 
 
-def divergence_hint(record: dict[str, Any]) -> str | None:
-    """A line for stderr when a run diverged (None otherwise); for a prior told the noise level
-    it names the σ options (such priors run away when σ is small)."""
+def warn_if_diverged(record: dict[str, Any]) -> None:
+    """Tell stderr when a run diverged (`recon ct`, `recon mri`); for a prior told the noise
+    level, name the σ options (such priors run away when σ is small)."""
     params = record.get("params", {})
     if not str(record.get("stop_reason", "")).startswith("diverged"):
-        return None
-    head = f"warning: the solver {record['stop_reason']}; the image written is not usable"
-    if not any(k in params for k in SIGMA_KEYS):
-        return head
-    return (
-        f"{head}. A prior told the noise level is unstable when σ is small (σ used: "
-        f"{params.get('prior_sigma', float('nan')):.4g}): raise the floor --prior-sigma-rel or "
-        f"--prior-sigma-noise (or rho_rel)"
-    )
-
-
-def warn_if_diverged(record: dict[str, Any]) -> None:
-    """Print ``divergence_hint(record)`` to stderr when there is one (`recon ct`, `recon mri`)."""
-    import sys
-
-    hint = divergence_hint(record)
-    if hint:
-        print(hint, file=sys.stderr)
+        return
+    line = f"warning: the solver {record['stop_reason']}; the image written is not usable"
+    if any(k in params for k in SIGMA_KEYS):
+        line += (
+            f". A prior told the noise level is unstable when σ is small (σ used: "
+            f"{params.get('prior_sigma', float('nan')):.4g}): raise the floor --prior-sigma-rel "
+            f"or --prior-sigma-noise (or rho_rel)"
+        )
+    print(line, file=sys.stderr)
 
 
 def image_metrics(x: np.ndarray, ref: np.ndarray, data_range: float) -> dict[str, float]:
