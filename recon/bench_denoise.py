@@ -25,15 +25,10 @@ from skimage.metrics import structural_similarity
 from data.natural import VAL_IMAGES, center_crops, natural_images
 from priors.checkpoint import load_prior
 from priors.lpn import estimate_noise_level, takes_noise_level, told_noise_level
+from solvers.metrics import psnr
 
 SIGMAS = (0.05, 0.1, 0.2, 0.3, 0.5)
 SCALES = (1.0, 0.75, 0.5, 0.25)
-
-
-def _psnr(x: torch.Tensor, ref: torch.Tensor) -> float:
-    rng = float(ref.max() - ref.min())
-    mse = float((x - ref).pow(2).mean())
-    return float(10 * np.log10(rng**2 / mse))
 
 
 def _ssim(x: torch.Tensor, ref: torch.Tensor) -> float:
@@ -50,7 +45,7 @@ def _denoise_scores(
     level = sigma if told else estimate_noise_level(noisy)
     with told_noise_level(model, level):  # (a no-op for priors without a σ input)
         out = model.prox(noisy)
-    ps = [_psnr(out[i, 0], clean[i, 0]) for i in range(len(clean))]
+    ps = [psnr(out[i, 0], clean[i, 0]) for i in range(len(clean))]
     ss = [_ssim(out[i, 0], clean[i, 0]) for i in range(len(clean))]
     return float(np.mean(ps)), float(np.mean(ss))
 

@@ -37,6 +37,7 @@ import torch
 
 from recon.bench_denoise import SCALES, SIGMAS, noise_and_affine_scores
 from recon.outputs import _plt, atomic_write, save_figure, save_json
+from solvers.metrics import psnr
 
 __all__ = [
     "Settings",
@@ -255,11 +256,6 @@ def denoise_experiment(
 # ------------------------------------------------------------------------------ d. CT
 
 
-def _psnr(x: torch.Tensor, ref: torch.Tensor, data_range: float) -> float:
-    mse = float((x.double() - ref.double()).pow(2).mean())
-    return float(10 * math.log10(data_range**2 / mse)) if mse > 0 else float("inf")
-
-
 def ct_experiment(s: Settings, progress: bool = False) -> dict[str, Any]:
     """CT PnP-ADMM across intensity conventions and noise levels (see the module docstring)."""
     from data.bundled import load_bundled
@@ -297,7 +293,7 @@ def ct_experiment(s: Settings, progress: bool = False) -> dict[str, Any]:
     }
     y = add_gaussian_noise(clean, s.noise, seed=s.seed)
     x0 = op.fbp(y)
-    res["fbp_psnr"] = _psnr(x0, x_u, drange)
+    res["fbp_psnr"] = psnr(x0, x_u, drange)
     conv = ct_conventions()
     tasks = [(p, c) for p in ("aelpn-ct", "lpn-ct") for c in conv]
     tasks_noise = [(m, f) for f in s.noise_factors for m in ("aelpn-ct", "lpn-ct", "tv")]
@@ -314,7 +310,7 @@ def ct_experiment(s: Settings, progress: bool = False) -> dict[str, Any]:
         rows.setdefault(prior, {})[c] = {
             "a": a,
             "b": b,
-            "psnr": _psnr(back, x_u, drange),
+            "psnr": psnr(back, x_u, drange),
             "max_diff_vs_u": diff,  # max |x_c mapped back − x_u| / data range
             "start_psnr": res["fbp_psnr"],
             "stop_reason": rec.stop_reason,
@@ -335,7 +331,7 @@ def ct_experiment(s: Settings, progress: bool = False) -> dict[str, Any]:
     for prior in rows:
         back, _ = run(y * (1 + jitter), x0, "pnp-admm", prior, fixed[prior])
         control[prior] = {
-            "psnr": _psnr(back, x_u, drange),
+            "psnr": psnr(back, x_u, drange),
             "max_diff_vs_u": float((back - refs[prior]).abs().max()) / drange,
         }
         _tick(bar)
@@ -349,9 +345,9 @@ def ct_experiment(s: Settings, progress: bool = False) -> dict[str, Any]:
         t0 = time.perf_counter()
         back, rec = run(yf, x0f, solver, None if method == "tv" else method, params)
         noise_rows.setdefault(method, {})[str(f)] = {
-            "psnr": _psnr(back, x_u, drange),
-            "fbp_psnr": _psnr(x0f, x_u, drange),
-            "start_psnr": _psnr(x0f, x_u, drange),
+            "psnr": psnr(back, x_u, drange),
+            "fbp_psnr": psnr(x0f, x_u, drange),
+            "start_psnr": psnr(x0f, x_u, drange),
             "iterations": rec.iterations,
             "stop_reason": rec.stop_reason,
             "seconds": time.perf_counter() - t0,

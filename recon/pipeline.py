@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from skimage.metrics import structural_similarity
 
 from recon import __version__
+from solvers.metrics import image_metrics  # re-exported: recon.ct and the benches use it
 
 __all__ = [
     "add_solver_arguments",
@@ -370,17 +370,6 @@ def warn_if_diverged(record: dict[str, Any]) -> None:
             f"or --prior-sigma-noise (or rho_rel)"
         )
     print(line, file=sys.stderr)
-
-
-def image_metrics(x: np.ndarray, ref: np.ndarray, data_range: float) -> dict[str, float]:
-    """PSNR, SSIM and NMSE of a real image against its reference with a given data range."""
-    x = np.asarray(x, np.float64)
-    ref = np.asarray(ref, np.float64)
-    mse = float(np.mean((x - ref) ** 2))
-    psnr = float(10 * np.log10(data_range**2 / mse)) if mse > 0 else float("inf")
-    ssim = float(structural_similarity(x, ref, data_range=data_range))
-    nmse = float(np.sum((x - ref) ** 2) / np.sum(ref**2))
-    return {"psnr": psnr, "ssim": ssim, "nmse": nmse, "data_range": float(data_range)}
 
 
 def versions() -> dict[str, str]:

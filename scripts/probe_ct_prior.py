@@ -47,6 +47,7 @@ from recon.tune_problems import (
     ct_validation_scans,
     run_method,
 )
+from solvers.metrics import psnr
 
 
 def scans_for(on: str, size: int) -> list[Scan]:
@@ -84,7 +85,8 @@ def _noisy_scans(scans: list[Scan], sigma: float) -> list[tuple[torch.Tensor, to
 
 
 def _mean_psnr(denoise, pairs) -> float:
-    return float(np.mean([-10 * np.log10(float((denoise(v) - x).pow(2).mean())) for x, v in pairs]))
+    """Mean PSNR over (clean, noisy) pairs of images scaled to [0, 1] (data range 1)."""
+    return float(np.mean([psnr(denoise(v), x, 1.0) for x, v in pairs]))
 
 
 def denoise_row(
@@ -106,8 +108,8 @@ def denoise_row(
             for c in told:
                 with told_noise_level(model, c * sigma):
                     best.append((_mean_psnr(model.prox, pairs), c))
-            psnr, c = max(best)
-            rows["prior"][str(sigma)] = {"psnr": round(psnr, 2), "told": c}
+            top, c = max(best)
+            rows["prior"][str(sigma)] = {"psnr": round(top, 2), "told": c}
         else:
             rows["prior"][str(sigma)] = {"psnr": round(_mean_psnr(model.prox, pairs), 2)}
         if tv:
@@ -115,8 +117,8 @@ def denoise_row(
                 (_mean_psnr(TVPrior(weight=w * sigma, iters=100).prox, pairs), w)
                 for w in (0.3, 0.5, 0.7, 1.0, 1.4, 2.0)
             ]
-            psnr, w = max(grid)
-            rows["tv"][str(sigma)] = {"psnr": round(psnr, 2), "weight_over_sigma": w}
+            top, w = max(grid)
+            rows["tv"][str(sigma)] = {"psnr": round(top, 2), "weight_over_sigma": w}
     return rows
 
 

@@ -40,6 +40,7 @@ import torch
 
 from operators.base import LinearOperator
 from priors.base import has_regularizer
+from solvers.metrics import psnr
 
 __all__ = ["Monitor", "plot_history", "HISTORY_KEYS"]
 
@@ -156,8 +157,7 @@ class Monitor:
             return float(self.prior.regularizer(x).sum())
 
     def psnr(self, x: torch.Tensor) -> float:
-        mse = float(np.mean((self._magnitude(x) - self.ref) ** 2))
-        return 10.0 * math.log10(self.data_range**2 / mse) if mse > 0 else math.inf
+        return psnr(self._magnitude(x), self.ref, self.data_range)
 
     def ssim(self, x: torch.Tensor) -> float:
         from skimage.metrics import structural_similarity
