@@ -7,7 +7,15 @@ this module needs no knowledge of data formats. Loss schedule (Fang et al. 2024)
 
 * steps [0, l1_fraction·steps): L1 loss mean|f(y) − x| at lr ``lr_l1``;
 * then equal stages with γ = γ_k · gamma_unit (γ_k = 8, 4, 2, 1 by default) at lr ``lr_pm``, using
-  the proximal matching loss ℓ_γ = mean_batch[1 − exp(−||f(y) − x||² / (d·γ²))], d = C·H·W.
+  the proximal matching loss ℓ_γ = mean_batch[1 − exp(−||f(y) − x||² / (d·γ²))], d = C·H·W;
+* or, with ``loss="mse"``, the mean squared error mean||f(y) − x||²/d after the warm-up: the
+  MMSE denoiser E[x | y] = y + σ²∇log p_σ(y) is itself the gradient of the convex function
+  ½||y||² + σ² log p_σ(y) (its Jacobian is the posterior covariance / σ², positive
+  semi-definite), so an LPN can represent it exactly; it is what a Gaussian-denoising PSNR
+  rewards, where proximal matching aims at the MAP prox of −log p.
+
+``lr_schedule="cosine"`` decays the post-warm-up learning rate from ``lr_pm`` to
+``lr_floor``·``lr_pm`` along half a cosine over the remaining steps (a fine-tune's end).
 
 Adam; after every step the z-path weights are clamped to ≥ 0 (input convexity). Every
 ``ckpt_every`` steps the model, the optimizer, the RNG state and the history are written
@@ -51,6 +59,9 @@ from priors.lpn import set_noise_level, takes_noise_level, told_noise_level
 
 __all__ = ["TrainConfig", "TrainResult", "train_prior", "proximal_matching_loss", "denoise_psnr"]
 
+LOSSES = ("prox-matching", "mse")
+LR_SCHEDULES = ("constant", "cosine")
+
 Sampler = Callable[[int, torch.Generator], torch.Tensor]
 PairSampler = Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 
@@ -72,15 +83,32 @@ class TrainConfig:
     grad_clip: float = 1.0
     artifact_fraction: float = 0.0  # share of each batch drawn from ``train_prior(pairs=...)``
     contrast_min: float = 1.0  # if < 1: each clean image's contrast scaled by a ~ U[min, 1]
+    loss: str = "prox-matching"  # after the L1 warm-up: "prox-matching" or "mse"
+    lr_schedule: str = "constant"  # after the warm-up: "constant" or "cosine"
+    lr_floor: float = 0.05  # cosine: the last step's lr as a fraction of lr_pm
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
 
     def phase(self, step: int) -> tuple[float, float | None]:
-        """(learning rate, γ per pixel or None for the L1 phase) at a given step."""
+        """(learning rate, γ per pixel or None for the L1 phase) at a given step.
+
+        With ``loss="mse"`` γ is 0 after the warm-up (no γ: the squared error is used)."""
         n_l1 = int(round(self.l1_fraction * self.steps))
         if step < n_l1:
             return self.lr_l1, None
+        lr = self.lr_pm
+        if self.lr_schedule == "cosine":
+            t = (step - n_l1) / max(1, self.steps - n_l1 - 1)
+            lr *= self.lr_floor + (1 - self.lr_floor) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+        if self.loss == "mse":
+            return lr, 0.0
         stage_len = max(1, math.ceil((self.steps - n_l1) / len(self.gammas)))
         k = min((step - n_l1) // stage_len, len(self.gammas) - 1)
-        return self.lr_pm, self.gammas[k] * self.gamma_unit
+        return lr, self.gammas[k] * self.gamma_unit
 
 
 @dataclass
@@ -234,17 +262,18 @@ def train_prior(
         for g in opt.param_groups:
             g["lr"] = lr
         clean, noisy, level = _training_batch(cfg, sampler, pairs, gen, device)
-        if level is not None and gamma is not None:  # γ in proportion to each image's error
+        if level is not None and gamma:  # γ in proportion to each image's error
             gamma = gamma * level / cfg.sigma
         if takes_noise_level(model):  # told each image's σ (or its artifact's RMS error)
             set_noise_level(model, level if level is not None else cfg.sigma)
         # DDP's forward is model.forward = model.prox with create_graph in training mode
         pred = net(noisy) if net is not None else model.prox(noisy, create_graph=True)
-        loss = (
-            (pred - clean).abs().mean()
-            if gamma is None
-            else proximal_matching_loss(pred, clean, gamma)
-        )
+        if gamma is None:
+            loss = (pred - clean).abs().mean()
+        elif cfg.loss == "mse":
+            loss = (pred - clean).pow(2).mean()
+        else:
+            loss = proximal_matching_loss(pred, clean, gamma)
         opt.zero_grad(set_to_none=True)
         loss.backward()  # under DDP: gradients all-reduced and averaged over the ranks here
         if cfg.grad_clip:
@@ -266,7 +295,7 @@ def train_prior(
         if bar is not None:
             post = {
                 "loss": f"{loss_value:.4f}",
-                "phase": "L1" if gamma_stage is None else f"γ={gamma_stage:.2f}",
+                "phase": _phase_label(gamma_stage, cfg.loss),
             }
             if hist["val_psnr"]:
                 post["val"] = f"{hist['val_psnr'][-1]:.2f}dB"
@@ -283,6 +312,12 @@ def train_prior(
         set_noise_level(model, None)  # not the last batch's σs: a user sets their own
     model.eval()
     return TrainResult(model=model, history=hist, seconds=elapsed, steps=step)
+
+
+def _phase_label(gamma: float | None, loss: str) -> str:
+    if gamma is None:
+        return "L1"
+    return "MSE" if loss == "mse" else f"γ={gamma:.2f}"
 
 
 def _rank_world() -> tuple[int, int]:

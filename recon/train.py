@@ -200,6 +200,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="per-pixel proximal-matching γ unit (default 0.8·σ: 0.08 at σ = 0.1, as the LPN code)",
     )
     p.add_argument(
+        "--loss",
+        choices=("prox-matching", "mse"),
+        default="prox-matching",
+        help="loss after the L1 warm-up: proximal matching (the LPN paper's, aims at the MAP "
+        "prox) or the mean squared error (aims at the MMSE denoiser, itself the gradient of a "
+        "convex function, so still an exact prox)",
+    )
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=1e-4,
+        help="Adam learning rate after the L1 warm-up (default 1e-4)",
+    )
+    p.add_argument(
+        "--lr-schedule",
+        choices=("constant", "cosine"),
+        default="constant",
+        help="after the warm-up: constant, or a half-cosine decay to 5%% of --lr at the last step",
+    )
+    p.add_argument(
         "--init",
         default=None,
         help="start from the weights of this prior (a shipped name or a checkpoint) to fine-tune "
@@ -371,6 +391,8 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     channels = args.channels or (2 if args.data in ("mri-natural", "mri-brain") else 1)
     sampler, val, desc = make_sampler(args.data, args.patch, channels)
     pairs = None
+    if not args.lr > 0:
+        raise ValueError(f"--lr must be > 0, got {args.lr}")
     if not 0.0 < args.contrast_min <= 1.0:
         raise ValueError(f"--contrast-min must be in (0, 1], got {args.contrast_min}")
     if not 0.0 <= args.artifacts <= 1.0:
@@ -436,6 +458,9 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         batch=args.batch,
         l1_fraction=args.l1_fraction,
         gamma_unit=args.gamma_unit if args.gamma_unit is not None else 0.8 * args.sigma,
+        loss=args.loss,
+        lr_pm=args.lr,
+        lr_schedule=args.lr_schedule,
         seed=args.seed,
         ckpt_every=args.ckpt_every,
         val_every=args.val_every,

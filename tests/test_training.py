@@ -28,6 +28,32 @@ def test_schedule_l1_then_decreasing_gamma():
     assert all(a >= b for a, b in zip(gammas, gammas[1:], strict=False))
 
 
+def test_schedule_mse_and_cosine_decay():
+    cfg = TrainConfig(steps=101, l1_fraction=0.0, loss="mse", lr_schedule="cosine", lr_pm=1e-4)
+    lrs = [cfg.phase(s)[0] for s in range(101)]
+    assert all(cfg.phase(s)[1] == 0.0 for s in range(101))  # MSE: no γ, not the L1 phase
+    assert lrs[0] == pytest.approx(1e-4) and lrs[-1] == pytest.approx(cfg.lr_floor * 1e-4)
+    assert lrs[50] == pytest.approx(1e-4 * (cfg.lr_floor + (1 - cfg.lr_floor) / 2))
+    assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
+    with pytest.raises(ValueError, match="loss must be one of"):
+        TrainConfig(loss="l2")
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="step")
+
+
+def test_mse_training_lowers_the_squared_error():
+    """A few MSE steps on a fixed batch lower the denoising error of that batch."""
+    sampler = ellipse_sampler(16)
+    clean = sampler(4, torch.Generator().manual_seed(3))
+    cfg = TrainConfig(steps=30, batch=4, l1_fraction=0.0, loss="mse", lr_pm=3e-3, sigma=0.1)
+    model = _tiny()
+    noisy = clean + 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(4))
+    before = float((model.prox(noisy, create_graph=False) - clean).pow(2).mean())
+    train_prior(model, lambda b, g: clean, cfg, progress=False)
+    after = float((model.prox(noisy, create_graph=False) - clean).pow(2).mean())
+    assert after < 0.7 * before
+
+
 def test_proximal_matching_loss_values():
     x = torch.zeros(2, 1, 4, 4)
     assert float(proximal_matching_loss(x, x, 0.1)) == 0.0
