@@ -79,7 +79,11 @@ def test_ct_aelpn_identical_across_conventions_lpn_not(bench):
     ae = rows["aelpn-ct"]
     ps = [r["psnr"] for r in ae.values()]
     assert max(ps) - min(ps) < 1e-2  # float32 ASTRA round-off only
-    assert max(r["max_diff_vs_u"] for r in ae.values()) < 1e-3
+    # same order as what one float32 rounding step of the sinogram does to the u run (the
+    # blind noise estimate behind the told σ passes round-off on); the LPN is > 100× off
+    ae_control = res["ct"]["roundoff_control"]["aelpn-ct"]["max_diff_vs_u"]
+    ae_diff = max(r["max_diff_vs_u"] for r in ae.values())
+    assert ae_diff < 1e-2 and ae_diff < 10 * ae_control
     lpn = rows["lpn-ct"]
     assert lpn["u"]["max_diff_vs_u"] == 0.0
     assert max(r["drop_db"] for r in lpn.values()) > 1.0  # measured: decibels lost in other units
