@@ -50,6 +50,29 @@ def test_init_starts_from_the_weights_and_keeps_the_architecture(tmp_path):
     assert float(((tuned.prox(y) - fx) * (y - x)).sum()) >= 0
 
 
+def test_mse_fine_tune_records_its_loss_and_schedule_and_stays_exact(tmp_path):
+    src, _ = _source(tmp_path, noise_input=True)
+    extra = ["--loss", "mse", "--lr", "3e-4", "--lr-schedule", "cosine", "--l1-fraction", "0"]
+    out = _train(tmp_path, src, 3, "--sigma", "0.05", "--sigma-max", "0.2", *extra)
+    cfg = read_checkpoint(out)[1]["meta"]["train_config"]
+    assert (cfg["loss"], cfg["lr_pm"], cfg["lr_schedule"]) == ("mse", 3e-4, "cosine")
+    tuned = load_prior(out).double()
+    x = torch.rand(2, 1, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    tuned.noise_level = 0.1
+    fx = tuned.prox(x)
+    tuned.noise_level = 0.1 * 30  # told σ in the new units: f(a·x + b; a·σ) = a·f(x; σ) + b
+    assert float((tuned.prox(30 * x - 7) - (30 * fx - 7)).norm() / fx.norm()) < 1e-10
+
+
+def test_bad_learning_rate_is_refused_before_anything_is_written(tmp_path, capsys):
+    src, _ = _source(tmp_path)
+    out = tmp_path / "bad.safetensors"
+    args = ["train", "--data", "ellipses", "--init", str(src), "--steps", "1", "--quiet"]
+    assert main([*args, "--lr", "0", "--out", str(out)]) == 2
+    assert "--lr must be > 0, got 0.0" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_a_flat_loss_step_keeps_the_source_prox(tmp_path):
     src, m = _source(tmp_path)
     out = _train(tmp_path, src, 1, "--l1-fraction", "0", "--gamma-unit", "1e6")
