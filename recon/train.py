@@ -43,7 +43,7 @@ from data.training_sets import (
 )
 from priors.checkpoint import read_checkpoint, save_checkpoint
 from priors.lpn import KINDS, ConvLPN, NormalizationTrick, build_model
-from priors.training import TrainConfig, train_prior
+from priors.training import LOSSES, LR_SCHEDULES, TrainConfig, train_prior
 
 __all__ = ["add_parser", "run", "make_sampler", "export_weights"]
 
@@ -201,7 +201,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--loss",
-        choices=("prox-matching", "mse"),
+        choices=LOSSES,
         default="prox-matching",
         help="loss after the L1 warm-up: proximal matching (the LPN paper's, aims at the MAP "
         "prox) or the mean squared error (aims at the MMSE denoiser, itself the gradient of a "
@@ -215,7 +215,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--lr-schedule",
-        choices=("constant", "cosine"),
+        choices=LR_SCHEDULES,
         default="constant",
         help="after the warm-up: constant, or a half-cosine decay to 5%% of --lr at the last step",
     )
