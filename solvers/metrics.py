@@ -14,12 +14,13 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["psnr", "image_metrics"]
+__all__ = ["psnr", "image_metrics", "real64"]
 
 Image = np.ndarray | torch.Tensor
 
 
-def _real64(a: Image) -> np.ndarray:
+def real64(a: Image) -> np.ndarray:
+    """The image as a float64 NumPy array on the CPU, its magnitude if complex (same shape)."""
     if isinstance(a, torch.Tensor):
         a = a.detach()
         a = a.abs() if a.is_complex() else a
@@ -37,7 +38,7 @@ def _range(ref: np.ndarray, data_range: float | None) -> float:
 
 def psnr(x: Image, ref: Image, data_range: float | None = None) -> float:
     """PSNR (dB) of x against ref (same shape, any layout); inf when they are equal."""
-    a, r = _real64(x), _real64(ref)
+    a, r = real64(x), real64(ref)
     if a.shape != r.shape:
         raise ValueError(f"shapes differ: {a.shape} vs reference {r.shape}")
     mse = float(np.mean((a - r) ** 2))
@@ -48,7 +49,7 @@ def image_metrics(x: Image, ref: Image, data_range: float | None = None) -> dict
     """PSNR, SSIM and NMSE = ||x − ref||²/||ref||² of a 2-D image (magnitude if complex)."""
     from skimage.metrics import structural_similarity
 
-    a, r = _real64(x), _real64(ref)
+    a, r = real64(x), real64(ref)
     rng = _range(r, data_range)
     return {
         "psnr": psnr(a, r, rng),

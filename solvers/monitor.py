@@ -40,7 +40,7 @@ import torch
 
 from operators.base import LinearOperator
 from priors.base import has_regularizer
-from solvers.metrics import psnr
+from solvers.metrics import psnr, real64
 
 __all__ = ["Monitor", "plot_history", "HISTORY_KEYS"]
 
@@ -141,9 +141,7 @@ class Monitor:
     @staticmethod
     def _magnitude(t: torch.Tensor) -> np.ndarray:
         """(B, C, H, W) -> float64 numpy magnitude (CPU), for PSNR/SSIM."""
-        t = t.detach()
-        t = t.abs() if t.is_complex() else t
-        arr = t.to("cpu", torch.float64).numpy()
+        arr = real64(t)
         return arr.reshape(-1, *arr.shape[-2:])
 
     def data_fidelity(self, x: torch.Tensor) -> float:
