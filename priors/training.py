@@ -262,7 +262,7 @@ def train_prior(
         for g in opt.param_groups:
             g["lr"] = lr
         clean, noisy, level = _training_batch(cfg, sampler, pairs, gen, device)
-        if level is not None and gamma:  # γ in proportion to each image's error
+        if level is not None and gamma is not None:  # γ in proportion to each image's error
             gamma = gamma * level / cfg.sigma
         if takes_noise_level(model):  # told each image's σ (or its artifact's RMS error)
             set_noise_level(model, level if level is not None else cfg.sigma)
