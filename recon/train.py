@@ -64,8 +64,14 @@ def _mix(a, b, p_a: float):
     return sample
 
 
-def make_sampler(data: str, patch: int, channels: int):
-    """(sampler, validation images, description) for a ``--data`` value."""
+CT_REAL_MIX = (0.4, 0.4, 0.2)  # ct-real: shares of ellipse phantoms, real CT, natural images
+
+
+def make_sampler(
+    data: str, patch: int, channels: int, ct_real_mix: tuple[float, float, float] = CT_REAL_MIX
+):
+    """(sampler, validation images, description) for a ``--data`` value; ``ct_real_mix`` are the
+    shares of ellipses, real CT slices and natural images in ``ct-real`` batches."""
     gval = torch.Generator().manual_seed(987_654)  # validation phantoms: their own seed
     if data == "ellipses":
         s = ellipse_sampler(patch)
@@ -85,15 +91,15 @@ def make_sampler(data: str, patch: int, channels: int):
 
         real = real_ct_slices()
         real += [rescale(im, 0.5, anti_aliasing=True).astype(np.float32) for im in real]
-        s = mix_samplers(
-            [
-                (ellipse_sampler(patch), 0.4),
-                (patch_sampler(real, patch), 0.4),
-                (patch_sampler(natural_images(), patch), 0.2),
-            ]
-        )
+        parts = [
+            (ellipse_sampler(patch), ct_real_mix[0]),
+            (patch_sampler(real, patch), ct_real_mix[1]),
+            (patch_sampler(natural_images(), patch), ct_real_mix[2]),
+        ]
+        s = mix_samplers([(f, w) for f, w in parts if w > 0])
         _, val, _ = make_sampler("ct-mix", patch, channels)  # the same held-out set as ct-mix
-        return s, val, f"40% ellipses + 40% real head CT (pydicom) + 20% natural, {patch}x{patch}"
+        e, r, n = (f"{w / sum(ct_real_mix):.0%}" for w in ct_real_mix)
+        return s, val, f"{e} ellipses + {r} real head CT (pydicom) + {n} natural, {patch}x{patch}"
     if data == "natural":
         return (
             patch_sampler(natural_images(), patch),
@@ -121,6 +127,17 @@ def make_sampler(data: str, patch: int, channels: int):
     if channels == 2:
         s, val = complex_sampler(s), complex_sampler(lambda b, g: val)(8, gval)
     return s, val, f"{n} images from {folder}"
+
+
+def _parse_mix(text: str) -> tuple[float, float, float]:
+    """--ct-real-mix "E,R,N" as three shares ≥ 0, not all zero."""
+    try:
+        mix = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        mix = ()
+    if len(mix) != 3 or min(mix) < 0 or sum(mix) <= 0:
+        raise ValueError(f"--ct-real-mix must be three shares ≥ 0 like 0.4,0.4,0.2, got {text!r}")
+    return mix  # type: ignore[return-value]
 
 
 def _init_model(name: str, kind: str, channels: int, **changes: Any) -> torch.nn.Module:
@@ -169,6 +186,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--kind", default="aelpn", choices=KINDS)
     p.add_argument("--data", default="ct-mix", help=" | ".join((*DATA_SOURCES, "FOLDER")))
+    p.add_argument(
+        "--ct-real-mix",
+        default=",".join(f"{w:g}" for w in CT_REAL_MIX),
+        metavar="E,R,N",
+        help="--data ct-real: shares of ellipse phantoms, real CT slices and natural images in "
+        "each batch (default %(default)s)",
+    )
     p.add_argument("--channels", type=int, default=None, help="1 (CT) or 2 (complex MRI)")
     p.add_argument(
         "--sigma", type=float, default=0.1, help="training noise level (images in [0, 1])"
@@ -389,7 +413,8 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     if args.sigma_max is not None and not args.sigma_max > args.sigma:
         raise ValueError(f"--sigma-max must exceed --sigma ({args.sigma}), got {args.sigma_max}")
     channels = args.channels or (2 if args.data in ("mri-natural", "mri-brain") else 1)
-    sampler, val, desc = make_sampler(args.data, args.patch, channels)
+    mix = _parse_mix(args.ct_real_mix)
+    sampler, val, desc = make_sampler(args.data, args.patch, channels, mix)
     pairs = None
     if not args.lr > 0:
         raise ValueError(f"--lr must be > 0, got {args.lr}")
@@ -402,7 +427,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
             raise ValueError("--artifacts simulates CT streaks: it needs 1-channel (CT) data")
         from data.ct_artifacts import sparse_view_pairs
 
-        whole, _, _ = make_sampler(args.data, args.artifact_size, channels)
+        whole, _, _ = make_sampler(args.data, args.artifact_size, channels, mix)
         pairs = sparse_view_pairs(whole, args.artifact_size, args.patch)
         desc += (
             f"; {args.artifacts:.0%} of each batch with sparse-view FBP streaks "
