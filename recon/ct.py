@@ -34,7 +34,7 @@ from recon.pipeline import (
     set_threads,
     solve_from_args,
     versions,
-    warn_if_diverged,
+    warn_about_run,
 )
 
 MU_WATER_PER_MM = 0.02
@@ -230,8 +230,8 @@ def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
     )
     label = args.solver if args.solver in ("fbp", "tv") else f"{args.solver} + {args.prior}"
     display = parse_window(args.window, ref, inp.units)
+    warn_about_run(record, history, metrics)
     write_outputs(out, rec_img, ref, ("FBP", fbp_img), metrics, history, f"CT {label}", display)
-    warn_if_diverged(record)
     if not args.quiet:
         print(
             f"{label}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} "

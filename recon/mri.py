@@ -31,7 +31,7 @@ from recon.pipeline import (
     set_threads,
     solve_from_args,
     versions,
-    warn_if_diverged,
+    warn_about_run,
 )
 
 
@@ -260,8 +260,8 @@ def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
     hi = float(crop(ref_full).max()) if ref_full is not None else float(mag.max())
     write_reconstruction(out / "reconstruction.h5", mag[None])
     gt = None if ref_full is None else crop(ref_full)
+    warn_about_run(record, history, metrics)
     write_outputs(out, mag, gt, ("zero-filled", zf_c), metrics, history, f"MRI {label}", (0.0, hi))
-    warn_if_diverged(record)
     if not args.quiet:
         msg = f"{label}: "
         if "psnr" in metrics:

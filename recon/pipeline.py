@@ -33,6 +33,8 @@ __all__ = [
     "solve_from_args",
     "image_metrics",
     "warn_if_diverged",
+    "slow_runaway_warning",
+    "warn_about_run",
     "Reconstruction",
     "versions",
 ]
@@ -370,6 +372,38 @@ def warn_if_diverged(record: dict[str, Any]) -> None:
             f"or --prior-sigma-noise (or rho_rel)"
         )
     print(line, file=sys.stderr)
+
+
+def slow_runaway_warning(record: dict[str, Any], history: dict[str, list]) -> str | None:
+    """A warning when a run that did not converge ended with its relative change growing (see
+    ``solvers.monitor.rising_change``): it ran away slowly, and earlier iterates were better.
+    None for converged or diverged runs (those say so in their stop reason)."""
+    from solvers.monitor import rising_change
+
+    if record.get("converged") or str(record.get("stop_reason", "")).startswith("diverged"):
+        return None
+    k = rising_change(history.get("rel_change", []))
+    if k is None:
+        return None
+    line = (
+        f"the solver did not converge: its relative change has grown 10x from its smallest "
+        f"value, for 5 iterations in a row by iteration {k} (a slow runaway); the image written "
+        f"may be worse than earlier iterates: lower --iters, or try --solver pnp-admm or another "
+        f"rho_rel / step_rel"
+    )
+    if any(k_ in record.get("params", {}) for k_ in SIGMA_KEYS):
+        line += ", or raise --prior-sigma-rel / --prior-sigma-noise"
+    return line
+
+
+def warn_about_run(record: dict[str, Any], history: dict[str, list], metrics: dict) -> None:
+    """Print the run's warnings to stderr (divergence, slow runaway) and record a slow runaway
+    in ``metrics["warning"]`` (`recon ct`, `recon mri`, before the outputs are written)."""
+    warn_if_diverged(record)
+    warning = slow_runaway_warning(record, history)
+    if warning is not None:
+        metrics["warning"] = warning
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def versions() -> dict[str, str]:
