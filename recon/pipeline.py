@@ -378,20 +378,20 @@ def slow_runaway_warning(record: dict[str, Any], history: dict[str, list]) -> st
     """A warning when a run that did not converge ended with its relative change growing (see
     ``solvers.monitor.rising_change``): it ran away slowly, and earlier iterates were better.
     None for converged or diverged runs (those say so in their stop reason)."""
-    from solvers.monitor import rising_change
+    from solvers.monitor import RUNAWAY_FACTOR, RUNAWAY_RUN, rising_change
 
     if record.get("converged") or str(record.get("stop_reason", "")).startswith("diverged"):
         return None
-    k = rising_change(history.get("rel_change", []))
-    if k is None:
+    at = rising_change(history.get("rel_change", []))
+    if at is None:
         return None
     line = (
-        f"the solver did not converge: its relative change has grown 10x from its smallest "
-        f"value, for 5 iterations in a row by iteration {k} (a slow runaway); the image written "
-        f"may be worse than earlier iterates: lower --iters, or try --solver pnp-admm or another "
-        f"rho_rel / step_rel"
+        f"the solver did not converge: its relative change has grown {RUNAWAY_FACTOR:g}x from "
+        f"its smallest value, for {RUNAWAY_RUN} iterations in a row by iteration {at} (a slow "
+        f"runaway); the image written may be worse than earlier iterates: lower --iters, or try "
+        f"--solver pnp-admm or another rho_rel / step_rel"
     )
-    if any(k_ in record.get("params", {}) for k_ in SIGMA_KEYS):
+    if any(k in record.get("params", {}) for k in SIGMA_KEYS):
         line += ", or raise --prior-sigma-rel / --prior-sigma-noise"
     return line
 

@@ -262,8 +262,13 @@ class Monitor:
             self._bar = None
 
 
+RUNAWAY_FACTOR, RUNAWAY_RUN = 10.0, 5  # rising_change's defaults (recon's warning names them)
+
+
 def rising_change(
-    rel_change: Sequence[float | None], factor: float = 10.0, run: int = 5
+    rel_change: Sequence[float | None],
+    factor: float = RUNAWAY_FACTOR,
+    run: int = RUNAWAY_RUN,
 ) -> int | None:
     """The iteration (1-based) at which a run's relative change ||z_k − z_{k−1}||/||z_{k−1}|| had
     grown for ``run`` iterations in a row to ≥ ``factor`` × its smallest value so far; None if
