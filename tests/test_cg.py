@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from operators.dense import MatrixOperator
 from solvers import conjugate_gradient
-from tests.matrix_op import MatrixOperator
 
 D = torch.float64
 

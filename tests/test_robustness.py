@@ -16,12 +16,12 @@ import torch
 from data.bundled import load_bundled
 from data.ct_units import hu_to_mu, mu_to_hu
 from data.windows import WINDOWS, window_denormalize, window_normalize
+from operators.dense import MatrixOperator
 from priors.base import ComplexAsChannels
 from priors.checkpoint import load_prior, shipped_priors
 from priors.lpn import ConvLPN, told_noise_level
 from recon.bench_robustness import ChannelwisePrior
 from solvers import pnp_admm, pnp_pgd
-from tests.matrix_op import MatrixOperator
 
 D = torch.float64
 MRI_SCALES = (1e-6, 1e-5, 1e-3, 1.0, 1e3)

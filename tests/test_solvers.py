@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from operators.base import LinearOperator
+from operators.dense import MatrixOperator
 from priors.classical import CenteredQuadraticPrior, QuadraticPrior, TVPrior, div2d, grad2d, tv
 from solvers import Monitor, SolverResult, plot_history, pnp_admm, pnp_pgd
-from tests.matrix_op import MatrixOperator
 
 D = torch.float64
 
