@@ -183,11 +183,12 @@ def rebuild(model: nn.Module, **changes: Any) -> nn.Module:
     """The same weights in a changed architecture: ``model.config()`` updated by ``changes``.
 
     For options that add no weights or only zero-started ones (``tile``, ``local_mean_sigma``,
-    ``downsample``, ``upsample``, ``padding``, ``global_pool``, ...). Weights the new
-    architecture adds (the global feature's U⁺) start at zero, so the rebuilt prior computes
-    what ``model`` computed wherever the change itself does not alter ψ. A change the weights do
-    not fit is a ``CheckpointError``. Keeps ``meta``, ``source``, device, dtype (the weights are
-    copied at it, not through float32) and train/eval mode."""
+    ``downsample``, ``upsample``, ``padding``, ``global_pool``, ``sigma_smoothing``, ...).
+    Weights the new architecture adds (the global feature's U⁺, the smoothing κ) start at zero,
+    so the rebuilt prior computes what ``model`` computed wherever the change itself does not
+    alter ψ. A change the weights do not fit is a ``CheckpointError``. Keeps ``meta``,
+    ``source``, device, dtype (the weights are copied at it, not through float32) and
+    train/eval mode."""
     cfg = {**model.config(), **changes}
     try:
         new = build_model(cfg)
@@ -200,7 +201,7 @@ def rebuild(model: nn.Module, **changes: Any) -> nn.Module:
     except RuntimeError as exc:  # weights of other shapes
         first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
         raise CheckpointError(f"cannot rebuild {model.config()} as {cfg}: {first}") from None
-    if unexpected or any(".glob." not in k for k in missing):
+    if unexpected or any(".glob." not in k and ".kappa." not in k for k in missing):
         raise CheckpointError(
             f"cannot rebuild {model.config()} as {cfg}: missing {missing[:3]}, "
             f"unexpected {unexpected[:3]}"

@@ -43,10 +43,19 @@ class SmoothHomogeneous(nn.Module):
         super().__init__()
         self.leak = leak
 
-    def forward(self, a: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, a: torch.Tensor, l: torch.Tensor, floor: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``floor`` (≥ 0, constant in x): s = leak·a + (1 − leak)·½(a + √(a² + l² + floor)),
+        the norm of (a, l, √floor): still convex and nondecreasing in a; with floor = κ·σ²
+        (σ the told noise level) 1-homogeneous in (a, l, σ) jointly, and its curvature is
+        bounded by about 1/(√κ·σ) instead of growing without bound where a and l both vanish."""
+        sq = a * a + l * l
+        if floor is not None:
+            sq = sq + floor
         # The clamp at the smallest normal number only acts at a = l = 0 (where s = 0 and the
         # gradient is set to 0, a valid subgradient): it avoids 0/0 and keeps homogeneity.
-        r = torch.sqrt((a * a + l * l).clamp_min(torch.finfo(a.dtype).tiny))
+        r = torch.sqrt(sq.clamp_min(torch.finfo(a.dtype).tiny))
         return self.leak * a + (1.0 - self.leak) * 0.5 * (a + r)
 
 
@@ -66,11 +75,14 @@ def _act(name: str, bias: bool) -> nn.Module:
     raise ValueError(f"unknown activation {name!r} (leaky_relu, relu, softplus)")
 
 
-def _activate(act: nn.Module, zpart, xpart: torch.Tensor) -> torch.Tensor:
-    """σ(W⁺z + Vx); for the smooth activation the x-path carries (Vx, l) as two channel halves."""
+def _activate(
+    act: nn.Module, zpart, xpart: torch.Tensor, floor: torch.Tensor | None = None
+) -> torch.Tensor:
+    """σ(W⁺z + Vx); for the smooth activation the x-path carries (Vx, l) as two channel halves
+    (and ``floor`` = κ·σ², when the network smooths at the noise level)."""
     if isinstance(act, SmoothHomogeneous):
         v, l = xpart.chunk(2, dim=1)
-        return act(zpart + v, l)
+        return act(zpart + v, l, floor)
     return act(zpart + xpart)
 
 
@@ -144,6 +156,13 @@ class ConvICNN(nn.Module):
             homogeneity hold). The adjoint of a strided convolution, which f = ∇ψ passes
             through, scatters each coarse value on a stride-2 grid (checkerboard); the blur's
             adjoint spreads it smoothly.
+        sigma_smoothing: the last input channel is the told noise level σ·1 (``ConvLPN``'s
+            ``noise_input``), and every smooth activation adds κ·σ² under its square root
+            (``SmoothHomogeneous``), κ ≥ 0 one per channel and layer (``kappa``). For a fixed σ
+            this is a constant, so convexity holds; jointly in (x, σ) every layer stays
+            1-homogeneous. It bounds the activations' curvature at the scale of the noise, which
+            is what a firmly nonexpansive prox needs (``priors.jacobian``): without it the
+            kinks of a(x) = l(x) = 0 sharpen without bound as σ → 0. κ = 0 is the plain network.
         padding: how every convolution extends its input at the border: 'zeros' or 'replicate'
             (the edge value repeated). Both are linear, and replication has nonnegative
             coefficients on the z-path, so either keeps convexity and homogeneity. With zeros, a
@@ -174,8 +193,11 @@ class ConvICNN(nn.Module):
         downsample: str = "avg",
         z_downsample: str = "stride",
         padding: str = "zeros",
+        sigma_smoothing: bool = False,
     ) -> None:
         super().__init__()
+        if sigma_smoothing and act != "smooth":
+            raise ValueError("sigma_smoothing needs the smooth activation (act='smooth')")
         if upsample not in ("nearest", "bilinear"):
             raise ValueError(f"upsample must be 'nearest' or 'bilinear', got {upsample!r}")
         if downsample not in ("avg", "blur"):
@@ -248,6 +270,24 @@ class ConvICNN(nn.Module):
             bias=bias,
             padding_mode=padding,
         )
+        # κ per smooth activation, in the order forward applies them (first, encoder, decoder,
+        # output); 0.1 for a new network (``rebuild`` starts added ones at 0: the same prox)
+        self.sigma_smoothing = sigma_smoothing
+        self.kappa = nn.ParameterList()
+        if sigma_smoothing:
+            sizes = [widths[0]] + [widths[s] for s in range(levels) for _ in range(depth)]
+            sizes += [widths[s] for s in range(levels - 2, -1, -1)]
+            if out_act is not None:
+                sizes.append(out_channels)
+            for c in sizes:
+                self.kappa.append(nn.Parameter(torch.full((1, c, 1, 1), 0.1)))
+
+    def _floor(self, k: int, x_s: torch.Tensor) -> torch.Tensor | None:
+        """κ_k·σ² for the k-th activation, σ the last channel of x_s (this scale's input)."""
+        if not self.sigma_smoothing:
+            return None
+        sig = x_s[:, -1:]
+        return self.kappa[k] * sig * sig
 
     @property
     def multiple(self) -> int:
@@ -258,16 +298,19 @@ class ConvICNN(nn.Module):
         xs = [x]
         for _ in range(1, self.levels):
             xs.append(_downsample(xs[-1], self.downsample))
-        z = _activate(self.act, 0.0, self.first(x))
+        z = _activate(self.act, 0.0, self.first(x), self._floor(0, x))
+        k = 1
         skips = []
         for s in range(self.levels):
             for i, (zc, xc) in enumerate(zip(self.enc_z[s], self.enc_x[s], strict=True)):
                 zz = zc(z)
                 if self.z_downsample == "blur" and s > 0 and i == 0:
                     zz = _downsample(zz, "blur")
-                z = _activate(self.act, zz, xc(xs[s]))
+                z = _activate(self.act, zz, xc(xs[s]), self._floor(k, xs[s]))
+                k += 1
             skips.append(z)
         g = z.mean(dim=(2, 3), keepdim=True) if self.global_pool else None  # (B, C_L, 1, 1)
+        kf = k
         for k, s in enumerate(range(self.levels - 2, -1, -1)):
             if self.upsample == "bilinear":
                 up = F.interpolate(z, scale_factor=2, mode="bilinear", align_corners=False)
@@ -276,17 +319,20 @@ class ConvICNN(nn.Module):
             zsum = self.dec_up[k](up) + self.dec_skip[k](skips[s])
             if g is not None:
                 zsum = zsum + self.glob[k](g)
-            z = _activate(self.act, zsum, self.dec_x[k](xs[s]))
+            z = _activate(self.act, zsum, self.dec_x[k](xs[s]), self._floor(kf, xs[s]))
+            kf += 1
         zout = self.out_z(z) if g is None else self.out_z(z) + self.glob[-1](g)
         if self.out_act is None:
             return zout + self.out_x(x)
-        return _activate(self.out_act, zout, self.out_x(x))
+        return _activate(self.out_act, zout, self.out_x(x), self._floor(kf, x))
 
     @torch.no_grad()
     def clamp_(self) -> None:
-        """Project the z-path weights onto the nonnegative orthant (after each optimizer step)."""
+        """Project the z-path weights (and κ) onto the nonnegative orthant (after each step)."""
         for w in nonneg_parameters(self):
             w.clamp_(min=0.0)
+        for kappa in self.kappa:
+            kappa.clamp_(min=0.0)
 
 
 class DenseICNN(nn.Module):

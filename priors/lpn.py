@@ -221,6 +221,7 @@ class ConvLPN(LearnedProx):
         tile_stride: int | None = None,
         local_mean_sigma: float | None = None,
         noise_input: bool = False,
+        sigma_smoothing: bool = False,
     ) -> None:
         super().__init__()
         if kind not in KINDS or kind == "normalization-trick":
@@ -275,6 +276,13 @@ class ConvLPN(LearnedProx):
             if tile is not None:
                 raise ValueError("noise_input does not work with tile (use local_mean_sigma)")
             self._config["noise_input"] = True
+        if sigma_smoothing:
+            if not noise_input or act != "smooth":
+                raise ValueError(
+                    "sigma_smoothing smooths at the told noise level: it needs noise_input and "
+                    "the smooth activation"
+                )
+            self._config["sigma_smoothing"] = True
         self.alpha = alpha
         self.homogeneous = kind in ("aelpn", "aelpn-global", "scale-only")
         self.mean_split = kind in ("aelpn", "aelpn-global", "shift-only")
@@ -307,6 +315,7 @@ class ConvLPN(LearnedProx):
             downsample,
             z_downsample,
             padding,
+            sigma_smoothing,
         )
 
     def potential(self, x: torch.Tensor) -> torch.Tensor:

@@ -86,12 +86,45 @@ class TrainConfig:
     loss: str = "prox-matching"  # after the L1 warm-up: "prox-matching" or "mse"
     lr_schedule: str = "constant"  # after the warm-up: "constant" or "cosine"
     lr_floor: float = 0.05  # cosine: the last step's lr as a fraction of lr_pm
+    # Firm nonexpansiveness (see ``priors.jacobian``): + fne_weight·mean relu(λ̂ − fne_target)²,
+    # λ̂ the Rayleigh quotient of ∇²ψ after ``fne_iters`` power iterations, at ``fne_batch``
+    # inputs per step: clean images plus t·σ·n (t ~ U[0, 1]), told σ log-uniform in
+    # [fne_sigma_min, sigma_max or sigma]. The weight ramps up linearly over the first
+    # ``fne_ramp`` of the steps (a sudden strong penalty collapses the network to its
+    # pass-through). 0: off.
+    fne_weight: float = 0.0
+    fne_target: float = 0.9
+    fne_batch: int = 4
+    fne_iters: int = 4
+    fne_ramp: float = 0.3
+    fne_sigma_min: float = 0.005
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if not (self.fne_weight >= 0 and math.isfinite(self.fne_weight)):
+            raise ValueError(f"fne_weight must be finite and >= 0, got {self.fne_weight}")
+        if self.fne_weight > 0:
+            if not self.fne_target > 0:
+                raise ValueError(f"fne_target must be > 0, got {self.fne_target}")
+            if self.fne_batch < 1 or self.fne_iters < 1:
+                raise ValueError("fne_batch and fne_iters must be >= 1")
+            if not 0 <= self.fne_ramp <= 1:
+                raise ValueError(f"fne_ramp must be in [0, 1], got {self.fne_ramp}")
+            if not 0 < self.fne_sigma_min <= (self.sigma_max or self.sigma):
+                raise ValueError(
+                    f"fne_sigma_min must be in (0, {self.sigma_max or self.sigma}], got "
+                    f"{self.fne_sigma_min}"
+                )
+
+    def fne_weight_at(self, step: int) -> float:
+        """The penalty weight at ``step``: a linear ramp over the first fne_ramp of the steps."""
+        ramp = self.fne_ramp * self.steps
+        if self.fne_weight == 0 or ramp <= 0:
+            return self.fne_weight
+        return self.fne_weight * min(1.0, (step + 1) / ramp)
 
     def phase(self, step: int) -> tuple[float, float | None]:
         """(learning rate, γ per pixel or None for the L1 phase) at a given step.
@@ -134,6 +167,32 @@ def _noise_levels(cfg: TrainConfig, batch: int, gen: torch.Generator) -> torch.T
     if cfg.sigma_max is None:
         return cfg.sigma
     return cfg.sigma + (cfg.sigma_max - cfg.sigma) * torch.rand(batch, generator=gen)
+
+
+def _fne_penalty(
+    model: nn.Module, clean: torch.Tensor, cfg: TrainConfig, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(penalty, λ̂ per input) at ``cfg.fne_batch`` of the batch's clean images (see
+    ``TrainConfig.fne_weight``); a model without a σ input sees x + t·σ·n alone."""
+    from priors.jacobian import eigenvalue_penalty
+    from priors.lpn import _noise_model
+
+    x = clean[: cfg.fne_batch]
+    n = x.shape[0]
+    lo, hi = math.log(cfg.fne_sigma_min), math.log(cfg.sigma_max or cfg.sigma)
+    sig = torch.exp(lo + (hi - lo) * torch.rand(n, generator=gen)).to(x)
+    t = torch.rand(n, generator=gen).to(x)
+    noise = torch.randn(x.shape, generator=gen).to(x)
+    inputs = x + (t * sig).view(-1, *([1] * (x.ndim - 1))) * noise
+    inner = _noise_model(model)
+    before = getattr(inner, "noise_level", None)
+    if takes_noise_level(model):
+        set_noise_level(model, sig)
+    try:
+        return eigenvalue_penalty(inner, inputs, cfg.fne_target, cfg.fne_iters, gen)
+    finally:
+        if takes_noise_level(model):
+            set_noise_level(model, before)
 
 
 @torch.no_grad()
@@ -224,8 +283,10 @@ def train_prior(
     device = next(model.parameters()).device
     rank, world = _rank_world()
     gen = torch.Generator().manual_seed(cfg.seed + rank)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr_l1)
+    opt = torch.optim.Adam(_param_groups(model), lr=cfg.lr_l1)
     hist: dict[str, list] = {"step": [], "loss": [], "val_step": [], "val_psnr": [], "seconds": []}
+    if cfg.fne_weight > 0:
+        hist.update(fne_penalty=[], lam_max=[])
     step, elapsed = 0, 0.0
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and resume and ckpt.exists():
@@ -233,6 +294,11 @@ def train_prior(
     meta = {"sigma": cfg.sigma, "train_config": asdict(cfg), **(meta or {})}
     if world > 1:
         meta["processes"] = world
+        if cfg.fne_weight > 0:
+            raise ValueError(
+                "the firm-nonexpansiveness penalty (fne_weight) runs outside DDP's forward: "
+                "train with it in one process"
+            )
     net = _wrap_ddp(model, device) if world > 1 else None
 
     def save() -> None:
@@ -260,7 +326,7 @@ def train_prior(
         lr, gamma_stage = cfg.phase(step)
         gamma = gamma_stage
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_mult", 1.0)
         clean, noisy, level = _training_batch(cfg, sampler, pairs, gen, device)
         if level is not None and gamma is not None:  # γ in proportion to each image's error
             gamma = gamma * level / cfg.sigma
@@ -274,6 +340,12 @@ def train_prior(
             loss = (pred - clean).pow(2).mean()
         else:
             loss = proximal_matching_loss(pred, clean, gamma)
+        lam_hat = None
+        if cfg.fne_weight > 0:
+            penalty, lam_hat = _fne_penalty(model, clean, cfg, gen)
+            hist.setdefault("fne_penalty", []).append(float(penalty.detach()))
+            hist.setdefault("lam_max", []).append(float(lam_hat.max()))
+            loss = loss + cfg.fne_weight_at(step) * penalty
         opt.zero_grad(set_to_none=True)
         loss.backward()  # under DDP: gradients all-reduced and averaged over the ranks here
         if cfg.grad_clip:
@@ -299,6 +371,8 @@ def train_prior(
             }
             if hist["val_psnr"]:
                 post["val"] = f"{hist['val_psnr'][-1]:.2f}dB"
+            if lam_hat is not None:
+                post["λmax"] = f"{float(lam_hat.max()):.2f}"
             bar.set_postfix(post)
             bar.update(1)
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
@@ -312,6 +386,21 @@ def train_prior(
         set_noise_level(model, None)  # not the last batch's σs: a user sets their own
     model.eval()
     return TrainResult(model=model, history=hist, seconds=elapsed, steps=step)
+
+
+KAPPA_LR_MULT = 100.0  # κ (the activations' σ-smoothing) moves O(1), the weights O(1e-2)
+
+
+def _param_groups(model: nn.Module) -> list[dict[str, Any]]:
+    """Adam's groups: the smoothing κ (``priors.icnn``, names ending in ``kappa.N``) at
+    KAPPA_LR_MULT × the learning rate, everything else at the rate."""
+    kappa, rest = [], []
+    for name, p in model.named_parameters():
+        (kappa if ".kappa." in name else rest).append(p)
+    groups: list[dict[str, Any]] = [{"params": rest, "lr_mult": 1.0}]
+    if kappa:
+        groups.append({"params": kappa, "lr_mult": KAPPA_LR_MULT})
+    return groups
 
 
 def _phase_label(gamma: float | None, loss: str) -> str:

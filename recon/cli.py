@@ -13,7 +13,15 @@ import sys
 
 from recon import __version__
 
-SUBCOMMANDS = ("recon.train", "recon.ct", "recon.mri", "recon.bench", "recon.tune", "recon.batch")
+SUBCOMMANDS = (
+    "recon.train",
+    "recon.ct",
+    "recon.mri",
+    "recon.bench",
+    "recon.tune",
+    "recon.batch",
+    "recon.prior",
+)
 
 
 def _info(_: argparse.Namespace) -> int:

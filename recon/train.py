@@ -352,6 +352,36 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "docs/results/ct-prior-training.md)",
     )
     p.add_argument("--act", default="smooth", choices=["smooth", "leaky_relu", "relu"])
+    p.add_argument(
+        "--sigma-smoothing",
+        action="store_true",
+        help="with --noise-input (or --init of such a prior): the activations smooth at the told "
+        "noise level (κ·σ² under each square root, κ learned, 0 at --init: the same prox to "
+        "start), which bounds the prox's Jacobian; use with --fne-weight",
+    )
+    p.add_argument(
+        "--fne-weight",
+        type=float,
+        default=0.0,
+        help="penalize the largest eigenvalue of the prox's Jacobian above --fne-target, so the "
+        "prox becomes firmly nonexpansive (the prox of a convex R: PnP converges); 0: off. "
+        "Check the result with `recon prior check`",
+    )
+    p.add_argument("--fne-target", type=float, default=0.9, help="eigenvalue aimed below")
+    p.add_argument("--fne-batch", type=int, default=4, help="images per step the penalty looks at")
+    p.add_argument("--fne-iters", type=int, default=4, help="power iterations per penalty estimate")
+    p.add_argument(
+        "--fne-ramp",
+        type=float,
+        default=0.3,
+        help="the penalty weight grows linearly over this fraction of the steps",
+    )
+    p.add_argument(
+        "--fne-sigma-min",
+        type=float,
+        default=0.005,
+        help="smallest told σ the penalty looks at (log-uniform up to --sigma-max)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ckpt-every", type=int, default=100)
     p.add_argument("--val-every", type=int, default=100)
@@ -447,6 +477,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         **({"padding": args.padding} if args.padding == "replicate" else {}),
         **({"local_mean_sigma": args.local_mean} if args.local_mean else {}),
         **({"noise_input": True} if args.noise_input else {}),
+        **({"sigma_smoothing": True} if args.sigma_smoothing else {}),
     )
     if args.noise_input and (args.init or args.kind == "normalization-trick"):
         raise ValueError(
@@ -465,6 +496,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
             z_downsample=args.z_downsample,
             padding=args.padding,
             local_mean_sigma=args.local_mean,
+            sigma_smoothing=args.sigma_smoothing,
             **({"tile": args.tile, "tile_stride": args.tile_stride} if args.tile else {}),
         )
     elif args.kind == "normalization-trick":
@@ -491,6 +523,12 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         val_every=args.val_every,
         artifact_fraction=args.artifacts,
         contrast_min=args.contrast_min,
+        fne_weight=args.fne_weight,
+        fne_target=args.fne_target,
+        fne_batch=args.fne_batch,
+        fne_iters=args.fne_iters,
+        fne_ramp=args.fne_ramp,
+        fne_sigma_min=args.fne_sigma_min,
     )
     meta = {
         "equivariance": model.equivariance,

@@ -243,12 +243,20 @@ def _noise_model(channels: int = 1, **arch):
     return m
 
 
-@pytest.mark.parametrize("arch", ["base", "local-mean"])
+NOISE_ARCHS = {
+    "base": {},
+    "local-mean": {"local_mean_sigma": 2.5},
+    "sigma-smoothing": {"local_mean_sigma": 2.5, "sigma_smoothing": True},
+}
+
+
+@pytest.mark.parametrize("arch", NOISE_ARCHS)
 @pytest.mark.parametrize("channels", [1, 2])
 def test_noise_input_prox_is_jointly_equivariant(channels, arch):
     """f(a·x + b; a·σ) = a·f(x; σ) + b to 1e-10 (ψ 2-homogeneous in (x, σ), constants split off),
-    per image σ too; and σ matters (f(x; σ) ≠ f(x; 2σ))."""
-    m = _noise_model(channels, **ARCHS[arch])
+    per image σ too; and σ matters (f(x; σ) ≠ f(x; 2σ)). With sigma_smoothing the κ·σ² under
+    each activation's root is part of that homogeneity."""
+    m = _noise_model(channels, **NOISE_ARCHS[arch])
     gen = torch.Generator().manual_seed(11)
     x = torch.rand(3, channels, 20, 28, generator=gen, dtype=torch.float64)
     sig = torch.tensor([0.05, 0.1, 0.3], dtype=torch.float64)
@@ -264,9 +272,12 @@ def test_noise_input_prox_is_jointly_equivariant(channels, arch):
     assert _rel(m.prox(x), fx) > 1e-4
 
 
-def test_noise_input_prox_is_a_prox_at_each_sigma():
+@pytest.mark.parametrize("smoothing", [False, True])
+def test_noise_input_prox_is_a_prox_at_each_sigma(smoothing):
     """At a fixed σ: ψ convex on random midpoints, f monotone, Jacobian symmetric, R invertible."""
-    m = _noise_model(local_mean_sigma=2.0)
+    m = _noise_model(local_mean_sigma=2.0, **({"sigma_smoothing": True} if smoothing else {}))
+    if smoothing:
+        assert min(float(k.detach().min()) for k in m.net.kappa) >= 0.0  # clamp_ keeps κ ≥ 0
     gen = torch.Generator().manual_seed(12)
     for sigma in (0.0, 0.1, 3.0):
         m.noise_level = sigma
