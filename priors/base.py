@@ -44,6 +44,12 @@ def has_regularizer(prior: object) -> bool:
     return callable(getattr(prior, "regularizer", None))
 
 
+def has_free_regularizer(prior: object) -> bool:
+    """True if the prior returns R at its own output with the prox (``prox_and_regularizer``):
+    the objective can then be watched at every iteration at no extra cost."""
+    return callable(getattr(prior, "prox_and_regularizer", None))
+
+
 class ComplexAsChannels:
     """Wrap a real 2-channel prior so it takes complex images (B, 1, H, W).
 
@@ -74,6 +80,10 @@ class ComplexAsChannels:
 
     def regularizer(self, x: torch.Tensor) -> torch.Tensor:
         return self.prior.regularizer(self.to_channels(x))
+
+    def prox_and_regularizer(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, r = self.prior.prox_and_regularizer(self.to_channels(v))
+        return self.from_channels(x), r
 
     def __getattr__(self, name: str):
         if name == "prior":  # not yet set (e.g. during unpickling)

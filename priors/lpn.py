@@ -173,6 +173,18 @@ class LearnedProx(nn.Module):
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         return self.prox(v)
 
+    def prox_and_regularizer(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(f(v), R(f(v)) (B,)) with no inversion: at x = f(v) = ∇ψ(v) the Fenchel–Young
+        equality ψ(v) + ψ*(x) = ⟨v, x⟩ gives R(x) = ψ*(x) − ½||x||² = ⟨v, x⟩ − ½||x||² − ψ(v),
+        the same R (and constant) as ``regularizer``. Costs one prox."""
+        with torch.enable_grad():
+            xv = v.detach().requires_grad_(True)
+            psi = self.potential(xv)
+            (g,) = torch.autograd.grad(psi.sum(), xv)
+        g, psi, v = g.detach(), psi.detach(), v.detach()
+        r = (v * g).flatten(1).sum(1) - 0.5 * g.pow(2).flatten(1).sum(1) - psi
+        return g, r
+
     def regularizer(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         """R(x) (B,) up to an additive constant (see ``priors.regularizer``).
 

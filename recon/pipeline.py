@@ -210,7 +210,21 @@ def _noise_estimate(x0: torch.Tensor) -> float:
     return float(estimate_noise_level(x.detach()).max())
 
 
-def _tell_noise_level(prior, prior_name: str, p: dict[str, Any], x0) -> dict[str, float]:
+def pgd_sigma_factor(step_rel: float, rho_rel: float) -> float:
+    """σ_PGD / σ_ADMM for PnP-PGD to solve the problem PnP-ADMM solves at penalty ρ.
+
+    ADMM's fixed points minimize D + ρ·R_σ, PGD's (step γ) D + R_σ'/γ. A prior trained to
+    denoise at noise σ has R_σ ≈ σ²·r (the MAP prox: R = −σ² log p), so the two agree when
+    σ'² = γ·ρ·σ², i.e. σ' = σ·√(γρ) = σ·√(step_rel·rho_rel) (γ = step_rel/(λ||A||²),
+    ρ = rho_rel·λ||A||²). The rule is exact in the MAP scaling and approximate for a learned R."""
+    if not (step_rel > 0 and rho_rel > 0):
+        raise ValueError(f"step_rel and rho_rel must be > 0, got {step_rel}, {rho_rel}")
+    return (step_rel * rho_rel) ** 0.5
+
+
+def _tell_noise_level(
+    prior, prior_name: str, p: dict[str, Any], x0, solver: str = "pnp-admm"
+) -> dict[str, float]:
     """Set σ on a prior that takes the noise level (popping its keys from ``p``); what was used.
 
     σ = max(prior_sigma_noise × σ̂(x0), prior_sigma_rel × range(x0)), either term optional:
@@ -245,6 +259,10 @@ def _tell_noise_level(prior, prior_name: str, p: dict[str, Any], x0) -> dict[str
     if "prior_sigma_rel" in given:
         terms.append(float(given["prior_sigma_rel"]) * _range(x0))
     used["prior_sigma"] = max(terms)
+    if solver == "pnp-pgd" and "rho_rel" in p:  # the problem ADMM solves at this ρ
+        factor = pgd_sigma_factor(float(p.get("step_rel", 0.99)), float(p.pop("rho_rel")))
+        used["problem_sigma"], used["pgd_sigma_factor"] = used["prior_sigma"], factor
+        used["prior_sigma"] *= factor
     set_noise_level(prior, used["prior_sigma"])
     return used
 
@@ -283,7 +301,7 @@ def reconstruct(
         if x0.is_complex() and not prior_name.startswith("tv"):
             prior = ComplexAsChannels(prior)
         inner_solver = solver
-        p_used = _tell_noise_level(prior, prior_name, p, x0)
+        p_used = _tell_noise_level(prior, prior_name, p, x0, solver)
         p.pop("solver", None)
     common = dict(
         iters=int(p.pop("iters", 50)),

@@ -367,7 +367,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "prox becomes firmly nonexpansive (the prox of a convex R: PnP converges); 0: off. "
         "Check the result with `recon prior check`",
     )
-    p.add_argument("--fne-target", type=float, default=0.9, help="eigenvalue aimed below")
+    p.add_argument(
+        "--fne-target",
+        type=float,
+        default=1.0,
+        help="eigenvalue aimed below (1: an AE-LPN keeps constants, so its λ_max is at least 1)",
+    )
     p.add_argument("--fne-batch", type=int, default=4, help="images per step the penalty looks at")
     p.add_argument("--fne-iters", type=int, default=4, help="power iterations per penalty estimate")
     p.add_argument(

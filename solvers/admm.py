@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 
 from operators.base import LinearOperator
-from priors.base import Prior
+from priors.base import Prior, has_free_regularizer
 from solvers.cg import conjugate_gradient
 from solvers.monitor import Monitor
 from solvers.result import SolverResult
@@ -102,6 +102,7 @@ def pnp_admm(
         return lam * op.normal(v) + rho * v
 
     reason, k, cg_used, closed_form = "max iterations", 0, [], True
+    free_r, reg = has_free_regularizer(prior), None  # R(z) from the prox itself
     for k in range(1, iters + 1):
         with torch.no_grad():
             rhs = aty + rho * (z - u)
@@ -114,11 +115,17 @@ def pnp_admm(
                 )
                 cg_used.append(n_cg)
             x = solved
-            z_new = prior.prox(x + u)
+            if free_r:
+                z_new, r_new = prior.prox_and_regularizer(x + u)
+                reg = float(r_new.sum())
+            else:
+                z_new = prior.prox(x + u)
             u = u + x - z_new
             primal = _norm(x - z_new)
             dual = rho * _norm(z_new - z)
-        stop = mon.record(k, z_new, z, primal=primal, dual=dual, extra={"cg_iterations": n_cg})
+        stop = mon.record(
+            k, z_new, z, primal=primal, dual=dual, extra={"cg_iterations": n_cg}, regularizer=reg
+        )
         if stop is not None and stop.startswith("diverged"):
             reason = stop
             break

@@ -188,6 +188,7 @@ class Monitor:
         primal: float | None = None,
         dual: float | None = None,
         extra: dict[str, Any] | None = None,
+        regularizer: float | None = None,
     ) -> str | None:
         """Log iteration k (1-based) with iterate x (previous x_prev); returns a stop reason or
         None to go on."""
@@ -214,7 +215,10 @@ class Monitor:
                 reason = "max iterations"
             vals["data_fidelity"] = self.data_fidelity(x)
             every = self.objective_every
-            if every and (k == 1 or k % every == 0 or reason is not None):
+            if regularizer is not None:  # given by the prox itself (free): every iteration
+                vals["regularizer"] = regularizer
+                vals["objective"] = self.w * vals["data_fidelity"] + regularizer
+            elif every and (k == 1 or k % every == 0 or reason is not None):
                 vals["regularizer"] = self.regularizer(x)
                 vals["objective"] = self.w * vals["data_fidelity"] + vals["regularizer"]
             if self.ref is not None:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 import torch
 
 from operators.base import LinearOperator, inner
-from priors.base import Prior
+from priors.base import Prior, has_free_regularizer
 from solvers.monitor import Monitor
 from solvers.result import SolverResult
 
@@ -57,7 +57,9 @@ def pnp_pgd(
 
     Args:
         op, y: forward operator and data (B, *op.range_shape).
-        prior: anything with ``prox(v)``; with ``regularizer`` the objective γD + R is monitored.
+        prior: anything with ``prox(v)``; with ``regularizer`` the objective γD + R is monitored
+            (every iteration, at no cost, when it has ``prox_and_regularizer``: the learned
+            priors; for a convex R and γ ≤ 1/(λ||A||²) plain PGD decreases it at every step).
         lam: λ in D(x) = (λ/2)||Ax − y||².
         step: γ; default 0.99/(λ·||A||²) with ||A||² from ``op.norm_sq()`` (cached).
         iters, tol: at most ``iters`` iterations; stop when ||x_{k+1} − x_k||/||x_k|| ≤ tol.
@@ -99,12 +101,17 @@ def pnp_pgd(
     )
     mon.start(x)
     z, t = x, 1.0
+    free_r, reg = has_free_regularizer(prior), None
     restarts = 0
     reason, k = "max iterations", 0
     for k in range(1, iters + 1):
         with torch.no_grad():
             grad = lam * op.adjoint(op.forward(z) - y)
-            x_new = prior.prox(z - step * grad)
+            if free_r:
+                x_new, r_new = prior.prox_and_regularizer(z - step * grad)
+                reg = float(r_new.sum())
+            else:
+                x_new = prior.prox(z - step * grad)
             if accelerated:
                 if restart and float(inner(z - x_new, x_new - x).sum()) > 0:
                     t, z = 1.0, x_new
@@ -115,7 +122,7 @@ def pnp_pgd(
                     t = t_new
             else:
                 z = x_new
-        stop = mon.record(k, x_new, x)
+        stop = mon.record(k, x_new, x, regularizer=reg)
         if stop is not None and stop.startswith("diverged"):
             reason = stop
             break

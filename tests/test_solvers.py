@@ -287,6 +287,87 @@ def test_monitored_objective_decreases_monotonically_along_pgd(make_prior):
     assert obj[-1] < obj[0]
 
 
+def _learned_prior(seed: int = 0, gain: float = 1.0):
+    from priors.lpn import ConvLPN
+
+    torch.manual_seed(seed)
+    m = ConvLPN(kind="aelpn", width=4, levels=2, depth=1, noise_input=True, local_mean_sigma=1.5)
+    m = m.double().eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        for p in m.net.parameters():  # h(x) scales by gain³ (three layers): ψ's network part
+            p.mul_(gain)  # by gain⁶
+    m.clamp_()
+    m.noise_level = 0.3
+    return m
+
+
+def test_learned_prior_gives_r_at_its_output_for_free_and_it_equals_the_inversion():
+    """R(f(v)) = ⟨v, f(v)⟩ − ½||f(v)||² − ψ(v) (Fenchel–Young) is the R that inverting f gives."""
+    from priors.regularizer import evaluate_regularizer
+
+    m = _learned_prior()
+    v = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(3), dtype=D)
+    x, r = m.prox_and_regularizer(v)
+    assert torch.equal(x, m.prox(v))
+    inv = evaluate_regularizer(m, x, iters=2000)
+    assert float(inv.residual.max()) <= 1e-6
+    assert torch.allclose(r, inv.value, rtol=1e-6, atol=1e-8)
+
+
+def test_learned_prior_objective_is_watched_every_iteration_and_decreases_along_pgd():
+    """PGD's x_{k+1} is the exact prox (a global minimizer of R + ½||· − v||²) at γ ≤ 1/L, so
+    γD + R is non-increasing; R comes with each prox, at every iteration, with no
+    --objective-every (ADMM records R(z) the same way). A firmly nonexpansive prox (λ_max ≤ 1,
+    R convex) converges; an expansive one is the prox of an R unbounded below: the objective
+    keeps falling and the iterates run off, which is how the uncertified priors diverge."""
+    from priors.jacobian import hessian_operator, top_eigenvalue
+
+    op, y = _problem(m=50, h=8, w=8)
+    for gain, firm in ((0.3, True), (1.0, False)):
+        m = _learned_prior(1, gain)
+        v = op.adjoint(y)
+        lam = float(top_eigenvalue(hessian_operator(m, v), v.shape, tol=1e-6).value[0])
+        assert (lam <= 1 + 1e-6) == firm, lam
+        r = pnp_pgd(op, y, m, iters=200, tol=0)
+        obj = [o for o in r.history["objective"] if o is not None]
+        assert all(b <= a + 1e-12 * abs(a) for a, b in zip(obj, obj[1:], strict=False))
+        if firm:  # a convex R: the objective is bounded below and PGD converges
+            assert len(obj) == 200 and r.history["rel_change"][-1] < 1e-6
+        else:  # R unbounded below along a ray: the objective falls without end, PGD diverges
+            assert r.stop_reason.startswith("diverged") and obj[-1] < 1e3 * obj[0] < 0
+    ra = pnp_admm(op, y, _learned_prior(1, 0.3), rho=0.5, iters=5, tol=0)
+    assert all(v is not None for v in ra.history["regularizer"])
+
+
+def test_pgd_is_told_the_sigma_of_admms_problem():
+    """With rho_rel in its parameters, PnP-PGD tells the prior σ·√(step_rel·rho_rel): the
+    problem D + ρ·R_σ that PnP-ADMM solves, in the MAP scaling R_σ ∝ σ²."""
+    from recon.pipeline import pgd_sigma_factor, reconstruct
+
+    op, y = _problem(m=50, h=8, w=8)
+    x0 = op.adjoint(y)
+    import priors.checkpoint as ck
+
+    m = _learned_prior(2)
+    orig = ck.load_prior
+    ck.load_prior = lambda *a, **k: m
+    try:
+        base = {"prior_sigma_rel": 0.2, "iters": 3, "tol": 0.0}
+        a = reconstruct(op, y, x0, "pnp-admm", "x", {**base, "rho_rel": 0.04})
+        p = reconstruct(op, y, x0, "pnp-pgd", "x", {**base, "rho_rel": 0.04, "step_rel": 0.5})
+        q = reconstruct(op, y, x0, "pnp-pgd", "x", {**base, "step_rel": 0.5})
+    finally:
+        ck.load_prior = orig
+    assert pgd_sigma_factor(0.5, 0.04) == pytest.approx(0.02**0.5)
+    assert p.params["problem_sigma"] == pytest.approx(a.params["prior_sigma"])
+    assert p.params["prior_sigma"] == pytest.approx(a.params["prior_sigma"] * 0.02**0.5)
+    assert q.params["prior_sigma"] == pytest.approx(a.params["prior_sigma"])  # no ρ: as told
+    with pytest.raises(ValueError, match="rho_rel"):
+        pgd_sigma_factor(0.5, 0.0)
+
+
 def test_objective_is_recorded_every_n_iterations_and_at_the_end():
     op, y = _problem()
     r = pnp_pgd(op, y, QuadraticPrior(0.1), iters=23, tol=0, objective_every=10)
