@@ -68,6 +68,7 @@ __all__ = [
     "set_noise_level",
     "told_noise_level",
     "estimate_noise_level",
+    "unwrap",
 ]
 
 KINDS = ("aelpn", "aelpn-global", "scale-only", "shift-only", "lpn", "normalization-trick")
@@ -164,11 +165,15 @@ class LearnedProx(nn.Module):
         """
         if create_graph is None:
             create_graph = self.training and torch.is_grad_enabled()
+        return self._gradient(v, create_graph)[0]
+
+    def _gradient(self, v: torch.Tensor, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(∇ψ(v), ψ(v) (B,)), both detached unless ``create_graph``."""
         with torch.enable_grad():
             x = v if (create_graph and v.requires_grad) else v.detach().requires_grad_(True)
-            psi = self.potential(x).sum()
-            (g,) = torch.autograd.grad(psi, x, create_graph=create_graph)
-        return g if create_graph else g.detach()
+            psi = self.potential(x)
+            (g,) = torch.autograd.grad(psi.sum(), x, create_graph=create_graph)
+        return (g, psi) if create_graph else (g.detach(), psi.detach())
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         return self.prox(v)
@@ -177,11 +182,8 @@ class LearnedProx(nn.Module):
         """(f(v), R(f(v)) (B,)) with no inversion: at x = f(v) = ∇ψ(v) the Fenchel–Young
         equality ψ(v) + ψ*(x) = ⟨v, x⟩ gives R(x) = ψ*(x) − ½||x||² = ⟨v, x⟩ − ½||x||² − ψ(v),
         the same R (and constant) as ``regularizer``. Costs one prox."""
-        with torch.enable_grad():
-            xv = v.detach().requires_grad_(True)
-            psi = self.potential(xv)
-            (g,) = torch.autograd.grad(psi.sum(), xv)
-        g, psi, v = g.detach(), psi.detach(), v.detach()
+        g, psi = self._gradient(v, create_graph=False)
+        v = v.detach()
         r = (v * g).flatten(1).sum(1) - 0.5 * g.pow(2).flatten(1).sum(1) - psi
         return g, r
 
@@ -468,7 +470,7 @@ class NormalizationTrick(nn.Module):
         return dict(self._config)
 
 
-def _noise_model(prior: Any) -> Any:
+def unwrap(prior: Any) -> Any:
     """The model inside wrappers (``ComplexAsChannels``, ``GroupAveragedPrior``: ``.prior``)."""
     while not isinstance(prior, LearnedProx) and hasattr(prior, "prior"):
         prior = prior.prior
@@ -477,12 +479,12 @@ def _noise_model(prior: Any) -> Any:
 
 def takes_noise_level(prior: Any) -> bool:
     """True if ``prior`` (or the model it wraps) is a ``noise_input`` model."""
-    return bool(getattr(_noise_model(prior), "noise_input", False))
+    return bool(getattr(unwrap(prior), "noise_input", False))
 
 
 def set_noise_level(prior: Any, sigma: float | torch.Tensor | None) -> None:
     """Tell a ``noise_input`` prior (possibly wrapped) the noise level σ in image units."""
-    model = _noise_model(prior)
+    model = unwrap(prior)
     if not getattr(model, "noise_input", False):
         raise ValueError(f"{type(model).__name__} does not take a noise level")
     model.noise_level = sigma
@@ -494,7 +496,7 @@ def told_noise_level(prior: Any, sigma: float | torch.Tensor) -> Iterator[Any]:
     if not takes_noise_level(prior):
         yield prior
         return
-    model = _noise_model(prior)
+    model = unwrap(prior)
     before = model.noise_level
     model.noise_level = sigma
     try:

@@ -55,7 +55,7 @@ import torch.distributed as dist
 from torch import nn
 
 from priors.checkpoint import load_model_state, read_checkpoint, save_checkpoint
-from priors.lpn import set_noise_level, takes_noise_level, told_noise_level
+from priors.lpn import set_noise_level, takes_noise_level, told_noise_level, unwrap
 
 __all__ = ["TrainConfig", "TrainResult", "train_prior", "proximal_matching_loss", "denoise_psnr"]
 
@@ -177,7 +177,6 @@ def _fne_penalty(
     """(penalty, λ̂ per input) at ``cfg.fne_batch`` of the batch's clean images (see
     ``TrainConfig.fne_weight``); a model without a σ input sees x + t·σ·n alone."""
     from priors.jacobian import eigenvalue_penalty
-    from priors.lpn import _noise_model
 
     x = clean[: cfg.fne_batch]
     n = x.shape[0]
@@ -185,8 +184,8 @@ def _fne_penalty(
     sig = torch.exp(lo + (hi - lo) * torch.rand(n, generator=gen)).to(x)
     t = torch.rand(n, generator=gen).to(x)
     noise = torch.randn(x.shape, generator=gen).to(x)
-    inputs = x + (t * sig).view(-1, *([1] * (x.ndim - 1))) * noise
-    inner = _noise_model(model)
+    inputs = x + (t * sig).view(-1, *([1] * (x.ndim - 1))) * noise  # (B, 1, 1, 1) scales
+    inner = unwrap(model)
     before = getattr(inner, "noise_level", None)
     if takes_noise_level(model):
         set_noise_level(model, sig)
@@ -287,8 +286,6 @@ def train_prior(
     gen = torch.Generator().manual_seed(cfg.seed + rank)
     opt = torch.optim.Adam(_param_groups(model), lr=cfg.lr_l1)
     hist: dict[str, list] = {"step": [], "loss": [], "val_step": [], "val_psnr": [], "seconds": []}
-    if cfg.fne_weight > 0:
-        hist.update(fne_penalty=[], lam_max=[])
     step, elapsed = 0, 0.0
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and resume and ckpt.exists():

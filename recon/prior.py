@@ -52,10 +52,11 @@ def certificate_inputs(size: int = 128) -> dict[str, np.ndarray]:
     from data.bundled import load_bundled
     from data.natural import natural_images
     from data.phantoms import shepp_logan
+    from recon.ct import to_internal
 
     ct = load_bundled("ct-small")
     return {
-        "ct-slice": _fit((np.asarray(ct.hu, np.float64) + 1000.0) / 2500.0, size),
+        "ct-slice": _fit(to_internal(np.asarray(ct.hu, np.float64), "HU"), size),
         "phantom": _fit(shepp_logan(size), size),
         "mri-slice": _fit(load_bundled("brain-t1"), size),
         "natural": _fit(natural_images(("camera",))[0], size),
@@ -107,9 +108,9 @@ def certify(
     progress: bool = False,
 ) -> dict[str, Any]:
     """The certificate of ``model`` (a ``LearnedProx``, run here in float64): rows and summary."""
-    from priors.lpn import _noise_model
+    from priors.lpn import unwrap
 
-    model = _noise_model(model).to(torch.float64).eval()
+    model = unwrap(model).to(torch.float64).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     channels = int(model.config().get("in_channels", 1))
