@@ -527,4 +527,8 @@ def build_model(config: dict[str, Any]) -> nn.Module:
         return DenseLPN(kind=kind, **cfg)
     if kind == "normalization-trick":
         return NormalizationTrick(**cfg)
+    if kind == "fne-ridge":
+        from priors.ridge import RidgeProx
+
+        return RidgeProx(**cfg)
     return ConvLPN(kind=kind, **cfg)

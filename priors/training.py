@@ -59,7 +59,8 @@ from priors.lpn import set_noise_level, takes_noise_level, told_noise_level, unw
 
 __all__ = ["TrainConfig", "TrainResult", "train_prior", "proximal_matching_loss", "denoise_psnr"]
 
-LOSSES = ("prox-matching", "mse")
+LOSSES = ("prox-matching", "mse", "mse-relative")
+SIGMA_SAMPLING = ("uniform", "log")
 LR_SCHEDULES = ("constant", "cosine")
 
 Sampler = Callable[[int, torch.Generator], torch.Tensor]
@@ -70,6 +71,7 @@ PairSampler = Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]
 class TrainConfig:
     sigma: float = 0.1
     sigma_max: float | None = None  # if set: σ per training image ~ U[sigma, sigma_max] ("blind")
+    sigma_sampling: str = "uniform"  # blind σ: "uniform" in [sigma, sigma_max], or "log"-uniform
     steps: int = 2000
     batch: int = 16
     lr_l1: float = 1e-3
@@ -83,7 +85,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     artifact_fraction: float = 0.0  # share of each batch drawn from ``train_prior(pairs=...)``
     contrast_min: float = 1.0  # if < 1: each clean image's contrast scaled by a ~ U[min, 1]
-    loss: str = "prox-matching"  # after the L1 warm-up: "prox-matching" or "mse"
+    # after the L1 warm-up: "prox-matching", "mse", or "mse-relative" (each image's squared
+    # error over its σ²: every noise level counts alike, not mostly the largest)
+    loss: str = "prox-matching"
     lr_schedule: str = "constant"  # after the warm-up: "constant" or "cosine"
     lr_floor: float = 0.05  # cosine: the last step's lr as a fraction of lr_pm
     # Firm nonexpansiveness (see ``priors.jacobian``): + fne_weight·mean relu(λ̂ − fne_target)²,
@@ -104,6 +108,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.sigma_sampling not in SIGMA_SAMPLING:
+            raise ValueError(
+                f"sigma_sampling must be one of {SIGMA_SAMPLING}, got {self.sigma_sampling!r}"
+            )
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if not (self.fne_weight >= 0 and math.isfinite(self.fne_weight)):
@@ -139,7 +147,7 @@ class TrainConfig:
         if self.lr_schedule == "cosine":
             t = (step - n_l1) / max(1, self.steps - n_l1 - 1)
             lr *= self.lr_floor + (1 - self.lr_floor) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
-        if self.loss == "mse":
+        if self.loss in ("mse", "mse-relative"):
             return lr, 0.0
         stage_len = max(1, math.ceil((self.steps - n_l1) / len(self.gammas)))
         k = min((step - n_l1) // stage_len, len(self.gammas) - 1)
@@ -168,7 +176,10 @@ def _noise_levels(cfg: TrainConfig, batch: int, gen: torch.Generator) -> torch.T
     """σ for this batch: cfg.sigma, or one σ per image ~ U[sigma, sigma_max] (B,)."""
     if cfg.sigma_max is None:
         return cfg.sigma
-    return cfg.sigma + (cfg.sigma_max - cfg.sigma) * torch.rand(batch, generator=gen)
+    u = torch.rand(batch, generator=gen)
+    if cfg.sigma_sampling == "log":
+        return cfg.sigma * (cfg.sigma_max / cfg.sigma) ** u
+    return cfg.sigma + (cfg.sigma_max - cfg.sigma) * u
 
 
 def _fne_penalty(
@@ -337,6 +348,10 @@ def train_prior(
             loss = (pred - clean).abs().mean()
         elif cfg.loss == "mse":
             loss = (pred - clean).pow(2).mean()
+        elif cfg.loss == "mse-relative":
+            lev = level if level is not None else torch.full((pred.shape[0],), cfg.sigma)
+            err = (pred - clean).pow(2).flatten(1).mean(1)
+            loss = (err / lev.to(err).pow(2)).mean()
         else:
             loss = proximal_matching_loss(pred, clean, gamma)
         lam_hat = None
@@ -405,7 +420,7 @@ def _param_groups(model: nn.Module) -> list[dict[str, Any]]:
 def _phase_label(gamma: float | None, loss: str) -> str:
     if gamma is None:
         return "L1"
-    return "MSE" if loss == "mse" else f"γ={gamma:.2f}"
+    return {"mse": "MSE", "mse-relative": "MSE/σ²"}.get(loss, f"γ={gamma:.2f}")
 
 
 def _rank_world() -> tuple[int, int]:

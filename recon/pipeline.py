@@ -210,16 +210,21 @@ def _noise_estimate(x0: torch.Tensor) -> float:
     return float(estimate_noise_level(x.detach()).max())
 
 
-def pgd_sigma_factor(step_rel: float, rho_rel: float) -> float:
+def pgd_sigma_factor(step_rel: float, rho_rel: float, power: float = 2.0) -> float:
     """σ_PGD / σ_ADMM for PnP-PGD to solve the problem PnP-ADMM solves at penalty ρ.
 
-    ADMM's fixed points minimize D + ρ·R_σ, PGD's (step γ) D + R_σ'/γ. A prior trained to
-    denoise at noise σ has R_σ ≈ σ²·r (the MAP prox: R = −σ² log p), so the two agree when
-    σ'² = γ·ρ·σ², i.e. σ' = σ·√(γρ) = σ·√(step_rel·rho_rel) (γ = step_rel/(λ||A||²),
-    ρ = rho_rel·λ||A||²). The rule is exact in the MAP scaling and approximate for a learned R."""
-    if not (step_rel > 0 and rho_rel > 0):
-        raise ValueError(f"step_rel and rho_rel must be > 0, got {step_rel}, {rho_rel}")
-    return (step_rel * rho_rel) ** 0.5
+    ADMM's fixed points minimize D + ρ·R_σ, PGD's (step γ) D + R_σ'/γ. If the prior's R grows
+    like σ^p (``power``), the two agree when σ'^p = γ·ρ·σ^p, i.e. σ' = σ·(γρ)^(1/p) =
+    σ·(step_rel·rho_rel)^(1/p) (γ = step_rel/(λ||A||²), ρ = rho_rel·λ||A||²).
+    p = 2 is the MAP scaling of a prior trained to denoise at noise σ (R = −σ² log p); p = 1 is
+    the ℓ1 (TV-like) scaling of the convex-ridge AE-LPN, whose R grows like σ·Σ|Wx| on edges
+    (``priors.ridge``; TV's weight follows the same rule). Exact for such R, approximate for a
+    learned one: ``docs/results/convergent-prior.md`` measures how close PGD comes to ADMM."""
+    if not (step_rel > 0 and rho_rel > 0 and power > 0):
+        raise ValueError(
+            f"step_rel, rho_rel and power must be > 0, got {step_rel}, {rho_rel}, {power}"
+        )
+    return (step_rel * rho_rel) ** (1.0 / power)
 
 
 def _tell_noise_level(
@@ -260,7 +265,10 @@ def _tell_noise_level(
         terms.append(float(given["prior_sigma_rel"]) * _range(x0))
     used["prior_sigma"] = max(terms)
     if solver == "pnp-pgd" and "rho_rel" in p:  # the problem ADMM solves at this ρ
-        factor = pgd_sigma_factor(float(p.get("step_rel", 0.99)), float(p.pop("rho_rel")))
+        from priors.lpn import unwrap
+
+        power = float(getattr(unwrap(prior), "sigma_power", 2.0))
+        factor = pgd_sigma_factor(float(p.get("step_rel", 0.99)), float(p.pop("rho_rel")), power)
         used["problem_sigma"], used["pgd_sigma_factor"] = used["prior_sigma"], factor
         used["prior_sigma"] *= factor
     set_noise_level(prior, used["prior_sigma"])

@@ -43,7 +43,9 @@ from data.training_sets import (
 )
 from priors.checkpoint import read_checkpoint, save_checkpoint
 from priors.lpn import KINDS, ConvLPN, NormalizationTrick, build_model
-from priors.training import LOSSES, LR_SCHEDULES, TrainConfig, train_prior
+from priors.ridge import KIND as RIDGE_KIND
+from priors.ridge import RidgeProx
+from priors.training import LOSSES, LR_SCHEDULES, SIGMA_SAMPLING, TrainConfig, train_prior
 
 __all__ = ["add_parser", "run", "make_sampler", "export_weights"]
 
@@ -154,6 +156,8 @@ def _init_model(name: str, kind: str, channels: int, **changes: Any) -> torch.nn
             f"--init {name}: a {got['kind']} prior with {got.get('in_channels', 1)} channel(s), "
             f"but --kind {kind} with {channels} channel(s) was asked for"
         )
+    if got["kind"] == RIDGE_KIND:  # no architecture options to change
+        return model
     want = {k: v for k, v in changes.items() if v is not None and v is not False}
     if "tile" in want:  # a given tile gets its own stride (None: ConvLPN's default)
         want["tile_stride"] = changes.get("tile_stride")
@@ -184,7 +188,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--kind", default="aelpn", choices=KINDS)
+    p.add_argument(
+        "--kind",
+        default="aelpn",
+        choices=(*KINDS, RIDGE_KIND),
+        help=f"{RIDGE_KIND}: the convex-ridge AE-LPN, firmly nonexpansive by construction "
+        "(priors.ridge; told the noise level; --filters, --kernel)",
+    )
     p.add_argument("--data", default="ct-mix", help=" | ".join((*DATA_SOURCES, "FOLDER")))
     p.add_argument(
         "--ct-real-mix",
@@ -229,7 +239,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="prox-matching",
         help="loss after the L1 warm-up: proximal matching (the LPN paper's, aims at the MAP "
         "prox) or the mean squared error (aims at the MMSE denoiser, itself the gradient of a "
-        "convex function, so still an exact prox)",
+        "convex function, so still an exact prox), or mse-relative: each image's squared "
+        "error over its σ², so that every noise level of a blind run counts alike",
+    )
+    p.add_argument(
+        "--sigma-sampling",
+        choices=SIGMA_SAMPLING,
+        default="uniform",
+        help="with --sigma-max: σ per image uniform in [--sigma, --sigma-max] or log-uniform",
     )
     p.add_argument(
         "--lr",
@@ -276,6 +293,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--patch", type=int, default=48)
     p.add_argument("--width", type=int, default=32)
+    p.add_argument("--filters", type=int, default=64, help=f"{RIDGE_KIND}: number of filters")
+    p.add_argument("--kernel", type=int, default=7, help=f"{RIDGE_KIND}: filter size (odd)")
+    p.add_argument(
+        "--dilations",
+        default="1",
+        help=f"{RIDGE_KIND}: comma-separated dilations, one equal group of filters each "
+        "(e.g. 1,2: half the filters see twice the area)",
+    )
     p.add_argument("--levels", type=int, default=3)
     p.add_argument("--depth", type=int, default=2)
     p.add_argument(
@@ -504,6 +529,19 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
             sigma_smoothing=args.sigma_smoothing,
             **({"tile": args.tile, "tile_stride": args.tile_stride} if args.tile else {}),
         )
+    elif args.kind == RIDGE_KIND:
+        if args.noise_input or args.local_mean or args.sigma_smoothing or args.tile:
+            raise ValueError(
+                f"--kind {RIDGE_KIND} is always told the noise level and splits off the image "
+                "mean: --noise-input, --local-mean, --sigma-smoothing and --tile do not apply"
+            )
+        try:
+            dilations = tuple(int(d) for d in args.dilations.split(","))
+        except ValueError:
+            raise ValueError(f"--dilations: integers like 1,2, got {args.dilations!r}") from None
+        model = RidgeProx(
+            in_channels=channels, filters=args.filters, kernel=args.kernel, dilations=dilations
+        )
     elif args.kind == "normalization-trick":
         model = NormalizationTrick(**arch)
     else:
@@ -516,6 +554,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     cfg = TrainConfig(
         sigma=args.sigma,
         sigma_max=args.sigma_max,
+        sigma_sampling=args.sigma_sampling,
         steps=args.steps,
         batch=args.batch,
         l1_fraction=args.l1_fraction,

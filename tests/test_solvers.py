@@ -368,6 +368,28 @@ def test_pgd_is_told_the_sigma_of_admms_problem():
         pgd_sigma_factor(0.5, 0.0)
 
 
+def test_pgd_sigma_rule_follows_the_priors_scaling():
+    """The convex-ridge prior's R grows like σ (its ℓ1 part): PGD is told σ·step_rel·rho_rel."""
+    from priors.ridge import RidgeProx
+    from recon.pipeline import pgd_sigma_factor, reconstruct
+
+    op, y = _problem(m=50, h=8, w=8)
+    x0 = op.adjoint(y)
+    import priors.checkpoint as ck
+
+    m = RidgeProx(filters=4, kernel=3).double().eval()
+    orig = ck.load_prior
+    ck.load_prior = lambda *a, **k: m
+    try:
+        base = {"prior_sigma_rel": 0.2, "iters": 3, "tol": 0.0, "rho_rel": 0.04}
+        a = reconstruct(op, y, x0, "pnp-admm", "x", base)
+        p = reconstruct(op, y, x0, "pnp-pgd", "x", {**base, "step_rel": 0.5})
+    finally:
+        ck.load_prior = orig
+    assert pgd_sigma_factor(0.5, 0.04, power=1) == pytest.approx(0.02)
+    assert p.params["prior_sigma"] == pytest.approx(a.params["prior_sigma"] * 0.02)
+
+
 def test_objective_is_recorded_every_n_iterations_and_at_the_end():
     op, y = _problem()
     r = pnp_pgd(op, y, QuadraticPrior(0.1), iters=23, tol=0, objective_every=10)

@@ -1,0 +1,285 @@
+"""A learned prox that is firmly nonexpansive by construction: the convex-ridge AE-LPN.
+
+    ψ(x; σ) = ½||x||² − Σ_{c, pixels} p_c((W Q x)_c; σ),     f(x; σ) = ∇ψ = x − Q Wᵀ g(W Q x; σ)
+
+* Q = P⊥ = I − P₁ removes each image's (per channel) mean: symmetric, ||Q|| ≤ 1, Q 1 = 0.
+* W: R^{C_in×H×W} → R^{C×H×W} is a convolution with C learned zero-mean k×k filters V (zero
+  padding), divided by √B(V), where B(V) is a *guaranteed* upper bound on ||V||²
+  (``conv_norm_bound``), so ||W|| ≤ 1.
+* p_c(t; σ) = (σ w_c)² Φ_c(t / (σ w_c)) with Φ_c convex and piecewise quadratic: Φ_c' is a
+  continuous linear spline on a fixed knot grid whose slopes are clamped to [0, 1], so
+  0 ≤ p_c'' ≤ 1. g = ∂p/∂t = σ w_c Φ_c'(t / (σ w_c)) (a learned shrinkage curve), w_c > 0 a
+  learned width per filter.
+
+Why f is exactly a firmly nonexpansive prox of a *convex* regularizer, for any weights:
+m(x) = Σ p(WQx) is convex with ∇²m = Q Wᵀ D W Q, D = diag(p'') ∈ [0, 1], so 0 ⪯ ∇²m ⪯ ||W||²
+||Q||² I ⪯ I (a.e.; ∇m is Lipschitz). Hence ψ = ½||·||² − m is convex with 0 ⪯ ∇²ψ ⪯ I, i.e. ψ is
+convex and 1-smooth, and by Baillon–Haddad f = ∇ψ is firmly nonexpansive: f = prox_R with R =
+ψ* − ½||·||² convex (Moreau). PnP-ADMM (any ρ) and PnP-PGD (step < 2/L of the data term) then
+converge (seed 001). The largest Jacobian eigenvalue is exactly 1 (constants: f(x + b) = f(x) + b).
+
+Equivariance: Q(a·x + b·1) = a·Qx, and p(a·t; a·σ) = a²·p(t; σ), so
+f(a·x + b; a·σ) = a·f(x; σ) + b for a > 0, exactly (at σ = 0, p is the limit ½ s_± t², still
+2-homogeneous).
+
+The model takes the noise level σ (``noise_input``; ``priors.lpn.set_noise_level``) like the
+AE-LPN with ``--noise-input``, and works at any image size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from priors.lpn import LearnedProx, _mean_split
+
+__all__ = ["RidgeProx", "conv_norm_bound", "KIND"]
+
+KIND = "fne-ridge"
+
+
+def conv_norm_bound(weight: torch.Tensor, grid: int = 256) -> torch.Tensor:
+    """A guaranteed upper bound on ||V||² for the convolution with ``weight`` (C, C_in, k, k)
+    (zero padding, any image size).
+
+    ||V||² ≤ M = sup_ω λ_max(M(ω)), M(ω) = V̂(ω)ᴴV̂(ω) (C_in × C_in), V̂ the filters' Fourier
+    transform. Let (ω*, u*) attain M; p(ω) = u*ᴴM(ω)u* is a trigonometric polynomial of degree
+    d = k − 1 per axis with 0 ≤ p ≤ M and its maximum M at ω*, so ∇p(ω*) = 0. The nearest point
+    ω_g of an N×N grid is ω* + δ with |δ_i| ≤ π/N; along that segment p is of exponential type
+    τ = (π/N)·2d, so |p''| ≤ τ²M (Bernstein) and p(ω_g) ≥ M(1 − τ²/2). Hence
+    M ≤ max_grid λ_max / (1 − τ²/2): 1.1 % above the grid maximum for 7×7 filters at N = 256.
+    The grid maximum comes from one FFT."""
+    c_out, c_in, kh, kw = weight.shape
+    tau = math.pi * ((kh - 1) + (kw - 1)) / grid
+    if tau >= 1.0:
+        raise ValueError(f"grid {grid} too coarse for {kh}x{kw} filters: use >= {4 * (kh + kw)}")
+    vh = torch.fft.rfft2(weight, s=(grid, grid))  # (C, C_in, N, N/2 + 1)
+    if c_in == 1:
+        top = vh.abs().pow(2).sum(0)[0]
+    else:
+        m = torch.einsum("cipq,cjpq->pqij", vh.conj(), vh)  # (N, N/2 + 1, C_in, C_in)
+        top = torch.linalg.eigvalsh(m)[..., -1]
+    # float round-off of the FFT is far below 1e-4 of the maximum
+    return top.max() / (1.0 - 0.5 * tau**2) * (1.0 + 1e-4)
+
+
+class RidgeProx(LearnedProx):
+    """f(x; σ) = x − Q Wᵀ g(W Q x; σ): see the module docstring. x (B, C_in, H, W)."""
+
+    kind = KIND
+    equivariance = "affine"
+    # R grows like σ·Σ|Wx| where the shrinkage is past its knee (an ℓ1 part, like TV's weight):
+    # PnP-PGD is told σ·(step_rel·rho_rel) to solve ADMM's problem (recon.pipeline.pgd_sigma_factor)
+    sigma_power = 1.0
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        filters: int = 64,
+        kernel: int = 7,
+        knots: int = 17,
+        knot_range: float = 4.0,
+        grid: int = 256,
+        threshold: float = 2.5,
+        dilations: tuple[int, ...] | list[int] = (1,),
+    ) -> None:
+        super().__init__()
+        if filters < 1 or kernel < 1 or kernel % 2 == 0:
+            raise ValueError(f"need filters >= 1 and an odd kernel, got {filters}, {kernel}")
+        dilations = tuple(int(d) for d in dilations)
+        if not dilations or min(dilations) < 1 or filters % len(dilations):
+            raise ValueError(
+                f"dilations must be >= 1 and divide the {filters} filters into equal groups, "
+                f"got {dilations}"
+            )
+        if knots < 2 or not knot_range > 0:
+            raise ValueError(f"need knots >= 2 and knot_range > 0, got {knots}, {knot_range}")
+        self._config = dict(
+            kind=KIND,
+            in_channels=in_channels,
+            filters=filters,
+            kernel=kernel,
+            knots=knots,
+            knot_range=float(knot_range),
+            grid=grid,
+        )
+        if dilations != (1,):  # recorded only when used, so older checkpoints keep their config
+            self._config["dilations"] = list(dilations)
+        self.dilations, self.kernel = dilations, kernel
+        self.in_channels, self.grid = in_channels, grid
+        self.noise_input = True
+        self.noise_level: float | torch.Tensor | None = None
+        self.register_buffer("knot_grid", torch.linspace(-knot_range, knot_range, knots))
+        per = filters // len(dilations)  # one group of filters per dilation
+        init = [_init_filters(per, in_channels, kernel) for _ in dilations]
+        self.weight = nn.Parameter(torch.cat(init))
+        # per-filter width: the filter's noise response in units of σ (its norm after scaling)
+        self.log_width = nn.Parameter(torch.zeros(filters))
+        mid = 0.5 * (self.knot_grid[1:] + self.knot_grid[:-1])
+        # one point inside each segment
+        seg = torch.cat([self.knot_grid[:1] - 1, mid, self.knot_grid[-1:] + 1])
+        slopes = (seg.abs() < threshold).to(torch.float32)  # soft thresholding at init
+        self.slopes = nn.Parameter(slopes.repeat(filters, 1))  # (C, knots + 1), in [0, 1]
+        self.offset = nn.Parameter(torch.zeros(filters))  # Φ'(0)
+        with torch.no_grad():
+            self.log_width.copy_(torch.log(self._scaled_weight().flatten(1).norm(dim=1)))
+
+    # -- the pieces ---------------------------------------------------------------------------
+    def _scaled_weight(self) -> torch.Tensor:
+        """W's filters: V minus its mean (per filter and input channel: each filter ignores the
+        local mean level, as on training patches, at any image size), over √B, so ||W|| ≤ 1."""
+        v = self.weight - self.weight.mean(dim=(2, 3), keepdim=True)
+        return v / conv_norm_bound(self._dilated(v), self.grid).sqrt()
+
+    def _dilated(self, v: torch.Tensor) -> torch.Tensor:
+        """The filters as one convolution: each group's kernels dilated by its factor (zeros in
+        between) and centred in the largest span, so one bound covers W as a whole."""
+        if self.dilations == (1,):
+            return v
+        k, span = self.kernel, (self.kernel - 1) * max(self.dilations) + 1
+        rows = []
+        for g, d in zip(v.chunk(len(self.dilations)), self.dilations, strict=True):
+            off = (span - ((k - 1) * d + 1)) // 2
+            z = v.new_zeros(g.shape[0], g.shape[1], span, span)
+            z[:, :, off : off + (k - 1) * d + 1 : d, off : off + (k - 1) * d + 1 : d] = g
+            rows.append(z)
+        return torch.cat(rows)
+
+    def _conv(self, u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """W u: each group of filters at its dilation, zero padding, same size."""
+        return torch.cat(
+            [
+                F.conv2d(u, wg, padding=d * (self.kernel // 2), dilation=d)
+                for wg, d in zip(w.chunk(len(self.dilations)), self.dilations, strict=True)
+            ],
+            1,
+        )
+
+    def _conv_t(self, t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Wᵀ t, the exact adjoint of ``_conv``."""
+        n = len(self.dilations)
+        return sum(
+            F.conv_transpose2d(tg, wg, padding=d * (self.kernel // 2), dilation=d)
+            for tg, wg, d in zip(t.chunk(n, 1), w.chunk(n), self.dilations, strict=True)
+        )
+
+    def _spline(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(s, c, k), each (C, knots + 1): on segment j, Φ'(u) = c_j + s_j·u and
+        Φ(u) = k_j + c_j·u + ½ s_j·u², continuous, with Φ(0) = 0 and Φ'(0) = offset."""
+        s = self.slopes.clamp(0.0, 1.0)
+        r = self.knot_grid.to(s)
+        n = r.numel()
+        # Φ' at the knots: continuous, slope s_j on segment j (between r_{j-1} and r_j)
+        dv = s[:, 1:n] * (r[1:] - r[:-1])  # (C, n - 1)
+        v = torch.cat([torch.zeros_like(s[:, :1]), dv.cumsum(1)], 1)  # Φ'(r_k) − Φ'(r_0)
+        anchor = torch.cat([r[:1], r])  # segment j passes through knot a(j) = max(j − 1, 0)
+        va = torch.cat([v[:, :1], v], 1)
+        c = va - s * anchor
+        j0 = int(torch.bucketize(torch.zeros(()), r.detach().cpu()))  # the segment holding 0
+        c = c - (c[:, j0] - self.offset).unsqueeze(1)  # Φ'(0) = c_{j0} = offset
+        # Φ continuous at every knot: k_{j+1} − k_j = (c_j − c_{j+1}) r_j + ½(s_j − s_{j+1}) r_j²
+        dk = (c[:, :-1] - c[:, 1:]) * r + 0.5 * (s[:, :-1] - s[:, 1:]) * r.pow(2)
+        k = torch.cat([torch.zeros_like(s[:, :1]), dk.cumsum(1)], 1)
+        return s, c, k - k[:, j0].unsqueeze(1)  # Φ(0) = k_{j0} = 0
+
+    def _sigma(self, x: torch.Tensor) -> torch.Tensor:
+        """σ per image as (B, 1, 1, 1)."""
+        if self.noise_level is None:
+            raise ValueError(
+                "this prior is told the noise level: set model.noise_level (in the image's units; "
+                "`recon ct/mri` set it from --prior-sigma-noise / --prior-sigma-rel) or use "
+                "told_noise_level(model, σ)"
+            )
+        s = torch.as_tensor(self.noise_level, dtype=x.dtype, device=x.device)
+        if bool((s < 0).any()) or not bool(torch.isfinite(s).all()):
+            raise ValueError(f"noise_level must be finite and >= 0, got {self.noise_level}")
+        if s.ndim == 0:
+            s = s.expand(x.shape[0])
+        elif s.shape != (x.shape[0],):
+            raise ValueError(f"noise_level: one σ or one per image ({x.shape[0]}), got {s.shape}")
+        return s.view(-1, 1, 1, 1)
+
+    def _responses(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(t = W Q x (B, C, H, W), the scale σ·w_c (B, C, 1, 1), W's filters)."""
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected images (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        w = self._scaled_weight().to(x.dtype)
+        _, u = _mean_split(x)
+        t = self._conv(u, w)
+        scale = self._sigma(x) * self.log_width.exp().to(x.dtype).view(1, -1, 1, 1)
+        return t, scale, w
+
+    def _segments(self, t: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Per entry of t: (u = t / scale, s_j, c_j, k_j) of its spline segment; at σ = 0 the
+        segment is the outer one on t's side (the limit σ → 0)."""
+        s, c, k = (a.to(t.dtype) for a in self._spline())
+        zero = scale == 0
+        u = t / torch.where(zero, torch.ones_like(scale), scale)
+        u = torch.where(zero, t.sign() * math.inf, u)
+        j = torch.bucketize(u.detach(), self.knot_grid.to(t.dtype))
+        idx = j + torch.arange(t.shape[1], device=t.device).view(1, -1, 1, 1) * s.shape[1]
+        return u, s.flatten()[idx], c.flatten()[idx], k.flatten()[idx]
+
+    def _shrinkage(self, t: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(g, p) per entry: g = ∂p/∂t = scale·Φ'(t/scale), p = scale²·Φ(t/scale); at scale 0
+        the limits g = s_±·t, p = ½ s_±·t²."""
+        u, s, c, k = self._segments(t, scale)
+        zero = (scale == 0).expand_as(t)
+        g = torch.where(zero, s * t, scale * c + s * t)
+        p = scale.pow(2) * k + scale * c * t + 0.5 * s * t.pow(2)
+        p = torch.where(zero, 0.5 * s * t.pow(2), p)
+        return g, p
+
+    # -- LearnedProx ---------------------------------------------------------------------------
+    def potential(self, x: torch.Tensor) -> torch.Tensor:
+        t, scale, _ = self._responses(x)
+        _, p = self._shrinkage(t, scale)
+        return 0.5 * x.pow(2).flatten(1).sum(1) - p.flatten(1).sum(1)
+
+    def _gradient(self, v: torch.Tensor, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(f(v), ψ(v)) in closed form (no autograd through ψ): f = v − Q Wᵀ g(W Q v)."""
+        with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
+            t, scale, w = self._responses(v)
+            g, p = self._shrinkage(t, scale)
+            back = self._conv_t(g, w)
+            _, back = _mean_split(back)
+            f = v - back
+            psi = 0.5 * v.pow(2).flatten(1).sum(1) - p.flatten(1).sum(1)
+        return (f, psi) if create_graph else (f.detach(), psi.detach())
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        self.slopes.clamp_(0.0, 1.0)
+
+    def lipschitz_bound(self) -> float:
+        """An upper bound on the largest eigenvalue of the Jacobian (of ∇²ψ): 1 by construction
+        (||W||² · max p'' · ||Q||² ≤ 1, and the identity's 1 on constants)."""
+        return 1.0
+
+
+def _init_filters(filters: int, in_channels: int, kernel: int) -> torch.Tensor:
+    """The 2-D DCT-II basis of k×k patches without its constant atom (a tight frame of the
+    patch space, so W starts near a sliding-window DCT), then random filters if more are
+    asked; for several input channels the atoms repeat per channel."""
+    n = torch.arange(kernel, dtype=torch.float64)
+    basis = torch.cos(math.pi * (n.view(-1, 1) + 0.5) * n.view(1, -1) / kernel)  # (x, freq)
+    basis = basis / basis.norm(dim=0, keepdim=True)
+    atoms = [
+        torch.outer(basis[:, i], basis[:, j])
+        for i in range(kernel)
+        for j in range(kernel)
+        if i or j
+    ]
+    out = torch.zeros(filters, in_channels, kernel, kernel, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    for f in range(filters):
+        ch, a = divmod(f, len(atoms))
+        if ch < in_channels:
+            out[f, ch] = atoms[a]
+        else:
+            out[f] = torch.randn(in_channels, kernel, kernel, generator=gen, dtype=torch.float64)
+            out[f] /= out[f].norm()
+    return out.to(torch.float32)
