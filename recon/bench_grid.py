@@ -2,7 +2,7 @@
 
 Problems (``recon.tune_problems.PROBLEMS``): CT parallel 60 / 30 views, limited angle 120°, fan
 beam; MRI 4×/8× random and equispaced, radial 4×. Solvers: PnP-PGD, accelerated PGD (FISTA
-with adaptive restart), PnP-ADMM. Priors: AE-LPN, LPN (when shipped for the modality) and TV,
+with adaptive restart), PnP-ADMM. Priors: AE-LPN, LPN, ridge (when shipped for the modality) and TV,
 plus the FBP / zero-filled baselines. Parameters come from the shipped presets (or
 ``--config``), with ``--iters`` capping every run.
 
@@ -90,11 +90,13 @@ def _page_size() -> int:
 
 
 def priors_for(modality: str) -> list[str]:
-    """AE-LPN and LPN of the modality when shipped (``priors/weights``), then TV."""
+    """AE-LPN, LPN and the convex-ridge prior of the modality when shipped
+    (``priors/weights``), then TV."""
     from priors.checkpoint import shipped_priors
 
     have = shipped_priors()
-    return [p for p in (f"aelpn-{modality}", f"lpn-{modality}") if p in have] + ["tv"]
+    names = (f"aelpn-{modality}", f"lpn-{modality}", f"ridge-{modality}")
+    return [p for p in names if p in have] + ["tv"]
 
 
 class GridSpec:

@@ -156,13 +156,23 @@ def certify(
         bar.close()
     top = max(r["lambda_max"] for r in rows)
     converged = all(r["converged"] for r in rows)
+    # a model firmly nonexpansive by construction (priors.ridge) states its bound; the Ritz
+    # values, lower bounds on λ_max, must then stay below it (a value above exposes a bug)
+    bound = model.lipschitz_bound() if hasattr(model, "lipschitz_bound") else None
+    if bound is not None and top > bound * (1 + 1e-9):
+        raise RuntimeError(
+            f"a Ritz value {top:.12g} exceeds the bound {bound} this prior guarantees by "
+            "construction: the implementation does not match its proof"
+        )
+    certified = bound is not None and bound <= 1.0
     summary = {
         "lambda_max": top,
         "largest_residual": max(r["residual"] for r in rows),
         "worst": {k: worst[k] for k in ("image", "sigma_rel", "input")},
         "all_converged": converged,
         "margin": margin,
-        "firmly_nonexpansive": bool(converged and top <= 1.0 + margin),
+        "bound_by_construction": bound,
+        "firmly_nonexpansive": bool(certified or (converged and top <= 1.0 + margin)),
         "inputs": len(rows),
         "size": size,
         "tol": tol,
@@ -193,6 +203,11 @@ def format_table(cert: dict[str, Any]) -> str:
         )
     s = cert["summary"]
     verdict = "passes" if s["firmly_nonexpansive"] else "fails"
+    if s.get("bound_by_construction") is not None:
+        lines.append(
+            f"By construction λ_max ≤ {s['bound_by_construction']:g} for every input (the "
+            "measured values are lower bounds and must not exceed it)"
+        )
     lines.append(
         f"λ_max = {s['lambda_max']:.4g} (largest residual {s['largest_residual']:.2g}, "
         f"{s['inputs']} inputs, all converged: {s['all_converged']}): {verdict} "

@@ -31,10 +31,10 @@ def ct_grid(tmp_path_factory):
 def test_quick_ct_grid_writes_table_json_plots(ct_grid):
     res = json.loads((ct_grid / "results.json").read_text())
     cells = res["cells"]
-    # 1 phantom × 1 problem × (FBP + 3 solvers × 3 priors)
-    assert len(cells) == 10
+    # 1 phantom × 1 problem × (FBP + 3 solvers × 4 priors)
+    assert len(cells) == 13
     assert {c["solver"] for c in cells} == {"baseline", "pnp-pgd", "pnp-fista", "pnp-admm"}
-    assert {c["prior"] for c in cells} == {"fbp", "aelpn-ct", "lpn-ct", "tv"}
+    assert {c["prior"] for c in cells} == {"fbp", "aelpn-ct", "lpn-ct", "ridge-ct", "tv"}
     for c in cells:
         assert 0 < c["ssim"] <= 1 and c["psnr"] > 5
         if c["solver"] != "baseline":
@@ -59,12 +59,12 @@ def test_rerun_skips_finished_cells_and_reruns_missing_or_changed(ct_grid):
     cell = ct_grid / "cells" / "ct-par60" / "ellipses-s1001" / "pnp-admm+tv.json"
     before = json.loads(cell.read_text())
     again = run_grid(spec, ct_grid, progress=False)
-    assert again["ran"] == 0 and again["skipped"] == 10
+    assert again["ran"] == 0 and again["skipped"] == 13
     assert json.loads(cell.read_text()) == before  # untouched
 
     cell.unlink()
     again = run_grid(spec, ct_grid, progress=False)
-    assert again["ran"] == 1 and again["skipped"] == 9
+    assert again["ran"] == 1 and again["skipped"] == 12
     rerun = json.loads(cell.read_text())
     assert rerun["psnr"] == pytest.approx(before["psnr"], abs=1e-4)  # seeded: same answer
 

@@ -8,6 +8,7 @@ import torch
 
 from priors.checkpoint import load_prior, shipped_priors
 from priors.icnn import nonneg_parameters
+from priors.lpn import takes_noise_level
 
 SHIPPED = sorted(shipped_priors())
 
@@ -19,7 +20,7 @@ def test_ct_priors_are_shipped():
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_prior_is_convex_and_documented(name):
     model = load_prior(name, dtype=torch.float64)
-    noise_input = bool(model.config().get("noise_input"))
+    noise_input = takes_noise_level(model)
     model.noise_level = 0.1 if noise_input else None  # (convexity holds at each fixed σ)
     assert all(float(w.detach().min()) >= 0 for w in nonneg_parameters(model))
     for key in ("training_data", "sigma", "steps", "seed", "package_version", "command"):
