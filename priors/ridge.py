@@ -5,7 +5,8 @@
 * Q = P⊥ = I − P₁ removes each image's (per channel) mean: symmetric, ||Q|| ≤ 1, Q 1 = 0.
 * W: R^{C_in×H×W} → R^{C×H×W} is a convolution with C learned zero-mean k×k filters V (zero
   padding), divided by √B(V), where B(V) is a *guaranteed* upper bound on ||V||²
-  (``conv_norm_bound``), so ||W|| ≤ 1.
+  (``conv_norm_bound``), so ||W|| ≤ 1 (with ``slope_bound``: B(S^½V), S = diag(each filter's
+  largest slope), so ||S^½W|| ≤ 1, which is all the argument below needs).
 * p_c(t; σ) = (σ w_c)² Φ_c(t / (σ w_c)) with Φ_c convex and piecewise quadratic: Φ_c' is a
   continuous linear spline on a fixed knot grid whose slopes are clamped to [0, 1], so
   0 ≤ p_c'' ≤ 1. g = ∂p/∂t = σ w_c Φ_c'(t / (σ w_c)) (a learned shrinkage curve), w_c > 0 a
@@ -85,6 +86,7 @@ class RidgeProx(LearnedProx):
         grid: int = 256,
         threshold: float = 2.5,
         dilations: tuple[int, ...] | list[int] = (1,),
+        slope_bound: bool = False,
     ) -> None:
         super().__init__()
         if filters < 1 or kernel < 1 or kernel % 2 == 0:
@@ -108,6 +110,9 @@ class RidgeProx(LearnedProx):
         )
         if dilations != (1,):  # recorded only when used, so older checkpoints keep their config
             self._config["dilations"] = list(dilations)
+        self.slope_bound = slope_bound
+        if slope_bound:
+            self._config["slope_bound"] = True
         self.dilations, self.kernel = dilations, kernel
         self.in_channels, self.grid = in_channels, grid
         self.noise_input = True
@@ -132,7 +137,13 @@ class RidgeProx(LearnedProx):
         """W's filters: V minus its mean (per filter and input channel: each filter ignores the
         local mean level, as on training patches, at any image size), over √B, so ||W|| ≤ 1."""
         v = self.weight - self.weight.mean(dim=(2, 3), keepdim=True)
-        return v / conv_norm_bound(self._dilated(v), self.grid).sqrt()
+        if not self.slope_bound:
+            return v / conv_norm_bound(self._dilated(v), self.grid).sqrt()
+        # ``slope_bound``: bound ||S^½ W|| instead, S = diag(each filter's largest slope), since
+        # ∇²m = QWᵀDWQ ⪯ QWᵀSWQ: a filter whose curve never bends fully takes less of the budget
+        top = self.slopes.clamp(0.0, 1.0).amax(1).to(v.dtype).view(-1, 1, 1, 1)
+        bound = conv_norm_bound(self._dilated(v * top.sqrt()), self.grid)
+        return v / (bound + 1e-12 * v.pow(2).sum()).sqrt()
 
     def _dilated(self, v: torch.Tensor) -> torch.Tensor:
         """The filters as one convolution: each group's kernels dilated by its factor (zeros in

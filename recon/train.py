@@ -301,6 +301,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help=f"{RIDGE_KIND}: comma-separated dilations, one equal group of filters each "
         "(e.g. 1,2: half the filters see twice the area)",
     )
+    p.add_argument(
+        "--slope-bound",
+        action="store_true",
+        help=f"{RIDGE_KIND}: normalize W by the bound of S^½W (S: each filter's largest slope), "
+        "so filters that never shrink fully take less of the norm budget",
+    )
     p.add_argument("--levels", type=int, default=3)
     p.add_argument("--depth", type=int, default=2)
     p.add_argument(
@@ -540,7 +546,11 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         except ValueError:
             raise ValueError(f"--dilations: integers like 1,2, got {args.dilations!r}") from None
         model = RidgeProx(
-            in_channels=channels, filters=args.filters, kernel=args.kernel, dilations=dilations
+            in_channels=channels,
+            filters=args.filters,
+            kernel=args.kernel,
+            dilations=dilations,
+            slope_bound=args.slope_bound,
         )
     elif args.kind == "normalization-trick":
         model = NormalizationTrick(**arch)

@@ -12,6 +12,7 @@ and 1 % Gaussian noise).
     .venv/bin/python scripts/probe_ct_prior.py --prior aelpn-ct --denoise 0.03,0.1 --with-tv \
         --told 0.8,1,1.3,1.6 --on val-phantoms
     .venv/bin/python scripts/probe_ct_prior.py --prior runs/ni.safetensors --sigma-rel 0.05,0.1
+    .venv/bin/python scripts/probe_ct_prior.py --prior tv --rho 0.02,0.04,0.07   # TV weight_rel
 
 For training choices (σ, architecture, fine-tuning): choose with ``--on val`` (the four real
 windows of ``recon tune ct --val real-ct``, a patient never trained on); ``--on test`` is the
@@ -192,6 +193,15 @@ def main() -> None:
         return
     cases = [build_case(args.problem, s, seed=0) for s in scans_for(args.on, args.size)]
     presets = load_presets("ct")
+    if args.prior == "tv":  # TV-ADMM over weight_rel (--rho lists the weights), preset iters
+        for w in (float(v) for v in args.rho.split(",")):
+            over = {"weight_rel": w}
+            per = {c.scan: round(run_method(c, "pnp-admm", "tv", presets, None, over)["psnr"], 3)
+                   for c in cases}  # fmt: skip
+            row = {"prior": "tv", "on": args.on, "weight_rel": w}
+            row.update(psnr=round(float(np.mean(list(per.values()))), 3), per_scan=per)
+            print(json.dumps(row), flush=True)
+        return
     key = "prior_sigma_noise" if args.sigma_noise else "prior_sigma_rel"
     values = args.sigma_noise or args.sigma_rel
     sigmas = [None] if not values else [float(v) for v in values.split(",")]

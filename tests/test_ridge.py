@@ -18,15 +18,27 @@ from priors.ridge import RidgeProx, conv_norm_bound
 
 
 def _model(
-    channels: int = 1, seed: int = 0, filters: int = 12, kernel: int = 5, dilations=(1,)
+    channels: int = 1,
+    seed: int = 0,
+    filters: int = 12,
+    kernel: int = 5,
+    dilations=(1,),
+    slope_bound: bool = False,
 ) -> RidgeProx:
     torch.manual_seed(seed)
     m = RidgeProx(
-        in_channels=channels, filters=filters, kernel=kernel, knots=9, dilations=dilations
+        in_channels=channels,
+        filters=filters,
+        kernel=kernel,
+        knots=9,
+        dilations=dilations,
+        slope_bound=slope_bound,
     )
     m = m.double().eval()
     with torch.no_grad():  # random shrinkage curves, filters and widths
         m.slopes.uniform_(-0.5, 1.5)  # out of range on purpose: the model clamps them
+        if slope_bound:  # curves that never bend fully, each its own way
+            m.slopes.mul_(torch.rand(filters, 1, dtype=m.slopes.dtype))
         m.offset.normal_()
         m.log_width.add_(0.5 * torch.randn_like(m.log_width))
         m.weight.add_(0.3 * torch.randn_like(m.weight))
@@ -38,12 +50,19 @@ def _images(channels: int = 1, seed: int = 0, b: int = 3, h: int = 18, w: int = 
     return torch.rand(b, channels, h, w, generator=gen, dtype=torch.float64)
 
 
-DILATIONS = [(1,), (1, 2)]
+DILATIONS = [(1,), (1, 2), "slope-bound"]
+
+
+def _arch(dilations) -> dict:
+    """(1,), (1, 2), or 'slope-bound' (dilations 1,2 with the slope-aware bound)."""
+    if dilations == "slope-bound":
+        return {"dilations": (1, 2), "slope_bound": True}
+    return {"dilations": dilations}
 
 
 @pytest.mark.parametrize("dilations", DILATIONS)
 def test_closed_form_prox_is_the_gradient_of_psi(dilations):
-    m = _model(dilations=dilations)
+    m = _model(**_arch(dilations))
     x = _images()
     m.noise_level = 0.07
     f, psi = m._gradient(x, create_graph=False)
@@ -117,7 +136,7 @@ def test_dilated_convolution_adjoint_and_bound():
 @pytest.mark.parametrize("dilations", DILATIONS)
 def test_jacobian_eigenvalues_in_0_1_for_random_weights(sigma, channels, dilations):
     """Lanczos to convergence: λ_max is 1 (constants) and never above, at every σ."""
-    m = _model(channels, seed=int(sigma * 1000) + channels, dilations=dilations)
+    m = _model(channels, seed=int(sigma * 1000) + channels, **_arch(dilations))
     x = _images(channels, h=16, w=16) + 0.2 * torch.randn(3, channels, 16, 16, dtype=torch.float64)
     m.noise_level = sigma
     est = top_eigenvalue(hessian_operator(m, x), x.shape, max_iters=120, tol=1e-6)
@@ -130,7 +149,7 @@ def test_jacobian_eigenvalues_in_0_1_for_random_weights(sigma, channels, dilatio
 @pytest.mark.parametrize("dilations", DILATIONS)
 def test_firmly_nonexpansive_on_random_pairs(sigma, dilations):
     """||f(x) − f(y)||² ≤ ⟨f(x) − f(y), x − y⟩ (the definition), far apart and close by."""
-    m = _model(seed=5, dilations=dilations)
+    m = _model(seed=5, **_arch(dilations))
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(8, 1, 20, 20, generator=gen, dtype=torch.float64)
     for scale in (3.0, 0.1, 1e-3):
@@ -145,7 +164,7 @@ def test_firmly_nonexpansive_on_random_pairs(sigma, dilations):
 @pytest.mark.parametrize("channels", [1, 2])
 @pytest.mark.parametrize("dilations", DILATIONS)
 def test_exactly_affine_equivariant_with_the_noise_level(channels, dilations):
-    m = _model(channels, seed=2, dilations=dilations)
+    m = _model(channels, seed=2, **_arch(dilations))
     x = _images(channels)
     sigma = 0.04
     with told_noise_level(m, sigma):
