@@ -170,7 +170,12 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--solver", choices=["pnp-admm", "pnp-pgd", "zero-filled", "tv"], default="pnp-admm"
     )
-    p.add_argument("--prior", default="aelpn-mri", help="aelpn-mri | lpn-mri | tv | CHECKPOINT")
+    p.add_argument(
+        "--prior",
+        default="ridge-mri",
+        help="ridge-mri (firmly nonexpansive; the validation winner) | aelpn-mri | lpn-mri | tv | "
+        "CHECKPOINT",
+    )
     p.add_argument(
         "--normalize",
         choices=["none", "max"],
