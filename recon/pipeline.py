@@ -10,6 +10,7 @@ prior is).
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -275,6 +276,31 @@ def _tell_noise_level(
     return used
 
 
+POSITIVE_KEYS = ("lam", "rho_rel", "step_rel", "weight_rel")
+NONNEGATIVE_KEYS = ("tol", "cg_tol")
+COUNT_KEYS = ("iters", "cg_iters", "tv_iters")
+
+
+def _check_numbers(p: dict[str, Any]) -> None:
+    """Refuse NaN, infinities, non-numbers and out-of-range values in a run's parameters before
+    any work, naming the key (a NaN ρ would pass a "> 0" test written the other way round and
+    run to garbage)."""
+    for k, v in p.items():
+        if k in POSITIVE_KEYS or k in COUNT_KEYS or k in NONNEGATIVE_KEYS:
+            try:
+                x = float(v)
+            except (TypeError, ValueError):
+                raise ValueError(f"parameter {k!r} must be a number, got {v!r}") from None
+            if not math.isfinite(x):
+                raise ValueError(f"parameter {k!r} must be finite, got {v!r}")
+            if k in POSITIVE_KEYS and not x > 0:
+                raise ValueError(f"parameter {k!r} must be > 0, got {v!r}")
+            if k in NONNEGATIVE_KEYS and x < 0:
+                raise ValueError(f"parameter {k!r} must be >= 0, got {v!r}")
+            if k in COUNT_KEYS and (x != int(x) or x < 1):
+                raise ValueError(f"parameter {k!r} must be a whole number >= 1, got {v!r}")
+
+
 def reconstruct(
     op,
     y: torch.Tensor,
@@ -293,6 +319,7 @@ def reconstruct(
     from solvers import pnp_admm, pnp_pgd
 
     p = dict(params)
+    _check_numbers(p)
     lam = float(p.pop("lam", 1.0))
     norm_sq = op.norm_sq()
     if solver == "tv":

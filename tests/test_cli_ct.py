@@ -187,3 +187,23 @@ def test_a_slow_runaway_is_written_into_metrics_and_stderr(tmp_path, capsys):
     assert _run(args) == 0
     assert "warning" not in json.loads((ok / "metrics.json").read_text())
     assert "slow runaway" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "section, msg",
+    [
+        ({"pnp-admm": {"rho_rel": float("nan")}}, "'rho_rel' must be finite"),
+        ({"pnp-admm": {"rho_rel": -1}}, "'rho_rel' must be > 0"),
+        ({"pnp-admm": {"iters": 2.7}}, "'iters' must be a whole number"),
+        ({"pnp-admm": {"tol": "abc"}}, "'tol' must be a number"),
+    ],
+)
+def test_bad_numbers_in_a_config_are_refused_before_work(tmp_path, capsys, section, msg):
+    cfg = tmp_path / "bad.json"
+    cfg.write_text(json.dumps(section))  # (json writes NaN as the literal NaN, which it reads)
+    out = tmp_path / "out"
+    args = ["--input", "phantom:shepp-logan", "--size", "32", "--views", "10"]
+    assert _run([*args, "--prior", "lpn-ct", "--config", str(cfg), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert msg in err and len(err.strip().splitlines()) == 1
+    assert not (out / "metrics.json").exists()
