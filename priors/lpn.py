@@ -141,6 +141,25 @@ def local_mean(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return _symmetric_blur(_symmetric_blur(x, s), s)
 
 
+def noise_levels(level: float | torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """The told noise level ``level`` (one σ, or one per image) as a (B,) tensor like x
+    (B, ...): refused when not set, negative, not finite, or of the wrong length."""
+    if level is None:
+        raise ValueError(
+            "this prior is told the noise level: set model.noise_level (in the image's units; "
+            "`recon ct/mri` set it from --prior-sigma-noise / --prior-sigma-rel) or use "
+            "told_noise_level(model, σ)"
+        )
+    s = torch.as_tensor(level, dtype=x.dtype, device=x.device)
+    if bool((s < 0).any()) or not bool(torch.isfinite(s).all()):
+        raise ValueError(f"noise_level must be finite and >= 0, got {level}")
+    if s.ndim == 0:
+        return s.expand(x.shape[0])
+    if s.shape != (x.shape[0],):
+        raise ValueError(f"noise_level: one σ or one per image ({x.shape[0]}), got {s.shape}")
+    return s
+
+
 def _mean_split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(P₁x, P⊥x): per-image, per-channel mean over all but the batch/channel axes."""
     dims = tuple(range(2, x.ndim))
@@ -360,19 +379,7 @@ class ConvLPN(LearnedProx):
         ``noise_input`` [u, σ·1] (B, C + 1, H, W)."""
         if not self.noise_input:
             return u
-        if self.noise_level is None:
-            raise ValueError(
-                "this prior is told the noise level: set model.noise_level (in the image's units; "
-                "`recon ct/mri` set it from --prior-sigma-noise / --prior-sigma-rel) or use "
-                "told_noise_level(model, σ)"
-            )
-        s = torch.as_tensor(self.noise_level, dtype=u.dtype, device=u.device)
-        if bool((s < 0).any()) or not bool(torch.isfinite(s).all()):
-            raise ValueError(f"noise_level must be finite and >= 0, got {self.noise_level}")
-        if s.ndim == 0:
-            s = s.expand(u.shape[0])
-        elif s.shape != (u.shape[0],):
-            raise ValueError(f"noise_level: one σ or one per image ({u.shape[0]}), got {s.shape}")
+        s = noise_levels(self.noise_level, u)
         return torch.cat([u, s.view(-1, 1, 1, 1).expand(-1, 1, *u.shape[2:])], 1)
 
     def _potential(self, x: torch.Tensor) -> torch.Tensor:

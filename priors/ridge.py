@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from priors.lpn import LearnedProx, _mean_split
+from priors.lpn import LearnedProx, _mean_split, noise_levels
 
 __all__ = ["RidgeProx", "conv_norm_bound", "KIND"]
 
@@ -196,23 +196,6 @@ class RidgeProx(LearnedProx):
         k = torch.cat([torch.zeros_like(s[:, :1]), dk.cumsum(1)], 1)
         return s, c, k - k[:, j0].unsqueeze(1)  # Φ(0) = k_{j0} = 0
 
-    def _sigma(self, x: torch.Tensor) -> torch.Tensor:
-        """σ per image as (B, 1, 1, 1)."""
-        if self.noise_level is None:
-            raise ValueError(
-                "this prior is told the noise level: set model.noise_level (in the image's units; "
-                "`recon ct/mri` set it from --prior-sigma-noise / --prior-sigma-rel) or use "
-                "told_noise_level(model, σ)"
-            )
-        s = torch.as_tensor(self.noise_level, dtype=x.dtype, device=x.device)
-        if bool((s < 0).any()) or not bool(torch.isfinite(s).all()):
-            raise ValueError(f"noise_level must be finite and >= 0, got {self.noise_level}")
-        if s.ndim == 0:
-            s = s.expand(x.shape[0])
-        elif s.shape != (x.shape[0],):
-            raise ValueError(f"noise_level: one σ or one per image ({x.shape[0]}), got {s.shape}")
-        return s.view(-1, 1, 1, 1)
-
     def _responses(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(t = W Q x (B, C, H, W), the scale σ·w_c (B, C, 1, 1), W's filters)."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
@@ -220,7 +203,8 @@ class RidgeProx(LearnedProx):
         w = self._scaled_weight().to(x.dtype)
         _, u = _mean_split(x)
         t = self._conv(u, w)
-        scale = self._sigma(x) * self.log_width.exp().to(x.dtype).view(1, -1, 1, 1)
+        sigma = noise_levels(self.noise_level, x).view(-1, 1, 1, 1)
+        scale = sigma * self.log_width.exp().to(x.dtype).view(1, -1, 1, 1)
         return t, scale, w
 
     def _segments(self, t: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, ...]:
