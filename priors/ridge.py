@@ -134,6 +134,20 @@ class RidgeProx(LearnedProx):
 
     # -- the pieces ---------------------------------------------------------------------------
     def _scaled_weight(self) -> torch.Tensor:
+        """W's filters, recomputed only when the weights changed or a graph to them is needed
+        (the norm bound's FFT costs about a third of a 128² prox)."""
+        if torch.is_grad_enabled() and (self.weight.requires_grad or self.slopes.requires_grad):
+            return self._compute_scaled_weight()
+        p = (self.weight, self.slopes)
+        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in p)
+        cached = getattr(self, "_w_cache", None)
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                cached = (key, self._compute_scaled_weight())
+            self._w_cache = cached
+        return cached[1]
+
+    def _compute_scaled_weight(self) -> torch.Tensor:
         """W's filters: V minus its mean (per filter and input channel: each filter ignores the
         local mean level, as on training patches, at any image size), over √B, so ||W|| ≤ 1."""
         v = self.weight - self.weight.mean(dim=(2, 3), keepdim=True)
