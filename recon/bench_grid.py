@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from recon.outputs import atomic_write, save_json
+from recon.pipeline import SOLVERS
 from recon.tune_problems import (
     PROBLEMS,
-    SOLVERS,
     Scan,
     build_case,
     ct_test_scans,

@@ -17,6 +17,7 @@ layout). recon.npy and reconstruction.h5 hold the magnitude cropped to the recon
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,12 +36,20 @@ from recon.pipeline import (
 )
 
 
-def _load(args) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int], str]:
-    """(k-space (C, H, W) complex64, reference (h, w) or None, recon size, description)."""
+def _is_file_input(spec: str) -> bool:
+    return not (spec.startswith("bundled:") or spec.endswith(".npy"))
+
+
+def _load(
+    args, index: int | None = None
+) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int], str]:
+    """(k-space (C, H, W) complex64, reference (h, w) or None, recon size, description) of
+    slice ``index`` of a fastMRI file (default: ``args.slice`` if an int, else the middle one),
+    or of an image simulated with ``args.coils`` coils."""
     from data.fastmri import center_crop, count_slices, read_fastmri, simulate_multicoil
 
     spec = args.input
-    if spec.startswith("bundled:") or spec.endswith(".npy"):
+    if not _is_file_input(spec):
         if spec.startswith("bundled:"):
             from data.bundled import load_bundled
 
@@ -55,12 +64,38 @@ def _load(args) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int], str]:
     path = Path(spec)
     if not path.exists():
         raise ValueError(f"--input {path}: no such file")
-    k_idx = count_slices(path) // 2 if args.slice is None else args.slice
-    f = read_fastmri(path, slices=k_idx)
+    if index is None:
+        index = args.slice if isinstance(args.slice, int) else count_slices(path) // 2
+    f = read_fastmri(path, slices=index)
     k = f.kspace[0] if f.is_multicoil else f.kspace[0][None]
     size = f.recon_size or f.kspace.shape[-2:]
     ref = None if f.reference is None else center_crop(f.reference[0], size)
-    return k.astype(np.complex64), ref, tuple(size), f"{path}[{k_idx}] ({f.acquisition})"
+    return k.astype(np.complex64), ref, tuple(size), f"{path}[{index}] ({f.acquisition})"
+
+
+def parse_slices(spec: str | int | None, n: int, path: str | Path) -> list[int]:
+    """The slices ``--slice`` selects in a file of ``n`` slices: None or 'all' -> every slice,
+    'K' -> [K], 'A:B' -> A..B−1 (Python's half-open range; either end may be left out).
+    ValueError naming the file when the selection is malformed or empty."""
+    if spec is None or spec == "all":
+        return list(range(n))
+    text = str(spec).strip()
+    try:
+        if ":" in text:
+            a, b = text.split(":", 1)
+            lo = int(a) if a.strip() else 0
+            hi = int(b) if b.strip() else n
+            if not (0 <= lo < hi <= n):
+                raise ValueError
+            return list(range(lo, hi))
+        k = int(text)
+    except ValueError:
+        raise ValueError(
+            f"--slice {spec!r}: {path} has slices 0..{n - 1}; give K, A:B (A..B−1) or all"
+        ) from None
+    if not 0 <= k < n:
+        raise ValueError(f"--slice {k}: {path} has slices 0..{n - 1}")
+    return [k]
 
 
 def load_magnitude_npy(path: str | Path) -> np.ndarray:
@@ -160,7 +195,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def add_options(p: argparse.ArgumentParser) -> None:
     """The `recon mri` options other than --input (shared with `recon batch mri`)."""
-    p.add_argument("--slice", type=int, default=None)
+    p.add_argument(
+        "--slice",
+        default=None,
+        help="slices of a fastMRI file: K, A:B (A..B−1) or all (the default)",
+    )
     p.add_argument("--coils", type=int, default=8, help="coils when simulating from an image")
     p.add_argument(
         "--mask", choices=["random", "equispaced", "poisson", "radial"], default="random"
@@ -189,19 +228,40 @@ def add_options(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
-    reconstruct_input(args, Path(args.out))
+    if _is_file_input(args.input):
+        reconstruct_file(args, Path(args.out))
+    else:
+        reconstruct_input(args, Path(args.out))
     return 0
 
 
-def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
-    """Reconstruct ``args.input`` (slice ``args.slice``) with the `recon mri` options in
-    ``args``; write the output files into ``out`` (metrics.json last) and return the metrics."""
-    from data.fastmri import center_crop, evaluate, write_reconstruction
+@dataclass
+class SliceRecon:
+    """One reconstructed slice: magnitudes cropped to the recon size (h, w), the solver's
+    record and history, and what metrics.json says about the problem."""
+
+    image: np.ndarray
+    zero_filled: np.ndarray
+    reference: np.ndarray | None
+    record: dict
+    history: dict
+    seconds: float
+    zf_seconds: float
+    info: dict
+
+
+def reconstruct_slice(
+    args: argparse.Namespace,
+    k: np.ndarray,
+    ref: np.ndarray | None,
+    size: tuple[int, int],
+    presets: dict | None = None,
+) -> SliceRecon:
+    """Undersample k-space (C, H, W) as ``args`` says and reconstruct it with ``args.solver``."""
+    from data.fastmri import center_crop
     from operators.mri import ifft2c, rss
 
     dev = device_for(args.device)
-    out = Path(out)
-    k, ref, size, source = _load(args)
     op, y, mask_desc, _ = _operator(args, k)
     y = y.to(dev)
     with Timer() as t_zf:
@@ -210,20 +270,15 @@ def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
             zf = rss(ifft2c(y), dim=1)[0].cpu().numpy()  # fastMRI's zero-filled RSS baseline
         else:
             zf = x0.abs()[0, 0].cpu().numpy()
-    ref_full = ref
-
-    def crop(a: np.ndarray) -> np.ndarray:
-        return center_crop(a, size)
-
-    drange = float(ref_full.max()) if ref_full is not None else None
+    drange = float(ref.max()) if ref is not None else None
     ref_t = None
-    if ref_full is not None and ref_full.shape == tuple(k.shape[-2:]):
-        ref_t = torch.from_numpy(ref_full)[None, None].to(dev)
+    if ref is not None and ref.shape == tuple(k.shape[-2:]):
+        ref_t = torch.from_numpy(ref)[None, None].to(dev)
     if args.solver == "zero-filled":
         x_img, history, seconds = zf.astype(np.complex64), {}, t_zf.seconds
         record = {"converged": True, "stop_reason": "closed form", "iterations": 0, "params": {}}
     else:
-        presets = load_presets("mri", args.config)
+        presets = presets if presets is not None else load_presets("mri", args.config)
         c = 1.0 / float(zf.max()) if args.normalize == "max" and zf.max() > 0 else 1.0
         rec = solve_from_args(
             args,
@@ -238,42 +293,144 @@ def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
         history, seconds = rec.history, rec.seconds
         record = rec.record()
         record["params"]["normalize"] = {"mode": args.normalize, "kspace_scale": c}
-    mag, zf_c = crop(np.abs(x_img)), crop(zf)
-    metrics: dict = {}
-    if ref_full is not None:
-        gt = crop(ref_full)
-        metrics.update(evaluate(gt, mag))
-        metrics["baseline"] = {"name": "zero-filled", **evaluate(gt, zf_c), "seconds": t_zf.seconds}
-    metrics.update(
-        iterations=record["iterations"],
+    return SliceRecon(
+        image=center_crop(np.abs(x_img), size),
+        zero_filled=center_crop(zf, size),
+        reference=None if ref is None else center_crop(ref, size),
+        record=record,
+        history=history,
         seconds=seconds,
-        converged=record["converged"],
-        stop_reason=record["stop_reason"],
-        solver=args.solver,
-        prior=None if args.solver in ("zero-filled", "tv") else args.prior,
-        parameters=record["params"],
-        objective=record.get("objective", ""),
-        input=source,
-        mask=mask_desc,
-        coils=int(k.shape[0]),
-        recon_size=list(size),
-        seed=args.seed,
-        device=args.device,
-        versions=versions(),
+        zf_seconds=t_zf.seconds,
+        info={"mask": mask_desc, "coils": int(k.shape[0]), "recon_size": list(size)},
     )
-    label = args.solver if args.solver in ("zero-filled", "tv") else f"{args.solver} + {args.prior}"
-    hi = float(crop(ref_full).max()) if ref_full is not None else float(mag.max())
-    write_reconstruction(out / "reconstruction.h5", mag[None])
-    gt = None if ref_full is None else crop(ref_full)
-    warn_about_run(record, history, metrics)
-    write_outputs(out, mag, gt, ("zero-filled", zf_c), metrics, history, f"MRI {label}", (0.0, hi))
+
+
+def _label(args: argparse.Namespace) -> str:
+    return args.solver if args.solver in ("zero-filled", "tv") else f"{args.solver} + {args.prior}"
+
+
+def _run_metrics(args: argparse.Namespace, r: SliceRecon, source: str) -> dict:
+    return {
+        "iterations": r.record["iterations"],
+        "seconds": r.seconds,
+        "converged": r.record["converged"],
+        "stop_reason": r.record["stop_reason"],
+        "solver": args.solver,
+        "prior": None if args.solver in ("zero-filled", "tv") else args.prior,
+        "parameters": r.record["params"],
+        "objective": r.record.get("objective", ""),
+        "input": source,
+        **r.info,
+        "seed": args.seed,
+        "device": args.device,
+        "versions": versions(),
+    }
+
+
+def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
+    """Reconstruct one slice of ``args.input`` (``args.slice``, default the middle one) with
+    the `recon mri` options in ``args``; write the output files into ``out`` (metrics.json last)
+    and return the metrics."""
+    from data.fastmri import evaluate, write_reconstruction
+
+    out = Path(out)
+    k, ref, size, source = _load(args)
+    r = reconstruct_slice(args, k, ref, size)
+    metrics: dict = {}
+    if r.reference is not None:
+        metrics.update(evaluate(r.reference, r.image))
+        base = evaluate(r.reference, r.zero_filled)
+        metrics["baseline"] = {"name": "zero-filled", **base, "seconds": r.zf_seconds}
+    metrics.update(_run_metrics(args, r, source))
+    hi = float(r.reference.max()) if r.reference is not None else float(r.image.max())
+    write_reconstruction(out / "reconstruction.h5", r.image[None])
+    warn_about_run(r.record, r.history, metrics)
+    label = f"MRI {_label(args)}"
+    write_outputs(
+        out, r.image, r.reference, ("zero-filled", r.zero_filled), metrics, r.history, label,
+        (0.0, hi),
+    )  # fmt: skip
     if not args.quiet:
-        msg = f"{label}: "
-        if "psnr" in metrics:
-            msg += (
-                f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} "
-                f"(zero-filled {metrics['baseline']['psnr']:.2f} dB), "
+        print(f"{_label(args)}: {_summary(metrics)} -> {out}/")
+    return metrics
+
+
+def _summary(m: dict) -> str:
+    msg = ""
+    if "psnr" in m:
+        msg += (
+            f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f} "
+            f"(zero-filled {m['baseline']['psnr']:.2f} dB), "
+        )
+    return msg + f"{m['iterations']} iterations, {m['seconds']:.1f} s, {m['stop_reason']}"
+
+
+def reconstruct_file(args: argparse.Namespace, out: Path) -> dict:
+    """Reconstruct the slices ``args.slice`` selects (default: all) of a fastMRI file, one after
+    the other, printing each slice's result; write reconstruction.h5 (slices, h, w) in the
+    submission layout and recon.npy with the volume, the figures and history of the middle
+    selected slice, and metrics.json last: fastMRI's volume metrics (NMSE and PSNR over the
+    volume, SSIM averaged over slices) against ``reconstruction_rss``/``_esc`` when the file has
+    it, the zero-filled baseline's, and per slice its metrics, iterations and seconds."""
+    from data.fastmri import count_slices, evaluate, write_reconstruction
+
+    out = Path(out)
+    path = Path(args.input)
+    if not path.exists():
+        raise ValueError(f"--input {path}: no such file")
+    slices = parse_slices(args.slice, count_slices(path), path)
+    presets = load_presets("mri", args.config) if args.solver != "zero-filled" else None
+    results: list[SliceRecon] = []
+    rows = []
+    source = ""
+    for n, index in enumerate(slices, 1):
+        k, ref, size, source = _load(args, index)
+        r = reconstruct_slice(args, k, ref, size, presets)
+        results.append(r)
+        row = {"slice": index, "iterations": r.record["iterations"], "seconds": r.seconds}
+        row["stop_reason"] = r.record["stop_reason"]
+        if r.reference is not None:
+            row.update({k2: evaluate(r.reference, r.image)[k2] for k2 in ("psnr", "ssim")})
+        rows.append(row)
+        warn_about_run(r.record, r.history, row)
+        if not args.quiet and len(slices) > 1:
+            tail = f"PSNR {row['psnr']:.2f} dB, " if "psnr" in row else ""
+            print(
+                f"slice {index} ({n}/{len(slices)}): {tail}{row['iterations']} iterations, "
+                f"{row['seconds']:.1f} s",
+                flush=True,
             )
-        tail = f"{record['iterations']} iterations, {seconds:.1f} s, {record['stop_reason']}"
-        print(msg + f"{tail} -> {out}/")
+    volume = np.stack([r.image for r in results])
+    zf = np.stack([r.zero_filled for r in results])
+    have_ref = all(r.reference is not None for r in results)
+    gt = np.stack([r.reference for r in results]) if have_ref else None
+    mid = results[len(results) // 2]
+    metrics: dict = {}
+    if gt is not None:
+        metrics.update(evaluate(gt, volume))
+        seconds_zf = float(sum(r.zf_seconds for r in results))
+        metrics["baseline"] = {"name": "zero-filled", **evaluate(gt, zf), "seconds": seconds_zf}
+    metrics.update(_run_metrics(args, mid, str(path)))
+    metrics.update(
+        iterations=int(sum(r.record["iterations"] for r in results)),
+        seconds=float(sum(r.seconds for r in results)),
+        converged=all(r.record["converged"] for r in results),
+        stop_reason=mid.record["stop_reason"] if len(results) == 1 else "see slices",
+        slices=rows,
+        shown_slice=slices[len(slices) // 2],
+    )
+    if len(results) == 1:
+        metrics["stop_reason"] = mid.record["stop_reason"]
+    hi = float(mid.reference.max()) if mid.reference is not None else float(mid.image.max())
+    write_reconstruction(out / "reconstruction.h5", volume)
+    label = f"MRI {_label(args)}"
+    if len(results) > 1:
+        label += f", slice {slices[len(slices) // 2]}"
+    write_outputs(
+        out, mid.image, mid.reference, ("zero-filled", mid.zero_filled), metrics, mid.history,
+        label, (0.0, hi), volume=volume if len(results) > 1 else None,
+    )  # fmt: skip
+    if not args.quiet:
+        what = f"{len(slices)} slices" if len(slices) > 1 else f"slice {slices[0]}"
+        print(f"{_label(args)} ({what}): {_summary(metrics)} -> {out}/")
     return metrics

@@ -166,12 +166,14 @@ def write_outputs(
     history: dict,
     label: str,
     display: tuple[float, float],
+    volume: np.ndarray | None = None,
 ) -> None:
     """The output contract of a reconstruction run (see the README), each file atomic;
-    metrics.json last, so its presence means the run's files are complete."""
+    metrics.json last, so its presence means the run's files are complete. ``rec`` is the
+    image shown; recon.npy holds ``volume`` (S, h, w) instead when given (a whole file)."""
     out = Path(out)
     lo, hi = display
-    save_npy(out / "recon.npy", rec.astype(np.float32))
+    save_npy(out / "recon.npy", (rec if volume is None else volume).astype(np.float32))
     save_png(out / "recon.png", np.abs(rec), lo, hi)
     save_json(out / "history.json", history)
     convergence_figure(out / "convergence.png", history, label)

@@ -118,11 +118,18 @@ def load_presets(modality: str, config: str | Path | None = None) -> dict[str, A
                     if not isinstance(solvers, dict):
                         continue
                     entry = table.setdefault(name, {})
+                    mine = presets.setdefault(USER_KEY, {}).setdefault(name, {})
                     for solver, over in solvers.items():
                         entry[solver] = {**entry.get(solver, {}), **over}
+                        mine[solver] = {**mine.get(solver, {}), **over}
             elif isinstance(section, dict):
                 presets.setdefault(key, {}).update(section)
+                user_sections = presets.setdefault(USER_KEY, {}).setdefault("", {})
+                user_sections[key] = {**user_sections.get(key, {}), **section}
     return presets
+
+
+USER_KEY = "_user"  # what --config set: it wins over the shipped per-prior overrides
 
 
 def prior_key(prior: str | Path) -> str:
@@ -140,7 +147,8 @@ def presets_for_prior(presets: dict, prior: str | Path | None) -> dict[str, Any]
     property of the prior: a preset may hold ``"priors": {"lpn-ct": {"pnp-admm": {"rho_rel":
     0.03}}}``. The result has no ``priors`` table (its sections are what a run with ``prior``
     uses)."""
-    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in presets.items() if k != "priors"}
+    skip = ("priors", USER_KEY)
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in presets.items() if k not in skip}
     if prior is None:
         return out
     table = presets.get("priors", {})
@@ -148,8 +156,12 @@ def presets_for_prior(presets: dict, prior: str | Path | None) -> dict[str, Any]
         raise ValueError(
             f"presets: 'priors' must map prior names to solver sections, got {table!r}"
         )
-    for solver, over in table.get(prior_key(prior), {}).items():
-        out[solver] = {**out.get(solver, {}), **over}
+    user = presets.get(USER_KEY, {})
+    # shipped per-prior overrides, then the user's sections, then the user's per-prior ones
+    layers = (table.get(prior_key(prior), {}), user.get("", {}), user.get(prior_key(prior), {}))
+    for layer in layers:
+        for solver, over in layer.items():
+            out[solver] = {**out.get(solver, {}), **over}
     return out
 
 
@@ -173,6 +185,46 @@ def solver_params(
     params = dict(presets[solver])
     params.update({k: v for k, v in overrides.items() if v is not None})
     return params
+
+
+# --- methods: (solver, prior) pairs as `recon ct/mri`, the benches and tuning run them ---------
+SOLVERS = ("pnp-pgd", "pnp-fista", "pnp-admm")
+
+
+def method_params(presets: dict, solver: str, prior: str) -> tuple[str, str | None, dict]:
+    """(pipeline solver, prior name or None, params) of ``solver`` with ``prior``.
+
+    ``solver`` is pnp-pgd, pnp-fista (accelerated PGD) or pnp-admm; ``prior`` a learned prior
+    name or ``tv``. There is one TV: ``--prior tv`` with any solver is the preset's ``tv``
+    section (its weight relative to the data, its ADMM ρ), the model ``--solver tv`` solves.
+    ADMM's fixed points minimize D/ρ + w·TV and PGD's γ·D + w'·TV, so PGD/FISTA are given
+    w' = w·γ·ρ = w·step_rel·rho_rel (``pgd_sigma_factor`` with power 1) and the ``pnp-pgd``
+    section's iterations. Learned priors use their solver's section (``pnp-pgd`` for both PGD
+    variants) with the overrides filed for the prior.
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; known: {', '.join(SOLVERS)}")
+    base = "pnp-admm" if solver == "pnp-admm" else "pnp-pgd"
+    if prior_key(prior) == "tv":
+        tv = dict(presets["tv"])
+        if base == "pnp-pgd":
+            pgd = presets["pnp-pgd"]
+            step_rel = float(pgd.get("step_rel", 0.99))
+            factor = pgd_sigma_factor(step_rel, float(tv["rho_rel"]), power=1.0)
+            for key in TV_WEIGHT_KEYS:
+                if key in tv:
+                    tv[key] = float(tv[key]) * factor
+            for k in ("rho_rel", "cg_iters", "cg_tol"):
+                tv.pop(k, None)
+            tv.update({k: pgd[k] for k in ("iters", "tol") if k in pgd})
+            tv.update(solver="pnp-pgd", step_rel=step_rel, accelerated=solver == "pnp-fista")
+        else:
+            tv["solver"] = "pnp-admm"
+        return "tv", None, tv
+    params = solver_params(presets, base, {}, prior)
+    if base == "pnp-pgd":
+        params["accelerated"] = solver == "pnp-fista"
+    return base, prior, params
 
 
 @dataclass
@@ -229,12 +281,18 @@ def pgd_sigma_factor(step_rel: float, rho_rel: float, power: float = 2.0) -> flo
 
 
 def _tell_noise_level(
-    prior, prior_name: str, p: dict[str, Any], x0, solver: str = "pnp-admm"
+    prior,
+    prior_name: str,
+    p: dict[str, Any],
+    x0,
+    solver: str = "pnp-admm",
+    noise_level: float | None = None,
 ) -> dict[str, float]:
     """Set σ on a prior that takes the noise level (popping its keys from ``p``); what was used.
 
-    σ = max(prior_sigma_noise × σ̂(x0), prior_sigma_rel × range(x0)), either term optional:
-    σ̂ is the blind noise estimate of the start image (so σ follows the data's noise level),
+    σ = max(prior_sigma_noise × σ̂, prior_sigma_rel × range(x0)), either term optional:
+    σ̂ is ``noise_level`` when the caller measured the data's noise (MRI: the k-space corners),
+    else the blind noise estimate of the start image (so σ follows the data's noise level),
     range(x0) its intensity range (a floor: such priors run away when σ is small). Both scale
     with a and ignore b under x -> a·x + b, so the run stays exactly equivariant; σ is fixed for
     the whole run, so every prox is the prox of one R."""
@@ -260,7 +318,7 @@ def _tell_noise_level(
     used: dict[str, float] = {}
     terms = []
     if "prior_sigma_noise" in given:
-        used["noise_estimate"] = _noise_estimate(x0)
+        used["noise_estimate"] = _noise_estimate(x0) if noise_level is None else noise_level
         terms.append(float(given["prior_sigma_noise"]) * used["noise_estimate"])
     if "prior_sigma_rel" in given:
         terms.append(float(given["prior_sigma_rel"]) * _range(x0))
@@ -276,7 +334,29 @@ def _tell_noise_level(
     return used
 
 
-POSITIVE_KEYS = ("lam", "rho_rel", "step_rel", "weight_rel")
+TV_WEIGHT_KEYS = ("weight_rel", "weight_noise")  # TV's weight rule, as SIGMA_KEYS for σ
+
+
+def _tv_weight(p: dict[str, Any], x0, noise_level: float | None) -> dict[str, float]:
+    """TV's weight (popping its keys from ``p``): max(weight_rel × range(x0), weight_noise ×
+    σ̂), either term optional, σ̂ as in ``_tell_noise_level``. ADMM's fixed point then weighs
+    TV by ρ·weight against ½||Ax − y||²; both terms scale with a and ignore b under
+    x -> a·x + b."""
+    given = {k: float(v) for k in TV_WEIGHT_KEYS if (v := p.pop(k, None)) is not None}
+    if not given:
+        raise ValueError("TV needs weight_rel and/or weight_noise (the presets' tv section)")
+    used: dict[str, float] = {}
+    terms = []
+    if "weight_rel" in given:
+        terms.append(given["weight_rel"] * _range(x0))
+    if "weight_noise" in given:
+        used["noise_estimate"] = _noise_estimate(x0) if noise_level is None else noise_level
+        terms.append(given["weight_noise"] * used["noise_estimate"])
+    used["tv_weight"] = max(terms)
+    return used
+
+
+POSITIVE_KEYS = ("lam", "rho_rel", "step_rel", "weight_rel", "weight_noise")
 NONNEGATIVE_KEYS = ("tol", "cg_tol")
 COUNT_KEYS = ("iters", "cg_iters", "tv_iters")
 
@@ -312,8 +392,14 @@ def reconstruct(
     data_range: float | None = None,
     progress: bool = False,
     objective_every: int = 0,
+    noise_level: float | None = None,
 ) -> Reconstruction:
-    """Run ``solver`` ('pnp-admm', 'pnp-pgd' or 'tv') from x0; returns the image and its record."""
+    """Run ``solver`` ('pnp-admm', 'pnp-pgd' or 'tv') from x0; returns the image and its record.
+
+    ``prior_name`` 'tv' with pnp-admm/pnp-pgd is the same TV as ``solver`` 'tv' (its weight from
+    ``weight_rel``/``weight_noise`` in ``params``). ``noise_level``: the data's noise σ in image
+    units when the caller measured it; rules relative to the noise use it instead of the blind
+    estimate of x0."""
     from priors.base import ComplexAsChannels
     from priors.checkpoint import load_prior
     from solvers import pnp_admm, pnp_pgd
@@ -322,13 +408,15 @@ def reconstruct(
     _check_numbers(p)
     lam = float(p.pop("lam", 1.0))
     norm_sq = op.norm_sq()
+    if solver != "tv" and prior_name is not None and prior_key(prior_name) == "tv":
+        p.setdefault("solver", solver)  # the one TV, run by the solver asked for
+        solver = "tv"
     if solver == "tv":
         from priors.classical import TVPrior
 
-        weight = float(p.pop("weight_rel")) * _range(x0)
-        prior = TVPrior(weight=weight, iters=int(p.pop("tv_iters", 50)))
+        p_used = _tv_weight(p, x0, noise_level)
+        prior = TVPrior(weight=p_used["tv_weight"], iters=int(p.pop("tv_iters", 50)))
         inner_solver = p.pop("solver", "pnp-admm")
-        p_used = {"tv_weight": weight}
     else:
         if prior_name is None:
             raise ValueError(f"--solver {solver} needs a --prior")
@@ -336,7 +424,7 @@ def reconstruct(
         if x0.is_complex() and not prior_name.startswith("tv"):
             prior = ComplexAsChannels(prior)
         inner_solver = solver
-        p_used = _tell_noise_level(prior, prior_name, p, x0, solver)
+        p_used = _tell_noise_level(prior, prior_name, p, x0, solver, noise_level)
         p.pop("solver", None)
     common = dict(
         iters=int(p.pop("iters", 50)),
@@ -388,26 +476,42 @@ def reconstruct(
 
 
 def solve_from_args(
-    args, presets: dict, op, y: torch.Tensor, x0: torch.Tensor, reference, data_range
+    args,
+    presets: dict,
+    op,
+    y: torch.Tensor,
+    x0: torch.Tensor,
+    reference,
+    data_range,
+    noise_level: float | None = None,
 ) -> Reconstruction:
-    """Run ``args.solver`` with its preset (``--iters``/``--tol`` override) and ``args.prior``."""
-    prior = args.prior if args.solver != "tv" else None
+    """Run ``args.solver`` with ``args.prior`` and its preset (``--iters``/``--tol`` and the σ
+    options override). ``--solver tv`` and ``--prior tv`` are the one TV (``method_params``);
+    ``--solver pnp-pgd`` runs FISTA when the ``pnp-pgd`` preset says ``accelerated``."""
     over = {"iters": args.iters, "tol": args.tol}
-    if args.solver != "tv":
+    if args.solver == "tv" or prior_key(args.prior) == "tv":
+        solver = "pnp-admm" if args.solver in ("tv", "pnp-admm") else "pnp-pgd"
+        if solver == "pnp-pgd" and presets.get("pnp-pgd", {}).get("accelerated"):
+            solver = "pnp-fista"
+        pipe_solver, prior, params = method_params(presets, solver, "tv")
+        params.update({k: v for k, v in over.items() if v is not None})
+    else:
         over["prior_sigma_rel"] = getattr(args, "prior_sigma_rel", None)
         over["prior_sigma_noise"] = getattr(args, "prior_sigma_noise", None)
-    params = solver_params(presets, args.solver, over, prior)
+        pipe_solver, prior = args.solver, args.prior
+        params = solver_params(presets, args.solver, over, prior)
     return reconstruct(
         op,
         y,
         x0,
-        args.solver,
-        args.prior if args.solver != "tv" else None,
+        pipe_solver,
+        prior,
         params,
         reference=reference,
         data_range=data_range,
         progress=not args.quiet,
         objective_every=args.objective_every,
+        noise_level=noise_level,
     )
 
 

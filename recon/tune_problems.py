@@ -41,7 +41,6 @@ __all__ = [
     "scans_from_glob",
     "check_disjoint",
     "build_case",
-    "method_params",
     "run_method",
     "modality_of",
 ]
@@ -342,46 +341,6 @@ def build_case(problem: str, scan: Scan, seed: int = 0) -> Case:
     )  # fmt: skip
 
 
-# --- methods: (solver, prior) pairs as `recon ct/mri` runs them ---------------------------------
-SOLVERS = ("pnp-pgd", "pnp-fista", "pnp-admm")
-
-
-def method_params(presets: dict, solver: str, prior: str) -> tuple[str, str | None, dict]:
-    """(pipeline solver, prior name or None, params) for a grid/tuning method.
-
-    ``solver`` is pnp-pgd, pnp-fista (accelerated PGD) or pnp-admm; ``prior`` a learned prior
-    name or ``tv``. TV uses the preset's ``tv`` section (weight_rel, and rho_rel for ADMM); for
-    PGD/FISTA its weight is converted so the fixed point is the same model as TV-ADMM's:
-    ADMM minimizes D/ρ + w·TV and PGD γ·D + w'·TV, so w' = w·γ·ρ = w·step_rel·rho_rel.
-    Learned priors use the preset section of their solver (``pnp-pgd`` for both PGD variants).
-    """
-    if solver not in SOLVERS:
-        raise ValueError(f"unknown solver {solver!r}; known: {', '.join(SOLVERS)}")
-    base = "pnp-admm" if solver == "pnp-admm" else "pnp-pgd"
-    if prior == "tv":
-        tv = dict(presets["tv"])
-        if base == "pnp-pgd":
-            pgd = presets["pnp-pgd"]
-            step_rel = float(tv.pop("step_rel", pgd.get("step_rel", 0.99)))
-            if "weight_rel_pgd" in tv:
-                tv["weight_rel"] = float(tv.pop("weight_rel_pgd"))
-            else:
-                tv["weight_rel"] = float(tv["weight_rel"]) * float(tv["rho_rel"]) * step_rel
-            for k in ("rho_rel", "cg_iters", "cg_tol"):
-                tv.pop(k, None)
-            tv.update(solver="pnp-pgd", step_rel=step_rel, accelerated=solver == "pnp-fista")
-        else:
-            tv.pop("weight_rel_pgd", None)
-            tv["solver"] = "pnp-admm"
-        return "tv", None, tv
-    from recon.pipeline import solver_params
-
-    params = solver_params(presets, base, {}, prior)
-    if base == "pnp-pgd":
-        params["accelerated"] = solver == "pnp-fista"
-    return base, prior, params
-
-
 def _plateau(psnr: list) -> int | None:
     """First iteration (1-based) whose PSNR is within 0.1 dB of the run's best PSNR."""
     vals = [(i + 1, v) for i, v in enumerate(psnr) if v is not None and math.isfinite(v)]
@@ -402,7 +361,7 @@ def run_method(
     """Solve ``case`` with (solver, prior) and the presets; returns metrics, iterations,
     convergence, seconds (solver wall time, monitoring excluded) and the PSNR/rel-change/seconds
     histories. ``overrides`` replace entries of the method's params (tuning uses this)."""
-    from recon.pipeline import reconstruct
+    from recon.pipeline import method_params, reconstruct
 
     pipe_solver, prior_name, params = method_params(presets, solver, prior)
     if iters is not None:
