@@ -17,6 +17,7 @@ layout). recon.npy and reconstruction.h5 hold the magnitude cropped to the recon
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,6 +132,37 @@ def _calibration_width(mask: np.ndarray) -> int:
     return width
 
 
+MAPS_REFIT_ABOVE = 0.2  # ESPIRiT's support crop dropped signal: refit without it
+MAPS_UNUSABLE_ABOVE = 0.5  # no smooth maps explain the coils: reconstruct without SENSE
+REFIT_CROP = 0.8  # BART ecalib's default support threshold
+
+
+def checked_maps(
+    ku: np.ndarray, width: int, height: int | None = None
+) -> tuple[np.ndarray, dict]:
+    """ESPIRiT maps of undersampled k-space (C, H, W) and how well they explain its fully
+    sampled centre (``data.coils.unexplained_calibration``): (maps, record for metrics.json).
+
+    The maps come from ESPIRiT with its support crop (0.95); when they leave more than
+    ``MAPS_REFIT_ABOVE`` of the calibration data unexplained (signal outside the support they
+    detect, e.g. surface coils with a fast fall-off), they are refit without the crop and the
+    better of the two is kept. The record says which, and ``usable`` is False when even the
+    better leaves more than ``MAPS_UNUSABLE_ABOVE`` (the caller then falls back)."""
+    from data.coils import espirit_maps, unexplained_calibration
+
+    maps = espirit_maps(ku, calib_width=width)
+    u = unexplained_calibration(ku, maps, width, height)
+    record = {"method": "espirit", "crop": 0.95, "unexplained": u}
+    if u > MAPS_REFIT_ABOVE:
+        refit = espirit_maps(ku, calib_width=width, crop=REFIT_CROP)
+        u0 = unexplained_calibration(ku, refit, width, height)
+        record["unexplained_with_crop_0.95"] = u
+        if u0 < u:
+            maps, record["crop"], record["unexplained"] = refit, REFIT_CROP, u0
+    record["usable"] = record["unexplained"] <= MAPS_UNUSABLE_ABOVE
+    return maps, record
+
+
 def _operator(args, k: np.ndarray):
     """(operator, measured data y (1, ...), mask description)."""
     from data.coils import espirit_maps
@@ -161,7 +193,8 @@ def _operator(args, k: np.ndarray):
             op = MaskedFFT(mask)
             return op, torch.from_numpy(ku[None]), desc, None
         width = calib if args.mask == "poisson" else _calibration_width(mask)
-        maps = espirit_maps(ku, calib_width=width)
+        height = calib if args.mask == "poisson" else None
+        maps, desc["coil_maps"] = checked_maps(ku, width, height)
         op = SENSE(maps, mask)
         return op, torch.from_numpy(ku[None]), desc, maps
     # radial: sample the coil images along spokes; maps from a fully sampled 24×24 centre
@@ -263,6 +296,20 @@ def reconstruct_slice(
 
     dev = device_for(args.device)
     op, y, mask_desc, _ = _operator(args, k)
+    info: dict = {"mask": mask_desc, "coils": int(k.shape[0]), "recon_size": list(size)}
+    maps_record = mask_desc.pop("coil_maps", None)
+    solver = args.solver
+    if maps_record is not None:
+        info["coil_maps"] = maps_record
+        if not maps_record["usable"] and solver != "zero-filled":
+            solver = info["fallback"] = "zero-filled"
+            print(
+                f"warning: {args.input}: the coil maps leave "
+                f"{maps_record['unexplained']:.0%} of the fully sampled centre unexplained (a "
+                "SENSE model does not fit these coils); writing the zero-filled RSS image "
+                f"instead of --solver {args.solver} (metrics.json: fallback)",
+                file=sys.stderr,
+            )
     y = y.to(dev)
     with Timer() as t_zf:
         x0 = op.adjoint(y)
@@ -274,7 +321,7 @@ def reconstruct_slice(
     ref_t = None
     if ref is not None and ref.shape == tuple(k.shape[-2:]):
         ref_t = torch.from_numpy(ref)[None, None].to(dev)
-    if args.solver == "zero-filled":
+    if solver == "zero-filled":
         x_img, history, seconds = zf.astype(np.complex64), {}, t_zf.seconds
         record = {"converged": True, "stop_reason": "closed form", "iterations": 0, "params": {}}
     else:
@@ -301,7 +348,7 @@ def reconstruct_slice(
         history=history,
         seconds=seconds,
         zf_seconds=t_zf.seconds,
-        info={"mask": mask_desc, "coils": int(k.shape[0]), "recon_size": list(size)},
+        info=info,
     )
 
 

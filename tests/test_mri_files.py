@@ -121,8 +121,8 @@ def test_user_config_beats_the_shipped_per_prior_overrides(tmp_path):
     p = solver_params(load_presets("ct", cfg), "pnp-admm", {}, "ridge-ct")
     assert p["rho_rel"] == 0.5 and p["iters"] == 7
     assert "prior_sigma_noise" in p  # the prior's other shipped overrides still apply
-    cfg.write_text(json.dumps({"pnp-admm": {"rho_rel": 0.5},
-                               "priors": {"ridge-ct": {"pnp-admm": {"rho_rel": 0.2}}}}))  # fmt: skip
+    mine = {"pnp-admm": {"rho_rel": 0.5}, "priors": {"ridge-ct": {"pnp-admm": {"rho_rel": 0.2}}}}
+    cfg.write_text(json.dumps(mine))
     assert solver_params(load_presets("ct", cfg), "pnp-admm", {}, "ridge-ct")["rho_rel"] == 0.2
     assert solver_params(load_presets("ct", cfg), "pnp-admm", {}, "aelpn-ct")["rho_rel"] == 0.5
     shipped = solver_params(load_presets("ct"), "pnp-admm", {}, "ridge-ct")["rho_rel"]
