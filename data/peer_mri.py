@@ -77,6 +77,8 @@ def bart_phantom(n: int = 256, coils: int = 8, bart: str | None = None) -> PeerK
     (``phantom -x n -S coils``), as (C, n, n); no oversampling, so the recon size is (n, n)."""
     from recon.peers_io import bart_to_kspace, read_cfl
 
+    if not 1 <= int(coils) <= 8:
+        raise ValueError(f"BART's phantom simulates 1 to 8 coils, not {coils}")
     exe = bart or _tool("bart")
     with tempfile.TemporaryDirectory() as tmp:
         _run([exe, "phantom", "-x", str(n), "-s", str(coils), "-k", "k"], Path(tmp))

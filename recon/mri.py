@@ -137,9 +137,7 @@ MAPS_UNUSABLE_ABOVE = 0.5  # no smooth maps explain the coils: reconstruct witho
 REFIT_CROP = 0.8  # BART ecalib's default support threshold
 
 
-def checked_maps(
-    ku: np.ndarray, width: int, height: int | None = None
-) -> tuple[np.ndarray, dict]:
+def checked_maps(ku: np.ndarray, width: int, height: int | None = None) -> tuple[np.ndarray, dict]:
     """ESPIRiT maps of undersampled k-space (C, H, W) and how well they explain its fully
     sampled centre (``data.coils.unexplained_calibration``): (maps, record for metrics.json).
 
@@ -310,6 +308,14 @@ def reconstruct_slice(
                 f"instead of --solver {args.solver} (metrics.json: fallback)",
                 file=sys.stderr,
             )
+    if getattr(op, "mask", None) is not None:  # Cartesian: the noise of the data itself
+        from data.mri_noise import estimate_kspace_noise
+
+        mask = op.mask.cpu().numpy() if isinstance(op.mask, torch.Tensor) else op.mask
+        try:
+            info["kspace_noise"] = estimate_kspace_noise(y[0].cpu().numpy(), np.asarray(mask))
+        except ValueError:  # too few samples in the corners: rules fall back to the blind σ̂
+            pass
     y = y.to(dev)
     with Timer() as t_zf:
         x0 = op.adjoint(y)
@@ -327,6 +333,7 @@ def reconstruct_slice(
     else:
         presets = presets if presets is not None else load_presets("mri", args.config)
         c = 1.0 / float(zf.max()) if args.normalize == "max" and zf.max() > 0 else 1.0
+        noise = info.get("kspace_noise")
         rec = solve_from_args(
             args,
             presets,
@@ -335,6 +342,7 @@ def reconstruct_slice(
             x0 * c,
             None if ref_t is None else ref_t * c,
             None if drange is None else drange * c,
+            noise_level=None if noise is None else noise * c,
         )
         x_img = (rec.x[0, 0].detach().cpu().numpy() / c).astype(np.complex64)
         history, seconds = rec.history, rec.seconds

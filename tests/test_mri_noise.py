@@ -1,0 +1,71 @@
+"""The k-space noise estimate: unbiased on white noise, insensitive to the image's own signal,
+sampled-only, and what `recon mri` records and uses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from data.fastmri import simulate_multicoil
+from data.mri_noise import corner_mask, estimate_kspace_noise
+from data.peer_mri import add_kspace_noise
+from data.phantoms import shepp_logan
+
+
+def _noise(shape, sigma, seed):
+    rng = np.random.default_rng(seed)
+    return sigma * (rng.standard_normal(shape) + 1j * rng.standard_normal(shape))
+
+
+@pytest.mark.parametrize("sigma", [1e-6, 0.3, 40.0])
+def test_pure_noise_gives_its_sigma(sigma):
+    k = _noise((8, 128, 96), sigma, 0)
+    n = int(corner_mask((128, 96)).sum()) * 8
+    # the sample median of a Rayleigh variable: relative std ≈ 0.61/√n (asymptotic); 6 std
+    tol = 6 * 0.61 / np.sqrt(n)
+    assert estimate_kspace_noise(k) == pytest.approx(sigma, rel=tol)
+
+
+@pytest.mark.parametrize("noise", [0.0005, 0.002, 0.01])
+def test_image_signal_does_not_bias_the_estimate(noise):
+    """A phantom's k-space plus noise: the corners hold little signal, so the estimate is the
+    noise within 15 %, once the noise is not far below that signal. Shepp-Logan's sharp edges
+    leave the most signal there of any image: at 0.05 % of max|k| the estimate reads it as noise
+    (up to 2×), never less than the noise."""
+    k, _, _ = simulate_multicoil(shepp_logan(128), 8, seed=0)
+    sigma = noise * float(np.abs(k).max())
+    est = estimate_kspace_noise(k + _noise(k.shape, sigma, 1))
+    if noise >= 0.002:
+        assert est == pytest.approx(sigma, rel=0.15)
+    else:
+        assert 0.9 * sigma <= est <= 2.0 * sigma
+
+
+def test_only_sampled_values_count_and_too_few_is_an_error():
+    k = _noise((4, 64, 64), 1.0, 2)
+    mask = np.zeros(64)
+    mask[::2] = 1
+    ku = k * mask
+    assert estimate_kspace_noise(ku, mask) == pytest.approx(estimate_kspace_noise(ku), rel=1e-12)
+    full = estimate_kspace_noise(k)
+    assert estimate_kspace_noise(ku, mask) == pytest.approx(full, rel=0.2)
+    with pytest.raises(ValueError, match="too few"):
+        estimate_kspace_noise(k[:, :4, :4])
+    with pytest.raises(ValueError, match="complex"):
+        estimate_kspace_noise(np.ones((4, 8, 8)))
+
+
+def test_recon_mri_records_the_kspace_noise(tmp_path):
+    import json
+
+    from data.fastmri import write_fastmri
+    from recon.cli import main
+
+    k, ref, _ = simulate_multicoil(shepp_logan(128), 4, seed=0)
+    sigma = 0.003 * float(np.abs(k).max())
+    path = write_fastmri(tmp_path / "f.h5", add_kspace_noise(k, 0.003, 3)[None], ref[None])
+    out = tmp_path / "o"
+    args = ["mri", "--input", str(path), "--solver", "tv", "--center-fraction", "0.08"]
+    assert main([*args, "--iters", "2", "--quiet", "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["kspace_noise"] == pytest.approx(sigma, rel=0.25)
