@@ -1,0 +1,88 @@
+"""MRI data made by other tools (BART, ISMRMRD), read into the fastMRI layout: shapes,
+orientation, the generators' own coil maps explaining their coil images, the RSS reference, and
+a round trip through a fastMRI file. Each test needs its tool and skips with the install line
+when it is absent."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from data.fastmri import read_fastmri
+from data.peer_mri import (
+    INSTALL,
+    add_kspace_noise,
+    bart_phantom,
+    ismrmrd_shepp_logan,
+    read_ismrmrd_cartesian,
+    write_peer_file,
+)
+
+needs_bart = pytest.mark.skipif(shutil.which("bart") is None, reason=f"bart absent ({INSTALL})")
+needs_ismrmrd = pytest.mark.skipif(
+    shutil.which("ismrmrd_generate_cartesian_shepp_logan") is None,
+    reason=f"ismrmrd-tools absent ({INSTALL})",
+)
+
+
+def _ifft2c(k):
+    ax = (-2, -1)
+    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=ax), norm="ortho"), axes=ax)
+
+
+def _unexplained(coils: np.ndarray, maps: np.ndarray) -> float:
+    """||I − S·x̂|| / ||I|| with x̂ the least-squares image of the coil images I under maps S."""
+    x = (np.conj(maps) * coils).sum(0) / np.maximum((np.abs(maps) ** 2).sum(0), 1e-30)
+    return float(np.linalg.norm(coils - maps * x) / np.linalg.norm(coils))
+
+
+@needs_ismrmrd
+def test_ismrmrd_file_has_readout_oversampling_and_its_maps_explain_it():
+    d = ismrmrd_shepp_logan(64, 4)
+    assert d.kspace.shape == (4, 128, 64) and d.recon_size == (64, 64)
+    coils = _ifft2c(d.kspace)
+    # readout oversampling: the object lies in the central half of the rows
+    assert np.abs(coils[:, 32:96]).sum() > 0.999 * np.abs(coils).sum()
+    centre = coils[:, 32:96]
+    assert _unexplained(centre, d.maps) < 1e-4  # the generator's csm, same orientation
+    rss = np.sqrt((np.abs(centre) ** 2).sum(0))
+    np.testing.assert_allclose(d.reference, rss, rtol=1e-4, atol=1e-6 * rss.max())
+
+
+@needs_ismrmrd
+def test_ismrmrd_reader_errors_name_the_file(tmp_path):
+    bad = tmp_path / "x.h5"
+    bad.write_bytes(b"not hdf5")
+    with pytest.raises(ValueError, match="x.h5"):
+        read_ismrmrd_cartesian(bad)
+    import h5py
+
+    with h5py.File(tmp_path / "y.h5", "w") as f:
+        f["kspace"] = np.zeros(3)
+    with pytest.raises(ValueError, match="y.h5: not an ISMRMRD file"):
+        read_ismrmrd_cartesian(tmp_path / "y.h5")
+
+
+@needs_bart
+def test_bart_phantom_and_its_sensitivities():
+    d = bart_phantom(64, 4)
+    assert d.kspace.shape == (4, 64, 64) and d.maps.shape == (4, 64, 64)
+    # BART's k-space phantom is analytic (not the FFT of its image): ~1 % model mismatch
+    assert _unexplained(_ifft2c(d.kspace), d.maps) < 0.03
+    with pytest.raises(ValueError, match="1 to 8 coils"):
+        bart_phantom(64, 12)
+
+
+@needs_ismrmrd
+def test_peer_file_round_trip_and_noise(tmp_path):
+    d = ismrmrd_shepp_logan(32, 2)
+    path = write_peer_file(tmp_path / "p.h5", d, 0.01, seed=4)
+    f = read_fastmri(path)
+    np.testing.assert_array_equal(f.kspace[0], add_kspace_noise(d.kspace, 0.01, 4))
+    assert f.recon_size == (32, 32) and f.reference.shape == (1, 32, 32)
+    assert f.attrs["kspace_noise"] == 0.01
+    noise = f.kspace[0] - d.kspace
+    sigma = 0.01 * np.abs(d.kspace).max()
+    assert np.std(noise.real) == pytest.approx(sigma, rel=0.1)
