@@ -197,10 +197,10 @@ def method_params(presets: dict, solver: str, prior: str) -> tuple[str, str | No
     ``solver`` is pnp-pgd, pnp-fista (accelerated PGD) or pnp-admm; ``prior`` a learned prior
     name or ``tv``. There is one TV: ``--prior tv`` with any solver is the preset's ``tv``
     section (its weight relative to the data, its ADMM ρ), the model ``--solver tv`` solves.
-    ADMM's fixed points minimize D/ρ + w·TV and PGD's γ·D + w'·TV, so PGD/FISTA are given
-    w' = w·γ·ρ = w·step_rel·rho_rel (``pgd_sigma_factor`` with power 1) and the ``pnp-pgd``
-    section's iterations. Learned priors use their solver's section (``pnp-pgd`` for both PGD
-    variants) with the overrides filed for the prior.
+    ADMM's fixed points minimize D/ρ + w·TV and PGD's γ·D + w'·TV, so PGD/FISTA keep ADMM's
+    ρ rule and ``reconstruct`` gives them w' = w·γ·ρ = w·step_rel·rho_rel (``pgd_sigma_factor``
+    with power 1), with the ``pnp-pgd`` section's iterations. Learned priors use their solver's
+    section (``pnp-pgd`` for both PGD variants) with the overrides filed for the prior.
     """
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; known: {', '.join(SOLVERS)}")
@@ -210,11 +210,7 @@ def method_params(presets: dict, solver: str, prior: str) -> tuple[str, str | No
         if base == "pnp-pgd":
             pgd = presets["pnp-pgd"]
             step_rel = float(pgd.get("step_rel", 0.99))
-            factor = pgd_sigma_factor(step_rel, float(tv["rho_rel"]), power=1.0)
-            for key in TV_WEIGHT_KEYS:
-                if key in tv:
-                    tv[key] = float(tv[key]) * factor
-            for k in ("rho_rel", "cg_iters", "cg_tol"):
+            for k in ("cg_iters", "cg_tol"):
                 tv.pop(k, None)
             tv.update({k: pgd[k] for k in ("iters", "tol") if k in pgd})
             tv.update(solver="pnp-pgd", step_rel=step_rel, accelerated=solver == "pnp-fista")
@@ -334,6 +330,26 @@ def _tell_noise_level(
     return used
 
 
+def _problem_rho_rel(p: dict[str, Any], x0, noise_level: float | None) -> dict[str, float]:
+    """ADMM's relative penalty, set in ``p["rho_rel"]``: rho_rel, or with ``rho_noise`` (popped)
+    max(rho_rel, rho_noise × σ̂/range(x0)), σ̂ as in ``_tell_noise_level``. ρ weighs the data
+    against the prior's proximal point in each x-update: noisier data call for a larger ρ (with
+    a small one, 60 iterations of TV-ADMM keep the noise of the sampled k-space). A ratio of
+    two intensities, so the run stays equivariant. Returns what was used ({} without
+    rho_noise)."""
+    if p.get("rho_noise") is None:
+        p.pop("rho_noise", None)
+        return {}
+    c = float(p.pop("rho_noise"))
+    if not c > 0:
+        raise ValueError(f"rho_noise must be > 0, got {c}")
+    sigma = _noise_estimate(x0) if noise_level is None else noise_level
+    r = _range(x0)
+    rel = c * sigma / r if r > 0 else 0.0
+    p["rho_rel"] = max(float(p.get("rho_rel", 0.0)), rel)
+    return {"rho_rel_used": p["rho_rel"], "noise_estimate": sigma}
+
+
 TV_WEIGHT_KEYS = ("weight_rel", "weight_noise")  # TV's weight rule, as SIGMA_KEYS for σ
 
 
@@ -356,7 +372,7 @@ def _tv_weight(p: dict[str, Any], x0, noise_level: float | None) -> dict[str, fl
     return used
 
 
-POSITIVE_KEYS = ("lam", "rho_rel", "step_rel", "weight_rel", "weight_noise")
+POSITIVE_KEYS = ("lam", "rho_rel", "rho_noise", "step_rel", "weight_rel", "weight_noise")
 NONNEGATIVE_KEYS = ("tol", "cg_tol")
 COUNT_KEYS = ("iters", "cg_iters", "tv_iters")
 
@@ -411,12 +427,17 @@ def reconstruct(
     if solver != "tv" and prior_name is not None and prior_key(prior_name) == "tv":
         p.setdefault("solver", solver)  # the one TV, run by the solver asked for
         solver = "tv"
+    rho_used = _problem_rho_rel(p, x0, noise_level)
     if solver == "tv":
         from priors.classical import TVPrior
 
-        p_used = _tv_weight(p, x0, noise_level)
-        prior = TVPrior(weight=p_used["tv_weight"], iters=int(p.pop("tv_iters", 50)))
+        p_used = {**rho_used, **_tv_weight(p, x0, noise_level)}
         inner_solver = p.pop("solver", "pnp-admm")
+        if inner_solver == "pnp-pgd" and "rho_rel" in p:  # the problem ADMM solves at this ρ
+            factor = pgd_sigma_factor(float(p.get("step_rel", 0.99)), float(p.pop("rho_rel")), 1)
+            p_used["problem_tv_weight"], p_used["pgd_weight_factor"] = p_used["tv_weight"], factor
+            p_used["tv_weight"] *= factor
+        prior = TVPrior(weight=p_used["tv_weight"], iters=int(p.pop("tv_iters", 50)))
     else:
         if prior_name is None:
             raise ValueError(f"--solver {solver} needs a --prior")
@@ -424,7 +445,7 @@ def reconstruct(
         if x0.is_complex() and not prior_name.startswith("tv"):
             prior = ComplexAsChannels(prior)
         inner_solver = solver
-        p_used = _tell_noise_level(prior, prior_name, p, x0, solver, noise_level)
+        p_used = {**rho_used, **_tell_noise_level(prior, prior_name, p, x0, solver, noise_level)}
         p.pop("solver", None)
     common = dict(
         iters=int(p.pop("iters", 50)),
