@@ -3,8 +3,9 @@
 Problems: BART's multi-coil phantom (``bart phantom -x 256 -s 8 -k``, no oversampling) and
 ISMRMRD's Shepp–Logan (``ismrmrd_generate_cartesian_shepp_logan -m 128 -c 8``, readout
 oversampling 2), each with complex k-space noise of 0.2 % and 0.5 % of max|k| (seed 0), under
-fastMRI random masks 4× (centre 0.08) and 8× (centre 0.04), seed 0. Each problem is written as a
-fastMRI file into ``OUT/data`` so that ``recon mri --input`` reruns it.
+fastMRI random masks 4× (centre 0.08) and 8× (centre 0.04; at least 10 columns), seed 0.
+Each problem is written as a fastMRI file into ``OUT/data`` so that ``recon mri --input``
+reruns it.
 
 Ours: ``recon mri`` with nothing but ``--solver`` (its defaults: presets, prior, maps, noise
 estimate), i.e. the zero-filled RSS, TV and PnP-ADMM with the default prior. BART: ``ecalib -m1
@@ -30,6 +31,7 @@ __all__ = ["SOURCES", "run_peer_sources", "peer_sources_table"]
 SOURCES = ("bart", "ismrmrd")
 NOISES = (0.002, 0.005)
 MASKS = ((4.0, 0.08), (8.0, 0.04))
+MIN_CENTRE = 10  # fully sampled centre columns at least (ESPIRiT and ecalib need a few)
 BART_LAMBDAS = (0.001, 0.003, 0.01, 0.03, 0.1)
 BART_ITERS = 100
 BART_CROPS = (0.8, 0.5)
@@ -120,6 +122,7 @@ def run_peer_sources(args, out: Path, exe: str) -> list[dict[str, Any]]:
         for noise in NOISES if not args.quick else NOISES[:1]:
             path = write_peer_file(data_dir / f"{source}_noise{noise}.h5", data, noise, args.seed)
             for accel, cf in MASKS if not args.quick else MASKS[:1]:
+                cf = max(cf, MIN_CENTRE / data.kspace.shape[-1])
                 row: dict[str, Any] = {
                     "source": data.source, "file": str(path), "noise": noise,
                     "accel": accel, "center_fraction": cf, "ours": {},

@@ -4,17 +4,22 @@ The validation problems (none is a test case of ``recon bench peers --mri``):
 
 * the Colin27 T1 slice 123 simulated with 8 birdcage coils (``data.fastmri``), noiseless
   and with k-space noise 0.1 % of max|k|;
-* BART's phantom at 192² with 12 coils, noise 0.1 % and 0.4 % (``data.peer_mri``);
+* BART's phantom at 192² with 8 coils (its maximum), noise 0.1 % and 0.4 % (``data.peer_mri``);
 * ISMRMRD's Shepp–Logan at 96² (readout oversampling 2) with 12 coils, noise 0.1 % and 0.4 %;
 
-each under fastMRI random masks 4× (centre 0.08) and 8× (centre 0.04), seed 1. For every
-problem it records the k-space noise estimate σ̂ (``data.mri_noise``), the zero-filled image's
-blind noise estimate and range, and the PSNR of TV-ADMM over a grid of weights (relative to
-the range) and ρ, and of PnP-ADMM with ``--prior`` over a grid of σ (relative to the range)
-and ρ; one JSON line per run.
+each under fastMRI random masks 4× (centre 0.08) and 8× (centre 0.04, at least 10 columns),
+seed 1. For every problem it records the k-space noise estimate σ̂ (``data.mri_noise``), the
+zero-filled image's blind noise estimate and range, and the PSNR of TV-ADMM over a grid of
+weights (relative to the range) and ρ, and of PnP-ADMM with ``--prior`` over a grid of σ
+(relative to the range) and ρ; one JSON line per run.
 
     python scripts/tune_mri_noise.py --out runs/tune-mri-noise.jsonl --method tv
     python scripts/tune_mri_noise.py --out runs/tune-mri-noise-ridge.jsonl --method prior
+    python scripts/tune_mri_noise.py --out runs/tune-mri-rules.jsonl --method rule \
+        --solver tv --rules '{"weight_noise": 4, "rho_noise": 2, "rho_rel": 0.003}'
+
+``--method rule`` runs candidate rules (preset keys, relative to the measured k-space noise as
+`recon mri` does) instead of a grid, one JSON object per ``--rules`` argument.
 
 Needs ``bart`` and ``ismrmrd-tools`` (``apt-get install bart ismrmrd-tools mricron-data``).
 """
@@ -49,7 +54,7 @@ def problems():
         for noise in (0.0, 0.001):
             yield f"{scan.name}-n{noise}", add_kspace_noise(k, noise, 1), ref, ref.shape
     for data, tag in (
-        (bart_phantom(192, 12), "bart192"),
+        (bart_phantom(192, 8), "bart192"),
         (ismrmrd_shepp_logan(96, 12), "ismrmrd96"),
     ):
         for noise in (0.001, 0.004):
@@ -60,7 +65,9 @@ def problems():
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--method", choices=["tv", "prior"], required=True)
+    ap.add_argument("--method", choices=["tv", "prior", "rule"], required=True)
+    ap.add_argument("--solver", default="tv", help="with --method rule: tv or pnp-admm")
+    ap.add_argument("--rules", nargs="*", default=[], type=json.loads)
     ap.add_argument("--prior", default="ridge-mri")
     ap.add_argument("--iters", type=int, default=60)
     args = ap.parse_args()
@@ -76,6 +83,7 @@ def main() -> int:
         done = {json.dumps(json.loads(ln)["key"]) for ln in out.read_text().splitlines() if ln}
     for name, k, ref, size in problems():
         for accel, cf in ((4.0, 0.08), (8.0, 0.04)):
+            cf = max(cf, 10 / k.shape[-1])  # at least 10 fully sampled columns for ESPIRiT
             ns = argparse.Namespace(mask="random", accel=accel, center_fraction=cf, seed=1)
             op, y, _, _ = _operator(ns, k)
             x0 = op.adjoint(y)
@@ -85,7 +93,13 @@ def main() -> int:
                 "range": _range(x0),
             }
             gt = center_crop(ref, size)
-            if args.method == "tv":
+            if args.method == "rule":
+                prior = None if args.solver == "tv" else args.prior
+                grid = [
+                    (args.solver, prior, {"tv_iters": 50, **r} if prior is None else r)
+                    for r in args.rules
+                ]
+            elif args.method == "tv":
                 grid = [
                     ("tv", None, {"weight_rel": w, "rho_rel": r, "tv_iters": 50})
                     for w in TV_WEIGHTS
@@ -103,7 +117,8 @@ def main() -> int:
                     continue
                 t0 = time.perf_counter()
                 params = {"lam": 1.0, "iters": args.iters, "tol": 1e-6, "cg_iters": 10, **p}
-                rec = reconstruct(op, y, x0, solver, prior, params)
+                noise = feats["kspace_noise"] if args.method == "rule" else None
+                rec = reconstruct(op, y, x0, solver, prior, params, noise_level=noise)
                 img = center_crop(np.abs(rec.x[0, 0].numpy()), size)
                 m = evaluate(gt, img)
                 row = {
