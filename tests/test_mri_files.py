@@ -102,13 +102,16 @@ def test_prior_tv_is_the_solver_tv(tmp_path, modality):
 
 
 def test_prior_tv_with_pgd_solves_admm_problem_weight(tmp_path):
-    """PGD's TV weight is ADMM's times step_rel·rho_rel (the same objective)."""
+    """PGD's TV weight is ADMM's times step_rel·rho_rel (the same objective), with the ρ ADMM
+    used (it follows the measured noise)."""
     base = ["mri", "--input", "bundled:brain-t1", "--quiet", "--iters", "2"]
     assert main([*base, "--solver", "tv", "--out", str(tmp_path / "a")]) == 0
     assert main([*base, "--solver", "pnp-pgd", "--prior", "tv", "--out", str(tmp_path / "p")]) == 0
     pa = json.loads((tmp_path / "a" / "metrics.json").read_text())["parameters"]
     pp = json.loads((tmp_path / "p" / "metrics.json").read_text())["parameters"]
-    assert pp["tv_weight"] == pytest.approx(pa["tv_weight"] * pp["step_rel"] * pa["rho_rel"])
+    rho_rel = pa.get("rho_rel_used", pa["rho_rel"])  # ρ may follow the measured noise
+    assert pp.get("rho_rel_used") == pa.get("rho_rel_used")
+    assert pp["tv_weight"] == pytest.approx(pa["tv_weight"] * pp["step_rel"] * rho_rel)
 
 
 def test_user_config_beats_the_shipped_per_prior_overrides(tmp_path):
