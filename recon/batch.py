@@ -234,7 +234,11 @@ def run(args: argparse.Namespace) -> int:
     modality = args.modality
     out = Path(args.out).resolve()
     files = find_inputs(args.inputs, modality, exclude=out)
-    slice_index = getattr(args, "slice", None) if modality == "mri" else None
+    raw = getattr(args, "slice", None) if modality == "mri" else None
+    try:
+        slice_index = None if raw in (None, "all") else int(raw)
+    except ValueError:
+        raise ValueError(f"--slice {raw!r}: recon batch takes one slice index K, or all") from None
     units, plan_failures = plan_units(files, modality, out, slice_index)
     options = _options(args)
     _check_record(out, modality, options, args.redo)

@@ -233,3 +233,17 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
         _batch(["ct", "--inputs", str(tmp_path)])
     with pytest.raises(ValueError, match="--workers 0"):
         _batch(["ct", "--inputs", str(tmp_path), "--out", str(tmp_path / "o"), "--workers", "0"])
+
+
+def test_batch_mri_slice_must_be_one_index(tmp_path, capsys):
+    """`recon batch mri --slice` shares `recon mri`'s option but takes one index (or all): a
+    range or a word is refused before any work, naming the option."""
+    from data.fastmri import make_synthetic_fastmri
+    from data.phantoms import shepp_logan
+    from recon.cli import main
+
+    f = make_synthetic_fastmri(tmp_path / "v.h5", np.stack([shepp_logan(32)] * 2), n_coils=2)
+    out = tmp_path / "out"
+    assert main(["batch", "mri", "--inputs", str(f), "--slice", "0:2", "--out", str(out)]) == 2
+    assert "--slice '0:2'" in capsys.readouterr().err
+    assert not out.exists() or not any(out.rglob("metrics.json"))
