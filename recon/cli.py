@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="recon", description="PnP CT/MRI reconstruction with AE-LPN priors"
     )
     parser.add_argument("--version", action="version", version=f"pnp-recon {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an unexpected failure"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions, devices and shipped priors").set_defaults(func=_info)
     for name in SUBCOMMANDS:
@@ -67,9 +70,24 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"recon {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print(
+            f"recon {args.command}: error: out of memory (a smaller --size, slice or batch?)",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print(f"recon {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # an unexpected failure: one line, the traceback on request
+        if args.debug:
+            raise
+        print(
+            f"recon {args.command}: unexpected error: {type(exc).__name__}: {exc} "
+            "(rerun with recon --debug ... for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recon.outputs import write_outputs
+from recon.outputs import prepare_out_dir, write_outputs
 from recon.pipeline import (
     Timer,
     add_solver_arguments,
@@ -148,6 +148,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
+    prepare_out_dir(args.out)
     reconstruct_input(args, Path(args.out))
     return 0
 

@@ -27,6 +27,24 @@ __all__ = [
 ]
 
 
+def prepare_out_dir(path: str | Path, option: str = "--out") -> Path:
+    """Check, before any work, that the output folder ``path`` can be created and written:
+    ValueError naming the option and the folder when it is a file, lies under a file, or its
+    nearest existing folder is not writable. Creates nothing (a run that fails later leaves no
+    empty folder behind)."""
+    out = Path(path)
+    for parent in [out, *out.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                what = "is a file" if parent == out else f"lies under a file ({parent})"
+                raise ValueError(f"{option} {out}: {what}; give a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ValueError(f"{option} {out}: cannot write in {parent} (permission or a "
+                                 "read-only file system)")  # fmt: skip
+            break
+    return out
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` then move tmp_path to ``path`` (same folder, so atomic)."""
     path = Path(path)
