@@ -93,7 +93,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     opts = {
         k: v
         for k, v in vars(args).items()
-        if k not in BATCH_ONLY and k not in ("func", "command", "modality")
+        if k not in BATCH_ONLY and k not in ("func", "command", "modality", "debug")
     }
     for key in ("config", "prior"):
         if opts.get(key) and Path(opts[key]).exists():

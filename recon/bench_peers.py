@@ -395,6 +395,13 @@ def find_bart(path: str | None) -> tuple[str | None, str]:
     return exe, r.stdout.strip()
 
 
+def bart_calibration(width: int) -> int:
+    """The calibration size to give ``bart ecalib -r``: our fully sampled centre width, made
+    even. BART centres an odd region one column off ours, so it would take in an unsampled
+    column (measured on ISMRMRD's phantom, 4×: -r 11 gave pics 22.7 dB where -r 10 gave 25.8)."""
+    return int(width) - int(width) % 2
+
+
 def _bart(exe: str, *cmd: str, cwd: Path) -> float:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     t0 = time.perf_counter()
@@ -458,7 +465,9 @@ def run_mri(args, out: Path) -> dict[str, Any]:
     _bart(exe, "ecalib", "-m1", "full", "sens_full", cwd=work)
     _bart(exe, "pics", "-S", "full", "sens_full", "rec_full", cwd=work)
     full_psnr = evaluate(ref, np.abs(read_cfl(work / "rec_full")))["psnr"]
-    t_ecalib = _bart(exe, "ecalib", "-m1", "-r", str(calib), "ku", "sens", cwd=work)
+    t_ecalib = _bart(
+        exe, "ecalib", "-m1", "-r", str(bart_calibration(calib)), "ku", "sens", cwd=work
+    )
     lambdas = BART_LAMBDAS[2:3] if args.quick else BART_LAMBDAS
     iters = (30,) if args.quick else BART_ITERS
     peer: dict[str, Any] = {

@@ -78,16 +78,16 @@ def _bart_rows(exe: str, work: Path, ku: np.ndarray, ref: np.ndarray, size, cali
     """BART's best (by PSNR) over its maps' support crop (``ecalib -c``: its default 0.8, and
     0.5, which noisy calibration data need) and λ, for pics TV and L1-wavelet."""
     from data.fastmri import center_crop, evaluate
-    from recon.bench_peers import _bart
+    from recon.bench_peers import _bart, bart_calibration
     from recon.peers_io import kspace_to_bart, read_cfl, write_cfl
 
     work.mkdir(parents=True, exist_ok=True)
     write_cfl(work / "ku", kspace_to_bart(ku))
     out: dict[str, Any] = {}
+    r = str(bart_calibration(calib))
     for crop in BART_CROPS:
         maps = f"sens{crop}"
-        t_ecalib = _bart(exe, "ecalib", "-m1", "-c", str(crop), "-r", str(calib), "ku", maps,
-                         cwd=work)  # fmt: skip
+        t_ecalib = _bart(exe, "ecalib", "-m1", "-c", str(crop), "-r", r, "ku", maps, cwd=work)
         for label, reg in (("BART pics TV", "T"), ("BART pics L1-wavelet", "W")):
             for lam in BART_LAMBDAS:
                 sec = _bart(
