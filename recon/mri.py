@@ -51,6 +51,9 @@ def _load(
 
     spec = args.input
     if not _is_file_input(spec):
+        if getattr(args, "slice", None) is not None:
+            raise ValueError(f"--slice {args.slice}: {spec} is one image; --slice selects slices "
+                             "of a fastMRI .h5 file")  # fmt: skip
         if spec.startswith("bundled:"):
             from data.bundled import load_bundled
 

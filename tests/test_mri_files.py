@@ -75,6 +75,13 @@ def test_bad_slice_selection_names_the_file(tmp_path, oversampled_volume, spec, 
     assert not (out / "metrics.json").exists()
 
 
+def test_slice_of_a_single_image_is_refused(tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["mri", "--input", "bundled:brain-t1", "--slice", "3", "--out", str(out)]) == 2
+    assert "--slice 3: bundled:brain-t1 is one image" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_parse_slices():
     assert parse_slices(None, 4, "f") == [0, 1, 2, 3]
     assert parse_slices("all", 4, "f") == [0, 1, 2, 3]
