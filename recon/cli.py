@@ -40,10 +40,16 @@ def _info(_: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """One line for a bad option (``recon ct: error: argument --noise: ...``, exit 2), as for
+    every other bad input; ``-h`` shows the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="recon", description="PnP CT/MRI reconstruction with AE-LPN priors"
-    )
+    parser = _Parser(prog="recon", description="PnP CT/MRI reconstruction with AE-LPN priors")
     parser.add_argument("--version", action="version", version=f"pnp-recon {__version__}")
     parser.add_argument(
         "--debug", action="store_true", help="show the traceback of an unexpected failure"
@@ -64,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # -h, --version, or a bad option (already reported)
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as exc:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from recon.argtypes import count, number
 from recon.outputs import prepare_out_dir, write_outputs
 from recon.pipeline import (
     Timer,
@@ -125,19 +126,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_options(p)
 
 
+MAX_SIZE = 4096  # a 4096² phantom and its sinogram take ~1 GiB; 100000² would take 75 GiB
+
+
 def add_options(p: argparse.ArgumentParser) -> None:
     """The `recon ct` options other than --input/--slice (shared with `recon batch ct`)."""
-    p.add_argument("--size", type=int, default=256, help="phantom size")
-    p.add_argument("--geometry", choices=["parallel", "fan"], default="parallel")
-    p.add_argument("--views", type=int, default=60)
     p.add_argument(
-        "--arc", type=float, default=None, help="degrees (default 180 parallel, 360 fan)"
+        "--size", type=count(8, MAX_SIZE, " (a phantom's pixels per side)"), default=256,
+        help="phantom size",
+    )  # fmt: skip
+    p.add_argument("--geometry", choices=["parallel", "fan"], default="parallel")
+    p.add_argument("--views", type=count(1, 100_000), default=60)
+    p.add_argument(
+        "--arc",
+        type=number(0, 360, lo_open=True),
+        default=None,
+        help="degrees (default 180 parallel, 360 fan)",  # fmt: skip
     )
     noise = p.add_mutually_exclusive_group()
     noise.add_argument(
-        "--noise", type=float, default=0.01, help="Gaussian, std = REL × max|sinogram|"
+        "--noise", type=number(0), default=0.01, help="Gaussian, std = REL × max|sinogram|"
     )
-    noise.add_argument("--photons", type=float, default=None, help="Poisson, incident photons")
+    noise.add_argument(
+        "--photons", type=number(0, lo_open=True), default=None, help="Poisson, incident photons"
+    )
     p.add_argument("--solver", choices=["pnp-admm", "pnp-pgd", "fbp", "tv"], default="pnp-admm")
     p.add_argument("--prior", default="aelpn-ct", help="aelpn-ct | lpn-ct | tv | CHECKPOINT")
     p.add_argument(

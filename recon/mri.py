@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from recon.argtypes import count, number
 from recon.outputs import prepare_out_dir, write_outputs
 from recon.pipeline import (
     Timer,
@@ -188,6 +189,11 @@ def _operator(args, k: np.ndarray):
         mask = None
     desc = {"type": args.mask, "accel": args.accel, "center_fraction": cf, "seed": args.seed}
     if mask is not None:
+        if not mask.any():
+            raise ValueError(
+                f"--accel {args.accel:g} with centre fraction {cf:g} samples no k-space column "
+                f"of {w}: lower --accel or raise --center-fraction"
+            )
         desc["achieved_accel"] = float(mask.size / mask.sum())
         ku = k * mask[None]
         if c == 1:
@@ -234,12 +240,14 @@ def add_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="slices of a fastMRI file: K, A:B (A..B−1) or all (the default)",
     )
-    p.add_argument("--coils", type=int, default=8, help="coils when simulating from an image")
+    p.add_argument(
+        "--coils", type=count(1, 64), default=8, help="coils when simulating from an image"
+    )
     p.add_argument(
         "--mask", choices=["random", "equispaced", "poisson", "radial"], default="random"
     )
-    p.add_argument("--accel", type=float, default=4.0)
-    p.add_argument("--center-fraction", type=float, default=None)
+    p.add_argument("--accel", type=number(1), default=4.0)
+    p.add_argument("--center-fraction", type=number(0, 1, lo_open=True), default=None)
     p.add_argument(
         "--solver", choices=["pnp-admm", "pnp-pgd", "zero-filled", "tv"], default="pnp-admm"
     )

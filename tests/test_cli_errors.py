@@ -38,3 +38,31 @@ def test_unexpected_failure_is_one_line_and_debug_shows_the_traceback(
     assert "RuntimeError: disk on fire" in err and "--debug" in err
     with pytest.raises(RuntimeError, match="disk on fire"):
         main(["--debug", *CT, "--out", str(tmp_path / "o")])
+
+
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (["ct", "--input", "phantom:shepp-logan", "--noise", "inf"], "--noise"),
+        (["ct", "--input", "phantom:shepp-logan", "--noise", "-0.1"], "--noise"),
+        (["ct", "--input", "phantom:shepp-logan", "--photons", "nan"], "--photons"),
+        (["ct", "--input", "phantom:shepp-logan", "--photons", "0"], "--photons"),
+        (["ct", "--input", "phantom:shepp-logan", "--size", "100000"], "--size"),
+        (["ct", "--input", "phantom:shepp-logan", "--views", "0"], "--views"),
+        (["ct", "--input", "phantom:shepp-logan", "--arc", "nan"], "--arc"),
+        (["mri", "--input", "bundled:brain-t1", "--accel", "0.5"], "--accel"),
+        (["mri", "--input", "bundled:brain-t1", "--accel", "inf"], "--accel"),
+        (["mri", "--input", "bundled:brain-t1", "--center-fraction", "1.5"], "--center-fraction"),
+        (["mri", "--input", "bundled:brain-t1", "--coils", "0"], "--coils"),
+        (["mri", "--input", "bundled:brain-t1", "--coils", "1", "--accel", "1000"], "--accel"),
+    ],
+)
+def test_bad_numbers_are_refused_naming_the_option(tmp_path, capsys, args, option):
+    """NaN, infinities and out-of-range numbers on the command line: exit 2, the option named,
+    nothing written (they used to run to an all-NaN or all-zero image and exit 0)."""
+    out = tmp_path / "o"
+    solver = "zero-filled" if args[0] == "mri" else "fbp"
+    assert main([*args, "--solver", solver, "--quiet", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and option in err[0]
+    assert not out.exists()
