@@ -73,15 +73,9 @@ def load_ct_input(
     if not path.exists():
         raise ValueError(f"--input {path}: no such file or folder")
     if path.suffix.lower() == ".npy":
-        try:
-            img = np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise ValueError(f"{path}: not a readable .npy array ({exc})") from None
-        if img.ndim != 2 or not np.issubdtype(img.dtype, np.number):
-            raise ValueError(f"{path}: expected a 2-D numeric image, got {img.dtype} {img.shape}")
-        if not np.all(np.isfinite(img)):
-            raise ValueError(f"{path}: image contains NaN or infinite values")
-        return CTInput(img.astype(np.float32), "a.u.", 1.0, str(path))
+        from data.npy import load_npy_image
+
+        return CTInput(load_npy_image(path).astype(np.float32), "a.u.", 1.0, str(path))
     from data.dicom import read_dicom_file, read_dicom_series
 
     if path.is_dir():

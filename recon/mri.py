@@ -104,14 +104,11 @@ def parse_slices(spec: str | int | None, n: int, path: str | Path) -> list[int]:
 
 
 def load_magnitude_npy(path: str | Path) -> np.ndarray:
-    """A finite 2-D image from a .npy file (no pickles); ValueError naming the file otherwise."""
-    try:
-        img = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise ValueError(f"{path}: not a readable .npy array ({exc})") from None
-    if img.ndim != 2 or not np.all(np.isfinite(img)):
-        raise ValueError(f"{path}: expected a finite 2-D magnitude image, got {img.shape}")
-    return img
+    """The magnitude of the finite 2-D image in a .npy file (``data.npy.load_npy_image``; a
+    complex image gives its magnitude); ValueError naming the file otherwise."""
+    from data.npy import load_npy_image
+
+    return np.abs(load_npy_image(path, complex_ok=True))
 
 
 def _calibration_width(mask: np.ndarray) -> int:

@@ -3,6 +3,7 @@ unexpected failure is one line and exit 1 (the traceback with --debug)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import recon.ct
@@ -66,3 +67,20 @@ def test_bad_numbers_are_refused_naming_the_option(tmp_path, capsys, args, optio
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and option in err[0]
     assert not out.exists()
+
+
+def test_npy_images_complex_for_ct_refused_for_mri_its_magnitude(tmp_path, capsys):
+    """A complex .npy is refused by recon ct (its imaginary part used to be dropped with only a
+    NumPy warning) and read as its magnitude by recon mri; a non-numeric one by both."""
+    from data.npy import load_npy_image
+    from recon.mri import load_magnitude_npy
+
+    z = (np.arange(64.0).reshape(8, 8) * (1 + 1j)).astype(np.complex64)
+    np.save(tmp_path / "z.npy", z)
+    out = tmp_path / "o"
+    assert main(["ct", "--input", str(tmp_path / "z.npy"), "--out", str(out), "--quiet"]) == 2
+    assert "z.npy: complex values" in capsys.readouterr().err and not out.exists()
+    np.testing.assert_array_equal(load_magnitude_npy(tmp_path / "z.npy"), np.abs(z))
+    np.save(tmp_path / "b.npy", np.ones((4, 4), bool))
+    with pytest.raises(ValueError, match="b.npy: expected a 2-D numeric image"):
+        load_npy_image(tmp_path / "b.npy", complex_ok=True)

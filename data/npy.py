@@ -1,0 +1,27 @@
+"""2-D images from ``.npy`` files: no pickles, numbers only, finite, errors naming the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["load_npy_image"]
+
+
+def load_npy_image(path: str | Path, complex_ok: bool = False) -> np.ndarray:
+    """The 2-D numeric array in ``path`` (``allow_pickle=False``). ValueError naming the file
+    when it is unreadable, not 2-D, not numeric, holds NaN/inf, or is complex and
+    ``complex_ok`` is False (a CT image is real: dropping the imaginary part silently would
+    reconstruct something else than the file holds)."""
+    try:
+        img = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a readable .npy array ({exc})") from None
+    if img.ndim != 2 or not np.issubdtype(img.dtype, np.number):
+        raise ValueError(f"{path}: expected a 2-D numeric image, got {img.dtype} {img.shape}")
+    if np.iscomplexobj(img) and not complex_ok:
+        raise ValueError(f"{path}: complex values; give a real image (its magnitude or real part)")
+    if not np.all(np.isfinite(img)):
+        raise ValueError(f"{path}: image contains NaN or infinite values")
+    return img
