@@ -33,7 +33,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from recon.batch_plan import Unit, find_inputs, group_tasks, plan_units
+from recon.batch_plan import Unit, find_inputs, group_tasks, options_digest, plan_units
 from recon.batch_summary import metrics_row, summarize, write_summary
 from recon.outputs import save_json
 
@@ -242,7 +242,8 @@ def run(args: argparse.Namespace) -> int:
     units, plan_failures = plan_units(files, modality, out, slice_index)
     options = _options(args)
     _check_record(out, modality, options, args.redo)
-    todo = units if args.redo else [u for u in units if not u.finished()]
+    digest = options_digest(modality, options)
+    todo = units if args.redo else [u for u in units if not u.finished(digest)]
     tasks = group_tasks(todo, args.per)
     got: dict[str, dict] = {}
     workers: dict = {}
@@ -250,13 +251,13 @@ def run(args: argparse.Namespace) -> int:
     n_workers = 0
     if tasks:
         got, workers, startup, wall, n_workers = _execute(
-            tasks, modality, {**options, "_redo": args.redo}, args
+            tasks, modality, {**options, "_redo": args.redo, "_digest": digest}, args
         )
     rows = []
     for u in units:
         row = got.get(u.name)
         if row is None or row["status"] == "skipped":
-            if not u.finished():  # cannot happen unless files vanished under us
+            if not u.finished(digest):  # cannot happen unless files vanished under us
                 rows.append(_failed(u, "no result and no metrics.json"))
                 continue
             row = metrics_row(u.name, u.out, "skipped")

@@ -22,6 +22,22 @@ from pathlib import Path
 __all__ = ["Unit", "find_inputs", "plan_units", "group_tasks", "MARKER"]
 
 MARKER = "metrics.json"
+OPTIONS_MARK = ".batch-options"  # digest of the options a scan's files were made with
+
+
+def options_digest(modality: str, options: dict) -> str:
+    """A short fingerprint of a run's options (keys starting with '_' left out): a scan is
+    finished *with these options* when its folder's OPTIONS_MARK holds it."""
+    import hashlib
+    import json
+
+    from recon.outputs import _jsonable
+
+    clean = {k: v for k, v in options.items() if not k.startswith("_")}
+    text = json.dumps({"modality": modality, **_jsonable(clean)}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
 CT_SUFFIXES = (".npy", ".dcm", ".dicom")
 MRI_SUFFIXES = (".h5", ".npy")
 
@@ -41,8 +57,17 @@ class Unit:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def finished(self) -> bool:
-        return (Path(self.out) / MARKER).is_file()
+    def finished(self, digest: str | None = None) -> bool:
+        """Its metrics.json exists (written last), and with ``digest``, it was made with those
+        options (an interrupted ``--redo`` with other options leaves scans that were not yet
+        redone holding the old ones)."""
+        out = Path(self.out)
+        if not (out / MARKER).is_file():
+            return False
+        if digest is None:
+            return True
+        mark = out / OPTIONS_MARK
+        return mark.is_file() and mark.read_text().strip() == digest
 
 
 def _is_dicom(path: Path) -> bool:

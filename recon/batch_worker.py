@@ -21,6 +21,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from recon.batch_plan import OPTIONS_MARK
+
 __all__ = ["run_task", "worker_stats", "install_prior_cache"]
 
 _STATS = {"prior_loads": 0, "prior_hits": 0, "units": 0}
@@ -96,8 +98,14 @@ def run_unit(modality: str, options: dict[str, Any], unit: dict[str, Any]) -> di
         "out": unit["out"],
         "worker": f"{socket.gethostname()}:{os.getpid()}",
     }
-    if (out / "metrics.json").is_file() and not options.get("_redo"):
+    digest = options.get("_digest")
+    mark = out / OPTIONS_MARK
+    done = (out / "metrics.json").is_file() and (
+        digest is None or (mark.is_file() and mark.read_text().strip() == digest)
+    )
+    if done and not options.get("_redo"):
         return {**row, "status": "skipped"}  # finished by an earlier attempt of this task
+    mark.unlink(missing_ok=True)  # until the new metrics.json is in place
     ns = argparse.Namespace(**{k: v for k, v in options.items() if not k.startswith("_")})
     ns.input, ns.slice, ns.out, ns.quiet = unit["input"], unit["slice"], unit["out"], True
     if modality == "ct":
@@ -119,6 +127,10 @@ def run_unit(modality: str, options: dict[str, Any], unit: dict[str, Any]) -> di
         }
     finally:
         _STATS["units"] += 1
+    if digest is not None:  # after metrics.json: a crash in between only costs a redo
+        from recon.outputs import atomic_write
+
+        atomic_write(mark, lambda tmp: tmp.write_text(digest + "\n"))
     return {
         **row,
         "status": "done",

@@ -247,3 +247,30 @@ def test_batch_mri_slice_must_be_one_index(tmp_path, capsys):
     assert main(["batch", "mri", "--inputs", str(f), "--slice", "0:2", "--out", str(out)]) == 2
     assert "--slice '0:2'" in capsys.readouterr().err
     assert not out.exists() or not any(out.rglob("metrics.json"))
+
+
+def test_interrupted_redo_with_new_options_redoes_the_old_scans(tmp_path, cluster):
+    """An interrupted `--redo` with new options leaves batch.json with the new options and some
+    scans still holding results of the old ones; a rerun without --redo must redo exactly those
+    (each scan records the digest of its options), not accept them as finished (issue #25, 1)."""
+    import shutil
+
+    inp, out = tmp_path / "in", tmp_path / "out"
+    _scans(inp, 2)
+    base = ["ct", "--inputs", str(inp), "--out", str(out), "--scheduler", cluster, "--quiet"]
+    base += ["--solver", "fbp"]
+    assert _batch([*base, "--views", "20"]) == 0
+    units, _ = plan_units(find_inputs([str(inp)], "ct"), "ct", out.resolve())
+    old = Path(units[0].out)
+    shutil.copytree(old, tmp_path / "old-scan")
+    assert _batch([*base, "--views", "30", "--redo"]) == 0
+    # the state an interruption after the first scan leaves: scan 0 still from --views 20
+    shutil.rmtree(old)
+    shutil.copytree(tmp_path / "old-scan", old)
+    assert json.loads((old / "metrics.json").read_text())["geometry"]["views"] == 20
+    assert _batch([*base, "--views", "30"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    status = {r["name"]: r["status"] for r in summary["scans"]}
+    assert status == {units[0].name: "done", units[1].name: "skipped"}
+    for u in units:
+        assert json.loads((Path(u.out) / "metrics.json").read_text())["geometry"]["views"] == 30
