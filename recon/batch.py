@@ -14,7 +14,8 @@ and one torch thread each; ``--scheduler ADDRESS`` (e.g. tcp://host:8786, starte
 the inputs under the same paths) uses an existing cluster instead. Each worker loads a prior
 once, whatever the number of its tasks.
 
-Resume: a scan is finished when its metrics.json exists (written atomically and last), so a
+Resume: a scan is finished when its metrics.json exists (written atomically and last) and its
+.batch-options digest (written after it) matches the run's options, so a
 rerun of the same command after a crash, Ctrl-C or a killed worker reconstructs only the scans
 not finished; DIR/batch.json records the options, and a rerun with different options into the
 same DIR is refused (``--redo`` recomputes everything). A failing scan is recorded with its error
