@@ -133,7 +133,7 @@ def _calibration_width(mask: np.ndarray) -> int:
     return width
 
 
-MAPS_REFIT_ABOVE = 0.2  # ESPIRiT's support crop dropped signal: refit without it
+MAPS_REFIT_ABOVE = 0.2  # ESPIRiT's support crop dropped signal: refit with a looser one
 MAPS_UNUSABLE_ABOVE = 0.5  # no smooth maps explain the coils: reconstruct without SENSE
 REFIT_CROP = 0.8  # BART ecalib's default support threshold
 
@@ -144,7 +144,7 @@ def checked_maps(ku: np.ndarray, width: int, height: int | None = None) -> tuple
 
     The maps come from ESPIRiT with its support crop (0.95); when they leave more than
     ``MAPS_REFIT_ABOVE`` of the calibration data unexplained (signal outside the support they
-    detect, e.g. surface coils with a fast fall-off), they are refit without the crop and the
+    detect, e.g. surface coils with a fast fall-off), they are refit with ``REFIT_CROP`` and the
     better of the two is kept. The record says which, and ``usable`` is False when even the
     better leaves more than ``MAPS_UNUSABLE_ABOVE`` (the caller then falls back)."""
     from data.coils import espirit_maps, unexplained_calibration
@@ -395,38 +395,9 @@ def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
     """Reconstruct one slice of ``args.input`` (``args.slice``, default the middle one) with
     the `recon mri` options in ``args``; write the output files into ``out`` (metrics.json last)
     and return the metrics."""
-    from data.fastmri import evaluate, write_reconstruction
-
-    out = Path(out)
     k, ref, size, source = _load(args)
     r = reconstruct_slice(args, k, ref, size)
-    metrics: dict = {}
-    if r.reference is not None:
-        metrics.update(evaluate(r.reference, r.image))
-        base = evaluate(r.reference, r.zero_filled)
-        metrics["baseline"] = {"name": "zero-filled", **base, "seconds": r.zf_seconds}
-    metrics.update(_run_metrics(args, r, source))
-    hi = float(r.reference.max()) if r.reference is not None else float(r.image.max())
-    write_reconstruction(out / "reconstruction.h5", r.image[None])
-    warn_about_run(r.record, r.history, metrics)
-    label = f"MRI {_label(args)}"
-    write_outputs(
-        out, r.image, r.reference, ("zero-filled", r.zero_filled), metrics, r.history, label,
-        (0.0, hi),
-    )  # fmt: skip
-    if not args.quiet:
-        print(f"{_label(args)}: {_summary(metrics)} -> {out}/")
-    return metrics
-
-
-def _summary(m: dict) -> str:
-    msg = ""
-    if "psnr" in m:
-        msg += (
-            f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f} "
-            f"(zero-filled {m['baseline']['psnr']:.2f} dB), "
-        )
-    return msg + f"{m['iterations']} iterations, {m['seconds']:.1f} s, {m['stop_reason']}"
+    return _write_run(args, Path(out), [r], source)
 
 
 def reconstruct_file(args: argparse.Namespace, out: Path) -> dict:
@@ -436,9 +407,8 @@ def reconstruct_file(args: argparse.Namespace, out: Path) -> dict:
     selected slice, and metrics.json last: fastMRI's volume metrics (NMSE and PSNR over the
     volume, SSIM averaged over slices) against ``reconstruction_rss``/``_esc`` when the file has
     it, the zero-filled baseline's, and per slice its metrics, iterations and seconds."""
-    from data.fastmri import count_slices, evaluate, write_reconstruction
+    from data.fastmri import count_slices, evaluate
 
-    out = Path(out)
     path = Path(args.input)
     if not path.exists():
         raise ValueError(f"--input {path}: no such file")
@@ -446,9 +416,8 @@ def reconstruct_file(args: argparse.Namespace, out: Path) -> dict:
     presets = load_presets("mri", args.config) if args.solver != "zero-filled" else None
     results: list[SliceRecon] = []
     rows = []
-    source = ""
     for n, index in enumerate(slices, 1):
-        k, ref, size, source = _load(args, index)
+        k, ref, size, _ = _load(args, index)
         r = reconstruct_slice(args, k, ref, size, presets)
         results.append(r)
         row = {"slice": index, "iterations": r.record["iterations"], "seconds": r.seconds}
@@ -464,37 +433,67 @@ def reconstruct_file(args: argparse.Namespace, out: Path) -> dict:
                 f"{row['seconds']:.1f} s",
                 flush=True,
             )
+    return _write_run(args, Path(out), results, str(path), rows, slices)
+
+
+def _write_run(
+    args: argparse.Namespace,
+    out: Path,
+    results: list[SliceRecon],
+    source: str,
+    rows: list[dict] | None = None,
+    slices: list[int] | None = None,
+) -> dict:
+    """The output files of one or more reconstructed slices (metrics.json last); the metrics.
+
+    Quality: fastMRI's metrics of the stacked slices against their references, and the
+    zero-filled baseline's. The figures and history show the middle slice. With ``rows`` (a
+    file's slices): totals over the slices and the per-slice rows; else the single slice's
+    run is checked by ``warn_about_run``."""
+    from data.fastmri import evaluate, write_reconstruction
+
     volume = np.stack([r.image for r in results])
-    zf = np.stack([r.zero_filled for r in results])
-    have_ref = all(r.reference is not None for r in results)
-    gt = np.stack([r.reference for r in results]) if have_ref else None
     mid = results[len(results) // 2]
     metrics: dict = {}
-    if gt is not None:
-        metrics.update(evaluate(gt, volume))
+    if all(r.reference is not None for r in results):
+        gt = np.stack([r.reference for r in results])
+        zf = np.stack([r.zero_filled for r in results])
         seconds_zf = float(sum(r.zf_seconds for r in results))
+        metrics.update(evaluate(gt, volume))
         metrics["baseline"] = {"name": "zero-filled", **evaluate(gt, zf), "seconds": seconds_zf}
-    metrics.update(_run_metrics(args, mid, str(path)))
-    metrics.update(
-        iterations=int(sum(r.record["iterations"] for r in results)),
-        seconds=float(sum(r.seconds for r in results)),
-        converged=all(r.record["converged"] for r in results),
-        stop_reason=mid.record["stop_reason"] if len(results) == 1 else "see slices",
-        slices=rows,
-        shown_slice=slices[len(slices) // 2],
-    )
-    if len(results) == 1:
-        metrics["stop_reason"] = mid.record["stop_reason"]
+    metrics.update(_run_metrics(args, mid, source))
+    label = f"MRI {_label(args)}"
+    what = ""
+    if rows is None:
+        warn_about_run(mid.record, mid.history, metrics)
+    else:
+        metrics.update(
+            iterations=int(sum(r.record["iterations"] for r in results)),
+            seconds=float(sum(r.seconds for r in results)),
+            converged=all(r.record["converged"] for r in results),
+            stop_reason=mid.record["stop_reason"] if len(results) == 1 else "see slices",
+            slices=rows,
+            shown_slice=slices[len(slices) // 2],
+        )
+        what = f" ({len(slices)} slices)" if len(slices) > 1 else f" (slice {slices[0]})"
+        if len(slices) > 1:
+            label += f", slice {slices[len(slices) // 2]}"
     hi = float(mid.reference.max()) if mid.reference is not None else float(mid.image.max())
     write_reconstruction(out / "reconstruction.h5", volume)
-    label = f"MRI {_label(args)}"
-    if len(results) > 1:
-        label += f", slice {slices[len(slices) // 2]}"
     write_outputs(
         out, mid.image, mid.reference, ("zero-filled", mid.zero_filled), metrics, mid.history,
         label, (0.0, hi), volume=volume if len(results) > 1 else None,
     )  # fmt: skip
     if not args.quiet:
-        what = f"{len(slices)} slices" if len(slices) > 1 else f"slice {slices[0]}"
-        print(f"{_label(args)} ({what}): {_summary(metrics)} -> {out}/")
+        print(f"{_label(args)}{what}: {_summary(metrics)} -> {out}/")
     return metrics
+
+
+def _summary(m: dict) -> str:
+    msg = ""
+    if "psnr" in m:
+        msg += (
+            f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f} "
+            f"(zero-filled {m['baseline']['psnr']:.2f} dB), "
+        )
+    return msg + f"{m['iterations']} iterations, {m['seconds']:.1f} s, {m['stop_reason']}"
