@@ -250,6 +250,12 @@ def _range(x: torch.Tensor) -> float:
     return float(a.max() - a.min())
 
 
+def _data_noise(x0: torch.Tensor, noise_level: float | None) -> float:
+    """σ̂ for the rules relative to the noise: ``noise_level`` when the caller measured the
+    data's noise (MRI: the k-space corners), else the blind estimate of the start image."""
+    return _noise_estimate(x0) if noise_level is None else float(noise_level)
+
+
 def _noise_estimate(x0: torch.Tensor) -> float:
     """Blind σ̂ of the start image (``priors.lpn.estimate_noise_level``; complex: re/im), the
     largest over a batch (one σ for the run)."""
@@ -314,7 +320,7 @@ def _tell_noise_level(
     used: dict[str, float] = {}
     terms = []
     if "prior_sigma_noise" in given:
-        used["noise_estimate"] = _noise_estimate(x0) if noise_level is None else noise_level
+        used["noise_estimate"] = _data_noise(x0, noise_level)
         terms.append(float(given["prior_sigma_noise"]) * used["noise_estimate"])
     if "prior_sigma_rel" in given:
         terms.append(float(given["prior_sigma_rel"]) * _range(x0))
@@ -343,36 +349,14 @@ def _problem_rho_rel(p: dict[str, Any], x0, noise_level: float | None) -> dict[s
     c = float(p.pop("rho_noise"))
     if not c > 0:
         raise ValueError(f"rho_noise must be > 0, got {c}")
-    sigma = _noise_estimate(x0) if noise_level is None else noise_level
+    sigma = _data_noise(x0, noise_level)
     r = _range(x0)
     rel = c * sigma / r if r > 0 else 0.0
     p["rho_rel"] = max(float(p.get("rho_rel", 0.0)), rel)
     return {"rho_rel_used": p["rho_rel"], "noise_estimate": sigma}
 
 
-TV_WEIGHT_KEYS = ("weight_rel", "weight_noise")  # TV's weight rule, as SIGMA_KEYS for σ
-
-
-def _tv_weight(p: dict[str, Any], x0, noise_level: float | None) -> dict[str, float]:
-    """TV's weight (popping its keys from ``p``): max(weight_rel × range(x0), weight_noise ×
-    σ̂), either term optional, σ̂ as in ``_tell_noise_level``. ADMM's fixed point then weighs
-    TV by ρ·weight against ½||Ax − y||²; both terms scale with a and ignore b under
-    x -> a·x + b."""
-    given = {k: float(v) for k in TV_WEIGHT_KEYS if (v := p.pop(k, None)) is not None}
-    if not given:
-        raise ValueError("TV needs weight_rel and/or weight_noise (the presets' tv section)")
-    used: dict[str, float] = {}
-    terms = []
-    if "weight_rel" in given:
-        terms.append(given["weight_rel"] * _range(x0))
-    if "weight_noise" in given:
-        used["noise_estimate"] = _noise_estimate(x0) if noise_level is None else noise_level
-        terms.append(given["weight_noise"] * used["noise_estimate"])
-    used["tv_weight"] = max(terms)
-    return used
-
-
-POSITIVE_KEYS = ("lam", "rho_rel", "rho_noise", "step_rel", "weight_rel", "weight_noise")
+POSITIVE_KEYS = ("lam", "rho_rel", "rho_noise", "step_rel", "weight_rel")
 NONNEGATIVE_KEYS = ("tol", "cg_tol")
 COUNT_KEYS = ("iters", "cg_iters", "tv_iters")
 
@@ -412,8 +396,8 @@ def reconstruct(
 ) -> Reconstruction:
     """Run ``solver`` ('pnp-admm', 'pnp-pgd' or 'tv') from x0; returns the image and its record.
 
-    ``prior_name`` 'tv' with pnp-admm/pnp-pgd is the same TV as ``solver`` 'tv' (its weight from
-    ``weight_rel``/``weight_noise`` in ``params``). ``noise_level``: the data's noise σ in image
+    ``prior_name`` 'tv' with pnp-admm/pnp-pgd is the same TV as ``solver`` 'tv' (its weight
+    ``weight_rel`` × range(x0) from ``params``). ``noise_level``: the data's noise σ in image
     units when the caller measured it; rules relative to the noise use it instead of the blind
     estimate of x0."""
     from priors.base import ComplexAsChannels
@@ -431,7 +415,9 @@ def reconstruct(
     if solver == "tv":
         from priors.classical import TVPrior
 
-        p_used = {**rho_used, **_tv_weight(p, x0, noise_level)}
+        if "weight_rel" not in p:
+            raise ValueError("TV needs weight_rel (the presets' tv section)")
+        p_used = {**rho_used, "tv_weight": float(p.pop("weight_rel")) * _range(x0)}
         inner_solver = p.pop("solver", "pnp-admm")
         if inner_solver == "pnp-pgd" and "rho_rel" in p:  # the problem ADMM solves at this ρ
             factor = pgd_sigma_factor(float(p.get("step_rel", 0.99)), float(p.pop("rho_rel")), 1)

@@ -16,7 +16,7 @@ weights (relative to the range) and ρ, and of PnP-ADMM with ``--prior`` over a 
     python scripts/tune_mri_noise.py --out runs/tune-mri-noise.jsonl --method tv
     python scripts/tune_mri_noise.py --out runs/tune-mri-noise-ridge.jsonl --method prior
     python scripts/tune_mri_noise.py --out runs/tune-mri-rules.jsonl --method rule \
-        --solver tv --rules '{"weight_noise": 4, "rho_noise": 2, "rho_rel": 0.003}'
+        --solver tv --rules '{"weight_rel": 0.04, "rho_noise": 3, "rho_rel": 0.003}'
 
 ``--method rule`` runs candidate rules (preset keys, relative to the measured k-space noise as
 `recon mri` does) instead of a grid, one JSON object per ``--rules`` argument.
