@@ -155,6 +155,10 @@ def unexplained_calibration(
     few per cent (low-resolution blurring, noise); data the model cannot explain (signal outside
     the maps' support, coils whose images are not one image times smooth maps) leave much more.
     """
+    import torch
+
+    from operators.mri import ifft2c
+
     k = np.asarray(kspace)
     s = np.asarray(maps)
     if k.ndim != 3 or s.shape != k.shape:
@@ -171,8 +175,7 @@ def unexplained_calibration(
     block = (slice(None), slice(r0, r0 + ch), slice(c0, c0 + calib_width))
     calib = np.zeros_like(k)
     calib[block] = k[block] * (window(ch, h)[:, None] * window(calib_width, w)[None, :])
-    ax = (-2, -1)
-    img = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(calib, axes=ax), axes=ax), axes=ax)
+    img = ifft2c(torch.from_numpy(calib)).numpy()
     combined = (np.conj(s) * img).sum(0)
     total = float(np.linalg.norm(img))
     return float(np.linalg.norm(img - s * combined[None]) / total) if total > 0 else 0.0

@@ -9,6 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from data.fastmri import read_fastmri
 from data.peer_mri import (
@@ -19,18 +20,21 @@ from data.peer_mri import (
     read_ismrmrd_cartesian,
     write_peer_file,
 )
+from operators.mri import ifft2c
 
 BART_EXE = shutil.which("bart") or "bart"
-needs_bart = pytest.mark.skipif(shutil.which("bart") is None, reason=f"bart absent ({INSTALL})")
+needs_bart = pytest.mark.skipif(
+    shutil.which("bart") is None,
+    reason=f"BART is not installed; these tests compare with it ({INSTALL})",
+)
 needs_ismrmrd = pytest.mark.skipif(
     shutil.which("ismrmrd_generate_cartesian_shepp_logan") is None,
-    reason=f"ismrmrd-tools absent ({INSTALL})",
+    reason=f"ismrmrd-tools is not installed; these tests read its data ({INSTALL})",
 )
 
 
-def _ifft2c(k):
-    ax = (-2, -1)
-    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=ax), norm="ortho"), axes=ax)
+def _ifft2c(k: np.ndarray) -> np.ndarray:
+    return ifft2c(torch.from_numpy(np.ascontiguousarray(k))).numpy()
 
 
 def _unexplained(coils: np.ndarray, maps: np.ndarray) -> float:
