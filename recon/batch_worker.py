@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from recon.batch_plan import OPTIONS_MARK
+from recon.batch_plan import OPTIONS_MARK, Unit
 
 __all__ = ["run_task", "worker_stats", "install_prior_cache"]
 
@@ -100,10 +100,7 @@ def run_unit(modality: str, options: dict[str, Any], unit: dict[str, Any]) -> di
     }
     digest = options.get("_digest")
     mark = out / OPTIONS_MARK
-    done = (out / "metrics.json").is_file() and (
-        digest is None or (mark.is_file() and mark.read_text().strip() == digest)
-    )
-    if done and not options.get("_redo"):
+    if Unit(**unit).finished(digest) and not options.get("_redo"):
         return {**row, "status": "skipped"}  # finished by an earlier attempt of this task
     mark.unlink(missing_ok=True)  # until the new metrics.json is in place
     ns = argparse.Namespace(**{k: v for k, v in options.items() if not k.startswith("_")})
