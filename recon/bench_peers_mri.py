@@ -105,8 +105,9 @@ def _bart_rows(exe: str, work: Path, ku: np.ndarray, ref: np.ndarray, size, cali
 
 def run_peer_sources(args, out: Path, exe: str) -> list[dict[str, Any]]:
     """Every (source, noise, mask) problem: ours at defaults and BART's best λ; one row each."""
+    from data.fastmri import read_fastmri
     from data.masks import fastmri_random_mask
-    from data.peer_mri import add_kspace_noise, write_peer_file
+    from data.peer_mri import write_peer_file
     from recon.mri import _calibration_width
 
     rows = []
@@ -121,6 +122,7 @@ def run_peer_sources(args, out: Path, exe: str) -> list[dict[str, Any]]:
             continue
         for noise in NOISES if not args.quick else NOISES[:1]:
             path = write_peer_file(data_dir / f"{source}_noise{noise}.h5", data, noise, args.seed)
+            k = read_fastmri(path).kspace[0]  # BART gets the file ours reads
             for accel, cf in MASKS if not args.quick else MASKS[:1]:
                 cf = max(cf, MIN_CENTRE / data.kspace.shape[-1])
                 row: dict[str, Any] = {
@@ -135,7 +137,6 @@ def run_peer_sources(args, out: Path, exe: str) -> list[dict[str, Any]]:
                               f"{r['seconds']:.1f} s", file=sys.stderr)  # fmt: skip
                 w = data.kspace.shape[-1]
                 mask = fastmri_random_mask(w, accel, cf, seed=args.seed)  # the mask ours used
-                k = add_kspace_noise(data.kspace, noise, args.seed)
                 ku = k * mask[None, None, :]
                 calib = _calibration_width(np.broadcast_to(mask, k.shape[-2:]))
                 tag = f"{source}_{noise}_{accel:g}"
