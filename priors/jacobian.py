@@ -51,7 +51,13 @@ def hessian_operator(model, x: torch.Tensor, create_graph: bool = False) -> HVP:
     """v -> ∇²ψ(x)·v for the potential ψ of ``model`` (a ``LearnedProx``), x (B, C, H, W).
 
     The first-order graph is built once here; every call reuses it (one backward each). With
-    ``create_graph`` the products keep a graph to the weights (for a training penalty)."""
+    ``create_graph`` the products keep a graph to the weights (for a training penalty). A model
+    whose prox is computed by an inner solve gives its Jacobian itself (``jacobian_operator``,
+    e.g. ``priors.ridge`` in mode "prox")."""
+    if hasattr(model, "jacobian_operator") and getattr(model, "mode", None) == "prox":
+        if create_graph:
+            raise ValueError("no eigenvalue penalty for a prox computed by an inner solve")
+        return model.jacobian_operator(x)
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
         psi = model.potential(xg).sum()

@@ -25,6 +25,20 @@ f(a·x + b; a·σ) = a·f(x; σ) + b for a > 0, exactly (at σ = 0, p is the lim
 
 The model takes the noise level σ (``noise_input``; ``priors.lpn.set_noise_level``) like the
 AE-LPN with ``--noise-input``, and works at any image size.
+
+``mode="prox"``: the exact prox of the learned convex-ridge regularizer itself,
+
+    f(y; σ) = argmin_z ½||z − y||² + λ·m(z; σ),    R = λ·m = λ Σ p(W Q z; σ),
+
+with a learned strength λ > 0 (any size: the closed form above caps the smoothing of each
+direction, this does not). F(z) = ½||z − y||² + λm(z) is 1-strongly convex and (1 + λ)-smooth,
+so accelerated gradient descent with step 1/(1 + λ) and momentum (√κ − 1)/(√κ + 1), κ = 1 + λ,
+converges linearly from z₀ = y; it stops per image when the RMS of ∇F is below ``tol``·σ (every
+quantity scales with a under x → a·x + b, σ → a·σ, so the stopping step, and the output, are
+exactly equivariant). f is the prox of a convex function, hence firmly nonexpansive; its Jacobian
+is (I + λ∇²m(z*))⁻¹ = (I + λ Q Wᵀ D W Q)⁻¹, eigenvalues in (0, 1] (``jacobian_operator``). The
+regularizer is explicit: R(x) = λ·m(x). Training differentiates the fixed point implicitly
+(dz*/dθ = −H⁻¹ ∂∇F/∂θ, H = ∇²F by conjugate gradients), so what is trained is the prox used.
 """
 
 from __future__ import annotations
@@ -37,9 +51,10 @@ from torch import nn
 
 from priors.lpn import LearnedProx, _mean_split, noise_levels
 
-__all__ = ["RidgeProx", "conv_norm_bound", "KIND"]
+__all__ = ["RidgeProx", "conv_norm_bound", "KIND", "MODES"]
 
 KIND = "fne-ridge"
+MODES = ("gradient-step", "prox")
 
 
 def conv_norm_bound(weight: torch.Tensor, grid: int = 256) -> torch.Tensor:
@@ -87,8 +102,15 @@ class RidgeProx(LearnedProx):
         threshold: float = 2.5,
         dilations: tuple[int, ...] | list[int] = (1,),
         slope_bound: bool = False,
+        mode: str = "gradient-step",
+        tol: float = 1e-3,
+        max_iters: int = 300,
     ) -> None:
         super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if not (tol > 0 and math.isfinite(tol)) or max_iters < 1:
+            raise ValueError(f"need tol > 0 and max_iters >= 1, got {tol}, {max_iters}")
         if filters < 1 or kernel < 1 or kernel % 2 == 0:
             raise ValueError(f"need filters >= 1 and an odd kernel, got {filters}, {kernel}")
         dilations = tuple(int(d) for d in dilations)
@@ -113,6 +135,11 @@ class RidgeProx(LearnedProx):
         self.slope_bound = slope_bound
         if slope_bound:
             self._config["slope_bound"] = True
+        self.mode, self.tol, self.max_iters = mode, float(tol), int(max_iters)
+        if mode == "prox":  # recorded only then, so older checkpoints keep their config
+            self._config.update(mode=mode, tol=self.tol, max_iters=self.max_iters)
+            # λ, the regularizer's strength (its curvature scale: p'' ∈ [0, λ])
+            self.log_strength = nn.Parameter(torch.tensor(math.log(4.0)))
         self.dilations, self.kernel = dilations, kernel
         self.in_channels, self.grid = in_channels, grid
         self.noise_input = True
@@ -210,16 +237,20 @@ class RidgeProx(LearnedProx):
         k = torch.cat([torch.zeros_like(s[:, :1]), dk.cumsum(1)], 1)
         return s, c, k - k[:, j0].unsqueeze(1)  # Φ(0) = k_{j0} = 0
 
-    def _responses(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(t = W Q x (B, C, H, W), the scale σ·w_c (B, C, 1, 1), W's filters)."""
+    def _scales(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(W's filters, the scale σ·w_c (B, C, 1, 1), σ (B,)) for images x (B, C_in, H, W)."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected images (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
         w = self._scaled_weight().to(x.dtype)
+        sigma = noise_levels(self.noise_level, x).view(-1)
+        scale = sigma.view(-1, 1, 1, 1) * self.log_width.exp().to(x.dtype).view(1, -1, 1, 1)
+        return w, scale, sigma
+
+    def _responses(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(t = W Q x (B, C, H, W), the scale σ·w_c (B, C, 1, 1), W's filters)."""
+        w, scale, _ = self._scales(x)
         _, u = _mean_split(x)
-        t = self._conv(u, w)
-        sigma = noise_levels(self.noise_level, x).view(-1, 1, 1, 1)
-        scale = sigma * self.log_width.exp().to(x.dtype).view(1, -1, 1, 1)
-        return t, scale, w
+        return self._conv(u, w), scale, w
 
     def _segments(self, t: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Per entry of t: (u = t / scale, s_j, c_j, k_j) of its spline segment; at σ = 0 the
@@ -244,12 +275,17 @@ class RidgeProx(LearnedProx):
 
     # -- LearnedProx ---------------------------------------------------------------------------
     def potential(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "prox":  # its gradient is the prox (Moreau); its Hessian is not built
+            return self._prox_solution(x, create_graph=False)[1]
         t, scale, _ = self._responses(x)
         _, p = self._shrinkage(t, scale)
         return 0.5 * x.pow(2).flatten(1).sum(1) - p.flatten(1).sum(1)
 
     def _gradient(self, v: torch.Tensor, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """(f(v), ψ(v)) in closed form (no autograd through ψ): f = v − Q Wᵀ g(W Q v)."""
+        """(f(v), ψ(v)) in closed form (no autograd through ψ): f = v − Q Wᵀ g(W Q v); in mode
+        "prox" by the inner solve (``_prox_solution``)."""
+        if self.mode == "prox":
+            return self._prox_solution(v, create_graph)
         with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
             t, scale, w = self._responses(v)
             g, p = self._shrinkage(t, scale)
@@ -263,10 +299,147 @@ class RidgeProx(LearnedProx):
     def clamp_(self) -> None:
         self.slopes.clamp_(0.0, 1.0)
 
+    # -- mode "prox": the exact prox of λ·m ----------------------------------------------------
+    def strength(self) -> torch.Tensor:
+        """λ, the weight of m in R = λ·m (1 in the closed form, whose R is not m)."""
+        if self.mode != "prox":
+            return torch.ones(())
+        return self.log_strength.exp()
+
+    def _grad_m(
+        self, z: torch.Tensor, w: torch.Tensor, scale: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(∇m(z) = Q Wᵀ g(W Q z; σ), m(z) (B,))."""
+        _, u = _mean_split(z)
+        g, p = self._shrinkage(self._conv(u, w), scale)
+        _, back = _mean_split(self._conv_t(g, w))
+        return back, p.flatten(1).sum(1)
+
+    def _hessian_m(self, z: torch.Tensor, w: torch.Tensor, scale: torch.Tensor):
+        """v -> ∇²m(z)·v = Q Wᵀ (D ⊙ W Q v), D = p''(W Q z) ∈ [0, 1] (the segments' slopes)."""
+        _, u = _mean_split(z)
+        _, d, _, _ = self._segments(self._conv(u, w), scale)
+
+        def hvp(v: torch.Tensor) -> torch.Tensor:
+            _, q = _mean_split(v)
+            _, back = _mean_split(self._conv_t(d * self._conv(q, w), w))
+            return back
+
+        return hvp
+
+    @torch.no_grad()
+    def _solve(
+        self, y: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, sigma: torch.Tensor
+    ) -> tuple[torch.Tensor, int]:
+        """z* = argmin ½||z − y||² + λm(z) by accelerated gradient descent from y; each image
+        stops (and stays) once ||∇F|| ≤ tol·σ·√n. Returns (z*, iterations)."""
+        lam = float(self.strength().detach())
+        kappa = 1.0 + lam
+        step, beta = 1.0 / kappa, (math.sqrt(kappa) - 1.0) / (math.sqrt(kappa) + 1.0)
+        limit = self.tol * sigma * math.sqrt(y[0].numel())
+        z = prev = y
+        done = torch.zeros(y.shape[0], dtype=torch.bool, device=y.device)
+        iters = 0
+        while iters < self.max_iters:
+            iters += 1
+            u = z + beta * (z - prev)
+            grad = (u - y) + lam * self._grad_m(u, w, scale)[0]
+            now = (grad.flatten(1).norm(dim=1) <= limit) & ~done
+            keep, hit = _per_image(done, y), _per_image(now, y)
+            z_next = torch.where(keep, z, torch.where(hit, u, u - step * grad))
+            prev = torch.where(keep | hit, z_next, z)  # a stopped image keeps no momentum
+            z, done = z_next, done | now
+            if bool(done.all()):
+                break
+        return z, iters
+
+    def _solve_hessian(self, hvp, b: torch.Tensor, lam: float, tol: float) -> torch.Tensor:
+        """(I + λ∇²m)⁻¹ b by conjugate gradients, per image, to a relative residual ≤ tol (the
+        matrix is symmetric with eigenvalues in [1, 1 + λ])."""
+        x = torch.zeros_like(b)
+        r = b.clone()
+        p = r.clone()
+        rs = _dot(r, r)
+        stop = tol**2 * rs
+        for _ in range(50 + int(30 * math.sqrt(1.0 + lam))):
+            if bool((rs <= stop).all()):
+                break
+            hp = p + lam * hvp(p)
+            alpha = rs / _dot(p, hp).clamp_min(torch.finfo(b.dtype).tiny)
+            alpha = torch.where(rs <= stop, torch.zeros_like(alpha), alpha)
+            x = x + _per_image(alpha, b) * p
+            r = r - _per_image(alpha, b) * hp
+            rs_new = _dot(r, r)
+            p = r + _per_image(rs_new / rs.clamp_min(torch.finfo(b.dtype).tiny), b) * p
+            rs = rs_new
+        return x
+
+    def _prox_solution(
+        self, v: torch.Tensor, create_graph: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(f(v), ψ(v)) in mode "prox": ψ(v) = ½||v||² − min_z [½||z − v||² + λm(z)], whose
+        gradient is z* (Moreau). With ``create_graph`` the output carries the implicit gradient:
+        out = z* − G + G.detach(), G = ∇F(z*; θ, v), and G's incoming gradient is mapped by
+        H⁻¹ (a hook), so ∂out/∂θ = −H⁻¹ ∂G/∂θ and ∂out/∂v = H⁻¹, the implicit-function rule."""
+        graph = create_graph and torch.is_grad_enabled()
+        with torch.set_grad_enabled(graph):
+            w, scale, sigma = self._scales(v)
+        z, _ = self._solve(v.detach(), w.detach(), scale.detach(), sigma.detach())
+        with torch.set_grad_enabled(graph):
+            lam = self.strength().to(v.dtype)
+            gm, msum = self._grad_m(z, w, scale)
+            psi = 0.5 * v.pow(2).flatten(1).sum(1) - 0.5 * (z - v).pow(2).flatten(1).sum(1)
+            psi = psi - lam * msum
+            if not graph:
+                return z, psi.detach()
+            big_g = (z - v) + lam * gm
+            hvp = self._hessian_m(z, w.detach(), scale.detach())
+            lam_f = float(lam.detach())
+            tol = 1e-4 if v.dtype == torch.float32 else 1e-10
+            big_g.register_hook(lambda g: self._solve_hessian(hvp, g, lam_f, tol))
+            return z - big_g + big_g.detach(), psi
+
+    def jacobian_operator(self, x: torch.Tensor):
+        """v -> J v, J = ∂f/∂x = (I + λ∇²m(z*))⁻¹ at z* = f(x) (symmetric, eigenvalues in
+        (0, 1]): the exact prox's Jacobian, for ``priors.jacobian``. Mode "prox" only."""
+        if self.mode != "prox":
+            raise ValueError("jacobian_operator is for mode 'prox'; the closed form has ∇²ψ")
+        with torch.no_grad():
+            w, scale, sigma = self._scales(x)
+            z, _ = self._solve(x, w, scale, sigma)
+            hvp = self._hessian_m(z, w, scale)
+        lam = float(self.strength().detach())
+        tol = 1e-12 if x.dtype == torch.float64 else 1e-5
+
+        def jvp(v: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return self._solve_hessian(hvp, v, lam, tol)
+
+        return jvp
+
+    def regularizer(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
+        """R(x) (B,). Mode "prox": λ·m(x) exactly (f = prox_R); the closed form's R is found by
+        inverting f (``LearnedProx.regularizer``)."""
+        if self.mode != "prox":
+            return super().regularizer(x, **kwargs)
+        with torch.no_grad():
+            w, scale, _ = self._scales(x)
+            return self.strength().to(x.dtype) * self._grad_m(x, w, scale)[1]
+
     def lipschitz_bound(self) -> float:
         """An upper bound on the largest eigenvalue of the Jacobian (of ∇²ψ): 1 by construction
-        (||W||² · max p'' · ||Q||² ≤ 1, and the identity's 1 on constants)."""
+        (||W||² · max p'' · ||Q||² ≤ 1, and the identity's 1 on constants; in mode "prox",
+        (I + λ∇²m)⁻¹ with ∇²m ⪰ 0)."""
         return 1.0
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image inner products (B,)."""
+    return (a * b).flatten(1).sum(1)
+
+
+def _per_image(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return t.view(-1, *([1] * (like.ndim - 1)))
 
 
 def _init_filters(filters: int, in_channels: int, kernel: int) -> torch.Tensor:

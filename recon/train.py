@@ -44,6 +44,7 @@ from data.training_sets import (
 from priors.checkpoint import read_checkpoint, save_checkpoint
 from priors.lpn import KINDS, ConvLPN, NormalizationTrick, build_model
 from priors.ridge import KIND as RIDGE_KIND
+from priors.ridge import MODES as RIDGE_MODES
 from priors.ridge import RidgeProx
 from priors.training import LOSSES, LR_SCHEDULES, SIGMA_SAMPLING, TrainConfig, train_prior
 
@@ -156,8 +157,18 @@ def _init_model(name: str, kind: str, channels: int, **changes: Any) -> torch.nn
             f"--init {name}: a {got['kind']} prior with {got.get('in_channels', 1)} channel(s), "
             f"but --kind {kind} with {channels} channel(s) was asked for"
         )
-    if got["kind"] == RIDGE_KIND:  # no architecture options to change
-        return model
+    if got["kind"] == RIDGE_KIND:  # the mode is the one architecture option to change
+        mode = changes.get("ridge_mode")
+        if mode is None or mode == got.get("mode", "gradient-step"):
+            return model
+        cfg = {k: v for k, v in got.items() if k not in ("kind", "mode", "tol", "max_iters")}
+        if "dilations" in cfg:
+            cfg["dilations"] = tuple(cfg["dilations"])
+        rebuilt = RidgeProx(**cfg, mode=mode)
+        missing, unexpected = rebuilt.load_state_dict(model.state_dict(), strict=False)
+        if unexpected or any(k != "log_strength" for k in missing):
+            raise ValueError(f"--init {name}: cannot start a {mode} ridge from it")
+        return rebuilt.train()
     want = {k: v for k, v in changes.items() if v is not None and v is not False}
     if "tile" in want:  # a given tile gets its own stride (None: ConvLPN's default)
         want["tile_stride"] = changes.get("tile_stride")
@@ -306,6 +317,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help=f"{RIDGE_KIND}: normalize W by the bound of S^½W (S: each filter's largest slope), "
         "so filters that never shrink fully take less of the norm budget",
+    )
+    p.add_argument(
+        "--ridge-mode",
+        choices=RIDGE_MODES,
+        default=None,
+        help=f"{RIDGE_KIND}: gradient-step (default; f = x − QWᵀg(WQx), closed form) or prox "
+        "(the exact prox of the learned convex regularizer λ·Σp(WQx), λ learned, by an inner "
+        "solve; trained through its fixed point). With --init of a gradient-step prior, its "
+        "filters and curves start the prox",
     )
     p.add_argument("--levels", type=int, default=3)
     p.add_argument("--depth", type=int, default=2)
@@ -529,6 +549,8 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
             "--noise-input builds a new network (one more input channel): not with --init "
             "(a noise-input prior keeps the option) or the normalization trick"
         )
+    if args.ridge_mode and args.kind != RIDGE_KIND:
+        raise ValueError(f"--ridge-mode is for --kind {RIDGE_KIND}, not --kind {args.kind}")
     torch.manual_seed(args.seed)  # the initial weights follow --seed (equal on every rank)
     if args.init:
         model = _init_model(
@@ -542,6 +564,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
             padding=args.padding,
             local_mean_sigma=args.local_mean,
             sigma_smoothing=args.sigma_smoothing,
+            ridge_mode=args.ridge_mode,
             **({"tile": args.tile, "tile_stride": args.tile_stride} if args.tile else {}),
         )
     elif args.kind == RIDGE_KIND:
@@ -560,6 +583,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
             kernel=args.kernel,
             dilations=dilations,
             slope_bound=args.slope_bound,
+            mode=args.ridge_mode or "gradient-step",
         )
     elif args.kind == "normalization-trick":
         model = NormalizationTrick(**arch)

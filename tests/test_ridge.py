@@ -232,3 +232,160 @@ def test_checkpoint_round_trip_and_training_keeps_slopes_in_range(tmp_path):
     assert isinstance(back, RidgeProx) and back.config() == m.config()
     with told_noise_level(back, 0.1), told_noise_level(m, 0.1):
         assert torch.equal(back.prox(x), m.prox(x))
+
+
+# -- mode "prox": the exact prox of λ·m by an inner solve ------------------------------------
+
+
+def _prox_model(seed: int = 0, strength: float = 3.0, **arch) -> RidgeProx:
+    """Random weights as ``_model``, in mode "prox", solved far below float64's own noise."""
+    base = _model(seed=seed, **arch)
+    m = RidgeProx(filters=12, kernel=5, knots=9, mode="prox", tol=1e-12, max_iters=3000, **arch)
+    m.load_state_dict({**base.state_dict(), "log_strength": torch.tensor(math.log(strength))})
+    return m.double().eval()
+
+
+def _optimality(m: RidgeProx, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """||∇F(z)|| / ||y||, F = ½||z − y||² + λm(z), per image."""
+    with torch.no_grad():
+        w, scale, _ = m._scales(y)
+        grad = (z - y) + m.strength() * m._grad_m(z, w, scale)[0]
+    return grad.flatten(1).norm(dim=1) / y.flatten(1).norm(dim=1)
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.02, 0.3])
+def test_prox_mode_minimizes_its_objective_and_beats_perturbations(sigma):
+    """z = f(y) is stationary for F (∇F ≈ 0) and F(z) ≤ F(z + δ) for random δ (F is convex)."""
+    m = _prox_model(seed=3)
+    y = _images() + 0.1 * torch.randn(3, 1, 18, 23, dtype=torch.float64)
+    with told_noise_level(m, sigma):
+        z = m.prox(y)
+        assert float(_optimality(m, y, z).max()) <= 1e-10
+
+        def objective(u):
+            return 0.5 * (u - y).pow(2).flatten(1).sum(1) + m.regularizer(u)
+
+        fz = objective(z)
+        gen = torch.Generator().manual_seed(0)
+        for size in (1e-3, 1e-1):
+            delta = size * torch.randn(z.shape, generator=gen, dtype=torch.float64)
+            assert bool((objective(z + delta) >= fz).all())
+
+
+@pytest.mark.parametrize("dilations", DILATIONS)
+def test_prox_mode_exactly_affine_equivariant(dilations):
+    """Every inner iterate and the stopping test scale with a: the output is equivariant to
+    float64 round-off, whether the solve stops on its tolerance or not."""
+    m = _prox_model(seed=2, **_arch(dilations))
+    m.tol = 1e-4  # stop on the tolerance, well before convergence
+    x = _images()
+    sigma = 0.04
+    with told_noise_level(m, sigma):
+        fx = m.prox(x)
+    worst = 0.0
+    for a in (1e-2, 55.0, 1e3):
+        for b in (-2000.0, 3.0):
+            with told_noise_level(m, a * sigma):
+                got = m.prox(a * x + b)
+            worst = max(worst, float((got - (a * fx + b)).norm() / (a * fx + b).norm()))
+    assert worst <= 1e-10
+
+
+def test_prox_mode_jacobian_matches_differences_and_is_firmly_nonexpansive():
+    """J = (I + λ∇²m)⁻¹ agrees with central differences of f; Lanczos finds λ_max = 1 (the
+    constant image) and nothing above; random pairs meet the definition of firm nonexpansiveness."""
+    m = _prox_model(seed=5, strength=6.0)
+    x = _images(h=16, w=16) + 0.2 * torch.randn(3, 1, 16, 16, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(1)
+    with told_noise_level(m, 0.05):
+        jac = hessian_operator(m, x)
+        v = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+        eps = 1e-6
+        fd = (m.prox(x + eps * v) - m.prox(x - eps * v)) / (2 * eps)
+        # central differences of a piecewise-smooth map: O(eps) where a response crosses a knot
+        assert float((jac(v) - fd).norm() / fd.norm()) <= 1e-4
+        est = top_eigenvalue(jac, x.shape, max_iters=80, tol=1e-8)
+        assert est.converged
+        assert float(est.value.max()) <= 1 + 1e-9 and float(est.value.min()) >= 1 - 1e-6
+        for scale in (3.0, 1e-2):
+            y = x + scale * torch.randn(x.shape, generator=gen, dtype=torch.float64)
+            d = m.prox(x) - m.prox(y)
+            lhs = d.pow(2).flatten(1).sum(1)
+            rhs = (d * (x - y)).flatten(1).sum(1)
+            assert bool((lhs <= rhs * (1 + 1e-9)).all())
+
+
+def test_prox_mode_regularizer_is_explicit_and_fenchel_young_agrees():
+    m = _prox_model(seed=6)
+    x = _images(b=2, h=12, w=12)
+    with told_noise_level(m, 0.05):
+        fx, r_free = m.prox_and_regularizer(x)
+        r = m.regularizer(fx)
+    assert torch.allclose(r_free, r, rtol=1e-9, atol=1e-12)
+
+
+def test_prox_mode_implicit_gradient_matches_finite_differences():
+    """Training differentiates the fixed point: the gradient of a loss of f with respect to a
+    filter tap, the strength and the input equals central differences of the solved prox."""
+    m = _prox_model(seed=7)
+    x = _images(b=2, h=14, w=14)
+    target = _images(b=2, h=14, w=14, seed=1)
+    m.noise_level = 0.05
+
+    def loss_value() -> float:
+        with torch.no_grad():
+            return float((m.prox(x) - target).pow(2).sum())
+
+    m.train()
+    xg = x.clone().requires_grad_(True)
+    loss = (m.prox(xg, create_graph=True) - target).pow(2).sum()
+    loss.backward()
+    m.eval()
+    eps = 1e-6
+    for param, index in ((m.weight, (0, 0, 1, 2)), (m.log_strength, ()), (m.slopes, (3, 4))):
+        with torch.no_grad():
+            param[index] += eps
+            up = loss_value()
+            param[index] -= 2 * eps
+            down = loss_value()
+            param[index] += eps
+        fd = (up - down) / (2 * eps)
+        assert abs(float(param.grad[index]) - fd) <= 1e-5 * max(1.0, abs(fd))
+    v = torch.zeros_like(x)
+    v[1, 0, 5, 6] = 1.0
+    with torch.no_grad():
+        fd = (
+            (m.prox(x + eps * v) - target).pow(2).sum()
+            - (m.prox(x - eps * v) - target).pow(2).sum()
+        ) / (2 * eps)
+    assert abs(float(xg.grad[1, 0, 5, 6]) - float(fd)) <= 1e-5 * max(1.0, abs(float(fd)))
+
+
+def test_prox_mode_checkpoint_round_trip_and_train_from_a_gradient_step_prior(tmp_path):
+    """`recon train --ridge-mode prox --init <gradient-step ridge>` starts from its filters and
+    curves, trains, and the checkpoint loads back in mode "prox" with the same prox."""
+    from recon.cli import main
+
+    base = _model().float()
+    src = tmp_path / "ridge.safetensors"
+    save_checkpoint(src, base, {"note": "test"})
+    out = tmp_path / "prox.safetensors"
+    rc = main(
+        [
+            "train", "--kind", "fne-ridge", "--ridge-mode", "prox", "--init", str(src),
+            "--data", "ellipses", "--steps", "2", "--batch", "2", "--patch", "16",
+            "--sigma", "0.05", "--quiet", "--out", str(out),
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    back = load_prior(out)
+    assert isinstance(back, RidgeProx) and back.mode == "prox"
+    assert back.config()["mode"] == "prox" and back.config()["kernel"] == 5
+    x = torch.rand(2, 1, 16, 16)
+    with told_noise_level(back, 0.05):
+        z = back.prox(x)
+        again = load_prior(out)
+        with told_noise_level(again, 0.05):
+            assert torch.equal(again.prox(x), z)
+    with pytest.raises(ValueError, match="mode"):
+        RidgeProx(mode="newton")
