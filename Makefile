@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned: the CPU build on this kind of machine (a looser pin pulls a CUDA build)
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test,mri,ctdata]'
+	$(BIN)/pip install --quiet -e '.[test,mri,ctdata,jpeg12]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -5,7 +5,13 @@ by ImagePositionPatient[2] (InstanceNumber when positions are missing), duplicat
 dropped, and scanner padding (PixelPaddingValue, or HU ≤ −2000) is clipped to −1024 HU. Every
 error is a ``DicomError`` (a ValueError) naming the file or folder it is about. In a series
 folder, hidden files and sidecar files (``SIDECAR_SUFFIXES``, e.g. LIDC's annotation XML) are
-skipped; every other file must be a readable CT slice of the same size.
+skipped; every other file must be a readable CT slice of the same size. A file whose Modality
+is not CT (an MR image, say) is refused rather than labelled HU.
+
+Compressed pixel data is decoded by pydicom's plugins: python-gdcm (a dependency, Apache-2.0)
+decodes JPEG Lossless (process 14, common in clinical archives), JPEG-LS and JPEG 2000; pydicom
+itself decodes RLE; 12-bit JPEG Extended (process 4) needs pylibjpeg-libjpeg (GPL-3.0, the
+``jpeg12`` extra). ``DECODERS_HINT`` says so in the error when a plugin is missing.
 """
 
 from __future__ import annotations
@@ -22,12 +28,18 @@ __all__ = [
     "read_dicom_file",
     "read_dicom_series",
     "resample_to_spacing",
+    "decode_pixels",
 ]
 
 PADDING_HU = -1024.0
 # Files that sit next to the slices in real series folders (LIDC-IDRI keeps its annotation XML
 # there) and are skipped; any other file that is not DICOM is an error naming it.
 SIDECAR_SUFFIXES = frozenset({".xml", ".txt", ".json", ".csv", ".md", ".log"})
+DECODERS_HINT = (
+    "python-gdcm decodes JPEG Lossless, JPEG-LS and JPEG 2000 (pip install python-gdcm); "
+    "12-bit JPEG Extended needs pylibjpeg with pylibjpeg-libjpeg (pip install pylibjpeg "
+    "pylibjpeg-libjpeg)"
+)
 
 
 class DicomError(ValueError):
@@ -71,12 +83,13 @@ def read_dicom_file(path: str | Path) -> CTSlice:
         ds = pydicom.dcmread(path)
     except Exception as exc:  # InvalidDicomError, EOFError, struct/Value errors on corrupt data
         raise DicomError(f"{path}: not a readable DICOM file ({exc})") from None
-    if "PixelData" not in ds:
-        raise DicomError(f"{path}: DICOM file has no pixel data")
-    try:
-        raw = ds.pixel_array
-    except Exception as exc:  # decoders raise many kinds
-        raise DicomError(f"{path}: cannot decode pixel data ({exc})") from None
+    modality = str(getattr(ds, "Modality", "CT") or "CT").upper()
+    if modality != "CT":
+        raise DicomError(
+            f"{path}: Modality {modality}, not CT: recon ct reconstructs CT slices in HU "
+            "(for MRI k-space use recon mri with a fastMRI .h5 file)"
+        )
+    raw = decode_pixels(ds, path)
     if raw.ndim != 2:
         raise DicomError(f"{path}: expected a 2-D slice, got pixel array of shape {raw.shape}")
     slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
@@ -96,6 +109,23 @@ def read_dicom_file(path: str | Path) -> CTSlice:
         instance=int(inst) if inst is not None else None,
         path=path,
     )
+
+
+def decode_pixels(ds, path: str | Path) -> np.ndarray:
+    """The stored pixel values of a read dataset ``ds`` (any transfer syntax a plugin decodes);
+    a DicomError naming ``path`` and the transfer syntax when there are none or no installed
+    decoder can read them."""
+    if "PixelData" not in ds:
+        raise DicomError(f"{path}: DICOM file has no pixel data")
+    try:
+        return ds.pixel_array
+    except Exception as exc:  # decoders raise many kinds
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(syntax, "name", None) or str(syntax or "unknown transfer syntax")
+        reason = " ".join(str(exc).split())
+        raise DicomError(
+            f"{path}: cannot decode pixel data ({name}): {reason[:300]}. {DECODERS_HINT}"
+        ) from None
 
 
 def read_dicom_series(folder: str | Path) -> CTVolume:
