@@ -1,7 +1,8 @@
 """LIDC-IDRI style CT DICOM: single files and series folders, in HU (pydicom).
 
 HU = stored value · RescaleSlope + RescaleIntercept (1 and 0 when absent). A series is ordered
-by ImagePositionPatient[2] (InstanceNumber when positions are missing), duplicate positions are
+by the distance of ImagePositionPatient along the slice normal (ImageOrientationPatient's row ×
+column cosines; z when absent), InstanceNumber when positions are missing; duplicate positions are
 dropped, and scanner padding (PixelPaddingValue, or HU ≤ −2000) is clipped to −1024 HU. Every
 error is a ``DicomError`` (a ValueError) naming the file or folder it is about. In a series
 folder, hidden files and sidecar files (``SIDECAR_SUFFIXES``, e.g. LIDC's annotation XML) are
@@ -56,18 +57,25 @@ class CTSlice:
     position: tuple[float, float, float] | None
     instance: int | None
     path: Path
+    orientation: tuple[float, ...] | None = None  # ImageOrientationPatient (row, column cosines)
+    thickness: float | None = None  # SliceThickness, mm
 
 
 @dataclass
 class CTVolume:
     """A series: ``hu`` (S, H, W) float32 ordered along the patient axis, the first slice's
     ``pixel_spacing`` (row, col) mm, each slice's sort key (z position, or instance number when
-    positions are missing) and source path."""
+    positions are missing) and source path; when every slice has them, each slice's
+    ImagePositionPatient (x, y, z) mm, the first slice's ImageOrientationPatient and
+    SliceThickness (the geometry ``data.nifti.dicom_affine`` and ``data.dicom_write`` use)."""
 
     hu: np.ndarray
     pixel_spacing: tuple[float, float]
     positions: list[float] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
+    patient_positions: list[tuple[float, float, float]] | None = None
+    orientation: tuple[float, ...] | None = None
+    thickness: float | None = None
 
 
 def read_dicom_file(path: str | Path) -> CTSlice:
@@ -102,12 +110,16 @@ def read_dicom_file(path: str | Path) -> CTSlice:
     spacing = tuple(float(v) for v in getattr(ds, "PixelSpacing", (1.0, 1.0)))
     pos = getattr(ds, "ImagePositionPatient", None)
     inst = getattr(ds, "InstanceNumber", None)
+    iop = getattr(ds, "ImageOrientationPatient", None)
+    thick = getattr(ds, "SliceThickness", None)
     return CTSlice(
         hu=hu.astype(np.float32),
         pixel_spacing=(spacing[0], spacing[1]),
         position=tuple(float(v) for v in pos) if pos is not None else None,
         instance=int(inst) if inst is not None else None,
         path=path,
+        orientation=tuple(float(v) for v in iop) if iop is not None and len(iop) == 6 else None,
+        thickness=float(thick) if thick not in (None, "") else None,
     )
 
 
@@ -129,8 +141,9 @@ def decode_pixels(ds, path: str | Path) -> np.ndarray:
 
 
 def read_dicom_series(folder: str | Path) -> CTVolume:
-    """All slices in a folder as one HU volume (S, H, W), ordered by ImagePositionPatient[2]
-    (InstanceNumber when any position is missing), duplicate positions dropped (first kept).
+    """All slices in a folder as one HU volume (S, H, W), ordered by their position along the
+    slice normal (InstanceNumber when any position is missing), duplicate positions dropped
+    (first kept).
 
     Raises DicomError naming the folder when it holds no DICOM files, and naming the file for
     an unreadable file or a slice whose size differs from the first one (both sizes given)."""
@@ -150,7 +163,10 @@ def read_dicom_series(folder: str | Path) -> CTVolume:
                 f"{s.path}: slice size {s.hu.shape} differs from {shape0} of {slices[0].path}"
             )
     if all(s.position is not None for s in slices):
-        key = [s.position[2] for s in slices]
+        # distance along the slice normal r × c (z for an axial series; y for a coronal one)
+        iop = slices[0].orientation
+        normal = np.cross(iop[:3], iop[3:]) if iop is not None else np.array([0.0, 0.0, 1.0])
+        key = [round(float(np.dot(s.position, normal)), 6) for s in slices]
     else:
         key = [float(s.instance if s.instance is not None else i) for i, s in enumerate(slices)]
     order = np.argsort(key, kind="stable")
@@ -160,11 +176,16 @@ def read_dicom_series(folder: str | Path) -> CTVolume:
             continue
         seen.add(key[i])
         kept.append(i)
+    located = all(s.position is not None for s in slices)
+    first = slices[kept[0]]
     return CTVolume(
         hu=np.stack([slices[i].hu for i in kept]),
-        pixel_spacing=slices[kept[0]].pixel_spacing,
+        pixel_spacing=first.pixel_spacing,
         positions=[key[i] for i in kept],
         paths=[slices[i].path for i in kept],
+        patient_positions=[slices[i].position for i in kept] if located else None,
+        orientation=first.orientation,
+        thickness=first.thickness,
     )
 
 

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["COLIN27", "HELD_OUT", "TRAIN_SLICES", "nifti_slices"]
+__all__ = [
+    "COLIN27",
+    "HELD_OUT",
+    "TRAIN_SLICES",
+    "nifti_slices",
+    "dicom_affine",
+    "write_nifti_volume",
+]
 
 COLIN27 = Path("/usr/share/mricron/templates/ch2.nii.gz")
 TRAIN_SLICES = range(30, 115)  # axial slices with brain in them
@@ -37,3 +44,58 @@ def nifti_slices(
     vol = vol / max(float(vol.max()), 1e-30)
     idx = range(vol.shape[axis]) if slices is None else slices
     return [np.ascontiguousarray(np.rot90(np.take(vol, i, axis=axis))) for i in idx]
+
+
+def dicom_affine(
+    positions: list[tuple[float, float, float]] | None,
+    orientation: tuple[float, ...] | None,
+    pixel_spacing: tuple[float, float],
+    thickness: float | None = None,
+) -> np.ndarray:
+    """The NIfTI (RAS+) affine of a DICOM series stored as data[i, j, k] = volume[k, j, i]
+    (i the column, j the row, k the slice in the series' order).
+
+    DICOM's patient frame is LPS: voxel (i, j, k) sits at P₀ + i·Δc·r + j·Δr·c + k·s, with
+    r, c the row and column direction cosines of ImageOrientationPatient, (Δr, Δc) PixelSpacing
+    (between rows, between columns), P₀ the first slice's ImagePositionPatient and s the step
+    between slice positions ((P_last − P₀)/(n − 1)). NIfTI's frame is RAS, so x and y change
+    sign. Without positions, an axial identity orientation with the slice thickness (1 mm when
+    unknown) as the step."""
+    r, c = (np.array(orientation[:3]), np.array(orientation[3:])) if orientation else (None, None)
+    if r is None:
+        r, c = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
+    dr, dc = float(pixel_spacing[0]), float(pixel_spacing[1])
+    if positions and len(positions) > 1:
+        p0 = np.array(positions[0], dtype=np.float64)
+        step = (np.array(positions[-1], dtype=np.float64) - p0) / (len(positions) - 1)
+    else:
+        p0 = np.array(positions[0], dtype=np.float64) if positions else np.zeros(3)
+        step = np.cross(r, c) * float(thickness or 1.0)
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = r * dc, c * dr, step, p0
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+
+
+def write_nifti_volume(path: str | Path, volume: np.ndarray, affine: np.ndarray) -> Path:
+    """A (S, H, W) volume as NIfTI-1 (float32, data[i, j, k] = volume[k, j, i]) with ``affine``,
+    in mm; ``.nii`` or ``.nii.gz`` by the name. Written under a temporary name in the same folder
+    and moved into place, so a crash leaves no half-written file."""
+    import os
+    import uuid
+
+    import nibabel as nib
+
+    path = Path(path)
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
+    data = np.ascontiguousarray(np.transpose(np.asarray(volume, np.float32), (2, 1, 0)))
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_xyzt_units("mm")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}{suffix}"
+    try:
+        nib.save(img, str(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

@@ -1,6 +1,6 @@
 """`recon ct`: simulate sparse-view / limited-angle CT from an image and reconstruct it.
 
-Input (``--input``): a DICOM file, a DICOM series folder (``--slice K``, default the middle one),
+Input (``--input``): a DICOM file, a DICOM series folder (every slice, or ``--slice K|A:B``),
 a ``.npy`` image, ``phantom:shepp-logan`` / ``phantom:ellipses`` (``--size N``), or
 ``bundled:ct-small`` (the real CT slice pydicom ships; the demo slice, never trained on).
 
@@ -116,7 +116,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--input", required=True)
-    p.add_argument("--slice", type=int, default=None, help="slice of a DICOM series")
+    p.add_argument(
+        "--slice",
+        "--slices",
+        dest="slice",
+        default=None,
+        help="slices of a DICOM series folder: K, A:B (A..B-1) or all (default: all; each slice "
+        "starts from its neighbour's result, and a killed run resumes)",
+    )
     add_options(p)
 
 
@@ -159,90 +166,147 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
-    """Reconstruct ``args.input`` with the `recon ct` options in ``args``; write the output
-    files into ``out`` (metrics.json last) and return the metrics."""
-    from data.ct_noise import add_gaussian_noise, add_poisson_noise
+@dataclass
+class CTSliceRecon:
+    """One simulated and reconstructed slice: images in the input's units (H, W) float32, the
+    reconstruction in internal units (1, 1, H, W) (a neighbour's warm start), the solver's record
+    and history, seconds of the solver and of FBP, and the noise that was added."""
+
+    image: np.ndarray
+    fbp: np.ndarray
+    internal: torch.Tensor
+    record: dict
+    history: dict
+    seconds: float
+    fbp_seconds: float
+    noise: dict
+
+
+def ct_operator(args: argparse.Namespace, shape: tuple[int, int], pixel_size: float):
+    """The scan the `recon ct` options describe, for images of ``shape`` with ``pixel_size``."""
     from operators.ct import CTOperator
 
-    dev = device_for(args.device)
-    out = Path(out)
-    inp = load_ct_input(args.input, args.size, args.slice, args.seed)
-    h, w = inp.image.shape
-    ref_int = to_internal(inp.image, inp.units)
-    op = CTOperator(
-        image_size=(h, w),
+    return CTOperator(
+        image_size=shape,
         views=args.views,
         arc=args.arc,
         geometry=args.geometry,
-        pixel_size=inp.pixel_size,
+        pixel_size=pixel_size,
     )
+
+
+def reconstruct_slice(
+    args: argparse.Namespace,
+    image: np.ndarray,
+    units: str,
+    op,
+    presets: dict,
+    seed: int,
+    start: torch.Tensor | None = None,
+) -> CTSliceRecon:
+    """Simulate the scan of ``image`` (input units) with noise seeded by ``seed``, and
+    reconstruct it with ``args.solver`` (FBP start; the solver's iterations start from ``start``
+    when given, in internal units)."""
+    from data.ct_noise import add_gaussian_noise, add_poisson_noise
+
+    dev = device_for(args.device)
+    ref_int = to_internal(image, units)
     x_true = torch.from_numpy(np.ascontiguousarray(ref_int))[None, None].to(dev)
     clean = op.forward(x_true)
     if args.photons is not None:
         # μ = μ_water·(1 + HU/1000) = 2.5·μ_water·u for u = (HU + 1000)/2500
-        mu = MU_WATER_PER_MM * HU_SCALE / 1000.0 if inp.units == "HU" else MU_WATER_PER_MM
-        y = add_poisson_noise(clean, args.photons, seed=args.seed, mu_scale=mu)
-        noise_desc = {"type": "poisson", "photons": args.photons, "mu_scale": mu}
+        mu = MU_WATER_PER_MM * HU_SCALE / 1000.0 if units == "HU" else MU_WATER_PER_MM
+        y = add_poisson_noise(clean, args.photons, seed=seed, mu_scale=mu)
+        noise = {"type": "poisson", "photons": args.photons, "mu_scale": mu}
     else:
-        y = add_gaussian_noise(clean, args.noise, seed=args.seed)
-        noise_desc = {"type": "gaussian", "rel": args.noise}
-
-    presets = load_presets("ct", args.config)
+        y = add_gaussian_noise(clean, args.noise, seed=seed)
+        noise = {"type": "gaussian", "rel": args.noise}
     with Timer() as t_fbp:
         x_fbp = op.fbp(y, filter=presets.get("fbp", {}).get("filter", "ram-lak"))
-    ref_t = x_true
     drange_int = float(ref_int.max() - ref_int.min())
     if args.solver == "fbp":
-        x_rec, rec_seconds = x_fbp, t_fbp.seconds
+        x_rec, seconds, history = x_fbp, t_fbp.seconds, {}
         record = {
             "converged": True,
             "stop_reason": "closed form",
             "iterations": 0,
             "params": presets.get("fbp", {}),
         }
-        history: dict = {}
     else:
-        rec = solve_from_args(args, presets, op, y, x_fbp, ref_t, drange_int)
-        x_rec, rec_seconds, history = rec.x, rec.seconds, rec.history
-        record = rec.record()
+        start = start.to(x_fbp) if start is not None else None
+        rec = solve_from_args(args, presets, op, y, x_fbp, x_true, drange_int, start=start)
+        x_rec, seconds, history, record = rec.x, rec.seconds, rec.history, rec.record()
 
-    rec_img = from_internal(
-        x_rec[0, 0].detach().cpu().numpy().astype(np.float64), inp.units
-    ).astype(np.float32)
-    fbp_img = from_internal(
-        x_fbp[0, 0].detach().cpu().numpy().astype(np.float64), inp.units
-    ).astype(np.float32)
-    ref = inp.image
-    drange = float(ref.max() - ref.min())
-    metrics = image_metrics(rec_img, ref, drange)
-    fbp_metrics = image_metrics(fbp_img, ref, drange)
-    metrics.update(
+    def back(x: torch.Tensor) -> np.ndarray:
+        return from_internal(x[0, 0].detach().cpu().numpy().astype(np.float64), units).astype(
+            np.float32
+        )
+
+    return CTSliceRecon(
+        back(x_rec), back(x_fbp), x_rec.detach(), record, history, seconds, t_fbp.seconds, noise
+    )
+
+
+def run_metrics(args: argparse.Namespace, record: dict, op, units: str, source: str) -> dict:
+    """What metrics.json says about the run besides image quality."""
+    return dict(
         iterations=record["iterations"],
-        seconds=rec_seconds,
         converged=record["converged"],
         stop_reason=record["stop_reason"],
         solver=args.solver,
         prior=None if args.solver in ("fbp", "tv") else args.prior,
         parameters=record["params"],
         objective=record.get("objective", ""),
-        baseline={"name": "fbp", **fbp_metrics, "seconds": t_fbp.seconds},
-        input=inp.source,
-        units=inp.units,
+        input=source,
+        units=units,
         geometry=op.describe(),
-        noise=noise_desc,
         seed=args.seed,
         device=args.device,
         versions=versions(),
     )
-    label = args.solver if args.solver in ("fbp", "tv") else f"{args.solver} + {args.prior}"
+
+
+def method_label(args: argparse.Namespace) -> str:
+    return args.solver if args.solver in ("fbp", "tv") else f"{args.solver} + {args.prior}"
+
+
+def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
+    """Reconstruct ``args.input`` with the `recon ct` options in ``args``; write the output
+    files into ``out`` (metrics.json last) and return the metrics. A DICOM series folder goes
+    to ``recon.ct_series.reconstruct_series`` (every slice, or those ``--slice`` selects)."""
+    if _is_series(args.input):
+        from recon.ct_series import reconstruct_series
+
+        return reconstruct_series(args, Path(out))
+    if args.slice is not None:
+        raise ValueError(
+            f"--slice {args.slice}: --input {args.input} is a single image; --slice selects "
+            "slices of a DICOM series folder"
+        )
+    out = Path(out)
+    inp = load_ct_input(args.input, args.size, None, args.seed)
+    op = ct_operator(args, inp.image.shape, inp.pixel_size)
+    presets = load_presets("ct", args.config)
+    r = reconstruct_slice(args, inp.image, inp.units, op, presets, args.seed)
+    ref = inp.image
+    drange = float(ref.max() - ref.min())
+    metrics = image_metrics(r.image, ref, drange)
+    fbp_metrics = image_metrics(r.fbp, ref, drange)
+    metrics.update(seconds=r.seconds)
+    metrics.update(run_metrics(args, r.record, op, inp.units, inp.source))
+    metrics.update(baseline={"name": "fbp", **fbp_metrics, "seconds": r.fbp_seconds}, noise=r.noise)
+    label = method_label(args)
     display = parse_window(args.window, ref, inp.units)
-    warn_about_run(record, history, metrics)
-    write_outputs(out, rec_img, ref, ("FBP", fbp_img), metrics, history, f"CT {label}", display)
+    warn_about_run(r.record, r.history, metrics)
+    write_outputs(out, r.image, ref, ("FBP", r.fbp), metrics, r.history, f"CT {label}", display)
     if not args.quiet:
         print(
             f"{label}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} "
-            f"(FBP {fbp_metrics['psnr']:.2f} dB), {record['iterations']} iterations, "
-            f"{rec_seconds:.1f} s, {record['stop_reason']} -> {out}/"
+            f"(FBP {fbp_metrics['psnr']:.2f} dB), {r.record['iterations']} iterations, "
+            f"{r.seconds:.1f} s, {r.record['stop_reason']} -> {out}/"
         )
     return metrics
+
+
+def _is_series(spec: str) -> bool:
+    return not spec.startswith(("phantom:", "bundled:")) and Path(spec).is_dir()

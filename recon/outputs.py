@@ -191,6 +191,9 @@ def write_outputs(
     image shown; recon.npy holds ``volume`` (S, h, w) instead when given (a whole file)."""
     out = Path(out)
     lo, hi = display
+    # an older run's metrics.json goes first: until the new one is written last, the folder
+    # says "incomplete" instead of pairing old metrics with new images
+    (out / "metrics.json").unlink(missing_ok=True)
     save_npy(out / "recon.npy", (rec if volume is None else volume).astype(np.float32))
     save_png(out / "recon.png", np.abs(rec), lo, hi)
     save_json(out / "history.json", history)

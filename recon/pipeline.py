@@ -393,13 +393,15 @@ def reconstruct(
     progress: bool = False,
     objective_every: int = 0,
     noise_level: float | None = None,
+    start: torch.Tensor | None = None,
 ) -> Reconstruction:
     """Run ``solver`` ('pnp-admm', 'pnp-pgd' or 'tv') from x0; returns the image and its record.
 
     ``prior_name`` 'tv' with pnp-admm/pnp-pgd is the same TV as ``solver`` 'tv' (its weight
     ``weight_rel`` × range(x0) from ``params``). ``noise_level``: the data's noise σ in image
     units when the caller measured it; rules relative to the noise use it instead of the blind
-    estimate of x0."""
+    estimate of x0. ``start``: the iterate to start from instead of x0 (a warm start, e.g. the
+    neighbouring slice's result); the rules (range, noise) still read x0."""
     from priors.base import ComplexAsChannels
     from priors.checkpoint import load_prior
     from solvers import pnp_admm, pnp_pgd
@@ -436,7 +438,7 @@ def reconstruct(
     common = dict(
         iters=int(p.pop("iters", 50)),
         tol=float(p.pop("tol", 1e-5)),
-        x0=x0,
+        x0=x0 if start is None else start,
         reference=reference,
         data_range=data_range,
         progress=progress,
@@ -491,6 +493,7 @@ def solve_from_args(
     reference,
     data_range,
     noise_level: float | None = None,
+    start: torch.Tensor | None = None,
 ) -> Reconstruction:
     """Run ``args.solver`` with ``args.prior`` and its preset (``--iters``/``--tol`` and the σ
     options override). ``--solver tv`` and ``--prior tv`` are the one TV (``method_params``);
@@ -519,6 +522,7 @@ def solve_from_args(
         progress=not args.quiet,
         objective_every=args.objective_every,
         noise_level=noise_level,
+        start=start,
     )
 
 
