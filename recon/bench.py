@@ -13,7 +13,13 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHES = ("recon.bench_denoise", "recon.bench_robustness", "recon.bench_grid", "recon.bench_peers")
+BENCHES = (
+    "recon.bench_denoise",
+    "recon.bench_robustness",
+    "recon.bench_grid",
+    "recon.bench_peers",
+    "recon.bench_speed",
+)
 
 
 def _modules():

@@ -1,0 +1,252 @@
+"""`recon bench speed`: where the time of a CT reconstruction goes, measured side by side.
+
+    recon bench speed --out out/bench-speed            # 512² real slice, 90 views, 1e5 photons
+
+1. The prox of each learned prior (``--priors``) on the 512² real CT slice: seconds per call,
+   with the network on channels-last inputs (the default, ``priors.lpn.CHANNELS_LAST``) and
+   without; and the same convolutions alone. The shapes of every convolution one prox runs
+   (input, filters, stride, padding, dilation, groups) are recorded, then each is replayed on
+   its own, forward plus the input-gradient backward a prox needs; their total time over the
+   prox's time is the prox's fraction of the raw convolution rate (1 = nothing but convolutions).
+2. ``recon ct`` on the same slice for FBP, TV-ADMM and PnP-ADMM with each prior (``--no-solvers``
+   skips it): seconds and PSNR from its metrics.json, with channels-last on and off.
+
+Everything runs in one process with the same threads, so the ratios compare like with like on
+a shared machine. Writes table.md and speed.json into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["conv_calls", "replay_convs", "time_prox"]
+
+
+def conv_calls(fn) -> list[dict]:
+    """Run ``fn()`` once and return the convolutions it called (F.conv2d and
+    F.conv_transpose2d, from modules or not), as shapes and settings."""
+    calls: list[dict] = []
+    orig = {"conv2d": F.conv2d, "conv_transpose2d": F.conv_transpose2d}
+
+    def recorder(kind):
+        def call(x, w, bias=None, stride=1, padding=0, *rest, **kw):
+            extra = dict(zip(_REST[kind], rest, strict=False), **kw)
+            calls.append({"kind": kind, "x": tuple(x.shape), "w": tuple(w.shape),
+                          "bias": bias is not None, "stride": stride, "padding": padding,
+                          "dtype": x.dtype, **extra})  # fmt: skip
+            return orig[kind](x, w, bias, stride, padding, *rest, **kw)
+
+        return call
+
+    try:
+        F.conv2d, F.conv_transpose2d = recorder("conv2d"), recorder("conv_transpose2d")
+        fn()
+    finally:
+        F.conv2d, F.conv_transpose2d = orig["conv2d"], orig["conv_transpose2d"]
+    return calls
+
+
+_REST = {"conv2d": ("dilation", "groups"), "conv_transpose2d": ("output_padding", "groups",
+                                                                 "dilation")}  # fmt: skip
+
+
+def replay_convs(calls: list[dict], channels_last: bool, repeats: int = 3) -> tuple[float, float]:
+    """(seconds, GFLOP) of running every recorded convolution alone, forward and the backward
+    to its input (the filters need no gradient in a prox): the best of ``repeats`` passes."""
+    work = []
+    flops = 0.0
+    for c in calls:
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        x = torch.randn(c["x"], dtype=c["dtype"]).contiguous(memory_format=fmt)
+        w = torch.randn(c["w"], dtype=c["dtype"])
+        kw = {k: c[k] for k in ("stride", "padding", "dilation", "groups", "output_padding")
+              if k in c}  # fmt: skip
+        op = F.conv2d if c["kind"] == "conv2d" else F.conv_transpose2d
+        with torch.no_grad():
+            y_shape = op(x, w, **kw).shape
+        k_in = c["w"][1] * c["w"][2] * c["w"][3]  # MACs per output (conv2d)
+        if c["kind"] == "conv2d":
+            macs = k_in * y_shape[0] * y_shape[1] * y_shape[2] * y_shape[3]
+        else:
+            macs = (
+                c["w"][1]
+                * c["w"][2]
+                * c["w"][3]
+                * x.shape[0]
+                * x.shape[1]
+                * x.shape[2]
+                * x.shape[3]
+            )
+        flops += 2 * 2 * macs  # forward and input-gradient, 2 FLOP per MAC
+        work.append((op, x, w, kw, torch.randn(y_shape, dtype=c["dtype"])))
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first pass warms up
+        t0 = time.perf_counter()
+        for op, x, w, kw, gy in work:
+            xg = x.detach().requires_grad_(True)
+            y = op(xg, w, **kw)
+            (gx,) = torch.autograd.grad(y, xg, gy)
+        best = min(best, time.perf_counter() - t0)
+    return best, flops / 1e9
+
+
+def time_prox(prior, x: torch.Tensor, repeats: int = 3) -> float:
+    """Best seconds of ``prior.prox(x)`` over ``repeats`` calls after one warm-up."""
+    prior.prox(x)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        prior.prox(x)
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def _slice_path() -> Path:
+    from pydicom.data import get_testdata_file
+
+    from recon.tune_problems import REAL_CT_VAL_FILE
+
+    path = get_testdata_file(REAL_CT_VAL_FILE, download=False)
+    if path is None:
+        raise ValueError(f"{REAL_CT_VAL_FILE} not found: pip install pydicom-data")
+    return Path(path)
+
+
+def prox_rows(priors: list[str], size: int, repeats: int) -> list[dict]:
+    import priors.lpn as lpn
+    from priors.checkpoint import load_prior
+    from priors.lpn import takes_noise_level, told_noise_level
+    from recon.tune_problems import ct_real_validation_slice
+
+    hu = ct_real_validation_slice().image
+    x = torch.as_tensor((hu[:size, :size] + 1000.0) / 2500.0, dtype=torch.float32)[None, None]
+    x = x + 0.01 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    rows = []
+    for name in priors:
+        model = load_prior(name).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        row: dict = {"prior": name, "size": size}
+        with told_noise_level(model, 0.02) if takes_noise_level(model) else _nothing():
+            for cl in (False, True):
+                lpn.CHANNELS_LAST = cl
+                key = "channels_last" if cl else "contiguous"
+                row[f"prox_s_{key}"] = time_prox(model, x, repeats)
+                calls = conv_calls(lambda m=model: m.prox(x))
+                raw, gflop = replay_convs(calls, cl, repeats)
+                row[f"convs_s_{key}"] = raw
+                row[f"conv_fraction_{key}"] = raw / row[f"prox_s_{key}"]
+            row["convolutions"] = len(calls)
+            row["gflop"] = gflop
+        lpn.CHANNELS_LAST = True
+        rows.append(row)
+    return rows
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def solver_rows(priors: list[str], views: int, photons: float) -> list[dict]:
+    import priors.lpn as lpn
+    from recon.cli import main
+
+    path = _slice_path()
+    methods = [("fbp", None), ("tv", None)] + [("pnp-admm", p) for p in priors]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for solver, prior in methods:
+            for cl in (False, True) if prior else (True,):
+                lpn.CHANNELS_LAST = cl
+                out = Path(tmp) / f"{solver}-{prior}-{cl}"
+                args = ["ct", "--input", str(path), "--views", str(views), "--photons",
+                        str(photons), "--solver", solver, "--quiet", "--out", str(out)]  # fmt: skip
+                if prior:
+                    args += ["--prior", prior]
+                t0 = time.perf_counter()
+                if main(args) != 0:
+                    raise RuntimeError(f"recon {' '.join(args)} failed")
+                wall = time.perf_counter() - t0
+                m = json.loads((out / "metrics.json").read_text())
+                rows.append({"method": solver if not prior else f"{solver} + {prior}",
+                             "channels_last": cl if prior else None, "psnr": m["psnr"],
+                             "seconds": m["seconds"], "wall_seconds": wall,
+                             "iterations": m["iterations"]})  # fmt: skip
+    lpn.CHANNELS_LAST = True
+    return rows
+
+
+def _table(prox: list[dict], solvers: list[dict], meta: dict) -> str:
+    lines = [f"# recon bench speed ({meta['date']}, {meta['threads']} threads, {meta['cpu']})", ""]
+    lines += [
+        "| prior | prox s (contiguous) | prox s (channels-last) | convolutions alone s | "
+        "fraction of raw conv rate | GFLOP/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in prox:
+        lines.append(
+            f"| {r['prior']} | {r['prox_s_contiguous']:.2f} | {r['prox_s_channels_last']:.2f} | "
+            f"{r['convs_s_channels_last']:.2f} | {r['conv_fraction_channels_last']:.2f} | "
+            f"{r['gflop'] / r['prox_s_channels_last']:.1f} |"
+        )
+    if solvers:
+        lines += ["", "| method | channels-last | PSNR dB | solver s | iterations |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        for r in solvers:
+            cl = "–" if r["channels_last"] is None else ("on" if r["channels_last"] else "off")
+            lines.append(f"| {r['method']} | {cl} | {r['psnr']:.2f} | {r['seconds']:.1f} | "
+                         f"{r['iterations']} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def add_bench_parser(bsub) -> None:
+    s = bsub.add_parser(
+        "speed",
+        help="prox and solver time on a 512² CT slice, against the raw convolution rate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s.add_argument("--out", default="out/bench-speed")
+    s.add_argument("--priors", nargs="+", default=["aelpn-ct"])
+    s.add_argument("--size", type=int, default=512, help="side of the slice the prox runs on")
+    s.add_argument("--views", type=int, default=90)
+    s.add_argument("--photons", type=float, default=1e5)
+    s.add_argument("--repeats", type=int, default=3)
+    s.add_argument("--no-solvers", action="store_true", help="time the prox only")
+    s.add_argument("--threads", type=int, default=None)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    import platform
+
+    from recon.pipeline import set_threads
+
+    set_threads(args.threads)
+    prox = prox_rows(args.priors, args.size, args.repeats)
+    solvers = [] if args.no_solvers else solver_rows(args.priors, args.views, args.photons)
+    meta = {
+        "date": time.strftime("%Y-%m-%d"),
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "timing": "best of --repeats after a warm-up",
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "speed.json").write_text(json.dumps({"meta": meta, "prox": prox, "solvers": solvers},
+                                               indent=1))  # fmt: skip
+    table = _table(prox, solvers, meta)
+    (out / "table.md").write_text(table)
+    print(table)
+    return 0
