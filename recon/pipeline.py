@@ -9,6 +9,7 @@ prior is).
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import sys
@@ -111,6 +112,7 @@ def load_presets(modality: str, config: str | Path | None = None) -> dict[str, A
             raise ValueError(f"--config {path}: not valid JSON ({exc})") from None
         if not isinstance(user, dict):
             raise ValueError(f"--config {path}: expected a JSON object of solver sections")
+        _check_config(user, presets, path)
         for key, section in user.items():
             if key == "priors" and isinstance(section, dict):  # per prior, per solver
                 table = presets.setdefault("priors", {})
@@ -130,6 +132,56 @@ def load_presets(modality: str, config: str | Path | None = None) -> dict[str, A
 
 
 USER_KEY = "_user"  # what --config set: it wins over the shipped per-prior overrides
+# every key a solver section may hold (recon.pipeline reads them); "_..." keys are comments
+SECTION_KEYS = frozenset(
+    {"lam", "rho_rel", "rho_noise", "iters", "tol", "cg_iters", "cg_tol", "step_rel",
+     "accelerated", "solver", "weight_rel", "tv_iters", "filter", *SIGMA_KEYS}
+)  # fmt: skip
+
+
+def _check_config(user: dict, shipped: dict, path: Path) -> None:
+    """ValueError naming ``path`` and the key for a section the modality does not have, a
+    section that is not an object, or a key no solver reads (a misspelling would otherwise be
+    ignored silently)."""
+    sections = sorted(k for k, v in shipped.items() if isinstance(v, dict) and k != "priors")
+
+    def check_section(where: str, section: object) -> None:
+        if not isinstance(section, dict):
+            raise ValueError(f"--config {path}: {where} must be an object of settings, "
+                             f"got {json.dumps(section)}")  # fmt: skip
+        for key in section:
+            if not key.startswith("_") and key not in SECTION_KEYS:
+                near = difflib.get_close_matches(key, SECTION_KEYS, n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                raise ValueError(f"--config {path}: {where}: unknown setting {key!r}{hint}; "
+                                 f"known: {', '.join(sorted(SECTION_KEYS))}")  # fmt: skip
+
+    for key, section in user.items():
+        if key.startswith("_"):
+            continue
+        if key == "priors":
+            if not isinstance(section, dict):
+                raise ValueError(f"--config {path}: priors must map prior names to sections")
+            for name, solvers in section.items():
+                if name.startswith("_"):
+                    continue
+                if not isinstance(solvers, dict):
+                    raise ValueError(f"--config {path}: priors.{name} must be an object of "
+                                     "solver sections")  # fmt: skip
+                for solver, over in solvers.items():
+                    if solver not in sections:
+                        raise ValueError(
+                            f"--config {path}: priors.{name}: unknown solver "
+                            f"section {solver!r}; known: {', '.join(sections)}"
+                        )
+                    check_section(f"priors.{name}.{solver}", over)
+        elif key not in sections:
+            near = difflib.get_close_matches(key, sections, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ValueError(f"--config {path}: unknown section {key!r}{hint}; known: "
+                             f"{', '.join(sections)}, priors")  # fmt: skip
+        else:
+            check_section(key, section)
 
 
 def prior_key(prior: str | Path) -> str:

@@ -84,3 +84,29 @@ def test_npy_images_complex_for_ct_refused_for_mri_its_magnitude(tmp_path, capsy
     np.save(tmp_path / "b.npy", np.ones((4, 4), bool))
     with pytest.raises(ValueError, match="b.npy: expected a 2-D numeric image"):
         load_npy_image(tmp_path / "b.npy", complex_ok=True)
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"pnp-admm": {"rho_rell": 0.01}},
+         "pnp-admm: unknown setting 'rho_rell' (did you mean 'rho_rel'?)"),
+        ({"pnp-admm": 3}, "pnp-admm must be an object of settings, got 3"),
+        ({"pnp_admm": {"iters": 3}}, "unknown section 'pnp_admm' (did you mean 'pnp-admm'?)"),
+        ({"priors": {"ridge-ct": {"admm": {"rho_rel": 0.1}}}},
+         "priors.ridge-ct: unknown solver section 'admm'"),
+        ({"priors": {"ridge-ct": {"pnp-admm": {"sigma": 0.1}}}},
+         "priors.ridge-ct.pnp-admm: unknown setting 'sigma'"),
+    ],
+)  # fmt: skip
+def test_config_with_unknown_or_misshapen_settings_is_refused(tmp_path, capsys, config, message):
+    """A misspelled key used to be ignored (and copied into metrics.json) without a word."""
+    import json
+
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(config))
+    out = tmp_path / "out"
+    assert main([*CT, "--config", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(path) in err and message in err
+    assert not out.exists()
