@@ -209,10 +209,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default="ct-mix", help=" | ".join((*DATA_SOURCES, "FOLDER")))
     p.add_argument(
         "--ct-real-mix",
-        default=",".join(f"{w:g}" for w in CT_REAL_MIX),
+        default=None,
         metavar="E,R,N",
         help="--data ct-real: shares of ellipse phantoms, real CT slices and natural images in "
-        "each batch (default %(default)s)",
+        f"each batch (default {','.join(f'{w:g}' for w in CT_REAL_MIX)})",
     )
     p.add_argument("--channels", type=int, default=None, help="1 (CT) or 2 (complex MRI)")
     p.add_argument(
@@ -508,7 +508,9 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     if args.sigma_max is not None and not args.sigma_max > args.sigma:
         raise ValueError(f"--sigma-max must exceed --sigma ({args.sigma}), got {args.sigma_max}")
     channels = args.channels or (2 if args.data in ("mri-natural", "mri-brain") else 1)
-    mix = _parse_mix(args.ct_real_mix)
+    if args.ct_real_mix is not None and args.data != "ct-real":
+        raise ValueError(f"--ct-real-mix mixes the --data ct-real batches, not --data {args.data}")
+    mix = _parse_mix(args.ct_real_mix) if args.ct_real_mix is not None else CT_REAL_MIX
     sampler, val, desc = make_sampler(args.data, args.patch, channels, mix)
     pairs = None
     if not args.lr > 0:

@@ -61,3 +61,14 @@ def test_ct_real_mix_sets_the_shares_of_each_source():
     for bad in ("0.5,0.5", "a,b,c", "0,0,0", "-1,1,1"):
         with pytest.raises(ValueError, match="--ct-real-mix"):
             _parse_mix(bad)
+
+
+def test_ct_real_mix_with_other_data_is_refused(tmp_path, capsys):
+    """--ct-real-mix only mixes --data ct-real batches; elsewhere it was silently ignored."""
+    from recon.cli import main
+
+    out = tmp_path / "p.safetensors"
+    args = ["train", "--data", "ellipses", "--ct-real-mix", "0.2,0.6,0.2", "--steps", "1"]
+    assert main([*args, "--out", str(out)]) == 2
+    assert "--ct-real-mix mixes the --data ct-real batches" in capsys.readouterr().err
+    assert not out.exists()
