@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from recon.api import HU_OFFSET, HU_SCALE
 from recon.argtypes import count, number
 from recon.outputs import prepare_out_dir, write_outputs
 from recon.pipeline import (
-    Timer,
     add_solver_arguments,
     device_for,
     image_metrics,
@@ -37,9 +37,6 @@ from recon.pipeline import (
     versions,
     warn_about_run,
 )
-
-MU_WATER_PER_MM = 0.02
-HU_OFFSET, HU_SCALE = 1000.0, 2500.0  # u = (HU + 1000) / 2500
 
 
 @dataclass
@@ -204,28 +201,18 @@ def reconstruct_slice(
     seed: int,
     start: torch.Tensor | None = None,
 ) -> CTSliceRecon:
-    """Simulate the scan of ``image`` (input units) with noise seeded by ``seed``, and
-    reconstruct it with ``args.solver`` (FBP start; the solver's iterations start from ``start``
-    when given, in internal units)."""
-    from data.ct_noise import add_gaussian_noise, add_poisson_noise
+    """Simulate the scan of ``image`` (input units) with noise seeded by ``seed``
+    (``recon.api.ct_problem``), and reconstruct it with ``args.solver`` (FBP start; the solver's
+    iterations start from ``start`` when given, in internal units)."""
+    from recon.api import ct_problem
 
-    dev = device_for(args.device)
-    ref_int = to_internal(image, units)
-    x_true = torch.from_numpy(np.ascontiguousarray(ref_int))[None, None].to(dev)
-    clean = op.forward(x_true)
-    if args.photons is not None:
-        # μ = μ_water·(1 + HU/1000) = 2.5·μ_water·u for u = (HU + 1000)/2500
-        mu = MU_WATER_PER_MM * HU_SCALE / 1000.0 if units == "HU" else MU_WATER_PER_MM
-        y = add_poisson_noise(clean, args.photons, seed=seed, mu_scale=mu)
-        noise = {"type": "poisson", "photons": args.photons, "mu_scale": mu}
-    else:
-        y = add_gaussian_noise(clean, args.noise, seed=seed)
-        noise = {"type": "gaussian", "rel": args.noise}
-    with Timer() as t_fbp:
-        x_fbp = op.fbp(y, filter=presets.get("fbp", {}).get("filter", "ram-lak"))
-    drange_int = float(ref_int.max() - ref_int.min())
+    pb = ct_problem(
+        image, units=units, noise=args.noise, photons=args.photons, seed=seed,
+        device=device_for(args.device), fbp_filter=presets.get("fbp", {}).get("filter", "ram-lak"),
+        op=op,
+    )  # fmt: skip
     if args.solver == "fbp":
-        x_rec, seconds, history = x_fbp, t_fbp.seconds, {}
+        x_rec, seconds, history = pb.x0, pb.fbp_seconds, {}
         record = {
             "converged": True,
             "stop_reason": "closed form",
@@ -233,18 +220,13 @@ def reconstruct_slice(
             "params": presets.get("fbp", {}),
         }
     else:
-        start = start.to(x_fbp) if start is not None else None
-        rec = solve_from_args(args, presets, op, y, x_fbp, x_true, drange_int, start=start)
+        start = start.to(pb.x0) if start is not None else None
+        rec = solve_from_args(args, presets, op, pb.y, pb.x0, pb.x_true, pb.data_range, start=start)
         x_rec, seconds, history, record = rec.x, rec.seconds, rec.history, rec.record()
-
-    def back(x: torch.Tensor) -> np.ndarray:
-        return from_internal(x[0, 0].detach().cpu().numpy().astype(np.float64), units).astype(
-            np.float32
-        )
-
     return CTSliceRecon(
-        back(x_rec), back(x_fbp), x_rec.detach(), record, history, seconds, t_fbp.seconds, noise
-    )
+        pb.to_units(x_rec), pb.to_units(pb.x0), x_rec.detach(), record, history, seconds,
+        pb.fbp_seconds, pb.noise,
+    )  # fmt: skip
 
 
 def run_metrics(args: argparse.Namespace, record: dict, op, units: str, source: str) -> dict:

@@ -548,20 +548,50 @@ def solve_from_args(
     start: torch.Tensor | None = None,
 ) -> Reconstruction:
     """Run ``args.solver`` with ``args.prior`` and its preset (``--iters``/``--tol`` and the σ
-    options override). ``--solver tv`` and ``--prior tv`` are the one TV (``method_params``);
-    ``--solver pnp-pgd`` runs FISTA when the ``pnp-pgd`` preset says ``accelerated``."""
-    over = {"iters": args.iters, "tol": args.tol}
-    if args.solver == "tv" or prior_key(args.prior) == "tv":
-        solver = "pnp-admm" if args.solver in ("tv", "pnp-admm") else "pnp-pgd"
-        if solver == "pnp-pgd" and presets.get("pnp-pgd", {}).get("accelerated"):
-            solver = "pnp-fista"
-        pipe_solver, prior, params = method_params(presets, solver, "tv")
+    options override): ``solve_with_presets`` with the command line's values."""
+    return solve_with_presets(
+        presets, op, y, x0, args.solver, args.prior,
+        reference=reference, data_range=data_range, noise_level=noise_level, start=start,
+        iters=args.iters, tol=args.tol,
+        prior_sigma_rel=getattr(args, "prior_sigma_rel", None),
+        prior_sigma_noise=getattr(args, "prior_sigma_noise", None),
+        progress=not args.quiet, objective_every=args.objective_every,
+    )  # fmt: skip
+
+
+def solve_with_presets(
+    presets: dict,
+    op,
+    y: torch.Tensor,
+    x0: torch.Tensor,
+    solver: str,
+    prior: str | None,
+    *,
+    reference=None,
+    data_range: float | None = None,
+    noise_level: float | None = None,
+    start: torch.Tensor | None = None,
+    iters: int | None = None,
+    tol: float | None = None,
+    prior_sigma_rel: float | None = None,
+    prior_sigma_noise: float | None = None,
+    progress: bool = False,
+    objective_every: int = 0,
+) -> Reconstruction:
+    """Run ``solver`` ('pnp-admm', 'pnp-pgd', 'tv') with ``prior`` and their preset; the
+    keyword values, when given, override it. ``solver`` 'tv' and ``prior`` 'tv' are the one TV
+    (``method_params``); 'pnp-pgd' runs FISTA when the ``pnp-pgd`` preset says ``accelerated``."""
+    over = {"iters": iters, "tol": tol}
+    if solver == "tv" or (prior is not None and prior_key(prior) == "tv"):
+        inner = "pnp-admm" if solver in ("tv", "pnp-admm") else "pnp-pgd"
+        if inner == "pnp-pgd" and presets.get("pnp-pgd", {}).get("accelerated"):
+            inner = "pnp-fista"
+        pipe_solver, prior, params = method_params(presets, inner, "tv")
         params.update({k: v for k, v in over.items() if v is not None})
     else:
-        over["prior_sigma_rel"] = getattr(args, "prior_sigma_rel", None)
-        over["prior_sigma_noise"] = getattr(args, "prior_sigma_noise", None)
-        pipe_solver, prior = args.solver, args.prior
-        params = solver_params(presets, args.solver, over, prior)
+        over.update(prior_sigma_rel=prior_sigma_rel, prior_sigma_noise=prior_sigma_noise)
+        pipe_solver = solver
+        params = solver_params(presets, solver, over, prior)
     return reconstruct(
         op,
         y,
@@ -571,8 +601,8 @@ def solve_from_args(
         params,
         reference=reference,
         data_range=data_range,
-        progress=not args.quiet,
-        objective_every=args.objective_every,
+        progress=progress,
+        objective_every=objective_every,
         noise_level=noise_level,
         start=start,
     )

@@ -22,7 +22,8 @@ import torch
 
 from data.ct_noise import add_gaussian_noise, add_poisson_noise
 from operators.ct import CTOperator
-from recon.ct import HU_SCALE, MU_WATER_PER_MM, load_ct_input, to_internal
+from recon.api import HU_SCALE, MU_WATER_PER_MM
+from recon.ct import load_ct_input, to_internal
 from recon.pipeline import Timer, image_metrics, preset_prior_sigma, reconstruct
 
 GRIDS = {

@@ -11,3 +11,26 @@ def test_readme_python_example_runs():
     scope: dict = {}
     exec(compile(blocks[0], "README.md", "exec"), scope)  # noqa: S102 (our own README)
     assert scope["result"].iterations > 0
+
+
+def test_api_is_the_set_up_recon_ct_runs(tmp_path):
+    """ct_problem + solve on the bundled slice give recon ct's image and PSNR to the bit: one
+    CT problem set-up, one set of presets."""
+    import json
+
+    import numpy as np
+
+    from data.bundled import load_bundled
+    from recon.api import ct_problem, solve
+    from recon.cli import main
+
+    sl = load_bundled("ct-small")
+    args = ["--views", "30", "--noise", "0.02", "--seed", "3", "--iters", "5"]
+    for solver, prior in (("pnp-admm", "ridge-ct"), ("tv", None)):
+        out = tmp_path / solver
+        cmd = ["ct", "--input", "bundled:ct-small", *args, "--solver", solver, "--quiet"]
+        assert main(cmd + (["--prior", prior] if prior else []) + ["--out", str(out)]) == 0
+        pb = ct_problem(sl.hu, views=30, noise=0.02, seed=3, pixel_size=sl.pixel_spacing[0])
+        r = solve(pb, solver=solver, prior=prior, iters=5)
+        assert np.array_equal(r.image, np.load(out / "recon.npy"))
+        assert r.psnr == json.loads((out / "metrics.json").read_text())["psnr"]
