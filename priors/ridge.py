@@ -136,6 +136,11 @@ class RidgeProx(LearnedProx):
         if slope_bound:
             self._config["slope_bound"] = True
         self.mode, self.tol, self.max_iters = mode, float(tol), int(max_iters)
+        # warm_start: each inner solve starts from the previous call's output (a solver's
+        # successive prox inputs are close); the result is the prox to the same tolerance, but
+        # depends on the call history, so it is off unless a solver run turns it on
+        self.warm_start = False
+        self._warm: torch.Tensor | None = None
         if mode == "prox":  # recorded only then, so older checkpoints keep their config
             self._config.update(mode=mode, tol=self.tol, max_iters=self.max_iters)
             # λ, the regularizer's strength (its curvature scale: p'' ∈ [0, λ])
@@ -329,15 +334,21 @@ class RidgeProx(LearnedProx):
 
     @torch.no_grad()
     def _solve(
-        self, y: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, sigma: torch.Tensor
+        self,
+        y: torch.Tensor,
+        w: torch.Tensor,
+        scale: torch.Tensor,
+        sigma: torch.Tensor,
+        z0: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, int]:
-        """z* = argmin ½||z − y||² + λm(z) by accelerated gradient descent from y; each image
-        stops (and stays) once ||∇F|| ≤ tol·σ·√n. Returns (z*, iterations)."""
+        """z* = argmin ½||z − y||² + λm(z) by accelerated gradient descent from ``z0`` (default
+        y); each image stops (and stays) once ||∇F|| ≤ tol·σ·√n, which puts it within
+        tol·σ·√n of z* whatever the start (F is 1-strongly convex). Returns (z*, iterations)."""
         lam = float(self.strength().detach())
         kappa = 1.0 + lam
         step, beta = 1.0 / kappa, (math.sqrt(kappa) - 1.0) / (math.sqrt(kappa) + 1.0)
         limit = self.tol * sigma * math.sqrt(y[0].numel())
-        z = prev = y
+        z = prev = y if z0 is None else z0
         done = torch.zeros(y.shape[0], dtype=torch.bool, device=y.device)
         iters = 0
         while iters < self.max_iters:
@@ -384,7 +395,15 @@ class RidgeProx(LearnedProx):
         graph = create_graph and torch.is_grad_enabled()
         with torch.set_grad_enabled(graph):
             w, scale, sigma = self._scales(v)
-        z, _ = self._solve(v.detach(), w.detach(), scale.detach(), sigma.detach())
+        warm = self._warm if self.warm_start and not graph else None
+        if warm is not None and (warm.shape != v.shape or warm.dtype != v.dtype):
+            warm = None
+        z, _ = self._solve(
+            v.detach(), w.detach(), scale.detach(), sigma.detach(),
+            None if warm is None else warm.to(v.device),
+        )  # fmt: skip
+        if self.warm_start and not graph:
+            self._warm = z
         with torch.set_grad_enabled(graph):
             lam = self.strength().to(v.dtype)
             gm, msum = self._grad_m(z, w, scale)

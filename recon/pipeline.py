@@ -485,6 +485,8 @@ def reconstruct(
         if x0.is_complex() and not prior_name.startswith("tv"):
             prior = ComplexAsChannels(prior)
         inner_solver = solver
+        if getattr(prior, "mode", None) == "prox":  # an inner solve: start it where it stopped
+            prior.warm_start, prior._warm = True, None
         p_used = {**rho_used, **_tell_noise_level(prior, prior_name, p, x0, solver, noise_level)}
         p.pop("solver", None)
     common = dict(

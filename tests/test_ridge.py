@@ -389,3 +389,25 @@ def test_prox_mode_checkpoint_round_trip_and_train_from_a_gradient_step_prior(tm
             assert torch.equal(again.prox(x), z)
     with pytest.raises(ValueError, match="mode"):
         RidgeProx(mode="newton")
+
+
+def test_prox_mode_warm_start_lands_within_the_tolerance_of_the_cold_solve():
+    """Started from the previous output (as a solver run does), the inner solve stops sooner and
+    its result stays within tol·σ·√n of the cold one (both are that close to the exact prox)."""
+    m = _prox_model(seed=8)
+    m.tol = 1e-3
+    x = _images(b=2, h=16, w=16)
+    x2 = x + 0.01 * _images(b=2, h=16, w=16, seed=3)  # the next, nearby input
+    sigma = 0.05
+    with told_noise_level(m, sigma):
+        w, scale, s = m._scales(x2)
+        cold, k_cold = m._solve(x2, w, scale, s)
+        near = m.prox(x)
+        warm, k_warm = m._solve(x2, w, scale, s, z0=near)
+        m.warm_start = True
+        m.prox(x)
+        via_prox = m.prox(x2)
+    bound = 2 * m.tol * sigma * math.sqrt(x2[0].numel())  # each within tol·σ·√n of z*
+    assert k_warm < k_cold
+    assert float((warm - cold).flatten(1).norm(dim=1).max()) <= bound
+    assert torch.equal(via_prox, warm)
