@@ -29,6 +29,7 @@ from recon.pipeline import Timer, image_metrics, preset_prior_sigma, reconstruct
 GRIDS = {
     "tv": ("weight_rel", (0.005, 0.01, 0.02, 0.04, 0.08, 0.16)),
     "ridge-ct": ("rho_rel", (0.01, 0.03, 0.1, 0.3)),
+    "crr-ct": ("rho_rel", (0.01, 0.03, 0.1)),
     "aelpn-ct": ("rho_rel", (0.003, 0.01, 0.03)),
     "lpn-ct": ("rho_rel", (0.003, 0.01, 0.03)),
 }

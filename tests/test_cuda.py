@@ -28,7 +28,11 @@ def _metrics(out) -> dict:
 @pytest.mark.parametrize(
     "solver, prior",
     [("fbp", None), ("tv", None)]
-    + [(s, p) for s in ("pnp-admm", "pnp-pgd") for p in ("aelpn-ct", "ridge-ct", "lpn-ct", "tv")],
+    + [
+        (s, p)
+        for s in ("pnp-admm", "pnp-pgd")
+        for p in ("aelpn-ct", "ridge-ct", "crr-ct", "lpn-ct", "tv")
+    ],
 )
 def test_ct_on_cuda(tmp_path, solver, prior):
     args = ["ct", *CT, "--solver", solver, "--out", str(tmp_path)]
