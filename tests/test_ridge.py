@@ -411,3 +411,40 @@ def test_prox_mode_warm_start_lands_within_the_tolerance_of_the_cold_solve():
     assert k_warm < k_cold
     assert float((warm - cold).flatten(1).norm(dim=1).max()) <= bound
     assert torch.equal(via_prox, warm)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"mode": "newton"}, "unknown architecture"),
+        ({"tol": -1.0}, "unknown architecture"),
+        ({"filters": 13}, "weights do not fit"),
+        ("not json", "corrupt checkpoint metadata"),
+    ],
+)
+def test_tampered_prox_mode_checkpoint_is_refused_naming_the_file(tmp_path, change, message):
+    """A checkpoint whose header was edited (an unknown mode, a negative tolerance, a filter
+    count its tensors do not have, a header that is not JSON) is refused with the file named;
+    nothing in it runs as code."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from priors.checkpoint import CheckpointError, read_checkpoint
+
+    path = tmp_path / "crr.safetensors"
+    save_checkpoint(path, _prox_model().float(), {"note": "test"})
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    if isinstance(change, dict):
+        meta["config"] = json.dumps({**json.loads(meta["config"]), **change})
+    else:
+        meta["config"] = change
+    tensors = dict(read_checkpoint(path)[0]) if isinstance(change, dict) else None
+    if tensors is None:
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(CheckpointError, match=rf"crr\.safetensors: .*{message}"):
+        load_prior(path)
