@@ -78,6 +78,7 @@ KINDS = ("aelpn", "aelpn-global", "scale-only", "shift-only", "lpn", "normalizat
 # quarter less time per 512² prox on CPU. ``recon bench speed`` switches it off to compare.
 CHANNELS_LAST = True
 
+
 def _pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
     h, w = x.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple

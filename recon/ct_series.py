@@ -233,4 +233,3 @@ def reconstruct_series(args: argparse.Namespace, out: Path) -> dict:
             f"{metrics['slices_per_minute']:.1f} slices/min -> {out}/"
         )
     return metrics
-
