@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from recon import __version__
+from recon.argtypes import count
 from solvers.metrics import image_metrics  # re-exported: recon.ct and the benches use it
 
 __all__ = [
@@ -78,7 +79,7 @@ def add_solver_arguments(p, modality: str) -> None:
     )
     p.add_argument(
         "--objective-every",
-        type=int,
+        type=count(0),
         default=0,
         help="monitor R(x) and the objective every K iterations (costs a prox inversion; 0: off)",
     )

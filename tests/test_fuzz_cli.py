@@ -1,0 +1,113 @@
+"""A table of bad inputs through the command line: each is refused before any work with exit 2,
+one line on stderr naming what is wrong, and no output folder left behind."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from pydicom.data import get_testdata_file
+from safetensors.torch import save_file
+
+from recon.cli import main
+
+CT = ["ct", "--input", "phantom:shepp-logan", "--size", "32", "--views", "10", "--quiet"]
+MRI = ["mri", "--input", "bundled:brain-t1", "--coils", "2", "--quiet"]
+
+
+def _files(root):
+    """Bad files of every kind a user might hand over, written in their real formats."""
+    f = {}
+    f["missing"] = root / "nope.dcm"
+    (root / "empty").mkdir()
+    f["empty_dir"] = root / "empty"
+    f["corrupt_dcm"] = root / "broken.dcm"
+    f["corrupt_dcm"].write_bytes(b"DICM" + b"\x00" * 40)
+    f["mr_dcm"] = get_testdata_file("MR_small.dcm")
+    f["text_npy"] = root / "text.npy"
+    f["text_npy"].write_text("not an array")
+    f["nan_npy"] = root / "nan.npy"
+    np.save(f["nan_npy"], np.full((8, 8), np.nan))
+    f["vol_npy"] = root / "vol.npy"
+    np.save(f["vol_npy"], np.zeros((2, 8, 8)))
+    f["complex_npy"] = root / "c.npy"
+    np.save(f["complex_npy"], np.ones((8, 8), np.complex64))
+    f["corrupt_h5"] = root / "bad.h5"
+    f["corrupt_h5"].write_bytes(b"\x89HDF\r\n" + b"\x00" * 20)
+    f["no_kspace_h5"] = root / "nok.h5"
+    with h5py.File(f["no_kspace_h5"], "w") as h:
+        h["other"] = np.zeros(3)
+    f["corrupt_ckpt"] = root / "c.safetensors"
+    f["corrupt_ckpt"].write_bytes(b"\x00 not safetensors")
+    f["foreign_ckpt"] = root / "f.safetensors"
+    save_file({"w": torch.zeros(2)}, str(f["foreign_ckpt"]))
+    for name, cfg in {
+        "cfg_nan": {"pnp-admm": {"rho_rel": float("nan")}},
+        "cfg_string": {"pnp-admm": {"rho_rel": "abc"}},
+        "cfg_unknown": {"pnp-admm": {"rho": 0.1}},
+        "cfg_list": [1, 2],
+        "cfg_fraction_iters": {"pnp-admm": {"iters": 2.7}},
+    }.items():
+        f[name] = root / f"{name}.json"
+        f[name].write_text(json.dumps(cfg))  # NaN as JSON's NaN token, as Python writes it
+    f["cfg_not_json"] = root / "bad.json"
+    f["cfg_not_json"].write_text("{pnp-admm: ")
+    return f
+
+
+CASES = [
+    # (name, argv builder, words the one-line message must contain)
+    ("missing file", lambda f: ["ct", "--input", str(f["missing"])], "no such file"),
+    ("folder without DICOM", lambda f: ["ct", "--input", str(f["empty_dir"])], "no DICOM files"),
+    ("corrupt DICOM", lambda f: ["ct", "--input", str(f["corrupt_dcm"])], "broken.dcm"),
+    ("MR DICOM to recon ct", lambda f: ["ct", "--input", str(f["mr_dcm"])], "not CT"),
+    ("text as .npy", lambda f: ["ct", "--input", str(f["text_npy"])], "text.npy"),
+    ("NaN image", lambda f: ["ct", "--input", str(f["nan_npy"])], "nan.npy"),
+    ("3-D .npy", lambda f: ["ct", "--input", str(f["vol_npy"])], "vol.npy"),
+    ("complex .npy to CT", lambda f: ["ct", "--input", str(f["complex_npy"])], "c.npy"),
+    ("corrupt HDF5", lambda f: ["mri", "--input", str(f["corrupt_h5"])], "bad.h5"),
+    ("HDF5 without k-space", lambda f: ["mri", "--input", str(f["no_kspace_h5"])], "nok.h5"),
+    ("corrupt checkpoint", lambda f: [*CT, "--prior", str(f["corrupt_ckpt"])], "c.safetensors"),
+    ("foreign checkpoint", lambda f: [*CT, "--prior", str(f["foreign_ckpt"])], "f.safetensors"),
+    ("unknown prior", lambda f: [*CT, "--prior", "no-such-prior"], "no-such-prior"),
+    ("config NaN", lambda f: [*CT, "--config", str(f["cfg_nan"])], "rho_rel"),
+    ("config string", lambda f: [*CT, "--config", str(f["cfg_string"])], "rho_rel"),
+    ("config unknown key", lambda f: [*CT, "--config", str(f["cfg_unknown"])], "'rho'"),
+    ("config not an object", lambda f: [*CT, "--config", str(f["cfg_list"])], "JSON object"),
+    ("config iters 2.7", lambda f: [*CT, "--config", str(f["cfg_fraction_iters"])], "iters"),
+    ("config not JSON", lambda f: [*CT, "--config", str(f["cfg_not_json"])], "not valid JSON"),
+    ("--noise inf", lambda f: [*CT, "--noise", "inf"], "--noise"),
+    ("--photons nan", lambda f: [*CT, "--photons", "nan"], "--photons"),
+    ("--views 0", lambda f: [*CT, "--views", "0"], "--views"),
+    ("--size 100000", lambda f: [*CT, "--size", "100000"], "--size"),
+    ("--iters -1", lambda f: [*CT, "--iters", "-1"], "iters"),
+    ("--tol -1", lambda f: [*CT, "--tol", "-1"], "tol"),
+    ("--objective-every -1", lambda f: [*CT, "--objective-every", "-1"], "--objective-every"),
+    ("--slice on one image", lambda f: [*CT, "--slice", "1"], "single image"),
+    ("--accel 0.5", lambda f: [*MRI, "--accel", "0.5"], "--accel"),
+    ("--accel 1000", lambda f: [*MRI, "--accel", "1000", "--solver", "zero-filled"], "--accel"),
+    ("--threads 0", lambda f: [*CT, "--threads", "0"], "--threads"),
+    ("unknown window", lambda f: [*CT, "--window", "nowhere"], "window"),
+]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    return _files(tmp_path_factory.mktemp("bad"))
+
+
+@pytest.mark.parametrize("name, argv, words", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_leaves_nothing(files, tmp_path, capsys, name, argv,
+                                                         words):  # fmt: skip
+    args = argv(files)
+    if "--quiet" not in args:
+        args = [*args, "--quiet"]
+    out = tmp_path / "out"
+    assert main([*args, "--out", str(out)]) == 2, name
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err  # one line, no traceback, no stray warning
+    assert words in err, err
+    assert not out.exists()
