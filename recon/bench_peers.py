@@ -56,9 +56,9 @@ from recon.outputs import atomic_write, save_figure, save_json, save_npy
 DRIVER = Path(__file__).resolve().parents[1] / "scripts" / "peers" / "deepinv_ct.py"
 PEER_ENV = "RECON_PEER_PYTHON"
 INSTALL_DEEPINV = (
-    "python3 -m venv /work/venv-peers && /work/venv-peers/bin/pip install "
+    "python3 -m venv .venv-peers && .venv-peers/bin/pip install "
     "torch==2.14.1 torchvision==0.29.1 deepinv, then pass --peer-python "
-    "/work/venv-peers/bin/python (or set RECON_PEER_PYTHON)"
+    ".venv-peers/bin/python (or set RECON_PEER_PYTHON)"
 )
 INSTALL_BART = "apt-get install bart (Debian), or put the bart binary on PATH / pass --bart"
 
