@@ -66,6 +66,7 @@ def main() -> int:
     ap.add_argument("--photons", type=float, default=1e5)
     ap.add_argument("--kill-after", type=int, default=None, help="slices saved before SIGKILL")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--range", default=None, help="reconstruct only these slices (A:B)")
     args = ap.parse_args()
     out = Path(args.out)
     series = out / f"series-{args.slices}"
@@ -77,6 +78,8 @@ def main() -> int:
            "--device", args.device, "--quiet", "--out", str(run_out)]  # fmt: skip
     if args.prior:
         cmd += ["--prior", args.prior]
+    if args.range:
+        cmd += ["--slice", args.range]
     report: dict = {"command": " ".join(cmd[2:]), "slices": args.slices}
     cache = run_out / ".slices"
     if args.kill_after:
@@ -98,13 +101,17 @@ def main() -> int:
     if rc != 0:
         raise SystemExit(f"recon ct failed (exit {rc})")
     m = json.loads((run_out / "metrics.json").read_text())
+    done = len(m["slices"])
     report.update(
+        reconstructed_slices=done,
         resumed_slices=m["resumed_slices"],
-        reconstructed_in_rerun=args.slices - m["resumed_slices"],
+        reconstructed_in_rerun=done - m["resumed_slices"],
+        iterations_per_slice=[r["iterations"] for r in m["slices"]],
+        psnr_per_slice=[round(r["psnr"], 2) for r in m["slices"]],
         slices_per_minute_rerun=m["slices_per_minute"],
         psnr_volume=m["psnr"],
         fbp_psnr_volume=m["baseline"]["psnr"],
-        solver_seconds_per_slice=m["seconds"] / args.slices,
+        solver_seconds_per_slice=m["seconds"] / done,
         peak_rss_gib=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20,
         cpu_threads=os.cpu_count(),
     )
