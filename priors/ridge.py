@@ -136,11 +136,7 @@ class RidgeProx(LearnedProx):
         if slope_bound:
             self._config["slope_bound"] = True
         self.mode, self.tol, self.max_iters = mode, float(tol), int(max_iters)
-        # warm_start: each inner solve starts from the previous call's output (a solver's
-        # successive prox inputs are close); the result is the prox to the same tolerance, but
-        # depends on the call history, so it is off unless a solver run turns it on
-        self.warm_start = False
-        self._warm: torch.Tensor | None = None
+        self._warm_start, self._warm = False, None
         if mode == "prox":  # recorded only then, so older checkpoints keep their config
             self._config.update(mode=mode, tol=self.tol, max_iters=self.max_iters)
             # λ, the regularizer's strength (its curvature scale: p'' ∈ [0, λ])
@@ -305,6 +301,18 @@ class RidgeProx(LearnedProx):
         self.slopes.clamp_(0.0, 1.0)
 
     # -- mode "prox": the exact prox of λ·m ----------------------------------------------------
+    @property
+    def warm_start(self) -> bool:
+        """Whether each inner solve starts from the previous call's output (a solver's
+        successive prox inputs are close). The result is the prox to the same tolerance but
+        depends on the call history, so it is off unless a solver run turns it on; setting it
+        forgets the previous output, so every run starts cold."""
+        return self._warm_start
+
+    @warm_start.setter
+    def warm_start(self, on: bool) -> None:
+        self._warm_start, self._warm = bool(on), None
+
     def strength(self) -> torch.Tensor:
         """λ, the weight of m in R = λ·m (1 in the closed form, whose R is not m)."""
         if self.mode != "prox":
@@ -356,7 +364,7 @@ class RidgeProx(LearnedProx):
             u = z + beta * (z - prev)
             grad = (u - y) + lam * self._grad_m(u, w, scale)[0]
             now = (grad.flatten(1).norm(dim=1) <= limit) & ~done
-            keep, hit = _per_image(done, y), _per_image(now, y)
+            keep, hit = done.view(-1, 1, 1, 1), now.view(-1, 1, 1, 1)  # y is (B, C, H, W)
             z_next = torch.where(keep, z, torch.where(hit, u, u - step * grad))
             prev = torch.where(keep | hit, z_next, z)  # a stopped image keeps no momentum
             z, done = z_next, done | now
@@ -365,25 +373,12 @@ class RidgeProx(LearnedProx):
         return z, iters
 
     def _solve_hessian(self, hvp, b: torch.Tensor, lam: float, tol: float) -> torch.Tensor:
-        """(I + λ∇²m)⁻¹ b by conjugate gradients, per image, to a relative residual ≤ tol (the
-        matrix is symmetric with eigenvalues in [1, 1 + λ])."""
-        x = torch.zeros_like(b)
-        r = b.clone()
-        p = r.clone()
-        rs = _dot(r, r)
-        stop = tol**2 * rs
-        for _ in range(50 + int(30 * math.sqrt(1.0 + lam))):
-            if bool((rs <= stop).all()):
-                break
-            hp = p + lam * hvp(p)
-            alpha = rs / _dot(p, hp).clamp_min(torch.finfo(b.dtype).tiny)
-            alpha = torch.where(rs <= stop, torch.zeros_like(alpha), alpha)
-            x = x + _per_image(alpha, b) * p
-            r = r - _per_image(alpha, b) * hp
-            rs_new = _dot(r, r)
-            p = r + _per_image(rs_new / rs.clamp_min(torch.finfo(b.dtype).tiny), b) * p
-            rs = rs_new
-        return x
+        """(I + λ∇²m)⁻¹ b per image by the solvers' batched conjugate gradients, to a relative
+        residual ≤ tol (the matrix is symmetric with eigenvalues in [1, 1 + λ])."""
+        from solvers.cg import conjugate_gradient  # (solvers import priors: imported on use)
+
+        iters = 50 + int(30 * math.sqrt(1.0 + lam))
+        return conjugate_gradient(lambda p: p + lam * hvp(p), b, iters=iters, tol=tol)[0]
 
     def _prox_solution(
         self, v: torch.Tensor, create_graph: bool
@@ -450,15 +445,6 @@ class RidgeProx(LearnedProx):
         (||W||² · max p'' · ||Q||² ≤ 1, and the identity's 1 on constants; in mode "prox",
         (I + λ∇²m)⁻¹ with ∇²m ⪰ 0)."""
         return 1.0
-
-
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image inner products (B,)."""
-    return (a * b).flatten(1).sum(1)
-
-
-def _per_image(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return t.view(-1, *([1] * (like.ndim - 1)))
 
 
 def _init_filters(filters: int, in_channels: int, kernel: int) -> torch.Tensor:

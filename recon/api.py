@@ -132,27 +132,22 @@ def solve(
     shipped presets (``config``: a JSON file of overrides, as `recon ct --config`), with the
     presets' σ rule and step sizes relative to the operator. ``start``: a warm start (internal
     units) instead of the FBP image."""
-    from recon.pipeline import load_presets, solve_with_presets
+    from recon.pipeline import fbp_reconstruction, load_presets, solve_with_presets
     from solvers.metrics import image_metrics
 
     presets = load_presets("ct", config)
     if solver == "fbp":
-        x, extra = problem.x0, {"iterations": 0, "seconds": problem.fbp_seconds,
-                                "converged": True, "stop_reason": "closed form",
-                                "params": presets.get("fbp", {})}  # fmt: skip
-        history, objective = {}, ""
+        rec = fbp_reconstruction(problem.x0, problem.fbp_seconds, presets)
     else:
         rec = solve_with_presets(
             presets, problem.op, problem.y, problem.x0, solver,
             None if solver == "tv" else prior, reference=problem.x_true,
             data_range=problem.data_range, start=start, iters=iters, tol=tol, progress=progress,
         )  # fmt: skip
-        x, history, objective = rec.x, rec.history, rec.objective
-        extra = {"iterations": rec.iterations, "seconds": rec.seconds,
-                 "converged": rec.converged, "stop_reason": rec.stop_reason,
-                 "params": rec.params}  # fmt: skip
     ref = problem.image
-    image = problem.to_units(x)
+    image = problem.to_units(rec.x)
     m = image_metrics(image, ref, float(ref.max() - ref.min()))
-    return Result(image=image, psnr=m["psnr"], ssim=m["ssim"], x=x.detach(), history=history,
-                  objective=objective, **extra)  # fmt: skip
+    return Result(image=image, psnr=m["psnr"], ssim=m["ssim"], x=rec.x.detach(),
+                  iterations=rec.iterations, seconds=rec.seconds, converged=rec.converged,
+                  stop_reason=rec.stop_reason, params=rec.params, history=rec.history,
+                  objective=rec.objective)  # fmt: skip

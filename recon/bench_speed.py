@@ -21,6 +21,7 @@ import argparse
 import json
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -134,7 +135,7 @@ def prox_rows(priors: list[str], size: int, repeats: int) -> list[dict]:
         for p in model.parameters():
             p.requires_grad_(False)
         row: dict = {"prior": name, "size": size}
-        with told_noise_level(model, 0.02) if takes_noise_level(model) else _nothing():
+        with told_noise_level(model, 0.02) if takes_noise_level(model) else nullcontext():
             for cl in (False, True):
                 lpn.CHANNELS_LAST = cl
                 key = "channels_last" if cl else "contiguous"
@@ -148,14 +149,6 @@ def prox_rows(priors: list[str], size: int, repeats: int) -> list[dict]:
         lpn.CHANNELS_LAST = True
         rows.append(row)
     return rows
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def solver_rows(priors: list[str], views: int, photons: float) -> list[dict]:

@@ -30,6 +30,7 @@ from recon.outputs import prepare_out_dir, write_outputs
 from recon.pipeline import (
     add_solver_arguments,
     device_for,
+    fbp_reconstruction,
     image_metrics,
     load_presets,
     set_threads,
@@ -212,20 +213,13 @@ def reconstruct_slice(
         op=op,
     )  # fmt: skip
     if args.solver == "fbp":
-        x_rec, seconds, history = pb.x0, pb.fbp_seconds, {}
-        record = {
-            "converged": True,
-            "stop_reason": "closed form",
-            "iterations": 0,
-            "params": presets.get("fbp", {}),
-        }
+        rec = fbp_reconstruction(pb.x0, pb.fbp_seconds, presets)
     else:
         start = start.to(pb.x0) if start is not None else None
         rec = solve_from_args(args, presets, op, pb.y, pb.x0, pb.x_true, pb.data_range, start=start)
-        x_rec, seconds, history, record = rec.x, rec.seconds, rec.history, rec.record()
     return CTSliceRecon(
-        pb.to_units(x_rec), pb.to_units(pb.x0), x_rec.detach(), record, history, seconds,
-        pb.fbp_seconds, pb.noise,
+        pb.to_units(rec.x), pb.to_units(pb.x0), rec.x.detach(), rec.record(), rec.history,
+        rec.seconds, pb.fbp_seconds, pb.noise,
     )  # fmt: skip
 
 

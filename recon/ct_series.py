@@ -21,7 +21,6 @@ over slices, the same for FBP, and one row per slice.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
@@ -50,13 +49,15 @@ _NEUTRAL = {"out", "quiet", "threads", "window", "slice", "debug", "func", "comm
 
 
 def _digest(args: argparse.Namespace) -> str:
-    """A fingerprint of the options a slice's result depends on."""
-    opts = {k: v for k, v in sorted(vars(args).items()) if k not in _NEUTRAL and not callable(v)}
+    """A fingerprint of the options a slice's result depends on (``--config`` by its contents),
+    as `recon batch` fingerprints a scan's options."""
+    from recon.batch_plan import options_digest
+
+    opts = {k: v for k, v in vars(args).items() if k not in _NEUTRAL and not callable(v)}
     if opts.get("config"):  # the file's contents, not its name
         path = Path(opts["config"])
         opts["config"] = path.read_text() if path.is_file() else str(path)
-    text = json.dumps(opts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+    return options_digest("ct", opts)
 
 
 def _cache_path(out: Path, index: int) -> Path:

@@ -298,6 +298,11 @@ class Reconstruction:
         }
 
 
+def fbp_reconstruction(x0: torch.Tensor, seconds: float, presets: dict) -> Reconstruction:
+    """The FBP image as a run's result: closed form, no iterations, the preset's filter."""
+    return Reconstruction(x=x0, seconds=seconds, params=presets.get("fbp", {}))
+
+
 def _range(x: torch.Tensor) -> float:
     a = x.abs() if x.is_complex() else x
     return float(a.max() - a.min())
@@ -486,8 +491,8 @@ def reconstruct(
         if x0.is_complex() and not prior_name.startswith("tv"):
             prior = ComplexAsChannels(prior)
         inner_solver = solver
-        if getattr(prior, "mode", None) == "prox":  # an inner solve: start it where it stopped
-            prior.warm_start, prior._warm = True, None
+        if getattr(prior, "mode", None) == "prox":  # an inner solve: start where it stopped
+            prior.warm_start = True  # (and forget any earlier run's output)
         p_used = {**rho_used, **_tell_noise_level(prior, prior_name, p, x0, solver, noise_level)}
         p.pop("solver", None)
     common = dict(
