@@ -6,7 +6,8 @@
 Each scan is reconstructed exactly as `recon ct` / `recon mri` would with the same options (same
 code, same files: recon.npy, recon.png, metrics.json, history.json, convergence.png,
 comparison.png, and reconstruction.h5 for MRI), into DIR mirroring the input layout (see
-``recon.batch_plan``). One Dask task per slice, or per volume with ``--per volume``.
+``recon.batch_plan``). One Dask task per slice, or per volume with ``--per volume`` (for CT: each
+DICOM series folder whole, as `recon ct --input FOLDER` does it).
 
 Cluster: by default a local one with one worker *process* per core (``--workers N``), one thread
 and one torch thread each; ``--scheduler ADDRESS`` (e.g. tcp://host:8786, started with
@@ -71,7 +72,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "--per",
             choices=["slice", "volume"],
             default="slice",
-            help="one Dask task per slice (default) or per volume (an .h5 file / a CT folder)",
+            help="one Dask task per slice (default) or per volume: an .h5 file, or a CT DICOM "
+            "series folder reconstructed whole (NIfTI and DICOM series outputs)",
         )
         q.add_argument("--workers", type=int, default=None, help="local cluster size (cores)")
         q.add_argument("--scheduler", default=None, help="address of an existing Dask cluster")
@@ -240,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
         slice_index = None if raw in (None, "all") else int(raw)
     except ValueError:
         raise ValueError(f"--slice {raw!r}: recon batch takes one slice index K, or all") from None
-    units, plan_failures = plan_units(files, modality, out, slice_index)
+    units, plan_failures = plan_units(files, modality, out, slice_index, args.per)
     options = _options(args)
     _check_record(out, modality, options, args.redo)
     digest = options_digest(modality, options)

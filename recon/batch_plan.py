@@ -3,12 +3,16 @@
 A *unit* is one reconstruction (what one `recon ct` / `recon mri` run does): one CT image file
 (a DICOM file or a ``.npy`` image), one slice of a fastMRI ``.h5`` file, or one ``.npy``
 magnitude image for simulated MRI. A *task* (what Dask schedules) is one unit (``--per slice``)
-or all units of a volume (``--per volume``: the slices of one ``.h5`` file, or the CT files of
-one folder, i.e. one DICOM series).
+or all units of a volume (``--per volume``: the slices of one ``.h5`` file). For CT,
+``--per volume`` makes each folder holding several DICOM files one unit: that series,
+reconstructed as ``recon ct --input FOLDER`` does (every slice, each warm-started from its
+neighbour, resumable, written as recon.nii.gz and a derived DICOM series: ``recon.ct_series``).
 
 Output layout mirrors the inputs: with ROOT the deepest folder holding every input, the input
-ROOT/a/b/scan.dcm writes into OUT/a/b/scan/ and slice k of ROOT/a/vol.h5 into
-OUT/a/vol/slice_{k:03d}/ (the same files `recon ct` / `recon mri` write). A unit is finished when
+ROOT/a/b/scan.dcm writes into OUT/a/b/scan/, slice k of ROOT/a/vol.h5 into
+OUT/a/vol/slice_{k:03d}/ and, with ``--per volume``, the series ROOT/a/b/ into OUT/a/b/ (the series
+in ROOT itself into OUT/ROOT's name/); the same files `recon ct` / `recon mri` write. A unit is
+finished when
 its metrics.json exists: the pipelines write it atomically, and last.
 """
 
@@ -119,20 +123,44 @@ def _stem(rel: Path) -> Path:
     return rel.with_suffix("") if rel.suffix.lower() in CT_SUFFIXES + MRI_SUFFIXES else rel
 
 
+def _series_folders(files: list[Path]) -> set[Path]:
+    """The folders holding more than one DICOM file (each a CT series)."""
+    count: dict[Path, int] = {}
+    for f in files:
+        if f.suffix.lower() != ".npy":
+            count[f.parent] = count.get(f.parent, 0) + 1
+    return {folder for folder, n in count.items() if n > 1}
+
+
 def plan_units(
-    files: list[Path], modality: str, out: Path, slice_index: int | None = None
+    files: list[Path],
+    modality: str,
+    out: Path,
+    slice_index: int | None = None,
+    per: str = "slice",
 ) -> tuple[list[Unit], list[dict]]:
     """(units in input order, planning failures) for the input files.
 
     MRI ``.h5`` files give one unit per slice (only ``slice_index`` when given); a file whose
     slices cannot be counted becomes a failure record ``{"name", "input", "error"}`` instead.
+    CT with ``per="volume"``: one unit per DICOM series folder (input: the folder).
     Raises ValueError when two inputs would write into the same output folder."""
     from data.fastmri import count_slices
 
     root = Path(os.path.commonpath([str(f.parent) for f in files])) if files else Path(".")
     units: list[Unit] = []
     failures: list[dict] = []
+    series = _series_folders(files) if modality == "ct" and per == "volume" else set()
+    planned: set[Path] = set()
     for f in files:
+        if f.parent in series and f.suffix.lower() != ".npy":
+            if f.parent not in planned:
+                planned.add(f.parent)
+                rel = f.parent.relative_to(root)
+                base = out / (rel if rel != Path(".") else Path(root.name))
+                name = f"{rel.as_posix() if rel != Path('.') else root.name}/"
+                units.append(Unit(str(f.parent), None, str(base), name, name))
+            continue
         rel = f.relative_to(root)
         base = out / _stem(rel)
         if modality == "mri" and f.suffix.lower() == ".h5":
