@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from recon.argtypes import count, number
-from recon.outputs import prepare_out_dir, write_outputs
+from recon.outputs import prepare_out_dir, start_outputs, write_outputs
 from recon.pipeline import (
     Timer,
     add_solver_arguments,
@@ -479,6 +479,7 @@ def _write_run(
         if len(slices) > 1:
             label += f", slice {slices[len(slices) // 2]}"
     hi = float(mid.reference.max()) if mid.reference is not None else float(mid.image.max())
+    start_outputs(out)  # the old metrics.json goes before the new reconstruction.h5
     write_reconstruction(out / "reconstruction.h5", volume)
     write_outputs(
         out, mid.image, mid.reference, ("zero-filled", mid.zero_filled), metrics, mid.history,

@@ -18,6 +18,7 @@ import numpy as np
 
 __all__ = [
     "atomic_write",
+    "start_outputs",
     "save_npy",
     "save_json",
     "save_png",
@@ -42,6 +43,16 @@ def prepare_out_dir(path: str | Path, option: str = "--out") -> Path:
                 raise ValueError(f"{option} {out}: cannot write in {parent} (permission or a "
                                  "read-only file system)")  # fmt: skip
             break
+    return out
+
+
+def start_outputs(out: str | Path) -> Path:
+    """Call before a run writes its first file into ``out``: an older run's metrics.json goes
+    first, so until the new one is written (last) the folder reads as incomplete instead of
+    pairing old metrics with new files. Creates ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").unlink(missing_ok=True)
     return out
 
 
@@ -191,9 +202,7 @@ def write_outputs(
     image shown; recon.npy holds ``volume`` (S, h, w) instead when given (a whole file)."""
     out = Path(out)
     lo, hi = display
-    # an older run's metrics.json goes first: until the new one is written last, the folder
-    # says "incomplete" instead of pairing old metrics with new images
-    (out / "metrics.json").unlink(missing_ok=True)
+    start_outputs(out)  # no-op when the caller already started writing other files
     save_npy(out / "recon.npy", (rec if volume is None else volume).astype(np.float32))
     save_png(out / "recon.png", np.abs(rec), lo, hi)
     save_json(out / "history.json", history)
