@@ -11,6 +11,9 @@ Data sources (``--data``):
   mri-brain       Colin27 T1 brain slices (Debian mricron-data) with a smooth random phase, as
                   2-channel complex images: the shipped MRI priors
   mri-natural     natural images with a smooth random phase, as 2-channel complex images
+  mri-mix         60 % Colin27 T1 brain slices, 40 % random-ellipse phantoms, both with a smooth
+                  random phase (2 channels): anatomy and the piecewise-constant phantoms MRI
+                  methods are compared on
   FOLDER          a folder of your images (.npy, .png, .tif, DICOM, fastMRI .h5); add
                   ``--channels 2`` for complex MRI training with random phase
 Validation PSNR is measured on held-out images (never on the bundled CT test slice).
@@ -51,7 +54,15 @@ from priors.training import LOSSES, LR_SCHEDULES, SIGMA_SAMPLING, TrainConfig, t
 __all__ = ["add_parser", "run", "make_sampler", "export_weights"]
 
 
-DATA_SOURCES = ("ellipses", "ct-mix", "ct-real", "natural", "mri-brain", "mri-natural")
+DATA_SOURCES = (
+    "ellipses",
+    "ct-mix",
+    "ct-real",
+    "natural",
+    "mri-brain",
+    "mri-natural",
+    "mri-mix",
+)
 
 
 def _mix(a, b, p_a: float):
@@ -109,15 +120,18 @@ def make_sampler(
             center_crops(natural_images(VAL_IMAGES), 128),
             f"skimage natural images (train: {len(natural_images())}), {patch}x{patch} patches",
         )
-    if data == "mri-brain":
+    if data in ("mri-brain", "mri-mix"):
         from data.nifti import COLIN27, HELD_OUT, TRAIN_SLICES, nifti_slices
 
-        s = complex_sampler(patch_sampler(nifti_slices(COLIN27, TRAIN_SLICES), patch))
+        brain = patch_sampler(nifti_slices(COLIN27, TRAIN_SLICES), patch)
         held = torch.from_numpy(np.stack(nifti_slices(COLIN27, list(HELD_OUT)[::6])))[:, None]
         val = complex_sampler(lambda b, g: held)(len(held), gval)
         rng = f"{TRAIN_SLICES.start}-{TRAIN_SLICES.stop - 1}"
         desc = f"Colin27 T1 axial slices {rng} ({COLIN27.name}), smooth random phase, {patch}px"
-        return s, val, desc
+        if data == "mri-brain":
+            return complex_sampler(brain), val, desc
+        s = complex_sampler(mix_samplers([(brain, 0.6), (ellipse_sampler(patch), 0.4)]))
+        return s, val, f"60% {desc}; 40% random-ellipse phantoms"
     if data == "mri-natural":
         s = complex_sampler(patch_sampler(natural_images(), patch))
         val = complex_sampler(lambda b, g: center_crops(natural_images(VAL_IMAGES), 128))(3, gval)
@@ -507,7 +521,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         raise ValueError(f"--steps must be ≥ 1 (or 0 with --init), got {args.steps}")
     if args.sigma_max is not None and not args.sigma_max > args.sigma:
         raise ValueError(f"--sigma-max must exceed --sigma ({args.sigma}), got {args.sigma_max}")
-    channels = args.channels or (2 if args.data in ("mri-natural", "mri-brain") else 1)
+    channels = args.channels or (2 if args.data in ("mri-natural", "mri-brain", "mri-mix") else 1)
     if args.ct_real_mix is not None and args.data != "ct-real":
         raise ValueError(f"--ct-real-mix mixes the --data ct-real batches, not --data {args.data}")
     mix = _parse_mix(args.ct_real_mix) if args.ct_real_mix is not None else CT_REAL_MIX
