@@ -130,9 +130,9 @@ def save_json_roundtrip(obj: dict[str, Any]) -> dict[str, Any]:
     """``obj`` as it reads back from JSON (tuples become lists, ...), for comparisons."""
     import json
 
-    from recon.outputs import _jsonable
+    from recon.outputs import jsonable
 
-    return json.loads(json.dumps(_jsonable(obj)))
+    return json.loads(json.dumps(jsonable(obj)))
 
 
 def _client(args: argparse.Namespace):

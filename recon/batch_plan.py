@@ -35,10 +35,10 @@ def options_digest(modality: str, options: dict) -> str:
     import hashlib
     import json
 
-    from recon.outputs import _jsonable
+    from recon.outputs import jsonable
 
     clean = {k: v for k, v in options.items() if not k.startswith("_")}
-    text = json.dumps({"modality": modality, **_jsonable(clean)}, sort_keys=True)
+    text = json.dumps({"modality": modality, **jsonable(clean)}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 

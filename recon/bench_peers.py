@@ -402,7 +402,7 @@ def bart_calibration(width: int) -> int:
     return int(width) - int(width) % 2
 
 
-def _bart(exe: str, *cmd: str, cwd: Path) -> float:
+def run_bart(exe: str, *cmd: str, cwd: Path) -> float:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     t0 = time.perf_counter()
     r = subprocess.run([exe, *cmd], cwd=cwd, env=env, capture_output=True, text=True)
@@ -413,21 +413,12 @@ def _bart(exe: str, *cmd: str, cwd: Path) -> float:
 
 def run_mri(args, out: Path) -> dict[str, Any]:
     from data.fastmri import evaluate
-    from recon.mri import _calibration_width, _load, _operator
+    from recon.mri import calibration_width, load_kspace, sample_kspace
     from recon.peers_io import kspace_to_bart, read_cfl, write_cfl
 
-    ns = argparse.Namespace(
-        input="bundled:brain-t1",
-        coils=8,
-        seed=args.seed,
-        mask="random",
-        accel=4.0,
-        center_fraction=0.08,
-        slice=None,
-    )
-    k, ref, _, source = _load(ns)
+    k, ref, _, source = load_kspace("bundled:brain-t1", coils=8, seed=args.seed)
     t0 = time.perf_counter()
-    op, y, mask_desc, _ = _operator(ns, k)
+    op, y, mask_desc, _ = sample_kspace(k, "random", 4.0, 0.08, args.seed)
     t_maps = time.perf_counter() - t0
     x0 = op.adjoint(y)
     ref_t = torch.from_numpy(ref)[None, None]
@@ -458,14 +449,14 @@ def run_mri(args, out: Path) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     ku = y[0].numpy()
     mask = op.mask.numpy() if isinstance(op.mask, torch.Tensor) else np.asarray(op.mask)
-    calib = _calibration_width(np.broadcast_to(mask, ku.shape[-2:]))
+    calib = calibration_width(np.broadcast_to(mask, ku.shape[-2:]))
     write_cfl(work / "full", kspace_to_bart(k))
     write_cfl(work / "ku", kspace_to_bart(ku))
     # convention check: a fully sampled BART reconstruction must reproduce the reference
-    _bart(exe, "ecalib", "-m1", "full", "sens_full", cwd=work)
-    _bart(exe, "pics", "-S", "full", "sens_full", "rec_full", cwd=work)
+    run_bart(exe, "ecalib", "-m1", "full", "sens_full", cwd=work)
+    run_bart(exe, "pics", "-S", "full", "sens_full", "rec_full", cwd=work)
     full_psnr = evaluate(ref, np.abs(read_cfl(work / "rec_full")))["psnr"]
-    t_ecalib = _bart(
+    t_ecalib = run_bart(
         exe, "ecalib", "-m1", "-r", str(bart_calibration(calib)), "ku", "sens", cwd=work
     )
     lambdas = BART_LAMBDAS[2:3] if args.quick else BART_LAMBDAS
@@ -482,7 +473,7 @@ def run_mri(args, out: Path) -> dict[str, Any]:
         runs = []
         for it in iters:
             for lam in lambdas:
-                sec = _bart(
+                sec = run_bart(
                     exe,
                     "pics",
                     "-S",

@@ -56,7 +56,7 @@ def _ours(path: Path, solver: str, accel: float, cf: float, seed: int) -> dict[s
         ["--input", str(path), "--solver", solver, "--accel", str(accel),
          "--center-fraction", str(cf), "--seed", str(seed), "--quiet"]
     )  # fmt: skip
-    k, ref, size, _ = mri._load(ns, 0)
+    k, ref, size, _ = mri.load_kspace(str(path), 0)
     t0 = time.perf_counter()
     r = mri.reconstruct_slice(ns, k, ref, size)
     seconds = time.perf_counter() - t0
@@ -78,7 +78,7 @@ def _bart_rows(exe: str, work: Path, ku: np.ndarray, ref: np.ndarray, size, cali
     """BART's best (by PSNR) over its maps' support crop (``ecalib -c``: its default 0.8, and
     0.5, which noisy calibration data need) and λ, for pics TV and L1-wavelet."""
     from data.fastmri import center_crop, evaluate
-    from recon.bench_peers import _bart, bart_calibration
+    from recon.bench_peers import bart_calibration, run_bart
     from recon.peers_io import kspace_to_bart, read_cfl, write_cfl
 
     work.mkdir(parents=True, exist_ok=True)
@@ -87,10 +87,10 @@ def _bart_rows(exe: str, work: Path, ku: np.ndarray, ref: np.ndarray, size, cali
     r = str(bart_calibration(calib))
     for crop in BART_CROPS:
         maps = f"sens{crop}"
-        t_ecalib = _bart(exe, "ecalib", "-m1", "-c", str(crop), "-r", r, "ku", maps, cwd=work)
+        t_ecalib = run_bart(exe, "ecalib", "-m1", "-c", str(crop), "-r", r, "ku", maps, cwd=work)
         for label, reg in (("BART pics TV", "T"), ("BART pics L1-wavelet", "W")):
             for lam in BART_LAMBDAS:
-                sec = _bart(
+                sec = run_bart(
                     exe, "pics", "-S", "-i", str(BART_ITERS), "-R", f"{reg}:3:0:{lam}",
                     "ku", maps, "rec", cwd=work,
                 )  # fmt: skip
@@ -108,7 +108,7 @@ def run_peer_sources(args, out: Path, exe: str) -> list[dict[str, Any]]:
     from data.fastmri import read_fastmri
     from data.masks import fastmri_random_mask
     from data.peer_mri import write_peer_file
-    from recon.mri import _calibration_width
+    from recon.mri import calibration_width
 
     rows = []
     data_dir = out / "data"
@@ -138,7 +138,7 @@ def run_peer_sources(args, out: Path, exe: str) -> list[dict[str, Any]]:
                 w = data.kspace.shape[-1]
                 mask = fastmri_random_mask(w, accel, cf, seed=args.seed)  # the mask ours used
                 ku = k * mask[None, None, :]
-                calib = _calibration_width(np.broadcast_to(mask, k.shape[-2:]))
+                calib = calibration_width(np.broadcast_to(mask, k.shape[-2:]))
                 tag = f"{source}_{noise}_{accel:g}"
                 row["bart"] = _bart_rows(exe, out / "bart" / tag, ku, data.reference,
                                          data.recon_size, calib)  # fmt: skip

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from recon.bench_denoise import SCALES, SIGMAS, noise_and_affine_scores
-from recon.outputs import _plt, atomic_write, save_figure, save_json
+from recon.outputs import atomic_write, pyplot, save_figure, save_json
 from solvers.metrics import psnr
 
 __all__ = [
@@ -389,7 +389,7 @@ def mri_experiment(s: Settings, progress: bool = False) -> dict[str, Any]:
     from data.fastmri import evaluate
     from priors.base import ComplexAsChannels
     from priors.checkpoint import load_prior, shipped_priors
-    from recon.mri import _operator
+    from recon.mri import sample_kspace
     from recon.pipeline import load_presets, solver_params
     from solvers import pnp_admm
 
@@ -399,10 +399,7 @@ def mri_experiment(s: Settings, progress: bool = False) -> dict[str, Any]:
     from data.fastmri import simulate_multicoil
 
     kspace, ref, _ = simulate_multicoil(img, 8, s.seed)
-    ns = argparse.Namespace(
-        mask="random", accel=4.0, center_fraction=s.mri_center_fraction, seed=s.seed
-    )
-    op, y, mask_desc, _ = _operator(ns, kspace)
+    op, y, mask_desc, _ = sample_kspace(kspace, "random", 4.0, s.mri_center_fraction, s.seed)
     params = solver_params(load_presets("mri"), "pnp-admm", {"iters": s.mri_iters, "tol": 0.0})
     rho = float(params["rho_rel"]) * float(params["lam"]) * op.norm_sq()
     shipped = shipped_priors()
@@ -644,7 +641,7 @@ def tables(results: dict[str, Any]) -> str:
 
 
 def _plot_split(r: dict[str, Any], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     t = np.asarray(r["grid"])
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
     ax[0].plot(t, r["truth"]["prox"], "k-", lw=2.5, label="true prox")
@@ -667,7 +664,7 @@ def _plot_split(r: dict[str, Any], path: Path) -> None:
 
 
 def _plot_denoise(r: dict[str, Any], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
     for i, (label, m) in enumerate(r.items()):
         c = f"C{i}"
@@ -686,7 +683,7 @@ def _plot_denoise(r: dict[str, Any], path: Path) -> None:
 
 
 def _plot_ct(r: dict[str, Any], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(1, 2, figsize=(12, 4))
     convs = list(next(iter(r["conventions"].values())))
     xs = np.arange(len(convs))
@@ -712,7 +709,7 @@ def _plot_ct(r: dict[str, Any], path: Path) -> None:
 
 
 def _plot_mri(r: dict[str, Any], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, (label, row) in enumerate(r["scalings"].items()):
         ss = [float(s) for s in row]

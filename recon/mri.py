@@ -20,6 +20,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -42,18 +43,28 @@ def _is_file_input(spec: str) -> bool:
     return not (spec.startswith("bundled:") or spec.endswith(".npy"))
 
 
-def _load(
-    args, index: int | None = None
-) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int], str]:
-    """(k-space (C, H, W) complex64, reference (h, w) or None, recon size, description) of
-    slice ``index`` of a fastMRI file (default: ``args.slice`` if an int, else the middle one),
-    or of an image simulated with ``args.coils`` coils."""
+class MRIInput(NamedTuple):
+    """One slice to reconstruct: k-space (C, H, W) complex64, the reference image (h, w) or
+    None, the recon size (h, w) and a description of where it came from."""
+
+    kspace: np.ndarray
+    reference: np.ndarray | None
+    recon_size: tuple[int, int]
+    source: str
+
+
+def load_kspace(
+    spec: str, slice: int | str | None = None, coils: int = 8, seed: int = 0
+) -> MRIInput:
+    """Slice ``slice`` of a fastMRI file ``spec`` (an int; otherwise the middle one), or a
+    ``.npy`` magnitude image / ``bundled:NAME`` simulated with ``coils`` coils (``seed`` sets
+    their phase); ValueError naming the input when it is missing or when ``slice`` is given
+    for a single image."""
     from data.fastmri import center_crop, count_slices, read_fastmri, simulate_multicoil
 
-    spec = args.input
     if not _is_file_input(spec):
-        if getattr(args, "slice", None) is not None:
-            raise ValueError(f"--slice {args.slice}: {spec} is one image; --slice selects slices "
+        if slice is not None:
+            raise ValueError(f"--slice {slice}: {spec} is one image; --slice selects slices "
                              "of a fastMRI .h5 file")  # fmt: skip
         if spec.startswith("bundled:"):
             from data.bundled import load_bundled
@@ -64,18 +75,22 @@ def _load(
             if not path.exists():
                 raise ValueError(f"--input {path}: no such file")
             img = load_magnitude_npy(path)
-        k, ref, _ = simulate_multicoil(np.abs(img), args.coils, args.seed)
-        return k, ref, ref.shape, f"{spec} simulated with {args.coils} coils"
+        k, ref, _ = simulate_multicoil(np.abs(img), coils, seed)
+        return MRIInput(k, ref, ref.shape, f"{spec} simulated with {coils} coils")
     path = Path(spec)
     if not path.exists():
         raise ValueError(f"--input {path}: no such file")
-    if index is None:
-        index = args.slice if isinstance(args.slice, int) else count_slices(path) // 2
+    index = slice if isinstance(slice, int) else count_slices(path) // 2
     f = read_fastmri(path, slices=index)
     k = f.kspace[0] if f.is_multicoil else f.kspace[0][None]
     size = f.recon_size or f.kspace.shape[-2:]
     ref = None if f.reference is None else center_crop(f.reference[0], size)
-    return k.astype(np.complex64), ref, tuple(size), f"{path}[{index}] ({f.acquisition})"
+    return MRIInput(k.astype(np.complex64), ref, tuple(size), f"{path}[{index}] ({f.acquisition})")
+
+
+def _load_args(args: argparse.Namespace, index: int | None = None) -> MRIInput:
+    """``load_kspace`` with the `recon mri` options (slice ``index``, default ``--slice``)."""
+    return load_kspace(args.input, args.slice if index is None else index, args.coils, args.seed)
 
 
 def parse_slices(spec: str | int | None, n: int, path: str | Path) -> list[int]:
@@ -111,7 +126,7 @@ def load_magnitude_npy(path: str | Path) -> np.ndarray:
     return np.abs(load_npy_image(path, complex_ok=True))
 
 
-def _calibration_width(mask: np.ndarray) -> int:
+def calibration_width(mask: np.ndarray) -> int:
     """Width of the fully sampled block of columns around the k-space centre."""
     cols = mask.max(axis=0) > 0
     c = len(cols) // 2
@@ -162,8 +177,31 @@ def checked_maps(ku: np.ndarray, width: int, height: int | None = None) -> tuple
     return maps, record
 
 
-def _operator(args, k: np.ndarray):
-    """(operator, measured data y (1, ...), mask description)."""
+MASKS = ("random", "equispaced", "poisson", "radial")
+
+
+class SampledKspace(NamedTuple):
+    """What undersampling one slice gives: the forward operator, the measured data y
+    (1, C, ...), the mask's description (for metrics.json; with ``coil_maps``, how the maps
+    were checked) and the coil maps (C, H, W) used, or None."""
+
+    op: object
+    y: torch.Tensor
+    mask: dict
+    maps: np.ndarray | None
+
+
+def sample_kspace(
+    k: np.ndarray,
+    mask: str = "random",
+    accel: float = 4.0,
+    center_fraction: float | None = None,
+    seed: int = 0,
+) -> SampledKspace:
+    """Undersample fully sampled k-space ``k`` (C, H, W) with ``mask`` (random | equispaced:
+    fastMRI columns; poisson: 2-D variable density; radial: NUFFT spokes, ``accel`` setting
+    their count) and build the operator: a masked FFT for one coil, SENSE with checked ESPIRiT
+    maps for several (``checked_maps``)."""
     from data.coils import espirit_maps
     from data.masks import (
         default_center_fraction,
@@ -175,35 +213,38 @@ def _operator(args, k: np.ndarray):
     from operators.mri import SENSE, MaskedFFT, NonCartesianSENSE, ifft2c
 
     c, h, w = k.shape
-    cf = args.center_fraction or default_center_fraction(args.accel)
-    if args.mask in ("random", "equispaced"):
-        fn = fastmri_random_mask if args.mask == "random" else fastmri_equispaced_mask
-        mask = np.broadcast_to(fn(w, args.accel, cf, seed=args.seed)[None], (h, w)).copy()
-    elif args.mask == "poisson":
+    cf = center_fraction or default_center_fraction(accel)
+    kind = mask
+    if kind not in MASKS:
+        raise ValueError(f"--mask {kind!r}: expected one of {', '.join(MASKS)}")
+    if kind in ("random", "equispaced"):
+        fn = fastmri_random_mask if kind == "random" else fastmri_equispaced_mask
+        sampled = np.broadcast_to(fn(w, accel, cf, seed=seed)[None], (h, w)).copy()
+    elif kind == "poisson":
         calib = min(16, min(h, w) // 4)
-        mask = poisson_disc_mask((h, w), args.accel, seed=args.seed, calib=calib)
+        sampled = poisson_disc_mask((h, w), accel, seed=seed, calib=calib)
     else:
-        mask = None
-    desc = {"type": args.mask, "accel": args.accel, "center_fraction": cf, "seed": args.seed}
-    if mask is not None:
-        if not mask.any():
+        sampled = None
+    desc = {"type": kind, "accel": accel, "center_fraction": cf, "seed": seed}
+    if sampled is not None:
+        if not sampled.any():
             raise ValueError(
-                f"--accel {args.accel:g} with centre fraction {cf:g} samples no k-space column "
+                f"--accel {accel:g} with centre fraction {cf:g} samples no k-space column "
                 f"of {w}: lower --accel or raise --center-fraction"
             )
-        desc["achieved_accel"] = float(mask.size / mask.sum())
-        ku = k * mask[None]
+        desc["achieved_accel"] = float(sampled.size / sampled.sum())
+        ku = k * sampled[None]
         if c == 1:
-            op = MaskedFFT(mask)
-            return op, torch.from_numpy(ku[None]), desc, None
-        width = calib if args.mask == "poisson" else _calibration_width(mask)
-        height = calib if args.mask == "poisson" else None
+            op = MaskedFFT(sampled)
+            return SampledKspace(op, torch.from_numpy(ku[None]), desc, None)
+        width = calib if kind == "poisson" else calibration_width(sampled)
+        height = calib if kind == "poisson" else None
         maps, desc["coil_maps"] = checked_maps(ku, width, height)
-        op = SENSE(maps, mask)
-        return op, torch.from_numpy(ku[None]), desc, maps
+        op = SENSE(maps, sampled)
+        return SampledKspace(op, torch.from_numpy(ku[None]), desc, maps)
     # radial: sample the coil images along spokes; maps from a fully sampled 24×24 centre
     n_read = max(h, w)
-    spokes = max(1, int(round(np.pi / 2 * n_read / args.accel)))
+    spokes = max(1, int(round(np.pi / 2 * n_read / accel)))
     # spokes reach each axis's Nyquist radius (h/2 rows, w/2 columns): elliptical for h ≠ w
     coord = radial_trajectory(spokes, n_read) * np.array([h / n_read, w / n_read], np.float32)
     desc.update(spokes=spokes, readout=n_read)
@@ -216,7 +257,7 @@ def _operator(args, k: np.ndarray):
     import sigpy as sp
 
     y = np.stack([sp.nufft(coil_imgs[0, i].numpy(), coord) for i in range(c)])[None]
-    return op, torch.from_numpy(y.astype(np.complex64)), desc, maps
+    return SampledKspace(op, torch.from_numpy(y.astype(np.complex64)), desc, maps)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -240,9 +281,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--coils", type=count(1, 64), default=8, help="coils when simulating from an image"
     )
-    p.add_argument(
-        "--mask", choices=["random", "equispaced", "poisson", "radial"], default="random"
-    )
+    p.add_argument("--mask", choices=MASKS, default="random")
     p.add_argument("--accel", type=number(1), default=4.0)
     p.add_argument("--center-fraction", type=number(0, 1, lo_open=True), default=None)
     p.add_argument(
@@ -302,7 +341,7 @@ def reconstruct_slice(
     from operators.mri import ifft2c, rss
 
     dev = device_for(args.device)
-    op, y, mask_desc, _ = _operator(args, k)
+    op, y, mask_desc, _ = sample_kspace(k, args.mask, args.accel, args.center_fraction, args.seed)
     info: dict = {"mask": mask_desc, "coils": int(k.shape[0]), "recon_size": list(size)}
     maps_record = mask_desc.pop("coil_maps", None)
     solver = args.solver
@@ -395,7 +434,7 @@ def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
     """Reconstruct one slice of ``args.input`` (``args.slice``, default the middle one) with
     the `recon mri` options in ``args``; write the output files into ``out`` (metrics.json last)
     and return the metrics."""
-    k, ref, size, source = _load(args)
+    k, ref, size, source = _load_args(args)
     r = reconstruct_slice(args, k, ref, size)
     return _write_run(args, Path(out), [r], source)
 
@@ -417,7 +456,7 @@ def reconstruct_file(args: argparse.Namespace, out: Path) -> dict:
     results: list[SliceRecon] = []
     rows = []
     for n, index in enumerate(slices, 1):
-        k, ref, size, _ = _load(args, index)
+        k, ref, size, _ = _load_args(args, index)
         r = reconstruct_slice(args, k, ref, size, presets)
         results.append(r)
         row = {"slice": index, "iterations": r.record["iterations"], "seconds": r.seconds}

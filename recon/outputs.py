@@ -80,25 +80,25 @@ def save_npy(path: str | Path, array: np.ndarray) -> Path:
     return atomic_write(path, write)
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, (np.floating, float)):
         v = float(obj)
         return v if np.isfinite(v) else None
     if isinstance(obj, (np.integer,)):
         return int(obj)
     if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
+        return jsonable(obj.tolist())
     if isinstance(obj, Path):
         return str(obj)
     return obj
 
 
 def save_json(path: str | Path, data: Any) -> Path:
-    text = json.dumps(_jsonable(data), indent=1)
+    text = json.dumps(jsonable(data), indent=1)
     return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
@@ -122,7 +122,7 @@ def save_figure(path: str | Path, fig) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_bytes(buf.getvalue()))
 
 
-def _plt():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -140,7 +140,7 @@ def comparison_figure(
 ) -> Path:
     """Side by side: each (title, image) in the display range [lo, hi]; plus |error| of the last
     panel against ``reference`` when given."""
-    plt = _plt()
+    plt = pyplot()
     n = len(panels) + (reference is not None)
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4))
     axes = np.atleast_1d(axes)
@@ -160,7 +160,7 @@ def comparison_figure(
 
 def convergence_figure(path: str | Path, history: dict[str, list], title: str = "") -> Path:
     """Relative change (log), objective when recorded, and PSNR per iteration."""
-    plt = _plt()
+    plt = pyplot()
     it = history.get("iteration") or list(range(1, len(history.get("rel_change", [])) + 1))
     panels = [("rel_change", "relative change ||x⁺−x||/||x||", True)]
     if any(v is not None for v in history.get("objective", []) or []):

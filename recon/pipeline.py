@@ -303,7 +303,7 @@ def fbp_reconstruction(x0: torch.Tensor, seconds: float, presets: dict) -> Recon
     return Reconstruction(x=x0, seconds=seconds, params=presets.get("fbp", {}))
 
 
-def _range(x: torch.Tensor) -> float:
+def intensity_range(x: torch.Tensor) -> float:
     a = x.abs() if x.is_complex() else x
     return float(a.max() - a.min())
 
@@ -311,10 +311,10 @@ def _range(x: torch.Tensor) -> float:
 def _data_noise(x0: torch.Tensor, noise_level: float | None) -> float:
     """σ̂ for the rules relative to the noise: ``noise_level`` when the caller measured the
     data's noise (MRI: the k-space corners), else the blind estimate of the start image."""
-    return _noise_estimate(x0) if noise_level is None else float(noise_level)
+    return blind_noise_estimate(x0) if noise_level is None else float(noise_level)
 
 
-def _noise_estimate(x0: torch.Tensor) -> float:
+def blind_noise_estimate(x0: torch.Tensor) -> float:
     """Blind σ̂ of the start image (``priors.lpn.estimate_noise_level``; complex: re/im), the
     largest over a batch (one σ for the run)."""
     from priors.lpn import estimate_noise_level
@@ -381,7 +381,7 @@ def _tell_noise_level(
         used["noise_estimate"] = _data_noise(x0, noise_level)
         terms.append(float(given["prior_sigma_noise"]) * used["noise_estimate"])
     if "prior_sigma_rel" in given:
-        terms.append(float(given["prior_sigma_rel"]) * _range(x0))
+        terms.append(float(given["prior_sigma_rel"]) * intensity_range(x0))
     used["prior_sigma"] = max(terms)
     if solver == "pnp-pgd" and "rho_rel" in p:  # the problem ADMM solves at this ρ
         from priors.lpn import unwrap
@@ -408,7 +408,7 @@ def _problem_rho_rel(p: dict[str, Any], x0, noise_level: float | None) -> dict[s
     if not c > 0:
         raise ValueError(f"rho_noise must be > 0, got {c}")
     sigma = _data_noise(x0, noise_level)
-    r = _range(x0)
+    r = intensity_range(x0)
     rel = c * sigma / r if r > 0 else 0.0
     p["rho_rel"] = max(float(p.get("rho_rel", 0.0)), rel)
     return {"rho_rel_used": p["rho_rel"], "noise_estimate": sigma}
@@ -477,7 +477,7 @@ def reconstruct(
 
         if "weight_rel" not in p:
             raise ValueError("TV needs weight_rel (the presets' tv section)")
-        p_used = {**rho_used, "tv_weight": float(p.pop("weight_rel")) * _range(x0)}
+        p_used = {**rho_used, "tv_weight": float(p.pop("weight_rel")) * intensity_range(x0)}
         inner_solver = p.pop("solver", "pnp-admm")
         if inner_solver == "pnp-pgd" and "rho_rel" in p:  # the problem ADMM solves at this ρ
             factor = pgd_sigma_factor(float(p.get("step_rel", 0.99)), float(p.pop("rho_rel")), 1)

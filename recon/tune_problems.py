@@ -24,7 +24,6 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -172,7 +171,7 @@ def ct_validation_scans(size: int = 128, n: int = 3) -> list[Scan]:
     return [_ct_phantom(size, s) for s in seeds]
 
 
-def _brain_slices(slices) -> list[Scan]:
+def brain_slices(slices) -> list[Scan]:
     from data.fastmri import center_crop
     from data.nifti import COLIN27, nifti_slices
 
@@ -191,7 +190,7 @@ def mri_test_scans(n: int = 2) -> list[Scan]:
 
     scans = [Scan("colin27-z135", np.abs(load_bundled("brain-t1")).astype(np.float32))]
     if n > 1 and COLIN27.exists():
-        scans += _brain_slices(MRI_TEST_SLICES[1:n])
+        scans += brain_slices(MRI_TEST_SLICES[1:n])
     return scans[:n]
 
 
@@ -206,7 +205,7 @@ def mri_validation_scans(n: int = 3) -> list[Scan]:
         )
     slices = list(MRI_VAL_SLICES[:n])
     assert not set(slices) & set(MRI_TEST_SLICES)
-    return _brain_slices(slices)
+    return brain_slices(slices)
 
 
 def scans_from_glob(modality: str, pattern: str) -> list[Scan]:
@@ -223,9 +222,9 @@ def scans_from_glob(modality: str, pattern: str) -> list[Scan]:
             inp = load_ct_input(p)
             scans.append(Scan(Path(p).name, inp.image, inp.units, inp.pixel_size))
         elif p.endswith(".h5"):
-            from recon.mri import _load
+            from recon.mri import load_kspace
 
-            k, ref, size, _ = _load(SimpleNamespace(input=p, slice=None, coils=MRI_COILS, seed=0))
+            k, ref, size, _ = load_kspace(p, coils=MRI_COILS)
             if ref is None:
                 raise ValueError(f"{p}: no reconstruction_rss/_esc reference to tune against")
             scans.append(Scan(Path(p).name, ref.astype(np.float32), kspace=k, recon_size=size))
@@ -316,14 +315,13 @@ def build_case(problem: str, scan: Scan, seed: int = 0) -> Case:
         )  # fmt: skip
     from data.fastmri import simulate_multicoil
     from operators.mri import ifft2c, rss
-    from recon.mri import _operator
+    from recon.mri import sample_kspace
 
     if scan.kspace is not None:
         k, ref = scan.kspace, scan.image
     else:
         k, ref, _ = simulate_multicoil(np.abs(scan.image), MRI_COILS, seed)
-    ns = SimpleNamespace(mask=spec["mask"], accel=spec["accel"], center_fraction=None, seed=seed)
-    op, y, _, _ = _operator(ns, k)
+    op, y, _, _ = sample_kspace(k, spec["mask"], spec["accel"], None, seed)
     t0 = time.perf_counter()
     with torch.no_grad():
         x0 = op.adjoint(y)

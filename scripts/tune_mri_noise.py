@@ -47,9 +47,9 @@ def problems():
     """(name, k-space (C, H, W), reference (h, w), recon size) of the validation set."""
     from data.fastmri import simulate_multicoil
     from data.peer_mri import add_kspace_noise, bart_phantom, ismrmrd_shepp_logan
-    from recon.tune_problems import _brain_slices
+    from recon.tune_problems import brain_slices
 
-    for scan in _brain_slices((123,)):
+    for scan in brain_slices((123,)):
         k, ref, _ = simulate_multicoil(scan.image, 8, seed=1)
         for noise in (0.0, 0.001):
             yield f"{scan.name}-n{noise}", add_kspace_noise(k, noise, 1), ref, ref.shape
@@ -74,8 +74,8 @@ def main() -> int:
     torch.set_num_threads(1)
     from data.fastmri import center_crop, evaluate
     from data.mri_noise import estimate_kspace_noise
-    from recon.mri import _operator
-    from recon.pipeline import _noise_estimate, _range, reconstruct
+    from recon.mri import sample_kspace
+    from recon.pipeline import blind_noise_estimate, intensity_range, reconstruct
 
     out = Path(args.out)
     done = set()
@@ -84,13 +84,12 @@ def main() -> int:
     for name, k, ref, size in problems():
         for accel, cf in ((4.0, 0.08), (8.0, 0.04)):
             cf = max(cf, 10 / k.shape[-1])  # at least 10 fully sampled columns for ESPIRiT
-            ns = argparse.Namespace(mask="random", accel=accel, center_fraction=cf, seed=1)
-            op, y, _, _ = _operator(ns, k)
+            op, y, _, _ = sample_kspace(k, "random", accel, cf, seed=1)
             x0 = op.adjoint(y)
             feats = {
                 "kspace_noise": estimate_kspace_noise(y[0].numpy(), np.asarray(op.mask)),
-                "blind_noise": _noise_estimate(x0),
-                "range": _range(x0),
+                "blind_noise": blind_noise_estimate(x0),
+                "range": intensity_range(x0),
             }
             gt = center_crop(ref, size)
             if args.method == "rule":

@@ -164,12 +164,12 @@ def test_normalize_max_changes_nothing_for_the_aelpn(tmp_path, fastmri_file, tin
 def test_calibration_block_lies_inside_an_off_centre_sampled_run():
     """fastMRI masks at 8× sample ~7 centre columns, often one more on one side of the centre:
     the ESPIRiT block (centred as data.coils.espirit_maps takes it) must be fully sampled."""
-    from recon.mri import _calibration_width
+    from recon.mri import calibration_width
 
     for lo, hi in ((84, 90), (85, 92), (85, 91), (82, 95)):
         mask = np.zeros((4, 176))
         mask[:, lo : hi + 1] = 1
-        w = _calibration_width(mask)
+        w = calibration_width(mask)
         start = 176 // 2 - w // 2
         assert mask[0, start : start + w].all(), (lo, hi, w)
         assert w >= hi - lo  # at most one column is given up

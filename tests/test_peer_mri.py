@@ -104,7 +104,7 @@ def test_recon_mri_defaults_hold_up_against_bart_on_ismrmrd_data(tmp_path):
 
     from data.fastmri import center_crop, evaluate
     from data.masks import fastmri_random_mask
-    from recon.bench_peers import _bart
+    from recon.bench_peers import run_bart
     from recon.cli import main
     from recon.peers_io import read_cfl, write_cfl
 
@@ -120,9 +120,9 @@ def test_recon_mri_defaults_hold_up_against_bart_on_ismrmrd_data(tmp_path):
     write_cfl(tmp_path / "ku", np.transpose(ku, (1, 2, 0))[:, :, None, :])
     best = -np.inf
     for crop in ("0.8", "0.5"):
-        _bart(BART_EXE, "ecalib", "-m1", "-c", crop, "-r", "10", "ku", "s", cwd=tmp_path)
+        run_bart(BART_EXE, "ecalib", "-m1", "-c", crop, "-r", "10", "ku", "s", cwd=tmp_path)
         for lam in ("0.003", "0.01", "0.03", "0.1"):
-            _bart(BART_EXE, "pics", "-S", "-i", "100", "-R", f"T:3:0:{lam}", "ku", "s", "r",
+            run_bart(BART_EXE, "pics", "-S", "-i", "100", "-R", f"T:3:0:{lam}", "ku", "s", "r",
                   cwd=tmp_path)  # fmt: skip
             img = center_crop(np.abs(read_cfl(tmp_path / "r")), (64, 64))
             best = max(best, evaluate(d.reference, img)["psnr"])
@@ -135,13 +135,13 @@ def test_our_espirit_maps_match_bart_ecalib(tmp_path):
     agree up to one phase per pixel: per-pixel correlation over coils ≥ 0.99 on 95 % of the
     object (both maps are unit-norm over coils there)."""
     from data.coils import espirit_maps
-    from recon.bench_peers import _bart
+    from recon.bench_peers import run_bart
     from recon.peers_io import bart_to_kspace, kspace_to_bart, read_cfl, write_cfl
 
     d = bart_phantom(128, 8)
     ours = espirit_maps(d.kspace, calib_width=24)
     write_cfl(tmp_path / "k", kspace_to_bart(d.kspace))
-    _bart(BART_EXE, "ecalib", "-m1", "-r", "24", "k", "s", cwd=tmp_path)
+    run_bart(BART_EXE, "ecalib", "-m1", "-r", "24", "k", "s", cwd=tmp_path)
     theirs = bart_to_kspace(read_cfl(tmp_path / "s"))
     inside = d.reference > 0.1 * d.reference.max()
     num = np.abs((np.conj(ours) * theirs).sum(0))

@@ -237,14 +237,14 @@ def test_noise_estimate_of_a_complex_start_image_scales_with_it():
     """The σ rule's σ̂ for MRI (complex x₀): real and imaginary parts as channels, one σ for a
     batch (the largest), and σ̂(a·z) = a·σ̂(z) for a real a > 0."""
     from priors.lpn import estimate_noise_level
-    from recon.pipeline import _noise_estimate
+    from recon.pipeline import blind_noise_estimate
 
     g = torch.Generator().manual_seed(4)
     z = torch.complex(
         torch.randn(2, 1, 32, 32, generator=g), torch.randn(2, 1, 32, 32, generator=g)
     )
     z = z.to(torch.complex128) * torch.tensor([0.1, 0.3], dtype=D).view(2, 1, 1, 1)
-    est = _noise_estimate(z)
+    est = blind_noise_estimate(z)
     per_image = estimate_noise_level(torch.cat([z.real, z.imag], 1))
     assert est == pytest.approx(float(per_image.max())) and est == pytest.approx(0.3, rel=0.1)
-    assert _noise_estimate(7.5 * z) == pytest.approx(7.5 * est, rel=1e-12)
+    assert blind_noise_estimate(7.5 * z) == pytest.approx(7.5 * est, rel=1e-12)
