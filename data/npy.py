@@ -16,8 +16,13 @@ def load_npy_image(path: str | Path, complex_ok: bool = False) -> np.ndarray:
     reconstruct something else than the file holds)."""
     try:
         img = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise ValueError(f"{path}: not a readable .npy array ({exc})") from None
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except (ValueError, EOFError, OSError) as exc:  # garbage, truncated or empty files
+        why = str(exc) or type(exc).__name__
+        raise ValueError(f"{path}: not a readable .npy array ({why})") from None
+    if not isinstance(img, np.ndarray):  # an .npz archive
+        raise ValueError(f"{path}: an .npz archive, not one .npy array")
     if img.ndim != 2 or not np.issubdtype(img.dtype, np.number):
         raise ValueError(f"{path}: expected a 2-D numeric image, got {img.dtype} {img.shape}")
     if np.iscomplexobj(img) and not complex_ok:

@@ -111,6 +111,8 @@ def load_presets(modality: str, config: str | Path | None = None) -> dict[str, A
             raise ValueError(f"--config {path}: no such file") from None
         except json.JSONDecodeError as exc:
             raise ValueError(f"--config {path}: not valid JSON ({exc})") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"--config {path}: not a UTF-8 text file") from None
         if not isinstance(user, dict):
             raise ValueError(f"--config {path}: expected a JSON object of solver sections")
         _check_config(user, presets, path)

@@ -29,6 +29,8 @@ def _files(root):
     f["mr_dcm"] = get_testdata_file("MR_small.dcm")
     f["text_npy"] = root / "text.npy"
     f["text_npy"].write_text("not an array")
+    f["empty_npy"] = root / "empty.npy"
+    f["empty_npy"].write_bytes(b"")
     f["nan_npy"] = root / "nan.npy"
     np.save(f["nan_npy"], np.full((8, 8), np.nan))
     f["vol_npy"] = root / "vol.npy"
@@ -53,6 +55,8 @@ def _files(root):
     }.items():
         f[name] = root / f"{name}.json"
         f[name].write_text(json.dumps(cfg))  # NaN as JSON's NaN token, as Python writes it
+    f["cfg_latin1"] = root / "latin1.json"
+    f["cfg_latin1"].write_bytes('{"tv": {"weight_rel": 0.1}} # é'.encode("latin-1"))
     f["cfg_not_json"] = root / "bad.json"
     f["cfg_not_json"].write_text("{pnp-admm: ")
     return f
@@ -65,6 +69,7 @@ CASES = [
     ("corrupt DICOM", lambda f: ["ct", "--input", str(f["corrupt_dcm"])], "broken.dcm"),
     ("MR DICOM to recon ct", lambda f: ["ct", "--input", str(f["mr_dcm"])], "not CT"),
     ("text as .npy", lambda f: ["ct", "--input", str(f["text_npy"])], "text.npy"),
+    ("empty .npy", lambda f: ["ct", "--input", str(f["empty_npy"])], "empty.npy"),
     ("NaN image", lambda f: ["ct", "--input", str(f["nan_npy"])], "nan.npy"),
     ("3-D .npy", lambda f: ["ct", "--input", str(f["vol_npy"])], "vol.npy"),
     ("complex .npy to CT", lambda f: ["ct", "--input", str(f["complex_npy"])], "c.npy"),
@@ -78,6 +83,7 @@ CASES = [
     ("config unknown key", lambda f: [*CT, "--config", str(f["cfg_unknown"])], "'rho'"),
     ("config not an object", lambda f: [*CT, "--config", str(f["cfg_list"])], "JSON object"),
     ("config iters 2.7", lambda f: [*CT, "--config", str(f["cfg_fraction_iters"])], "iters"),
+    ("config not UTF-8", lambda f: [*CT, "--config", str(f["cfg_latin1"])], "UTF-8"),
     ("config not JSON", lambda f: [*CT, "--config", str(f["cfg_not_json"])], "not valid JSON"),
     ("--noise inf", lambda f: [*CT, "--noise", "inf"], "--noise"),
     ("--photons nan", lambda f: [*CT, "--photons", "nan"], "--photons"),
