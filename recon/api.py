@@ -1,16 +1,21 @@
 """The one-call Python API: a problem, then its reconstruction.
 
-    from recon.api import ct_problem, solve
+    from recon.api import ct_problem, mri_problem, solve
     problem = ct_problem(hu_image, views=60, noise=0.01)          # HU in, HU out
     result = solve(problem, solver="pnp-admm", prior="aelpn-ct")  # presets, σ rule, ρ inside
     result.image, result.psnr, result.history
+    mri = mri_problem(kspace, accel=4)     # (C, H, W) k-space, or a magnitude image + coils=
+    solve(mri, solver="tv").image          # magnitude, cropped to the recon size
 
 ``ct_problem`` is the CT set-up `recon ct` runs for every slice: the image in normalized
 attenuation u = (HU + 1000)/2500 (a.u. images as they are), ASTRA's projector, Gaussian
 (``noise``, relative to max |sinogram|) or Poisson (``photons``) data seeded by ``seed``, and the
 FBP start. ``solve`` runs a solver with the shipped presets (``recon/presets/ct.json``, a
 ``config`` file on top) exactly as `recon ct` does, and maps the result back to the input's
-units.
+units. ``mri_problem`` is `recon mri`'s set-up of one slice (mask, ESPIRiT maps checked against
+the calibration data, the k-space noise measured in the corners, fastMRI's zero-filled
+baseline); ``solve`` on it runs the MRI presets as `recon mri` does and reports fastMRI's metrics
+on the recon-size crop.
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["CTProblem", "Result", "ct_problem", "solve"]
+from recon.mri import MRIProblem
 
+__all__ = ["CTProblem", "MRIProblem", "Result", "ct_problem", "mri_problem", "solve"]
+
+DEFAULT_PRIOR = {"ct": "aelpn-ct", "mri": "ridge-mri"}  # the CLI's --prior defaults
 MU_WATER_PER_MM = 0.02
 HU_OFFSET, HU_SCALE = 1000.0, 2500.0  # u = (HU + 1000) / 2500
 
@@ -116,10 +124,64 @@ def ct_problem(
     return CTProblem(op, y, x0, x_true, drange, units, desc, t.seconds, img.astype(np.float32))
 
 
+def mri_problem(
+    data: np.ndarray,
+    *,
+    coils: int = 8,
+    mask: str = "random",
+    accel: float = 4.0,
+    center_fraction: float | None = None,
+    seed: int = 0,
+    reference: np.ndarray | None = None,
+    recon_size: tuple[int, int] | None = None,
+    device: str | torch.device = "cpu",
+) -> MRIProblem:
+    """Undersample ``data``: fully sampled complex k-space (C, H, W) (its ``reference`` and
+    ``recon_size`` optional), or a real 2-D magnitude image simulated with ``coils`` coils
+    (smooth random phase and birdcage maps seeded by ``seed``; the image is the reference).
+    ``mask``: random | equispaced (fastMRI columns), poisson or radial."""
+    from data.fastmri import simulate_multicoil
+    from recon.mri import mri_problem as build
+
+    arr = np.asarray(data)
+    if arr.ndim == 2 and not np.iscomplexobj(arr):
+        if not np.isfinite(arr).all():
+            raise ValueError("the image holds NaN or infinite values")
+        arr, reference, _ = simulate_multicoil(np.abs(arr), coils, seed)
+    elif arr.ndim != 3:
+        raise ValueError(f"expected k-space (C, H, W) or a real 2-D image, got shape {arr.shape}")
+    return build(
+        arr.astype(np.complex64), reference=reference, recon_size=recon_size, mask=mask,
+        accel=accel, center_fraction=center_fraction, seed=seed, device=device,
+    )  # fmt: skip
+
+
+def _solve_mri(problem: MRIProblem, solver: str, prior, config, iters, tol, progress) -> Result:
+    from data.fastmri import center_crop, evaluate
+    from recon.mri import solve_mri
+    from recon.pipeline import load_presets
+
+    if not problem.maps_usable:
+        solver = "zero-filled"  # as `recon mri` does (it also warns): SENSE does not fit
+    presets = load_presets("mri", config) if solver != "zero-filled" else {}
+    x, record, history, seconds = solve_mri(
+        problem, solver, prior, presets, iters=iters, tol=tol, progress=progress
+    )
+    image = center_crop(np.abs(x), problem.recon_size).astype(np.float32)
+    m = {"psnr": float("nan"), "ssim": float("nan")}
+    if problem.reference is not None:
+        m = evaluate(center_crop(problem.reference, problem.recon_size), image)
+    return Result(image=image, psnr=m["psnr"], ssim=m["ssim"],
+                  x=torch.from_numpy(x)[None, None], iterations=record["iterations"],
+                  seconds=seconds, converged=record["converged"],
+                  stop_reason=record["stop_reason"], params=record["params"], history=history,
+                  objective=record.get("objective", ""))  # fmt: skip
+
+
 def solve(
-    problem: CTProblem,
+    problem: CTProblem | MRIProblem,
     solver: str = "pnp-admm",
-    prior: str | Path | None = "aelpn-ct",
+    prior: str | Path | None = None,
     *,
     config: str | Path | None = None,
     iters: int | None = None,
@@ -131,10 +193,21 @@ def solve(
     ``prior`` (a shipped name, a checkpoint path or 'tv'; ignored by 'tv' and 'fbp') using the
     shipped presets (``config``: a JSON file of overrides, as `recon ct --config`), with the
     presets' σ rule and step sizes relative to the operator. ``start``: a warm start (internal
-    units) instead of the FBP image."""
+    units) instead of the FBP image.
+
+    ``prior`` None: the modality's default (``DEFAULT_PRIOR``, as `recon ct`/`recon mri`). An
+    ``MRIProblem``: ``solver`` 'zero-filled', 'tv', 'pnp-admm' or 'pnp-pgd' with the MRI presets;
+    the image is the magnitude cropped to the recon size, PSNR/SSIM fastMRI's."""
     from recon.pipeline import fbp_reconstruction, load_presets, solve_with_presets
     from solvers.metrics import image_metrics
 
+    if isinstance(problem, MRIProblem):
+        prior = DEFAULT_PRIOR["mri"] if prior is None else prior
+        if start is not None:
+            raise ValueError("start: not supported for MRI problems")
+        return _solve_mri(problem, solver, prior, config, iters, tol, progress)
+
+    prior = DEFAULT_PRIOR["ct"] if prior is None else prior
     presets = load_presets("ct", config)
     if solver == "fbp":
         rec = fbp_reconstruction(problem.x0, problem.fbp_seconds, presets)

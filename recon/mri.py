@@ -33,7 +33,7 @@ from recon.pipeline import (
     device_for,
     load_presets,
     set_threads,
-    solve_from_args,
+    solve_with_presets,
     versions,
     warn_about_run,
 )
@@ -329,6 +329,117 @@ class SliceRecon:
     info: dict
 
 
+@dataclass
+class MRIProblem:
+    """One undersampled slice, ready to reconstruct: the operator ``op``, the data ``y``
+    (1, C, ...), the adjoint start ``x0`` (1, 1, H, W), fastMRI's zero-filled RSS image (H, W),
+    the reference (H, W) or None, the recon size (h, w) results are cropped to, and ``info``
+    for metrics.json (mask, coils, coil-map check, measured k-space noise)."""
+
+    op: object
+    y: torch.Tensor
+    x0: torch.Tensor
+    zero_filled: np.ndarray
+    reference: np.ndarray | None
+    recon_size: tuple[int, int]
+    info: dict
+    zf_seconds: float
+
+    @property
+    def maps_usable(self) -> bool:
+        """False when the coil maps cannot explain the calibration data (use zero-filled)."""
+        return self.info.get("coil_maps", {}).get("usable", True)
+
+    @property
+    def kspace_noise(self) -> float | None:
+        return self.info.get("kspace_noise")
+
+
+def mri_problem(
+    kspace: np.ndarray,
+    *,
+    reference: np.ndarray | None = None,
+    recon_size: tuple[int, int] | None = None,
+    mask: str = "random",
+    accel: float = 4.0,
+    center_fraction: float | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> MRIProblem:
+    """Undersample fully sampled ``kspace`` (C, H, W) (``sample_kspace``), measure the data's
+    noise in the k-space corners (Cartesian masks) and form the adjoint start and fastMRI's
+    zero-filled RSS baseline."""
+    from operators.mri import ifft2c, rss
+
+    op, y, mask_desc, _ = sample_kspace(kspace, mask, accel, center_fraction, seed)
+    size = tuple(recon_size or kspace.shape[-2:])
+    info: dict = {"mask": mask_desc, "coils": int(kspace.shape[0]), "recon_size": list(size)}
+    maps_record = mask_desc.pop("coil_maps", None)
+    if maps_record is not None:
+        info["coil_maps"] = maps_record
+    if getattr(op, "mask", None) is not None:  # Cartesian: the noise of the data itself
+        from data.mri_noise import estimate_kspace_noise
+
+        m = op.mask.cpu().numpy() if isinstance(op.mask, torch.Tensor) else op.mask
+        try:
+            info["kspace_noise"] = estimate_kspace_noise(y[0].cpu().numpy(), np.asarray(m))
+        except ValueError:  # too few samples in the corners: rules fall back to the blind σ̂
+            pass
+    y = y.to(device_for(device) if isinstance(device, str) else device)
+    with Timer() as t_zf:
+        x0 = op.adjoint(y)
+        if mask != "radial":
+            zf = rss(ifft2c(y), dim=1)[0].cpu().numpy()  # fastMRI's zero-filled RSS baseline
+        else:
+            zf = x0.abs()[0, 0].cpu().numpy()
+    return MRIProblem(op, y, x0, zf, reference, size, info, t_zf.seconds)
+
+
+def solve_mri(
+    problem: MRIProblem,
+    solver: str,
+    prior: str | Path | None,
+    presets: dict,
+    *,
+    normalize: str = "none",
+    iters: int | None = None,
+    tol: float | None = None,
+    prior_sigma_rel: float | None = None,
+    prior_sigma_noise: float | None = None,
+    progress: bool = False,
+    objective_every: int = 0,
+) -> tuple[np.ndarray, dict, dict, float]:
+    """(complex image (H, W), solver record, history, seconds) of ``solver`` ('zero-filled',
+    'tv', 'pnp-admm', 'pnp-pgd') with ``prior`` and the presets. ``normalize='max'`` scales the
+    data so that the zero-filled image peaks at 1 (and back), for priors that are not
+    scale-equivariant (`recon mri --normalize`)."""
+    p = problem
+    if solver == "zero-filled":
+        record = {"converged": True, "stop_reason": "closed form", "iterations": 0, "params": {}}
+        return p.zero_filled.astype(np.complex64), record, {}, p.zf_seconds
+    dev = p.y.device
+    ref = p.reference
+    drange = float(ref.max()) if ref is not None else None
+    ref_t = None
+    if ref is not None and ref.shape == tuple(p.x0.shape[-2:]):
+        ref_t = torch.from_numpy(ref)[None, None].to(dev)
+    zmax = float(p.zero_filled.max())
+    c = 1.0 / zmax if normalize == "max" and zmax > 0 else 1.0
+    noise = p.kspace_noise
+    rec = solve_with_presets(
+        presets, p.op, p.y * c, p.x0 * c, solver, prior,
+        reference=None if ref_t is None else ref_t * c,
+        data_range=None if drange is None else drange * c,
+        noise_level=None if noise is None else noise * c,
+        iters=iters, tol=tol, prior_sigma_rel=prior_sigma_rel,
+        prior_sigma_noise=prior_sigma_noise, progress=progress, objective_every=objective_every,
+    )  # fmt: skip
+    x_img = (rec.x[0, 0].detach().cpu().numpy() / c).astype(np.complex64)
+    record = rec.record()
+    record["params"]["normalize"] = {"mode": normalize, "kspace_scale": c}
+    return x_img, record, rec.history, rec.seconds
+
+
 def reconstruct_slice(
     args: argparse.Namespace,
     k: np.ndarray,
@@ -338,72 +449,39 @@ def reconstruct_slice(
 ) -> SliceRecon:
     """Undersample k-space (C, H, W) as ``args`` says and reconstruct it with ``args.solver``."""
     from data.fastmri import center_crop
-    from operators.mri import ifft2c, rss
 
-    dev = device_for(args.device)
-    op, y, mask_desc, _ = sample_kspace(k, args.mask, args.accel, args.center_fraction, args.seed)
-    info: dict = {"mask": mask_desc, "coils": int(k.shape[0]), "recon_size": list(size)}
-    maps_record = mask_desc.pop("coil_maps", None)
+    problem = mri_problem(
+        k, reference=ref, recon_size=size, mask=args.mask, accel=args.accel,
+        center_fraction=args.center_fraction, seed=args.seed, device=args.device,
+    )  # fmt: skip
+    info = problem.info
     solver = args.solver
-    if maps_record is not None:
-        info["coil_maps"] = maps_record
-        if not maps_record["usable"] and solver != "zero-filled":
-            solver = info["fallback"] = "zero-filled"
-            print(
-                f"warning: {args.input}: the coil maps leave "
-                f"{maps_record['unexplained']:.0%} of the fully sampled centre unexplained (a "
-                "SENSE model does not fit these coils); writing the zero-filled RSS image "
-                f"instead of --solver {args.solver} (metrics.json: fallback)",
-                file=sys.stderr,
-            )
-    if getattr(op, "mask", None) is not None:  # Cartesian: the noise of the data itself
-        from data.mri_noise import estimate_kspace_noise
-
-        mask = op.mask.cpu().numpy() if isinstance(op.mask, torch.Tensor) else op.mask
-        try:
-            info["kspace_noise"] = estimate_kspace_noise(y[0].cpu().numpy(), np.asarray(mask))
-        except ValueError:  # too few samples in the corners: rules fall back to the blind σ̂
-            pass
-    y = y.to(dev)
-    with Timer() as t_zf:
-        x0 = op.adjoint(y)
-        if args.mask != "radial":
-            zf = rss(ifft2c(y), dim=1)[0].cpu().numpy()  # fastMRI's zero-filled RSS baseline
-        else:
-            zf = x0.abs()[0, 0].cpu().numpy()
-    drange = float(ref.max()) if ref is not None else None
-    ref_t = None
-    if ref is not None and ref.shape == tuple(k.shape[-2:]):
-        ref_t = torch.from_numpy(ref)[None, None].to(dev)
-    if solver == "zero-filled":
-        x_img, history, seconds = zf.astype(np.complex64), {}, t_zf.seconds
-        record = {"converged": True, "stop_reason": "closed form", "iterations": 0, "params": {}}
-    else:
-        presets = presets if presets is not None else load_presets("mri", args.config)
-        c = 1.0 / float(zf.max()) if args.normalize == "max" and zf.max() > 0 else 1.0
-        noise = info.get("kspace_noise")
-        rec = solve_from_args(
-            args,
-            presets,
-            op,
-            y * c,
-            x0 * c,
-            None if ref_t is None else ref_t * c,
-            None if drange is None else drange * c,
-            noise_level=None if noise is None else noise * c,
+    if not problem.maps_usable and solver != "zero-filled":
+        solver = info["fallback"] = "zero-filled"
+        print(
+            f"warning: {args.input}: the coil maps leave "
+            f"{info['coil_maps']['unexplained']:.0%} of the fully sampled centre unexplained (a "
+            "SENSE model does not fit these coils); writing the zero-filled RSS image "
+            f"instead of --solver {args.solver} (metrics.json: fallback)",
+            file=sys.stderr,
         )
-        x_img = (rec.x[0, 0].detach().cpu().numpy() / c).astype(np.complex64)
-        history, seconds = rec.history, rec.seconds
-        record = rec.record()
-        record["params"]["normalize"] = {"mode": args.normalize, "kspace_scale": c}
+    if solver != "zero-filled" and presets is None:
+        presets = load_presets("mri", args.config)
+    x_img, record, history, seconds = solve_mri(
+        problem, solver, args.prior, presets or {}, normalize=args.normalize,
+        iters=args.iters, tol=args.tol,
+        prior_sigma_rel=getattr(args, "prior_sigma_rel", None),
+        prior_sigma_noise=getattr(args, "prior_sigma_noise", None),
+        progress=not args.quiet, objective_every=args.objective_every,
+    )  # fmt: skip
     return SliceRecon(
         image=center_crop(np.abs(x_img), size),
-        zero_filled=center_crop(zf, size),
+        zero_filled=center_crop(problem.zero_filled, size),
         reference=None if ref is None else center_crop(ref, size),
         record=record,
         history=history,
         seconds=seconds,
-        zf_seconds=t_zf.seconds,
+        zf_seconds=problem.zf_seconds,
         info=info,
     )
 

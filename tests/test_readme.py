@@ -34,3 +34,31 @@ def test_api_is_the_set_up_recon_ct_runs(tmp_path):
         r = solve(pb, solver=solver, prior=prior, iters=5)
         assert np.array_equal(r.image, np.load(out / "recon.npy"))
         assert r.psnr == json.loads((out / "metrics.json").read_text())["psnr"]
+
+
+def test_api_is_the_set_up_recon_mri_runs(tmp_path):
+    """mri_problem + solve on the bundled brain slice give recon mri's image and PSNR to the
+    bit, for TV and for PnP-ADMM with the default prior; the CLI's --prior defaults are the
+    API's."""
+    import json
+
+    import numpy as np
+
+    from data.bundled import load_bundled
+    from recon.api import DEFAULT_PRIOR, mri_problem, solve
+    from recon.cli import build_parser, main
+
+    img = load_bundled("brain-t1")
+    args = ["--coils", "4", "--accel", "4", "--center-fraction", "0.08", "--seed", "2"]
+    for solver in ("tv", "pnp-admm"):
+        out = tmp_path / solver
+        cmd = ["mri", "--input", "bundled:brain-t1", *args, "--iters", "4", "--solver", solver]
+        assert main([*cmd, "--quiet", "--out", str(out)]) == 0
+        pb = mri_problem(img, coils=4, accel=4, center_fraction=0.08, seed=2)
+        r = solve(pb, solver=solver, iters=4)
+        assert np.array_equal(r.image, np.load(out / "recon.npy"))
+        assert r.psnr == json.loads((out / "metrics.json").read_text())["psnr"]
+    parser = build_parser()
+    for modality in ("ct", "mri"):
+        ns = parser.parse_args([modality, "--input", "x", "--out", str(tmp_path / "x")])
+        assert ns.prior == DEFAULT_PRIOR[modality]
