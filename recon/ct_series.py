@@ -51,7 +51,7 @@ _NEUTRAL = {"out", "quiet", "threads", "window", "slice", "debug", "func", "comm
 def _digest(args: argparse.Namespace) -> str:
     """A fingerprint of the options a slice's result depends on (``--config`` by its contents),
     as `recon batch` fingerprints a scan's options."""
-    from recon.batch_plan import options_digest
+    from recon.batch.plan import options_digest
 
     opts = {k: v for k, v in vars(args).items() if k not in _NEUTRAL and not callable(v)}
     if opts.get("config"):  # the file's contents, not its name

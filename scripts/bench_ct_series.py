@@ -34,7 +34,7 @@ import numpy as np
 def make_series(folder: Path, n: int) -> None:
     from data.dicom_write import write_dicom_series
     from data.training_sets import real_ct_slices
-    from recon.tune_problems import ct_real_validation_slice
+    from recon.tune.problems import ct_real_validation_slice
 
     hus = [u * 2500.0 - 1000.0 for u in real_ct_slices()] + [ct_real_validation_slice().image]
     vol = []

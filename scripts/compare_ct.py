@@ -38,7 +38,7 @@ GRIDS = {
 def _load(name: str, size: int):
     if name == "real-ct-val":
         from recon.ct import CTInput
-        from recon.tune_problems import ct_real_validation_slice
+        from recon.tune.problems import ct_real_validation_slice
 
         scan = ct_real_validation_slice()
         return CTInput(np.asarray(scan.image, np.float32), scan.units, scan.pixel_size, name)

@@ -19,7 +19,7 @@ if [ ! -x "$PY" ]; then
 fi
 $PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(0))"
 $PY -m pytest -q tests/test_cuda.py tests/test_cg.py 2>&1 | tee "$OUT/tests.log"
-SLICE=$($PY -c "from recon.bench_speed import _slice_path; print(_slice_path())")
+SLICE=$($PY -c "from recon.bench.speed import _slice_path; print(_slice_path())")
 for method in "fbp" "tv" "pnp-admm --prior aelpn-ct" "pnp-admm --prior ridge-ct"; do
   name=$(echo "$method" | tr ' ' '_')
   # shellcheck disable=SC2086

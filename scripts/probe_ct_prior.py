@@ -1,5 +1,5 @@
 """PnP-ADMM with one prior over a list of rho_rel, on the real CT validation windows, the test
-slice or a Shepp–Logan phantom (one of ``recon.tune_problems.PROBLEMS``, default 60 parallel views
+slice or a Shepp–Logan phantom (one of ``recon.tune.problems.PROBLEMS``, default 60 parallel views
 and 1 % Gaussian noise).
 
     .venv/bin/python scripts/probe_ct_prior.py --prior runs/my-prior.safetensors --on val
@@ -17,7 +17,7 @@ and 1 % Gaussian noise).
 For training choices (σ, architecture, fine-tuning): choose with ``--on val`` (the four real
 windows of ``recon tune ct --val real-ct``, a patient never trained on); ``--on test`` is the
 bundled slice, the toolkit's test image, to report on, not to choose by. The problems are built
-by ``recon.tune_problems.build_case`` and solved by ``run_method`` with the shipped CT presets, as
+by ``recon.tune.problems.build_case`` and solved by ``run_method`` with the shipped CT presets, as
 ``recon bench grid`` and ``recon tune`` do. One JSON line per rho_rel (the mean over the scans,
 and each scan's PSNR); for a prior that takes the noise level, per (prior_sigma_rel, rho_rel).
 ``--denoise`` measures one prox of the noisy scans instead (such a prior is told c·σ, ``--told``),
@@ -38,7 +38,7 @@ import torch
 from priors.checkpoint import save_rebuilt
 from recon.ct import load_ct_input
 from recon.pipeline import load_presets
-from recon.tune_problems import (
+from recon.tune.problems import (
     PROBLEMS,
     Scan,
     build_case,

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from recon.pipeline import load_presets
-from recon.tune_problems import PROBLEMS, build_case, mri_validation_scans, run_method
+from recon.tune.problems import PROBLEMS, build_case, mri_validation_scans, run_method
 
 
 def main() -> None:

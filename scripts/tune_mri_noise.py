@@ -47,7 +47,7 @@ def problems():
     """(name, k-space (C, H, W), reference (h, w), recon size) of the validation set."""
     from data.fastmri import simulate_multicoil
     from data.peer_mri import add_kspace_noise, bart_phantom, ismrmrd_shepp_logan
-    from recon.tune_problems import brain_slices
+    from recon.tune.problems import brain_slices
 
     for scan in brain_slices((123,)):
         k, ref, _ = simulate_multicoil(scan.image, 8, seed=1)

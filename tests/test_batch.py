@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 
-from recon.batch_plan import find_inputs, group_tasks, plan_units
+from recon.batch.plan import find_inputs, group_tasks, plan_units
 
 ROOT = Path(__file__).resolve().parents[1]
 CT_OPTS = ["--views", "30", "--noise", "0.01", "--solver", "pnp-pgd", "--iters", "3"]

@@ -12,7 +12,7 @@ import torch
 from data.natural import VAL_IMAGES, center_crops, natural_images
 from priors.checkpoint import save_checkpoint
 from priors.lpn import ConvLPN
-from recon.bench_denoise import SIGMAS, run_denoise_bench
+from recon.bench.denoise import SIGMAS, run_denoise_bench
 
 
 def _identity_prox(path, **arch):

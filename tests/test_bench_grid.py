@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from recon.bench_grid import add_bench_parser, run_grid, spec_from_args
+from recon.bench.grid import add_bench_parser, run_grid, spec_from_args
 from recon.cli import main
 
 CT_ARGS = ["--quick", "--modality", "ct", "--size", "64", "--iters", "5", "--quiet"]
@@ -99,7 +99,7 @@ def test_a_changed_prior_file_reruns_its_cells(tmp_path):
 
     from priors.checkpoint import save_checkpoint
     from priors.lpn import ConvLPN
-    from recon.tune_problems import ct_test_scans
+    from recon.tune.problems import ct_test_scans
 
     spec = _spec(CT_ARGS)
     scan = ct_test_scans(size=32, n_phantoms=1, real=False)[0]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from recon.bench_peers import check_peer_python, find_bart, first_reach
+from recon.bench.peers import check_peer_python, find_bart, first_reach
 from recon.peers_io import (
     CflError,
     bart_to_kspace,

@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 
-from recon.bench_robustness import (
+from recon.bench.robustness import (
     Settings,
     _split_truth,
     ct_conventions,

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import priors.lpn as lpn
 from priors.checkpoint import load_prior
 from priors.lpn import told_noise_level
-from recon.bench_speed import conv_calls, replay_convs
+from recon.bench.speed import conv_calls, replay_convs
 
 
 def test_recorded_convolutions_and_their_operation_count():

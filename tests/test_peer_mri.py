@@ -104,7 +104,7 @@ def test_recon_mri_defaults_hold_up_against_bart_on_ismrmrd_data(tmp_path):
 
     from data.fastmri import center_crop, evaluate
     from data.masks import fastmri_random_mask
-    from recon.bench_peers import run_bart
+    from recon.bench.peers import run_bart
     from recon.cli import main
     from recon.peers_io import read_cfl, write_cfl
 
@@ -135,7 +135,7 @@ def test_our_espirit_maps_match_bart_ecalib(tmp_path):
     agree up to one phase per pixel: per-pixel correlation over coils ≥ 0.99 on 95 % of the
     object (both maps are unit-norm over coils there)."""
     from data.coils import espirit_maps
-    from recon.bench_peers import run_bart
+    from recon.bench.peers import run_bart
     from recon.peers_io import bart_to_kspace, kspace_to_bart, read_cfl, write_cfl
 
     d = bart_phantom(128, 8)

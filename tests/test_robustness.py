@@ -20,7 +20,7 @@ from operators.dense import MatrixOperator
 from priors.base import ComplexAsChannels
 from priors.checkpoint import load_prior, shipped_priors
 from priors.lpn import ConvLPN, told_noise_level
-from recon.bench_robustness import ChannelwisePrior
+from recon.bench.robustness import ChannelwisePrior
 from solvers import pnp_admm, pnp_pgd
 
 D = torch.float64

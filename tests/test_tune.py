@@ -13,8 +13,8 @@ import pytest
 from recon.cli import main
 from recon.pipeline import load_presets
 from recon.tune import tune_solver
-from recon.tune_problems import Scan, build_case, ct_test_scans, run_method
-from recon.tune_search import Param, coordinate_search, log_grid
+from recon.tune.problems import Scan, build_case, ct_test_scans, run_method
+from recon.tune.search import Param, coordinate_search, log_grid
 
 
 def test_search_finds_the_optimum_of_a_known_function():
@@ -119,7 +119,7 @@ def test_a_preset_can_be_tuned_one_solver_at_a_time():
 
 def test_real_ct_validation_scans_are_real_slices_disjoint_from_the_test_set():
     pytest.importorskip("data_store", reason="the pydicom-data package is not installed")
-    from recon.tune_problems import REAL_CT_VAL_WINDOWS, check_disjoint, ct_real_validation_scans
+    from recon.tune.problems import REAL_CT_VAL_WINDOWS, check_disjoint, ct_real_validation_scans
 
     scans = ct_real_validation_scans(64)
     assert len(scans) == len(REAL_CT_VAL_WINDOWS) == 4

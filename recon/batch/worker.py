@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from recon.batch_plan import OPTIONS_MARK, Unit
+from recon.batch.plan import OPTIONS_MARK, Unit
 
 __all__ = ["run_task", "worker_stats", "install_prior_cache"]
 

@@ -112,7 +112,7 @@ def time_prox(prior, x: torch.Tensor, repeats: int = 3) -> float:
 def _slice_path() -> Path:
     from pydicom.data import get_testdata_file
 
-    from recon.tune_problems import REAL_CT_VAL_FILE
+    from recon.tune.problems import REAL_CT_VAL_FILE
 
     path = get_testdata_file(REAL_CT_VAL_FILE, download=False)
     if path is None:
@@ -124,7 +124,7 @@ def prox_rows(priors: list[str], size: int, repeats: int) -> list[dict]:
     import priors.lpn as lpn
     from priors.checkpoint import load_prior
     from priors.lpn import takes_noise_level, told_noise_level
-    from recon.tune_problems import ct_real_validation_slice
+    from recon.tune.problems import ct_real_validation_slice
 
     hu = ct_real_validation_slice().image
     x = torch.as_tensor((hu[:size, :size] + 1000.0) / 2500.0, dtype=torch.float32)[None, None]

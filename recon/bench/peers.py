@@ -27,7 +27,7 @@ runs ``pics -S`` with TV (``-R T:3:0:λ``) and L1-wavelet (``-R W:3:0:λ``) over
 grid. BART's centred unitary FFT equals ours (tested); ``-S`` returns the image in the data's
 scale, checked each run by a fully sampled BART reconstruction against the reference. Ours: TV
 and PnP-ADMM with ``aelpn-mri``, with our ESPIRiT maps. fastMRI metrics (magnitude, data range =
-reference max). Then, with BART, the rows of ``recon.bench_peers_mri``: BART's and ISMRMRD's
+reference max). Then, with BART, the rows of ``recon.bench.peers_mri``: BART's and ISMRMRD's
 phantoms at two noise levels and 4×/8× masks, `recon mri` at its defaults against BART's best λ.
 
     recon bench peers [--ct] [--mri] --out DIR [--peer-python PATH] [--quick]
@@ -602,7 +602,7 @@ def table(results: dict) -> str:
             for label, c in peer["comparison"].items():
                 lines.append(f"| {label} | {c['psnr_gain_db']:+.2f} | {c['seconds_ratio']:.2f}× |")
     if results.get("mri_sources"):
-        from recon.bench_peers_mri import peer_sources_table
+        from recon.bench.peers_mri import peer_sources_table
 
         lines += ["", peer_sources_table(results["mri_sources"])]
     return "\n".join(lines) + "\n"
@@ -714,7 +714,7 @@ def run_bench(args) -> int:
         results["mri"] = run_mri(args, out)
         exe, info = find_bart(args.bart)
         if exe is not None:
-            from recon.bench_peers_mri import run_peer_sources
+            from recon.bench.peers_mri import run_peer_sources
 
             results["mri_sources"] = run_peer_sources(args, out, exe)
     results["load_average_end"] = list(os.getloadavg())

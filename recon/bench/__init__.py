@@ -5,7 +5,7 @@ named after the benchmark) and ``run_bench(args) -> int``; ``BENCHES`` lists the
 is not present (an optional benchmark) is skipped.
 
 recon bench denoise --model NAME=CHECKPOINT ... --out DIR
-    PSNR/SSIM vs test noise level and the affine sweep for learned priors (``recon.bench_denoise``).
+    PSNR/SSIM vs test noise level and the affine sweep for learned priors (``recon.bench.denoise``).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import argparse
 import importlib
 
 BENCHES = (
-    "recon.bench_denoise",
-    "recon.bench_robustness",
-    "recon.bench_grid",
-    "recon.bench_peers",
-    "recon.bench_speed",
+    "recon.bench.denoise",
+    "recon.bench.robustness",
+    "recon.bench.grid",
+    "recon.bench.peers",
+    "recon.bench.speed",
 )
 
 

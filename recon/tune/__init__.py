@@ -12,7 +12,7 @@ step_rel/||A||²: searching rho_rel / step_rel *is* searching the data weight ag
 (λ stays 1; a separate λ axis would repeat the same points).
 
 Search: a coarse log grid per parameter, then refinement between the best point and its
-neighbours (``recon.tune_search``). Validation scans: ``--inputs GLOB`` (your own; CT DICOM/.npy,
+neighbours (``recon.tune.search``). Validation scans: ``--inputs GLOB`` (your own; CT DICOM/.npy,
 MRI .npy magnitudes or fastMRI .h5), ``--val real-ct`` (four native-resolution windows of a real
 abdominal CT slice from pydicom-data, a patient never trained on) or synthetic ones disjoint from
 the ``recon bench grid`` test set (CT: ellipse phantoms with other seeds; MRI: other held-out
@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from recon.outputs import atomic_write, save_figure, save_json
-from recon.tune_problems import (
+from recon.tune.problems import (
     PROBLEMS,
     Scan,
     build_case,
@@ -53,7 +53,7 @@ from recon.tune_problems import (
     run_method,
     scans_from_glob,
 )
-from recon.tune_search import Param, SearchResult, Trial, coordinate_search
+from recon.tune.search import Param, SearchResult, Trial, coordinate_search
 
 __all__ = ["search_space", "tune_solver", "tuned_preset", "add_parser", "run"]
 

@@ -78,7 +78,7 @@ def _bart_rows(exe: str, work: Path, ku: np.ndarray, ref: np.ndarray, size, cali
     """BART's best (by PSNR) over its maps' support crop (``ecalib -c``: its default 0.8, and
     0.5, which noisy calibration data need) and λ, for pics TV and L1-wavelet."""
     from data.fastmri import center_crop, evaluate
-    from recon.bench_peers import bart_calibration, run_bart
+    from recon.bench.peers import bart_calibration, run_bart
     from recon.peers_io import kspace_to_bart, read_cfl, write_cfl
 
     work.mkdir(parents=True, exist_ok=True)

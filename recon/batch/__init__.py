@@ -6,7 +6,7 @@
 Each scan is reconstructed exactly as `recon ct` / `recon mri` would with the same options (same
 code, same files: recon.npy, recon.png, metrics.json, history.json, convergence.png,
 comparison.png, and reconstruction.h5 for MRI), into DIR mirroring the input layout (see
-``recon.batch_plan``). One Dask task per slice, or per volume with ``--per volume`` (for CT: each
+``recon.batch.plan``). One Dask task per slice, or per volume with ``--per volume`` (for CT: each
 DICOM series folder whole, as `recon ct --input FOLDER` does it).
 
 Cluster: by default a local one with one worker *process* per core (``--workers N``), one thread
@@ -35,8 +35,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from recon.batch_plan import Unit, find_inputs, group_tasks, options_digest, plan_units
-from recon.batch_summary import metrics_row, summarize, write_summary
+from recon.batch.plan import Unit, find_inputs, group_tasks, options_digest, plan_units
+from recon.batch.summary import metrics_row, summarize, write_summary
 from recon.outputs import save_json
 
 __all__ = ["add_parser", "run"]
@@ -162,7 +162,7 @@ def _execute(
     from distributed import as_completed
     from tqdm.auto import tqdm
 
-    from recon.batch_worker import run_task
+    from recon.batch.worker import run_task
 
     t_start = time.perf_counter()
     client, cluster = _client(args)

@@ -10,7 +10,7 @@ a. **split normal** (``split_normal.png``): SN(0; 1, 2) samples, noise σ = 1. T
    are *measured* on 1×1 images with untrained weights (any weights give the same map).
 b. **noise level** (``denoise.png``): PSNR of shipped priors trained at σ = 0.1 on held-out
    images (natural: skimage camera/moon/cat; CT: random-ellipse phantoms from a seed never used
-   in training) at σ ∈ {0.05, …, 0.5}; uses ``recon.bench_denoise``.
+   in training) at σ ∈ {0.05, …, 0.5}; uses ``recon.bench.denoise``.
 c. **affine sweep** (same plot): x' = a·x + b, a ∈ {1, 0.75, 0.5, 0.25}, b = 0 or 1 − a, σ = 0.1.
 d. **CT end to end** (``ct.png``): the bundled real slice, 60 parallel views, 1 % Gaussian noise,
    PnP-ADMM with the shipped preset. The data are made once in normalized attenuation
@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from recon.bench_denoise import SCALES, SIGMAS, noise_and_affine_scores
+from recon.bench.denoise import SCALES, SIGMAS, noise_and_affine_scores
 from recon.outputs import atomic_write, pyplot, save_figure, save_json
 from solvers.metrics import psnr
 

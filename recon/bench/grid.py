@@ -1,6 +1,6 @@
 """`recon bench grid`: problems × solvers × priors over a small seeded test set.
 
-Problems (``recon.tune_problems.PROBLEMS``): CT parallel 60 / 30 views, limited angle 120°, fan
+Problems (``recon.tune.problems.PROBLEMS``): CT parallel 60 / 30 views, limited angle 120°, fan
 beam; MRI 4×/8× random and equispaced, radial 4×. Solvers: PnP-PGD, accelerated PGD (FISTA
 with adaptive restart), PnP-ADMM. Priors: AE-LPN, LPN, ridge (when shipped for the modality) and TV,
 plus the FBP / zero-filled baselines. Parameters come from the shipped presets (or
@@ -29,7 +29,7 @@ import torch
 
 from recon.outputs import atomic_write, save_json
 from recon.pipeline import SOLVERS
-from recon.tune_problems import (
+from recon.tune.problems import (
     PROBLEMS,
     Scan,
     build_case,
