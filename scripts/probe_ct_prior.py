@@ -142,6 +142,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128, help="Shepp–Logan size")
     ap.add_argument("--problem", default="ct-par60", choices=[p for p in PROBLEMS if "ct" in p])
     ap.add_argument("--iters", type=int, default=40)
+    ap.add_argument("--noise", type=float, default=0.01, help="CT Gaussian noise (× max|sinogram|)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tile", type=int, default=None, help="evaluate the prior tiled (AE-LPN)")
     ap.add_argument("--tile-stride", type=int, default=None)
@@ -191,14 +192,15 @@ def main() -> None:
         psnr = denoise_row(prior, scans_for(args.on, args.size), sig, told, args.with_tv)
         print(json.dumps({"prior": args.prior, **changes, "on": args.on, "denoise_psnr": psnr}))
         return
-    cases = [build_case(args.problem, s, seed=0) for s in scans_for(args.on, args.size)]
+    scans = scans_for(args.on, args.size)
+    cases = [build_case(args.problem, s, seed=0, ct_noise=args.noise) for s in scans]
     presets = load_presets("ct")
     if args.prior == "tv":  # TV-ADMM over weight_rel (--rho lists the weights), preset iters
         for w in (float(v) for v in args.rho.split(",")):
             over = {"weight_rel": w}
             per = {c.scan: round(run_method(c, "pnp-admm", "tv", presets, None, over)["psnr"], 3)
                    for c in cases}  # fmt: skip
-            row = {"prior": "tv", "on": args.on, "weight_rel": w}
+            row = {"prior": "tv", "on": args.on, "noise": args.noise, "weight_rel": w}
             row.update(psnr=round(float(np.mean(list(per.values()))), 3), per_scan=per)
             print(json.dumps(row), flush=True)
         return
@@ -218,7 +220,8 @@ def main() -> None:
         for case in cases:
             out = run_method(case, args.solver, prior, presets, args.iters, over)
             per[case.scan] = round(out["psnr"], 3)
-        row = {"prior": args.prior, **changes, "on": args.on, "solver": args.solver, step: r}
+        row = {"prior": args.prior, **changes, "on": args.on, "noise": args.noise}
+        row.update({"solver": args.solver, step: r})
         row.update({key: s} if s else {})
         if s and args.sigma_noise:
             row["prior_sigma_rel"] = args.sigma_floor

@@ -283,8 +283,9 @@ class Case:
         return evaluate(center_crop(self.ref_np, size), center_crop(np.abs(a), size))
 
 
-def build_case(problem: str, scan: Scan, seed: int = 0) -> Case:
-    """Simulate ``problem`` on ``scan`` (noise / coil phase / mask seeded by ``seed``)."""
+def build_case(problem: str, scan: Scan, seed: int = 0, ct_noise: float = CT_NOISE) -> Case:
+    """Simulate ``problem`` on ``scan`` (noise / coil phase / mask seeded by ``seed``; CT:
+    Gaussian noise of std ``ct_noise`` × max|sinogram|)."""
     import time
 
     spec = PROBLEMS[problem] if problem in PROBLEMS else None
@@ -304,7 +305,7 @@ def build_case(problem: str, scan: Scan, seed: int = 0) -> Case:
             pixel_size=scan.pixel_size,
         )
         x_true = torch.from_numpy(np.ascontiguousarray(ref))[None, None]
-        y = add_gaussian_noise(op.forward(x_true), CT_NOISE, seed=seed)
+        y = add_gaussian_noise(op.forward(x_true), ct_noise, seed=seed)
         t0 = time.perf_counter()
         x0 = op.fbp(y, filter="ram-lak")
         secs = time.perf_counter() - t0
