@@ -194,6 +194,15 @@ def _init_model(name: str, kind: str, channels: int, **changes: Any) -> torch.nn
     return model if rebuilt.config() == got else rebuilt
 
 
+def training_stages(meta: dict) -> list[str]:
+    """The `recon train` commands that made a prior, oldest first (its ``stages``, or else its
+    one ``command``), from its checkpoint metadata."""
+    stages = meta.get("stages")
+    if isinstance(stages, list) and all(isinstance(c, str) for c in stages):
+        return list(stages)
+    return [meta["command"]] if isinstance(meta.get("command"), str) else []
+
+
 def export_weights(checkpoint: str | Path, out: str | Path) -> None:
     """Copy a training checkpoint without optimizer/RNG state (a small file to ship)."""
     tensors, info = read_checkpoint(checkpoint)
@@ -641,6 +650,8 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         **({"init": str(args.init)} if args.init else {}),
         "command": "recon train " + " ".join(sys.argv[2:]),
     }
+    if args.init and args.steps > 0:  # a fine-tune: the commands that made it, in order
+        meta["stages"] = [*training_stages(getattr(model, "meta", None) or {}), meta["command"]]
     if args.steps == 0:  # a conversion: the --init weights in the asked-for architecture
         if rank == 0:  # the source's training record (σ, steps, stages) stays with its weights
             source = {k: v for k, v in getattr(model, "meta", {}).items() if k != "package_version"}

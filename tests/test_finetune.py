@@ -33,6 +33,12 @@ def test_init_starts_from_the_weights_and_keeps_the_architecture(tmp_path):
     _, info = read_checkpoint(out)
     assert info["config"] == m.config()  # architecture from --init, not the --width defaults
     assert info["meta"]["init"] == str(src)
+    # the source had no command: the stages are this fine-tune alone; a second fine-tune
+    # lists both, oldest first
+    assert info["meta"]["stages"] == [info["meta"]["command"]]
+    again = _train(tmp_path, out, 1, "--sigma", "0.05", "--l1-fraction", "0", name="ft2")
+    meta2 = read_checkpoint(again)[1]["meta"]
+    assert meta2["stages"] == [info["meta"]["command"], meta2["command"]]
     cfg = info["meta"]["train_config"]
     assert cfg["gamma_unit"] == pytest.approx(0.8 * 0.05) and cfg["l1_fraction"] == 0.0
     tuned = load_prior(out).double()
