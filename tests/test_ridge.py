@@ -116,7 +116,7 @@ def test_conv_norm_bound_of_a_delta_filter_is_one_up_to_its_factor():
 
 def test_dilated_convolution_adjoint_and_bound():
     m = _model(channels=2, dilations=(1, 3))
-    w = m._scaled_weight()
+    w = m._scaled_weight().detach()
     gen = torch.Generator().manual_seed(0)
     u = torch.randn(2, 2, 21, 17, generator=gen, dtype=torch.float64)
     t = torch.randn(2, 12, 21, 17, generator=gen, dtype=torch.float64)
