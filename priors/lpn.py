@@ -165,7 +165,7 @@ def noise_levels(level: float | torch.Tensor | None, x: torch.Tensor) -> torch.T
     return s
 
 
-def _mean_split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def mean_split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(P₁x, P⊥x): per-image, per-channel mean over all but the batch/channel axes."""
     dims = tuple(range(2, x.ndim))
     m = x.mean(dim=dims, keepdim=True) if dims else torch.zeros_like(x)
@@ -374,7 +374,7 @@ class ConvLPN(LearnedProx):
         s, every pixel lies in (t/s)² windows and ψ_T is exactly the average of ψ over all
         windows."""
         b = x.shape[0]
-        m, u = _mean_split(x)
+        m, u = mean_split(x)
         windows, weight = tile_windows(u, self.tile, self.tile_stride)
         psi = self._potential(windows).view(b, -1).sum(1) * weight
         return psi + 0.5 * x.shape[-1] * x.shape[-2] * m.pow(2).flatten(1).sum(1)
@@ -389,7 +389,7 @@ class ConvLPN(LearnedProx):
 
     def _potential(self, x: torch.Tensor) -> torch.Tensor:
         if self.mean_split:
-            m, u = _mean_split(x)
+            m, u = mean_split(x)
             n_pix = x.shape[-1] * x.shape[-2]
             psi = 0.5 * n_pix * m.pow(2).flatten(1).sum(1)
         else:
@@ -473,7 +473,7 @@ class NormalizationTrick(nn.Module):
         self._config = dict(self.inner.config(), kind="normalization-trick")
 
     def prox(self, v: torch.Tensor, create_graph: bool | None = None) -> torch.Tensor:
-        m, u = _mean_split(v)
+        m, u = mean_split(v)
         s = u.pow(2).mean(dim=tuple(range(1, v.ndim)), keepdim=True).sqrt().clamp_min(self.eps)
         return s * self.inner.prox(u / s, create_graph=create_graph) + m
 

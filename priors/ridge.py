@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from priors.lpn import LearnedProx, _mean_split, noise_levels
+from priors.lpn import LearnedProx, mean_split, noise_levels
 
 __all__ = ["RidgeProx", "conv_norm_bound", "KIND", "MODES"]
 
@@ -250,7 +250,7 @@ class RidgeProx(LearnedProx):
     def _responses(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(t = W Q x (B, C, H, W), the scale σ·w_c (B, C, 1, 1), W's filters)."""
         w, scale, _ = self._scales(x)
-        _, u = _mean_split(x)
+        _, u = mean_split(x)
         return self._conv(u, w), scale, w
 
     def _segments(self, t: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -291,7 +291,7 @@ class RidgeProx(LearnedProx):
             t, scale, w = self._responses(v)
             g, p = self._shrinkage(t, scale)
             back = self._conv_t(g, w)
-            _, back = _mean_split(back)
+            _, back = mean_split(back)
             f = v - back
             psi = 0.5 * v.pow(2).flatten(1).sum(1) - p.flatten(1).sum(1)
         return (f, psi) if create_graph else (f.detach(), psi.detach())
@@ -323,19 +323,19 @@ class RidgeProx(LearnedProx):
         self, z: torch.Tensor, w: torch.Tensor, scale: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(∇m(z) = Q Wᵀ g(W Q z; σ), m(z) (B,))."""
-        _, u = _mean_split(z)
+        _, u = mean_split(z)
         g, p = self._shrinkage(self._conv(u, w), scale)
-        _, back = _mean_split(self._conv_t(g, w))
+        _, back = mean_split(self._conv_t(g, w))
         return back, p.flatten(1).sum(1)
 
     def _hessian_m(self, z: torch.Tensor, w: torch.Tensor, scale: torch.Tensor):
         """v -> ∇²m(z)·v = Q Wᵀ (D ⊙ W Q v), D = p''(W Q z) ∈ [0, 1] (the segments' slopes)."""
-        _, u = _mean_split(z)
+        _, u = mean_split(z)
         _, d, _, _ = self._segments(self._conv(u, w), scale)
 
         def hvp(v: torch.Tensor) -> torch.Tensor:
-            _, q = _mean_split(v)
-            _, back = _mean_split(self._conv_t(d * self._conv(q, w), w))
+            _, q = mean_split(v)
+            _, back = mean_split(self._conv_t(d * self._conv(q, w), w))
             return back
 
         return hvp
