@@ -53,16 +53,15 @@ def _load_learned(name: str, device: torch.device) -> Any:
 
 
 def ct_problem(size: int, views: int, noise: float, device: torch.device) -> dict[str, Any]:
-    from data.ct_noise import add_gaussian_noise
     from data.phantoms import shepp_logan
     from operators.ct import CTOperator
+    from recon.api import ct_problem as simulate
 
     op = CTOperator(image_size=size, views=views, geometry="parallel")
     if device.type == "cuda":
         op.device = device
-    ref = torch.from_numpy(shepp_logan(size))[None, None].to(device)
-    y = add_gaussian_noise(op.forward(ref), noise, seed=0)
-    return dict(op=op, y=y, x0=op.fbp(y), reference=ref, data_range=None, complex=False)
+    pb = simulate(shepp_logan(size), units="a.u.", noise=noise, seed=0, device=device, op=op)
+    return dict(op=op, y=pb.y, x0=pb.x0, reference=pb.x_true, data_range=None, complex=False)
 
 
 def mri_problem(

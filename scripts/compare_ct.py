@@ -20,11 +20,9 @@ import argparse
 import numpy as np
 import torch
 
-from data.ct_noise import add_gaussian_noise, add_poisson_noise
-from operators.ct import CTOperator
-from recon.api import HU_SCALE, MU_WATER_PER_MM
-from recon.ct import load_ct_input, to_internal
-from recon.pipeline import Timer, image_metrics, preset_prior_sigma, reconstruct
+from recon.api import ct_problem
+from recon.ct import load_ct_input
+from recon.pipeline import image_metrics, preset_prior_sigma, reconstruct
 
 GRIDS = {
     "tv": ("weight_rel", (0.005, 0.01, 0.02, 0.04, 0.08, 0.16)),
@@ -59,20 +57,14 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     inp = _load(args.input, args.size)
-    ref = to_internal(inp.image, inp.units)
-    op = CTOperator(image_size=ref.shape, views=args.views, pixel_size=inp.pixel_size)
-    x = torch.from_numpy(np.ascontiguousarray(ref))[None, None]
-    if args.photons is not None:
-        mu = MU_WATER_PER_MM * HU_SCALE / 1000.0 if inp.units == "HU" else MU_WATER_PER_MM
-        y = add_poisson_noise(op.forward(x), args.photons, seed=0, mu_scale=mu)
-        noise = f"{args.photons:g} photons"
-    else:
-        y = add_gaussian_noise(op.forward(x), args.noise, seed=0)
-        noise = f"noise {args.noise}"
-    dr = float(ref.max() - ref.min())
-    with Timer() as t:
-        x0 = op.fbp(y)
-    rows = [("FBP", "-", image_metrics(x0[0, 0].numpy(), ref, dr), 0, t.seconds)]
+    pb = ct_problem(
+        inp.image, units=inp.units, views=args.views, pixel_size=inp.pixel_size,
+        noise=args.noise, photons=args.photons, seed=0,
+    )  # fmt: skip
+    op, y, x0, dr = pb.op, pb.y, pb.x0, pb.data_range
+    ref = pb.x_true[0, 0].numpy()
+    noise = f"{args.photons:g} photons" if args.photons is not None else f"noise {args.noise}"
+    rows = [("FBP", "-", image_metrics(x0[0, 0].numpy(), ref, dr), 0, pb.fbp_seconds)]
     for method in args.methods:
         key, grid = GRIDS[method]
         best = None

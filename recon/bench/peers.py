@@ -258,25 +258,20 @@ def _run_deepinv(python: str, work: Path, mode: str, cfg: dict, quiet: bool) -> 
 
 
 def run_ct(args, out: Path) -> dict[str, Any]:
-    from data.ct_noise import add_gaussian_noise
     from data.phantoms import shepp_logan
-    from operators.ct import CTOperator
-    from recon.pipeline import Timer, image_metrics
+    from recon.api import ct_problem
+    from recon.pipeline import image_metrics
 
     size, views, noise, seed = 128, 60, 0.01, args.seed
-    ref = shepp_logan(size)
-    dr = float(ref.max() - ref.min())
-    op = CTOperator(image_size=size, views=views)
-    x_true = torch.from_numpy(ref)[None, None]
-    y = add_gaussian_noise(op.forward(x_true), noise, seed=seed)
-    with Timer() as t_fbp:
-        x0 = op.fbp(y)
+    pb = ct_problem(shepp_logan(size), units="a.u.", views=views, noise=noise, seed=seed)
+    op, y, x0, x_true, dr = pb.op, pb.y, pb.x0, pb.x_true, pb.data_range
+    ref = x_true[0, 0].numpy()
 
     def metric(x: torch.Tensor) -> dict:
         return image_metrics(x[0, 0].detach().numpy(), ref, dr)
 
     methods = _quick(CT_METHODS) if args.quick else CT_METHODS
-    ours = _run_ours(op, y, x0, methods, x_true, dr, metric, t_fbp.seconds, args.quiet)
+    ours = _run_ours(op, y, x0, methods, x_true, dr, metric, pb.fbp_seconds, args.quiet)
     result: dict[str, Any] = {
         "problem": {
             "image": f"Shepp-Logan {size}x{size} (data.phantoms.shepp_logan, [0, 1])",
@@ -286,7 +281,7 @@ def run_ct(args, out: Path) -> dict[str, Any]:
             "data_range": dr,
             "threads": torch.get_num_threads(),
         },
-        "fbp": {**metric(x0), "seconds": t_fbp.seconds},
+        "fbp": {**metric(x0), "seconds": pb.fbp_seconds},
         "ours": {k: _strip(v) for k, v in ours.items()},
     }
     python, info = check_peer_python(args.peer_python)

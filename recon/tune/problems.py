@@ -291,28 +291,17 @@ def build_case(problem: str, scan: Scan, seed: int = 0, ct_noise: float = CT_NOI
     spec = PROBLEMS[problem] if problem in PROBLEMS else None
     modality = modality_of(problem)
     assert spec is not None
-    if modality == "ct":
-        from data.ct_noise import add_gaussian_noise
-        from operators.ct import CTOperator
-        from recon.ct import to_internal
+    if modality == "ct":  # the set-up `recon ct` runs (recon.api.ct_problem)
+        from recon.api import ct_problem
 
-        ref = to_internal(scan.image.astype(np.float64), scan.units).astype(np.float32)
-        op = CTOperator(
-            image_size=ref.shape,
-            views=spec["views"],
-            arc=spec["arc"],
-            geometry=spec["geometry"],
-            pixel_size=scan.pixel_size,
-        )
-        x_true = torch.from_numpy(np.ascontiguousarray(ref))[None, None]
-        y = add_gaussian_noise(op.forward(x_true), ct_noise, seed=seed)
-        t0 = time.perf_counter()
-        x0 = op.fbp(y, filter="ram-lak")
-        secs = time.perf_counter() - t0
-        drange = float(ref.max() - ref.min())
+        pb = ct_problem(
+            scan.image, units=scan.units, views=spec["views"], arc=spec["arc"],
+            geometry=spec["geometry"], pixel_size=scan.pixel_size, noise=ct_noise, seed=seed,
+        )  # fmt: skip
+        ref = pb.x_true[0, 0].numpy()
         return Case(
-            "ct", problem, scan.name, op, y, x0, x_true, drange, "fbp",
-            x0[0, 0].numpy().copy(), secs, ref_np=ref,
+            "ct", problem, scan.name, pb.op, pb.y, pb.x0, pb.x_true, pb.data_range, "fbp",
+            pb.x0[0, 0].numpy().copy(), pb.fbp_seconds, ref_np=ref,
         )  # fmt: skip
     from data.fastmri import simulate_multicoil
     from operators.mri import ifft2c, rss
