@@ -27,6 +27,8 @@ import torch
 
 from recon.batch.plan import find_inputs, group_tasks, plan_units
 
+pytestmark = pytest.mark.slow  # Dask clusters: `pytest -m "not slow"` skips them
+
 ROOT = Path(__file__).resolve().parents[1]
 CT_OPTS = ["--views", "30", "--noise", "0.01", "--solver", "pnp-pgd", "--iters", "3"]
 

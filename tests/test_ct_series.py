@@ -18,6 +18,8 @@ from data.dicom import read_dicom_series
 from data.phantoms import random_ellipses
 from recon.cli import main
 
+pytestmark = pytest.mark.slow  # whole DICOM series: `pytest -m "not slow"` skips them
+
 N, SIZE = 5, 40
 # a coronal series: rows run along +x (patient left), columns along −z (feet); slices step in y
 ORIENT = (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)

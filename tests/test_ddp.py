@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # torchrun processes: `pytest -m "not slow"` skips them
+
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 TINY = ["--kind", "aelpn", "--data", "ellipses", "--width", "4", "--levels", "1", "--depth", "1"]

@@ -176,6 +176,7 @@ def test_recon_prior_check_writes_a_certificate(tmp_path, capsys):
 SHIPPED = ["aelpn-ct", "aelpn-mri", "ridge-ct", "ridge-mri", "crr-ct", "crr-mri"]
 
 
+@pytest.mark.slow  # Lanczos on every shipped prior
 @pytest.mark.parametrize("name", SHIPPED)
 def test_certificate_of_shipped_weights_is_convention_free_and_honest(name):
     """On the shipped weights: every Lanczos run converges, the worst input gives the same

@@ -15,9 +15,12 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 from safetensors.numpy import load_file
 
 from recon.cli import main
+
+pytestmark = pytest.mark.slow  # child processes killed mid-run (`pytest -m "not slow"`)
 
 ROOT = Path(__file__).resolve().parents[1]
 
