@@ -291,8 +291,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
         "--prior",
         default="ridge-mri",
         help="ridge-mri (firmly nonexpansive, closed form; the default) | crr-mri (the exact "
-        "prox of a learned convex regularizer: better on piecewise-constant phantoms, about 5x "
-        "slower) | aelpn-mri | lpn-mri | tv | CHECKPOINT",
+        "prox of a learned convex regularizer: better on piecewise-constant phantoms, about 8x "
+        "slower on the bundled slice) | aelpn-mri | lpn-mri | tv | CHECKPOINT",
     )
     p.add_argument(
         "--normalize",

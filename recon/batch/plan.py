@@ -12,8 +12,7 @@ Output layout mirrors the inputs: with ROOT the deepest folder holding every inp
 ROOT/a/b/scan.dcm writes into OUT/a/b/scan/, slice k of ROOT/a/vol.h5 into
 OUT/a/vol/slice_{k:03d}/ and, with ``--per volume``, the series ROOT/a/b/ into OUT/a/b/ (the series
 in ROOT itself into OUT/ROOT's name/); the same files `recon ct` / `recon mri` write. A unit is
-finished when
-its metrics.json exists: the pipelines write it atomically, and last.
+finished when its metrics.json exists: the pipelines write it atomically, and last.
 """
 
 from __future__ import annotations
