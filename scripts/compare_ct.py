@@ -52,6 +52,15 @@ def main() -> None:
     ap.add_argument("--photons", type=float, default=None, help="Poisson, incident photons")
     ap.add_argument("--iters", type=int, default=40)
     ap.add_argument("--methods", nargs="+", default=list(GRIDS), choices=list(GRIDS))
+    ap.add_argument(
+        "--grid", default=None, help="comma-separated values replacing each method's grid"
+    )
+    ap.add_argument(
+        "--sigma-noise",
+        type=float,
+        default=None,
+        help="σ-input priors: prior_sigma_noise instead of the preset's",
+    )
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
     if args.threads:
@@ -67,6 +76,8 @@ def main() -> None:
     rows = [("FBP", "-", image_metrics(x0[0, 0].numpy(), ref, dr), 0, pb.fbp_seconds)]
     for method in args.methods:
         key, grid = GRIDS[method]
+        if args.grid:
+            grid = tuple(float(v) for v in args.grid.split(","))
         best = None
         for v in grid:
             if method == "tv":
@@ -82,6 +93,8 @@ def main() -> None:
             else:
                 params = {"rho_rel": v, "iters": args.iters, "tol": 1e-4, "cg_iters": 10}
                 params.update(preset_prior_sigma("ct", "pnp-admm", method))  # (σ-input priors)
+                if args.sigma_noise is not None:
+                    params.update(prior_sigma_noise=args.sigma_noise, prior_sigma_rel=None)
                 rec = reconstruct(op, y, x0, "pnp-admm", method, params)
             m = image_metrics(rec.x[0, 0].numpy(), ref, dr)
             if best is None or m["psnr"] > best[2]["psnr"]:

@@ -112,3 +112,18 @@ def test_a_changed_prior_file_reruns_its_cells(tmp_path):
     assert spec.settings_hash("ct-par60", scan, "pnp-admm", str(path)) != first
     tv = spec.settings_hash("ct-par60", scan, "pnp-admm", "tv")
     assert spec.settings_hash("ct-par60", scan, "pnp-admm", "tv") == tv
+
+
+@pytest.mark.parametrize("modality", ["ct", "mri"])
+def test_every_shipped_prior_of_the_modality_is_in_the_grid(modality):
+    """Each shipped `*-<modality>` prior (the convex-ridge ones included) can be named in
+    `--priors`; the AE-LPN leads, TV closes, no other modality's prior leaks in."""
+    from priors.checkpoint import shipped_priors
+    from recon.bench.grid import priors_for
+
+    names = priors_for(modality)
+    shipped = {p for p in shipped_priors() if p.endswith(f"-{modality}")}
+    assert set(names[:-1]) == shipped and names[-1] == "tv"
+    assert names[0] == f"aelpn-{modality}" and f"crr-{modality}" in names
+    spec = _spec(["--modality", modality, "--priors", f"crr-{modality}", "tv"])
+    assert spec.priors[modality] == [f"crr-{modality}", "tv"]

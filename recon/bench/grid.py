@@ -2,7 +2,7 @@
 
 Problems (``recon.tune.problems.PROBLEMS``): CT parallel 60 / 30 views, limited angle 120°, fan
 beam; MRI 4×/8× random and equispaced, radial 4×. Solvers: PnP-PGD, accelerated PGD (FISTA
-with adaptive restart), PnP-ADMM. Priors: AE-LPN, LPN, ridge (when shipped for the modality) and TV,
+with adaptive restart), PnP-ADMM. Priors: every shipped learned prior of the modality and TV,
 plus the FBP / zero-filled baselines. Parameters come from the shipped presets (or
 ``--config``), with ``--iters`` capping every run.
 
@@ -90,13 +90,14 @@ def _page_size() -> int:
 
 
 def priors_for(modality: str) -> list[str]:
-    """AE-LPN, LPN and the convex-ridge prior of the modality when shipped
-    (``priors/weights``), then TV."""
+    """The shipped learned priors of the modality (``priors/weights/*-<modality>``: AE-LPN,
+    LPN, then the convex-ridge ones), then TV."""
     from priors.checkpoint import shipped_priors
 
-    have = shipped_priors()
-    names = (f"aelpn-{modality}", f"lpn-{modality}", f"ridge-{modality}")
-    return [p for p in names if p in have] + ["tv"]
+    order = {"aelpn": 0, "lpn": 1, "ridge": 2, "crr": 3}
+    names = [p for p in shipped_priors() if p.endswith(f"-{modality}")]
+    names.sort(key=lambda p: (order.get(p.rsplit("-", 1)[0], len(order)), p))
+    return names + ["tv"]
 
 
 class GridSpec:
