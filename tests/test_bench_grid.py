@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from recon.bench.grid import add_bench_parser, run_grid, spec_from_args
+from recon.bench.grid import add_bench_parser, priors_for, run_grid, spec_from_args
 from recon.cli import main
 
 CT_ARGS = ["--quick", "--modality", "ct", "--size", "64", "--iters", "5", "--quiet"]
@@ -31,10 +31,12 @@ def ct_grid(tmp_path_factory):
 def test_quick_ct_grid_writes_table_json_plots(ct_grid):
     res = json.loads((ct_grid / "results.json").read_text())
     cells = res["cells"]
-    # 1 phantom × 1 problem × (FBP + 3 solvers × 4 priors)
-    assert len(cells) == 13
+    # 1 phantom × 1 problem × (FBP + 3 solvers × every shipped CT prior and TV)
+    priors = priors_for("ct")
+    assert {"aelpn-ct", "lpn-ct", "ridge-ct", "crr-ct", "tv"} <= set(priors)
+    assert len(cells) == 1 + 3 * len(priors)
     assert {c["solver"] for c in cells} == {"baseline", "pnp-pgd", "pnp-fista", "pnp-admm"}
-    assert {c["prior"] for c in cells} == {"fbp", "aelpn-ct", "lpn-ct", "ridge-ct", "tv"}
+    assert {c["prior"] for c in cells} == {"fbp", *priors}
     for c in cells:
         assert 0 < c["ssim"] <= 1 and c["psnr"] > 5
         if c["solver"] != "baseline":
@@ -58,13 +60,14 @@ def test_rerun_skips_finished_cells_and_reruns_missing_or_changed(ct_grid):
     spec = _spec([*CT_ARGS, "--out", str(ct_grid)])
     cell = ct_grid / "cells" / "ct-par60" / "ellipses-s1001" / "pnp-admm+tv.json"
     before = json.loads(cell.read_text())
+    n = 1 + 3 * len(priors_for("ct"))
     again = run_grid(spec, ct_grid, progress=False)
-    assert again["ran"] == 0 and again["skipped"] == 13
+    assert again["ran"] == 0 and again["skipped"] == n
     assert json.loads(cell.read_text()) == before  # untouched
 
     cell.unlink()
     again = run_grid(spec, ct_grid, progress=False)
-    assert again["ran"] == 1 and again["skipped"] == 12
+    assert again["ran"] == 1 and again["skipped"] == n - 1
     rerun = json.loads(cell.read_text())
     assert rerun["psnr"] == pytest.approx(before["psnr"], abs=1e-4)  # seeded: same answer
 
@@ -119,7 +122,6 @@ def test_every_shipped_prior_of_the_modality_is_in_the_grid(modality):
     """Each shipped `*-<modality>` prior (the convex-ridge ones included) can be named in
     `--priors`; the AE-LPN leads, TV closes, no other modality's prior leaks in."""
     from priors.checkpoint import shipped_priors
-    from recon.bench.grid import priors_for
 
     names = priors_for(modality)
     shipped = {p for p in shipped_priors() if p.endswith(f"-{modality}")}
