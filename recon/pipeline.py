@@ -2,9 +2,10 @@
 
 Step sizes in presets are relative to the operator (see ``presets/*.json``):
 ρ = rho_rel·λ·||A||² for PnP-ADMM and γ = step_rel/(λ·||A||²) for PnP-PGD, and a TV weight is
-weight_rel × (intensity range of the starting image), so a preset carries over between
-geometries, image sizes and intensity units (the whole pipeline is affine-equivariant when the
-prior is).
+weight_rel × (intensity range of the starting image), weight_rel following the data's noise
+with ``weight_noise`` (``_tv_weight_rel``), so a preset carries over between geometries, image
+sizes, noise levels and intensity units (the whole pipeline is affine-equivariant when the prior
+is).
 """
 
 from __future__ import annotations
@@ -138,7 +139,8 @@ USER_KEY = "_user"  # what --config set: it wins over the shipped per-prior over
 # every key a solver section may hold (recon.pipeline reads them); "_..." keys are comments
 SECTION_KEYS = frozenset(
     {"lam", "rho_rel", "rho_noise", "iters", "tol", "cg_iters", "cg_tol", "step_rel",
-     "accelerated", "solver", "weight_rel", "tv_iters", "filter", *SIGMA_KEYS}
+     "accelerated", "solver", "weight_rel", "weight_noise", "weight_noise_power", "tv_iters",
+     "filter", *SIGMA_KEYS}
 )  # fmt: skip
 
 
@@ -416,7 +418,54 @@ def _problem_rho_rel(p: dict[str, Any], x0, noise_level: float | None) -> dict[s
     return {"rho_rel_used": p["rho_rel"], "noise_estimate": sigma}
 
 
-POSITIVE_KEYS = ("lam", "rho_rel", "rho_noise", "step_rel", "weight_rel")
+def unit_noise_gain(op) -> float:
+    """The blind noise estimate of the FBP of white sinogram noise of std one pixel length
+    (``op.pixel_size``) on ``op`` (1 for an operator without FBP): how much of the data's noise
+    the start image shows. Dividing the FBP image's σ̂ by it gives the sinogram's noise in
+    pixel units whatever the geometry, filter, fan-beam rebinning or pixel size (a scan and
+    the same scan in other length units get the same weight). One seeded FBP, cached on the
+    operator."""
+    cached = getattr(op, "_unit_noise_gain", None)
+    if cached is not None:
+        return cached
+    if not hasattr(op, "fbp"):
+        return 1.0
+    gen = torch.Generator().manual_seed(0)
+    n = torch.randn((1, *tuple(op.range_shape)[-3:]), generator=gen)
+    gain = blind_noise_estimate(op.fbp(float(getattr(op, "pixel_size", 1.0)) * n))
+    try:
+        op._unit_noise_gain = gain
+    except AttributeError:  # (an operator with __slots__: recompute next time)
+        pass
+    return gain
+
+
+def _tv_weight_rel(p: dict[str, Any], op, x0, noise_level: float | None) -> dict[str, float]:
+    """TV's relative weight, set in ``p["weight_rel"]``: weight_rel, or with ``weight_noise``
+    (popped, and ``weight_noise_power`` q, default 2) max(weight_rel, weight_noise × (σ̂ /
+    (g·range(x0)))^q), σ̂ as in ``_data_noise`` and g = ``unit_noise_gain(op)``.
+
+    σ̂/g is the data's noise; a weight growing with a power of it follows the MAP weight of
+    ½||Ax − y||² + w·TV(x) (q = 2 for Gaussian noise and a Laplace prior on the gradients);
+    q and the constant were fitted on CT validation problems (``scripts/tune_ct_tv_noise.py``).
+    σ̂ and the range both scale with the intensities, so the run stays affine-equivariant.
+    Returns what was used ({} without weight_noise)."""
+    q = float(p.pop("weight_noise_power", 2.0))
+    if p.get("weight_noise") is None:
+        p.pop("weight_noise", None)
+        return {}
+    c = float(p.pop("weight_noise"))
+    sigma = _data_noise(x0, noise_level)
+    gain = unit_noise_gain(op) if noise_level is None else 1.0
+    r = intensity_range(x0)
+    rel = c * (sigma / (gain * r)) ** q if r > 0 and gain > 0 else 0.0
+    p["weight_rel"] = max(float(p.get("weight_rel", 0.0)), rel)
+    return {"weight_rel_used": p["weight_rel"], "noise_estimate": sigma, "unit_noise_gain": gain}
+
+
+POSITIVE_KEYS = (
+    "lam", "rho_rel", "rho_noise", "step_rel", "weight_rel", "weight_noise", "weight_noise_power"
+)  # fmt: skip
 NONNEGATIVE_KEYS = ("tol", "cg_tol")
 COUNT_KEYS = ("iters", "cg_iters", "tv_iters")
 
@@ -424,8 +473,10 @@ COUNT_KEYS = ("iters", "cg_iters", "tv_iters")
 def _check_numbers(p: dict[str, Any]) -> None:
     """Refuse NaN, infinities, non-numbers and out-of-range values in a run's parameters before
     any work, naming the key (a NaN ρ would pass a "> 0" test written the other way round and
-    run to garbage)."""
+    run to garbage). A noise rule set to null (``rho_noise``, ``weight_noise``) is off."""
     for k, v in p.items():
+        if v is None and k in ("rho_noise", "weight_noise"):
+            continue
         if k in POSITIVE_KEYS or k in COUNT_KEYS or k in NONNEGATIVE_KEYS:
             try:
                 x = float(v)
@@ -477,8 +528,9 @@ def reconstruct(
     if solver == "tv":
         from priors.classical import TVPrior
 
-        if "weight_rel" not in p:
+        if "weight_rel" not in p and p.get("weight_noise") is None:
             raise ValueError("TV needs weight_rel (the presets' tv section)")
+        rho_used.update(_tv_weight_rel(p, op, x0, noise_level))
         p_used = {**rho_used, "tv_weight": float(p.pop("weight_rel")) * intensity_range(x0)}
         inner_solver = p.pop("solver", "pnp-admm")
         if inner_solver == "pnp-pgd" and "rho_rel" in p:  # the problem ADMM solves at this ρ

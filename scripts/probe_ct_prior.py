@@ -197,7 +197,7 @@ def main() -> None:
     presets = load_presets("ct")
     if args.prior == "tv":  # TV-ADMM over weight_rel (--rho lists the weights), preset iters
         for w in (float(v) for v in args.rho.split(",")):
-            over = {"weight_rel": w}
+            over = {"weight_rel": w, "weight_noise": None}  # this weight, not the noise rule
             per = {c.scan: round(run_method(c, "pnp-admm", "tv", presets, None, over)["psnr"], 3)
                    for c in cases}  # fmt: skip
             row = {"prior": "tv", "on": args.on, "noise": args.noise, "weight_rel": w}

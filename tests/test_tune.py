@@ -44,6 +44,7 @@ def test_tv_weight_matches_brute_force_on_a_tiny_ct_problem():
     scan = Scan("tiny", random_ellipses(32, seed=5))
     case = build_case("ct-par30", scan, seed=0)
     presets = load_presets("ct")
+    presets["tv"] = {**presets["tv"], "weight_noise": None}  # weight_rel alone sets the weight
     iters = 15
 
     def psnr(w):
@@ -72,7 +73,9 @@ def test_cli_writes_a_preset_that_recon_ct_reads(tmp_path):
     assert written["_command"].startswith("recon tune ct --solver tv")
     assert written["tv"]["iters"] == 4
     loaded = load_presets("ct", config=preset)
-    assert loaded["tv"]["weight_rel"] == pytest.approx(best["weight_rel"])
+    strength = "weight_noise"  # the CT preset's TV weight follows the noise: its constant is tuned
+    assert set(best) == {strength, "rho_rel"}
+    assert loaded["tv"][strength] == pytest.approx(best[strength])
     assert loaded["tv"]["rho_rel"] == pytest.approx(best["rho_rel"])
     assert loaded["pnp-admm"] == load_presets("ct")["pnp-admm"]  # untuned sections: shipped
     assert (out / "search-tv.png").stat().st_size > 1000
@@ -81,7 +84,7 @@ def test_cli_writes_a_preset_that_recon_ct_reads(tmp_path):
     ct = ["ct", "--input", "phantom:ellipses", "--size", "32", "--views", "20", "--solver", "tv"]
     assert main([*ct, "--config", str(preset), "--out", str(rec), "--quiet"]) == 0
     params = json.loads((rec / "metrics.json").read_text())["parameters"]
-    assert params["weight_rel"] == pytest.approx(best["weight_rel"]) and params["iters"] == 4
+    assert params[strength] == pytest.approx(best[strength]) and params["iters"] == 4
 
 
 def test_refuses_to_tune_on_test_scans(tmp_path, capsys):

@@ -5,7 +5,8 @@
 
 What is searched (maximizing the mean PSNR over the validation scans × ``--problem`` problems):
     pnp-admm: rho_rel (ρ = rho_rel·λ·||A||²)      pnp-pgd: step_rel (γ = step_rel/(λ·||A||²))
-    tv:       weight_rel (TV weight = weight_rel × the start image's range) and rho_rel
+    tv:       weight_rel (TV weight = weight_rel × the start image's range), or weight_noise when
+              the section has one (weight_rel = weight_noise × (σ̂/range)²), and rho_rel
 The data weight λ enters the iterations only through ρ/λ (ADMM's x-update solves
 (λAᴴA + ρI)x = λAᴴy + ρ(z − u)) and γλ (PGD), which are exactly rho_rel·||A||² and
 step_rel/||A||²: searching rho_rel / step_rel *is* searching the data weight against the prior
@@ -75,8 +76,12 @@ def search_space(solver: str, section: dict[str, Any], points: int = 7) -> list[
     if solver == "pnp-pgd":
         return [Param("step_rel", 0.03, 1.98, float(section.get("step_rel", 0.99)), points), *sigma]
     if solver == "tv":
+        if section.get("weight_noise") is not None:  # the weight follows the noise
+            strength = Param("weight_noise", 0.3, 100.0, float(section["weight_noise"]), points)
+        else:
+            strength = Param("weight_rel", 1e-3, 0.3, float(section["weight_rel"]), points)
         return [
-            Param("weight_rel", 1e-3, 0.3, float(section["weight_rel"]), points),
+            strength,
             Param("rho_rel", 3e-3, 1.0, float(section["rho_rel"]), max(points - 2, 3)),
         ]
     raise ValueError(f"--solver {solver}: cannot tune (tunable: {', '.join(TUNABLE)})")
