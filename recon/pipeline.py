@@ -423,8 +423,9 @@ def unit_noise_gain(op) -> float:
     (``op.pixel_size``) on ``op`` (1 for an operator without FBP): how much of the data's noise
     the start image shows. Dividing the FBP image's σ̂ by it gives the sinogram's noise in
     pixel units whatever the geometry, filter, fan-beam rebinning or pixel size (a scan and
-    the same scan in other length units get the same weight). One seeded FBP, cached on the
-    operator."""
+    the same scan in other length units get the same weight). One seeded FBP with the
+    operator's default (ram-lak) filter, the presets' start image, cached on the operator; a
+    smoother filter's start image shows less noise, so TV then gets a lower weight."""
     cached = getattr(op, "_unit_noise_gain", None)
     if cached is not None:
         return cached
