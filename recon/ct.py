@@ -276,10 +276,12 @@ def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
     warn_about_run(r.record, r.history, metrics)
     write_outputs(out, r.image, ref, ("FBP", r.fbp), metrics, r.history, f"CT {label}", display)
     if not args.quiet:
+        w = metrics.get("parameters", {}).get("weight_rel_used")
+        tv_note = "" if w is None else f", TV weight_rel {w:.3g} from the noise"
         print(
             f"{label}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} "
             f"(FBP {fbp_metrics['psnr']:.2f} dB), {r.record['iterations']} iterations, "
-            f"{r.seconds:.1f} s, {r.record['stop_reason']} -> {out}/"
+            f"{r.seconds:.1f} s, {r.record['stop_reason']}{tv_note} -> {out}/"
         )
     return metrics
 

@@ -99,3 +99,15 @@ def test_default_tv_follows_the_noise_where_the_fixed_weight_did_not():
     assert out["rule", 0.01] >= out["fixed", 0.01] - 0.3, out
     assert out["rule", 0.04] >= out["fixed", 0.04] + 1.0, out
     assert np.isfinite(list(out.values())).all()
+
+
+def test_recon_ct_reports_the_weight_it_used(tmp_path, capsys):
+    """`recon ct --solver tv` says which weight the noise gave, and metrics.json records it."""
+    from recon.cli import main
+
+    args = ["ct", "--input", "phantom:ellipses", "--size", "32", "--views", "20", "--noise", "0.03"]
+    assert main([*args, "--solver", "tv", "--out", str(tmp_path)]) == 0
+    params = json.loads((tmp_path / "metrics.json").read_text())["parameters"]
+    w = params["weight_rel_used"]
+    assert w >= params["weight_rel"] and params["unit_noise_gain"] > 0
+    assert f"TV weight_rel {w:.3g} from the noise" in capsys.readouterr().out
