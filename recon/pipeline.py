@@ -433,12 +433,8 @@ def unit_noise_gain(op) -> float:
         return 1.0
     gen = torch.Generator().manual_seed(0)
     n = torch.randn((1, *tuple(op.range_shape)[-3:]), generator=gen)
-    gain = blind_noise_estimate(op.fbp(float(getattr(op, "pixel_size", 1.0)) * n))
-    try:
-        op._unit_noise_gain = gain
-    except AttributeError:  # (an operator with __slots__: recompute next time)
-        pass
-    return gain
+    op._unit_noise_gain = blind_noise_estimate(op.fbp(float(getattr(op, "pixel_size", 1.0)) * n))
+    return op._unit_noise_gain
 
 
 def _tv_weight_rel(p: dict[str, Any], op, x0, noise_level: float | None) -> dict[str, float]:

@@ -156,23 +156,22 @@ def fit(path: Path, fixed: float) -> None:
         lost_rule = loss_at(r, w_rule)
         print(f"| {r['group']} | {r['sigma_rel']:.4f} | {r['unit_gain']:.4f} | {w:.4g} | "
               f"{r['best_psnr']:.2f} | {lost:.2f} | {w_rule:.4g}, {lost_rule:.2f} |")  # fmt: skip
-    best = None
+    per_power = {}  # power -> (mean loss, worst loss, c) of its best c
     for p in np.arange(0.5, 3.01, 0.25):
         for c in np.exp(np.linspace(math.log(1e-3), math.log(1e3), 241)):
             losses = [loss_at(r, c * r["x"] ** p) for r in rows]
-            if best is None or np.mean(losses) < best[0]:
-                best = (float(np.mean(losses)), float(max(losses)), float(c), float(p))
+            if p not in per_power or np.mean(losses) < per_power[p][0]:
+                per_power[p] = (float(np.mean(losses)), float(max(losses)), float(c))
+    best_p = min(per_power, key=lambda p: per_power[p][0])
+    mean, worst, c = per_power[best_p]
     print(f"\nfixed weight_rel {fixed:g}: mean loss "
           f"{np.mean([loss_at(r, fixed) for r in rows]):.2f} dB, "
           f"worst {max(loss_at(r, fixed) for r in rows):.2f}")  # fmt: skip
-    print(f"rule weight_rel = {best[2]:.3g}·(σ̂/(g·range))^{best[3]:g}: mean loss {best[0]:.2f} dB, "
-          f"worst {best[1]:.2f}")  # fmt: skip
+    print(f"rule weight_rel = {c:.3g}·(σ̂/(g·range))^{best_p:g}: mean loss {mean:.2f} dB, "
+          f"worst {worst:.2f}")  # fmt: skip
     for p in (1.0, 2.0):
-        cs = np.exp(np.linspace(math.log(1e-3), math.log(1e3), 241))
-        m = [(np.mean([loss_at(r, c * r["x"] ** p) for r in rows]), c) for c in cs]
-        lo, c = min(m)
-        worst = max(loss_at(r, c * r["x"] ** p) for r in rows)
-        print(f"  p = {p:g}: c = {c:.3g}, mean loss {lo:.2f} dB, worst {worst:.2f}")
+        mean, worst, c = per_power[p]
+        print(f"  p = {p:g}: c = {c:.3g}, mean loss {mean:.2f} dB, worst {worst:.2f}")
 
 
 def main() -> None:

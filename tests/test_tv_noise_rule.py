@@ -17,6 +17,7 @@ from recon.pipeline import (
     _tv_weight_rel,
     blind_noise_estimate,
     image_metrics,
+    intensity_range,
     load_presets,
     solve_with_presets,
     unit_noise_gain,
@@ -76,8 +77,6 @@ def test_without_weight_noise_the_fixed_weight_is_used(tmp_path):
     pb = ct_problem(random_ellipses(48, seed=1), units="a.u.", views=30, noise=0.02, seed=0)
     rec = solve_with_presets(presets, pb.op, pb.y, pb.x0, "tv", None, iters=5)
     assert "weight_rel_used" not in rec.params
-    from recon.pipeline import intensity_range
-
     assert rec.params["tv_weight"] == pytest.approx(0.02 * intensity_range(pb.x0))
 
 

@@ -6,7 +6,8 @@
 What is searched (maximizing the mean PSNR over the validation scans × ``--problem`` problems):
     pnp-admm: rho_rel (ρ = rho_rel·λ·||A||²)      pnp-pgd: step_rel (γ = step_rel/(λ·||A||²))
     tv:       weight_rel (TV weight = weight_rel × the start image's range), or weight_noise when
-              the section has one (weight_rel = weight_noise × (σ̂/range)²), and rho_rel
+              the section has one (the constant of the noise rule in
+              ``recon.pipeline._tv_weight_rel``), and rho_rel
 The data weight λ enters the iterations only through ρ/λ (ADMM's x-update solves
 (λAᴴA + ρI)x = λAᴴy + ρ(z − u)) and γλ (PGD), which are exactly rho_rel·||A||² and
 step_rel/||A||²: searching rho_rel / step_rel *is* searching the data weight against the prior
