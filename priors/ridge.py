@@ -44,6 +44,7 @@ regularizer is explicit: R(x) = λ·m(x). Training differentiates the fixed poin
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -105,6 +106,9 @@ class RidgeProx(LearnedProx):
         mode: str = "gradient-step",
         tol: float = 1e-3,
         max_iters: int = 300,
+        groups: int = 0,
+        group_knots: int = 9,
+        group_range: float = 4.0,
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -121,6 +125,12 @@ class RidgeProx(LearnedProx):
             )
         if knots < 2 or not knot_range > 0:
             raise ValueError(f"need knots >= 2 and knot_range > 0, got {knots}, {knot_range}")
+        if groups < 0 or (groups and (mode != "prox" or kernel < 3)):
+            raise ValueError(f"groups (>= 0, got {groups}) need mode 'prox' and a kernel >= 3")
+        if groups and (group_knots < 2 or not group_range > 0):
+            raise ValueError(
+                f"need group_knots >= 2 and group_range > 0, got {group_knots}, {group_range}"
+            )
         self._config = dict(
             kind=KIND,
             in_channels=in_channels,
@@ -141,6 +151,21 @@ class RidgeProx(LearnedProx):
             self._config.update(mode=mode, tol=self.tol, max_iters=self.max_iters)
             # λ, the regularizer's strength (its curvature scale: p'' ∈ [0, λ])
             self.log_strength = nn.Parameter(torch.tensor(math.log(4.0)))
+        # the isotropic part: groups of 2·C_in filters (∂x, ∂y per channel at first) whose
+        # responses enter through their norm, |(W_g Q z)_g| (TV's form, with learned filters)
+        self.groups, self.group_size = int(groups), 2 * in_channels
+        if self.groups:
+            self._config.update(groups=self.groups, group_knots=group_knots)
+            self._config["group_range"] = float(group_range)
+            self.group_weight = nn.Parameter(_difference_filters(groups, in_channels, kernel))
+            self.register_buffer("group_knot_grid", torch.linspace(0.0, group_range, group_knots))
+            # Huber at first: Φ'(ρ) = min(ρ, r_1), TV past the first knot
+            slopes = torch.zeros(groups, group_knots)
+            slopes[:, 0] = 1.0
+            self.group_slopes = nn.Parameter(slopes)
+            with torch.no_grad():
+                wg = _unit_norm(self.group_weight, grid).view(groups, -1)
+                self.log_group_width = nn.Parameter(torch.log(wg.norm(dim=1)))
         self.dilations, self.kernel = dilations, kernel
         self.in_channels, self.grid = in_channels, grid
         self.noise_input = True
@@ -238,20 +263,24 @@ class RidgeProx(LearnedProx):
         k = torch.cat([torch.zeros_like(s[:, :1]), dk.cumsum(1)], 1)
         return s, c, k - k[:, j0].unsqueeze(1)  # Φ(0) = k_{j0} = 0
 
-    def _scales(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(W's filters, the scale σ·w_c (B, C, 1, 1), σ (B,)) for images x (B, C_in, H, W)."""
+    def _scales(self, x: torch.Tensor) -> tuple[_Analysis, torch.Tensor]:
+        """(m's analysis pieces at the told σ, σ (B,)) for images x (B, C_in, H, W)."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected images (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
         w = self._scaled_weight().to(x.dtype)
         sigma = noise_levels(self.noise_level, x).view(-1)
         scale = sigma.view(-1, 1, 1, 1) * self.log_width.exp().to(x.dtype).view(1, -1, 1, 1)
-        return w, scale, sigma
+        if not self.groups:
+            return _Analysis(w, scale, None, None), sigma
+        wg = self._scaled_group_weight().to(x.dtype)
+        gscale = sigma.view(-1, 1, 1, 1) * self.log_group_width.exp().to(x.dtype).view(1, -1, 1, 1)
+        return _Analysis(w, scale, wg, gscale), sigma
 
     def _responses(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(t = W Q x (B, C, H, W), the scale σ·w_c (B, C, 1, 1), W's filters)."""
-        w, scale, _ = self._scales(x)
+        ops, _ = self._scales(x)
         _, u = mean_split(x)
-        return self._conv(u, w), scale, w
+        return self._conv(u, ops.w), ops.scale, ops.w
 
     def _segments(self, t: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Per entry of t: (u = t / scale, s_j, c_j, k_j) of its spline segment; at σ = 0 the
@@ -299,6 +328,14 @@ class RidgeProx(LearnedProx):
     @torch.no_grad()
     def clamp_(self) -> None:
         self.slopes.clamp_(0.0, 1.0)
+        if self.groups:
+            self.group_slopes.clamp_(0.0, 1.0)
+
+    @property
+    def m_smoothness(self) -> float:
+        """L with ∇²m ⪯ L·I: 1 per part (||W||² ≤ 1 and p'' ≤ 1; ||W_g||² ≤ 1 and the group
+        curve's a, b ≤ 1), so 1, or 2 with groups."""
+        return 2.0 if self.groups else 1.0
 
     # -- mode "prox": the exact prox of λ·m ----------------------------------------------------
     @property
@@ -319,41 +356,114 @@ class RidgeProx(LearnedProx):
             return torch.ones(())
         return self.log_strength.exp()
 
-    def _grad_m(
-        self, z: torch.Tensor, w: torch.Tensor, scale: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(∇m(z) = Q Wᵀ g(W Q z; σ), m(z) (B,))."""
+    def _grad_m(self, z: torch.Tensor, ops: _Analysis) -> tuple[torch.Tensor, torch.Tensor]:
+        """(∇m(z) = Q Wᵀ g(W Q z; σ) [+ Q W_gᵀ (a ⊙ W_g Q z)], m(z) (B,))."""
         _, u = mean_split(z)
-        g, p = self._shrinkage(self._conv(u, w), scale)
-        _, back = mean_split(self._conv_t(g, w))
-        return back, p.flatten(1).sum(1)
+        g, p = self._shrinkage(self._conv(u, ops.w), ops.scale)
+        back, total = self._conv_t(g, ops.w), p.flatten(1).sum(1)
+        if ops.wg is not None:
+            coef, _, pg = self._group_curve(self._group_conv(u, ops.wg), ops.gscale)
+            back = back + self._group_conv_t(coef * self._group_conv(u, ops.wg), ops.wg)
+            total = total + pg.flatten(1).sum(1)
+        _, back = mean_split(back)
+        return back, total
 
-    def _hessian_m(self, z: torch.Tensor, w: torch.Tensor, scale: torch.Tensor):
-        """v -> ∇²m(z)·v = Q Wᵀ (D ⊙ W Q v), D = p''(W Q z) ∈ [0, 1] (the segments' slopes)."""
+    def _hessian_m(self, z: torch.Tensor, ops: _Analysis):
+        """v -> ∇²m(z)·v = Q Wᵀ (D ⊙ W Q v), D = p''(W Q z) ∈ [0, 1] (the segments' slopes);
+        with groups + Q W_gᵀ H_g W_g Q v, H_g per group and pixel a·I + (b − a)ûûᵀ (û = u/|u|,
+        a = Φ'(ρ)/ρ and b = Φ''(ρ), both in [0, 1])."""
         _, u = mean_split(z)
-        _, d, _, _ = self._segments(self._conv(u, w), scale)
+        _, d, _, _ = self._segments(self._conv(u, ops.w), ops.scale)
+        if ops.wg is not None:
+            tg = self._group_conv(u, ops.wg)
+            a, b, _ = self._group_curve(tg, ops.gscale)
+            unit = _grouped(tg, self.group_size)
+            r = unit.pow(2).sum(2, keepdim=True).sqrt()
+            unit = unit / torch.where(r > 0, r, torch.ones_like(r))
+            ab = _grouped(b - a, self.group_size)[:, :, :1]
 
         def hvp(v: torch.Tensor) -> torch.Tensor:
             _, q = mean_split(v)
-            _, back = mean_split(self._conv_t(d * self._conv(q, w), w))
+            back = self._conv_t(d * self._conv(q, ops.w), ops.w)
+            if ops.wg is not None:
+                s = self._group_conv(q, ops.wg)
+                sg = _grouped(s, self.group_size)
+                extra = ab * (unit * sg).sum(2, keepdim=True) * unit
+                back = back + self._group_conv_t(a * s + extra.flatten(1, 2), ops.wg)
+            _, back = mean_split(back)
             return back
 
         return hvp
+
+    # -- the groups: Σ_g,pixels q_g(|(W_g Q z)_g|; σ), an isotropic (TV-like) part ------------
+    def _scaled_group_weight(self) -> torch.Tensor:
+        """W_g's filters: zero-mean, over the square root of a guaranteed bound on ||W_g||²."""
+        if torch.is_grad_enabled() and self.group_weight.requires_grad:
+            return _unit_norm(self.group_weight, self.grid)
+        p = self.group_weight
+        key = (p.data_ptr(), p._version, p.dtype, p.device)
+        cached = getattr(self, "_wg_cache", None)
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                cached = (key, _unit_norm(p, self.grid))
+            self._wg_cache = cached
+        return cached[1]
+
+    def _group_conv(self, u: torch.Tensor, wg: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(u, wg, padding=self.kernel // 2)
+
+    def _group_conv_t(self, t: torch.Tensor, wg: torch.Tensor) -> torch.Tensor:
+        return F.conv_transpose2d(t, wg, padding=self.kernel // 2)
+
+    def _group_spline(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(s, c, k), each (G, knots): on segment j (ρ from r_j, r_0 = 0, to r_{j+1} or ∞),
+        Φ'(ρ) = c_j + s_j·ρ and Φ(ρ) = k_j + c_j·ρ + ½ s_j·ρ², with Φ(0) = Φ'(0) = 0. Slopes in
+        [0, 1] make Φ convex and nondecreasing on ρ ≥ 0 with 0 ≤ Φ'(ρ) ≤ ρ."""
+        s = self.group_slopes.clamp(0.0, 1.0)
+        r = self.group_knot_grid.to(s)
+        ds = s[:, :-1] - s[:, 1:]  # at the knots r_1 … r_{n−1}
+        c = torch.cat([torch.zeros_like(s[:, :1]), (ds * r[1:]).cumsum(1)], 1)
+        dk = (c[:, :-1] - c[:, 1:]) * r[1:] + 0.5 * ds * r[1:].pow(2)
+        k = torch.cat([torch.zeros_like(s[:, :1]), dk.cumsum(1)], 1)
+        return s, c, k
+
+    def _group_curve(
+        self, t: torch.Tensor, gscale: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per group entry of t (B, G·k, H, W): (a = q'(r)/r, b = q''(r), both repeated over the
+        group's k responses, and q (B, G, H, W)), q(r) = S²Φ(r/S), S = σ·w_g, r the group's
+        norm; at S = 0 the limit q = ½ s_last·r²."""
+        s, c, k = (v.to(t.dtype) for v in self._group_spline())
+        r2 = _grouped(t, self.group_size).pow(2).sum(2)  # (B, G, H, W)
+        pos = r2 > 0
+        r = torch.where(pos, r2, torch.ones_like(r2)).sqrt()  # used only where r > 0
+        zero = gscale == 0
+        big = torch.where(zero, torch.ones_like(gscale), gscale)
+        rho = torch.where(zero.expand_as(r), math.inf, r / big)
+        j = torch.bucketize(rho.detach(), self.group_knot_grid[1:].to(t.dtype))
+        idx = j + torch.arange(s.shape[0], device=t.device).view(1, -1, 1, 1) * s.shape[1]
+        sj, cj, kj = s.flatten()[idx], c.flatten()[idx], k.flatten()[idx]
+        first = (j == 0) | ~pos
+        a = sj + torch.where(first, torch.zeros_like(cj), cj / torch.where(first, 1.0, rho))
+        q = 0.5 * sj * r2 + torch.where(zero, 0.0, big.pow(2) * kj + big * cj * r)
+        q = torch.where(first & ~zero, 0.5 * sj * r2, q)
+        rep = self.group_size
+        return a.repeat_interleave(rep, 1), sj.repeat_interleave(rep, 1), q
 
     @torch.no_grad()
     def _solve(
         self,
         y: torch.Tensor,
-        w: torch.Tensor,
-        scale: torch.Tensor,
+        ops: _Analysis,
         sigma: torch.Tensor,
         z0: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, int]:
         """z* = argmin ½||z − y||² + λm(z) by accelerated gradient descent from ``z0`` (default
         y); each image stops (and stays) once ||∇F|| ≤ tol·σ·√n, which puts it within
-        tol·σ·√n of z* whatever the start (F is 1-strongly convex). Returns (z*, iterations)."""
+        tol·σ·√n of z* whatever the start (F is 1-strongly convex; (1 + λL)-smooth, L the bound
+        ``m_smoothness`` on ∇²m). Returns (z*, iterations)."""
         lam = float(self.strength().detach())
-        kappa = 1.0 + lam
+        kappa = 1.0 + lam * self.m_smoothness
         step, beta = 1.0 / kappa, (math.sqrt(kappa) - 1.0) / (math.sqrt(kappa) + 1.0)
         limit = self.tol * sigma * math.sqrt(y[0].numel())
         z = prev = y if z0 is None else z0
@@ -362,7 +472,7 @@ class RidgeProx(LearnedProx):
         while iters < self.max_iters:
             iters += 1
             u = z + beta * (z - prev)
-            grad = (u - y) + lam * self._grad_m(u, w, scale)[0]
+            grad = (u - y) + lam * self._grad_m(u, ops)[0]
             now = (grad.flatten(1).norm(dim=1) <= limit) & ~done
             keep, hit = done.view(-1, 1, 1, 1), now.view(-1, 1, 1, 1)  # y is (B, C, H, W)
             z_next = torch.where(keep, z, torch.where(hit, u, u - step * grad))
@@ -374,10 +484,10 @@ class RidgeProx(LearnedProx):
 
     def _solve_hessian(self, hvp, b: torch.Tensor, lam: float, tol: float) -> torch.Tensor:
         """(I + λ∇²m)⁻¹ b per image by the solvers' batched conjugate gradients, to a relative
-        residual ≤ tol (the matrix is symmetric with eigenvalues in [1, 1 + λ])."""
+        residual ≤ tol (the matrix is symmetric with eigenvalues in [1, 1 + λL])."""
         from solvers.cg import conjugate_gradient  # (solvers import priors: imported on use)
 
-        iters = 50 + int(30 * math.sqrt(1.0 + lam))
+        iters = 50 + int(30 * math.sqrt(1.0 + lam * self.m_smoothness))
         return conjugate_gradient(lambda p: p + lam * hvp(p), b, iters=iters, tol=tol)[0]
 
     def _prox_solution(
@@ -389,25 +499,25 @@ class RidgeProx(LearnedProx):
         H⁻¹ (a hook), so ∂out/∂θ = −H⁻¹ ∂G/∂θ and ∂out/∂v = H⁻¹, the implicit-function rule."""
         graph = create_graph and torch.is_grad_enabled()
         with torch.set_grad_enabled(graph):
-            w, scale, sigma = self._scales(v)
+            ops, sigma = self._scales(v)
         warm = self._warm if self.warm_start and not graph else None
         if warm is not None and (warm.shape != v.shape or warm.dtype != v.dtype):
             warm = None
         z, _ = self._solve(
-            v.detach(), w.detach(), scale.detach(), sigma.detach(),
+            v.detach(), ops.detach(), sigma.detach(),
             None if warm is None else warm.to(v.device),
         )  # fmt: skip
         if self.warm_start and not graph:
             self._warm = z
         with torch.set_grad_enabled(graph):
             lam = self.strength().to(v.dtype)
-            gm, msum = self._grad_m(z, w, scale)
+            gm, msum = self._grad_m(z, ops)
             psi = 0.5 * v.pow(2).flatten(1).sum(1) - 0.5 * (z - v).pow(2).flatten(1).sum(1)
             psi = psi - lam * msum
             if not graph:
                 return z, psi.detach()
             big_g = (z - v) + lam * gm
-            hvp = self._hessian_m(z, w.detach(), scale.detach())
+            hvp = self._hessian_m(z, ops.detach())
             lam_f = float(lam.detach())
             tol = 1e-4 if v.dtype == torch.float32 else 1e-10
             big_g.register_hook(lambda g: self._solve_hessian(hvp, g, lam_f, tol))
@@ -419,9 +529,9 @@ class RidgeProx(LearnedProx):
         if self.mode != "prox":
             raise ValueError("jacobian_operator is for mode 'prox'; the closed form has ∇²ψ")
         with torch.no_grad():
-            w, scale, sigma = self._scales(x)
-            z, _ = self._solve(x, w, scale, sigma)
-            hvp = self._hessian_m(z, w, scale)
+            ops, sigma = self._scales(x)
+            z, _ = self._solve(x, ops, sigma)
+            hvp = self._hessian_m(z, ops)
         lam = float(self.strength().detach())
         tol = 1e-12 if x.dtype == torch.float64 else 1e-5
 
@@ -437,14 +547,51 @@ class RidgeProx(LearnedProx):
         if self.mode != "prox":
             return super().regularizer(x, **kwargs)
         with torch.no_grad():
-            w, scale, _ = self._scales(x)
-            return self.strength().to(x.dtype) * self._grad_m(x, w, scale)[1]
+            ops, _ = self._scales(x)
+            return self.strength().to(x.dtype) * self._grad_m(x, ops)[1]
 
     def lipschitz_bound(self) -> float:
         """An upper bound on the largest eigenvalue of the Jacobian (of ∇²ψ): 1 by construction
         (||W||² · max p'' · ||Q||² ≤ 1, and the identity's 1 on constants; in mode "prox",
         (I + λ∇²m)⁻¹ with ∇²m ⪰ 0)."""
         return 1.0
+
+
+class _Analysis(NamedTuple):
+    """m's pieces at the told σ: W's filters and scales σ·w_c (B, C, 1, 1); with groups W_g's
+    filters and scales σ·w_g (B, G, 1, 1), else None."""
+
+    w: torch.Tensor
+    scale: torch.Tensor
+    wg: torch.Tensor | None
+    gscale: torch.Tensor | None
+
+    def detach(self) -> _Analysis:
+        return _Analysis(*(None if t is None else t.detach() for t in self))
+
+
+def _grouped(t: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, G·size, H, W) -> (B, G, size, H, W)."""
+    return t.view(t.shape[0], -1, size, *t.shape[2:])
+
+
+def _unit_norm(weight: torch.Tensor, grid: int) -> torch.Tensor:
+    """The filters minus their means, divided by √(a guaranteed bound on their norm²)."""
+    v = weight - weight.mean(dim=(2, 3), keepdim=True)
+    return v / conv_norm_bound(v, grid).sqrt()
+
+
+def _difference_filters(groups: int, in_channels: int, kernel: int) -> torch.Tensor:
+    """(G·2C, C, k, k): group j holds the horizontal and vertical differences at distance
+    j + 1 (up to k // 2) of each channel, so one group starts as isotropic TV's gradient."""
+    out = torch.zeros(groups, in_channels, 2, in_channels, kernel, kernel)
+    mid = kernel // 2
+    for j in range(groups):
+        d = min(j + 1, max(mid, 1))
+        for c in range(in_channels):
+            out[j, c, 0, c, mid, mid], out[j, c, 0, c, mid, min(mid + d, kernel - 1)] = -1.0, 1.0
+            out[j, c, 1, c, mid, mid], out[j, c, 1, c, min(mid + d, kernel - 1), mid] = -1.0, 1.0
+    return out.view(groups * 2 * in_channels, in_channels, kernel, kernel)
 
 
 def _init_filters(filters: int, in_channels: int, kernel: int) -> torch.Tensor:

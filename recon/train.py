@@ -171,18 +171,8 @@ def _init_model(name: str, kind: str, channels: int, **changes: Any) -> torch.nn
             f"--init {name}: a {got['kind']} prior with {got.get('in_channels', 1)} channel(s), "
             f"but --kind {kind} with {channels} channel(s) was asked for"
         )
-    if got["kind"] == RIDGE_KIND:  # the mode is the one architecture option to change
-        mode = changes.get("ridge_mode")
-        if mode is None or mode == got.get("mode", "gradient-step"):
-            return model
-        cfg = {k: v for k, v in got.items() if k not in ("kind", "mode", "tol", "max_iters")}
-        if "dilations" in cfg:
-            cfg["dilations"] = tuple(cfg["dilations"])
-        rebuilt = RidgeProx(**cfg, mode=mode)
-        missing, unexpected = rebuilt.load_state_dict(model.state_dict(), strict=False)
-        if unexpected or any(k != "log_strength" for k in missing):
-            raise ValueError(f"--init {name}: cannot start a {mode} ridge from it")
-        return rebuilt.train()
+    if got["kind"] == RIDGE_KIND:  # the mode and the groups are the options to change
+        return _init_ridge(name, model, changes.get("ridge_mode"), changes.get("groups"))
     want = {k: v for k, v in changes.items() if v is not None and v is not False}
     if "tile" in want:  # a given tile gets its own stride (None: ConvLPN's default)
         want["tile_stride"] = changes.get("tile_stride")
@@ -192,6 +182,39 @@ def _init_model(name: str, kind: str, channels: int, **changes: Any) -> torch.nn
         raise ValueError(f"--init {name}: {exc}") from None
     # ConvLPN records only non-default options, so an unchanged architecture has the same config
     return model if rebuilt.config() == got else rebuilt
+
+
+def _init_ridge(name: str, model: RidgeProx, mode: str | None, groups: int | None) -> RidgeProx:
+    """``model`` rebuilt in ``mode`` and/or with ``groups`` groups, its weights carried over; a
+    new prox mode starts at λ = 4 (its init), new groups start with zero curves (switched off,
+    so the prox is the given one's, up to the inner solve's tolerance)."""
+    got = model.config()
+    old_mode, old_groups = got.get("mode", "gradient-step"), got.get("groups", 0)
+    mode = mode or old_mode
+    groups = old_groups if groups is None else groups
+    if mode == old_mode and groups == old_groups:
+        return model
+    if old_groups and groups != old_groups:
+        raise ValueError(f"--init {name}: has {old_groups} groups; --groups cannot change that")
+    keep = ("kind", "mode", "tol", "max_iters", "groups", "group_knots", "group_range")
+    cfg = {k: v for k, v in got.items() if k not in keep}
+    if "dilations" in cfg:
+        cfg["dilations"] = tuple(cfg["dilations"])
+    extra = {k: got[k] for k in ("group_knots", "group_range") if k in got}
+    try:
+        rebuilt = RidgeProx(**cfg, mode=mode, groups=groups, **extra)
+    except ValueError as exc:
+        raise ValueError(f"--init {name}: {exc}") from None
+    missing, unexpected = rebuilt.load_state_dict(model.state_dict(), strict=False)
+    new = {"log_strength"} if old_mode != "prox" else set()
+    if groups != old_groups:
+        new |= {"group_weight", "group_slopes", "log_group_width", "group_knot_grid"}
+    if unexpected or not set(missing) <= new:
+        raise ValueError(f"--init {name}: cannot start a {mode} ridge from it")
+    if groups > old_groups:
+        with torch.no_grad():
+            rebuilt.group_slopes.zero_()
+    return rebuilt.train()
 
 
 def training_stages(meta: dict) -> list[str]:
@@ -349,6 +372,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(the exact prox of the learned convex regularizer λ·Σp(WQx), λ learned, by an inner "
         "solve; trained through its fixed point). With --init of a gradient-step prior, its "
         "filters and curves start the prox",
+    )
+    p.add_argument(
+        "--groups",
+        type=int,
+        default=None,
+        help=f"{RIDGE_KIND} in prox mode: add G groups of 2·C learned filters (∂x, ∂y per "
+        "channel at first) whose responses enter through their norm, an isotropic, TV-like "
+        "part of the convex regularizer. With --init of a prior without them, they start "
+        "switched off (zero curves), so training starts from exactly that prior",
     )
     p.add_argument("--levels", type=int, default=3)
     p.add_argument("--depth", type=int, default=2)
@@ -576,6 +608,8 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         )
     if args.ridge_mode and args.kind != RIDGE_KIND:
         raise ValueError(f"--ridge-mode is for --kind {RIDGE_KIND}, not --kind {args.kind}")
+    if args.groups is not None and args.kind != RIDGE_KIND:
+        raise ValueError(f"--groups is for --kind {RIDGE_KIND}, not --kind {args.kind}")
     torch.manual_seed(args.seed)  # the initial weights follow --seed (equal on every rank)
     if args.init:
         model = _init_model(
@@ -590,6 +624,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
             local_mean_sigma=args.local_mean,
             sigma_smoothing=args.sigma_smoothing,
             ridge_mode=args.ridge_mode,
+            groups=args.groups,
             **({"tile": args.tile, "tile_stride": args.tile_stride} if args.tile else {}),
         )
     elif args.kind == RIDGE_KIND:
@@ -609,6 +644,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
             dilations=dilations,
             slope_bound=args.slope_bound,
             mode=args.ridge_mode or "gradient-step",
+            groups=args.groups or 0,
         )
     elif args.kind == "normalization-trick":
         model = NormalizationTrick(**arch)

@@ -237,26 +237,42 @@ def test_checkpoint_round_trip_and_training_keeps_slopes_in_range(tmp_path):
 # -- mode "prox": the exact prox of λ·m by an inner solve ------------------------------------
 
 
-def _prox_model(seed: int = 0, strength: float = 3.0, **arch) -> RidgeProx:
-    """Random weights as ``_model``, in mode "prox", solved far below float64's own noise."""
+def _prox_model(seed: int = 0, strength: float = 3.0, groups: int = 0, **arch) -> RidgeProx:
+    """Random weights as ``_model``, in mode "prox", solved far below float64's own noise; with
+    ``groups``, random group filters, curves (slopes partly out of range) and widths too."""
     base = _model(seed=seed, **arch)
-    m = RidgeProx(filters=12, kernel=5, knots=9, mode="prox", tol=1e-12, max_iters=3000, **arch)
-    m.load_state_dict({**base.state_dict(), "log_strength": torch.tensor(math.log(strength))})
-    return m.double().eval()
+    m = RidgeProx(
+        filters=12, kernel=5, knots=9, mode="prox", tol=1e-12, max_iters=3000, groups=groups,
+        group_knots=6, **arch,
+    )  # fmt: skip
+    state = {**base.state_dict(), "log_strength": torch.tensor(math.log(strength))}
+    m.load_state_dict(state, strict=not groups)
+    m = m.double().eval()
+    if groups:
+        gen = torch.Generator().manual_seed(seed + 100)
+        with torch.no_grad():
+            m.group_weight.add_(0.3 * torch.randn(m.group_weight.shape, generator=gen).double())
+            m.group_slopes.uniform_(-0.5, 1.5, generator=gen)
+            m.log_group_width.add_(0.5 * torch.randn(groups, generator=gen).double())
+    return m
+
+
+GROUPS = [0, 2]
 
 
 def _optimality(m: RidgeProx, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """||∇F(z)|| / ||y||, F = ½||z − y||² + λm(z), per image."""
     with torch.no_grad():
-        w, scale, _ = m._scales(y)
-        grad = (z - y) + m.strength() * m._grad_m(z, w, scale)[0]
+        ops, _ = m._scales(y)
+        grad = (z - y) + m.strength() * m._grad_m(z, ops)[0]
     return grad.flatten(1).norm(dim=1) / y.flatten(1).norm(dim=1)
 
 
+@pytest.mark.parametrize("groups", GROUPS)
 @pytest.mark.parametrize("sigma", [0.0, 0.02, 0.3])
-def test_prox_mode_minimizes_its_objective_and_beats_perturbations(sigma):
+def test_prox_mode_minimizes_its_objective_and_beats_perturbations(sigma, groups):
     """z = f(y) is stationary for F (∇F ≈ 0) and F(z) ≤ F(z + δ) for random δ (F is convex)."""
-    m = _prox_model(seed=3)
+    m = _prox_model(seed=3, groups=groups)
     y = _images() + 0.1 * torch.randn(3, 1, 18, 23, dtype=torch.float64)
     with told_noise_level(m, sigma):
         z = m.prox(y)
@@ -272,11 +288,14 @@ def test_prox_mode_minimizes_its_objective_and_beats_perturbations(sigma):
             assert bool((objective(z + delta) >= fz).all())
 
 
-@pytest.mark.parametrize("dilations", DILATIONS)
+@pytest.mark.parametrize("dilations", [*DILATIONS, "groups"])
 def test_prox_mode_exactly_affine_equivariant(dilations):
     """Every inner iterate and the stopping test scale with a: the output is equivariant to
     float64 round-off, whether the solve stops on its tolerance or not."""
-    m = _prox_model(seed=2, **_arch(dilations))
+    if dilations == "groups":
+        m = _prox_model(seed=2, groups=2)
+    else:
+        m = _prox_model(seed=2, **_arch(dilations))
     m.tol = 1e-4  # stop on the tolerance, well before convergence
     x = _images()
     sigma = 0.04
@@ -291,10 +310,11 @@ def test_prox_mode_exactly_affine_equivariant(dilations):
     assert worst <= 1e-10
 
 
-def test_prox_mode_jacobian_matches_differences_and_is_firmly_nonexpansive():
+@pytest.mark.parametrize("groups", GROUPS)
+def test_prox_mode_jacobian_matches_differences_and_is_firmly_nonexpansive(groups):
     """J = (I + λ∇²m)⁻¹ agrees with central differences of f; Lanczos finds λ_max = 1 (the
     constant image) and nothing above; random pairs meet the definition of firm nonexpansiveness."""
-    m = _prox_model(seed=5, strength=6.0)
+    m = _prox_model(seed=5, strength=6.0, groups=groups)
     x = _images(h=16, w=16) + 0.2 * torch.randn(3, 1, 16, 16, dtype=torch.float64)
     gen = torch.Generator().manual_seed(1)
     with told_noise_level(m, 0.05):
@@ -315,8 +335,9 @@ def test_prox_mode_jacobian_matches_differences_and_is_firmly_nonexpansive():
             assert bool((lhs <= rhs * (1 + 1e-9)).all())
 
 
-def test_prox_mode_regularizer_is_explicit_and_fenchel_young_agrees():
-    m = _prox_model(seed=6)
+@pytest.mark.parametrize("groups", GROUPS)
+def test_prox_mode_regularizer_is_explicit_and_fenchel_young_agrees(groups):
+    m = _prox_model(seed=6, groups=groups)
     x = _images(b=2, h=12, w=12)
     with told_noise_level(m, 0.05):
         fx, r_free = m.prox_and_regularizer(x)
@@ -324,10 +345,12 @@ def test_prox_mode_regularizer_is_explicit_and_fenchel_young_agrees():
     assert torch.allclose(r_free, r, rtol=1e-9, atol=1e-12)
 
 
-def test_prox_mode_implicit_gradient_matches_finite_differences():
+@pytest.mark.parametrize("groups", GROUPS)
+def test_prox_mode_implicit_gradient_matches_finite_differences(groups):
     """Training differentiates the fixed point: the gradient of a loss of f with respect to a
-    filter tap, the strength and the input equals central differences of the solved prox."""
-    m = _prox_model(seed=7)
+    filter tap, the strength and the input (and the group filters, curves and widths) equals
+    central differences of the solved prox."""
+    m = _prox_model(seed=7, groups=groups)
     x = _images(b=2, h=14, w=14)
     target = _images(b=2, h=14, w=14, seed=1)
     m.noise_level = 0.05
@@ -342,7 +365,11 @@ def test_prox_mode_implicit_gradient_matches_finite_differences():
     loss.backward()
     m.eval()
     eps = 1e-6
-    for param, index in ((m.weight, (0, 0, 1, 2)), (m.log_strength, ()), (m.slopes, (3, 4))):
+    params = [(m.weight, (0, 0, 1, 2)), (m.log_strength, ()), (m.slopes, (3, 4))]
+    if groups:
+        params += [(m.group_weight, (1, 0, 2, 3)), (m.group_slopes, (1, 1))]
+        params += [(m.log_group_width, (0,))]
+    for param, index in params:
         with torch.no_grad():
             param[index] += eps
             up = loss_value()
@@ -400,10 +427,10 @@ def test_prox_mode_warm_start_lands_within_the_tolerance_of_the_cold_solve():
     x2 = x + 0.01 * _images(b=2, h=16, w=16, seed=3)  # the next, nearby input
     sigma = 0.05
     with told_noise_level(m, sigma):
-        w, scale, s = m._scales(x2)
-        cold, k_cold = m._solve(x2, w, scale, s)
+        ops, s = m._scales(x2)
+        cold, k_cold = m._solve(x2, ops, s)
         near = m.prox(x)
-        warm, k_warm = m._solve(x2, w, scale, s, z0=near)
+        warm, k_warm = m._solve(x2, ops, s, z0=near)
         m.warm_start = True
         m.prox(x)
         via_prox = m.prox(x2)
@@ -448,3 +475,75 @@ def test_tampered_prox_mode_checkpoint_is_refused_naming_the_file(tmp_path, chan
     save_file(tensors, str(path), metadata=meta)
     with pytest.raises(CheckpointError, match=rf"crr\.safetensors: .*{message}"):
         load_prior(path)
+
+
+# -- groups: an isotropic (TV-like) part, Σ q(|(W_g Q z)_g|; σ) -----------------------------
+
+
+def test_group_curve_is_convex_nondecreasing_and_its_derivatives_are_exact():
+    """Φ(0) = 0, 0 ≤ Φ'(ρ) ≤ ρ, q continuous across the knots, and the a = q'(r)/r and
+    b = q''(r) the solver and the Hessian use equal differences of q in r."""
+    m = _prox_model(seed=9, groups=2)
+    gscale = torch.tensor([0.7, 1.3], dtype=torch.float64).view(1, 2, 1, 1)
+    r = torch.linspace(0.0, 12.0, 2401, dtype=torch.float64)  # crosses every knot (×0.7, ×1.3)
+    t = torch.zeros(1, 4, r.numel(), 1, dtype=torch.float64)  # 2 groups of 2 responses
+    t[0, 0, :, 0], t[0, 2, :, 0] = r, r  # group g's first response is r, the other zero
+    with torch.no_grad():
+        a, b, q = m._group_curve(t, gscale)
+    q0, q1 = q[0, 0, :, 0], q[0, 1, :, 0]
+    assert float(q0[0]) == 0.0 and float(q1[0]) == 0.0
+    for g, qg in ((0, q0), (1, q1)):
+        dq = torch.diff(qg) / torch.diff(r)  # q' between grid points
+        mid = 0.5 * (r[1:] + r[:-1])
+        assert bool((dq >= -1e-12).all()) and bool((dq <= mid + 1e-9).all())
+        assert bool((torch.diff(dq) >= -1e-9).all())  # convex
+        deriv = a[0, 2 * g, :, 0] * r  # q'(r) = a·r
+        assert torch.allclose(0.5 * (deriv[1:] + deriv[:-1]), dq, atol=1e-3 * float(dq.abs().max()))
+    assert bool(((a >= 0) & (a <= 1) & (b >= 0) & (b <= 1)).all())
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.05])
+def test_groups_gradient_and_hessian_of_m_match_autograd(sigma):
+    """∇m and ∇²m·v in closed form equal autograd's gradient and Hessian-vector product of m."""
+    m = _prox_model(seed=10, groups=2)
+    z = _images(b=2, h=12, w=13) + 0.1 * torch.randn(2, 1, 12, 13, dtype=torch.float64)
+    v = torch.randn(z.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    with told_noise_level(m, sigma):
+        ops, _ = m._scales(z)
+        grad, _ = m._grad_m(z, ops)
+        hv = m._hessian_m(z, ops)(v)
+        zg = z.clone().requires_grad_(True)
+        (auto,) = torch.autograd.grad(m._grad_m(zg, ops)[1].sum(), zg, create_graph=True)
+        (auto_hv,) = torch.autograd.grad((auto * v).sum(), zg)
+    assert torch.allclose(grad, auto, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(hv, auto_hv, rtol=1e-9, atol=1e-11)
+
+
+def test_train_adds_groups_switched_off_to_a_prox_prior(tmp_path):
+    """`recon train --init P --groups G` starts from exactly P's prox (zero group curves), and
+    --groups is refused for other kinds and for a prior that has groups already."""
+    from recon.cli import main
+
+    src = tmp_path / "crr.safetensors"
+    save_checkpoint(src, _prox_model(seed=11).float(), {"note": "test"})
+    out = tmp_path / "crr-g.safetensors"
+    args = ["train", "--kind", "fne-ridge", "--steps", "0", "--quiet", "--data", "ellipses"]
+    assert main([*args, "--init", str(src), "--groups", "2", "--out", str(out)]) == 0
+    base, grouped = load_prior(src).double(), load_prior(out).double()
+    for model in (base, grouped):
+        model.tol, model.max_iters = 1e-8, 20000
+    assert grouped.config()["groups"] == 2 and base.config().get("groups") is None
+    x = _images(b=2, h=16, w=16)
+    sigma = 0.05
+    with told_noise_level(base, sigma), told_noise_level(grouped, sigma):
+        gap = (base.prox(x) - grouped.prox(x)).flatten(1).norm(dim=1).max()
+    assert float(gap) <= 2 * base.tol * sigma * math.sqrt(x[0].numel())  # both within tol of z*
+    again = tmp_path / "again.safetensors"
+    assert main([*args, "--init", str(out), "--groups", "1", "--out", str(again)]) == 2
+    assert (
+        main(["train", "--kind", "aelpn", "--groups", "1", "--steps", "0", "--out", str(again)])
+        == 2
+    )
+    assert not again.exists()
+    with pytest.raises(ValueError, match="groups"):
+        RidgeProx(groups=1)  # gradient-step mode
