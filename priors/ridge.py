@@ -31,8 +31,21 @@ AE-LPN with ``--noise-input``, and works at any image size.
     f(y; σ) = argmin_z ½||z − y||² + λ·m(z; σ),    R = λ·m = λ Σ p(W Q z; σ),
 
 with a learned strength λ > 0 (any size: the closed form above caps the smoothing of each
-direction, this does not). F(z) = ½||z − y||² + λm(z) is 1-strongly convex and (1 + λ)-smooth,
-so accelerated gradient descent with step 1/(1 + λ) and momentum (√κ − 1)/(√κ + 1), κ = 1 + λ,
+direction, this does not). With ``groups`` = G > 0 (mode "prox" only), m gains an isotropic part,
+
+    m(z; σ) = Σ p(W Q z; σ) + Σ_{g, pixels} q_g(|(W_g Q z)_g|; σ),
+
+W_g a convolution with G groups of 2·C_in learned zero-mean filters (at first the horizontal and
+vertical differences of each channel, at distance g + 1), over the root of its own norm bound,
+|·|_g the Euclidean norm of group g's responses at a pixel, and q_g(r; σ) = (σ w_g)² Φ_g(r /
+(σ w_g)) with Φ_g(0) = 0 and Φ_g' a linear spline from Φ_g'(0) = 0 with slopes in [0, 1]: Φ_g
+convex and nondecreasing on r ≥ 0, Huber at first (TV's form: the weight σ w_g Φ_g'(∞) on
+|∇z|). q_g(|u|) is convex with Hessian a·(I − ûûᵀ) + b·ûûᵀ, a = Φ'(ρ)/ρ and b = Φ''(ρ) in [0, 1],
+so ∇²m ⪯ 2I (``m_smoothness``), and it is 2-homogeneous in (z, σ): the prox stays exact,
+firmly nonexpansive and affine-equivariant.
+
+F(z) = ½||z − y||² + λm(z) is 1-strongly convex and κ-smooth, κ = 1 + λL (L = 1, or 2 with
+groups), so accelerated gradient descent with step 1/κ and momentum (√κ − 1)/(√κ + 1)
 converges linearly from z₀ = y; it stops per image when the RMS of ∇F is below ``tol``·σ (every
 quantity scales with a under x → a·x + b, σ → a·σ, so the stopping step, and the output, are
 exactly equivariant). f is the prox of a convex function, hence firmly nonexpansive; its Jacobian
