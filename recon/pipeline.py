@@ -398,24 +398,38 @@ def _tell_noise_level(
     return used
 
 
-def _problem_rho_rel(p: dict[str, Any], x0, noise_level: float | None) -> dict[str, float]:
-    """ADMM's relative penalty, set in ``p["rho_rel"]``: rho_rel, or with ``rho_noise`` (popped)
-    max(rho_rel, rho_noise × σ̂/range(x0)), σ̂ as in ``_tell_noise_level``. ρ weighs the data
-    against the prior's proximal point in each x-update: noisier data call for a larger ρ (with
-    a small one, 60 iterations of TV-ADMM keep the noise of the sampled k-space). A ratio of
-    two intensities, so the run stays equivariant. Returns what was used ({} without
-    rho_noise)."""
-    if p.get("rho_noise") is None:
-        p.pop("rho_noise", None)
+def _follow_noise(
+    p: dict[str, Any],
+    rule: str,
+    key: str,
+    x0,
+    noise_level: float | None,
+    power: float = 1.0,
+    gain: float = 1.0,
+) -> dict[str, float]:
+    """A preset value that follows the data's noise: with ``p[rule]`` = c (popped; absent or
+    null: off, {} returned) set ``p[key]`` = max(p[key], c × (σ̂ / (gain·range(x0)))^power), σ̂
+    as in ``_data_noise``; ``p[key]`` is then a floor. σ̂ and the range scale alike with the
+    intensities, so the run stays affine-equivariant. Returns what was used."""
+    if p.get(rule) is None:
+        p.pop(rule, None)
         return {}
-    c = float(p.pop("rho_noise"))
+    c = float(p.pop(rule))
     if not c > 0:
-        raise ValueError(f"rho_noise must be > 0, got {c}")
+        raise ValueError(f"{rule} must be > 0, got {c}")
     sigma = _data_noise(x0, noise_level)
     r = intensity_range(x0)
-    rel = c * sigma / r if r > 0 else 0.0
-    p["rho_rel"] = max(float(p.get("rho_rel", 0.0)), rel)
-    return {"rho_rel_used": p["rho_rel"], "noise_estimate": sigma}
+    rel = c * (sigma / (gain * r)) ** power if r > 0 and gain > 0 else 0.0
+    p[key] = max(float(p.get(key, 0.0)), rel)
+    return {f"{key}_used": p[key], "noise_estimate": sigma}
+
+
+def _problem_rho_rel(p: dict[str, Any], x0, noise_level: float | None) -> dict[str, float]:
+    """ADMM's relative penalty, set in ``p["rho_rel"]``: rho_rel, or with ``rho_noise``
+    max(rho_rel, rho_noise × σ̂/range(x0)) (``_follow_noise``). ρ weighs the data against the
+    prior's proximal point in each x-update: noisier data call for a larger ρ (with a small
+    one, 60 iterations of TV-ADMM keep the noise of the sampled k-space)."""
+    return _follow_noise(p, "rho_noise", "rho_rel", x0, noise_level)
 
 
 def unit_noise_gain(op) -> float:
@@ -439,25 +453,17 @@ def unit_noise_gain(op) -> float:
 
 def _tv_weight_rel(p: dict[str, Any], op, x0, noise_level: float | None) -> dict[str, float]:
     """TV's relative weight, set in ``p["weight_rel"]``: weight_rel, or with ``weight_noise``
-    (popped, and ``weight_noise_power`` q, default 2) max(weight_rel, weight_noise × (σ̂ /
-    (g·range(x0)))^q), σ̂ as in ``_data_noise`` and g = ``unit_noise_gain(op)``.
+    (and ``weight_noise_power`` q, default 2, both popped) max(weight_rel, weight_noise × (σ̂ /
+    (g·range(x0)))^q) (``_follow_noise``), g = ``unit_noise_gain(op)``.
 
     σ̂/g is the data's noise; a weight growing with a power of it follows the MAP weight of
     ½||Ax − y||² + w·TV(x) (q = 2 for Gaussian noise and a Laplace prior on the gradients);
-    q and the constant were fitted on CT validation problems (``scripts/tune_ct_tv_noise.py``).
-    σ̂ and the range both scale with the intensities, so the run stays affine-equivariant.
-    Returns what was used ({} without weight_noise)."""
+    q and the constant were fitted on CT validation problems (``scripts/tune_ct_tv_noise.py``)."""
     q = float(p.pop("weight_noise_power", 2.0))
-    if p.get("weight_noise") is None:
-        p.pop("weight_noise", None)
-        return {}
-    c = float(p.pop("weight_noise"))
-    sigma = _data_noise(x0, noise_level)
-    gain = unit_noise_gain(op) if noise_level is None else 1.0
-    r = intensity_range(x0)
-    rel = c * (sigma / (gain * r)) ** q if r > 0 and gain > 0 else 0.0
-    p["weight_rel"] = max(float(p.get("weight_rel", 0.0)), rel)
-    return {"weight_rel_used": p["weight_rel"], "noise_estimate": sigma, "unit_noise_gain": gain}
+    on = p.get("weight_noise") is not None and noise_level is None
+    gain = unit_noise_gain(op) if on else 1.0
+    used = _follow_noise(p, "weight_noise", "weight_rel", x0, noise_level, power=q, gain=gain)
+    return {**used, "unit_noise_gain": gain} if used else {}
 
 
 POSITIVE_KEYS = (
