@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -172,7 +173,11 @@ def _init_model(name: str, kind: str, channels: int, **changes: Any) -> torch.nn
             f"but --kind {kind} with {channels} channel(s) was asked for"
         )
     if got["kind"] == RIDGE_KIND:  # the mode and the groups are the options to change
-        return _init_ridge(name, model, changes.get("ridge_mode"), changes.get("groups"))
+        return _init_ridge(
+            name, model, changes.get("ridge_mode"), changes.get("groups"),
+            changes.get("group_start") or 0.0,
+        )  # fmt: skip
+    changes.pop("group_start", None)  # (ridge only, as groups and ridge_mode, None here)
     want = {k: v for k, v in changes.items() if v is not None and v is not False}
     if "tile" in want:  # a given tile gets its own stride (None: ConvLPN's default)
         want["tile_stride"] = changes.get("tile_stride")
@@ -184,10 +189,13 @@ def _init_model(name: str, kind: str, channels: int, **changes: Any) -> torch.nn
     return model if rebuilt.config() == got else rebuilt
 
 
-def _init_ridge(name: str, model: RidgeProx, mode: str | None, groups: int | None) -> RidgeProx:
+def _init_ridge(
+    name: str, model: RidgeProx, mode: str | None, groups: int | None, group_start: float = 0.0
+) -> RidgeProx:
     """``model`` rebuilt in ``mode`` and/or with ``groups`` groups, its weights carried over; a
     new prox mode starts at λ = 4 (its init), new groups start with zero curves (switched off,
-    so the prox is the given one's, up to the inner solve's tolerance)."""
+    so the prox is the given one's, up to the inner solve's tolerance) or, with ``group_start``
+    w > 0, as Huber-TV of width w."""
     got = model.config()
     old_mode, old_groups = got.get("mode", "gradient-step"), got.get("groups", 0)
     mode = mode or old_mode
@@ -214,6 +222,9 @@ def _init_ridge(name: str, model: RidgeProx, mode: str | None, groups: int | Non
     if groups > old_groups:
         with torch.no_grad():
             rebuilt.group_slopes.zero_()
+            if group_start > 0:
+                rebuilt.group_slopes[:, 0] = 1.0
+                rebuilt.log_group_width.fill_(math.log(group_start))
     return rebuilt.train()
 
 
@@ -381,6 +392,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "channel at first) whose responses enter through their norm, an isotropic, TV-like "
         "part of the convex regularizer. With --init of a prior without them, they start "
         "switched off (zero curves), so training starts from exactly that prior",
+    )
+    p.add_argument(
+        "--group-start",
+        type=float,
+        default=0.0,
+        help="with --groups and --init: the new groups start as Huber-TV (first curve segment "
+        "slope 1) of this width instead of switched off (0, the default: training starts from "
+        "exactly the given prior, but a part that hurts at first never switches on)",
     )
     p.add_argument("--levels", type=int, default=3)
     p.add_argument("--depth", type=int, default=2)
@@ -625,6 +644,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
             sigma_smoothing=args.sigma_smoothing,
             ridge_mode=args.ridge_mode,
             groups=args.groups,
+            group_start=args.group_start,
             **({"tile": args.tile, "tile_stride": args.tile_stride} if args.tile else {}),
         )
     elif args.kind == RIDGE_KIND:

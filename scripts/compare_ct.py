@@ -5,6 +5,8 @@ grid of its strength parameter (TV weight_rel or ADMM rho_rel); prints a markdow
     .venv/bin/python scripts/compare_ct.py --input bundled:ct-small --views 60
     .venv/bin/python scripts/compare_ct.py --input real-ct-val --views 90 --photons 1e5 \
         --methods tv ridge-ct aelpn-ct
+    .venv/bin/python scripts/compare_ct.py --input bundled:ct-small --views 60 --noise 0.04 \
+        --methods crr-ct --checkpoint runs/my-crr.safetensors --grid 0.05,0.1,0.2
 
 ``--input real-ct-val`` is the whole 512² slice of pydicom-data the CT validation windows come
 from (a patient no prior was trained on). Learned priors run with their preset's σ rule.
@@ -61,6 +63,12 @@ def main() -> None:
         default=None,
         help="σ-input priors: prior_sigma_noise instead of the preset's",
     )
+    ap.add_argument(
+        "--checkpoint",
+        default=None,
+        help="learned methods run these weights (a recon train checkpoint) with the named "
+        "prior's preset and grid, e.g. --methods crr-ct --checkpoint runs/new.safetensors",
+    )
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
     if args.threads:
@@ -95,10 +103,12 @@ def main() -> None:
                 params.update(preset_prior_sigma("ct", "pnp-admm", method))  # (σ-input priors)
                 if args.sigma_noise is not None:
                     params.update(prior_sigma_noise=args.sigma_noise, prior_sigma_rel=None)
-                rec = reconstruct(op, y, x0, "pnp-admm", method, params)
+                prior = args.checkpoint or method
+                rec = reconstruct(op, y, x0, "pnp-admm", prior, params)
             m = image_metrics(rec.x[0, 0].numpy(), ref, dr)
             if best is None or m["psnr"] > best[2]["psnr"]:
-                best = (method, f"{key}={v}", m, rec.iterations, rec.seconds)
+                label = method if method == "tv" or not args.checkpoint else args.checkpoint
+                best = (label, f"{key}={v}", m, rec.iterations, rec.seconds)
         rows.append(best)
     print(f"{args.input} ({ref.shape[0]}×{ref.shape[1]}), {args.views} views, {noise}")
     print("| method | best setting | PSNR (dB) | SSIM | iterations | seconds |")

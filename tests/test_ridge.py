@@ -538,6 +538,17 @@ def test_train_adds_groups_switched_off_to_a_prox_prior(tmp_path):
     with told_noise_level(base, sigma), told_noise_level(grouped, sigma):
         gap = (base.prox(x) - grouped.prox(x)).flatten(1).norm(dim=1).max()
     assert float(gap) <= 2 * base.tol * sigma * math.sqrt(x[0].numel())  # both within tol of z*
+    on = tmp_path / "crr-on.safetensors"
+    assert (
+        main([*args, "--init", str(src), "--groups", "1", "--group-start", "0.1", "--out", str(on)])
+        == 0
+    )
+    started = load_prior(on).requires_grad_(False)
+    assert (
+        float(started.group_slopes[0, 0]) == 1.0
+        and float(started.group_slopes[0, 1:].abs().max()) == 0.0
+    )
+    assert math.isclose(float(started.log_group_width.exp()), 0.1, rel_tol=1e-6)
     again = tmp_path / "again.safetensors"
     assert main([*args, "--init", str(out), "--groups", "1", "--out", str(again)]) == 2
     assert (
