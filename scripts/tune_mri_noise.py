@@ -70,7 +70,13 @@ def main() -> int:
     ap.add_argument("--rules", nargs="*", default=[], type=json.loads)
     ap.add_argument("--prior", default="ridge-mri")
     ap.add_argument("--iters", type=int, default=60)
+    ap.add_argument(
+        "--only", default="", help="comma-separated substrings: run only the problems named so"
+    )
+    ap.add_argument("--accels", default="4,8", help="comma-separated accelerations (4, 8)")
     args = ap.parse_args()
+    only = [w for w in args.only.split(",") if w]
+    accels = {float(a) for a in args.accels.split(",")}
     torch.set_num_threads(1)
     from data.fastmri import center_crop, evaluate
     from data.mri_noise import estimate_kspace_noise
@@ -82,7 +88,11 @@ def main() -> int:
     if out.exists():
         done = {json.dumps(json.loads(ln)["key"]) for ln in out.read_text().splitlines() if ln}
     for name, k, ref, size in problems():
+        if only and not any(w in name for w in only):
+            continue
         for accel, cf in ((4.0, 0.08), (8.0, 0.04)):
+            if accel not in accels:
+                continue
             cf = max(cf, 10 / k.shape[-1])  # at least 10 fully sampled columns for ESPIRiT
             op, y, _, _ = sample_kspace(k, "random", accel, cf, seed=1)
             x0 = op.adjoint(y)
