@@ -11,6 +11,14 @@ the projection matrix: <Ax, y> = <x, Aᵀy> holds to float32 round-off for every
 generic operator tests). Tensors may live on any device and be float32 or float64; ASTRA
 computes in float32 on numpy buffers and the result goes back to the input's device and dtype.
 
+On the CPU, forward and adjoint multiply by ASTRA's own projection matrix of the chosen projector
+(``astra.projector.matrix``, kept as float32 CSR with its transpose, rows split over the torch
+thread count) whenever both fit in ``MATRIX_BUDGET_BYTES``: the same operator as ASTRA's FP/BP
+algorithms (FP to float32 round-off, BP exactly) at about half the cost of a call, and it uses
+every thread where ASTRA's 2-D CPU algorithms use one. ``matrix=False`` keeps the algorithms;
+larger problems keep them automatically. The matrix is built on the first projection
+(about 7 s at 512², 90 views) and reused.
+
 On a CUDA tensor with a CUDA build of ASTRA (``astra.use_cuda()``), forward and adjoint use
 ASTRA's 'cuda' projector. ASTRA's GPU backprojector is a matched *approximation* of the
 transpose, not an exact one; pass ``use_cuda=False`` when exact adjointness matters more than
@@ -26,8 +34,10 @@ its conjugate ray when both were measured — and then reconstructed with ASTRA'
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import astra
@@ -37,11 +47,86 @@ import torch
 
 from operators.base import LinearOperator
 
-__all__ = ["CTOperator", "FBP_FILTERS", "PARALLEL_PROJECTORS", "FAN_PROJECTORS"]
+__all__ = [
+    "CTOperator",
+    "matrix_bytes_estimate",
+    "FBP_FILTERS",
+    "PARALLEL_PROJECTORS",
+    "FAN_PROJECTORS",
+    "MATRIX_BUDGET_BYTES",
+]
 
 FBP_FILTERS = ("ram-lak", "shepp-logan", "cosine", "hamming", "hann")
 PARALLEL_PROJECTORS = ("linear", "strip", "line")
 FAN_PROJECTORS = ("line_fanflat", "strip_fanflat")
+MATRIX_BUDGET_BYTES = 3 * 2**30 // 2
+"""Largest estimated size of the projection matrix and its transpose kept in memory (1.5 GiB)."""
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max(1, os.cpu_count() or 1), thread_name_prefix="ct-matrix")
+    return _POOL
+
+
+def matrix_bytes_estimate(views: int, rows: int, cols: int, projector: str) -> int:
+    """Upper estimate of the bytes of the CSR projection matrix and its transpose.
+
+    Each pixel meets about two detector bins per view with the line and linear (Joseph)
+    projectors and up to four with the strip ones; a stored entry costs 4 bytes of value and 4 of
+    column index, twice (matrix and transpose).
+    """
+    per_view = 4 if projector.startswith("strip") else 2
+    return 16 * per_view * views * rows * cols
+
+
+class _ProjectionMatrix:
+    """ASTRA's projection matrix of one CPU projector as float32 CSR row blocks.
+
+    ``apply(blocks, v)`` computes M v (or Mᵀ v) with one block per thread; each row is summed
+    in the same order whatever the block count, so the result does not depend on the threads.
+    """
+
+    def __init__(self, projector_id: int, threads: int) -> None:
+        mid = astra.projector.matrix(projector_id)
+        try:
+            m = astra.matrix.get(mid)
+        finally:
+            astra.matrix.delete(mid)
+        m = sp.csr_matrix(m, dtype=np.float32)  # ASTRA returns float64
+        m.sort_indices()
+        self.forward_blocks = self._blocks(m, threads)
+        self.adjoint_blocks = self._blocks(m.T.tocsr(), threads)
+        self.shape = m.shape
+
+    @staticmethod
+    def _blocks(m: sp.csr_matrix, threads: int) -> list[tuple[int, int, sp.csr_matrix]]:
+        """Split m's rows into ``threads`` blocks of about equal stored entries."""
+        edges = [0]
+        for k in range(1, max(1, threads)):
+            edges.append(int(np.searchsorted(m.indptr, m.nnz * k / threads)))
+        edges.append(m.shape[0])
+        edges = sorted(set(edges))
+        if len(edges) == 2:
+            return [(0, m.shape[0], m)]  # no copy
+        return [(a, b, m[a:b]) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+
+    @staticmethod
+    def apply(blocks: list[tuple[int, int, sp.csr_matrix]], v: np.ndarray, n: int) -> np.ndarray:
+        out = np.empty(n, dtype=np.float32)
+
+        def work(block: tuple[int, int, sp.csr_matrix]) -> None:
+            a, b, m = block
+            out[a:b] = m @ v
+
+        if len(blocks) == 1:
+            work(blocks[0])
+        else:
+            list(_pool().map(work, blocks))  # scipy's sparse products release the GIL
+        return out
 
 
 class _AstraPair:
@@ -52,8 +137,12 @@ class _AstraPair:
     Not re-entrant: callers hold ``lock``.
     """
 
-    def __init__(self, projector: str, proj_geom: dict, vol_geom: dict) -> None:
+    def __init__(
+        self, projector: str, proj_geom: dict, vol_geom: dict, matrix: bool = False
+    ) -> None:
         self.ids: list[tuple[Any, int]] = []
+        self.use_matrix = matrix
+        self.matrix: _ProjectionMatrix | None = None
         self.pid = astra.create_projector(projector, proj_geom, vol_geom)
         self.ids.append((astra.projector, self.pid))
         rows, cols = vol_geom["GridRowCount"], vol_geom["GridColCount"]
@@ -75,12 +164,25 @@ class _AstraPair:
         self.ids.append((astra.algorithm, aid))
         return aid
 
+    def _matrix(self) -> _ProjectionMatrix:
+        if self.matrix is None:
+            self.matrix = _ProjectionMatrix(self.pid, torch.get_num_threads())
+        return self.matrix
+
     def fp(self, image: np.ndarray) -> np.ndarray:
+        if self.use_matrix:
+            m = self._matrix()
+            v = np.ascontiguousarray(image, dtype=np.float32).reshape(-1)
+            return m.apply(m.forward_blocks, v, m.shape[0]).reshape(self.sino.shape)
         np.copyto(self.vol, image)
         astra.algorithm.run(self.fp_alg)
         return self.sino.copy()
 
     def bp(self, sino: np.ndarray) -> np.ndarray:
+        if self.use_matrix:
+            m = self._matrix()
+            v = np.ascontiguousarray(sino, dtype=np.float32).reshape(-1)
+            return m.apply(m.adjoint_blocks, v, m.shape[1]).reshape(self.vol.shape)
         np.copyto(self.sino, sino)
         astra.algorithm.run(self.bp_alg)
         return self.vol.copy()
@@ -102,6 +204,7 @@ class _AstraPair:
         return self.vol.copy()
 
     def free(self) -> None:
+        self.matrix = None
         for module, i in reversed(self.ids):
             try:
                 module.delete(i)
@@ -147,6 +250,9 @@ class CTOperator(LinearOperator):
         origin_detector: fan beam centre-to-detector distance (pixels); default 2·max(H, W).
         projector: ASTRA CPU projector; default 'linear' (parallel) or 'line_fanflat' (fan).
         use_cuda: use ASTRA's GPU projector for CUDA tensors when ASTRA has CUDA.
+        matrix: on the CPU, apply ASTRA's projection matrix (True) or its FP/BP algorithms
+            (False); default: the matrix when :func:`matrix_bytes_estimate` is within
+            ``MATRIX_BUDGET_BYTES``.
     """
 
     def __init__(
@@ -162,6 +268,7 @@ class CTOperator(LinearOperator):
         origin_detector: float | None = None,
         projector: str | None = None,
         use_cuda: bool = True,
+        matrix: bool | None = None,
     ) -> None:
         self._pairs: list[_AstraPair] = []  # first, so close() works if validation fails
         if geometry not in ("parallel", "fan"):
@@ -229,7 +336,10 @@ class CTOperator(LinearOperator):
             self._proj = astra.create_proj_geom(
                 "fanflat", spacing * ps, detectors, self._angles, so * ps, od * ps
             )
-        self._cpu = _AstraPair(projector, self._proj, self._vol)
+        if matrix is None:
+            matrix = matrix_bytes_estimate(views, h, w, projector) <= MATRIX_BUDGET_BYTES
+        self.matrix = bool(matrix)
+        self._cpu = _AstraPair(projector, self._proj, self._vol, matrix=self.matrix)
         self._pairs.append(self._cpu)
         self._cuda_op: Any = None
         self._cuda_pid: int | None = None
@@ -370,6 +480,7 @@ class CTOperator(LinearOperator):
             "source_origin_pixels": self.source_origin,
             "origin_detector_pixels": self.origin_detector,
             "projector": self.projector,
+            "projection_matrix": self.matrix,
             "backend": f"astra {astra.__version__}",
         }
 

@@ -142,6 +142,13 @@ def add_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="degrees (default 180 parallel, 360 fan)",  # fmt: skip
     )
+    p.add_argument(
+        "--projection-matrix",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="project with ASTRA's sparse matrix of the projector (about 2× faster per call, "
+        "multi-threaded) or its FP/BP algorithms; auto: the matrix when it fits in 1.5 GiB",
+    )
     noise = p.add_mutually_exclusive_group()
     noise.add_argument(
         "--noise", type=number(0), default=0.01, help="Gaussian, std = REL × max|sinogram|"
@@ -190,6 +197,7 @@ def ct_operator(args: argparse.Namespace, shape: tuple[int, int], pixel_size: fl
         arc=args.arc,
         geometry=args.geometry,
         pixel_size=pixel_size,
+        matrix={"auto": None, "on": True, "off": False}[getattr(args, "projection_matrix", "auto")],
     )
 
 

@@ -9,7 +9,10 @@
    its own, forward plus the input-gradient backward a prox needs; their total time over the
    prox's time is the prox's fraction of the raw convolution rate (1 = nothing but convolutions).
 2. ``recon ct`` on the same slice for FBP, TV-ADMM and PnP-ADMM with each prior (``--no-solvers``
-   skips it): seconds and PSNR from its metrics.json, with channels-last on and off.
+   skips it): seconds and PSNR from its metrics.json, with channels-last on and off and with
+   the projections through ASTRA's sparse matrix (``--projection-matrix on``) or its FP/BP
+   algorithms (``off``). Poisson noise is drawn from the simulated sinogram, which the two
+   paths compute to float32 round-off apart, so the noise (and the PSNR) may differ slightly.
 
 Everything runs in one process with the same threads, so the ratios compare like with like on
 a shared machine. Writes table.md and speed.json into ``--out``.
@@ -156,26 +159,30 @@ def solver_rows(priors: list[str], views: int, photons: float) -> list[dict]:
     from recon.cli import main
 
     path = _slice_path()
-    methods = [("fbp", None), ("tv", None)] + [("pnp-admm", p) for p in priors]
+    # (solver, prior, channels-last, projection matrix): each speed-up switched off in turn
+    methods = [("fbp", None, None, "off"), ("tv", None, None, "off"), ("tv", None, None, "on")]
+    for p in priors:
+        methods += [("pnp-admm", p, False, "on"), ("pnp-admm", p, True, "off"),
+                    ("pnp-admm", p, True, "on")]  # fmt: skip
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for solver, prior in methods:
-            for cl in (False, True) if prior else (True,):
-                lpn.CHANNELS_LAST = cl
-                out = Path(tmp) / f"{solver}-{prior}-{cl}"
-                args = ["ct", "--input", str(path), "--views", str(views), "--photons",
-                        str(photons), "--solver", solver, "--quiet", "--out", str(out)]  # fmt: skip
-                if prior:
-                    args += ["--prior", prior]
-                t0 = time.perf_counter()
-                if main(args) != 0:
-                    raise RuntimeError(f"recon {' '.join(args)} failed")
-                wall = time.perf_counter() - t0
-                m = json.loads((out / "metrics.json").read_text())
-                rows.append({"method": solver if not prior else f"{solver} + {prior}",
-                             "channels_last": cl if prior else None, "psnr": m["psnr"],
-                             "seconds": m["seconds"], "wall_seconds": wall,
-                             "iterations": m["iterations"]})  # fmt: skip
+        for solver, prior, cl, matrix in methods:
+            lpn.CHANNELS_LAST = True if cl is None else cl
+            out = Path(tmp) / f"{solver}-{prior}-{cl}-{matrix}"
+            args = ["ct", "--input", str(path), "--views", str(views), "--photons", str(photons),
+                    "--solver", solver, "--projection-matrix", matrix, "--quiet",
+                    "--out", str(out)]  # fmt: skip
+            if prior:
+                args += ["--prior", prior]
+            t0 = time.perf_counter()
+            if main(args) != 0:
+                raise RuntimeError(f"recon {' '.join(args)} failed")
+            wall = time.perf_counter() - t0
+            m = json.loads((out / "metrics.json").read_text())
+            rows.append({"method": solver if not prior else f"{solver} + {prior}",
+                         "channels_last": cl, "projection_matrix": matrix == "on",
+                         "psnr": m["psnr"], "seconds": m["seconds"], "wall_seconds": wall,
+                         "iterations": m["iterations"]})  # fmt: skip
     lpn.CHANNELS_LAST = True
     return rows
 
@@ -194,12 +201,14 @@ def _table(prox: list[dict], solvers: list[dict], meta: dict) -> str:
             f"{r['gflop'] / r['prox_s_channels_last']:.1f} |"
         )
     if solvers:
-        lines += ["", "| method | channels-last | PSNR dB | solver s | iterations |",
-                  "|---|---|---|---|---|"]  # fmt: skip
+        lines += ["", "| method | channels-last | projection matrix | PSNR dB | solver s | "
+                  "wall s (with simulation, set-up) | iterations |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in solvers:
             cl = "–" if r["channels_last"] is None else ("on" if r["channels_last"] else "off")
-            lines.append(f"| {r['method']} | {cl} | {r['psnr']:.2f} | {r['seconds']:.1f} | "
-                         f"{r['iterations']} |")  # fmt: skip
+            mx = "on" if r.get("projection_matrix") else "off"
+            lines.append(f"| {r['method']} | {cl} | {mx} | {r['psnr']:.2f} | {r['seconds']:.1f} "
+                         f"| {r['wall_seconds']:.1f} | {r['iterations']} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
