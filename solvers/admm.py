@@ -34,6 +34,10 @@ from solvers.result import SolverResult
 __all__ = ["pnp_admm"]
 
 
+MX_REFRESH = 10
+"""ADMM recomputes (λAᴴA + ρI)x exactly every this many iterations (else it is carried)."""
+
+
 def _norm(t: torch.Tensor) -> float:
     return float(torch.linalg.vector_norm(t))
 
@@ -102,6 +106,7 @@ def pnp_admm(
         return lam * op.normal(v) + rho * v
 
     reason, k, cg_used, closed_form = "max iterations", 0, [], True
+    mx: torch.Tensor | None = None  # (λAᴴA + ρI) x, carried from one CG solve to the next
     free_r, reg = has_free_regularizer(prior), None  # R(z) from the prox itself
     for k in range(1, iters + 1):
         with torch.no_grad():
@@ -110,9 +115,13 @@ def pnp_admm(
             n_cg = None
             if solved is None:
                 closed_form = False
-                solved, n_cg = conjugate_gradient(
-                    normal, rhs, x, cg_iters, cg_tol, relative_to="initial"
-                )
+                # M x of the last solve comes back from its residual; recomputed every
+                # MX_REFRESH iterations so the recursion's round-off cannot build up
+                fresh = mx is None or k % MX_REFRESH == 0
+                solved, n_cg, mx = conjugate_gradient(
+                    normal, rhs, x, cg_iters, cg_tol, relative_to="initial",
+                    mx0=None if fresh else mx, return_mx=True,
+                )  # fmt: skip
                 cg_used.append(n_cg)
             x = solved
             if free_r:

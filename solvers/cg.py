@@ -36,7 +36,9 @@ def conjugate_gradient(
     tol: float = 1e-6,
     *,
     relative_to: Literal["rhs", "initial"] = "rhs",
-) -> tuple[torch.Tensor, int]:
+    mx0: torch.Tensor | None = None,
+    return_mx: bool = False,
+) -> tuple[torch.Tensor, int] | tuple[torch.Tensor, int, torch.Tensor]:
     """Solve M x = b per batch item, M Hermitian positive definite, warm-started at x0.
 
     Args:
@@ -46,9 +48,14 @@ def conjugate_gradient(
         iters: maximal number of iterations (matvecs, beyond the one for the initial residual).
         tol: stop once every item has ||b − M x|| ≤ tol·||b|| (relative_to='rhs') or
             ≤ tol·||b − M x0|| (relative_to='initial').
+        mx0: M x0 when the caller already has it (saves the initial residual's matvec).
+        return_mx: also return M x, as b − r from the recursively updated residual r (no
+            matvec; it drifts from the true M x by round-off, so a caller that chains solves
+            recomputes it now and then).
 
     Returns:
-        (x, number of iterations used). Items that have converged are frozen.
+        (x, number of iterations used), and M x with ``return_mx``. Items that have converged
+        are frozen.
     """
     if relative_to not in ("rhs", "initial"):
         raise ValueError(f"relative_to must be 'rhs' or 'initial', got {relative_to!r}")
@@ -57,7 +64,7 @@ def conjugate_gradient(
         r = b.clone()
     else:
         x = x0.clone()
-        r = b - matvec(x)
+        r = b - (matvec(x) if mx0 is None else mx0)
     rs = inner(r, r)
     scale = rs.sqrt() if relative_to == "initial" else inner(b, b).sqrt()
     threshold = tol * scale
@@ -77,4 +84,6 @@ def conjugate_gradient(
         p = r + _bcast(beta, p) * p
         rs = torch.where(ok, rs_new, rs)
         done = done | ~ok | (rs.sqrt() <= threshold)
+    if return_mx:
+        return x, k, b - r
     return x, k

@@ -102,3 +102,25 @@ def test_cg_on_cuda():
     b = torch.randn(2, 1, 8, 8, device="cuda")
     x, _ = conjugate_gradient(lambda v: 3 * v, b, iters=5)
     assert x.device == b.device and _rel(x, b / 3) <= 1e-5
+
+
+@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
+def test_cg_carries_m_x_between_solves(complex_):
+    """return_mx gives M x from the residual (to float64 round-off of the recursion), and a
+    solve started from that M x (mx0) takes the same steps as one that recomputes it."""
+    op, g, dt = _op(complex_)
+    rho = 0.3
+
+    def mv(v):
+        return op.normal(v) + rho * v
+
+    b1 = torch.randn(2, 1, 6, 6, generator=g, dtype=dt)
+    b2 = torch.randn(2, 1, 6, 6, generator=g, dtype=dt)
+    x1, _, mx1 = conjugate_gradient(mv, b1, iters=4, tol=0.0, return_mx=True)
+    assert _rel(mx1, mv(x1)) <= 1e-12
+    x2, k2 = conjugate_gradient(mv, b2, x1, iters=4, tol=0.0, relative_to="initial")
+    x3, k3, mx3 = conjugate_gradient(
+        mv, b2, x1, iters=4, tol=0.0, relative_to="initial", mx0=mx1, return_mx=True
+    )
+    assert k2 == k3 == 4
+    assert _rel(x3, x2) <= 1e-12 and _rel(mx3, mv(x3)) <= 1e-12
