@@ -42,26 +42,27 @@ __all__ = [
 def grad2d(x: torch.Tensor) -> torch.Tensor:
     """Forward differences (B, C, H, W) -> (B, C, 2, H, W) (vertical, horizontal), zero at the
     far border (Neumann boundary)."""
-    gy = torch.zeros_like(x)
-    gx = torch.zeros_like(x)
-    gy[..., :-1, :] = x[..., 1:, :] - x[..., :-1, :]
-    gx[..., :, :-1] = x[..., :, 1:] - x[..., :, :-1]
-    return torch.stack([gy, gx], dim=2)
+    g = x.new_empty(*x.shape[:2], 2, *x.shape[2:])
+    gy, gx = g[:, :, 0], g[:, :, 1]
+    torch.sub(x[..., 1:, :], x[..., :-1, :], out=gy[..., :-1, :])
+    gy[..., -1, :] = 0
+    torch.sub(x[..., :, 1:], x[..., :, :-1], out=gx[..., :, :-1])
+    gx[..., :, -1] = 0
+    return g
 
 
 def div2d(p: torch.Tensor) -> torch.Tensor:
     """Divergence (B, C, 2, H, W) -> (B, C, H, W), the negative adjoint of ``grad2d``:
     <∇x, p> = −<x, div p>."""
     py, px = p[:, :, 0], p[:, :, 1]
-    dy = torch.zeros_like(py)
-    dx = torch.zeros_like(px)
-    dy[..., 0, :] = py[..., 0, :]
-    dy[..., 1:-1, :] = py[..., 1:-1, :] - py[..., :-2, :]
-    dy[..., -1, :] = -py[..., -2, :]
-    dx[..., :, 0] = px[..., :, 0]
-    dx[..., :, 1:-1] = px[..., :, 1:-1] - px[..., :, :-2]
-    dx[..., :, -1] = -px[..., :, -2]
-    return dy + dx
+    d = torch.empty_like(py)
+    d[..., 0, :] = py[..., 0, :]
+    torch.sub(py[..., 1:-1, :], py[..., :-2, :], out=d[..., 1:-1, :])
+    torch.neg(py[..., -2, :], out=d[..., -1, :])
+    d[..., :, 0] += px[..., :, 0]
+    d[..., :, 1:-1] += px[..., :, 1:-1] - px[..., :, :-2]
+    d[..., :, -1] -= px[..., :, -2]
+    return d
 
 
 def _as_real(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
