@@ -72,6 +72,15 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL
 
 
+def _forget_pool() -> None:
+    """A forked child has none of the parent's threads: it starts its own pool."""
+    global _POOL
+    _POOL = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
 def matrix_bytes_estimate(views: int, rows: int, cols: int, projector: str) -> int:
     """Upper estimate of the bytes of the CSR projection matrix and its transpose.
 

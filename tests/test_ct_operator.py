@@ -279,3 +279,26 @@ def test_projection_matrix_only_where_it_fits():
     assert small.matrix and small._cpu.matrix is None
     small.forward(torch.zeros(1, 1, 64, 64))
     assert small._cpu.matrix is not None
+
+
+def test_projection_matrix_works_in_a_forked_child():
+    """A child forked after the parent used the matrix's thread pool gets its own pool (the
+    parent's threads do not exist there; reusing its pool would hang)."""
+    import multiprocessing as mp
+
+    op = CTOperator(40, 23, matrix=True)
+    op._cpu.matrix = None
+    from operators import ct
+
+    ct._pool()  # the parent's pool exists before the fork
+    x = torch.rand(1, 1, 40, 40)
+    expected = op.forward(x)
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply_async(_forward_with_blocks, (x, 2)).get(timeout=60)
+    assert torch.allclose(got, expected, rtol=0, atol=1e-6 * float(expected.abs().max()))
+
+
+def _forward_with_blocks(x: torch.Tensor, threads: int) -> torch.Tensor:
+    torch.set_num_threads(threads)
+    return CTOperator(40, 23, matrix=True).forward(x)
