@@ -15,6 +15,11 @@ def _rel(a, b):
     return float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b))
 
 
+def _normal(op, rho):
+    """v -> (AᴴA + ρI) v, the system PnP-ADMM's x-update solves."""
+    return lambda v: op.normal(v) + rho * v
+
+
 def _op(complex_: bool, m=80, h=6, w=6, seed=0):
     g = torch.Generator().manual_seed(seed)
     dt = torch.complex128 if complex_ else D
@@ -26,7 +31,7 @@ def test_cg_matches_dense_solve(complex_):
     op, g, dt = _op(complex_)
     rho = 0.5
     b = torch.randn(3, 1, 6, 6, generator=g, dtype=dt)
-    x, k = conjugate_gradient(lambda v: op.normal(v) + rho * v, b, iters=200, tol=1e-12)
+    x, k = conjugate_gradient(_normal(op, rho), b, iters=200, tol=1e-12)
     dense = torch.linalg.solve(op.dense_normal(1.0, rho), b.reshape(3, -1).T).T.reshape(b.shape)
     assert _rel(x, dense) <= 1e-10
     assert k <= 36 + 5  # n = 36 unknowns: CG terminates in about n steps in exact arithmetic
@@ -51,9 +56,7 @@ def test_per_item_step_sizes_solve_independent_systems():
 def test_warm_start_reduces_iterations():
     op, g, dt = _op(False)
     rho = 0.05
-
-    def mv(v):
-        return op.normal(v) + rho * v
+    mv = _normal(op, rho)
 
     b = torch.randn(1, 1, 6, 6, generator=g, dtype=D)
     exact = torch.linalg.solve(op.dense_normal(1.0, rho), b.reshape(-1)).reshape(b.shape)
@@ -72,9 +75,7 @@ def test_iterates_are_affine_invariant_with_the_initial_residual_rule():
     """b' = a·b + M c, x0' = a·x0 + c -> x' = a·x + c, with the same number of iterations."""
     op, g, dt = _op(False)
     rho = 0.3
-
-    def mv(v):
-        return op.normal(v) + rho * v
+    mv = _normal(op, rho)
 
     b = torch.randn(1, 1, 6, 6, generator=g, dtype=D)
     x0 = torch.randn(1, 1, 6, 6, generator=g, dtype=D)
@@ -110,9 +111,7 @@ def test_cg_carries_m_x_between_solves(complex_):
     solve started from that M x (mx0) takes the same steps as one that recomputes it."""
     op, g, dt = _op(complex_)
     rho = 0.3
-
-    def mv(v):
-        return op.normal(v) + rho * v
+    mv = _normal(op, rho)
 
     b1 = torch.randn(2, 1, 6, 6, generator=g, dtype=dt)
     b2 = torch.randn(2, 1, 6, 6, generator=g, dtype=dt)
