@@ -95,7 +95,7 @@ def matrix_bytes_estimate(views: int, rows: int, cols: int, projector: str) -> i
 class _ProjectionMatrix:
     """ASTRA's projection matrix of one CPU projector as float32 CSR row blocks.
 
-    ``apply(blocks, v)`` computes M v (or Mᵀ v) with one block per thread; each row is summed
+    ``forward`` (M v) and ``adjoint`` (Mᵀ v) run one row block per thread; each row is summed
     in the same order whatever the block count, so the result does not depend on the threads.
     """
 
@@ -109,7 +109,14 @@ class _ProjectionMatrix:
         m.sort_indices()
         self.forward_blocks = self._blocks(m, threads)
         self.adjoint_blocks = self._blocks(m.T.tocsr(), threads)
-        self.shape = m.shape
+
+    def forward(self, image: np.ndarray) -> np.ndarray:
+        """M x for one image (rows, cols) -> flat sinogram."""
+        return self._apply(self.forward_blocks, image)
+
+    def adjoint(self, sino: np.ndarray) -> np.ndarray:
+        """Mᵀ y for one sinogram (views, detectors) -> flat image."""
+        return self._apply(self.adjoint_blocks, sino)
 
     @staticmethod
     def _blocks(m: sp.csr_matrix, threads: int) -> list[tuple[int, int, sp.csr_matrix]]:
@@ -124,8 +131,9 @@ class _ProjectionMatrix:
         return [(a, b, m[a:b]) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
 
     @staticmethod
-    def apply(blocks: list[tuple[int, int, sp.csr_matrix]], v: np.ndarray, n: int) -> np.ndarray:
-        out = np.empty(n, dtype=np.float32)
+    def _apply(blocks: list[tuple[int, int, sp.csr_matrix]], a: np.ndarray) -> np.ndarray:
+        v = np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
+        out = np.empty(blocks[-1][1], dtype=np.float32)  # the last block ends at the last row
 
         def work(block: tuple[int, int, sp.csr_matrix]) -> None:
             a, b, m = block
@@ -180,18 +188,14 @@ class _AstraPair:
 
     def fp(self, image: np.ndarray) -> np.ndarray:
         if self.use_matrix:
-            m = self._matrix()
-            v = np.ascontiguousarray(image, dtype=np.float32).reshape(-1)
-            return m.apply(m.forward_blocks, v, m.shape[0]).reshape(self.sino.shape)
+            return self._matrix().forward(image).reshape(self.sino.shape)
         np.copyto(self.vol, image)
         astra.algorithm.run(self.fp_alg)
         return self.sino.copy()
 
     def bp(self, sino: np.ndarray) -> np.ndarray:
         if self.use_matrix:
-            m = self._matrix()
-            v = np.ascontiguousarray(sino, dtype=np.float32).reshape(-1)
-            return m.apply(m.adjoint_blocks, v, m.shape[1]).reshape(self.vol.shape)
+            return self._matrix().adjoint(sino).reshape(self.vol.shape)
         np.copyto(self.sino, sino)
         astra.algorithm.run(self.bp_alg)
         return self.vol.copy()

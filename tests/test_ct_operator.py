@@ -256,12 +256,10 @@ def test_projection_matrix_result_does_not_depend_on_threads():
     one = _ProjectionMatrix(op._cpu.pid, 1)
     three = _ProjectionMatrix(op._cpu.pid, 3)
     assert len(three.forward_blocks) == 3 and len(three.adjoint_blocks) == 3
-    v = np.random.default_rng(1).random(one.shape[1], dtype=np.float32)
-    w = np.random.default_rng(2).random(one.shape[0], dtype=np.float32)
-    f1 = one.apply(one.forward_blocks, v, one.shape[0])
-    f3 = three.apply(three.forward_blocks, v, three.shape[0])
-    a1 = one.apply(one.adjoint_blocks, w, one.shape[1])
-    a3 = three.apply(three.adjoint_blocks, w, three.shape[1])
+    v = np.random.default_rng(1).random((40, 40), dtype=np.float32)
+    w = np.random.default_rng(2).random(op.range_shape[1:], dtype=np.float32)
+    f1, f3 = one.forward(v), three.forward(v)
+    a1, a3 = one.adjoint(w), three.adjoint(w)
     assert np.array_equal(f1, f3) and np.array_equal(a1, a3)
 
 
