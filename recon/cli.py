@@ -12,6 +12,7 @@ import platform
 import sys
 
 from recon import __version__
+from recon.memory import retain_freed_memory
 
 SUBCOMMANDS = (
     "recon.train",
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # -h, --version, or a bad option (already reported)
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+    retain_freed_memory()  # large tensors reused without page faults (recon.memory)
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as exc:

@@ -67,7 +67,10 @@ def _setup() -> None:
         return
     import torch
 
+    from recon.memory import retain_freed_memory
+
     torch.set_num_threads(1)
+    retain_freed_memory()
     install_prior_cache()
     _READY = True
 
