@@ -179,13 +179,17 @@ def test_split_normal_prox_recovered():
     train_prior(model, sampler, cfg, progress=False)
     t = torch.linspace(-4, 4, 401)[:, None]
     truth = torch.where(t < 0, t / 2, 0.8 * t)
-    err = float((model.prox(t) - truth).abs().max())
-    assert err < SPLIT_NORMAL_BOUND, err
+    err = (model.prox(t) - truth).abs()
+    assert float(err.mean()) < SPLIT_NORMAL_MEAN, float(err.mean())
+    assert float(err.max()) < SPLIT_NORMAL_MAX, float(err.max())
 
 
-# Measured max abs error on [−4, 4]: 0.099 (seed 0), 0.156 (seed 1), 0.303 (seed 2); the
-# identity map's error is 2.0. Proximal matching at a finite γ is noisy, hence the margin.
-SPLIT_NORMAL_BOUND = 0.35
+# Proximal matching at a finite γ is noisy, and 2,000 steps of it amplify round-off: the same
+# seed gave a max error of 0.12 or 0.40 on [−4, 4] with two float32 orderings of the same
+# activation. Measured over seeds 0–3 and both orderings: mean abs error 0.055–0.127, max
+# 0.12–0.40; the identity map's are 0.7 and 2.0. The bounds sit above that spread.
+SPLIT_NORMAL_MEAN = 0.2
+SPLIT_NORMAL_MAX = 0.6
 
 
 def test_contrast_variation_keeps_means_and_scales_within_range():
