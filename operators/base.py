@@ -16,7 +16,7 @@ Algebra by composition, as in SigPy's ``Linop``: ``A @ B``, ``A.H``, ``c * A``, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -123,6 +123,13 @@ class LinearOperator:
 
     def solve_normal(self, rhs: torch.Tensor, lam: float, rho: float) -> torch.Tensor | None:
         """(λAᴴA + ρI)⁻¹ rhs in closed form when the operator allows it, else None (use CG)."""
+        return None
+
+    def normal_preconditioner(
+        self, lam: float, rho: float, like: torch.Tensor
+    ) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """A symmetric positive definite P ≈ (λAᴴA + ρI)⁻¹ for conjugate gradients on tensors
+        like ``like`` (its device and dtype), or None when the operator has none."""
         return None
 
     def norm_sq(self, iters: int = 50, tol: float = 1e-6, seed: int = 0) -> float:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -46,6 +46,7 @@ import scipy.sparse as sp
 import torch
 
 from operators.base import LinearOperator
+from operators.precond import FourierNormalPreconditioner
 
 __all__ = [
     "CTOperator",
@@ -357,6 +358,7 @@ class CTOperator(LinearOperator):
         self._cuda_op: Any = None
         self._cuda_pid: int | None = None
         self._rebin: tuple[sp.csr_matrix, _AstraPair] | None = None
+        self._preconditioners: dict[tuple[str, torch.dtype], FourierNormalPreconditioner] = {}
 
     # --- forward / adjoint ---------------------------------------------------------------
     def _cuda_for(self, t: torch.Tensor):
@@ -480,6 +482,21 @@ class CTOperator(LinearOperator):
         return self._rebin
 
     # --- bookkeeping ---------------------------------------------------------------------
+    def normal_preconditioner(
+        self, lam: float, rho: float, like: torch.Tensor
+    ) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The Fourier preconditioner of ``operators.precond`` (built from one AᴴA on the
+        first call for a device and dtype, then cached); None for complex tensors."""
+        if like.is_complex():
+            return None
+        key = (str(like.device), like.dtype)
+        if key not in self._preconditioners:
+            with torch.no_grad():
+                self._preconditioners[key] = FourierNormalPreconditioner(
+                    self.normal, self.domain_shape, like.device, like.dtype
+                )
+        return self._preconditioners[key].operator(lam, rho)
+
     def describe(self) -> dict[str, Any]:
         """Geometry parameters (JSON-serializable) for a run record; lengths in pixels."""
         return {

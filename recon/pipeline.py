@@ -140,7 +140,7 @@ USER_KEY = "_user"  # what --config set: it wins over the shipped per-prior over
 SECTION_KEYS = frozenset(
     {"lam", "rho_rel", "rho_noise", "iters", "tol", "cg_iters", "cg_tol", "step_rel",
      "accelerated", "solver", "weight_rel", "weight_noise", "weight_noise_power", "tv_iters",
-     "filter", *SIGMA_KEYS}
+     "filter", "precondition", *SIGMA_KEYS}
 )  # fmt: skip
 
 
@@ -267,7 +267,7 @@ def method_params(presets: dict, solver: str, prior: str) -> tuple[str, str | No
         if base == "pnp-pgd":
             pgd = presets["pnp-pgd"]
             step_rel = float(pgd.get("step_rel", 0.99))
-            for k in ("cg_iters", "cg_tol"):
+            for k in ("cg_iters", "cg_tol", "precondition"):
                 tv.pop(k, None)
             tv.update({k: pgd[k] for k in ("iters", "tol") if k in pgd})
             tv.update(solver="pnp-pgd", step_rel=step_rel, accelerated=solver == "pnp-fista")
@@ -571,9 +571,10 @@ def reconstruct(
             rho=rho,
             cg_iters=int(p.pop("cg_iters", 10)),
             cg_tol=float(p.pop("cg_tol", 1e-6)),
+            precondition=bool(p.pop("precondition", True)),
             **common,
         )
-        p_used.update(rho=rho)
+        p_used.update(rho=rho, cg_preconditioner=res.params.get("cg_preconditioner"))
     elif inner_solver == "pnp-pgd":
         step = float(p.pop("step_rel", 0.99)) / (lam * norm_sq)
         res = pnp_pgd(

@@ -54,6 +54,7 @@ def pnp_admm(
     x0: torch.Tensor | None = None,
     cg_iters: int = 20,
     cg_tol: float = 1e-6,
+    precondition: bool = True,
     reference: torch.Tensor | None = None,
     data_range: float | None = None,
     objective_every: int = 0,
@@ -71,6 +72,8 @@ def pnp_admm(
         x0: start (B, *op.domain_shape); default Aᴴy.
         cg_iters, cg_tol: CG budget and residual reduction for the x-update when the operator
             has no closed-form ``solve_normal``.
+        precondition: precondition that CG with the operator's ``normal_preconditioner`` when
+            it has one (CT: ``operators.precond``); the same x-update in fewer CG iterations.
         reference, data_range, objective_every, growth, progress: see ``solvers.monitor``.
         callback: called as callback(k, z_k) after each accepted iteration; returning True stops.
 
@@ -106,6 +109,7 @@ def pnp_admm(
         return lam * op.normal(v) + rho * v
 
     reason, k, cg_used, closed_form = "max iterations", 0, [], True
+    precond = op.normal_preconditioner(lam, rho, x) if precondition else None
     mx: torch.Tensor | None = None  # (λAᴴA + ρI) x, carried from one CG solve to the next
     free_r, reg = has_free_regularizer(prior), None  # R(z) from the prox itself
     for k in range(1, iters + 1):
@@ -120,7 +124,7 @@ def pnp_admm(
                 fresh = mx is None or k % MX_REFRESH == 0
                 solved, n_cg, mx = conjugate_gradient(
                     normal, rhs, x, cg_iters, cg_tol, relative_to="initial",
-                    mx0=None if fresh else mx, return_mx=True,
+                    mx0=None if fresh else mx, return_mx=True, precond=precond,
                 )  # fmt: skip
                 cg_used.append(n_cg)
             x = solved
@@ -152,6 +156,7 @@ def pnp_admm(
         "tol": float(tol),
         "cg_iters": int(cg_iters),
         "cg_tol": float(cg_tol),
+        "cg_preconditioner": None if precond is None else "the operator's normal_preconditioner",
         "x_update": "closed form" if closed_form else "cg",
         "x0": "Aᴴy" if x0 is None else "given",
     }

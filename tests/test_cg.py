@@ -123,3 +123,36 @@ def test_cg_carries_m_x_between_solves(complex_):
     )
     assert k2 == k3 == 4
     assert _rel(x3, x2) <= 1e-12 and _rel(mx3, mv(x3)) <= 1e-12
+
+
+def _jacobi(op, rho):
+    """P = diag(AᴴA + ρI)⁻¹ for a dense operator: symmetric positive definite."""
+    d = torch.diagonal(op.dense_normal(1.0, rho)).real
+    return lambda v: v / d.reshape(v.shape[1:]).to(v.dtype)
+
+
+@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
+def test_preconditioned_cg_solves_the_same_system(complex_):
+    op, g, dt = _op(complex_)
+    rho = 0.5
+    b = torch.randn(3, 1, 6, 6, generator=g, dtype=dt)
+    x, _ = conjugate_gradient(_normal(op, rho), b, iters=200, tol=1e-12, precond=_jacobi(op, rho))
+    dense = torch.linalg.solve(op.dense_normal(1.0, rho), b.reshape(3, -1).T).T.reshape(b.shape)
+    assert _rel(x, dense) <= 1e-10
+
+
+def test_preconditioned_cg_is_affine_invariant_and_carries_m_x():
+    """A linear P keeps x' = a·x + c (same iterations), and return_mx is still M x."""
+    op, g, dt = _op(False)
+    rho = 0.3
+    mv, pc = _normal(op, rho), _jacobi(op, rho)
+    b = torch.randn(1, 1, 6, 6, generator=g, dtype=D)
+    x0 = torch.randn(1, 1, 6, 6, generator=g, dtype=D)
+    c, a = torch.full_like(x0, -1000.0), 7.5
+    x1, k1, mx1 = conjugate_gradient(mv, b, x0, 50, 1e-2, relative_to="initial", precond=pc,
+                                     return_mx=True)  # fmt: skip
+    x2, k2 = conjugate_gradient(mv, a * b + mv(c), a * x0 + c, 50, 1e-2, relative_to="initial",
+                                precond=pc)  # fmt: skip
+    assert k1 == k2 and 0 < k1 < 50
+    assert _rel(x2, a * x1 + c) <= 1e-12
+    assert _rel(mx1, mv(x1)) <= 1e-12
