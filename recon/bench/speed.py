@@ -9,13 +9,17 @@
    its own, forward plus the input-gradient backward a prox needs; their total time over the
    prox's time is the prox's fraction of the raw convolution rate (1 = nothing but convolutions).
 2. ``recon ct`` on the same slice for FBP, TV-ADMM and PnP-ADMM with each prior (``--no-solvers``
-   skips it): seconds and PSNR from its metrics.json, with channels-last on and off and with
-   the projections through ASTRA's sparse matrix (``--projection-matrix on``) or its FP/BP
-   algorithms (``off``). Poisson noise is drawn from the simulated sinogram, which the two
-   paths compute to float32 round-off apart, so the noise (and the PSNR) may differ slightly.
+   skips it): seconds and PSNR from its metrics.json, with every speed-up on and then each one
+   off in turn: channels-last inputs; the projections through ASTRA's sparse matrix
+   (``--projection-matrix on``) or its FP/BP algorithms (``off``); the Fourier-preconditioned
+   CG of the x-update (``operators.precond``) or plain CG with its former 10 iterations; freed
+   memory kept for reuse (``recon.memory``) or handed back to the OS. Poisson noise is drawn
+   from the simulated sinogram, which the two projection paths compute to float32 round-off
+   apart, so the noise (and the PSNR) may differ slightly.
 
-Everything runs in one process with the same threads, so the ratios compare like with like on
-a shared machine. Writes table.md and speed.json into ``--out``.
+Everything runs in one process with the same threads (the row without retained memory in a
+child process with the same threads), so the ratios compare like with like on a shared
+machine. Writes table.md and speed.json into ``--out``.
 """
 
 from __future__ import annotations
@@ -154,33 +158,66 @@ def prox_rows(priors: list[str], size: int, repeats: int) -> list[dict]:
     return rows
 
 
+def _speedups(**off: bool) -> dict:
+    """The speed-ups of a solver row, all on unless named False (None: not applicable)."""
+    row = {"channels_last": True, "projection_matrix": True, "preconditioner": True,
+           "retained_memory": True}  # fmt: skip
+    row.update(off)
+    return row
+
+
 def solver_rows(priors: list[str], views: int, photons: float) -> list[dict]:
+    """``recon ct`` on the 512² slice for FBP, TV and PnP-ADMM with each prior, every speed-up
+    on and then each one off in turn. A row without retained memory runs in a child process
+    (glibc's allocator settings are process-wide); its wall time includes that process's start.
+    Without the preconditioner, CG takes the 10 iterations it needed before it."""
+    import os
+    import subprocess
+    import sys
+
     import priors.lpn as lpn
     from recon.cli import main
 
     path = _slice_path()
-    # (solver, prior, channels-last, projection matrix): each speed-up switched off in turn
-    methods = [("fbp", None, None, "off"), ("tv", None, None, "off"), ("tv", None, None, "on")]
+    na = dict(channels_last=None, preconditioner=None)
+    methods = [("fbp", None, _speedups(projection_matrix=False, **na)),
+               ("tv", None, _speedups(projection_matrix=False, channels_last=None)),
+               ("tv", None, _speedups(channels_last=None))]  # fmt: skip
     for p in priors:
-        methods += [("pnp-admm", p, False, "on"), ("pnp-admm", p, True, "off"),
-                    ("pnp-admm", p, True, "on")]  # fmt: skip
+        methods += [
+            ("pnp-admm", p, _speedups(**{k: False}))
+            for k in ("channels_last", "projection_matrix", "preconditioner", "retained_memory")
+        ]
+        methods.append(("pnp-admm", p, _speedups()))
     rows = []
+    threads = str(torch.get_num_threads())
     with tempfile.TemporaryDirectory() as tmp:
-        for solver, prior, cl, matrix in methods:
-            lpn.CHANNELS_LAST = True if cl is None else cl
-            out = Path(tmp) / f"{solver}-{prior}-{cl}-{matrix}"
+        for i, (solver, prior, on) in enumerate(methods):
+            lpn.CHANNELS_LAST = on["channels_last"] is not False
+            out = Path(tmp) / f"row{i}"
             args = ["ct", "--input", str(path), "--views", str(views), "--photons", str(photons),
-                    "--solver", solver, "--projection-matrix", matrix, "--quiet",
-                    "--out", str(out)]  # fmt: skip
+                    "--solver", solver, "--quiet", "--out", str(out), "--threads", threads,
+                    "--projection-matrix", "on" if on["projection_matrix"] else "off"]  # fmt: skip
             if prior:
                 args += ["--prior", prior]
+            if on["preconditioner"] is False:
+                cfg = Path(tmp) / f"row{i}.json"
+                cfg.write_text(json.dumps({solver: {"precondition": False, "cg_iters": 10}}))
+                args += ["--config", str(cfg)]
             t0 = time.perf_counter()
-            if main(args) != 0:
-                raise RuntimeError(f"recon {' '.join(args)} failed")
+            if on["retained_memory"]:
+                ok = main(args) == 0
+            else:
+                env = {**os.environ, "RECON_RETAIN_MEMORY": "0"}
+                ok = (
+                    subprocess.run([sys.executable, "-m", "recon.cli", *args], env=env).returncode
+                    == 0
+                )
             wall = time.perf_counter() - t0
+            if not ok:
+                raise RuntimeError(f"recon {' '.join(args)} failed")
             m = json.loads((out / "metrics.json").read_text())
-            rows.append({"method": solver if not prior else f"{solver} + {prior}",
-                         "channels_last": cl, "projection_matrix": matrix == "on",
+            rows.append({"method": solver if not prior else f"{solver} + {prior}", **on,
                          "psnr": m["psnr"], "seconds": m["seconds"], "wall_seconds": wall,
                          "iterations": m["iterations"]})  # fmt: skip
     lpn.CHANNELS_LAST = True
@@ -201,13 +238,19 @@ def _table(prox: list[dict], solvers: list[dict], meta: dict) -> str:
             f"{r['gflop'] / r['prox_s_channels_last']:.1f} |"
         )
     if solvers:
-        lines += ["", "| method | channels-last | projection matrix | PSNR dB | solver s | "
-                  "wall s (with simulation, set-up) | iterations |",
-                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += ["", "| method | channels-last | projection matrix | CG preconditioner | "
+                  "retained memory | PSNR dB | solver s | wall s (with simulation, set-up) | "
+                  "iterations |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+
+        def flag(v):
+            return "–" if v is None else ("on" if v else "**off**")
+
         for r in solvers:
-            cl = "–" if r["channels_last"] is None else ("on" if r["channels_last"] else "off")
-            mx = "on" if r.get("projection_matrix") else "off"
-            lines.append(f"| {r['method']} | {cl} | {mx} | {r['psnr']:.2f} | {r['seconds']:.1f} "
+            flags = " | ".join(
+                flag(r.get(k))
+                for k in ("channels_last", "projection_matrix", "preconditioner", "retained_memory")
+            )
+            lines.append(f"| {r['method']} | {flags} | {r['psnr']:.2f} | {r['seconds']:.1f} "
                          f"| {r['wall_seconds']:.1f} | {r['iterations']} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
