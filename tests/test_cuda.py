@@ -71,3 +71,24 @@ def test_ridge_prox_mode_on_cuda_matches_cpu():
         cpu = m.prox(x)
         gpu = m.to("cuda").prox(x.to("cuda")).cpu()
     assert float((cpu - gpu).abs().max()) <= 1e-8
+
+
+def test_ct_preconditioner_and_fused_activation_on_cuda_match_cpu():
+    """The Fourier preconditioner and the aelpn-ct prox (fused activation) on the GPU give the
+    CPU's answer to float32 round-off."""
+    from operators.ct import CTOperator
+    from priors.checkpoint import load_prior
+    from priors.lpn import told_noise_level
+
+    op = CTOperator(64, 30)
+    b = torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    lam, rho = 1.0, 0.01 * op.norm_sq()
+    cpu = op.normal_preconditioner(lam, rho, b)(b)
+    gpu = op.normal_preconditioner(lam, rho, b.cuda())(b.cuda()).cpu()
+    assert float((cpu - gpu).abs().max()) <= 1e-4 * float(cpu.abs().max())
+    model = load_prior("aelpn-ct").eval()
+    x = torch.rand(1, 1, 64, 64)
+    with told_noise_level(model, 0.05):
+        a = model.prox(x)
+        g = model.to("cuda").prox(x.cuda()).cpu()
+    assert float((a - g).abs().max()) <= 1e-4 * float(a.abs().max())
