@@ -140,6 +140,7 @@ USER_KEY = "_user"  # what --config set: it wins over the shipped per-prior over
 SECTION_KEYS = frozenset(
     {"lam", "rho_rel", "rho_noise", "iters", "tol", "cg_iters", "cg_tol", "step_rel",
      "accelerated", "solver", "weight_rel", "weight_noise", "weight_noise_power", "tv_iters",
+     "rho_noise_power",
      "filter", "precondition", *SIGMA_KEYS}
 )  # fmt: skip
 
@@ -425,11 +426,13 @@ def _follow_noise(
 
 
 def _problem_rho_rel(p: dict[str, Any], x0, noise_level: float | None) -> dict[str, float]:
-    """ADMM's relative penalty, set in ``p["rho_rel"]``: rho_rel, or with ``rho_noise``
-    max(rho_rel, rho_noise × σ̂/range(x0)) (``_follow_noise``). ρ weighs the data against the
-    prior's proximal point in each x-update: noisier data call for a larger ρ (with a small
-    one, 60 iterations of TV-ADMM keep the noise of the sampled k-space)."""
-    return _follow_noise(p, "rho_noise", "rho_rel", x0, noise_level)
+    """ADMM's relative penalty, set in ``p["rho_rel"]``: rho_rel, or with ``rho_noise`` c (and
+    ``rho_noise_power`` q, default 1, both popped) max(rho_rel, c × (σ̂/range(x0))^q)
+    (``_follow_noise``). ρ weighs the data against the prior's proximal point in each
+    x-update: noisier data call for a larger ρ (with a small one, 60 iterations of TV-ADMM keep
+    the noise of the sampled k-space)."""
+    q = float(p.pop("rho_noise_power", 1.0))
+    return _follow_noise(p, "rho_noise", "rho_rel", x0, noise_level, power=q)
 
 
 def unit_noise_gain(op) -> float:
@@ -467,7 +470,8 @@ def _tv_weight_rel(p: dict[str, Any], op, x0, noise_level: float | None) -> dict
 
 
 POSITIVE_KEYS = (
-    "lam", "rho_rel", "rho_noise", "step_rel", "weight_rel", "weight_noise", "weight_noise_power"
+    "lam", "rho_rel", "rho_noise", "step_rel", "weight_rel", "weight_noise", "weight_noise_power",
+    "rho_noise_power",
 )  # fmt: skip
 NONNEGATIVE_KEYS = ("tol", "cg_tol")
 COUNT_KEYS = ("iters", "cg_iters", "tv_iters")

@@ -110,3 +110,25 @@ def test_recon_ct_reports_the_weight_it_used(tmp_path, capsys):
     w = params["weight_rel_used"]
     assert w >= params["weight_rel"] and params["unit_noise_gain"] > 0
     assert f"TV weight_rel {w:.3g} from the noise" in capsys.readouterr().out
+
+
+def test_rho_follows_a_power_of_the_measured_noise():
+    """rho_rel = max(rho_rel, c·(σ̂/range)^q) with ``rho_noise_power`` q (default 1), the same
+    for the image scaled by any a > 0 and shifted (σ̂ and the range scale alike)."""
+    from recon.pipeline import _problem_rho_rel
+
+    x0 = torch.linspace(0.0, 2.0, 64 * 64).reshape(1, 1, 64, 64)
+    sigma = 0.05  # a measured noise level, in the image's units
+    rel = sigma / intensity_range(x0)
+    for q, expected in ((None, 3.0 * rel), (1.5, 3.0 * rel**1.5), (2.0, 3.0 * rel**2)):
+        p = {"rho_rel": 1e-6, "rho_noise": 3.0} | ({} if q is None else {"rho_noise_power": q})
+        used = _problem_rho_rel(p, x0, sigma)
+        assert "rho_noise" not in p and "rho_noise_power" not in p  # consumed
+        assert p["rho_rel"] == pytest.approx(expected, rel=1e-6)
+        scaled = {"rho_rel": 1e-6, "rho_noise": 3.0} | ({} if q is None else {"rho_noise_power": q})
+        _problem_rho_rel(scaled, 7.0 * x0 - 3.0, 7.0 * sigma)
+        assert scaled["rho_rel"] == pytest.approx(p["rho_rel"], rel=1e-5)
+        assert used["noise_estimate"] == sigma
+    p = {"rho_rel": 0.5, "rho_noise": 3.0, "rho_noise_power": 2.0}
+    _problem_rho_rel(p, x0, sigma)
+    assert p["rho_rel"] == 0.5  # the floor
