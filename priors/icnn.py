@@ -87,12 +87,12 @@ class _SmoothFunction(torch.autograd.Function):
             if floor is not None:
                 sq = sq + floor
             r = torch.sqrt(sq.clamp_min(tiny))
-        free = (r * r > tiny).to(g.dtype) if floor is not None and floor.requires_grad else None
         t = g * c / r  # g·∂r/∂(a²)·2c, the shared factor
         ga = g * (leak + c) + t * a
         gl = t * l if ctx.needs_input_grad[1] else None
         gf = None
-        if ctx.needs_input_grad[2]:
+        if ctx.needs_input_grad[2]:  # zero where the clamp acted (r² at the floor of tiny)
+            free = (r * r > tiny).to(g.dtype)
             gf = (0.5 * t * free).sum_to_size(floor.shape)
         return ga, gl, gf, None
 

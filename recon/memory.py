@@ -22,11 +22,25 @@ import ctypes.util
 import os
 import sys
 
-__all__ = ["retain_freed_memory"]
+__all__ = ["glibc", "retain_freed_memory"]
 
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
 _M_MMAP_MAX = -4
 _TRIM_KEEP = 2**31 - 1  # bytes of free heap top kept (mallopt takes an int)
+
+
+def glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc (Linux), else None (musl's mallopt is a stub)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        libc = ctypes.CDLL(name)
+    except OSError:
+        return None
+    return libc if hasattr(libc, "gnu_get_libc_version") and hasattr(libc, "mallopt") else None
 
 
 def retain_freed_memory() -> bool:
@@ -37,17 +51,10 @@ def retain_freed_memory() -> bool:
     only; processes forked afterwards inherit it."""
     if os.environ.get("RECON_RETAIN_MEMORY", "1").strip() in ("0", "false", "no", "off"):
         return False
-    if not sys.platform.startswith("linux"):
+    libc = glibc()
+    if libc is None:
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-        libc.gnu_get_libc_version  # noqa: B018 (glibc only: musl's mallopt is a stub)
-    except (OSError, AttributeError):
-        return False
+    mallopt = libc.mallopt
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_KEEP))

@@ -140,8 +140,7 @@ USER_KEY = "_user"  # what --config set: it wins over the shipped per-prior over
 SECTION_KEYS = frozenset(
     {"lam", "rho_rel", "rho_noise", "iters", "tol", "cg_iters", "cg_tol", "step_rel",
      "accelerated", "solver", "weight_rel", "weight_noise", "weight_noise_power", "tv_iters",
-     "rho_noise_power",
-     "filter", "precondition", *SIGMA_KEYS}
+     "rho_noise_power", "filter", "precondition", *SIGMA_KEYS}
 )  # fmt: skip
 
 

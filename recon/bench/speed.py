@@ -209,10 +209,8 @@ def solver_rows(priors: list[str], views: int, photons: float) -> list[dict]:
                 ok = main(args) == 0
             else:
                 env = {**os.environ, "RECON_RETAIN_MEMORY": "0"}
-                ok = (
-                    subprocess.run([sys.executable, "-m", "recon.cli", *args], env=env).returncode
-                    == 0
-                )
+                cmd = [sys.executable, "-m", "recon.cli", *args]
+                ok = subprocess.run(cmd, env=env).returncode == 0
             wall = time.perf_counter() - t0
             if not ok:
                 raise RuntimeError(f"recon {' '.join(args)} failed")
