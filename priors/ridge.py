@@ -102,7 +102,8 @@ class RidgeProx(LearnedProx):
     kind = KIND
     equivariance = "affine"
     # R grows like σ·Σ|Wx| where the shrinkage is past its knee (an ℓ1 part, like TV's weight):
-    # PnP-PGD is told σ·(step_rel·rho_rel) to solve ADMM's problem (recon.pipeline.pgd_sigma_factor)
+    # in the closed form PnP-PGD is told σ·(step_rel·rho_rel) to solve ADMM's problem
+    # (recon.pipeline.pgd_sigma_factor); in mode "prox" it scales R instead (strength_factor)
     sigma_power = 1.0
 
     def __init__(
@@ -160,6 +161,7 @@ class RidgeProx(LearnedProx):
             self._config["slope_bound"] = True
         self.mode, self.tol, self.max_iters = mode, float(tol), int(max_iters)
         self._warm_start, self._warm = False, None
+        self._strength_factor = 1.0
         if mode == "prox":  # recorded only then, so older checkpoints keep their config
             self._config.update(mode=mode, tol=self.tol, max_iters=self.max_iters)
             # λ, the regularizer's strength (its curvature scale: p'' ∈ [0, λ])
@@ -363,11 +365,32 @@ class RidgeProx(LearnedProx):
     def warm_start(self, on: bool) -> None:
         self._warm_start, self._warm = bool(on), None
 
+    @property
+    def strength_factor(self) -> float:
+        """t in R = t·λ·m (mode "prox"; 1, the trained regularizer, unless a solver sets it).
+
+        PnP-PGD with step γ solves min D + ρ·R when its prox is prox_{γρR}: it sets t = γρ
+        (= step_rel·rho_rel, a ratio, so the run stays affine-equivariant) and keeps ADMM's σ,
+        so both solvers minimize exactly the same objective (``recon.pipeline``). Not saved
+        with the weights; ``strength`` includes it, so the prox, R, the Jacobian and the
+        certificate all see the same R."""
+        return self._strength_factor
+
+    @strength_factor.setter
+    def strength_factor(self, t: float) -> None:
+        if self.mode != "prox":
+            raise ValueError("strength_factor needs mode 'prox' (the closed form's R is not m)")
+        t = float(t)
+        if not (t > 0 and math.isfinite(t)):
+            raise ValueError(f"strength_factor must be a finite number > 0, got {t}")
+        self._strength_factor, self._warm = t, None
+
     def strength(self) -> torch.Tensor:
-        """λ, the weight of m in R = λ·m (1 in the closed form, whose R is not m)."""
+        """t·λ, the weight of m in R = t·λ·m (1 in the closed form, whose R is not m); λ is
+        learned, t is ``strength_factor``."""
         if self.mode != "prox":
             return torch.ones(())
-        return self.log_strength.exp()
+        return self._strength_factor * self.log_strength.exp()
 
     def _grad_m(self, z: torch.Tensor, ops: _Analysis) -> tuple[torch.Tensor, torch.Tensor]:
         """(∇m(z) = Q Wᵀ g(W Q z; σ) [+ Q W_gᵀ (a ⊙ W_g Q z)], m(z) (B,))."""

@@ -336,7 +336,9 @@ def pgd_sigma_factor(step_rel: float, rho_rel: float, power: float = 2.0) -> flo
     p = 2 is the MAP scaling of a prior trained to denoise at noise σ (R = −σ² log p); p = 1 is
     the ℓ1 (TV-like) scaling of the convex-ridge AE-LPN, whose R grows like σ·Σ|Wx| on edges
     (``priors.ridge``; TV's weight follows the same rule). Exact for such R, approximate for a
-    learned one: ``docs/results/convergent-prior.md`` measures how close PGD comes to ADMM."""
+    learned one: ``docs/results/convergent-prior.md`` measures how close PGD comes to ADMM.
+    A prior that is the exact prox of an explicit R (``mode="prox"``) needs no such rule: PGD
+    keeps σ and scales R by γρ (``strength_factor``), ADMM's problem exactly."""
     if not (step_rel > 0 and rho_rel > 0 and power > 0):
         raise ValueError(
             f"step_rel, rho_rel and power must be > 0, got {step_rel}, {rho_rel}, {power}"
@@ -387,13 +389,20 @@ def _tell_noise_level(
     if "prior_sigma_rel" in given:
         terms.append(float(given["prior_sigma_rel"]) * intensity_range(x0))
     used["prior_sigma"] = max(terms)
-    if solver == "pnp-pgd" and "rho_rel" in p:  # the problem ADMM solves at this ρ
-        from priors.lpn import unwrap
+    from priors.lpn import unwrap
 
-        power = float(getattr(unwrap(prior), "sigma_power", 2.0))
-        factor = pgd_sigma_factor(float(p.get("step_rel", 0.99)), float(p.pop("rho_rel")), power)
-        used["problem_sigma"], used["pgd_sigma_factor"] = used["prior_sigma"], factor
-        used["prior_sigma"] *= factor
+    model = unwrap(prior)
+    if getattr(model, "mode", None) == "prox":
+        model.strength_factor = 1.0  # the trained R, unless PGD's rule below scales it
+    if solver == "pnp-pgd" and "rho_rel" in p:  # the problem ADMM solves at this ρ
+        step_rel, rho_rel = float(p.get("step_rel", 0.99)), float(p.pop("rho_rel"))
+        if getattr(model, "mode", None) == "prox":  # R = t·λ·m: the prox of γρR exactly
+            model.strength_factor = used["prior_strength_factor"] = step_rel * rho_rel
+        else:
+            power = float(getattr(model, "sigma_power", 2.0))
+            factor = pgd_sigma_factor(step_rel, rho_rel, power)
+            used["problem_sigma"], used["pgd_sigma_factor"] = used["prior_sigma"], factor
+            used["prior_sigma"] *= factor
     set_noise_level(prior, used["prior_sigma"])
     return used
 

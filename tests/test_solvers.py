@@ -390,6 +390,41 @@ def test_pgd_sigma_rule_follows_the_priors_scaling():
     assert p.params["prior_sigma"] == pytest.approx(a.params["prior_sigma"] * 0.02)
 
 
+def test_pgd_and_admm_minimize_the_same_objective_with_an_exact_prox():
+    """With the exact prox of a learned convex R = λ·m (``mode="prox"``), PnP-PGD's prox is
+    told R's weight γρ = step_rel·rho_rel at ADMM's σ, so both minimize D + ρ·R_σ: their limits
+    agree to the solvers' accuracy. The σ-scaling rule (σ·γρ, weight 1), exact only for a
+    pure ℓ1 R, lands elsewhere (the control)."""
+    from priors.lpn import set_noise_level
+    from priors.ridge import RidgeProx
+    from recon.pipeline import reconstruct
+
+    op, y = _problem(seed=3, m=36, h=8, w=8, closed_form=True)
+    x0 = op.adjoint(y)
+    import priors.checkpoint as ck
+
+    m = RidgeProx(filters=4, kernel=3, mode="prox", tol=1e-11, max_iters=20000).double().eval()
+    orig = ck.load_prior
+    ck.load_prior = lambda *a, **k: m
+    try:
+        base = {"prior_sigma_rel": 0.3, "tol": 0.0, "rho_rel": 0.5}
+        a = reconstruct(op, y, x0, "pnp-admm", "x", {**base, "iters": 3000})
+        p = reconstruct(op, y, x0, "pnp-pgd", "x", {**base, "iters": 3000, "step_rel": 0.9})
+    finally:
+        ck.load_prior = orig
+    assert m.strength_factor == pytest.approx(0.9 * 0.5)
+    assert p.params["prior_strength_factor"] == pytest.approx(0.45)
+    assert p.params["prior_sigma"] == pytest.approx(a.params["prior_sigma"])
+    gap = float((p.x - a.x).norm() / a.x.norm())
+    assert gap < 1e-7, gap
+    # the control: the σ-scaling rule solves a different problem
+    m.strength_factor = 1.0
+    set_noise_level(m, a.params["prior_sigma"] * 0.45)
+    step = 0.9 / op.norm_sq()
+    c = pnp_pgd(op, y, m, step=step, iters=3000, tol=0.0, x0=x0)
+    assert float((c.x - a.x).norm() / a.x.norm()) > 1e-2  # measured 0.34; the limits: 4e-10
+
+
 def test_objective_is_recorded_every_n_iterations_and_at_the_end():
     op, y = _problem()
     r = pnp_pgd(op, y, QuadraticPrior(0.1), iters=23, tol=0, objective_every=10)
