@@ -495,13 +495,17 @@ class RidgeProx(LearnedProx):
         z0: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, int]:
         """z* = argmin ½||z − y||² + λm(z) by accelerated gradient descent from ``z0`` (default
-        y); each image stops (and stays) once ||∇F|| ≤ tol·σ·√n, which puts it within
-        tol·σ·√n of z* whatever the start (F is 1-strongly convex; (1 + λL)-smooth, L the bound
-        ``m_smoothness`` on ∇²m). Returns (z*, iterations)."""
+        y); each image stops (and stays) once ||∇F|| ≤ tol·min(1, t)·σ·√n, which puts it within
+        that distance of z* whatever the start (F is 1-strongly convex; (1 + λL)-smooth, L the
+        bound ``m_smoothness`` on ∇²m). t = ``strength_factor``: a prox scaled down by PnP-PGD
+        moves its input by about t times as much, so its error is held to the same share of
+        that move (else a warm start could pass the test unchanged while PGD still moves, and
+        PGD would stop short). Returns (z*, iterations)."""
         lam = float(self.strength().detach())
         kappa = 1.0 + lam * self.m_smoothness
         step, beta = 1.0 / kappa, (math.sqrt(kappa) - 1.0) / (math.sqrt(kappa) + 1.0)
-        limit = self.tol * sigma * math.sqrt(y[0].numel())
+        share = min(1.0, self._strength_factor)
+        limit = self.tol * share * sigma * math.sqrt(y[0].numel())
         z = prev = y if z0 is None else z0
         done = torch.zeros(y.shape[0], dtype=torch.bool, device=y.device)
         iters = 0
@@ -576,6 +580,15 @@ class RidgeProx(LearnedProx):
                 return self._solve_hessian(hvp, v, lam, tol)
 
         return jvp
+
+    def prox_and_regularizer(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(f(v), R(f(v)) (B,)). Mode "prox": R = t·λ·m read at the output directly, not by
+        Fenchel–Young (⟨v, x⟩ − ½||x||² − ψ(v) cancels terms of size ½||v||², which in float32
+        leaves an error of about 2⁻²⁴·||v||², far above PGD's late decreases)."""
+        if self.mode != "prox":
+            return super().prox_and_regularizer(v)
+        z = self.prox(v, create_graph=False)
+        return z, self.regularizer(z)
 
     def regularizer(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
         """R(x) (B,). Mode "prox": λ·m(x) exactly (f = prox_R); the closed form's R is found by

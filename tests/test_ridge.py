@@ -288,6 +288,37 @@ def test_prox_mode_minimizes_its_objective_and_beats_perturbations(sigma, groups
             assert bool((objective(z + delta) >= fz).all())
 
 
+@pytest.mark.parametrize("groups", GROUPS)
+def test_prox_mode_strength_factor_scales_r_and_regularizer_is_read_directly(groups):
+    """With strength_factor t the output minimizes ½||z − y||² + t·λ·m (∇F ≈ 0), R = t·λ·m;
+    ``prox_and_regularizer`` returns that R at the output, in float32 as accurately as R's own
+    sum, even for intensities far from 0 (Fenchel–Young's ½||v||²-sized terms would cancel to
+    an error of about 2⁻²⁴·||v||² there)."""
+    m = _prox_model(seed=4, groups=groups)
+    y = _images() + 0.1 * torch.randn(3, 1, 18, 23, dtype=torch.float64)
+    with told_noise_level(m, 0.05):
+        r1 = m.regularizer(y)
+        m.strength_factor = 0.03
+        z = m.prox(y)
+        assert float(_optimality(m, y, z).max()) <= 1e-10  # strength() includes t
+        assert torch.allclose(m.regularizer(y), 0.03 * r1, rtol=1e-12)
+        with pytest.raises(ValueError, match="strength_factor"):
+            m.strength_factor = 0.0
+        m32 = m.float()  # (in place)
+        m32.max_iters = 50  # float32 cannot reach the float64 tolerance; any output will do
+        v = (y + 1000.0).float()  # R ignores a constant; ½||v||² does not
+        z32, r32 = m32.prox_and_regularizer(v)
+        exact = m32.double().regularizer(z32.double())
+        assert float(exact.min()) > 0
+        # R's float32 evaluation: n terms (and convolutions of k² terms), each within a few
+        # 2⁻²⁴ of its value; Fenchel–Young's error would be about 2⁻²⁴·||v||², 10⁴× larger here
+        n = v[0].numel()
+        err = (r32.double() - exact).abs()
+        assert bool((err <= 8 * n * 2.0**-24 * exact).all()), err / exact
+        fy = 2.0**-24 * v.double().pow(2).flatten(1).sum(1)
+        assert bool((8 * n * 2.0**-24 * exact < 1e-2 * fy).all())  # so the bound tells them apart
+
+
 @pytest.mark.parametrize("dilations", [*DILATIONS, "groups"])
 def test_prox_mode_exactly_affine_equivariant(dilations):
     """Every inner iterate and the stopping test scale with a: the output is equivariant to
