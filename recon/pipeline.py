@@ -140,7 +140,7 @@ USER_KEY = "_user"  # what --config set: it wins over the shipped per-prior over
 SECTION_KEYS = frozenset(
     {"lam", "rho_rel", "rho_noise", "iters", "tol", "cg_iters", "cg_tol", "step_rel",
      "accelerated", "solver", "weight_rel", "weight_noise", "weight_noise_power", "tv_iters",
-     "rho_noise_power", "filter", "precondition", *SIGMA_KEYS}
+     "rho_noise_power", "filter", "precondition", "plain_step_rel", *SIGMA_KEYS}
 )  # fmt: skip
 
 
@@ -479,10 +479,24 @@ def _tv_weight_rel(p: dict[str, Any], op, x0, noise_level: float | None) -> dict
 
 POSITIVE_KEYS = (
     "lam", "rho_rel", "rho_noise", "step_rel", "weight_rel", "weight_noise", "weight_noise_power",
-    "rho_noise_power",
+    "rho_noise_power", "plain_step_rel",
 )  # fmt: skip
 NONNEGATIVE_KEYS = ("tol", "cg_tol")
 COUNT_KEYS = ("iters", "cg_iters", "tv_iters")
+
+
+def _plain_step(p: dict[str, Any]) -> None:
+    """``plain_step_rel`` (popped): plain PnP-PGD's step_rel, where the section also serves
+    FISTA (``accelerated``), which needs step_rel ≤ 1. For the prox of a convex R plain PGD
+    converges for any γ < 2/(λ||A||²) and its objective γD + R still falls at every step
+    (descent lemma: by (1/γ − λ||A||²/2)·||x_{k+1} − x_k||²), so a certified prior may take
+    nearly twice FISTA's step; a step_rel ≥ 2 is refused."""
+    plain = p.pop("plain_step_rel", None)
+    if plain is None or p.get("accelerated", False):
+        return
+    if not float(plain) < 2.0:
+        raise ValueError(f"plain_step_rel must be < 2 (PGD's convergence range), got {plain}")
+    p["step_rel"] = float(plain)
 
 
 def _check_numbers(p: dict[str, Any]) -> None:
@@ -534,6 +548,7 @@ def reconstruct(
 
     p = dict(params)
     _check_numbers(p)
+    _plain_step(p)
     lam = float(p.pop("lam", 1.0))
     norm_sq = op.norm_sq()
     if solver != "tv" and prior_name is not None and prior_key(prior_name) == "tv":

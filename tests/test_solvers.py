@@ -425,6 +425,34 @@ def test_pgd_and_admm_minimize_the_same_objective_with_an_exact_prox():
     assert float((c.x - a.x).norm() / a.x.norm()) > 1e-2  # measured 0.34; the limits: 4e-10
 
 
+def test_plain_step_rel_is_plain_pgds_step_and_refused_at_two():
+    """``plain_step_rel`` sets plain PGD's step (γ < 2/L converges for a convex R), FISTA
+    keeps step_rel; the problem told to the prior follows the step actually taken; 2 is out."""
+    from priors.ridge import RidgeProx
+    from recon.pipeline import reconstruct
+
+    op, y = _problem(m=50, h=8, w=8)
+    x0 = op.adjoint(y)
+    import priors.checkpoint as ck
+
+    m = RidgeProx(filters=4, kernel=3, mode="prox").double().eval()
+    orig = ck.load_prior
+    ck.load_prior = lambda *a, **k: m
+    try:
+        base = {"prior_sigma_rel": 0.2, "iters": 2, "tol": 0.0, "rho_rel": 0.04}
+        base.update(step_rel=0.99, plain_step_rel=1.9)
+        plain = reconstruct(op, y, x0, "pnp-pgd", "x", {**base, "accelerated": False})
+        fista = reconstruct(op, y, x0, "pnp-pgd", "x", {**base, "accelerated": True})
+        with pytest.raises(ValueError, match="plain_step_rel"):
+            reconstruct(op, y, x0, "pnp-pgd", "x", {**base, "plain_step_rel": 2.0})
+    finally:
+        ck.load_prior = orig
+    assert plain.params["step"] == pytest.approx(1.9 / op.norm_sq())
+    assert fista.params["step"] == pytest.approx(0.99 / op.norm_sq())
+    assert plain.params["prior_strength_factor"] == pytest.approx(1.9 * 0.04)
+    assert fista.params["prior_strength_factor"] == pytest.approx(0.99 * 0.04)
+
+
 def test_objective_is_recorded_every_n_iterations_and_at_the_end():
     op, y = _problem()
     r = pnp_pgd(op, y, QuadraticPrior(0.1), iters=23, tol=0, objective_every=10)
