@@ -433,14 +433,19 @@ def _follow_noise(
     return {f"{key}_used": p[key], "noise_estimate": sigma}
 
 
-def _problem_rho_rel(p: dict[str, Any], x0, noise_level: float | None) -> dict[str, float]:
+def _problem_rho_rel(p: dict[str, Any], x0, noise_level: float | None, op=None) -> dict[str, float]:
     """ADMM's relative penalty, set in ``p["rho_rel"]``: rho_rel, or with ``rho_noise`` c (and
-    ``rho_noise_power`` q, default 1, both popped) max(rho_rel, c × (σ̂/range(x0))^q)
+    ``rho_noise_power`` q, default 1, both popped) max(rho_rel, c × (σ̂/(g·range(x0)))^q)
     (``_follow_noise``). ρ weighs the data against the prior's proximal point in each
     x-update: noisier data call for a larger ρ (with a small one, 60 iterations of TV-ADMM keep
-    the noise of the sampled k-space)."""
+    the noise of the sampled k-space). σ̂ is the measured noise (MRI: k-space corners, g = 1)
+    or the start image's blind estimate, then divided by g = ``unit_noise_gain(op)`` (CT: the
+    sinogram's noise whatever the geometry, as TV's weight rule)."""
     q = float(p.pop("rho_noise_power", 1.0))
-    return _follow_noise(p, "rho_noise", "rho_rel", x0, noise_level, power=q)
+    on = p.get("rho_noise") is not None and noise_level is None and op is not None
+    gain = unit_noise_gain(op) if on else 1.0
+    used = _follow_noise(p, "rho_noise", "rho_rel", x0, noise_level, power=q, gain=gain)
+    return {**used, "unit_noise_gain": gain} if used and gain != 1.0 else used
 
 
 def unit_noise_gain(op) -> float:
@@ -554,7 +559,7 @@ def reconstruct(
     if solver != "tv" and prior_name is not None and prior_key(prior_name) == "tv":
         p.setdefault("solver", solver)  # the one TV, run by the solver asked for
         solver = "tv"
-    rho_used = _problem_rho_rel(p, x0, noise_level)
+    rho_used = _problem_rho_rel(p, x0, noise_level, op)
     if solver == "tv":
         from priors.classical import TVPrior
 

@@ -1,4 +1,5 @@
-"""The TV weight that each CT validation problem wants, beside its blind noise estimate.
+"""The TV weight (or a learned prior's ADMM ρ) that each CT validation problem wants, beside
+its blind noise estimate.
 
 For a CT TV default that follows the data's noise (``weight_noise`` in the presets): the
 validation problems (none is a test case of ``scripts/compare_ct.py``) are
@@ -18,6 +19,13 @@ group's best, what the shipped rule and the old fixed weight (``--fixed``) lose.
 
     python scripts/tune_ct_tv_noise.py --out runs/tv-noise.jsonl
     python scripts/tune_ct_tv_noise.py --fit runs/tv-noise.jsonl
+
+``--prior NAME`` does the same for PnP-ADMM with a learned prior (its preset σ rule), over
+``rho_rel`` instead of TV's weight (``--groups`` and ``--scans`` run a subset), for the rule
+``rho_noise`` (``rho_rel = max(rho_rel, c·(σ̂/(g·range))^p)``):
+
+    python scripts/tune_ct_tv_noise.py --out runs/crr-rho.jsonl --prior crr-ct --scans 2
+    python scripts/tune_ct_tv_noise.py --fit runs/crr-rho.jsonl --prior crr-ct --fixed 0.03
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 COARSE = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16)
+PRIOR_COARSE = (0.0125, 0.025, 0.05, 0.1)  # rho_rel of PnP-ADMM with a learned prior
 
 
 def groups():
@@ -66,11 +75,14 @@ def build(problem: str, scan, noise: dict, seed: int = 0):
     )  # fmt: skip
 
 
-def psnr_at(pbs, presets, w: float) -> float:
+def psnr_at(pbs, presets, w: float, prior_name: str = "tv") -> float:
     from recon.pipeline import image_metrics, method_params, reconstruct
 
-    solver, prior, params = method_params(presets, "pnp-admm", "tv")
-    params.update(weight_rel=w, weight_noise=None)  # this weight, not the noise rule
+    solver, prior, params = method_params(presets, "pnp-admm", prior_name)
+    if prior_name == "tv":
+        params.update(weight_rel=w, weight_noise=None)  # this weight, not the noise rule
+    else:
+        params.update(rho_rel=w, rho_noise=None)  # this ρ, not a noise rule
     vals = []
     for pb in pbs:
         rec = reconstruct(pb.op, pb.y, pb.x0, solver, prior, params)
@@ -79,34 +91,40 @@ def psnr_at(pbs, presets, w: float) -> float:
     return float(np.mean(vals))
 
 
-def measure(out: Path) -> None:
+def measure(out: Path, prior: str = "tv", only=None, n_scans: int | None = None) -> None:
     from recon.pipeline import blind_noise_estimate, intensity_range, load_presets, unit_noise_gain
 
     presets = load_presets("ct")
     done = set()
     if out.exists():
         done = {json.loads(line)["group"] for line in out.read_text().splitlines() if line}
+    coarse = COARSE if prior == "tv" else PRIOR_COARSE
+
+    def at(w):
+        return psnr_at(pbs, presets, w, prior)
+
     for name, problem, scans, noise in groups():
-        if name in done:
+        if name in done or (only and name not in only):
             continue
         t0 = time.time()
-        pbs = [build(problem, s, noise) for s in scans]
+        pbs = [build(problem, s, noise) for s in scans[:n_scans]]
         rel = [blind_noise_estimate(pb.x0) / intensity_range(pb.x0) for pb in pbs]
-        res = {w: psnr_at(pbs, presets, w) for w in COARSE}
+        res = {w: at(w) for w in coarse}
         while True:  # extend past an edge, then refine by √2 around the best
             best = max(res, key=res.get)
             if best == min(res) and best > 1e-4:
-                res[best / 2] = psnr_at(pbs, presets, best / 2)
+                res[best / 2] = at(best / 2)
             elif best == max(res) and best < 2.0:
-                res[best * 2] = psnr_at(pbs, presets, best * 2)
+                res[best * 2] = at(best * 2)
             else:
                 break
         for w in (best / math.sqrt(2), best * math.sqrt(2)):
-            res[w] = psnr_at(pbs, presets, w)
+            res[w] = at(w)
         best = max(res, key=res.get)
         row = {
             "group": name, "problem": problem, "noise": noise, "size": int(pbs[0].x0.shape[-1]),
-            "scans": [s.name for s in scans], "sigma_rel": float(np.mean(rel)),
+            "scans": [pb_scan.name for pb_scan in scans[:n_scans]], "prior": prior,
+            "sigma_rel": float(np.mean(rel)),
             "norm_sq": float(pbs[0].op.norm_sq()), "unit_gain": unit_noise_gain(pbs[0].op),
             "best_weight_rel": best,
             "best_psnr": res[best], "psnr": {f"{w:.6g}": p for w, p in sorted(res.items())},
@@ -141,12 +159,18 @@ def _with_gain(rows: list[dict]) -> list[dict]:
     return rows
 
 
-def fit(path: Path, fixed: float) -> None:
+def fit(path: Path, fixed: float, prior: str = "tv") -> None:
     rows = _with_gain([json.loads(line) for line in path.read_text().splitlines() if line])
     from recon.pipeline import load_presets
 
-    tv = load_presets("ct")["tv"]
-    shipped = (float(tv["weight_noise"]), float(tv.get("weight_noise_power", 2.0)))
+    presets = load_presets("ct")
+    if prior == "tv":
+        tv = presets["tv"]
+        shipped = (float(tv["weight_noise"]), float(tv.get("weight_noise_power", 2.0)))
+    else:  # the prior's ρ rule, or its fixed rho_rel (c = 0)
+        sec = {**presets["pnp-admm"], **presets["priors"][prior]["pnp-admm"]}
+        tv = {"weight_rel": sec["rho_rel"]}
+        shipped = (float(sec.get("rho_noise") or 0.0), float(sec.get("rho_noise_power", 1.0)))
     print(f"| group | σ̂/range | g | best weight_rel | best dB | fixed {fixed:g}: lost | "
           f"shipped rule: weight_rel, lost |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
@@ -182,12 +206,15 @@ def main() -> None:
         "--fixed", type=float, default=0.02, help="the fixed weight_rel to compare (the old preset)"
     )
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--prior", default="tv", help="tv (its weight) or a learned prior (its ρ)")
+    ap.add_argument("--groups", nargs="+", default=None, help="only these validation groups")
+    ap.add_argument("--scans", type=int, default=None, help="the first N scans of each group")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.fit:
-        fit(args.fit, args.fixed)
+        fit(args.fit, args.fixed, args.prior)
     elif args.out:
-        measure(args.out)
+        measure(args.out, args.prior, args.groups, args.scans)
     else:
         ap.error("give --out or --fit")
 

@@ -109,7 +109,9 @@ def test_exact_prox_prior_pgd_decreases_its_objective_at_every_step(tmp_path):
     args += ["--solver", "pnp-pgd", "--prior", "crr-ct", "--iters", "120", "--out", str(out)]
     assert _run([*args, "--config", str(plain)]) == 0
     m = json.loads((out / "metrics.json").read_text())
-    assert m["parameters"]["prior_strength_factor"] == pytest.approx(1.9 * 0.03)  # plain_step_rel
+    rho_rel = m["parameters"]["rho_rel_used"]  # the preset's ρ rule (the sinogram's noise)
+    assert rho_rel > 0.005 and m["parameters"]["unit_noise_gain"] > 0
+    assert m["parameters"]["prior_strength_factor"] == pytest.approx(1.9 * rho_rel)
     assert m["psnr"] > m["baseline"]["psnr"] + 3
     obj = [v for v in json.loads((out / "history.json").read_text())["objective"] if v is not None]
     assert len(obj) == 120

@@ -132,3 +132,25 @@ def test_rho_follows_a_power_of_the_measured_noise():
     p = {"rho_rel": 0.5, "rho_noise": 3.0, "rho_noise_power": 2.0}
     _problem_rho_rel(p, x0, sigma)
     assert p["rho_rel"] == 0.5  # the floor
+
+
+@pytest.mark.parametrize("geometry", ["parallel", "fan"])
+def test_ct_rho_rule_divides_the_blind_estimate_by_the_geometrys_gain(geometry):
+    """Without a measured noise level (CT), ``rho_noise`` reads the start image's blind σ̂ over
+    g = unit_noise_gain(op), the sinogram's noise in pixel units (as TV's weight): rho_rel =
+    c·(σ̂/(g·range))^q, recorded with g, and unchanged by x0 -> a·x0 + b."""
+    from recon.pipeline import _problem_rho_rel
+
+    op = CTOperator(48, views=30, geometry=geometry)
+    x = torch.from_numpy(random_ellipses(48, seed=4)).double()[None, None]
+    gen = torch.Generator().manual_seed(1)
+    x0 = x + 0.05 * torch.randn(x.shape, generator=gen, dtype=torch.float64)
+    g = unit_noise_gain(op)
+    rel = blind_noise_estimate(x0) / (g * intensity_range(x0))
+    p = {"rho_rel": 1e-6, "rho_noise": 2.0, "rho_noise_power": 0.5}
+    used = _problem_rho_rel(p, x0, None, op)
+    assert p["rho_rel"] == pytest.approx(2.0 * rel**0.5, rel=1e-9)
+    assert used["unit_noise_gain"] == g and g != 1.0
+    q = {"rho_rel": 1e-6, "rho_noise": 2.0, "rho_noise_power": 0.5}
+    _problem_rho_rel(q, 5.0 * x0 + 2.0, None, op)
+    assert q["rho_rel"] == pytest.approx(p["rho_rel"], rel=1e-6)
