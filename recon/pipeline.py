@@ -392,11 +392,12 @@ def _tell_noise_level(
     from priors.lpn import unwrap
 
     model = unwrap(prior)
-    if getattr(model, "mode", None) == "prox":
+    exact = getattr(model, "mode", None) == "prox"  # the prox of an explicit R = t·λ·m
+    if exact:
         model.strength_factor = 1.0  # the trained R, unless PGD's rule below scales it
     if solver == "pnp-pgd" and "rho_rel" in p:  # the problem ADMM solves at this ρ
         step_rel, rho_rel = float(p.get("step_rel", 0.99)), float(p.pop("rho_rel"))
-        if getattr(model, "mode", None) == "prox":  # R = t·λ·m: the prox of γρR exactly
+        if exact:  # the prox of γρR exactly
             model.strength_factor = used["prior_strength_factor"] = step_rel * rho_rel
         else:
             power = float(getattr(model, "sigma_power", 2.0))
@@ -442,10 +443,7 @@ def _problem_rho_rel(p: dict[str, Any], x0, noise_level: float | None, op=None) 
     or the start image's blind estimate, then divided by g = ``unit_noise_gain(op)`` (CT: the
     sinogram's noise whatever the geometry, as TV's weight rule)."""
     q = float(p.pop("rho_noise_power", 1.0))
-    on = p.get("rho_noise") is not None and noise_level is None and op is not None
-    gain = unit_noise_gain(op) if on else 1.0
-    used = _follow_noise(p, "rho_noise", "rho_rel", x0, noise_level, power=q, gain=gain)
-    return {**used, "unit_noise_gain": gain} if used and gain != 1.0 else used
+    return _follow_sinogram_noise(p, "rho_noise", "rho_rel", op, x0, noise_level, q)
 
 
 def unit_noise_gain(op) -> float:
@@ -476,10 +474,19 @@ def _tv_weight_rel(p: dict[str, Any], op, x0, noise_level: float | None) -> dict
     ½||Ax − y||² + w·TV(x) (q = 2 for Gaussian noise and a Laplace prior on the gradients);
     q and the constant were fitted on CT validation problems (``scripts/tune_ct_tv_noise.py``)."""
     q = float(p.pop("weight_noise_power", 2.0))
-    on = p.get("weight_noise") is not None and noise_level is None
+    return _follow_sinogram_noise(p, "weight_noise", "weight_rel", op, x0, noise_level, q)
+
+
+def _follow_sinogram_noise(
+    p: dict[str, Any], rule: str, key: str, op, x0, noise_level: float | None, power: float
+) -> dict[str, float]:
+    """``_follow_noise`` with σ̂ divided by g = ``unit_noise_gain(op)`` when σ̂ is the start
+    image's blind estimate (CT: the sinogram's noise in pixel units, whatever the geometry);
+    a measured ``noise_level`` (MRI) is used as it is. Records g when it applies."""
+    on = p.get(rule) is not None and noise_level is None and op is not None
     gain = unit_noise_gain(op) if on else 1.0
-    used = _follow_noise(p, "weight_noise", "weight_rel", x0, noise_level, power=q, gain=gain)
-    return {**used, "unit_noise_gain": gain} if used else {}
+    used = _follow_noise(p, rule, key, x0, noise_level, power=power, gain=gain)
+    return {**used, "unit_noise_gain": gain} if used and on else used
 
 
 POSITIVE_KEYS = (

@@ -341,25 +341,24 @@ def test_learned_prior_objective_is_watched_every_iteration_and_decreases_along_
     assert all(v is not None for v in ra.history["regularizer"])
 
 
-def test_pgd_is_told_the_sigma_of_admms_problem():
+def _serve_prior(monkeypatch, model) -> None:
+    """``recon.pipeline.reconstruct`` loads its prior by name: hand it ``model`` instead."""
+    monkeypatch.setattr("priors.checkpoint.load_prior", lambda *a, **k: model)
+
+
+def test_pgd_is_told_the_sigma_of_admms_problem(monkeypatch):
     """With rho_rel in its parameters, PnP-PGD tells the prior σ·√(step_rel·rho_rel): the
     problem D + ρ·R_σ that PnP-ADMM solves, in the MAP scaling R_σ ∝ σ²."""
     from recon.pipeline import pgd_sigma_factor, reconstruct
 
     op, y = _problem(m=50, h=8, w=8)
     x0 = op.adjoint(y)
-    import priors.checkpoint as ck
-
     m = _learned_prior(2)
-    orig = ck.load_prior
-    ck.load_prior = lambda *a, **k: m
-    try:
-        base = {"prior_sigma_rel": 0.2, "iters": 3, "tol": 0.0}
-        a = reconstruct(op, y, x0, "pnp-admm", "x", {**base, "rho_rel": 0.04})
-        p = reconstruct(op, y, x0, "pnp-pgd", "x", {**base, "rho_rel": 0.04, "step_rel": 0.5})
-        q = reconstruct(op, y, x0, "pnp-pgd", "x", {**base, "step_rel": 0.5})
-    finally:
-        ck.load_prior = orig
+    _serve_prior(monkeypatch, m)
+    base = {"prior_sigma_rel": 0.2, "iters": 3, "tol": 0.0}
+    a = reconstruct(op, y, x0, "pnp-admm", "x", {**base, "rho_rel": 0.04})
+    p = reconstruct(op, y, x0, "pnp-pgd", "x", {**base, "rho_rel": 0.04, "step_rel": 0.5})
+    q = reconstruct(op, y, x0, "pnp-pgd", "x", {**base, "step_rel": 0.5})
     assert pgd_sigma_factor(0.5, 0.04) == pytest.approx(0.02**0.5)
     assert p.params["problem_sigma"] == pytest.approx(a.params["prior_sigma"])
     assert p.params["prior_sigma"] == pytest.approx(a.params["prior_sigma"] * 0.02**0.5)
@@ -368,29 +367,23 @@ def test_pgd_is_told_the_sigma_of_admms_problem():
         pgd_sigma_factor(0.5, 0.0)
 
 
-def test_pgd_sigma_rule_follows_the_priors_scaling():
+def test_pgd_sigma_rule_follows_the_priors_scaling(monkeypatch):
     """The convex-ridge prior's R grows like σ (its ℓ1 part): PGD is told σ·step_rel·rho_rel."""
     from priors.ridge import RidgeProx
     from recon.pipeline import pgd_sigma_factor, reconstruct
 
     op, y = _problem(m=50, h=8, w=8)
     x0 = op.adjoint(y)
-    import priors.checkpoint as ck
-
     m = RidgeProx(filters=4, kernel=3).double().eval()
-    orig = ck.load_prior
-    ck.load_prior = lambda *a, **k: m
-    try:
-        base = {"prior_sigma_rel": 0.2, "iters": 3, "tol": 0.0, "rho_rel": 0.04}
-        a = reconstruct(op, y, x0, "pnp-admm", "x", base)
-        p = reconstruct(op, y, x0, "pnp-pgd", "x", {**base, "step_rel": 0.5})
-    finally:
-        ck.load_prior = orig
+    _serve_prior(monkeypatch, m)
+    base = {"prior_sigma_rel": 0.2, "iters": 3, "tol": 0.0, "rho_rel": 0.04}
+    a = reconstruct(op, y, x0, "pnp-admm", "x", base)
+    p = reconstruct(op, y, x0, "pnp-pgd", "x", {**base, "step_rel": 0.5})
     assert pgd_sigma_factor(0.5, 0.04, power=1) == pytest.approx(0.02)
     assert p.params["prior_sigma"] == pytest.approx(a.params["prior_sigma"] * 0.02)
 
 
-def test_pgd_and_admm_minimize_the_same_objective_with_an_exact_prox():
+def test_pgd_and_admm_minimize_the_same_objective_with_an_exact_prox(monkeypatch):
     """With the exact prox of a learned convex R = λ·m (``mode="prox"``), PnP-PGD's prox is
     told R's weight γρ = step_rel·rho_rel at ADMM's σ, so both minimize D + ρ·R_σ: their limits
     agree to the solvers' accuracy. The σ-scaling rule (σ·γρ, weight 1), exact only for a
@@ -401,17 +394,11 @@ def test_pgd_and_admm_minimize_the_same_objective_with_an_exact_prox():
 
     op, y = _problem(seed=3, m=36, h=8, w=8, closed_form=True)
     x0 = op.adjoint(y)
-    import priors.checkpoint as ck
-
     m = RidgeProx(filters=4, kernel=3, mode="prox", tol=1e-11, max_iters=20000).double().eval()
-    orig = ck.load_prior
-    ck.load_prior = lambda *a, **k: m
-    try:
-        base = {"prior_sigma_rel": 0.3, "tol": 0.0, "rho_rel": 0.5}
-        a = reconstruct(op, y, x0, "pnp-admm", "x", {**base, "iters": 3000})
-        p = reconstruct(op, y, x0, "pnp-pgd", "x", {**base, "iters": 3000, "step_rel": 0.9})
-    finally:
-        ck.load_prior = orig
+    _serve_prior(monkeypatch, m)
+    base = {"prior_sigma_rel": 0.3, "tol": 0.0, "rho_rel": 0.5}
+    a = reconstruct(op, y, x0, "pnp-admm", "x", {**base, "iters": 3000})
+    p = reconstruct(op, y, x0, "pnp-pgd", "x", {**base, "iters": 3000, "step_rel": 0.9})
     assert m.strength_factor == pytest.approx(0.9 * 0.5)
     assert p.params["prior_strength_factor"] == pytest.approx(0.45)
     assert p.params["prior_sigma"] == pytest.approx(a.params["prior_sigma"])
@@ -425,7 +412,7 @@ def test_pgd_and_admm_minimize_the_same_objective_with_an_exact_prox():
     assert float((c.x - a.x).norm() / a.x.norm()) > 1e-2  # measured 0.34; the limits: 4e-10
 
 
-def test_plain_step_rel_is_plain_pgds_step_and_refused_at_two():
+def test_plain_step_rel_is_plain_pgds_step_and_refused_at_two(monkeypatch):
     """``plain_step_rel`` sets plain PGD's step (γ < 2/L converges for a convex R), FISTA
     keeps step_rel; the problem told to the prior follows the step actually taken; 2 is out."""
     from priors.ridge import RidgeProx
@@ -433,20 +420,14 @@ def test_plain_step_rel_is_plain_pgds_step_and_refused_at_two():
 
     op, y = _problem(m=50, h=8, w=8)
     x0 = op.adjoint(y)
-    import priors.checkpoint as ck
-
     m = RidgeProx(filters=4, kernel=3, mode="prox").double().eval()
-    orig = ck.load_prior
-    ck.load_prior = lambda *a, **k: m
-    try:
-        base = {"prior_sigma_rel": 0.2, "iters": 2, "tol": 0.0, "rho_rel": 0.04}
-        base.update(step_rel=0.99, plain_step_rel=1.9)
-        plain = reconstruct(op, y, x0, "pnp-pgd", "x", {**base, "accelerated": False})
-        fista = reconstruct(op, y, x0, "pnp-pgd", "x", {**base, "accelerated": True})
-        with pytest.raises(ValueError, match="plain_step_rel"):
-            reconstruct(op, y, x0, "pnp-pgd", "x", {**base, "plain_step_rel": 2.0})
-    finally:
-        ck.load_prior = orig
+    _serve_prior(monkeypatch, m)
+    base = {"prior_sigma_rel": 0.2, "iters": 2, "tol": 0.0, "rho_rel": 0.04}
+    base.update(step_rel=0.99, plain_step_rel=1.9)
+    plain = reconstruct(op, y, x0, "pnp-pgd", "x", {**base, "accelerated": False})
+    fista = reconstruct(op, y, x0, "pnp-pgd", "x", {**base, "accelerated": True})
+    with pytest.raises(ValueError, match="plain_step_rel"):
+        reconstruct(op, y, x0, "pnp-pgd", "x", {**base, "plain_step_rel": 2.0})
     assert plain.params["step"] == pytest.approx(1.9 / op.norm_sq())
     assert fista.params["step"] == pytest.approx(0.99 / op.norm_sq())
     assert plain.params["prior_strength_factor"] == pytest.approx(1.9 * 0.04)
