@@ -12,7 +12,12 @@ grid of its strength parameter (TV weight_rel or ADMM rho_rel); prints a markdow
 from (a patient no prior was trained on). Learned priors run with their preset's σ rule.
 
 Note: the grid is evaluated on the image it reports on (an oracle choice for every method alike);
-`recon tune` is where parameters are chosen on separate validation images.
+`recon tune` is where parameters are chosen on separate validation images. ``--defaults`` runs
+each method once at what ``recon ct`` would use (its preset and noise rules, chosen on
+validation problems only), the same protocol for every method:
+
+    .venv/bin/python scripts/compare_ct.py --input bundled:ct-small --noise 0.04 --defaults \
+        --methods tv ridge-ct crr-ct aelpn-ct
 """
 
 from __future__ import annotations
@@ -24,7 +29,13 @@ import torch
 
 from recon.api import ct_problem
 from recon.ct import load_ct_input
-from recon.pipeline import image_metrics, preset_prior_sigma, reconstruct
+from recon.pipeline import (
+    image_metrics,
+    load_presets,
+    preset_prior_sigma,
+    reconstruct,
+    solve_with_presets,
+)
 
 GRIDS = {
     "tv": ("weight_rel", (0.005, 0.01, 0.02, 0.04, 0.08, 0.16)),
@@ -43,6 +54,20 @@ def _load(name: str, size: int):
         scan = ct_real_validation_slice()
         return CTInput(np.asarray(scan.image, np.float32), scan.units, scan.pixel_size, name)
     return load_ct_input(name, size)
+
+
+def _at_defaults(method: str, args, op, y, x0, ref, dr) -> tuple:
+    """One run of ``method`` as ``recon ct`` would run it: the shipped presets and noise rules
+    (updated by ``--config`` as ``recon ct --config`` does)."""
+    checkpoint = args.checkpoint
+    solver, prior = ("tv", None) if method == "tv" else ("pnp-admm", checkpoint or method)
+    rec = solve_with_presets(load_presets("ct", args.config), op, y, x0, solver, prior)
+    key = "weight_rel" if method == "tv" else "rho_rel"
+    used = rec.params.get(f"{key}_used", rec.params.get(key))
+    setting = f"preset ({key}={used:.3g})"
+    label = method if method == "tv" or not checkpoint else checkpoint
+    m = image_metrics(rec.x[0, 0].numpy(), ref, dr)
+    return (label, setting, m, rec.iterations, rec.seconds)
 
 
 def main() -> None:
@@ -69,6 +94,12 @@ def main() -> None:
         help="learned methods run these weights (a recon train checkpoint) with the named "
         "prior's preset and grid, e.g. --methods crr-ct --checkpoint runs/new.safetensors",
     )
+    ap.add_argument(
+        "--defaults",
+        action="store_true",
+        help="no grid: each method once with recon ct's defaults (presets and noise rules)",
+    )
+    ap.add_argument("--config", default=None, help="with --defaults: presets as recon ct --config")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
     if args.threads:
@@ -82,7 +113,9 @@ def main() -> None:
     ref = pb.x_true[0, 0].numpy()
     noise = f"{args.photons:g} photons" if args.photons is not None else f"noise {args.noise}"
     rows = [("FBP", "-", image_metrics(x0[0, 0].numpy(), ref, dr), 0, pb.fbp_seconds)]
-    for method in args.methods:
+    if args.defaults:
+        rows += [_at_defaults(m, args, op, y, x0, ref, dr) for m in args.methods]
+    for method in [] if args.defaults else args.methods:
         key, grid = GRIDS[method]
         if args.grid:
             grid = tuple(float(v) for v in args.grid.split(","))

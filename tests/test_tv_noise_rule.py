@@ -154,3 +154,26 @@ def test_ct_rho_rule_divides_the_blind_estimate_by_the_geometrys_gain(geometry):
     q = {"rho_rel": 1e-6, "rho_noise": 2.0, "rho_noise_power": 0.5}
     _problem_rho_rel(q, 5.0 * x0 + 2.0, None, op)
     assert q["rho_rel"] == pytest.approx(p["rho_rel"], rel=1e-6)
+
+
+def test_ridge_ct_rho_follows_the_noise_where_the_fixed_rho_did_not():
+    """`ridge-ct`'s ADMM ρ follows the sinogram's noise (rho_noise in its preset). On a fan-beam
+    scan at 4 % the fixed rho_rel 0.03 it replaced keeps much of the noise (measured 2.5–3.6 dB
+    below the rule on 64² ellipse phantoms); at 1 % parallel the two are alike (within 0.35 dB).
+    Both images of a pair come from the same data and solver."""
+    img = random_ellipses(64, seed=3)
+    rule = load_presets("ct")
+    assert rule["priors"]["ridge-ct"]["pnp-admm"].get("rho_noise") is not None
+    section = {**rule["priors"]["ridge-ct"]["pnp-admm"], "rho_noise": None, "rho_rel": 0.03}
+    fixed = {**rule, "priors": {**rule["priors"], "ridge-ct": {"pnp-admm": section}}}
+    out = {}
+    for geometry, noise in (("parallel", 0.01), ("fan", 0.04)):
+        pb = ct_problem(img, units="a.u.", views=30, noise=noise, seed=1, geometry=geometry)
+        for name, presets in (("rule", rule), ("fixed", fixed)):
+            rec = solve_with_presets(presets, pb.op, pb.y, pb.x0, "pnp-admm", "ridge-ct")
+            ref = pb.x_true[0, 0].numpy()
+            out[name, noise] = image_metrics(rec.x[0, 0].numpy(), ref, pb.data_range)["psnr"]
+            if name == "rule":
+                assert rec.params["rho_rel_used"] > rec.params["rho_rel"]  # the rule, not the floor
+    assert out["rule", 0.01] >= out["fixed", 0.01] - 0.3, out
+    assert out["rule", 0.04] >= out["fixed", 0.04] + 1.0, out
