@@ -75,6 +75,7 @@ def main() -> None:
     ap.add_argument("--input", default="phantom:shepp-logan")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--views", type=int, default=60)
+    ap.add_argument("--geometry", choices=("parallel", "fan"), default="parallel")
     ap.add_argument("--noise", type=float, default=0.01, help="Gaussian, relative")
     ap.add_argument("--photons", type=float, default=None, help="Poisson, incident photons")
     ap.add_argument("--iters", type=int, default=40)
@@ -107,7 +108,7 @@ def main() -> None:
     inp = _load(args.input, args.size)
     pb = ct_problem(
         inp.image, units=inp.units, views=args.views, pixel_size=inp.pixel_size,
-        noise=args.noise, photons=args.photons, seed=0,
+        noise=args.noise, photons=args.photons, seed=0, geometry=args.geometry,
     )  # fmt: skip
     op, y, x0, dr = pb.op, pb.y, pb.x0, pb.data_range
     ref = pb.x_true[0, 0].numpy()
@@ -143,7 +144,8 @@ def main() -> None:
                 label = method if method == "tv" or not args.checkpoint else args.checkpoint
                 best = (label, f"{key}={v}", m, rec.iterations, rec.seconds)
         rows.append(best)
-    print(f"{args.input} ({ref.shape[0]}×{ref.shape[1]}), {args.views} views, {noise}")
+    shape = f"{ref.shape[0]}×{ref.shape[1]}"
+    print(f"{args.input} ({shape}), {args.geometry}, {args.views} views, {noise}")
     print("| method | best setting | PSNR (dB) | SSIM | iterations | seconds |")
     print("|---|---|---|---|---|---|")
     for name, setting, m, it, sec in rows:
