@@ -26,6 +26,12 @@ group's best, what the shipped rule and the old fixed weight (``--fixed``) lose.
 
     python scripts/tune_ct_tv_noise.py --out runs/crr-rho.jsonl --prior crr-ct --scans 2
     python scripts/tune_ct_tv_noise.py --fit runs/crr-rho.jsonl --prior crr-ct --fixed 0.03
+
+``--defaults METHOD ...`` instead scores each method (``tv`` or a prior's name) at what
+``recon ct`` uses (presets and noise rules) on the same groups, a mean PSNR per group and
+overall (JSON lines in ``--out``, resumes):
+
+    python scripts/tune_ct_tv_noise.py --out runs/ct-defaults.jsonl --defaults tv ridge-ct aelpn-ct
 """
 
 from __future__ import annotations
@@ -136,6 +142,45 @@ def measure(out: Path, prior: str = "tv", only=None, n_scans: int | None = None)
               f"({res[best]:.2f} dB), {row['seconds']:.0f} s", flush=True)  # fmt: skip
 
 
+def score_defaults(out: Path, methods: list[str], only=None, n_scans: int | None = None) -> None:
+    """Mean PSNR per validation group of each method at ``recon ct``'s defaults; a table."""
+    from recon.pipeline import image_metrics, load_presets, solve_with_presets
+
+    presets = load_presets("ct")
+    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    done = {(r["group"], r["method"]) for r in rows}
+    for name, problem, scans, noise in groups():
+        if only and name not in only:
+            continue
+        pbs = None
+        for method in methods:
+            if (name, method) in done:
+                continue
+            pbs = pbs or [build(problem, s, noise) for s in scans[:n_scans]]
+            solver, prior = ("tv", None) if method == "tv" else ("pnp-admm", method)
+            t0, vals = time.time(), []
+            for pb in pbs:
+                rec = solve_with_presets(presets, pb.op, pb.y, pb.x0, solver, prior)
+                ref = pb.x_true[0, 0].numpy()
+                vals.append(image_metrics(rec.x[0, 0].numpy(), ref, pb.data_range)["psnr"])
+            row = {"group": name, "method": method, "psnr": float(np.mean(vals)),
+                   "seconds": time.time() - t0}  # fmt: skip
+            rows.append(row)
+            with out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(f"{name} {method}: {row['psnr']:.2f} dB, {row['seconds']:.0f} s", flush=True)
+    table = {(r["group"], r["method"]): r["psnr"] for r in rows}
+    names = [g[0] for g in groups() if all((g[0], m) in table for m in methods)]
+    print("| group | " + " | ".join(methods) + " |")
+    print("|---|" + "---|" * len(methods))
+    for g in names:
+        print(f"| {g} | " + " | ".join(f"{table[g, m]:.2f}" for m in methods) + " |")
+    for label, sel in (("mean", names), ("mean, real CT", [g for g in names if "real" in g])):
+        if sel:
+            means = [np.mean([table[g, m] for g in sel]) for m in methods]
+            print(f"| {label} ({len(sel)}) | " + " | ".join(f"{v:.2f}" for v in means) + " |")
+
+
 def loss_at(row: dict, w: float) -> float:
     """dB lost against the group's best at weight w (PSNR interpolated linearly in log w;
     outside the measured weights, the edge value: a lower bound on the loss)."""
@@ -209,10 +254,15 @@ def main() -> None:
     ap.add_argument("--prior", default="tv", help="tv (its weight) or a learned prior (its ρ)")
     ap.add_argument("--groups", nargs="+", default=None, help="only these validation groups")
     ap.add_argument("--scans", type=int, default=None, help="the first N scans of each group")
+    ap.add_argument(
+        "--defaults", nargs="+", default=None, help="score these methods at recon ct's defaults"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.fit:
         fit(args.fit, args.fixed, args.prior)
+    elif args.out and args.defaults:
+        score_defaults(args.out, args.defaults, args.groups, args.scans)
     elif args.out:
         measure(args.out, args.prior, args.groups, args.scans)
     else:
