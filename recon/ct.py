@@ -157,7 +157,12 @@ def add_options(p: argparse.ArgumentParser) -> None:
         "--photons", type=number(0, lo_open=True), default=None, help="Poisson, incident photons"
     )
     p.add_argument("--solver", choices=["pnp-admm", "pnp-pgd", "fbp", "tv"], default="pnp-admm")
-    p.add_argument("--prior", default="aelpn-ct", help="aelpn-ct | lpn-ct | tv | CHECKPOINT")
+    p.add_argument(
+        "--prior",
+        default="ridge-ct",
+        help="ridge-ct (firmly nonexpansive, closed form; the default) | crr-ct (the exact prox "
+        "of a learned convex regularizer; slower) | aelpn-ct | lpn-ct | tv | CHECKPOINT",
+    )
     p.add_argument(
         "--window", default=None, help="PNG window: lung, mediastinum, bone, brain or L,W"
     )

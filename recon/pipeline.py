@@ -651,7 +651,8 @@ def reconstruct(
         )
         p_used.update(rho=rho, cg_preconditioner=res.params.get("cg_preconditioner"))
     elif inner_solver == "pnp-pgd":
-        step = float(p.pop("step_rel", 0.99)) / (lam * norm_sq)
+        step_rel = float(p.pop("step_rel", 0.99))  # plain_step_rel's, when it applied
+        step = step_rel / (lam * norm_sq)
         res = pnp_pgd(
             op,
             y,
@@ -661,7 +662,7 @@ def reconstruct(
             accelerated=bool(p.pop("accelerated", False)),
             **common,
         )
-        p_used.update(step=step)
+        p_used.update(step=step, step_rel=step_rel)
     else:
         raise ValueError(f"unknown solver {inner_solver!r}")
     p_used = {**params, **p_used, "lam": lam, "norm_sq": norm_sq}

@@ -73,7 +73,7 @@ def test_ct_on_bundled_real_slice(tmp_path, solver):
 def test_certified_prior_pgd_converges_and_agrees_with_admm(tmp_path):
     """PnP-PGD with the firmly nonexpansive ridge-ct (where the AE-LPN ran away): its objective
     never increases, it beats FBP, and it lands near PnP-ADMM's image (the preset tells PGD
-    the σ of ADMM's problem)."""
+    the σ of ADMM's problem, at the ρ the noise rule gives ADMM)."""
     runs = {}
     plain = tmp_path / "plain-pgd.json"  # plain PGD (the preset accelerates it)
     plain.write_text(json.dumps({"pnp-pgd": {"accelerated": False}}))
@@ -92,7 +92,11 @@ def test_certified_prior_pgd_converges_and_agrees_with_admm(tmp_path):
             tol = 2 * 2.0**-23 * 48**2
             assert all(b <= a + tol for a, b in zip(obj, obj[1:], strict=False))
     pgd, admm = runs["pnp-pgd"], runs["pnp-admm"]
-    assert pgd["parameters"]["pgd_sigma_factor"] == pytest.approx(0.99 * 0.03)
+    rho_rel = pgd["parameters"]["rho_rel_used"]  # ADMM's ρ, from the noise rule
+    assert rho_rel == pytest.approx(admm["parameters"]["rho_rel_used"], rel=1e-6)
+    step_rel = pgd["parameters"]["step_rel"]  # plain PGD: the preset's plain_step_rel
+    assert 1.0 < step_rel < 2.0
+    assert pgd["parameters"]["pgd_sigma_factor"] == pytest.approx(step_rel * rho_rel)
     assert pgd["psnr"] > pgd["baseline"]["psnr"] + 3
     assert abs(pgd["psnr"] - admm["psnr"]) <= 1.0
 
