@@ -11,6 +11,7 @@ is).
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import math
 import sys
@@ -488,16 +489,16 @@ def relative_norm(op) -> float:
     strongly at the pixel scale."""
     if not hasattr(op, "fbp"):
         return 1.0
-    global _REFERENCE_NORM
-    if _REFERENCE_NORM is None:
-        from operators.ct import CTOperator
-
-        _REFERENCE_NORM = float(CTOperator(128, views=60).norm_sq())
     pixel = float(getattr(op, "pixel_size", 1.0))
-    return float(op.norm_sq()) / pixel**2 / _REFERENCE_NORM
+    return float(op.norm_sq()) / pixel**2 / _reference_norm()
 
 
-_REFERENCE_NORM: float | None = None
+@functools.cache
+def _reference_norm() -> float:
+    """||A||² of the 128², 60-view parallel geometry (unit pixels), computed once."""
+    from operators.ct import CTOperator
+
+    return float(CTOperator(128, views=60).norm_sq())
 
 
 def _follow_sinogram_noise(
