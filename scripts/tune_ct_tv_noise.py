@@ -147,7 +147,8 @@ def score_defaults(out: Path, methods: list[str], only=None, n_scans: int | None
     from recon.pipeline import image_metrics, load_presets, solve_with_presets
 
     presets = load_presets("ct")
-    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    text = out.read_text() if out.exists() else ""
+    rows = [json.loads(line) for line in text.splitlines() if line]
     done = {(r["group"], r["method"]) for r in rows}
     for name, problem, scans, noise in groups():
         if only and name not in only:
@@ -191,15 +192,18 @@ def loss_at(row: dict, w: float) -> float:
 
 
 def _with_gain(rows: list[dict]) -> list[dict]:
-    """Rows with ``unit_gain`` (the FBP's unit-noise σ̂ of the group's geometry) and ``x`` =
-    σ̂/(gain·range), the quantity the rule is a power of."""
-    from recon.pipeline import unit_noise_gain
+    """Rows with ``unit_gain`` (the FBP's unit-noise σ̂ of the group's geometry), ``x`` =
+    σ̂/(gain·range), the quantity the rule is a power of, and ``relative_norm`` (the size the
+    rule's ``*_norm_power`` divides by)."""
+    from recon.pipeline import relative_norm, unit_noise_gain
 
     spec = {name: (problem, scans, noise) for name, problem, scans, noise in groups()}
     for r in rows:
+        problem, scans, noise = spec[r["group"]]
+        op = build(problem, scans[0], noise).op
         if "unit_gain" not in r:
-            problem, scans, noise = spec[r["group"]]
-            r["unit_gain"] = unit_noise_gain(build(problem, scans[0], noise).op)
+            r["unit_gain"] = unit_noise_gain(op)
+        r["relative_norm"] = relative_norm(op)
         r["x"] = r["sigma_rel"] / r["unit_gain"]
     return rows
 
@@ -212,23 +216,27 @@ def fit(path: Path, fixed: float, prior: str = "tv") -> None:
     if prior == "tv":
         tv = presets["tv"]
         shipped = (float(tv["weight_noise"]), float(tv.get("weight_noise_power", 2.0)))
+        beta = float(tv.get("weight_noise_norm_power") or 0.0)
     else:  # the prior's ρ rule, or its fixed rho_rel (c = 0)
         sec = {**presets["pnp-admm"], **presets["priors"][prior]["pnp-admm"]}
         tv = {"weight_rel": sec["rho_rel"]}
         shipped = (float(sec.get("rho_noise") or 0.0), float(sec.get("rho_noise_power", 1.0)))
+        beta = float(sec.get("rho_noise_norm_power") or 0.0)
+    for r in rows:  # the preset's size factor, in the shipped rule and in the fit alike
+        r["shrink"] = max(1.0, r["relative_norm"]) ** beta
     print(f"| group | σ̂/range | g | best weight_rel | best dB | fixed {fixed:g}: lost | "
           f"shipped rule: weight_rel, lost |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         w, lost = r["best_weight_rel"], loss_at(r, fixed)
-        w_rule = max(float(tv["weight_rel"]), shipped[0] * r["x"] ** shipped[1])
+        w_rule = max(float(tv["weight_rel"]), shipped[0] * r["x"] ** shipped[1] / r["shrink"])
         lost_rule = loss_at(r, w_rule)
         print(f"| {r['group']} | {r['sigma_rel']:.4f} | {r['unit_gain']:.4f} | {w:.4g} | "
               f"{r['best_psnr']:.2f} | {lost:.2f} | {w_rule:.4g}, {lost_rule:.2f} |")  # fmt: skip
     per_power = {}  # power -> (mean loss, worst loss, c) of its best c
     for p in np.arange(0.5, 3.01, 0.25):
         for c in np.exp(np.linspace(math.log(1e-3), math.log(1e3), 241)):
-            losses = [loss_at(r, c * r["x"] ** p) for r in rows]
+            losses = [loss_at(r, c * r["x"] ** p / r["shrink"]) for r in rows]
             if p not in per_power or np.mean(losses) < per_power[p][0]:
                 per_power[p] = (float(np.mean(losses)), float(max(losses)), float(c))
     best_p = min(per_power, key=lambda p: per_power[p][0])
@@ -236,7 +244,8 @@ def fit(path: Path, fixed: float, prior: str = "tv") -> None:
     print(f"\nfixed weight_rel {fixed:g}: mean loss "
           f"{np.mean([loss_at(r, fixed) for r in rows]):.2f} dB, "
           f"worst {max(loss_at(r, fixed) for r in rows):.2f}")  # fmt: skip
-    print(f"rule weight_rel = {c:.3g}·(σ̂/(g·range))^{best_p:g}: mean loss {mean:.2f} dB, "
+    size = f" / max(1, r)^{beta:g}" if beta else ""
+    print(f"rule weight_rel = {c:.3g}·(σ̂/(g·range))^{best_p:g}{size}: mean loss {mean:.2f} dB, "
           f"worst {worst:.2f}")  # fmt: skip
     for p in (1.0, 2.0):
         mean, worst, c = per_power[p]
