@@ -60,8 +60,8 @@ def _at_defaults(method: str, args, op, y, x0, ref, dr) -> tuple:
     """One run of ``method`` as ``recon ct`` would run it: the shipped presets and noise rules
     (updated by ``--config`` as ``recon ct --config`` does)."""
     checkpoint = args.checkpoint
-    solver, prior = ("tv", None) if method == "tv" else ("pnp-admm", checkpoint or method)
-    rec = solve_with_presets(load_presets("ct", args.config), op, y, x0, solver, prior)
+    prior = method if method == "tv" else checkpoint or method  # --prior tv: the one TV
+    rec = solve_with_presets(load_presets("ct", args.config), op, y, x0, "pnp-admm", prior)
     key = "weight_rel" if method == "tv" else "rho_rel"
     used = rec.params.get(f"{key}_used", rec.params.get(key))
     setting = f"preset ({key}={used:.3g})"

@@ -158,10 +158,9 @@ def score_defaults(out: Path, methods: list[str], only=None, n_scans: int | None
             if (name, method) in done:
                 continue
             pbs = pbs or [build(problem, s, noise) for s in scans[:n_scans]]
-            solver, prior = ("tv", None) if method == "tv" else ("pnp-admm", method)
             t0, vals = time.time(), []
-            for pb in pbs:
-                rec = solve_with_presets(presets, pb.op, pb.y, pb.x0, solver, prior)
+            for pb in pbs:  # method "tv" with pnp-admm is `recon ct --solver tv`'s one TV
+                rec = solve_with_presets(presets, pb.op, pb.y, pb.x0, "pnp-admm", method)
                 ref = pb.x_true[0, 0].numpy()
                 vals.append(image_metrics(rec.x[0, 0].numpy(), ref, pb.data_range)["psnr"])
             row = {"group": name, "method": method, "psnr": float(np.mean(vals)),

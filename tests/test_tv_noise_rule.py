@@ -24,6 +24,13 @@ from recon.pipeline import (
 )
 
 
+def _noisy_ellipses(size: int, seed: int, sigma: float, noise_seed: int) -> torch.Tensor:
+    """An ellipse phantom (1, 1, size, size) in float64 plus seeded Gaussian noise of std σ."""
+    x = torch.from_numpy(random_ellipses(size, seed=seed)).double()[None, None]
+    gen = torch.Generator().manual_seed(noise_seed)
+    return x + sigma * torch.randn(x.shape, generator=gen, dtype=torch.float64)
+
+
 @pytest.mark.parametrize("geometry", ["parallel", "fan"])
 def test_unit_gain_recovers_the_sinogram_noise(geometry):
     """σ̂(FBP(noise of std s)) / gain ≈ s for a noise draw other than the gain's own: the FBP's
@@ -142,9 +149,7 @@ def test_ct_rho_rule_divides_the_blind_estimate_by_the_geometrys_gain(geometry):
     from recon.pipeline import _problem_rho_rel
 
     op = CTOperator(48, views=30, geometry=geometry)
-    x = torch.from_numpy(random_ellipses(48, seed=4)).double()[None, None]
-    gen = torch.Generator().manual_seed(1)
-    x0 = x + 0.05 * torch.randn(x.shape, generator=gen, dtype=torch.float64)
+    x0 = _noisy_ellipses(48, seed=4, sigma=0.05, noise_seed=1)
     g = unit_noise_gain(op)
     rel = blind_noise_estimate(x0) / (g * intensity_range(x0))
     p = {"rho_rel": 1e-6, "rho_noise": 2.0, "rho_noise_power": 0.5}
@@ -199,8 +204,7 @@ def test_norm_power_divides_the_rule_by_the_relative_norm():
     from recon.pipeline import _problem_rho_rel, relative_norm
 
     small = CTOperator(64, views=30)
-    x = torch.from_numpy(random_ellipses(64, seed=2)).double()[None, None]
-    x0 = x + 0.03 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=x.dtype)
+    x0 = _noisy_ellipses(64, seed=2, sigma=0.03, noise_seed=0)
     a = {"rho_rel": 1e-6, "rho_noise": 0.05}
     _problem_rho_rel(a, x0, None, small)
     c = {"rho_rel": 1e-6, "rho_noise": 0.05, "rho_noise_norm_power": 1.0}
@@ -208,8 +212,7 @@ def test_norm_power_divides_the_rule_by_the_relative_norm():
     assert relative_norm(small) < 1 and c["rho_rel"] == a["rho_rel"]
 
     op = CTOperator(192, views=50)
-    x = torch.from_numpy(random_ellipses(192, seed=2)).double()[None, None]
-    x0 = x + 0.03 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=x.dtype)
+    x0 = _noisy_ellipses(192, seed=2, sigma=0.03, noise_seed=0)
     base = {"rho_rel": 1e-6, "rho_noise": 0.05}
     plain = dict(base)
     _problem_rho_rel(plain, x0, None, op)
