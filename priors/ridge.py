@@ -65,10 +65,27 @@ from torch import nn
 
 from priors.lpn import LearnedProx, mean_split, noise_levels
 
-__all__ = ["RidgeProx", "conv_norm_bound", "KIND", "MODES"]
+__all__ = ["RidgeProx", "conv_adjoint", "conv_norm_bound", "KIND", "MODES"]
 
 KIND = "fne-ridge"
 MODES = ("gradient-step", "prox")
+
+
+def conv_adjoint(t: torch.Tensor, w: torch.Tensor, padding: int, dilation: int = 1) -> torch.Tensor:
+    """Vᵀt for V = ``F.conv2d(·, w, padding=padding, dilation=dilation)``, w (C, C_in, k, k),
+    t (B, C, H, W) → (B, C_in, H, W): ``F.conv_transpose2d`` with the same arguments.
+
+    On the CPU as one matrix product and a col2im: the columns wᵀt (B, C_in·k², H·W) summed
+    back into place by ``F.fold``. torch's CPU transposed convolution reduces over many input
+    channels (C = 64 here, C_in ≤ 2) about 3× slower than its forward convolution; this form
+    takes about as long as the forward one. Same sums in another order (float round-off only).
+    """
+    if t.device.type != "cpu":
+        return F.conv_transpose2d(t, w, padding=padding, dilation=dilation)
+    b, c, h, wd = t.shape
+    c_in, k = w.shape[1], w.shape[-1]
+    cols = w.reshape(c, c_in * k * k).t() @ t.reshape(b, c, h * wd)
+    return F.fold(cols, (h, wd), k, dilation=dilation, padding=padding)
 
 
 def conv_norm_bound(weight: torch.Tensor, grid: int = 256) -> torch.Tensor:
@@ -255,7 +272,7 @@ class RidgeProx(LearnedProx):
         """Wᵀ t, the exact adjoint of ``_conv``."""
         n = len(self.dilations)
         return sum(
-            F.conv_transpose2d(tg, wg, padding=d * (self.kernel // 2), dilation=d)
+            conv_adjoint(tg, wg, padding=d * (self.kernel // 2), dilation=d)
             for tg, wg, d in zip(t.chunk(n, 1), w.chunk(n), self.dilations, strict=True)
         )
 
@@ -297,23 +314,52 @@ class RidgeProx(LearnedProx):
         _, u = mean_split(x)
         return self._conv(u, ops.w), ops.scale, ops.w
 
-    def _segments(self, t: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Per entry of t: (u = t / scale, s_j, c_j, k_j) of its spline segment; at σ = 0 the
-        segment is the outer one on t's side (the limit σ → 0)."""
-        s, c, k = (a.to(t.dtype) for a in self._spline())
-        zero = scale == 0
-        u = t / torch.where(zero, torch.ones_like(scale), scale)
-        u = torch.where(zero, t.sign() * math.inf, u)
-        j = torch.bucketize(u.detach(), self.knot_grid.to(t.dtype))
-        idx = j + torch.arange(t.shape[1], device=t.device).view(1, -1, 1, 1) * s.shape[1]
-        return u, s.flatten()[idx], c.flatten()[idx], k.flatten()[idx]
+    def _knot_index(self, u: torch.Tensor) -> torch.Tensor:
+        """j with r_{j−1} < u ≤ r_j on the knot grid r (``torch.bucketize``; j in [0, knots]).
+        The grid is uniform (``torch.linspace``), so j = ⌈(u − r_0)/h⌉ clamped: elementwise
+        arithmetic instead of a binary search (it can differ from bucketize only for u within
+        rounding of a knot, where Φ' is continuous)."""
+        r = self.knot_grid.to(u.dtype)
+        n = r.numel()
+        key = (self.knot_grid.data_ptr(), self.knot_grid._version)
+        if getattr(self, "_uniform_knots", (None,))[0] != key:  # checked once per grid
+            steps = r[1:] - r[:-1]
+            self._uniform_knots = (key, bool(torch.allclose(steps, steps[:1].expand_as(steps))))
+        if not self._uniform_knots[1]:
+            return torch.bucketize(u, r)
+        h = (r[-1] - r[0]) / (n - 1)
+        return torch.ceil((u - r[0]) / h).clamp_(0, n).long()
 
-    def _shrinkage(self, t: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(g, p) per entry: g = ∂p/∂t = scale·Φ'(t/scale), p = scale²·Φ(t/scale); at scale 0
-        the limits g = s_±·t, p = ½ s_±·t²."""
-        u, s, c, k = self._segments(t, scale)
+    def _segments(
+        self, t: torch.Tensor, scale: torch.Tensor, with_k: bool = True
+    ) -> tuple[torch.Tensor, ...]:
+        """Per entry of t: (u = t / scale, s_j, c_j, k_j) of its spline segment (k_j None
+        unless ``with_k``); at σ = 0 the segment is the outer one on t's side (the limit σ → 0)."""
+        s, c, k = (a.to(t.dtype) for a in self._spline())
+        if bool((scale == 0).any()):
+            zero = scale == 0
+            u = t / torch.where(zero, torch.ones_like(scale), scale)
+            u = torch.where(zero, t.sign() * math.inf, u)
+        else:
+            u = t / scale
+        j = self._knot_index(u.detach())
+        idx = j + torch.arange(t.shape[1], device=t.device).view(1, -1, 1, 1) * s.shape[1]
+        return u, s.flatten()[idx], c.flatten()[idx], k.flatten()[idx] if with_k else None
+
+    def _shrinkage(
+        self, t: torch.Tensor, scale: torch.Tensor, with_p: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(g, p) per entry: g = ∂p/∂t = scale·Φ'(t/scale), p = scale²·Φ(t/scale) (None unless
+        ``with_p``: the inner solve needs g only); at scale 0 the limits g = s_±·t, p = ½ s_±·t²."""
+        u, s, c, k = self._segments(t, scale, with_k=with_p)
+        if not bool((scale == 0).any()):
+            g = scale * c + s * t
+            p = scale.pow(2) * k + t * (scale * c + 0.5 * s * t) if with_p else None
+            return g, p
         zero = (scale == 0).expand_as(t)
         g = torch.where(zero, s * t, scale * c + s * t)
+        if not with_p:
+            return g, None
         p = scale.pow(2) * k + scale * c * t + 0.5 * s * t.pow(2)
         p = torch.where(zero, 0.5 * s * t.pow(2), p)
         return g, p
@@ -392,15 +438,21 @@ class RidgeProx(LearnedProx):
             return torch.ones(())
         return self._strength_factor * self.log_strength.exp()
 
-    def _grad_m(self, z: torch.Tensor, ops: _Analysis) -> tuple[torch.Tensor, torch.Tensor]:
-        """(∇m(z) = Q Wᵀ g(W Q z; σ) [+ Q W_gᵀ (a ⊙ W_g Q z)], m(z) (B,))."""
+    def _grad_m(
+        self, z: torch.Tensor, ops: _Analysis, with_value: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(∇m(z) = Q Wᵀ g(W Q z; σ) [+ Q W_gᵀ (a ⊙ W_g Q z)], m(z) (B,), None unless
+        ``with_value``)."""
         _, u = mean_split(z)
-        g, p = self._shrinkage(self._conv(u, ops.w), ops.scale)
-        back, total = self._conv_t(g, ops.w), p.flatten(1).sum(1)
+        g, p = self._shrinkage(self._conv(u, ops.w), ops.scale, with_p=with_value)
+        back = self._conv_t(g, ops.w)
+        total = p.flatten(1).sum(1) if with_value else None
         if ops.wg is not None:
-            coef, _, pg = self._group_curve(self._group_conv(u, ops.wg), ops.gscale)
-            back = back + self._group_conv_t(coef * self._group_conv(u, ops.wg), ops.wg)
-            total = total + pg.flatten(1).sum(1)
+            tg = self._group_conv(u, ops.wg)
+            coef, _, pg = self._group_curve(tg, ops.gscale)
+            back = back + self._group_conv_t(coef * tg, ops.wg)
+            if with_value:
+                total = total + pg.flatten(1).sum(1)
         _, back = mean_split(back)
         return back, total
 
@@ -449,7 +501,7 @@ class RidgeProx(LearnedProx):
         return F.conv2d(u, wg, padding=self.kernel // 2)
 
     def _group_conv_t(self, t: torch.Tensor, wg: torch.Tensor) -> torch.Tensor:
-        return F.conv_transpose2d(t, wg, padding=self.kernel // 2)
+        return conv_adjoint(t, wg, padding=self.kernel // 2)
 
     def _group_spline(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(s, c, k), each (G, knots): on segment j (ρ from r_j, r_0 = 0, to r_{j+1} or ∞),
@@ -512,7 +564,7 @@ class RidgeProx(LearnedProx):
         while iters < self.max_iters:
             iters += 1
             u = z + beta * (z - prev)
-            grad = (u - y) + lam * self._grad_m(u, ops)[0]
+            grad = (u - y) + lam * self._grad_m(u, ops, with_value=False)[0]
             now = (grad.flatten(1).norm(dim=1) <= limit) & ~done
             keep, hit = done.view(-1, 1, 1, 1), now.view(-1, 1, 1, 1)  # y is (B, C, H, W)
             z_next = torch.where(keep, z, torch.where(hit, u, u - step * grad))

@@ -14,7 +14,7 @@ from priors.checkpoint import load_prior, save_checkpoint
 from priors.jacobian import hessian_operator, top_eigenvalue
 from priors.lpn import told_noise_level
 from priors.regularizer import evaluate_regularizer
-from priors.ridge import RidgeProx, conv_norm_bound
+from priors.ridge import RidgeProx, conv_adjoint, conv_norm_bound
 
 
 def _model(
@@ -84,6 +84,51 @@ def test_shrinkage_curve_is_continuous_with_slopes_in_0_1():
     inc = 0.5 * (g[..., 1:] + g[..., :-1]) * h
     assert (p.diff(dim=-1) - inc).abs().max() <= 1e-6
     assert p[..., 20000].abs().max() <= 1e-12  # Φ(0) = 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_knot_index_is_bucketize_except_within_rounding_of_a_knot(dtype):
+    m = _model()
+    r = m.knot_grid.to(dtype)
+    gen = torch.Generator().manual_seed(0)
+    u = torch.cat(
+        [
+            (torch.rand(20000, generator=gen, dtype=torch.float64) * 3 - 1.5) * float(r[-1]),
+            r.double(),  # the knots themselves and their neighbours
+            r.double() + 1e-3,
+            r.double() - 1e-3,
+            torch.tensor([math.inf, -math.inf, 0.0], dtype=torch.float64),
+        ]
+    ).to(dtype)
+    fast, exact = m._knot_index(u), torch.bucketize(u, r)
+    assert fast.dtype == exact.dtype and fast.min() >= 0 and fast.max() <= r.numel()
+    off = fast != exact
+    # a different segment only for u within rounding of the knot between the two segments
+    # (Φ' is continuous there); the arithmetic's error is a few ulps of the grid's range
+    gap = (u[off, None].double() - r[None].double()).abs().min(1).values
+    assert bool(((fast[off] - exact[off]).abs() <= 1).all())
+    assert bool((gap <= 8 * torch.finfo(dtype).eps * float(r.abs().max())).all())
+    # a checkpoint with an uneven grid gets torch.bucketize itself
+    with torch.no_grad():
+        m.knot_grid.copy_(m.knot_grid.sign() * m.knot_grid.abs().pow(1.5))
+    r = m.knot_grid.to(dtype)
+    assert torch.equal(m._knot_index(u), torch.bucketize(u, r))
+
+
+@pytest.mark.parametrize("dilation", [1, 2])
+@pytest.mark.parametrize("c_in", [1, 2])
+def test_conv_adjoint_is_the_transposed_convolution(dilation, c_in):
+    gen = torch.Generator().manual_seed(1)
+    w = torch.randn(9, c_in, 5, 5, generator=gen, dtype=torch.float64)
+    t = torch.randn(3, 9, 19, 23, generator=gen, dtype=torch.float64)
+    u = torch.randn(3, c_in, 19, 23, generator=gen, dtype=torch.float64)
+    pad = 2 * dilation
+    out = conv_adjoint(t, w, padding=pad, dilation=dilation)
+    ref = F.conv_transpose2d(t, w, padding=pad, dilation=dilation)
+    assert out.shape == u.shape
+    assert (out - ref).abs().max() <= 1e-12 * ref.abs().max()
+    lhs = (F.conv2d(u, w, padding=pad, dilation=dilation) * t).sum()
+    assert float((lhs - (u * out).sum()).abs()) <= 1e-12 * float(lhs.abs())
 
 
 @pytest.mark.parametrize("grid", [64, 256])
