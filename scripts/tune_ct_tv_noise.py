@@ -29,7 +29,8 @@ group's best, what the shipped rule and the old fixed weight (``--fixed``) lose.
 
 ``--defaults METHOD ...`` instead scores each method (``tv`` or a prior's name) at what
 ``recon ct`` uses (presets and noise rules) on the same groups, a mean PSNR per group and
-overall (JSON lines in ``--out``, resumes):
+overall (JSON lines in ``--out``, resumes; ``--config F`` changes the presets as ``recon ct
+--config`` does):
 
     python scripts/tune_ct_tv_noise.py --out runs/ct-defaults.jsonl --defaults tv ridge-ct aelpn-ct
 """
@@ -142,11 +143,14 @@ def measure(out: Path, prior: str = "tv", only=None, n_scans: int | None = None)
               f"({res[best]:.2f} dB), {row['seconds']:.0f} s", flush=True)  # fmt: skip
 
 
-def score_defaults(out: Path, methods: list[str], only=None, n_scans: int | None = None) -> None:
-    """Mean PSNR per validation group of each method at ``recon ct``'s defaults; a table."""
+def score_defaults(
+    out: Path, methods: list[str], only=None, n_scans: int | None = None, config: str | None = None
+) -> None:
+    """Mean PSNR per validation group of each method at ``recon ct``'s defaults (updated by
+    ``config`` as ``recon ct --config`` does); a table."""
     from recon.pipeline import image_metrics, load_presets, solve_with_presets
 
-    presets = load_presets("ct")
+    presets = load_presets("ct", config)
     text = out.read_text() if out.exists() else ""
     rows = [json.loads(line) for line in text.splitlines() if line]
     done = {(r["group"], r["method"]) for r in rows}
@@ -265,12 +269,13 @@ def main() -> None:
     ap.add_argument(
         "--defaults", nargs="+", default=None, help="score these methods at recon ct's defaults"
     )
+    ap.add_argument("--config", default=None, help="with --defaults: presets as recon ct --config")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.fit:
         fit(args.fit, args.fixed, args.prior)
     elif args.out and args.defaults:
-        score_defaults(args.out, args.defaults, args.groups, args.scans)
+        score_defaults(args.out, args.defaults, args.groups, args.scans, args.config)
     elif args.out:
         measure(args.out, args.prior, args.groups, args.scans)
     else:
