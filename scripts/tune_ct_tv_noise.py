@@ -82,20 +82,27 @@ def build(problem: str, scan, noise: dict, seed: int = 0):
     )  # fmt: skip
 
 
+def mean_psnr(pbs, solve) -> float:
+    """Mean PSNR over the problems ``pbs`` of ``solve(pb)`` (a reconstruction result)."""
+    from recon.pipeline import image_metrics
+
+    vals = []
+    for pb in pbs:
+        rec = solve(pb)
+        ref = pb.x_true[0, 0].numpy()
+        vals.append(image_metrics(rec.x[0, 0].numpy(), ref, pb.data_range)["psnr"])
+    return float(np.mean(vals))
+
+
 def psnr_at(pbs, presets, w: float, prior_name: str = "tv") -> float:
-    from recon.pipeline import image_metrics, method_params, reconstruct
+    from recon.pipeline import method_params, reconstruct
 
     solver, prior, params = method_params(presets, "pnp-admm", prior_name)
     if prior_name == "tv":
         params.update(weight_rel=w, weight_noise=None)  # this weight, not the noise rule
     else:
         params.update(rho_rel=w, rho_noise=None)  # this ρ, not a noise rule
-    vals = []
-    for pb in pbs:
-        rec = reconstruct(pb.op, pb.y, pb.x0, solver, prior, params)
-        ref = pb.x_true[0, 0].numpy()
-        vals.append(image_metrics(rec.x[0, 0].numpy(), ref, pb.data_range)["psnr"])
-    return float(np.mean(vals))
+    return mean_psnr(pbs, lambda pb: reconstruct(pb.op, pb.y, pb.x0, solver, prior, params))
 
 
 def measure(out: Path, prior: str = "tv", only=None, n_scans: int | None = None) -> None:
@@ -148,7 +155,7 @@ def score_defaults(
 ) -> None:
     """Mean PSNR per validation group of each method at ``recon ct``'s defaults (updated by
     ``config`` as ``recon ct --config`` does); a table."""
-    from recon.pipeline import image_metrics, load_presets, solve_with_presets
+    from recon.pipeline import load_presets, solve_with_presets
 
     presets = load_presets("ct", config)
     text = out.read_text() if out.exists() else ""
@@ -162,13 +169,12 @@ def score_defaults(
             if (name, method) in done:
                 continue
             pbs = pbs or [build(problem, s, noise) for s in scans[:n_scans]]
-            t0, vals = time.time(), []
-            for pb in pbs:  # method "tv" with pnp-admm is `recon ct --solver tv`'s one TV
-                rec = solve_with_presets(presets, pb.op, pb.y, pb.x0, "pnp-admm", method)
-                ref = pb.x_true[0, 0].numpy()
-                vals.append(image_metrics(rec.x[0, 0].numpy(), ref, pb.data_range)["psnr"])
-            row = {"group": name, "method": method, "psnr": float(np.mean(vals)),
-                   "seconds": time.time() - t0}  # fmt: skip
+            t0 = time.time()
+            psnr = mean_psnr(  # method "tv" with pnp-admm is `recon ct --solver tv`'s one TV
+                pbs,
+                lambda pb, m=method: solve_with_presets(presets, pb.op, pb.y, pb.x0, "pnp-admm", m),
+            )
+            row = {"group": name, "method": method, "psnr": psnr, "seconds": time.time() - t0}
             rows.append(row)
             with out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
