@@ -1,8 +1,9 @@
 """`recon ct`: simulate sparse-view / limited-angle CT from an image and reconstruct it.
 
-Input (``--input``): a DICOM file, a DICOM series folder (every slice, or ``--slice K|A:B``),
-a ``.npy`` image, ``phantom:shepp-logan`` / ``phantom:ellipses`` (``--size N``), or
-``bundled:ct-small`` (the real CT slice pydicom ships; the demo slice, never trained on).
+Input (``--input``): a DICOM file, a DICOM series folder or an NRRD volume (``.nrrd``/``.nhdr``,
+in HU; every slice, or ``--slice K|A:B``), a ``.npy`` image, ``phantom:shepp-logan`` /
+``phantom:ellipses`` (``--size N``), or ``bundled:ct-small`` (the real CT slice pydicom ships;
+the demo slice, never trained on).
 
 Units: DICOM input is in HU. Internally the reconstruction works in normalized attenuation
 u = (HU + 1000)/2500 (air 0, water 0.4, dense bone ≈ 1: the [0, 1]-like range the shipped priors
@@ -24,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data.dicom import CTVolume
+from data.nrrd import is_nrrd
 from recon.api import HU_OFFSET, HU_SCALE
 from recon.argtypes import count, number
 from recon.outputs import prepare_out_dir, write_outputs
@@ -74,13 +77,13 @@ def load_ct_input(
         from data.npy import load_npy_image
 
         return CTInput(load_npy_image(path).astype(np.float32), "a.u.", 1.0, str(path))
-    from data.dicom import read_dicom_file, read_dicom_series
+    from data.dicom import read_dicom_file
 
-    if path.is_dir():
-        vol = read_dicom_series(path)
+    if path.is_dir() or is_nrrd(path):
+        vol = read_ct_volume(path)
         k = len(vol.hu) // 2 if slice_index is None else slice_index
         if not 0 <= k < len(vol.hu):
-            raise ValueError(f"--slice {k}: the series in {path} has {len(vol.hu)} slices")
+            raise ValueError(f"--slice {k}: the volume {path} has {len(vol.hu)} slices")
         return CTInput(
             np.asarray(vol.hu[k], np.float32), "HU", float(vol.pixel_spacing[0]), f"{path}[{k}]"
         )
@@ -119,8 +122,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--slices",
         dest="slice",
         default=None,
-        help="slices of a DICOM series folder: K, A:B (A..B-1) or all (default: all; each slice "
-        "starts from its neighbour's result, and a killed run resumes)",
+        help="slices of a DICOM series folder or an NRRD volume: K, A:B (A..B-1) or all "
+        "(default: all; each slice starts from its neighbour's result, and a killed run resumes)",
     )
     add_options(p)
 
@@ -270,7 +273,7 @@ def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
     if args.slice is not None:
         raise ValueError(
             f"--slice {args.slice}: --input {args.input} is a single image; --slice selects "
-            "slices of a DICOM series folder"
+            "slices of a DICOM series folder or an NRRD volume"
         )
     out = Path(out)
     inp = load_ct_input(args.input, args.size, None, args.seed)
@@ -300,4 +303,15 @@ def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
 
 
 def _is_series(spec: str) -> bool:
-    return not spec.startswith(("phantom:", "bundled:")) and Path(spec).is_dir()
+    """A DICOM series folder or an NRRD volume (reconstructed slice by slice)."""
+    if spec.startswith(("phantom:", "bundled:")):
+        return False
+    return Path(spec).is_dir() or is_nrrd(spec)
+
+
+def read_ct_volume(path: str | Path) -> CTVolume:
+    """A CT volume in HU: an NRRD file (``data.nrrd``) or a DICOM series folder."""
+    from data.dicom import read_dicom_series
+    from data.nrrd import read_nrrd_volume
+
+    return read_nrrd_volume(path) if is_nrrd(path) else read_dicom_series(path)

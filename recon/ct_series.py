@@ -1,4 +1,5 @@
-"""`recon ct --input SERIES_FOLDER`: every slice of a DICOM series (or ``--slice K|A:B``).
+"""`recon ct --input SERIES_FOLDER|VOLUME.nrrd`: every slice of a DICOM series or an NRRD volume
+(or ``--slice K|A:B``).
 
 Slices are simulated and reconstructed one after the other in the series' order, each starting
 from its neighbour's result (the previous slice in that order; the first from its FBP), with one
@@ -35,6 +36,7 @@ from recon.ct import (
     ct_operator,
     method_label,
     parse_window,
+    read_ct_volume,
     reconstruct_slice,
     run_metrics,
 )
@@ -122,13 +124,12 @@ def volume_metrics(rec: np.ndarray, ref: np.ndarray) -> dict:
 def reconstruct_series(args: argparse.Namespace, out: Path) -> dict:
     """Reconstruct the slices ``args.slice`` selects (default all) of the DICOM series folder
     ``args.input`` (see the module docstring); returns metrics.json's contents."""
-    from data.dicom import read_dicom_series
     from data.dicom_write import write_dicom_series
     from data.nifti import dicom_affine, write_nifti_volume
     from recon.mri import parse_slices
 
     path = Path(args.input)
-    vol = read_dicom_series(path)
+    vol = read_ct_volume(path)
     slices = parse_slices(args.slice, len(vol.hu), path)
     pixel = float(vol.pixel_spacing[0])
     op = ct_operator(args, vol.hu.shape[1:], pixel)
@@ -211,7 +212,7 @@ def reconstruct_series(args: argparse.Namespace, out: Path) -> dict:
     write_dicom_series(
         out / "dicom",
         volume,
-        [vol.paths[k] for k in slices],
+        [vol.paths[k] for k in slices] if vol.paths else None,
         pixel_spacing=vol.pixel_spacing,
         positions=positions,
         orientation=vol.orientation,

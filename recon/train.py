@@ -6,7 +6,9 @@ Data sources (``--data``):
                   priors, so that real anatomy's texture is not out of distribution
   ct-real         40 % ellipse phantoms, 40 % real head-CT patches (the two JPEG 2000 slices
                   pydicom ships, at full and half resolution; never its CT_small test slice),
-                  20 % natural-image patches (1 channel)
+                  20 % natural-image patches (1 channel); ``--ct-real-extra VOLUME`` adds every
+                  slice of your CT volumes in HU (NRRD, DICOM series folder or file) to the
+                  real share, e.g. the lung CT that ``scripts/fetch_lung_ct.py`` fetches
   natural         patches of scikit-image's bundled natural images (held-out: camera, moon, cat)
   mri-brain       Colin27 T1 brain slices (Debian mricron-data) with a smooth random phase, as
                   2-channel complex images: the shipped MRI priors
@@ -82,11 +84,37 @@ def _mix(a, b, p_a: float):
 CT_REAL_MIX = (0.4, 0.4, 0.2)  # ct-real: shares of ellipse phantoms, real CT, natural images
 
 
+def ct_volume_slices(paths: list[str | Path]) -> list[np.ndarray]:
+    """Every slice of the CT volumes at ``paths`` (an NRRD file, a DICOM series folder or one
+    DICOM file, in HU) as normalized attenuation (``data.training_sets.hu_to_unit``), each at
+    full and half resolution like the pydicom head slices."""
+    from skimage.transform import rescale
+
+    from data.dicom import read_dicom_file
+    from data.training_sets import hu_to_unit
+    from recon.ct import is_nrrd, read_ct_volume
+
+    out: list[np.ndarray] = []
+    for path in map(Path, paths):
+        if path.is_dir() or is_nrrd(path):
+            hu = read_ct_volume(path).hu
+        else:
+            hu = read_dicom_file(path).hu[None]
+        full = [hu_to_unit(s) for s in hu]
+        out += full + [rescale(u, 0.5, anti_aliasing=True).astype(np.float32) for u in full]
+    return out
+
+
 def make_sampler(
-    data: str, patch: int, channels: int, ct_real_mix: tuple[float, float, float] = CT_REAL_MIX
+    data: str,
+    patch: int,
+    channels: int,
+    ct_real_mix: tuple[float, float, float] = CT_REAL_MIX,
+    ct_extra: list[str | Path] | None = None,
 ):
     """(sampler, validation images, description) for a ``--data`` value; ``ct_real_mix`` are the
-    shares of ellipses, real CT slices and natural images in ``ct-real`` batches."""
+    shares of ellipses, real CT slices and natural images in ``ct-real`` batches, and
+    ``ct_extra`` CT volumes whose slices join the real share."""
     gval = torch.Generator().manual_seed(987_654)  # validation phantoms: their own seed
     if data == "ellipses":
         s = ellipse_sampler(patch)
@@ -106,6 +134,8 @@ def make_sampler(
 
         real = real_ct_slices()
         real += [rescale(im, 0.5, anti_aliasing=True).astype(np.float32) for im in real]
+        extra = ct_volume_slices(ct_extra or [])
+        real += extra
         parts = [
             (ellipse_sampler(patch), ct_real_mix[0]),
             (patch_sampler(real, patch), ct_real_mix[1]),
@@ -114,7 +144,9 @@ def make_sampler(
         s = mix_samplers([(f, w) for f, w in parts if w > 0])
         _, val, _ = make_sampler("ct-mix", patch, channels)  # the same held-out set as ct-mix
         e, r, n = (f"{w / sum(ct_real_mix):.0%}" for w in ct_real_mix)
-        return s, val, f"{e} ellipses + {r} real head CT (pydicom) + {n} natural, {patch}x{patch}"
+        more = f" and {len(extra) // 2} slices of {len(ct_extra or [])} volumes" if extra else ""
+        desc = f"{e} ellipses + {r} real CT (pydicom head{more}) + {n} natural, {patch}x{patch}"
+        return s, val, desc
     if data == "natural":
         return (
             patch_sampler(natural_images(), patch),
@@ -270,6 +302,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="E,R,N",
         help="--data ct-real: shares of ellipse phantoms, real CT slices and natural images in "
         f"each batch (default {','.join(f'{w:g}' for w in CT_REAL_MIX)})",
+    )
+    p.add_argument(
+        "--ct-real-extra",
+        action="append",
+        default=None,
+        metavar="VOLUME",
+        help="--data ct-real: every slice of this CT volume in HU (NRRD file, DICOM series "
+        "folder or DICOM file) joins the real-CT share; repeatable",
     )
     p.add_argument("--channels", type=int, default=None, help="1 (CT) or 2 (complex MRI)")
     p.add_argument(
@@ -584,8 +624,11 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     channels = args.channels or (2 if args.data in ("mri-natural", "mri-brain", "mri-mix") else 1)
     if args.ct_real_mix is not None and args.data != "ct-real":
         raise ValueError(f"--ct-real-mix mixes the --data ct-real batches, not --data {args.data}")
+    if args.ct_real_extra and args.data != "ct-real":
+        raise ValueError(f"--ct-real-extra adds to --data ct-real batches, not --data {args.data}")
     mix = _parse_mix(args.ct_real_mix) if args.ct_real_mix is not None else CT_REAL_MIX
-    sampler, val, desc = make_sampler(args.data, args.patch, channels, mix)
+    extra = args.ct_real_extra
+    sampler, val, desc = make_sampler(args.data, args.patch, channels, mix, extra)
     pairs = None
     if not args.lr > 0:
         raise ValueError(f"--lr must be > 0, got {args.lr}")
@@ -598,7 +641,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
             raise ValueError("--artifacts simulates CT streaks: it needs 1-channel (CT) data")
         from data.ct_artifacts import sparse_view_pairs
 
-        whole, _, _ = make_sampler(args.data, args.artifact_size, channels, mix)
+        whole, _, _ = make_sampler(args.data, args.artifact_size, channels, mix, extra)
         pairs = sparse_view_pairs(whole, args.artifact_size, args.patch)
         desc += (
             f"; {args.artifacts:.0%} of each batch with sparse-view FBP streaks "

@@ -8,8 +8,10 @@ grid of its strength parameter (TV weight_rel or ADMM rho_rel); prints a markdow
     .venv/bin/python scripts/compare_ct.py --input bundled:ct-small --views 60 --noise 0.04 \
         --methods crr-ct --checkpoint runs/my-crr.safetensors --grid 0.05,0.1,0.2
 
-``--input real-ct-val`` is the whole 512² slice of pydicom-data the CT validation windows come
-from (a patient no prior was trained on). Learned priors run with their preset's σ rule.
+``--input runs/lung-ct/lung2_image.nrrd --slice 30`` is a slice of the lung CT test volume
+(``scripts/fetch_lung_ct.py``; never trained on). ``--input real-ct-val`` is the whole 512²
+slice of pydicom-data the CT validation windows come from (a patient no prior was trained on).
+Learned priors run with their preset's σ rule.
 
 Note: the grid is evaluated on the image it reports on (an oracle choice for every method alike);
 `recon tune` is where parameters are chosen on separate validation images. ``--defaults`` runs
@@ -46,14 +48,14 @@ GRIDS = {
 }
 
 
-def _load(name: str, size: int):
+def _load(name: str, size: int, slice_index: int | None = None):
     if name == "real-ct-val":
         from recon.ct import CTInput
         from recon.tune.problems import ct_real_validation_slice
 
         scan = ct_real_validation_slice()
         return CTInput(np.asarray(scan.image, np.float32), scan.units, scan.pixel_size, name)
-    return load_ct_input(name, size)
+    return load_ct_input(name, size, slice_index)
 
 
 def _at_defaults(method: str, args, op, y, x0, ref, dr) -> tuple:
@@ -74,6 +76,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--input", default="phantom:shepp-logan")
     ap.add_argument("--size", type=int, default=256)
+    ap.add_argument(
+        "--slice", type=int, default=None, help="a DICOM series or NRRD volume: this slice"
+    )
     ap.add_argument("--views", type=int, default=60)
     ap.add_argument("--geometry", choices=("parallel", "fan"), default="parallel")
     ap.add_argument("--noise", type=float, default=0.01, help="Gaussian, relative")
@@ -105,7 +110,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    inp = _load(args.input, args.size)
+    inp = _load(args.input, args.size, args.slice)
     pb = ct_problem(
         inp.image, units=inp.units, views=args.views, pixel_size=inp.pixel_size,
         noise=args.noise, photons=args.photons, seed=0, geometry=args.geometry,
