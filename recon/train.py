@@ -144,7 +144,8 @@ def make_sampler(
         s = mix_samplers([(f, w) for f, w in parts if w > 0])
         _, val, _ = make_sampler("ct-mix", patch, channels)  # the same held-out set as ct-mix
         e, r, n = (f"{w / sum(ct_real_mix):.0%}" for w in ct_real_mix)
-        more = f" and {len(extra) // 2} slices of {len(ct_extra or [])} volumes" if extra else ""
+        nvol = len(ct_extra or [])
+        more = f" and {len(extra) // 2} slices of {nvol} volume{'s' * (nvol != 1)}" if extra else ""
         desc = f"{e} ellipses + {r} real CT (pydicom head{more}) + {n} natural, {patch}x{patch}"
         return s, val, desc
     if data == "natural":

@@ -114,7 +114,7 @@ def test_ct_real_extra_trains_on_every_slice_of_the_volume(tmp_path, capsys):
         np.testing.assert_array_equal(slices[k], hu_to_unit(hu[k]))
         assert slices[S + k].shape == ((H + 1) // 2, (W + 1) // 2)
     sampler, _, desc = make_sampler("ct-real", 16, 1, (0.0, 1.0, 0.0), [path])
-    assert f"{S} slices of 1 volumes" in desc
+    assert f"pydicom head and {S} slices of 1 volume)" in desc
     batch = sampler(8, torch.Generator().manual_seed(0))
     assert batch.shape == (8, 1, 16, 16) and 0.0 <= float(batch.min()) <= float(batch.max()) <= 1
     out = tmp_path / "p.safetensors"
