@@ -123,7 +123,7 @@ def volume_metrics(rec: np.ndarray, ref: np.ndarray) -> dict:
 
 def reconstruct_series(args: argparse.Namespace, out: Path) -> dict:
     """Reconstruct the slices ``args.slice`` selects (default all) of the DICOM series folder
-    ``args.input`` (see the module docstring); returns metrics.json's contents."""
+    or NRRD volume ``args.input`` (see the module docstring); returns metrics.json's contents."""
     from data.dicom_write import write_dicom_series
     from data.nifti import dicom_affine, write_nifti_volume
     from recon.mri import parse_slices
