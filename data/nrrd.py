@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.dicom import CTVolume, DicomError
+from data.dicom import PADDING_HU, CTVolume, DicomError
 
 __all__ = ["NRRD_SUFFIXES", "NrrdError", "is_nrrd", "read_nrrd_volume"]
 
@@ -56,7 +56,7 @@ def read_nrrd_volume(path: str | Path) -> CTVolume:
     if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
         raise NrrdError(f"{path}: expected real voxel values, got {data.dtype}")
     hu = np.ascontiguousarray(np.transpose(data, (2, 1, 0))).astype(np.float32)
-    hu[hu <= -2000.0] = -1024.0
+    hu[hu <= -2000.0] = PADDING_HU  # as data.dicom does
     if not np.isfinite(hu).all():
         raise NrrdError(f"{path}: the volume holds NaN or infinite values")
 

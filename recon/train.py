@@ -84,15 +84,21 @@ def _mix(a, b, p_a: float):
 CT_REAL_MIX = (0.4, 0.4, 0.2)  # ct-real: shares of ellipse phantoms, real CT, natural images
 
 
-def ct_volume_slices(paths: list[str | Path]) -> list[np.ndarray]:
-    """Every slice of the CT volumes at ``paths`` (an NRRD file, a DICOM series folder or one
-    DICOM file, in HU) as normalized attenuation (``data.training_sets.hu_to_unit``), each at
-    full and half resolution like the pydicom head slices."""
+def _and_half_scale(images: list[np.ndarray]) -> list[np.ndarray]:
+    """``images`` followed by their half-resolution copies (anti-aliased)."""
     from skimage.transform import rescale
 
+    return images + [rescale(im, 0.5, anti_aliasing=True).astype(np.float32) for im in images]
+
+
+def ct_volume_slices(paths: list[str | Path]) -> list[np.ndarray]:
+    """Every slice of the CT volumes at ``paths`` (an NRRD file, a DICOM series folder or one
+    DICOM file, in HU) as normalized attenuation (``data.training_sets.hu_to_unit``), each
+    volume's slices at full then half resolution like the pydicom head slices."""
     from data.dicom import read_dicom_file
+    from data.nrrd import is_nrrd
     from data.training_sets import hu_to_unit
-    from recon.ct import is_nrrd, read_ct_volume
+    from recon.ct import read_ct_volume
 
     out: list[np.ndarray] = []
     for path in map(Path, paths):
@@ -100,8 +106,7 @@ def ct_volume_slices(paths: list[str | Path]) -> list[np.ndarray]:
             hu = read_ct_volume(path).hu
         else:
             hu = read_dicom_file(path).hu[None]
-        full = [hu_to_unit(s) for s in hu]
-        out += full + [rescale(u, 0.5, anti_aliasing=True).astype(np.float32) for u in full]
+        out += _and_half_scale([hu_to_unit(s) for s in hu])
     return out
 
 
@@ -130,10 +135,7 @@ def make_sampler(
         )
         return s, val, f"70% ellipse phantoms + 30% skimage natural patches, {patch}x{patch}"
     if data == "ct-real":
-        from skimage.transform import rescale
-
-        real = real_ct_slices()
-        real += [rescale(im, 0.5, anti_aliasing=True).astype(np.float32) for im in real]
+        real = _and_half_scale(real_ct_slices())
         extra = ct_volume_slices(ct_extra or [])
         real += extra
         parts = [
