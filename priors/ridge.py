@@ -335,14 +335,21 @@ class RidgeProx(LearnedProx):
         return j.to(torch.int32)
 
     def _segments(
-        self, t: torch.Tensor, scale: torch.Tensor, with_k: bool = True
+        self,
+        t: torch.Tensor,
+        scale: torch.Tensor,
+        with_k: bool = True,
+        has_zero: bool | None = None,
     ) -> tuple[torch.Tensor, ...]:
         """Per entry of t: (u = t / scale, s_j, c_j, k_j) of its spline segment (k_j None
         unless ``with_k``); at σ = 0 the segment is the outer one on t's side (the limit σ → 0).
+        ``has_zero`` is whether any scale is 0, when the caller knows it (one device sync less).
         The tables (C, knots + 1) are read with one flat int32 ``index_select`` each (torch's
         advanced indexing with a 4-D int64 index is about 10× slower on the CPU)."""
         s, c, k = (a.to(t.dtype) for a in self._spline())
-        if bool((scale == 0).any()):
+        if has_zero is None:
+            has_zero = bool((scale == 0).any())
+        if has_zero:
             zero = scale == 0
             u = t / torch.where(zero, torch.ones_like(scale), scale)
             u = torch.where(zero, t.sign() * math.inf, u)
@@ -361,8 +368,9 @@ class RidgeProx(LearnedProx):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(g, p) per entry: g = ∂p/∂t = scale·Φ'(t/scale), p = scale²·Φ(t/scale) (None unless
         ``with_p``: the inner solve needs g only); at scale 0 the limits g = s_±·t, p = ½ s_±·t²."""
-        u, s, c, k = self._segments(t, scale, with_k=with_p)
-        if not bool((scale == 0).any()):
+        has_zero = bool((scale == 0).any())
+        u, s, c, k = self._segments(t, scale, with_k=with_p, has_zero=has_zero)
+        if not has_zero:
             g = scale * c + s * t
             p = scale.pow(2) * k + t * (scale * c + 0.5 * s * t) if with_p else None
             return g, p
