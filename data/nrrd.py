@@ -4,8 +4,9 @@ data sets store them, read with pynrrd into the same ``CTVolume`` a DICOM series
 The voxel values are taken as HU (NRRD has no rescale tags); values ≤ −2000 (scanner padding)
 become −1024 HU as in ``data.dicom``. Geometry: NRRD lists its axes fastest first (x, y, z);
 slice k is ``data[:, :, k].T`` (rows along y, columns along x), the pixel spacing (row, col) is
-(|d_y|, |d_x|) from ``space directions``, and when the space is patient LPS (DICOM's frame) each
-slice's position is ``space origin + k·d_z`` with the orientation (d_x/|d_x|, d_y/|d_y|).
+(|d_y|, |d_x|) from ``space directions``, and when the space is a patient frame (LPS, DICOM's, or
+RAS/LAS, turned into LPS by flipping the signs of its x and y) each slice's position is
+``space origin + k·d_z`` with the orientation (d_x/|d_x|, d_y/|d_y|).
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from data.dicom import PADDING_HU, CTVolume, DicomError
 __all__ = ["NRRD_SUFFIXES", "NrrdError", "is_nrrd", "read_nrrd_volume"]
 
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
-_LPS = ("left-posterior-superior", "LPS")
+# NRRD patient spaces -> the sign flips that take their coordinates to DICOM's LPS
+_TO_LPS = {
+    "left-posterior-superior": (1.0, 1.0, 1.0),
+    "lps": (1.0, 1.0, 1.0),
+    "right-anterior-superior": (-1.0, -1.0, 1.0),
+    "ras": (-1.0, -1.0, 1.0),
+    "left-anterior-superior": (1.0, -1.0, 1.0),
+    "las": (1.0, -1.0, 1.0),
+}
 
 
 class NrrdError(DicomError):
@@ -69,13 +78,17 @@ def read_nrrd_volume(path: str | Path) -> CTVolume:
             spacing = (float(np.linalg.norm(dy)), float(np.linalg.norm(dx)))
             if min(spacing) <= 0:
                 raise NrrdError(f"{path}: space directions give a zero pixel spacing {spacing}")
+            flip = _TO_LPS.get(str(header.get("space", "")).lower())
+            origin = np.asarray(header.get("space origin", [np.nan] * 3), dtype=np.float64)
             if (
-                header.get("space") in _LPS
+                flip is not None
                 and d.shape == (3, 3)
+                and origin.shape == (3,)
                 and np.isfinite(d).all()
-                and "space origin" in header
+                and np.isfinite(origin).all()
             ):
-                origin = np.asarray(header["space origin"], dtype=np.float64)
+                d, origin = d * np.asarray(flip), origin * np.asarray(flip)  # rows: directions
+                dx, dy = d[0], d[1]
                 positions = [tuple(float(v) for v in origin + k * d[2]) for k in range(len(hu))]
                 orientation = tuple(
                     float(v) for v in np.concatenate([dx / spacing[1], dy / spacing[0]])

@@ -36,12 +36,13 @@ def _volume_hu() -> np.ndarray:
     return vol
 
 
-def _write(path, vol_hu: np.ndarray) -> None:
-    """NRRD axes run fastest first (x, y, z): the file holds vol_hu transposed to (W, H, S)."""
+def _write(path, vol_hu: np.ndarray, space: str = "left-posterior-superior", flip=(1, 1, 1)):
+    """NRRD axes run fastest first (x, y, z): the file holds vol_hu transposed to (W, H, S).
+    ``flip`` multiplies the LPS geometry's coordinates (RAS: (−1, −1, 1))."""
     header = {
-        "space": "left-posterior-superior",
-        "space directions": DIRS,
-        "space origin": ORIGIN,
+        "space": space,
+        "space directions": DIRS * np.asarray(flip, dtype=float),
+        "space origin": ORIGIN * np.asarray(flip, dtype=float),
         "kinds": ["domain", "domain", "domain"],
         "encoding": "gzip",
     }
@@ -60,6 +61,20 @@ def test_nrrd_volume_reads_back_hu_and_geometry(tmp_path):
     assert got.pixel_spacing == pytest.approx((0.8, 0.7))  # (between rows, between columns)
     assert got.thickness == pytest.approx(2.5)
     assert got.orientation == pytest.approx((1, 0, 0, 0, 1, 0))
+    for k, pos in enumerate(got.patient_positions):
+        assert pos == pytest.approx(tuple(ORIGIN + k * DIRS[2]))
+
+
+@pytest.mark.parametrize(
+    "space, flip", [("RAS", (-1, -1, 1)), ("left-anterior-superior", (1, -1, 1))]
+)
+def test_nrrd_in_another_patient_space_gets_lps_geometry(tmp_path, space, flip):
+    """The same scan written in RAS or LAS coordinates reads back with DICOM's LPS geometry."""
+    path = tmp_path / "scan.nrrd"
+    _write(path, _volume_hu(), space=space, flip=flip)
+    got = read_nrrd_volume(path)
+    assert got.orientation == pytest.approx((1, 0, 0, 0, 1, 0))
+    assert got.thickness == pytest.approx(2.5)
     for k, pos in enumerate(got.patient_positions):
         assert pos == pytest.approx(tuple(ORIGIN + k * DIRS[2]))
 
