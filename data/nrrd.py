@@ -5,8 +5,8 @@ The voxel values are taken as HU (NRRD has no rescale tags); values ≤ −2000 
 become −1024 HU as in ``data.dicom``. Geometry: NRRD lists its axes fastest first (x, y, z);
 slice k is ``data[:, :, k].T`` (rows along y, columns along x), the pixel spacing (row, col) is
 (|d_y|, |d_x|) from ``space directions``, and when the space is a patient frame (LPS, DICOM's, or
-RAS/LAS, turned into LPS by flipping the signs of its x and y) each slice's position is
-``space origin + k·d_z`` with the orientation (d_x/|d_x|, d_y/|d_y|).
+RAS/LAS, turned into LPS by flipping the signs of the coordinates that point the other way) each
+slice's position is ``space origin + k·d_z`` with the orientation (d_x/|d_x|, d_y/|d_y|).
 """
 
 from __future__ import annotations
