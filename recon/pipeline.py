@@ -46,6 +46,22 @@ __all__ = [
 
 LEARNED_SOLVERS = ("pnp-admm", "pnp-pgd")
 SIGMA_KEYS = ("prior_sigma_rel", "prior_sigma_noise")  # the σ rule of a σ-input prior
+# per CT geometry: prior_sigma_noise_fan replaces prior_sigma_noise on a fan beam
+GEOMETRY_SIGMA_KEYS = ("prior_sigma_noise_fan",)
+
+
+def merge_section(section: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``section`` updated by ``over`` (a preset layer, a command-line value, a tuning trial).
+
+    A layer that sets ``prior_sigma_noise`` without a per-geometry variant of it
+    (``prior_sigma_noise_fan``) drops the variants below it: a factor someone chose applies to
+    every geometry, rather than being replaced on some of them by a preset they did not see."""
+    out = {**section, **over}
+    if "prior_sigma_noise" in over:
+        for k in GEOMETRY_SIGMA_KEYS:
+            if k not in over:
+                out.pop(k, None)
+    return out
 
 
 def add_solver_arguments(p, modality: str) -> None:
@@ -69,7 +85,8 @@ def add_solver_arguments(p, modality: str) -> None:
         default=None,
         metavar="C",
         help="for a prior that takes the noise level (recon train --noise-input): σ = C × the "
-        "blind noise estimate of the starting image (default: the preset's prior_sigma_noise)",
+        "blind noise estimate of the starting image, on every geometry (default: the preset's "
+        "prior_sigma_noise, or its prior_sigma_noise_fan on a CT fan beam)",
     )
     p.add_argument(
         "--prior-sigma-rel",
@@ -127,7 +144,7 @@ def load_presets(modality: str, config: str | Path | None = None) -> dict[str, A
                     entry = table.setdefault(name, {})
                     mine = presets.setdefault(USER_KEY, {}).setdefault(name, {})
                     for solver, over in solvers.items():
-                        entry[solver] = {**entry.get(solver, {}), **over}
+                        entry[solver] = merge_section(entry.get(solver, {}), over)
                         mine[solver] = {**mine.get(solver, {}), **over}
             elif isinstance(section, dict):
                 presets.setdefault(key, {}).update(section)
@@ -142,7 +159,7 @@ SECTION_KEYS = frozenset(
     {"lam", "rho_rel", "rho_noise", "iters", "tol", "cg_iters", "cg_tol", "step_rel",
      "accelerated", "solver", "weight_rel", "weight_noise", "weight_noise_power", "tv_iters",
      "rho_noise_power", "filter", "precondition", "plain_step_rel", "weight_noise_norm_power",
-     "rho_noise_norm_power", *SIGMA_KEYS}
+     "rho_noise_norm_power", *SIGMA_KEYS, *GEOMETRY_SIGMA_KEYS}
 )  # fmt: skip
 
 
@@ -220,7 +237,7 @@ def presets_for_prior(presets: dict, prior: str | Path | None) -> dict[str, Any]
     layers = (table.get(prior_key(prior), {}), user.get("", {}), user.get(prior_key(prior), {}))
     for layer in layers:
         for solver, over in layer.items():
-            out[solver] = {**out.get(solver, {}), **over}
+            out[solver] = merge_section(out.get(solver, {}), over)
     return out
 
 
@@ -229,7 +246,7 @@ def preset_prior_sigma(modality: str, solver: str, prior: str | Path | None) -> 
     (only priors that take the noise level have one), for scripts and benchmarks that pass their
     own parameters to ``reconstruct``; {} for every other prior."""
     section = presets_for_prior(load_presets(modality), prior).get(solver, {})
-    return {k: section[k] for k in SIGMA_KEYS if k in section}
+    return {k: section[k] for k in (*SIGMA_KEYS, *GEOMETRY_SIGMA_KEYS) if k in section}
 
 
 def solver_params(
@@ -241,9 +258,7 @@ def solver_params(
     if solver not in presets:
         known = sorted(k for k in presets if not k.startswith("_"))
         raise ValueError(f"no preset for solver {solver!r}; known: {known}")
-    params = dict(presets[solver])
-    params.update({k: v for k, v in overrides.items() if v is not None})
-    return params
+    return merge_section(presets[solver], {k: v for k, v in overrides.items() if v is not None})
 
 
 # --- methods: (solver, prior) pairs as `recon ct/mri`, the benches and tuning run them ---------
@@ -355,6 +370,7 @@ def _tell_noise_level(
     x0,
     solver: str = "pnp-admm",
     noise_level: float | None = None,
+    geometry: str | None = None,
 ) -> dict[str, float]:
     """Set σ on a prior that takes the noise level (popping its keys from ``p``); what was used.
 
@@ -363,15 +379,18 @@ def _tell_noise_level(
     else the blind noise estimate of the start image (so σ follows the data's noise level),
     range(x0) its intensity range (a floor: such priors run away when σ is small). Both scale
     with a and ignore b under x -> a·x + b, so the run stays exactly equivariant; σ is fixed for
-    the whole run, so every prox is the prox of one R."""
+    the whole run, so every prox is the prox of one R. On a CT fan beam (``geometry`` 'fan'),
+    ``prior_sigma_noise_fan`` replaces prior_sigma_noise when the section has it (the same
+    noise estimate leaves different streaks behind per geometry, so the best factor differs)."""
     from priors.lpn import set_noise_level, takes_noise_level
 
+    per_geometry = {k: v for k in GEOMETRY_SIGMA_KEYS if (v := p.pop(k, None)) is not None}
     given = {k: v for k in SIGMA_KEYS if (v := p.pop(k, None)) is not None}
     if not takes_noise_level(prior):
-        if given:
+        if given or per_geometry:
             raise ValueError(
-                f"{' / '.join(given)}: prior {prior_name!r} does not take a noise level (only "
-                "priors trained with recon train --noise-input do)"
+                f"{' / '.join({**given, **per_geometry})}: prior {prior_name!r} does not take a "
+                "noise level (only priors trained with recon train --noise-input do)"
             )
         return {}
     if not given:
@@ -380,13 +399,16 @@ def _tell_noise_level(
             "to the start image's noise estimate) and/or --prior-sigma-rel (relative to its "
             "range), or prior_sigma_noise / prior_sigma_rel in the preset"
         )
-    for k, v in given.items():
+    for k, v in {**given, **per_geometry}.items():
         if not float(v) > 0:
             raise ValueError(f"{k} must be > 0, got {v}")
+    if geometry == "fan" and "prior_sigma_noise_fan" in per_geometry:
+        given["prior_sigma_noise"] = per_geometry["prior_sigma_noise_fan"]
     used: dict[str, float] = {}
     terms = []
     if "prior_sigma_noise" in given:
         used["noise_estimate"] = _data_noise(x0, noise_level)
+        used["prior_sigma_noise"] = float(given["prior_sigma_noise"])  # the factor applied
         terms.append(float(given["prior_sigma_noise"]) * used["noise_estimate"])
     if "prior_sigma_rel" in given:
         terms.append(float(given["prior_sigma_rel"]) * intensity_range(x0))
@@ -626,7 +648,12 @@ def reconstruct(
         inner_solver = solver
         if getattr(prior, "mode", None) == "prox":  # an inner solve: start where it stopped
             prior.warm_start = True  # (and forget any earlier run's output)
-        p_used = {**rho_used, **_tell_noise_level(prior, prior_name, p, x0, solver, noise_level)}
+        p_used = {
+            **rho_used,
+            **_tell_noise_level(
+                prior, prior_name, p, x0, solver, noise_level, getattr(op, "geometry", None)
+            ),
+        }
         p.pop("solver", None)
     common = dict(
         iters=int(p.pop("iters", 50)),

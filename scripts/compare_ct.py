@@ -34,6 +34,7 @@ from recon.ct import load_ct_input
 from recon.pipeline import (
     image_metrics,
     load_presets,
+    merge_section,
     preset_prior_sigma,
     reconstruct,
     solve_with_presets,
@@ -141,7 +142,8 @@ def main() -> None:
                 params = {"rho_rel": v, "iters": args.iters, "tol": 1e-4, "cg_iters": 10}
                 params.update(preset_prior_sigma("ct", "pnp-admm", method))  # (σ-input priors)
                 if args.sigma_noise is not None:
-                    params.update(prior_sigma_noise=args.sigma_noise, prior_sigma_rel=None)
+                    over = {"prior_sigma_noise": args.sigma_noise, "prior_sigma_rel": None}
+                    params = merge_section(params, over)
                 prior = args.checkpoint or method
                 rec = reconstruct(op, y, x0, "pnp-admm", prior, params)
             m = image_metrics(rec.x[0, 0].numpy(), ref, dr)

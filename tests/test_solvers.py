@@ -683,3 +683,62 @@ def test_rising_change_flags_a_slow_runaway_only():
     # gaps (the first iteration has no relative change) and non-finite values break a run
     assert rising_change([None, 1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2]) == 7
     assert rising_change([1e-3, 2e-3, 4e-3, float("nan"), 8e-3, 1.6e-2, 3.2e-2, 6.4e-2]) is None
+
+
+def test_a_fan_beam_takes_the_fan_sigma_factor_and_a_chosen_factor_wins(monkeypatch):
+    """``prior_sigma_noise_fan`` replaces prior_sigma_noise on a CT fan beam (ASTRA's own
+    geometry attribute decides), not on a parallel beam or an operator without a geometry; a
+    layer that sets prior_sigma_noise alone (--prior-sigma-noise, a --config, a tuning trial)
+    drops the fan variant, so the factor chosen is the one used on every geometry."""
+    from operators.ct import CTOperator
+    from priors.lpn import estimate_noise_level
+    from recon.pipeline import load_presets, merge_section, reconstruct, solver_params
+
+    m = _learned_prior(4)
+    _serve_prior(monkeypatch, m)
+    x = torch.zeros(1, 1, 32, 32, dtype=D)
+    x[..., 8:24, 10:22] = 1.0
+    gen = torch.Generator().manual_seed(0)
+    params = {"prior_sigma_noise": 0.5, "prior_sigma_noise_fan": 0.75, "rho_rel": 0.1}
+    params.update(iters=1, tol=0.0, cg_iters=2)
+    for geometry, factor in (("parallel", 0.5), ("fan", 0.75), (None, 0.5)):
+        if geometry is None:
+            op = MatrixOperator(torch.randn(300, 1024, generator=gen, dtype=D) / 32, 32, 32)
+        else:
+            op = CTOperator(32, views=20, geometry=geometry)
+        y = op.forward(x)
+        y = y + 0.02 * y.abs().max() * torch.randn(y.shape, generator=gen, dtype=D)
+        x0 = op.adjoint(y) / op.norm_sq()
+        rec = reconstruct(op, y, x0, "pnp-admm", "x", params)
+        est = float(estimate_noise_level(x0)[0])
+        assert rec.params["prior_sigma_noise"] == factor, geometry
+        assert rec.params["prior_sigma"] == pytest.approx(factor * est), geometry
+    # the shipped crr-ct sections carry both factors; a chosen factor drops the fan one
+    shipped = load_presets("ct")
+    for solver in ("pnp-admm", "pnp-pgd"):
+        section = solver_params(shipped, solver, {}, "crr-ct")
+        assert section["prior_sigma_noise_fan"] != section["prior_sigma_noise"]
+        chosen = solver_params(shipped, solver, {"prior_sigma_noise": 0.9}, "crr-ct")
+        assert chosen["prior_sigma_noise"] == 0.9 and "prior_sigma_noise_fan" not in chosen
+    both = merge_section(section, {"prior_sigma_noise": 0.9, "prior_sigma_noise_fan": 1.1})
+    assert both["prior_sigma_noise_fan"] == 1.1
+    kept = merge_section(section, {"rho_rel": 0.2})
+    assert kept["prior_sigma_noise_fan"] == section["prior_sigma_noise_fan"]
+
+
+def test_a_config_that_sets_the_sigma_factor_applies_it_to_every_geometry(tmp_path):
+    """--config with prior_sigma_noise for crr-ct (per prior or for the solver) replaces both
+    shipped factors; one that also names the fan factor keeps its own."""
+    from recon.pipeline import load_presets, solver_params
+
+    for config in (
+        {"priors": {"crr-ct": {"pnp-admm": {"prior_sigma_noise": 0.9}}}},
+        {"pnp-admm": {"prior_sigma_noise": 0.9}},
+    ):
+        path = tmp_path / "c.json"
+        path.write_text(json.dumps(config))
+        section = solver_params(load_presets("ct", path), "pnp-admm", {}, "crr-ct")
+        assert section["prior_sigma_noise"] == 0.9 and "prior_sigma_noise_fan" not in section
+    path.write_text(json.dumps({"priors": {"crr-ct": {"pnp-admm": {"prior_sigma_noise_fan": 1}}}}))
+    section = solver_params(load_presets("ct", path), "pnp-admm", {}, "crr-ct")
+    assert section["prior_sigma_noise_fan"] == 1 and section["prior_sigma_noise"] == 0.5

@@ -349,12 +349,12 @@ def run_method(
     """Solve ``case`` with (solver, prior) and the presets; returns metrics, iterations,
     convergence, seconds (solver wall time, monitoring excluded) and the PSNR/rel-change/seconds
     histories. ``overrides`` replace entries of the method's params (tuning uses this)."""
-    from recon.pipeline import method_params, reconstruct
+    from recon.pipeline import merge_section, method_params, reconstruct
 
     pipe_solver, prior_name, params = method_params(presets, solver, prior)
     if iters is not None:
         params["iters"] = int(iters)
-    params.update(overrides or {})
+    params = merge_section(params, overrides or {})
     rec = reconstruct(
         case.op, case.y, case.x0, pipe_solver, prior_name, params,
         reference=case.reference, data_range=case.data_range,
