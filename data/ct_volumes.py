@@ -18,12 +18,11 @@ import os
 import shutil
 import tarfile
 import tempfile
-import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from data.lung_ct import _sha256
+from data.lung_ct import download_checked
 
 __all__ = ["CTSeriesArchive", "CT_SERIES", "fetch_series"]
 
@@ -112,14 +111,7 @@ def fetch_series(name: str, out: str | Path, source: CTSeriesArchive | None = No
         return target
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".fetch-") as tmp:
-        archive = Path(tmp) / "archive"
-        with urllib.request.urlopen(source.url) as response, open(archive, "wb") as f:
-            shutil.copyfileobj(response, f)
-        got = _sha256(archive)
-        if got != source.sha256:
-            raise ValueError(
-                f"{source.url}: SHA-256 {got} differs from the expected {source.sha256}"
-            )
+        archive = download_checked(source.url, source.sha256, Path(tmp) / "archive")
         names = _members(archive, source.folder)
         if len(names) != source.files:
             raise ValueError(

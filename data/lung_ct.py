@@ -39,6 +39,17 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def download_checked(url: str, sha256: str, dest: Path) -> Path:
+    """Download ``url`` to ``dest`` and check its SHA-256; ValueError naming the URL when it
+    differs (the caller removes ``dest``: it downloads into a temporary folder)."""
+    with urllib.request.urlopen(url) as response, open(dest, "wb") as f:
+        shutil.copyfileobj(response, f)
+    got = _sha256(dest)
+    if got != sha256:
+        raise ValueError(f"{url}: SHA-256 {got} differs from the expected {sha256}")
+    return dest
+
+
 def fetch_lung_ct(
     out: str | Path,
     url: str = LUNG_CT_ARCHIVE,
@@ -58,12 +69,7 @@ def fetch_lung_ct(
         return targets
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".fetch-") as tmp:
-        archive = Path(tmp) / "archive.tar.gz"
-        with urllib.request.urlopen(url) as response, open(archive, "wb") as f:
-            shutil.copyfileobj(response, f)
-        got = _sha256(archive)
-        if got != sha256:
-            raise ValueError(f"{url}: SHA-256 {got} differs from the expected {sha256}")
+        archive = download_checked(url, sha256, Path(tmp) / "archive.tar.gz")
         with tarfile.open(archive, "r:gz") as tar:
             names = set(tar.getnames())
             for name, member in members.items():
