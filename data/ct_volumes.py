@@ -61,36 +61,38 @@ CT_SERIES = {
 }
 
 
-def _members(archive: Path, folder: str) -> list[str]:
-    """The names of the regular files directly in ``folder`` of ``archive``, sorted (``.xml``
-    annotations beside the DICOM files are left out)."""
+def _extract_folder(archive: Path, folder: str, dest: Path) -> list[str]:
+    """Copy the regular files directly in ``folder`` of ``archive`` (a zip/wheel or a tar) into
+    the new folder ``dest``, in one pass in archive order; returns their names. ``.xml``
+    annotations beside the DICOM files are left out."""
     prefix = folder.rstrip("/") + "/"
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as z:
-            names = [i.filename for i in z.infolist() if not i.is_dir()]
-    else:
-        with tarfile.open(archive, "r:*") as tar:
-            names = [m.name for m in tar.getmembers() if m.isfile()]
-    inside = [n[len(prefix) :] for n in names if n.startswith(prefix)]
-    return sorted(n for n in inside if "/" not in n and not n.lower().endswith(".xml"))
 
+    def wanted(name: str) -> bool:
+        rest = name[len(prefix) :]
+        return name.startswith(prefix) and "/" not in rest and not rest.lower().endswith(".xml")
 
-def _extract(archive: Path, folder: str, names: list[str], dest: Path) -> None:
-    prefix = folder.rstrip("/") + "/"
     dest.mkdir()
+    names = []
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as z:
-            for n in names:
-                with z.open(prefix + n) as src, open(dest / n, "wb") as f:
-                    shutil.copyfileobj(src, f)
-        return
+            for info in z.infolist():
+                if not info.is_dir() and wanted(info.filename):
+                    name = info.filename[len(prefix) :]
+                    with z.open(info) as src, open(dest / name, "wb") as f:
+                        shutil.copyfileobj(src, f)
+                    names.append(name)
+        return names
     with tarfile.open(archive, "r:*") as tar:
-        for n in names:
-            src = tar.extractfile(prefix + n)
-            if src is None:
-                raise ValueError(f"{archive.name}: {prefix + n} is not a regular file")
-            with src, open(dest / n, "wb") as f:
-                shutil.copyfileobj(src, f)
+        for member in tar:
+            if member.isfile() and wanted(member.name):
+                name = member.name[len(prefix) :]
+                src = tar.extractfile(member)
+                if src is None:
+                    raise ValueError(f"{archive.name}: {member.name} is not a regular file")
+                with src, open(dest / name, "wb") as f:
+                    shutil.copyfileobj(src, f)
+                names.append(name)
+    return names
 
 
 def fetch_series(name: str, out: str | Path, source: CTSeriesArchive | None = None) -> Path:
@@ -112,12 +114,11 @@ def fetch_series(name: str, out: str | Path, source: CTSeriesArchive | None = No
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".fetch-") as tmp:
         archive = download_checked(source.url, source.sha256, Path(tmp) / "archive")
-        names = _members(archive, source.folder)
+        part = Path(tmp) / name
+        names = _extract_folder(archive, source.folder, part)
         if len(names) != source.files:
             raise ValueError(
                 f"{source.url}: {source.folder} holds {len(names)} files, expected {source.files}"
             )
-        part = Path(tmp) / name
-        _extract(archive, source.folder, names, part)
         os.replace(part, target)
     return target
