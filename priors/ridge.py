@@ -68,6 +68,14 @@ from priors.lpn import LearnedProx, mean_split, noise_levels
 __all__ = ["RidgeProx", "conv_adjoint", "conv_norm_bound", "KIND", "MODES"]
 
 KIND = "fne-ridge"
+# η of a warm-started inner solve (mode "prox", a solver's successive prox inputs v_prev, v): with
+# η > 0 it may stop once ||∇F|| ≤ η·||v − v_prev|| (then ||z − z*|| ≤ η·||v − v_prev||, F being
+# 1-strongly convex) when that is above ``tol``·σ·√n. Far from the solution the solver's next
+# step corrects the prox's error anyway; near it ||v − v_prev|| shrinks geometrically, so the
+# errors are summable (the condition of inexact ADMM and forward-backward) and the last solves
+# meet ``tol``. Off by default (exact to ``tol``); the presets turn it on where a solver runs to
+# its tolerance (crr-ct: ``prox_relative_tol`` 0.5, docs/results/convergent-prior.md).
+RELATIVE_TOL = 0.0
 MODES = ("gradient-step", "prox")
 
 
@@ -178,6 +186,7 @@ class RidgeProx(LearnedProx):
             self._config["slope_bound"] = True
         self.mode, self.tol, self.max_iters = mode, float(tol), int(max_iters)
         self._warm_start, self._warm = False, None
+        self.relative_tol = RELATIVE_TOL
         self._strength_factor = 1.0
         if mode == "prox":  # recorded only then, so older checkpoints keep their config
             self._config.update(mode=mode, tol=self.tol, max_iters=self.max_iters)
@@ -419,10 +428,11 @@ class RidgeProx(LearnedProx):
     # -- mode "prox": the exact prox of λ·m ----------------------------------------------------
     @property
     def warm_start(self) -> bool:
-        """Whether each inner solve starts from the previous call's output (a solver's
-        successive prox inputs are close). The result is the prox to the same tolerance but
-        depends on the call history, so it is off unless a solver run turns it on; setting it
-        forgets the previous output, so every run starts cold."""
+        """Whether each inner solve starts from the previous call's output shifted by the
+        change of input, z₀ = z_prev + (v − v_prev) (a solver's successive prox inputs are
+        close), and may stop at the looser limit η·||v − v_prev|| (``RELATIVE_TOL``). The result
+        then depends on the call history, so it is off unless a solver run turns it on; setting
+        it forgets the previous call, so every run starts cold."""
         return self._warm_start
 
     @warm_start.setter
@@ -563,6 +573,7 @@ class RidgeProx(LearnedProx):
         ops: _Analysis,
         sigma: torch.Tensor,
         z0: torch.Tensor | None = None,
+        slack: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, int]:
         """z* = argmin ½||z − y||² + λm(z) by accelerated gradient descent from ``z0`` (default
         y); each image stops (and stays) once ||∇F|| ≤ tol·min(1, t)·σ·√n, which puts it within
@@ -570,12 +581,15 @@ class RidgeProx(LearnedProx):
         bound ``m_smoothness`` on ∇²m). t = ``strength_factor``: a prox scaled down by PnP-PGD
         moves its input by about t times as much, so its error is held to the same share of
         that move (else a warm start could pass the test unchanged while PGD still moves, and
-        PGD would stop short). Returns (z*, iterations)."""
+        PGD would stop short). ``slack`` (B,): a larger per-image limit, the inexact-prox
+        allowance of a warm-started solve (``_prox_solution``). Returns (z*, iterations)."""
         lam = float(self.strength().detach())
         kappa = 1.0 + lam * self.m_smoothness
         step, beta = 1.0 / kappa, (math.sqrt(kappa) - 1.0) / (math.sqrt(kappa) + 1.0)
         share = min(1.0, self._strength_factor)
         limit = self.tol * share * sigma * math.sqrt(y[0].numel())
+        if slack is not None:  # held to the same share as the tolerance
+            limit = torch.maximum(limit, share * slack)
         z = prev = y if z0 is None else z0
         done = torch.zeros(y.shape[0], dtype=torch.bool, device=y.device)
         iters = 0
@@ -611,14 +625,17 @@ class RidgeProx(LearnedProx):
         with torch.set_grad_enabled(graph):
             ops, sigma = self._scales(v)
         warm = self._warm if self.warm_start and not graph else None
-        if warm is not None and (warm.shape != v.shape or warm.dtype != v.dtype):
+        if warm is not None and (warm[0].shape != v.shape or warm[0].dtype != v.dtype):
             warm = None
-        z, _ = self._solve(
-            v.detach(), ops.detach(), sigma.detach(),
-            None if warm is None else warm.to(v.device),
-        )  # fmt: skip
+        slack = None
+        if warm is not None and self.relative_tol > 0:  # an inexact prox (``RELATIVE_TOL``)
+            slack = self.relative_tol * (v.detach() - warm[1].to(v.device)).flatten(1).norm(dim=1)
+        z0 = None
+        if warm is not None:  # prox(v) ≈ prox(v_prev) + (v − v_prev): exact where m is flat
+            z0 = warm[0].to(v.device) + (v.detach() - warm[1].to(v.device))
+        z, _ = self._solve(v.detach(), ops.detach(), sigma.detach(), z0, slack)
         if self.warm_start and not graph:
-            self._warm = z
+            self._warm = (z, v.detach())
         with torch.set_grad_enabled(graph):
             lam = self.strength().to(v.dtype)
             gm, msum = self._grad_m(z, ops)

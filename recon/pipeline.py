@@ -159,7 +159,7 @@ SECTION_KEYS = frozenset(
     {"lam", "rho_rel", "rho_noise", "iters", "tol", "cg_iters", "cg_tol", "step_rel",
      "accelerated", "solver", "weight_rel", "weight_noise", "weight_noise_power", "tv_iters",
      "rho_noise_power", "filter", "precondition", "plain_step_rel", "weight_noise_norm_power",
-     "rho_noise_norm_power", *SIGMA_KEYS, *GEOMETRY_SIGMA_KEYS}
+     "rho_noise_norm_power", "prox_relative_tol", *SIGMA_KEYS, *GEOMETRY_SIGMA_KEYS}
 )  # fmt: skip
 
 
@@ -552,7 +552,9 @@ POSITIVE_KEYS = (
     "lam", "rho_rel", "rho_noise", "step_rel", "weight_rel", "weight_noise", "weight_noise_power",
     "rho_noise_power", "plain_step_rel",
 )  # fmt: skip
-NONNEGATIVE_KEYS = ("tol", "cg_tol", "weight_noise_norm_power", "rho_noise_norm_power")
+NONNEGATIVE_KEYS = (
+    "tol", "cg_tol", "weight_noise_norm_power", "rho_noise_norm_power", "prox_relative_tol",
+)  # fmt: skip
 COUNT_KEYS = ("iters", "cg_iters", "tv_iters")
 
 
@@ -626,8 +628,12 @@ def reconstruct(
         p.setdefault("solver", solver)  # the one TV, run by the solver asked for
         solver = "tv"
     rho_used = _problem_rho_rel(p, x0, noise_level, op)
+    relative_tol = p.pop("prox_relative_tol", None)  # an exact-prox prior's inexact rule
     if solver == "tv":
         from priors.classical import TVPrior
+
+        if relative_tol is not None:
+            raise ValueError("prox_relative_tol: TV's prox has no such rule (crr-ct's has)")
 
         if "weight_rel" not in p and p.get("weight_noise") is None:
             raise ValueError("TV needs weight_rel (the presets' tv section)")
@@ -647,7 +653,16 @@ def reconstruct(
             prior = ComplexAsChannels(prior)
         inner_solver = solver
         if getattr(prior, "mode", None) == "prox":  # an inner solve: start where it stopped
-            prior.warm_start = True  # (and forget any earlier run's output)
+            from priors.lpn import unwrap  # (on the model: a wrapper's attribute is its own)
+
+            model = unwrap(prior)
+            model.warm_start = True  # (and forget any earlier run's output)
+            model.relative_tol = 0.0 if relative_tol is None else float(relative_tol)
+        elif relative_tol is not None:
+            raise ValueError(
+                f"prox_relative_tol: prior {prior_name!r} has no inner solve (only the exact "
+                "proxes, such as crr-ct and crr-mri, do)"
+            )
         p_used = {
             **rho_used,
             **_tell_noise_level(

@@ -412,6 +412,43 @@ def test_pgd_and_admm_minimize_the_same_objective_with_an_exact_prox(monkeypatch
     assert float((c.x - a.x).norm() / a.x.norm()) > 1e-2  # measured 0.34; the limits: 4e-10
 
 
+def test_exact_prox_is_warm_started_through_the_complex_wrapper_and_told_its_inexact_rule(
+    monkeypatch,
+):
+    """A complex (MRI-like) problem wraps the prior in ``ComplexAsChannels``: the inner solves
+    of an exact-prox prior are still warm-started (every solve after the first gets a start),
+    ``prox_relative_tol`` reaches the model, and with it (η = 0.5) ADMM run to convergence lands
+    on the exact rule's fixed point (the inexact errors shrink with ADMM's steps). A prior with
+    no inner solve refuses the key."""
+    from priors.ridge import RidgeProx
+    from recon.pipeline import reconstruct
+
+    op, y = _problem(seed=5, m=70, h=8, w=8, complex_=True, closed_form=True)
+    x0 = op.adjoint(y)
+    m = RidgeProx(in_channels=2, filters=4, kernel=3, mode="prox", tol=1e-11, max_iters=20000)
+    m = m.double().eval()
+    starts = []
+    solve = m._solve
+
+    def spy(v, ops, sigma, z0=None, slack=None):
+        starts.append(z0 is not None)
+        return solve(v, ops, sigma, z0, slack)
+
+    monkeypatch.setattr(m, "_solve", spy)
+    _serve_prior(monkeypatch, m)
+    base = {"prior_sigma_rel": 0.3, "tol": 0.0, "rho_rel": 0.5, "iters": 400}
+    exact = reconstruct(op, y, x0, "pnp-admm", "x", base)
+    assert m.relative_tol == 0.0 and starts[0] is False and all(starts[1:]) and len(starts) > 5
+    loose = reconstruct(op, y, x0, "pnp-admm", "x", {**base, "prox_relative_tol": 0.5})
+    assert m.relative_tol == 0.5
+    gap = float((loose.x - exact.x).norm() / exact.x.norm())
+    assert gap < 1e-7, gap
+    closed = RidgeProx(in_channels=2, filters=4, kernel=3).double().eval()
+    _serve_prior(monkeypatch, closed)
+    with pytest.raises(ValueError, match="prox_relative_tol"):
+        reconstruct(op, y, x0, "pnp-admm", "x", {**base, "prox_relative_tol": 0.5})
+
+
 def test_plain_step_rel_is_plain_pgds_step_and_refused_at_two(monkeypatch):
     """``plain_step_rel`` sets plain PGD's step (γ < 2/L converges for a convex R), FISTA
     keeps step_rel; the problem told to the prior follows the step actually taken; 2 is out."""
