@@ -70,11 +70,13 @@ __all__ = ["RidgeProx", "conv_adjoint", "conv_norm_bound", "KIND", "MODES"]
 KIND = "fne-ridge"
 # η of a warm-started inner solve (mode "prox", a solver's successive prox inputs v_prev, v): with
 # η > 0 it may stop once ||∇F|| ≤ η·||v − v_prev|| (then ||z − z*|| ≤ η·||v − v_prev||, F being
-# 1-strongly convex) when that is above ``tol``·σ·√n. Far from the solution the solver's next
-# step corrects the prox's error anyway; near it ||v − v_prev|| shrinks geometrically, so the
-# errors are summable (the condition of inexact ADMM and forward-backward) and the last solves
-# meet ``tol``. Off by default (exact to ``tol``); the presets turn it on where a solver runs to
-# its tolerance (crr-ct: ``prox_relative_tol`` 0.5, docs/results/convergent-prior.md).
+# 1-strongly convex) when that is above ``tol``·σ·√n; a run's first solve, from z₀ = v, once
+# ||∇F|| ≤ η·||∇F(v)|| (||v − z*|| ≤ ||∇F(v)||: the error is η times the prox's move). Far
+# from the solution the solver's next step corrects the prox's error anyway; near it
+# ||v − v_prev|| shrinks geometrically, so the errors are summable (the condition of inexact
+# ADMM and forward-backward) and the last solves meet ``tol``. Off by default (exact to
+# ``tol``); the presets turn it on where a solver runs to its tolerance (crr-ct:
+# ``prox_relative_tol`` 0.5, docs/results/convergent-prior.md).
 RELATIVE_TOL = 0.0
 MODES = ("gradient-step", "prox")
 
@@ -574,6 +576,7 @@ class RidgeProx(LearnedProx):
         sigma: torch.Tensor,
         z0: torch.Tensor | None = None,
         slack: torch.Tensor | None = None,
+        first_slack: float = 0.0,
     ) -> tuple[torch.Tensor, int]:
         """z* = argmin ½||z − y||² + λm(z) by accelerated gradient descent from ``z0`` (default
         y); each image stops (and stays) once ||∇F|| ≤ tol·min(1, t)·σ·√n, which puts it within
@@ -582,7 +585,9 @@ class RidgeProx(LearnedProx):
         moves its input by about t times as much, so its error is held to the same share of
         that move (else a warm start could pass the test unchanged while PGD still moves, and
         PGD would stop short). ``slack`` (B,): a larger per-image limit, the inexact-prox
-        allowance of a warm-started solve (``_prox_solution``). Returns (z*, iterations)."""
+        allowance of a warm-started solve; ``first_slack`` η: the limit is at least η·||∇F(z₀)||
+        (a solver run's first solve, from z₀ = y: ||y − z*|| ≤ ||∇F(y)||, so its error is held
+        to η times its move; ``_prox_solution``). Returns (z*, iterations)."""
         lam = float(self.strength().detach())
         kappa = 1.0 + lam * self.m_smoothness
         step, beta = 1.0 / kappa, (math.sqrt(kappa) - 1.0) / (math.sqrt(kappa) + 1.0)
@@ -597,6 +602,8 @@ class RidgeProx(LearnedProx):
             iters += 1
             u = z + beta * (z - prev)
             grad = (u - y) + lam * self._grad_m(u, ops, with_value=False)[0]
+            if iters == 1 and first_slack > 0:
+                limit = torch.maximum(limit, first_slack * grad.flatten(1).norm(dim=1))
             now = (grad.flatten(1).norm(dim=1) <= limit) & ~done
             keep, hit = done.view(-1, 1, 1, 1), now.view(-1, 1, 1, 1)  # y is (B, C, H, W)
             z_next = torch.where(keep, z, torch.where(hit, u, u - step * grad))
@@ -633,7 +640,8 @@ class RidgeProx(LearnedProx):
         z0 = None
         if warm is not None:  # prox(v) ≈ prox(v_prev) + (v − v_prev): exact where m is flat
             z0 = warm[0].to(v.device) + (v.detach() - warm[1].to(v.device))
-        z, _ = self._solve(v.detach(), ops.detach(), sigma.detach(), z0, slack)
+        first = self.relative_tol if warm is None and self.warm_start and not graph else 0.0
+        z, _ = self._solve(v.detach(), ops.detach(), sigma.detach(), z0, slack, first)
         if self.warm_start and not graph:
             self._warm = (z, v.detach())
         with torch.set_grad_enabled(graph):

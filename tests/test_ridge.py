@@ -551,6 +551,18 @@ def test_prox_mode_inexact_warm_solve_is_within_eta_of_the_input_change(eta):
     assert bool((err <= allowed * (1 + 1e-9)).all()), (err, allowed)
     # the looser limit is used: the largest change leaves the largest error, above the floor
     assert float(err[2]) > floor
+    # a run's first solve (no previous input): within η·||∇F(v)|| of the prox, ||∇F(v)|| being
+    # at least the prox's move ||v − z*||; it stops sooner than the exact rule
+    lam = float(m.strength().detach())
+    with told_noise_level(m, sigma):
+        ops, s = m._scales(x2)
+        first, k_first = m._solve(x2, ops, s, first_slack=eta)
+        _, k_exact = m._solve(x2, ops, s)
+        move0 = (lam * m._grad_m(x2, ops, with_value=False)[0]).flatten(1).norm(dim=1)
+    err0 = (first - exact).flatten(1).norm(dim=1)
+    assert bool((err0 <= torch.clamp(eta * move0, min=floor) * (1 + 1e-9)).all()), (err0, move0)
+    assert bool(((x2 - exact).flatten(1).norm(dim=1) <= move0 * (1 + 1e-9)).all())
+    assert k_first < k_exact
 
 
 @pytest.mark.parametrize(
