@@ -432,7 +432,8 @@ class RidgeProx(LearnedProx):
     def warm_start(self) -> bool:
         """Whether each inner solve starts from the previous call's output shifted by the
         change of input, z₀ = z_prev + (v − v_prev) (a solver's successive prox inputs are
-        close), and may stop at the looser limit η·||v − v_prev|| (``RELATIVE_TOL``). The result
+        close), and with ``relative_tol`` η > 0 (the presets' ``prox_relative_tol``; default
+        ``RELATIVE_TOL``) may stop at the looser limit η·||v − v_prev||. The result
         then depends on the call history, so it is off unless a solver run turns it on; setting
         it forgets the previous call, so every run starts cold."""
         return self._warm_start
