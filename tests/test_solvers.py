@@ -430,9 +430,9 @@ def test_exact_prox_is_warm_started_through_the_complex_wrapper_and_told_its_ine
     starts = []
     solve = m._solve
 
-    def spy(v, ops, sigma, z0=None, slack=None):
+    def spy(v, ops, sigma, z0=None, *rest):
         starts.append(z0 is not None)
-        return solve(v, ops, sigma, z0, slack)
+        return solve(v, ops, sigma, z0, *rest)
 
     monkeypatch.setattr(m, "_solve", spy)
     _serve_prior(monkeypatch, m)
