@@ -430,12 +430,13 @@ class RidgeProx(LearnedProx):
     # -- mode "prox": the exact prox of λ·m ----------------------------------------------------
     @property
     def warm_start(self) -> bool:
-        """Whether each inner solve starts from the previous call's output shifted by the
-        change of input, z₀ = z_prev + (v − v_prev) (a solver's successive prox inputs are
-        close), and with ``relative_tol`` η > 0 (the presets' ``prox_relative_tol``; default
-        ``RELATIVE_TOL``) may stop at the looser limit η·||v − v_prev||. The result
-        then depends on the call history, so it is off unless a solver run turns it on; setting
-        it forgets the previous call, so every run starts cold."""
+        """Whether each inner solve starts from the previous call's output (a solver's
+        successive prox inputs are close), shifted by the change of input, z₀ = z_prev +
+        (v − v_prev), at strength factor 1 (ADMM); with ``relative_tol`` η > 0 (the presets'
+        ``prox_relative_tol``; default ``RELATIVE_TOL``) it may stop at the looser limit
+        η·||v − v_prev||. The result then depends on the call history, so it is off unless a
+        solver run turns it on; setting it forgets the previous call, so every run starts
+        cold."""
         return self._warm_start
 
     @warm_start.setter
@@ -638,9 +639,13 @@ class RidgeProx(LearnedProx):
         slack = None
         if warm is not None and self.relative_tol > 0:  # an inexact prox (``RELATIVE_TOL``)
             slack = self.relative_tol * (v.detach() - warm[1].to(v.device)).flatten(1).norm(dim=1)
-        z0 = None
-        if warm is not None:  # prox(v) ≈ prox(v_prev) + (v − v_prev): exact where m is flat
-            z0 = warm[0].to(v.device) + (v.detach() - warm[1].to(v.device))
+        z0 = None if warm is None else warm[0].to(v.device)
+        if z0 is not None and self._strength_factor >= 1.0:
+            # ADMM's prox: prox(v) ≈ prox(v_prev) + (v − v_prev), exact where m is flat. Not for
+            # the scaled-down prox of PnP-PGD, which moves its input little: there a solve that
+            # passes at its first check must leave the iterate where it was (PGD's fixed point
+            # to the tolerance), not carry the whole step
+            z0 = z0 + (v.detach() - warm[1].to(v.device))
         first = self.relative_tol if warm is None and self.warm_start and not graph else 0.0
         z, _ = self._solve(v.detach(), ops.detach(), sigma.detach(), z0, slack, first)
         if self.warm_start and not graph:

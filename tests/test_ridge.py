@@ -521,6 +521,27 @@ def test_prox_mode_warm_start_lands_within_the_tolerance_of_the_cold_solve():
     assert float((via_prox - warm).abs().max()) <= 10 * k_warm * eps * float(x2.abs().max())
 
 
+def test_prox_mode_shifts_its_warm_start_for_admm_only():
+    """A solve that passes its first check returns its start: ADMM's prox (strength factor 1)
+    starts from z_prev + (v − v_prev) and so carries a tiny input change through; PnP-PGD's
+    scaled-down prox starts from z_prev and returns it unchanged (PGD's iterate stays at its
+    fixed point to the tolerance instead of drifting by its whole step)."""
+    m = _prox_model(seed=10)
+    m.tol, m.relative_tol = 1e-3, 0.0
+    x = _images(b=2, h=16, w=16)
+    d = 1e-12 * _images(b=2, h=16, w=16, seed=5)
+    eps = torch.finfo(torch.float64).eps
+    with told_noise_level(m, 0.05):
+        m.warm_start = True
+        a = m.prox(x)
+        b = m.prox(x + d)
+        assert float((b - a - d).abs().max()) <= 8 * eps * float(x.abs().max())
+        assert not torch.equal(a, b)
+        m.strength_factor = 0.1  # as PnP-PGD sets it (and forgets the previous call)
+        a = m.prox(x)
+        assert torch.equal(m.prox(x + d), a)
+
+
 @pytest.mark.parametrize("eta", [0.1, 0.5, 2.0])
 def test_prox_mode_inexact_warm_solve_is_within_eta_of_the_input_change(eta):
     """With ``relative_tol`` η a warm-started solve may stop once ||∇F|| ≤ η·||v − v_prev||:
