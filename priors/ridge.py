@@ -636,16 +636,17 @@ class RidgeProx(LearnedProx):
         warm = self._warm if self.warm_start and not graph else None
         if warm is not None and (warm[0].shape != v.shape or warm[0].dtype != v.dtype):
             warm = None
-        slack = None
-        if warm is not None and self.relative_tol > 0:  # an inexact prox (``RELATIVE_TOL``)
-            slack = self.relative_tol * (v.detach() - warm[1].to(v.device)).flatten(1).norm(dim=1)
-        z0 = None if warm is None else warm[0].to(v.device)
-        if z0 is not None and self._strength_factor >= 1.0:
-            # ADMM's prox: prox(v) ≈ prox(v_prev) + (v − v_prev), exact where m is flat. Not for
-            # the scaled-down prox of PnP-PGD, which moves its input little: there a solve that
-            # passes at its first check must leave the iterate where it was (PGD's fixed point
-            # to the tolerance), not carry the whole step
-            z0 = z0 + (v.detach() - warm[1].to(v.device))
+        z0 = slack = None
+        if warm is not None:
+            z0, dv = warm[0].to(v.device), v.detach() - warm[1].to(v.device)
+            if self.relative_tol > 0:  # an inexact prox (``RELATIVE_TOL``)
+                slack = self.relative_tol * dv.flatten(1).norm(dim=1)
+            if self._strength_factor >= 1.0:
+                # ADMM's prox: prox(v) ≈ prox(v_prev) + (v − v_prev), exact where m is flat. Not
+                # for the scaled-down prox of PnP-PGD, which moves its input little: there a
+                # solve that passes at its first check must leave the iterate where it was
+                # (PGD's fixed point to the tolerance), not carry the whole step
+                z0 = z0 + dv
         first = self.relative_tol if warm is None and self.warm_start and not graph else 0.0
         z, _ = self._solve(v.detach(), ops.detach(), sigma.detach(), z0, slack, first)
         if self.warm_start and not graph:

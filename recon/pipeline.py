@@ -632,9 +632,6 @@ def reconstruct(
     if solver == "tv":
         from priors.classical import TVPrior
 
-        if relative_tol is not None:
-            raise ValueError("prox_relative_tol: TV's prox has no such rule (crr-ct's has)")
-
         if "weight_rel" not in p and p.get("weight_noise") is None:
             raise ValueError("TV needs weight_rel (the presets' tv section)")
         rho_used.update(_tv_weight_rel(p, op, x0, noise_level))
@@ -652,17 +649,6 @@ def reconstruct(
         if x0.is_complex() and not prior_name.startswith("tv"):
             prior = ComplexAsChannels(prior)
         inner_solver = solver
-        if getattr(prior, "mode", None) == "prox":  # an inner solve: start where it stopped
-            from priors.lpn import unwrap  # (on the model: a wrapper's attribute is its own)
-
-            model = unwrap(prior)
-            model.warm_start = True  # (and forget any earlier run's output)
-            model.relative_tol = 0.0 if relative_tol is None else float(relative_tol)
-        elif relative_tol is not None:
-            raise ValueError(
-                f"prox_relative_tol: prior {prior_name!r} has no inner solve (only the exact "
-                "proxes, such as crr-ct and crr-mri, do)"
-            )
         p_used = {
             **rho_used,
             **_tell_noise_level(
@@ -670,6 +656,17 @@ def reconstruct(
             ),
         }
         p.pop("solver", None)
+    if getattr(prior, "mode", None) == "prox":  # an inner solve: start where it stopped
+        from priors.lpn import unwrap  # (on the model: a wrapper's attribute is its own)
+
+        model = unwrap(prior)
+        model.warm_start = True  # (and forget any earlier run's output)
+        model.relative_tol = 0.0 if relative_tol is None else float(relative_tol)
+    elif relative_tol is not None:
+        raise ValueError(
+            f"prox_relative_tol: prior {prior_name or 'tv'!r} has no inner solve (only the "
+            "exact proxes, such as crr-ct and crr-mri, do)"
+        )
     common = dict(
         iters=int(p.pop("iters", 50)),
         tol=float(p.pop("tol", 1e-5)),
