@@ -56,7 +56,9 @@ regularizer is explicit: R(x) = λ·m(x). Training differentiates the fixed poin
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
@@ -65,7 +67,7 @@ from torch import nn
 
 from priors.lpn import LearnedProx, mean_split, noise_levels
 
-__all__ = ["RidgeProx", "conv_adjoint", "conv_norm_bound", "KIND", "MODES"]
+__all__ = ["RidgeProx", "conv_adjoint", "conv_forward", "conv_norm_bound", "KIND", "MODES"]
 
 KIND = "fne-ridge"
 # η of a warm-started inner solve (mode "prox", a solver's successive prox inputs v_prev, v): with
@@ -81,21 +83,41 @@ RELATIVE_TOL = 0.0
 MODES = ("gradient-step", "prox")
 
 
+@contextlib.contextmanager
+def _plain_cpu_kernels(on: bool) -> Iterator[None]:
+    """With ``on``, torch's own CPU convolution kernels instead of oneDNN's for the block.
+
+    The ridge filters map one or two input channels to 64: oneDNN handles that shape poorly
+    (one thread: a 512² slice, forward 70 → 58 ms and adjoint 56 → 43 ms; a 320² complex
+    image 34 → 11 and 117 → 31 ms; training batches 1.4–1.8× faster forward and backward). It
+    wins only on the gradient-free forward convolution of a batch of many small images (16 ×
+    48²: 2.2 against 7.0 ms), so ``_conv`` keeps it there. Same sums in another order."""
+    if not on:
+        yield
+        return
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before
+
+
 def conv_adjoint(t: torch.Tensor, w: torch.Tensor, padding: int, dilation: int = 1) -> torch.Tensor:
     """Vᵀt for V = ``F.conv2d(·, w, padding=padding, dilation=dilation)``, w (C, C_in, k, k),
-    t (B, C, H, W) → (B, C_in, H, W): ``F.conv_transpose2d`` with the same arguments.
-
-    On the CPU as one matrix product and a col2im: the columns wᵀt (B, C_in·k², H·W) summed
-    back into place by ``F.fold``. torch's CPU transposed convolution reduces over many input
-    channels (C = 64 here, C_in ≤ 2) about 3× slower than its forward convolution; this form
-    takes about as long as the forward one. Same sums in another order (float round-off only).
-    """
-    if t.device.type != "cpu":
+    t (B, C, H, W) → (B, C_in, H, W): ``F.conv_transpose2d`` with the same arguments (on the
+    CPU with torch's own kernels, ``_plain_cpu_kernels``)."""
+    with _plain_cpu_kernels(t.device.type == "cpu"):
         return F.conv_transpose2d(t, w, padding=padding, dilation=dilation)
-    b, c, h, wd = t.shape
-    c_in, k = w.shape[1], w.shape[-1]
-    cols = w.reshape(c, c_in * k * k).t() @ t.reshape(b, c, h * wd)
-    return F.fold(cols, (h, wd), k, dilation=dilation, padding=padding)
+
+
+def conv_forward(u: torch.Tensor, w: torch.Tensor, padding: int, dilation: int = 1) -> torch.Tensor:
+    """V u = ``F.conv2d(u, w, padding=padding, dilation=dilation)``; on the CPU with torch's own
+    kernels unless it is a gradient-free batch of more than 4 images (``_plain_cpu_kernels``)."""
+    graph = torch.is_grad_enabled() and (u.requires_grad or w.requires_grad)
+    plain = u.device.type == "cpu" and (graph or u.shape[0] <= 4)
+    with _plain_cpu_kernels(plain):
+        return F.conv2d(u, w, padding=padding, dilation=dilation)
 
 
 def conv_norm_bound(weight: torch.Tensor, grid: int = 256) -> torch.Tensor:
@@ -273,7 +295,7 @@ class RidgeProx(LearnedProx):
         """W u: each group of filters at its dilation, zero padding, same size."""
         return torch.cat(
             [
-                F.conv2d(u, wg, padding=d * (self.kernel // 2), dilation=d)
+                conv_forward(u, wg, padding=d * (self.kernel // 2), dilation=d)
                 for wg, d in zip(w.chunk(len(self.dilations)), self.dilations, strict=True)
             ],
             1,
@@ -332,11 +354,7 @@ class RidgeProx(LearnedProx):
         differ from bucketize only for u within rounding of a knot, where Φ' is continuous)."""
         r = self.knot_grid.to(u.dtype)
         n = r.numel()
-        key = (self.knot_grid.data_ptr(), self.knot_grid._version)
-        if getattr(self, "_uniform_knots", (None,))[0] != key:  # checked once per grid
-            steps = r[1:] - r[:-1]
-            self._uniform_knots = (key, bool(torch.allclose(steps, steps[:1].expand_as(steps))))
-        if not self._uniform_knots[1]:
+        if not self._knots_uniform():
             j = torch.bucketize(u, r, out_int32=True)
             return j if offset is None else j + offset.to(torch.int32)
         h = (r[-1] - r[0]) / (n - 1)
@@ -393,6 +411,74 @@ class RidgeProx(LearnedProx):
         p = torch.where(zero, 0.5 * s * t.pow(2), p)
         return g, p
 
+    def _segment_index_(self, t: torch.Tensor, scale: torch.Tensor, work: list[torch.Tensor]):
+        """Fill ``work`` = [buffer, index] for t and return the flat int32 index of each entry's
+        segment row in the (C, knots + 1) tables: j = ⌈(t/scale − r₀)/h⌉ clamped to [0, knots]
+        (a uniform grid, ``_knot_index``) plus the row offset of t's channel. None when the
+        in-place route does not apply (σ = 0, or a grid that is not uniform)."""
+        if bool((scale == 0).any()) or not self._knots_uniform():
+            return None
+        r = self.knot_grid.to(t.dtype)
+        n = r.numel()
+        if not work or work[0].shape != t.shape or work[0].dtype != t.dtype:
+            work[:] = [torch.empty_like(t), torch.empty_like(t, dtype=torch.int32)]
+        buf, idx = work
+        h = (r[-1] - r[0]) / (n - 1)
+        rows = torch.arange(t.shape[1], device=t.device, dtype=t.dtype).view(1, -1, 1, 1)
+        torch.mul(t, 1.0 / (scale * h), out=buf)
+        buf.sub_(r[0] / h).ceil_().clamp_(0, n).add_(rows * (n + 1))
+        idx.copy_(buf)
+        return idx.view(-1)
+
+    @torch.no_grad()
+    def _shrinkage_(
+        self, t: torch.Tensor, scale: torch.Tensor, work: list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """g of ``_shrinkage`` written over t (no graph, no p): the same segments and
+        g = scale·c_j + s_j·t in about ten in-place passes through two buffers, ``work`` (a list,
+        filled on first use and reusable while t's shape stays). Over C·H·W responses these
+        passes are most of a prox's cost on the CPU, where each new tensor of that size is
+        fresh memory to fault in (a 512² slice: 64 MiB a tensor). Falls back to
+        ``_shrinkage`` at σ = 0 or on a knot grid that is not uniform."""
+        work = [] if work is None else work
+        flat = self._segment_index_(t, scale, work)
+        if flat is None:
+            return self._shrinkage(t, scale, with_p=False)[0]
+        s, c, _ = (a.to(t.dtype) for a in self._spline())
+        buf = work[0]
+        torch.index_select(s.flatten(), 0, flat, out=buf.view(-1))
+        t.mul_(buf)
+        torch.index_select(c.flatten(), 0, flat, out=buf.view(-1))
+        return t.addcmul_(buf, scale)
+
+    @torch.no_grad()
+    def _potential_sum_(
+        self, t: torch.Tensor, scale: torch.Tensor, work: list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Σ p over t's entries per image (B,), p = scale²·k_j + scale·c_j·t + ½ s_j·t² as in
+        ``_shrinkage``, without a graph and through ``work`` (t is left as it was)."""
+        work = [] if work is None else work
+        flat = self._segment_index_(t, scale, work)
+        if flat is None:
+            return self._shrinkage(t, scale)[1].flatten(1).sum(1)
+        s, c, k = (a.to(t.dtype) for a in self._spline())
+        buf = work[0]
+        torch.index_select(s.flatten(), 0, flat, out=buf.view(-1))
+        total = 0.5 * buf.mul_(t).mul_(t).flatten(1).sum(1)
+        torch.index_select(c.flatten(), 0, flat, out=buf.view(-1))
+        total = total + (buf.mul_(t).sum((2, 3)) * scale.flatten(1)).sum(1)
+        torch.index_select(k.flatten(), 0, flat, out=buf.view(-1))
+        return total + (buf.sum((2, 3)) * scale.flatten(1).pow(2)).sum(1)
+
+    def _knots_uniform(self) -> bool:
+        """Whether the knot grid is uniform (checked once per grid, ``_knot_index``)."""
+        key = (self.knot_grid.data_ptr(), self.knot_grid._version)
+        if getattr(self, "_uniform_knots", (None,))[0] != key:
+            r = self.knot_grid
+            steps = r[1:] - r[:-1]
+            self._uniform_knots = (key, bool(torch.allclose(steps, steps[:1].expand_as(steps))))
+        return self._uniform_knots[1]
+
     # -- LearnedProx ---------------------------------------------------------------------------
     def potential(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "prox":  # its gradient is the prox (Moreau); its Hessian is not built
@@ -406,6 +492,14 @@ class RidgeProx(LearnedProx):
         "prox" by the inner solve (``_prox_solution``)."""
         if self.mode == "prox":
             return self._prox_solution(v, create_graph)
+        if not (create_graph and torch.is_grad_enabled()):
+            with torch.no_grad():  # in place: value first, then g over the responses
+                ops, _ = self._scales(v)
+                _, u = mean_split(v)
+                t, work = self._conv(u, ops.w), []
+                psum = self._potential_sum_(t, ops.scale, work)
+                _, back = mean_split(self._conv_t(self._shrinkage_(t, ops.scale, work), ops.w))
+                return v - back, 0.5 * v.pow(2).flatten(1).sum(1) - psum
         with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
             t, scale, w = self._responses(v)
             g, p = self._shrinkage(t, scale)
@@ -471,12 +565,20 @@ class RidgeProx(LearnedProx):
         return self._strength_factor * self.log_strength.exp()
 
     def _grad_m(
-        self, z: torch.Tensor, ops: _Analysis, with_value: bool = True
+        self,
+        z: torch.Tensor,
+        ops: _Analysis,
+        with_value: bool = True,
+        work: list[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(∇m(z) = Q Wᵀ g(W Q z; σ) [+ Q W_gᵀ (a ⊙ W_g Q z)], m(z) (B,), None unless
-        ``with_value``)."""
+        ``with_value``). ``work`` (buffers for ``_shrinkage_``): no value and no graph, the
+        inner solve's in-place step."""
         _, u = mean_split(z)
-        g, p = self._shrinkage(self._conv(u, ops.w), ops.scale, with_p=with_value)
+        if work is not None and not with_value:
+            g, p = self._shrinkage_(self._conv(u, ops.w), ops.scale, work), None
+        else:
+            g, p = self._shrinkage(self._conv(u, ops.w), ops.scale, with_p=with_value)
         back = self._conv_t(g, ops.w)
         total = p.flatten(1).sum(1) if with_value else None
         if ops.wg is not None:
@@ -530,7 +632,7 @@ class RidgeProx(LearnedProx):
         return cached[1]
 
     def _group_conv(self, u: torch.Tensor, wg: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(u, wg, padding=self.kernel // 2)
+        return conv_forward(u, wg, padding=self.kernel // 2)
 
     def _group_conv_t(self, t: torch.Tensor, wg: torch.Tensor) -> torch.Tensor:
         return conv_adjoint(t, wg, padding=self.kernel // 2)
@@ -599,11 +701,12 @@ class RidgeProx(LearnedProx):
             limit = torch.maximum(limit, share * slack)
         z = prev = y if z0 is None else z0
         done = torch.zeros(y.shape[0], dtype=torch.bool, device=y.device)
+        work: list[torch.Tensor] = []  # the in-place step's buffers, kept for the whole solve
         iters = 0
         while iters < self.max_iters:
             iters += 1
             u = z + beta * (z - prev)
-            grad = (u - y) + lam * self._grad_m(u, ops, with_value=False)[0]
+            grad = (u - y) + lam * self._grad_m(u, ops, with_value=False, work=work)[0]
             if iters == 1 and first_slack > 0:
                 limit = torch.maximum(limit, first_slack * grad.flatten(1).norm(dim=1))
             now = (grad.flatten(1).norm(dim=1) <= limit) & ~done
@@ -630,6 +733,15 @@ class RidgeProx(LearnedProx):
         gradient is z* (Moreau). With ``create_graph`` the output carries the implicit gradient:
         out = z* − G + G.detach(), G = ∇F(z*; θ, v), and G's incoming gradient is mapped by
         H⁻¹ (a hook), so ∂out/∂θ = −H⁻¹ ∂G/∂θ and ∂out/∂v = H⁻¹, the implicit-function rule."""
+        z, psi, _ = self._prox_parts(v, create_graph)
+        return z, psi
+
+    def _prox_parts(
+        self, v: torch.Tensor, create_graph: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(f(v), ψ(v), R(f(v)) = λ·m(z*) (B,), None with a graph): ``_prox_solution``'s work,
+        with the regularizer it reads on the way (without a graph m(z*) alone is evaluated, in
+        place: the gradient at z* is not needed)."""
         graph = create_graph and torch.is_grad_enabled()
         with torch.set_grad_enabled(graph):
             ops, sigma = self._scales(v)
@@ -651,19 +763,33 @@ class RidgeProx(LearnedProx):
         z, _ = self._solve(v.detach(), ops.detach(), sigma.detach(), z0, slack, first)
         if self.warm_start and not graph:
             self._warm = (z, v.detach())
-        with torch.set_grad_enabled(graph):
-            lam = self.strength().to(v.dtype)
+        lam = self.strength().to(v.dtype)
+        if not graph:
+            with torch.no_grad():
+                r = lam * self._m_value(z, ops)
+                psi = 0.5 * v.pow(2).flatten(1).sum(1) - 0.5 * (z - v).pow(2).flatten(1).sum(1)
+            return z, psi - r, r
+        with torch.enable_grad():
             gm, msum = self._grad_m(z, ops)
             psi = 0.5 * v.pow(2).flatten(1).sum(1) - 0.5 * (z - v).pow(2).flatten(1).sum(1)
             psi = psi - lam * msum
-            if not graph:
-                return z, psi.detach()
             big_g = (z - v) + lam * gm
             hvp = self._hessian_m(z, ops.detach())
             lam_f = float(lam.detach())
             tol = 1e-4 if v.dtype == torch.float32 else 1e-10
             big_g.register_hook(lambda g: self._solve_hessian(hvp, g, lam_f, tol))
-            return z - big_g + big_g.detach(), psi
+            return z - big_g + big_g.detach(), psi, None
+
+    def _m_value(
+        self, z: torch.Tensor, ops: _Analysis, work: list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """m(z) (B,) alone, no graph: ``_grad_m``'s value without the gradient's Wᵀ."""
+        _, u = mean_split(z)
+        total = self._potential_sum_(self._conv(u, ops.w), ops.scale, work)
+        if ops.wg is not None:
+            pg = self._group_curve(self._group_conv(u, ops.wg), ops.gscale)[2]
+            total = total + pg.flatten(1).sum(1)
+        return total
 
     def jacobian_operator(self, x: torch.Tensor):
         """v -> J v, J = ∂f/∂x = (I + λ∇²m(z*))⁻¹ at z* = f(x) (symmetric, eigenvalues in
@@ -689,8 +815,8 @@ class RidgeProx(LearnedProx):
         leaves an error of about 2⁻²⁴·||v||², far above PGD's late decreases)."""
         if self.mode != "prox":
             return super().prox_and_regularizer(v)
-        z = self.prox(v, create_graph=False)
-        return z, self.regularizer(z)
+        z, _, r = self._prox_parts(v, create_graph=False)
+        return z, r
 
     def regularizer(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
         """R(x) (B,). Mode "prox": λ·m(x) exactly (f = prox_R); the closed form's R is found by
@@ -699,7 +825,7 @@ class RidgeProx(LearnedProx):
             return super().regularizer(x, **kwargs)
         with torch.no_grad():
             ops, _ = self._scales(x)
-            return self.strength().to(x.dtype) * self._grad_m(x, ops)[1]
+            return self.strength().to(x.dtype) * self._m_value(x, ops)
 
     def lipschitz_bound(self) -> float:
         """An upper bound on the largest eigenvalue of the Jacobian (of ∇²ψ): 1 by construction
