@@ -34,7 +34,7 @@ from recon.mri import MRIProblem
 
 __all__ = ["CTProblem", "MRIProblem", "Result", "ct_problem", "mri_problem", "solve"]
 
-DEFAULT_PRIOR = {"ct": "ridge-ct", "mri": "ridge-mri"}  # the CLI's --prior defaults
+DEFAULT_PRIOR = {"ct": "crr-ct", "mri": "ridge-mri"}  # the CLI's --prior defaults
 MU_WATER_PER_MM = 0.02
 HU_OFFSET, HU_SCALE = 1000.0, 2500.0  # u = (HU + 1000) / 2500
 

@@ -162,9 +162,10 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--solver", choices=["pnp-admm", "pnp-pgd", "fbp", "tv"], default="pnp-admm")
     p.add_argument(
         "--prior",
-        default="ridge-ct",
-        help="ridge-ct (firmly nonexpansive, closed form; the default) | crr-ct (the exact prox "
-        "of a learned convex regularizer; slower) | aelpn-ct | lpn-ct | tv | CHECKPOINT",
+        default="crr-ct",
+        help="crr-ct (the exact prox of a learned convex regularizer; the default) | ridge-ct "
+        "(firmly nonexpansive, closed form; about 2.5x faster) | aelpn-ct | lpn-ct | tv | "
+        "CHECKPOINT",
     )
     p.add_argument(
         "--window", default=None, help="PNG window: lung, mediastinum, bone, brain or L,W"
