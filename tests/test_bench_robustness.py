@@ -86,13 +86,18 @@ def test_ct_aelpn_identical_across_conventions_lpn_not(bench):
     # 1e3× the data range, through 3 iterations of a prox whose Jacobian is < 1e2: < 1e-10.
     ae_diff = max(r["max_diff_vs_u"] for r in ae.values())
     assert ae_diff < 1e-9
+    # recon ct's default, the exact prox of a convex R by an inner solve whose stopping rules
+    # are all relative (tol·σ·√n, η·||v − v_prev||): as exact, with the same bound
+    crr = rows["crr-ct"]
+    assert set(crr) == set(ct_conventions())
+    assert max(r["max_diff_vs_u"] for r in crr.values()) < 1e-9
     lpn = rows["lpn-ct"]
     assert lpn["u"]["max_diff_vs_u"] == 0.0
     assert max(r["drop_db"] for r in lpn.values()) > 1.0  # measured: decibels lost in other units
     lpn_diff = max(r["max_diff_vs_u"] for r in lpn.values())
     assert lpn_diff > 1e-2  # not round-off: the LPN gives another image in other units
     noise = res["ct"]["noise_levels"]
-    assert set(noise) == {"aelpn-ct", "lpn-ct", "tv"}
+    assert set(noise) == {"crr-ct", "aelpn-ct", "lpn-ct", "tv"}
     for row in noise.values():
         assert row["1.0"]["drop_db"] == 0.0
         assert row["2.0"]["fbp_psnr"] < row["1.0"]["fbp_psnr"]  # more noise, worse FBP
