@@ -91,7 +91,7 @@ def _plain_cpu_kernels(on: bool) -> Iterator[None]:
     (one thread: a 512² slice, forward 70 → 58 ms and adjoint 56 → 43 ms; a 320² complex
     image 34 → 11 and 117 → 31 ms; training batches 1.4–1.8× faster forward and backward). It
     wins only on the gradient-free forward convolution of a batch of many small images (16 ×
-    48²: 2.2 against 7.0 ms), so ``_conv`` keeps it there. Same sums in another order."""
+    48²: 2.2 against 7.0 ms), so ``conv_forward`` keeps it there. Same sums in another order."""
     if not on:
         yield
         return
@@ -411,7 +411,9 @@ class RidgeProx(LearnedProx):
         p = torch.where(zero, 0.5 * s * t.pow(2), p)
         return g, p
 
-    def _segment_index_(self, t: torch.Tensor, scale: torch.Tensor, work: list[torch.Tensor]):
+    def _segment_index_(
+        self, t: torch.Tensor, scale: torch.Tensor, work: list[torch.Tensor]
+    ) -> torch.Tensor | None:
         """Fill ``work`` = [buffer, index] for t and return the flat int32 index of each entry's
         segment row in the (C, knots + 1) tables: j = ⌈(t/scale − r₀)/h⌉ clamped to [0, knots]
         (a uniform grid, ``_knot_index``) plus the row offset of t's channel. None when the
