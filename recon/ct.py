@@ -164,7 +164,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
         "--prior",
         default="crr-ct",
         help="crr-ct (the exact prox of a learned convex regularizer; the default) | ridge-ct "
-        "(firmly nonexpansive, closed form; about 2.5x faster) | aelpn-ct | lpn-ct | tv | "
+        "(firmly nonexpansive, closed form; 2.5-3x faster) | aelpn-ct | lpn-ct | tv | "
         "CHECKPOINT",
     )
     p.add_argument(
