@@ -434,24 +434,31 @@ class RidgeProx(LearnedProx):
 
     @torch.no_grad()
     def _shrinkage_(
-        self, t: torch.Tensor, scale: torch.Tensor, work: list[torch.Tensor] | None = None
-    ) -> torch.Tensor:
-        """g of ``_shrinkage`` written over t (no graph, no p): the same segments and
-        g = scale·c_j + s_j·t in about ten in-place passes through two buffers, ``work`` (a list,
-        filled on first use and reusable while t's shape stays). Over C·H·W responses these
-        passes are most of a prox's cost on the CPU, where each new tensor of that size is
-        fresh memory to fault in (a 512² slice: 64 MiB a tensor). Falls back to
-        ``_shrinkage`` at σ = 0 or on a knot grid that is not uniform."""
+        self,
+        t: torch.Tensor,
+        scale: torch.Tensor,
+        work: list[torch.Tensor] | None = None,
+        with_value: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(g, Σp per image (B,) or None unless ``with_value``) of ``_shrinkage``, g written over
+        t (no graph): the same segments, found once for both, and g = scale·c_j + s_j·t in
+        about ten in-place passes through two buffers, ``work`` (a list, filled on first use and
+        reusable while t's shape stays). Over C·H·W responses these passes are most of a prox's
+        cost on the CPU, where each new tensor of that size is fresh memory to fault in (a 512²
+        slice: 64 MiB a tensor). Falls back to ``_shrinkage`` at σ = 0 or on a knot grid that
+        is not uniform."""
         work = [] if work is None else work
         flat = self._segment_index_(t, scale, work)
         if flat is None:
-            return self._shrinkage(t, scale, with_p=False)[0]
+            g, p = self._shrinkage(t, scale, with_p=with_value)
+            return g, None if p is None else p.flatten(1).sum(1)
+        total = self._potential_sum_at(t, scale, flat, work[0]) if with_value else None
         s, c, _ = (a.to(t.dtype) for a in self._spline())
         buf = work[0]
         torch.index_select(s.flatten(), 0, flat, out=buf.view(-1))
         t.mul_(buf)
         torch.index_select(c.flatten(), 0, flat, out=buf.view(-1))
-        return t.addcmul_(buf, scale)
+        return t.addcmul_(buf, scale), total
 
     @torch.no_grad()
     def _potential_sum_(
@@ -463,8 +470,13 @@ class RidgeProx(LearnedProx):
         flat = self._segment_index_(t, scale, work)
         if flat is None:
             return self._shrinkage(t, scale)[1].flatten(1).sum(1)
+        return self._potential_sum_at(t, scale, flat, work[0])
+
+    def _potential_sum_at(
+        self, t: torch.Tensor, scale: torch.Tensor, flat: torch.Tensor, buf: torch.Tensor
+    ) -> torch.Tensor:
+        """Σ p per image (B,) at the segments ``flat`` (``_segment_index_``), through ``buf``."""
         s, c, k = (a.to(t.dtype) for a in self._spline())
-        buf = work[0]
         torch.index_select(s.flatten(), 0, flat, out=buf.view(-1))
         total = 0.5 * buf.mul_(t).mul_(t).flatten(1).sum(1)
         torch.index_select(c.flatten(), 0, flat, out=buf.view(-1))
@@ -495,12 +507,11 @@ class RidgeProx(LearnedProx):
         if self.mode == "prox":
             return self._prox_solution(v, create_graph)
         if not (create_graph and torch.is_grad_enabled()):
-            with torch.no_grad():  # in place: value first, then g over the responses
+            with torch.no_grad():  # in place: the value, then g over the responses
                 ops, _ = self._scales(v)
                 _, u = mean_split(v)
-                t, work = self._conv(u, ops.w), []
-                psum = self._potential_sum_(t, ops.scale, work)
-                _, back = mean_split(self._conv_t(self._shrinkage_(t, ops.scale, work), ops.w))
+                g, psum = self._shrinkage_(self._conv(u, ops.w), ops.scale, with_value=True)
+                _, back = mean_split(self._conv_t(g, ops.w))
                 return v - back, 0.5 * v.pow(2).flatten(1).sum(1) - psum
         with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
             t, scale, w = self._responses(v)
@@ -578,7 +589,7 @@ class RidgeProx(LearnedProx):
         inner solve's in-place step."""
         _, u = mean_split(z)
         if work is not None and not with_value:
-            g, p = self._shrinkage_(self._conv(u, ops.w), ops.scale, work), None
+            g, p = self._shrinkage_(self._conv(u, ops.w), ops.scale, work)[0], None
         else:
             g, p = self._shrinkage(self._conv(u, ops.w), ops.scale, with_p=with_value)
         back = self._conv_t(g, ops.w)

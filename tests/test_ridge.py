@@ -132,7 +132,11 @@ def test_in_place_shrinkage_and_potential_sum_match_the_graph_path(dtype):
             g, p = m._shrinkage(t, scale)
         work: list[torch.Tensor] = []
         total = m._potential_sum_(t, scale, work)
-        g_fast = m._shrinkage_(t.clone(), scale, work)
+        g_fast, none = m._shrinkage_(t.clone(), scale, work)
+        assert none is None
+        # both at once (the closed form's gradient-free prox): the same g and the same sum
+        g_both, total_both = m._shrinkage_(t.clone(), scale, with_value=True)
+        assert torch.equal(g_both, g_fast) and torch.equal(total_both, total)
         # a segment may differ only within rounding of a knot, where Φ' is continuous
         assert (g_fast - g).abs().max() <= 16 * eps * float(t.abs().max() + g.abs().max())
         # the sums' orders differ: the recursive-summation bound n·eps·Σ|p| (per image)
