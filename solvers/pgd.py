@@ -83,7 +83,8 @@ def pnp_pgd(
     if not step > 0 or not math.isfinite(step):
         raise ValueError(f"step must be a finite number > 0, got {step}")
     with torch.no_grad():
-        x = op.adjoint(y) if x0 is None else x0.detach().clone()
+        aty = op.adjoint(y)
+        x = aty.clone() if x0 is None else x0.detach().clone()
     mon = Monitor(
         op,
         y,
@@ -106,7 +107,7 @@ def pnp_pgd(
     reason, k = "max iterations", 0
     for k in range(1, iters + 1):
         with torch.no_grad():
-            grad = lam * op.adjoint(op.forward(z) - y)
+            grad = lam * (op.normal(z) - aty)  # λAᴴ(Az − y); operators may fuse AᴴA
             if free_r:
                 x_new, r_new = prior.prox_and_regularizer(z - step * grad)
                 reg = float(r_new.sum())

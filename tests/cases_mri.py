@@ -41,6 +41,12 @@ def _sense(dtype):
     return SENSE(maps, fastmri_random_mask(28, 4, 0.08, seed=2)), 2
 
 
+@register("mri-sense-odd-size")
+def _sense_odd(dtype):  # odd H and W: fftshift and ifftshift differ
+    maps = _random_maps(3, 21, 17, 4, dtype)
+    return SENSE(maps, fastmri_random_mask(17, 3, 0.2, seed=3)), 2
+
+
 @register("mri-sense-birdcage-2d-mask")
 def _sense_birdcage(dtype):
     m = (np.random.default_rng(6).random((20, 20)) < 0.5).astype(np.float32)
