@@ -8,6 +8,7 @@ from operators.base import (
     Scaled,
     adjointness_gap,
     inner,
+    norm,
 )
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "Scaled",
     "adjointness_gap",
     "inner",
+    "norm",
 ]

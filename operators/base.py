@@ -37,13 +37,20 @@ def inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return prod.reshape(prod.shape[0], -1).sum(dim=1).real
 
 
+def norm(t: torch.Tensor) -> torch.Tensor:
+    """Euclidean norm over all entries, real or complex (0-d tensor). A complex tensor is
+    measured through its real view: the same number, and torch's complex ``vector_norm`` is
+    tens of times slower on the CPU (an 8-coil 256² k-space: 13 ms against 0.2 ms)."""
+    return torch.linalg.vector_norm(torch.view_as_real(t.resolve_conj()) if t.is_complex() else t)
+
+
 def adjointness_gap(op: LinearOperator, x: torch.Tensor, y: torch.Tensor) -> float:
     """|<Ax, y> − <x, Aᴴy>| / (||Ax||·||y||): ~1e-7 in float32 for an exact adjoint."""
     ax = op.forward(x)
     aty = op.adjoint(y)
     lhs = inner(ax, y).sum()
     rhs = inner(x, aty).sum()
-    scale = torch.linalg.vector_norm(ax) * torch.linalg.vector_norm(y)
+    scale = norm(ax) * norm(y)
     return float((lhs - rhs).abs() / scale.clamp_min(torch.finfo(scale.dtype).tiny))
 
 
@@ -143,13 +150,13 @@ class LinearOperator:
             dtype = torch.complex64 if self.domain_complex else torch.float32
             x = torch.randn((1, *self.domain_shape), generator=gen, dtype=dtype)
             x = x.to(getattr(self, "device", "cpu"))
-            x = x / torch.linalg.vector_norm(x)
+            x = x / norm(x)
             val = 0.0
             with torch.no_grad():
                 for _ in range(iters):
                     z = self.normal(x)
                     new = float(inner(x, z).sum())
-                    nz = torch.linalg.vector_norm(z)
+                    nz = norm(z)
                     if float(nz) == 0.0:
                         break
                     x = z / nz

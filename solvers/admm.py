@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import torch
 
-from operators.base import LinearOperator
+from operators.base import LinearOperator, norm
 from priors.base import Prior, has_free_regularizer
 from solvers.cg import conjugate_gradient
 from solvers.monitor import Monitor
@@ -39,7 +39,7 @@ MX_REFRESH = 10
 
 
 def _norm(t: torch.Tensor) -> float:
-    return float(torch.linalg.vector_norm(t))
+    return float(norm(t))
 
 
 def pnp_admm(

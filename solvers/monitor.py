@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from operators.base import LinearOperator
+from operators.base import LinearOperator, norm
 from priors.base import has_regularizer
 from solvers.metrics import psnr, real64
 
@@ -60,7 +60,7 @@ HISTORY_KEYS = (
 
 
 def _norm(t: torch.Tensor) -> float:
-    return float(torch.linalg.vector_norm(t))
+    return float(norm(t))
 
 
 def _finite_or_none(v: Any) -> Any:

@@ -93,3 +93,17 @@ def test_norm_bounds_random_inputs(name):
     x = _rand((4, *op.domain_shape), op.domain_complex, torch.float32, gen)
     ratio = inner(op.forward(x), op.forward(x)) / inner(x, x)
     assert float(ratio.max()) <= nsq * (1 + 1e-3)
+
+
+def test_norm_matches_torch_vector_norm_on_real_complex_conjugated_and_strided():
+    """``operators.norm`` (through the real view) is the Euclidean norm torch's complex
+    ``vector_norm`` gives, for lazily conjugated and strided tensors too (float64 round-off)."""
+    from operators import norm
+
+    gen = torch.Generator().manual_seed(4)
+    z = torch.randn((2, 3, 8, 6), generator=gen, dtype=torch.complex128)
+    r = torch.randn((2, 3, 8, 6), generator=gen, dtype=torch.float64)
+    for t in (z, z.conj(), z[:, :, ::2, 1:], z.transpose(-1, -2), r, r[..., ::3]):
+        expected = torch.linalg.vector_norm(t)
+        assert abs(float(norm(t)) - float(expected)) <= 1e-14 * float(expected)
+    assert norm(z.to(torch.complex64)).dtype == torch.float32
