@@ -230,29 +230,41 @@ class SENSE(LinearOperator):
         return (self._s(y).conj()[None] * ifft2c(self._m(y) * y)).sum(dim=1, keepdim=True)
 
     def normal(self, x: torch.Tensor) -> torch.Tensor:
-        """AᴴA x = Σ_c conj(S_c) Fᴴ(M² ⊙ F(S_c x)), the shifts moved onto the maps and mask.
+        """AᴴA x = Σ_c conj(S_c) Fᴴ(M² ⊙ F(S_c x)), without the work that cancels.
 
         With P = fftshift and P⁻¹ = ifftshift (exact permutations, any size), fft2c = P F P⁻¹ and
         ifft2c = P Fᴴ P⁻¹, so AᴴA x = P Σ_c conj(P⁻¹S_c) Fᴴ((P⁻¹M²) ⊙ F((P⁻¹S_c) ⊙ P⁻¹x)):
         two shifts of one image instead of four of C coil images per call (the hot loop of
-        ADMM's conjugate gradients). Gradients go through ``forward``/``adjoint``."""
+        ADMM's conjugate gradients). When M is the same on every row (a fastMRI column mask:
+        the readout is fully sampled), F = F_H F_W and F_Hᴴ M² F_H = M² on each column, so only
+        the 1-D transform along W remains: half the FFT work. Gradients go through
+        ``forward``/``adjoint``."""
         if torch.is_grad_enabled() and x.requires_grad:
             return super().normal(x)
         self._check(x, self.domain_shape, "input")
         x = _as_complex(x)
-        s, m2 = self._shifted(x)
-        k = torch.fft.fft2(s[None] * torch.fft.ifftshift(x, dim=_DIMS), norm="ortho")
-        v = torch.fft.ifft2(k.mul_(m2), norm="ortho").mul_(s.conj()[None])
-        return torch.fft.fftshift(v.sum(dim=1, keepdim=True), dim=_DIMS)
+        s, m2, dims = self._shifted(x)
+        xs = torch.fft.ifftshift(x, dim=dims)
+        if len(dims) == 1:
+            k = torch.fft.fft(s[None] * xs, dim=-1, norm="ortho")
+            v = torch.fft.ifft(k.mul_(m2), dim=-1, norm="ortho")
+        else:
+            k = torch.fft.fft2(s[None] * xs, norm="ortho")
+            v = torch.fft.ifft2(k.mul_(m2), norm="ortho")
+        return torch.fft.fftshift(v.mul_(s.conj()[None]).sum(dim=1, keepdim=True), dim=dims)
 
-    def _shifted(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(P⁻¹S, P⁻¹M²) like ``t`` (device, dtype), made once per device and dtype."""
+    def _shifted(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
+        """(P⁻¹S, P⁻¹M², the axes transformed) like ``t`` (device, dtype), made once per device
+        and dtype; the axes are (-1,) for a mask that is the same on every row, else (-2, -1)."""
         key = (t.device, t.dtype)
         if key not in self._shifted_cache:
             m = self._m(t)
+            dims = (-1,) if bool((m == m[:1]).all()) else _DIMS
+            m2 = (m * m)[:1] if len(dims) == 1 else m * m
             self._shifted_cache[key] = (
-                torch.fft.ifftshift(self._s(t), dim=_DIMS),
-                torch.fft.ifftshift(m * m, dim=_DIMS),
+                torch.fft.ifftshift(self._s(t), dim=dims),
+                torch.fft.ifftshift(m2, dim=dims),
+                dims,
             )
         return self._shifted_cache[key]
 
