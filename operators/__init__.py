@@ -3,9 +3,11 @@
 from operators.base import (
     Adjoint,
     Composed,
+    Diagonal,
     Identity,
     LinearOperator,
     Scaled,
+    Stacked,
     adjointness_gap,
     inner,
     norm,
@@ -14,9 +16,11 @@ from operators.base import (
 __all__ = [
     "Adjoint",
     "Composed",
+    "Diagonal",
     "Identity",
     "LinearOperator",
     "Scaled",
+    "Stacked",
     "adjointness_gap",
     "inner",
     "norm",

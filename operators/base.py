@@ -16,6 +16,8 @@ Algebra by composition, as in SigPy's ``Linop``: ``A @ B``, ``A.H``, ``c * A``, 
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -26,7 +28,10 @@ __all__ = [
     "Adjoint",
     "Scaled",
     "Identity",
+    "Diagonal",
+    "Stacked",
     "inner",
+    "norm",
     "adjointness_gap",
 ]
 
@@ -240,3 +245,82 @@ class Identity(LinearOperator):
 
     def solve_normal(self, rhs, lam, rho):
         return rhs / (lam + rho)
+
+
+class Diagonal(LinearOperator):
+    """x ↦ w ⊙ x for real weights w broadcast over (B, *shape) (e.g. (H, W) on (B, 1, H, W));
+    self-adjoint, AᴴA = w² ⊙ ·."""
+
+    def __init__(self, weights: torch.Tensor, shape: Sequence[int], complex_: bool = False) -> None:
+        super().__init__(shape, shape)
+        w = torch.as_tensor(weights)
+        if w.is_complex() or not bool(torch.isfinite(w).all()):
+            raise ValueError("Diagonal weights must be real and finite")
+        try:
+            torch.broadcast_shapes(tuple(w.shape), tuple(self.domain_shape))
+        except RuntimeError:
+            raise ValueError(
+                f"Diagonal weights of shape {tuple(w.shape)} do not broadcast to {tuple(shape)}"
+            ) from None
+        self.weights = w
+        self.domain_complex = self.range_complex = complex_
+
+    def _w(self, t: torch.Tensor) -> torch.Tensor:
+        return self.weights.to(device=t.device, dtype=t.real.dtype)
+
+    def _forward(self, x):
+        return self._w(x) * x
+
+    def _adjoint(self, y):
+        return self._w(y) * y
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return super().normal(x)
+        w = self._w(x)
+        return w * w * x
+
+
+class Stacked(LinearOperator):
+    """The vertical stack [A₁; A₂; …] of operators on one domain: y = (A₁x, A₂x, …), each part
+    flattened and concatenated, range (Σ nᵢ,); Aᴴy = Σ Aᵢᴴyᵢ and AᴴA = Σ AᵢᴴAᵢ (each part's own
+    ``normal``, fused where it has one). ½||Ax − y||² is then the sum of the parts' data
+    terms: a second part can add a quadratic penalty to a forward model (``split`` cuts y back
+    into the parts' shapes). The ranges must all be real or all complex."""
+
+    def __init__(self, *ops: LinearOperator) -> None:
+        if not ops:
+            raise ValueError("Stacked needs at least one operator")
+        first = ops[0]
+        for op in ops[1:]:
+            if op.domain_shape != first.domain_shape or op.domain_complex != first.domain_complex:
+                raise ValueError(f"cannot stack {first!r} and {op!r}: different domains")
+            if op.range_complex != first.range_complex:
+                raise ValueError(f"cannot stack {first!r} and {op!r}: real and complex ranges")
+        self.sizes = [math.prod(op.range_shape) for op in ops]
+        super().__init__(first.domain_shape, (sum(self.sizes),))
+        self.ops = tuple(ops)
+        self.domain_complex, self.range_complex = first.domain_complex, first.range_complex
+
+    def split(self, y: torch.Tensor) -> list[torch.Tensor]:
+        """y (B, Σ nᵢ) -> [y₁ (B, *range₁), y₂ (B, *range₂), …]."""
+        parts = torch.split(y, self.sizes, dim=1)
+        return [
+            p.reshape(y.shape[0], *op.range_shape) for p, op in zip(parts, self.ops, strict=True)
+        ]
+
+    def stack(self, ys: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The inverse of ``split``: [y₁, y₂, …] -> (B, Σ nᵢ)."""
+        return torch.cat([y.reshape(y.shape[0], -1) for y in ys], dim=1)
+
+    def _forward(self, x):
+        return self.stack([op.forward(x) for op in self.ops])
+
+    def _adjoint(self, y):
+        parts = [op.adjoint(p) for op, p in zip(self.ops, self.split(y), strict=True)]
+        return functools.reduce(torch.add, parts)
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return super().normal(x)
+        return functools.reduce(torch.add, [op.normal(x) for op in self.ops])

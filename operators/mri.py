@@ -22,6 +22,7 @@ import torch
 from operators.base import LinearOperator
 
 __all__ = [
+    "coil_support",
     "fft2c",
     "ifft2c",
     "rss",
@@ -73,6 +74,11 @@ def zero_filled(
 def _complex_dtype(t: torch.Tensor) -> torch.dtype:
     """complex128 for double-precision input, complex64 otherwise."""
     return torch.complex128 if t.dtype in (torch.complex128, torch.float64) else torch.complex64
+
+
+def coil_support(maps: torch.Tensor) -> torch.Tensor:
+    """(H, W) bool: Σ_c |S_c|² > 0 for coil maps (C, H, W)."""
+    return torch.view_as_real(maps.resolve_conj()).pow(2).sum((0, -1)) > 0
 
 
 def _as_complex(t: torch.Tensor) -> torch.Tensor:
@@ -211,6 +217,12 @@ class SENSE(LinearOperator):
         return self._mask.base
 
     @property
+    def support(self) -> torch.Tensor:
+        """(H, W) bool: the pixels some coil sees (Σ_c |S_c|² > 0). Off it AᴴA is exactly 0,
+        so the data say nothing there (ESPIRiT's maps are cropped to the object)."""
+        return coil_support(self.maps)
+
+    @property
     def n_coils(self) -> int:
         return self.range_shape[0]
 
@@ -314,6 +326,11 @@ class NonCartesianSENSE(LinearOperator):
     def maps(self) -> np.ndarray:
         """The (C, H, W) coil maps (numpy, complex64)."""
         return self._maps[np.complex64]
+
+    @property
+    def support(self) -> torch.Tensor:
+        """(H, W) bool: the pixels some coil sees (Σ_c |S_c|² > 0); off it AᴴA is 0."""
+        return coil_support(torch.from_numpy(self._maps[np.complex128]))
 
     @property
     def n_coils(self) -> int:

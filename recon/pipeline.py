@@ -159,7 +159,8 @@ SECTION_KEYS = frozenset(
     {"lam", "rho_rel", "rho_noise", "iters", "tol", "cg_iters", "cg_tol", "step_rel",
      "accelerated", "solver", "weight_rel", "weight_noise", "weight_noise_power", "tv_iters",
      "rho_noise_power", "filter", "precondition", "plain_step_rel", "weight_noise_norm_power",
-     "rho_noise_norm_power", "prox_relative_tol", *SIGMA_KEYS, *GEOMETRY_SIGMA_KEYS}
+     "rho_noise_norm_power", "prox_relative_tol", "support_weight", *SIGMA_KEYS,
+     *GEOMETRY_SIGMA_KEYS}
 )  # fmt: skip
 
 
@@ -554,6 +555,7 @@ POSITIVE_KEYS = (
 )  # fmt: skip
 NONNEGATIVE_KEYS = (
     "tol", "cg_tol", "weight_noise_norm_power", "rho_noise_norm_power", "prox_relative_tol",
+    "support_weight",
 )  # fmt: skip
 COUNT_KEYS = ("iters", "cg_iters", "tv_iters")
 
@@ -594,6 +596,40 @@ def _check_numbers(p: dict[str, Any]) -> None:
                 raise ValueError(f"parameter {k!r} must be a whole number >= 1, got {v!r}")
 
 
+def support_penalty(op, y: torch.Tensor, weight: float) -> tuple[Any, torch.Tensor, dict]:
+    """(op', y', record): the data term with a penalty on the image off the coil support.
+
+    With coil maps cropped to the object (ESPIRiT), AᴴA is exactly 0 off the support
+    S = {Σ_c |S_c|² > 0} (``op.support``): the data leave those pixels free, and a learned
+    prior that barely sees smooth fields lets a haze grow there over the iterations (its fixed
+    point on the bundled slice's equispaced 4× problem: 36 dB, against 47 dB with this
+    penalty). With ``weight`` w > 0 the data term becomes
+
+        ½||Ax − y||² + (μ/2)||(1 − 1_S) ⊙ x||²,   μ = w·||A||²,
+
+    the stacked operator A' = [A; √μ(1 − 1_S)] with y' = (y, 0) (``operators.Stacked``), so
+    every solver (ADMM's CG, PGD's gradient, the monitor's objective) minimizes the same
+    convex model. The two parts act on disjoint pixels, so ||A'||² = max(||A||², μ) exactly,
+    and ADMM's x-update off S is ρ/(λμ + ρ) times its proximal point. Operators without a
+    support, or one that covers every pixel, are returned as they are (record: {})."""
+    support = getattr(op, "support", None) if weight > 0 else None
+    if support is None or bool(support.all()):
+        return op, y, {}
+    from operators import Diagonal, Stacked
+
+    base = op.norm_sq()
+    mu = weight * base
+    off = (~support).to(torch.float64) * math.sqrt(mu)
+    stacked = Stacked(op, Diagonal(off, op.domain_shape, complex_=op.domain_complex))
+    stacked._norm_sq = max(base, mu)
+    zeros = torch.zeros((y.shape[0], *op.domain_shape), dtype=y.dtype, device=y.device)
+    record = {
+        "support_weight": weight,
+        "support_fraction": float(support.double().mean()),
+    }
+    return stacked, stacked.stack([y, zeros]), record
+
+
 def reconstruct(
     op,
     y: torch.Tensor,
@@ -623,6 +659,7 @@ def reconstruct(
     _check_numbers(p)
     _plain_step(p)
     lam = float(p.pop("lam", 1.0))
+    op, y, support_used = support_penalty(op, y, float(p.pop("support_weight", 0.0)))
     norm_sq = op.norm_sq()
     if solver != "tv" and prior_name is not None and prior_key(prior_name) == "tv":
         p.setdefault("solver", solver)  # the one TV, run by the solver asked for
@@ -705,7 +742,7 @@ def reconstruct(
         p_used.update(step=step, step_rel=step_rel)
     else:
         raise ValueError(f"unknown solver {inner_solver!r}")
-    p_used = {**params, **p_used, "lam": lam, "norm_sq": norm_sq}
+    p_used = {**params, **p_used, **support_used, "lam": lam, "norm_sq": norm_sq}
     return Reconstruction(
         x=res.x,
         history=res.history,

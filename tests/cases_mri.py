@@ -63,3 +63,17 @@ def _radial(dtype):
 def _spiral(dtype):
     maps = _random_maps(2, 24, 24, 2, dtype)
     return NonCartesianSENSE(maps, spiral_trajectory(24, 4, 128)), 1
+
+
+@register("mri-sense-stacked-support-penalty")
+def _sense_support_penalty(dtype):
+    """SENSE with maps cropped to a disc, stacked with a weighted identity off the disc (the
+    support penalty ``recon.pipeline.support_penalty`` builds)."""
+    from operators import Diagonal, Stacked
+
+    maps = _random_maps(3, 16, 18, 5, dtype)
+    yy, xx = torch.meshgrid(torch.arange(16), torch.arange(18), indexing="ij")
+    disc = (yy - 7.5) ** 2 + (xx - 8.5) ** 2 < 49
+    op = SENSE(maps * disc, fastmri_random_mask(18, 3, 0.2, seed=4))
+    pen = Diagonal((~op.support).to(dtype) * 0.7, op.domain_shape, complex_=True)
+    return Stacked(op, pen), 2
