@@ -264,9 +264,15 @@ class Diagonal(LinearOperator):
             ) from None
         self.weights = w
         self.domain_complex = self.range_complex = complex_
+        self._copies: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
     def _w(self, t: torch.Tensor) -> torch.Tensor:
-        return self.weights.to(device=t.device, dtype=t.real.dtype)
+        """The weights on t's device in t's real dtype (one copy per device and dtype, so a
+        solver's loop on a GPU does not move them every call)."""
+        key = (t.device, t.real.dtype)
+        if key not in self._copies:
+            self._copies[key] = self.weights.to(device=t.device, dtype=t.real.dtype)
+        return self._copies[key]
 
     def _forward(self, x):
         return self._w(x) * x
