@@ -184,7 +184,7 @@ def _solve_mri(problem: MRIProblem, solver: str, prior, config, iters, tol, prog
 
 def solve(
     problem: CTProblem | MRIProblem,
-    solver: str = "pnp-admm",
+    solver: str | None = None,
     prior: str | Path | None = None,
     *,
     config: str | Path | None = None,
@@ -199,19 +199,24 @@ def solve(
     presets' σ rule and step sizes relative to the operator. ``start``: a warm start (internal
     units) instead of the FBP image.
 
-    ``prior`` None: the modality's default (``DEFAULT_PRIOR``, as `recon ct`/`recon mri`). An
+    ``prior`` None: the modality's default (``DEFAULT_PRIOR``, as `recon ct`/`recon mri`);
+    ``solver`` None: 'pnp-admm', or for MRI the prior's (``recon.mri.default_solver``). An
     ``MRIProblem``: ``solver`` 'zero-filled', 'tv', 'pnp-admm' or 'pnp-pgd' with the MRI presets;
     the image is the magnitude cropped to the recon size, PSNR/SSIM fastMRI's."""
     from recon.pipeline import fbp_reconstruction, load_presets, solve_with_presets
     from solvers.metrics import image_metrics
 
     if isinstance(problem, MRIProblem):
+        from recon.mri import default_solver
+
         prior = DEFAULT_PRIOR["mri"] if prior is None else prior
+        solver = default_solver(prior) if solver is None else solver
         if start is not None:
             raise ValueError("start: not supported for MRI problems")
         return _solve_mri(problem, solver, prior, config, iters, tol, progress)
 
     prior = DEFAULT_PRIOR["ct"] if prior is None else prior
+    solver = "pnp-admm" if solver is None else solver
     presets = load_presets("ct", config)
     if solver == "fbp":
         rec = fbp_reconstruction(problem.x0, problem.fbp_seconds, presets)

@@ -173,3 +173,20 @@ def test_calibration_block_lies_inside_an_off_centre_sampled_run():
         start = 176 // 2 - w // 2
         assert mask[0, start : start + w].all(), (lo, hi, w)
         assert w >= hi - lo  # at most one column is given up
+
+
+def test_default_solver_follows_the_prior(tmp_path, fastmri_file, tiny_mri_prior):
+    """Without --solver, `recon mri` runs the default ridge-mri with PnP-FISTA (its validated
+    solver) and any other prior with PnP-ADMM (a deep AE-LPN is not firmly nonexpansive, so
+    PGD carries no guarantee with it); metrics.json says which ran."""
+    runs = {"ridge": [], "other": ["--prior", tiny_mri_prior]}
+    solvers = {}
+    for name, extra in runs.items():
+        out = tmp_path / name
+        argv = ["mri", "--input", str(fastmri_file), "--out", str(out), "--quiet", "--accel", "3"]
+        argv += ["--center-fraction", "0.25"]
+        assert main([*argv, "--iters", "3", *extra]) == 0
+        metrics = json.loads((out / "metrics.json").read_text())
+        solvers[name] = (metrics["solver"], metrics["parameters"].get("accelerated"))
+    assert solvers["ridge"] == ("pnp-pgd", True)
+    assert solvers["other"][0] == "pnp-admm"
