@@ -247,6 +247,20 @@ class Identity(LinearOperator):
         return rhs / (lam + rho)
 
 
+class _Cached:
+    """A tensor kept on the CPU, with copies per (device, dtype) made on first use."""
+
+    def __init__(self, t: torch.Tensor) -> None:
+        self.base = t
+        self._copies: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+    def like(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        key = (torch.device(device), dtype)
+        if key not in self._copies:
+            self._copies[key] = self.base.to(device=device, dtype=dtype)
+        return self._copies[key]
+
+
 class Diagonal(LinearOperator):
     """x ↦ w ⊙ x for real weights w broadcast over (B, *shape) (e.g. (H, W) on (B, 1, H, W));
     self-adjoint, AᴴA = w² ⊙ ·."""
@@ -264,15 +278,12 @@ class Diagonal(LinearOperator):
             ) from None
         self.weights = w
         self.domain_complex = self.range_complex = complex_
-        self._copies: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+        self._cached = _Cached(w)
 
     def _w(self, t: torch.Tensor) -> torch.Tensor:
         """The weights on t's device in t's real dtype (one copy per device and dtype, so a
         solver's loop on a GPU does not move them every call)."""
-        key = (t.device, t.real.dtype)
-        if key not in self._copies:
-            self._copies[key] = self.weights.to(device=t.device, dtype=t.real.dtype)
-        return self._copies[key]
+        return self._cached.like(t.device, t.real.dtype)
 
     def _forward(self, x):
         return self._w(x) * x

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from operators.base import LinearOperator
+from operators.base import LinearOperator, _Cached
 
 __all__ = [
     "coil_support",
@@ -106,20 +106,6 @@ def _mask_tensor(mask, height: int | None) -> torch.Tensor:
     else:
         raise ValueError(f"mask must be (W,) columns or (H, W), got shape {m.shape}")
     return torch.from_numpy(np.ascontiguousarray(m))
-
-
-class _Cached:
-    """A tensor kept on the CPU, with copies per (device, dtype) made on first use."""
-
-    def __init__(self, t: torch.Tensor) -> None:
-        self.base = t
-        self._copies: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
-
-    def like(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        key = (torch.device(device), dtype)
-        if key not in self._copies:
-            self._copies[key] = self.base.to(device=device, dtype=dtype)
-        return self._copies[key]
 
 
 class MaskedFFT(LinearOperator):

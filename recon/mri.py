@@ -323,12 +323,13 @@ def default_solver(prior: str | Path | None) -> str:
 
 
 def _resolve_solver(args: argparse.Namespace) -> None:
+    """Fill in --solver's default where an entry point first reads it (``reconstruct_slice``,
+    ``reconstruct_file``; `recon mri`, `recon batch` and the benches all go through them)."""
     if getattr(args, "solver", None) is None:
         args.solver = default_solver(args.prior)
 
 
 def run(args: argparse.Namespace) -> int:
-    _resolve_solver(args)
     set_threads(args.threads)
     prepare_out_dir(args.out)
     if _is_file_input(args.input):
@@ -537,7 +538,6 @@ def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
     """Reconstruct one slice of ``args.input`` (``args.slice``, default the middle one) with
     the `recon mri` options in ``args``; write the output files into ``out`` (metrics.json last)
     and return the metrics."""
-    _resolve_solver(args)
     k, ref, size, source = _load_args(args)
     r = reconstruct_slice(args, k, ref, size)
     return _write_run(args, Path(out), [r], source)
