@@ -148,3 +148,26 @@ def test_our_espirit_maps_match_bart_ecalib(tmp_path):
     den = np.linalg.norm(ours, axis=0) * np.linalg.norm(theirs, axis=0) + 1e-30
     corr = (num / den)[inside]
     assert np.mean(corr >= 0.99) >= 0.95, np.percentile(corr, [1, 5, 50])
+
+
+@needs_ismrmrd
+def test_peer_bench_pnp_column_is_what_recon_mri_gives_by_default(tmp_path):
+    """`recon bench peers --mri`'s PnP column runs `recon mri` without --solver: the same image
+    quality as the CLI's default run on the same file, with the default prior's default solver
+    (PnP-FISTA for ridge-mri) named in the row."""
+    import json
+
+    from recon.bench.peers_mri import PNP, _ours
+    from recon.cli import main
+    from recon.mri import default_solver
+
+    path = write_peer_file(tmp_path / "ism.h5", ismrmrd_shepp_logan(64, 8), 0.005, seed=0)
+    row = _ours(path, None, 4.0, 0.16, seed=0)
+    assert row["method"] == PNP and row["prior"] == "ridge-mri"
+    assert default_solver("ridge-mri") == "pnp-pgd" and row["solver"] == "pnp-fista"
+    out = tmp_path / "cli"
+    args = ["mri", "--input", str(path), "--center-fraction", "0.16", "--seed", "0"]
+    assert main([*args, "--quiet", "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["solver"] == "pnp-pgd" and m["parameters"]["accelerated"]
+    assert abs(row["psnr"] - m["psnr"]) < 1e-6, (row["psnr"], m["psnr"])

@@ -8,7 +8,8 @@ Each problem is written as a fastMRI file into ``OUT/data`` so that ``recon mri 
 reruns it.
 
 Ours: ``recon mri`` with nothing but ``--solver`` (its defaults: presets, prior, maps, noise
-estimate), i.e. the zero-filled RSS, TV and PnP-ADMM with the default prior. BART: ``ecalib -m1
+estimate), i.e. the zero-filled RSS, TV, and the default prior with its default solver (no
+``--solver``: PnP-FISTA with ``ridge-mri``, ``recon.mri.DEFAULT_SOLVER``). BART: ``ecalib -m1
 -c C -r W`` maps (W = the fully sampled centre; support crop C = 0.8, its default, or 0.5: its
 default drops most of the object on the noisier files), then ``pics -S -i 100`` with TV
 (``-R T:3:0:λ``) and L1-wavelet (``-R W:3:0:λ``) over ``BART_LAMBDAS`` (relative to its
@@ -35,7 +36,9 @@ MIN_CENTRE = 10  # fully sampled centre columns at least (ESPIRiT and ecalib nee
 BART_LAMBDAS = (0.001, 0.003, 0.01, 0.03, 0.1)
 BART_ITERS = 100
 BART_CROPS = (0.8, 0.5)
-OURS = ("zero-filled", "tv", "pnp-admm")
+# None: no --solver, the default prior with its default solver (the "PnP" column)
+OURS = ("zero-filled", "tv", None)
+PNP = "pnp"
 
 
 def _data(source: str, bart: str | None):
@@ -44,26 +47,27 @@ def _data(source: str, bart: str | None):
     return bart_phantom(256, 8, bart) if source == "bart" else ismrmrd_shepp_logan(128, 8)
 
 
-def _ours(path: Path, solver: str, accel: float, cf: float, seed: int) -> dict[str, Any]:
-    """`recon mri --input path --solver S --accel A --center-fraction C` at its defaults."""
+def _ours(path: Path, solver: str | None, accel: float, cf: float, seed: int) -> dict[str, Any]:
+    """`recon mri --input path [--solver S] --accel A --center-fraction C` at its defaults;
+    ``solver`` None: no --solver (the prior's default solver), the row's method "pnp"."""
     from data.fastmri import evaluate
     from recon import mri
 
     p = argparse.ArgumentParser()
     p.add_argument("--input")
     mri.add_options(p)
-    ns = p.parse_args(
-        ["--input", str(path), "--solver", solver, "--accel", str(accel),
-         "--center-fraction", str(cf), "--seed", str(seed), "--quiet"]
-    )  # fmt: skip
+    argv = ["--input", str(path), "--accel", str(accel), "--center-fraction", str(cf),
+            "--seed", str(seed), "--quiet"]  # fmt: skip
+    ns = p.parse_args(argv + (["--solver", solver] if solver else []))
     k, ref, size, _ = mri.load_kspace(str(path), 0)
     t0 = time.perf_counter()
     r = mri.reconstruct_slice(ns, k, ref, size)
     seconds = time.perf_counter() - t0
     m = evaluate(r.reference, r.image)
-    label = solver if solver != "pnp-admm" else f"pnp-admm + {ns.prior}"
     return {
-        "method": label,
+        "method": solver or PNP,
+        "solver": "pnp-fista" if r.record["params"].get("accelerated") else ns.solver,
+        "prior": None if ns.solver in ("zero-filled", "tv") else str(ns.prior),
         "psnr": m["psnr"],
         "ssim": m["ssim"],
         "seconds": seconds,
@@ -150,17 +154,19 @@ def peer_sources_table(rows: list[dict]) -> str:
     lines = [
         "## MRI on data other tools made: `recon mri` defaults against BART's best λ",
         "",
-        "| data | noise | mask | zero-filled | ours TV | ours PnP-ADMM | BART TV | BART L1-wav "
-        "| best BART − 0.5 ≤ ours? | seconds: TV / PnP / BART best |",
+        "| data | noise | mask | zero-filled | ours TV | ours PnP (default) | BART TV "
+        "| BART L1-wav | best BART − 0.5 ≤ ours? | seconds: TV / PnP / BART best |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    pnp_methods = set()
     for r in rows:
         if "skipped" in r:
             lines.append(f"| {r['source']} | skipped: {r['skipped']} |||||||||")
             continue
         o = r["ours"]
         tv = o["tv"]
-        pnp = next(v for k, v in o.items() if k.startswith("pnp-admm"))
+        pnp = o[PNP]
+        pnp_methods.add(f"{pnp['solver']} + {pnp['prior']}")
         b = r["bart"]
         best = max(b.values(), key=lambda v: v["psnr"])
         bt, bw = b["BART pics TV"], b["BART pics L1-wavelet"]
@@ -172,4 +178,7 @@ def peer_sources_table(rows: list[dict]) -> str:
             f"| {bt['psnr']:.2f} (λ {bt['lambda']:g}) | {bw['psnr']:.2f} (λ {bw['lambda']:g}) "
             f"| {ok} | {tv['seconds']:.1f} / {pnp['seconds']:.1f} / {best['seconds']:.1f} |"
         )
+    if pnp_methods:
+        used = ", ".join(f"`{m}`" for m in sorted(pnp_methods))
+        lines += ["", f"PnP (default): `recon mri` without `--solver`, i.e. {used}."]
     return "\n".join(lines) + "\n"
