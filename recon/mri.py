@@ -17,6 +17,7 @@ layout). recon.npy and reconstruction.h5 hold the magnitude cropped to the recon
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -392,32 +393,66 @@ def mri_problem(
     device: str | torch.device = "cpu",
 ) -> MRIProblem:
     """Undersample fully sampled ``kspace`` (C, H, W) (``sample_kspace``), measure the data's
-    noise in the k-space corners (Cartesian masks) and form the adjoint start and fastMRI's
-    zero-filled RSS baseline."""
-    from operators.mri import ifft2c, rss
-
+    noise (``measured_noise``) and form the adjoint start and fastMRI's
+    zero-filled RSS baseline (``start_images``)."""
     op, y, mask_desc, _ = sample_kspace(kspace, mask, accel, center_fraction, seed)
     size = tuple(recon_size or kspace.shape[-2:])
     info: dict = {"mask": mask_desc, "coils": int(kspace.shape[0]), "recon_size": list(size)}
     maps_record = mask_desc.pop("coil_maps", None)
     if maps_record is not None:
         info["coil_maps"] = maps_record
-    if getattr(op, "mask", None) is not None:  # Cartesian: the noise of the data itself
-        from data.mri_noise import estimate_kspace_noise
-
-        m = op.mask.cpu().numpy() if isinstance(op.mask, torch.Tensor) else op.mask
-        try:
-            info["kspace_noise"] = estimate_kspace_noise(y[0].cpu().numpy(), np.asarray(m))
-        except ValueError:  # too few samples in the corners: rules fall back to the blind σ̂
-            pass
+    noise = measured_noise(op, y)
+    if noise is not None:
+        info["kspace_noise"] = noise
     y = y.to(device_for(device) if isinstance(device, str) else device)
     with Timer() as t_zf:
-        x0 = op.adjoint(y)
-        if mask != "radial":
-            zf = rss(ifft2c(y), dim=1)[0].cpu().numpy()  # fastMRI's zero-filled RSS baseline
-        else:
-            zf = x0.abs()[0, 0].cpu().numpy()
+        x0, zf = start_images(op, y, mask)
     return MRIProblem(op, y, x0, zf, reference, size, info, t_zf.seconds)
+
+
+def measured_noise(op, y: torch.Tensor) -> float | None:
+    """The noise level the presets' rules take, from the measurements y (1, C, ...) alone
+    (``data.mri_noise``): the k-space noise σ in the corners (or the outer ring) of a Cartesian
+    mask; σ/||A|| at the outer ends of non-Cartesian spokes. None when too few samples lie there
+    (the rules then use the blind estimate of the start image).
+
+    Why σ/||A||: with a Cartesian mask and RSS-normalised maps ||A|| = 1 and a sample's noise is
+    the image's noise per pixel. Spokes sample the centre of k-space ||A||² times over, so the
+    image's noise there is σ/||A||; told σ itself, the Cartesian rules over-regularize radial
+    data (validation, radial 4×/8×, PnP-ADMM + ``ridge-mri``: 31.5 dB against 33.7 with no
+    noise estimate, docs/results/mri-other-data.md)."""
+    from data.mri_noise import estimate_kspace_noise, estimate_noncartesian_noise
+
+    samples = y[0].detach().cpu().numpy()
+    try:
+        if getattr(op, "coord", None) is not None:
+            sigma = estimate_noncartesian_noise(samples, np.asarray(op.coord))
+            return sigma / math.sqrt(op.norm_sq())
+        if getattr(op, "mask", None) is not None:
+            m = op.mask.cpu().numpy() if isinstance(op.mask, torch.Tensor) else op.mask
+            return estimate_kspace_noise(samples, np.asarray(m))
+    except ValueError:
+        pass
+    return None
+
+
+def start_images(op, y: torch.Tensor, mask: str) -> tuple[torch.Tensor, np.ndarray]:
+    """The solvers' start x0 (1, 1, H, W) and the zero-filled baseline image (H, W).
+
+    Cartesian masks: x0 = Aᴴy, the SENSE-combined zero-filled image (in image units: the maps
+    are RSS-normalised and the FFT orthonormal), and fastMRI's baseline rss(ifft2c(y)).
+    ``radial``: the gridding image x0 = Aᴴ(w ⊙ y), w the Pipe–Menon weights scaled so that
+    Aᴴ(w ⊙ Ax) ≈ x (``NonCartesianSENSE.dcf``), also the baseline. Aᴴy alone is not in image
+    units there: the spokes sample the centre of k-space many times over, which makes it larger
+    by about the mean number of samples per pixel (×12–24 at 8×–4× on a 192² slice), and the
+    start, the presets' rules relative to its range and the baseline would all inherit that."""
+    from operators.mri import ifft2c, rss, zero_filled
+
+    with torch.no_grad():
+        if mask == "radial":
+            x0 = zero_filled(op, y, op.dcf())
+            return x0, x0.abs()[0, 0].cpu().numpy()
+        return op.adjoint(y), rss(ifft2c(y), dim=1)[0].cpu().numpy()
 
 
 def solve_mri(

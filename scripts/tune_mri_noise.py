@@ -74,13 +74,19 @@ def main() -> int:
         "--only", default="", help="comma-separated substrings: run only the problems named so"
     )
     ap.add_argument("--accels", default="4,8", help="comma-separated accelerations (4, 8)")
+    ap.add_argument(
+        "--mask",
+        default="random",
+        choices=["random", "equispaced", "poisson", "radial"],
+        help="undersampling (`recon mri --mask`); the start image and the noise measured as "
+        "`recon mri` does (recon.mri.start_images, measured_noise)",
+    )
     args = ap.parse_args()
     only = [w for w in args.only.split(",") if w]
     accels = {float(a) for a in args.accels.split(",")}
     torch.set_num_threads(1)
     from data.fastmri import center_crop, evaluate
-    from data.mri_noise import estimate_kspace_noise
-    from recon.mri import sample_kspace
+    from recon.mri import measured_noise, sample_kspace, start_images
     from recon.pipeline import blind_noise_estimate, intensity_range, reconstruct
 
     out = Path(args.out)
@@ -94,10 +100,10 @@ def main() -> int:
             if accel not in accels:
                 continue
             cf = max(cf, 10 / k.shape[-1])  # at least 10 fully sampled columns for ESPIRiT
-            op, y, _, _ = sample_kspace(k, "random", accel, cf, seed=1)
-            x0 = op.adjoint(y)
+            op, y, _, _ = sample_kspace(k, args.mask, accel, cf, seed=1)
+            x0, _ = start_images(op, y, args.mask)
             feats = {
-                "kspace_noise": estimate_kspace_noise(y[0].numpy(), np.asarray(op.mask)),
+                "kspace_noise": measured_noise(op, y),
                 "blind_noise": blind_noise_estimate(x0),
                 "range": intensity_range(x0),
             }
@@ -122,6 +128,8 @@ def main() -> int:
                 ]
             for solver, prior, p in grid:
                 key = [name, accel, solver, prior, p]
+                if args.mask != "random":  # rows of the default mask keep their old keys
+                    key.append(args.mask)
                 if json.dumps(key) in done:
                     continue
                 t0 = time.perf_counter()

@@ -190,3 +190,28 @@ def test_default_solver_follows_the_prior(tmp_path, fastmri_file, tiny_mri_prior
         solvers[name] = (metrics["solver"], metrics["parameters"].get("accelerated"))
     assert solvers["ridge"] == ("pnp-pgd", True)
     assert solvers["other"][0] == "pnp-admm"
+
+
+def test_every_mask_starts_in_image_units_and_measures_its_noise():
+    """The start image, the presets' rules (relative to its range) and the zero-filled baseline
+    need the image's units. Radial: Aᴴy alone is several times too large (the spokes sample the
+    centre many times over); the gridding image Aᴴ(w ⊙ y) with scaled Pipe–Menon weights is
+    within 25 % of the reference's range. Every mask also measures the noise, Poisson (no
+    corner samples) and radial (no grid) included, within 30 % of the noise added (radial: of
+    σ/||A||, the image's noise where the spokes sample most, ``recon.mri.measured_noise``)."""
+    from data.fastmri import simulate_multicoil
+    from data.peer_mri import add_kspace_noise
+    from recon.mri import mri_problem
+
+    k, ref, _ = simulate_multicoil(shepp_logan(128), 4, seed=0)
+    sigma = 0.005 * float(np.abs(k).max())
+    k = add_kspace_noise(k, 0.005, 1)
+    for mask in ("random", "equispaced", "poisson", "radial"):
+        p = mri_problem(k, reference=ref, mask=mask, accel=4.0, center_fraction=0.1)
+        scale = float(p.x0.abs().max()) / float(ref.max())
+        assert 0.75 < scale < 1.25, (mask, scale)
+        expected = sigma / np.sqrt(p.op.norm_sq()) if mask == "radial" else sigma
+        assert p.info["kspace_noise"] == pytest.approx(expected, rel=0.3), mask
+        if mask == "radial":
+            assert p.op.norm_sq() > 4
+            assert float(p.op.adjoint(p.y).abs().max()) > 3 * float(ref.max())

@@ -304,8 +304,7 @@ def build_case(problem: str, scan: Scan, seed: int = 0, ct_noise: float = CT_NOI
             pb.x0[0, 0].numpy().copy(), pb.fbp_seconds, ref_np=ref,
         )  # fmt: skip
     from data.fastmri import simulate_multicoil
-    from operators.mri import ifft2c, rss
-    from recon.mri import sample_kspace
+    from recon.mri import sample_kspace, start_images
 
     if scan.kspace is not None:
         k, ref = scan.kspace, scan.image
@@ -313,12 +312,7 @@ def build_case(problem: str, scan: Scan, seed: int = 0, ct_noise: float = CT_NOI
         k, ref, _ = simulate_multicoil(np.abs(scan.image), MRI_COILS, seed)
     op, y, _, _ = sample_kspace(k, spec["mask"], spec["accel"], None, seed)
     t0 = time.perf_counter()
-    with torch.no_grad():
-        x0 = op.adjoint(y)
-        if spec["mask"] != "radial":
-            zf = rss(ifft2c(y), dim=1)[0].numpy()
-        else:
-            zf = x0.abs()[0, 0].numpy()
+    x0, zf = start_images(op, y, spec["mask"])
     secs = time.perf_counter() - t0
     ref_t = None
     if ref.shape == tuple(k.shape[-2:]):
