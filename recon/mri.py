@@ -393,8 +393,8 @@ def mri_problem(
     device: str | torch.device = "cpu",
 ) -> MRIProblem:
     """Undersample fully sampled ``kspace`` (C, H, W) (``sample_kspace``), measure the data's
-    noise (``measured_noise``) and form the adjoint start and fastMRI's
-    zero-filled RSS baseline (``start_images``)."""
+    noise (``measured_noise``) and form the start image and the zero-filled baseline
+    (``start_images``)."""
     op, y, mask_desc, _ = sample_kspace(kspace, mask, accel, center_fraction, seed)
     size = tuple(recon_size or kspace.shape[-2:])
     info: dict = {"mask": mask_desc, "coils": int(kspace.shape[0]), "recon_size": list(size)}
@@ -419,8 +419,8 @@ def measured_noise(op, y: torch.Tensor) -> float | None:
     Why σ/||A||: with a Cartesian mask and RSS-normalised maps ||A|| = 1 and a sample's noise is
     the image's noise per pixel. Spokes sample the centre of k-space ||A||² times over, so the
     image's noise there is σ/||A||; told σ itself, the Cartesian rules over-regularize radial
-    data (validation, radial 4×/8×, PnP-ADMM + ``ridge-mri``: 31.5 dB against 33.7 with no
-    noise estimate, docs/results/mri-other-data.md)."""
+    data (validation, radial 4×/8×, PnP-ADMM + ``ridge-mri``: 31.5 dB against 38.0 with σ/||A||
+    and 37.8 with no noise estimate, docs/results/mri-other-data.md)."""
     from data.mri_noise import estimate_kspace_noise, estimate_noncartesian_noise
 
     samples = y[0].detach().cpu().numpy()
@@ -444,8 +444,8 @@ def start_images(op, y: torch.Tensor, mask: str) -> tuple[torch.Tensor, np.ndarr
     ``radial``: the gridding image x0 = Aᴴ(w ⊙ y), w the Pipe–Menon weights scaled so that
     Aᴴ(w ⊙ Ax) ≈ x (``NonCartesianSENSE.dcf``), also the baseline. Aᴴy alone is not in image
     units there: the spokes sample the centre of k-space many times over, which makes it larger
-    by about the mean number of samples per pixel (×12–24 at 8×–4× on a 192² slice), and the
-    start, the presets' rules relative to its range and the baseline would all inherit that."""
+    by about that oversampling (its range ×24 at 4× and ×12 at 8× on a 192² brain slice), and
+    the start, the presets' rules relative to its range and the baseline would all inherit it."""
     from operators.mri import ifft2c, rss, zero_filled
 
     with torch.no_grad():
