@@ -71,7 +71,7 @@ def estimate_kspace_noise(kspace: np.ndarray, mask: np.ndarray | None = None) ->
     if k.ndim != 3 or not np.iscomplexobj(k):
         raise ValueError(f"expected complex k-space (C, H, W) or (H, W), got {k.dtype} {k.shape}")
     if mask is not None:
-        sampled = np.broadcast_to(np.broadcast_to(np.asarray(mask) > 0, k.shape[-2:]), k.shape)
+        sampled = np.broadcast_to(np.asarray(mask) > 0, k.shape)  # (W,) or (H, W)
     else:
         sampled = k != 0
     corners = np.broadcast_to(corner_mask(k.shape[-2:]), k.shape) & sampled

@@ -406,8 +406,13 @@ def mri_problem(
         info["kspace_noise"] = noise
     y = y.to(device_for(device) if isinstance(device, str) else device)
     with Timer() as t_zf:
-        x0, zf = start_images(op, y, mask)
+        x0, zf = start_images(op, y)
     return MRIProblem(op, y, x0, zf, reference, size, info, t_zf.seconds)
+
+
+def _non_cartesian(op) -> bool:
+    """Whether ``op`` samples k-space off the grid (``NonCartesianSENSE``: it has ``coord``)."""
+    return getattr(op, "coord", None) is not None
 
 
 def measured_noise(op, y: torch.Tensor) -> float | None:
@@ -425,7 +430,7 @@ def measured_noise(op, y: torch.Tensor) -> float | None:
 
     samples = y[0].detach().cpu().numpy()
     try:
-        if getattr(op, "coord", None) is not None:
+        if _non_cartesian(op):
             sigma = estimate_noncartesian_noise(samples, np.asarray(op.coord))
             return sigma / math.sqrt(op.norm_sq())
         if getattr(op, "mask", None) is not None:
@@ -436,20 +441,21 @@ def measured_noise(op, y: torch.Tensor) -> float | None:
     return None
 
 
-def start_images(op, y: torch.Tensor, mask: str) -> tuple[torch.Tensor, np.ndarray]:
+def start_images(op, y: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
     """The solvers' start x0 (1, 1, H, W) and the zero-filled baseline image (H, W).
 
     Cartesian masks: x0 = Aᴴy, the SENSE-combined zero-filled image (in image units: the maps
     are RSS-normalised and the FFT orthonormal), and fastMRI's baseline rss(ifft2c(y)).
-    ``radial``: the gridding image x0 = Aᴴ(w ⊙ y), w the Pipe–Menon weights scaled so that
-    Aᴴ(w ⊙ Ax) ≈ x (``NonCartesianSENSE.dcf``), also the baseline. Aᴴy alone is not in image
-    units there: the spokes sample the centre of k-space many times over, which makes it larger
-    by about that oversampling (its range ×24 at 4× and ×12 at 8× on a 192² brain slice), and
-    the start, the presets' rules relative to its range and the baseline would all inherit it."""
+    Non-Cartesian (radial spokes): the gridding image x0 = Aᴴ(w ⊙ y), w the Pipe–Menon weights
+    scaled so that Aᴴ(w ⊙ Ax) ≈ x (``NonCartesianSENSE.dcf``), also the baseline. Aᴴy alone is
+    not in image units there: the spokes sample the centre of k-space many times over, which
+    makes it larger by about that oversampling (its range ×24 at 4× and ×12 at 8× on a 192²
+    brain slice), and the start, the presets' rules relative to its range and the baseline would
+    all inherit it."""
     from operators.mri import ifft2c, rss, zero_filled
 
     with torch.no_grad():
-        if mask == "radial":
+        if _non_cartesian(op):
             x0 = zero_filled(op, y, op.dcf())
             return x0, x0.abs()[0, 0].cpu().numpy()
         return op.adjoint(y), rss(ifft2c(y), dim=1)[0].cpu().numpy()

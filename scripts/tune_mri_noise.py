@@ -37,6 +37,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from recon.mri import MASKS  # noqa: E402
+
 TV_WEIGHTS = (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16)
 TV_RHOS = (0.003, 0.01, 0.03)
 PRIOR_SIGMAS = (0.005, 0.01, 0.02, 0.04)
@@ -77,7 +79,7 @@ def main() -> int:
     ap.add_argument(
         "--mask",
         default="random",
-        choices=["random", "equispaced", "poisson", "radial"],
+        choices=MASKS,
         help="undersampling (`recon mri --mask`); the start image and the noise measured as "
         "`recon mri` does (recon.mri.start_images, measured_noise)",
     )
@@ -101,7 +103,7 @@ def main() -> int:
                 continue
             cf = max(cf, 10 / k.shape[-1])  # at least 10 fully sampled columns for ESPIRiT
             op, y, _, _ = sample_kspace(k, args.mask, accel, cf, seed=1)
-            x0, _ = start_images(op, y, args.mask)
+            x0, _ = start_images(op, y)
             feats = {
                 "kspace_noise": measured_noise(op, y),
                 "blind_noise": blind_noise_estimate(x0),

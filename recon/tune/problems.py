@@ -312,7 +312,7 @@ def build_case(problem: str, scan: Scan, seed: int = 0, ct_noise: float = CT_NOI
         k, ref, _ = simulate_multicoil(np.abs(scan.image), MRI_COILS, seed)
     op, y, _, _ = sample_kspace(k, spec["mask"], spec["accel"], None, seed)
     t0 = time.perf_counter()
-    x0, zf = start_images(op, y, spec["mask"])
+    x0, zf = start_images(op, y)
     secs = time.perf_counter() - t0
     ref_t = None
     if ref.shape == tuple(k.shape[-2:]):
