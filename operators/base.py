@@ -123,6 +123,13 @@ class LinearOperator:
         """Aᴴ A x."""
         return self.adjoint(self.forward(x))
 
+    def residual_sq(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """||Ax − y||² summed over the batch (no graph): what a solver's monitor reports as the
+        data term. An operator whose ``normal`` is not Aᴴ(A·) (a Toeplitz embedding) returns
+        the quadratic that normal defines instead, the data term its solvers minimize."""
+        with torch.no_grad():
+            return float(norm(self.forward(x) - y)) ** 2
+
     @property
     def H(self) -> LinearOperator:  # noqa: N802 (the usual name for the adjoint)
         return Adjoint(self)
@@ -341,3 +348,6 @@ class Stacked(LinearOperator):
         if torch.is_grad_enabled() and x.requires_grad:
             return super().normal(x)
         return functools.reduce(torch.add, [op.normal(x) for op in self.ops])
+
+    def residual_sq(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        return sum(op.residual_sq(x, p) for op, p in zip(self.ops, self.split(y), strict=True))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from operators.base import LinearOperator, _Cached
+from operators.base import LinearOperator, _Cached, inner, norm
 
 __all__ = [
     "coil_support",
@@ -279,17 +279,22 @@ class NonCartesianSENSE(LinearOperator):
         coord: (K, 2) k-space coordinates in SigPy's convention: cycles per field of view in
             [−N/2, N/2), column 0 along H (rows), column 1 along W (columns).
         oversamp, width: NUFFT grid oversampling and kernel width (SigPy's defaults).
+        toeplitz: compute ``normal`` (AᴴA, the hot loop of every solver) by Toeplitz embedding
+            instead of a NUFFT and its adjoint (``toeplitz_kernel``): two FFTs of each coil
+            image on a grid twice the size, in torch, on the input's device.
 
     Density compensation is not part of A (so Aᴴ stays the exact adjoint); pass weights to
     ``zero_filled`` or weight the data term instead. ``dcf()`` gives Pipe–Menon weights.
-    Computation runs on the CPU in numpy (in the input's precision); results return to the
+    The NUFFTs run on the CPU in numpy (in the input's precision); results return to the
     input's device.
     """
 
     domain_complex = True
     range_complex = True
 
-    def __init__(self, maps, coord, oversamp: float = 1.25, width: int = 4) -> None:
+    def __init__(
+        self, maps, coord, oversamp: float = 1.25, width: int = 4, toeplitz: bool = False
+    ) -> None:
         s = np.asarray(_to_numpy(maps))
         if s.ndim != 3:
             raise ValueError(f"coil maps must be (C, H, W), got shape {s.shape}")
@@ -307,6 +312,9 @@ class NonCartesianSENSE(LinearOperator):
         self.coord = k
         self.oversamp, self.width = float(oversamp), int(width)
         self._maps = {np.complex64: s.astype(np.complex64), np.complex128: s.astype(np.complex128)}
+        self.toeplitz = bool(toeplitz)
+        self._maps_t = _Cached(torch.from_numpy(self._maps[np.complex128]))
+        self._kernel: _Cached | None = None
 
     @property
     def maps(self) -> np.ndarray:
@@ -350,6 +358,66 @@ class NonCartesianSENSE(LinearOperator):
         )
         x = (np.conj(self._maps[dt])[None] * coils).sum(axis=1, keepdims=True)
         return torch.from_numpy(np.ascontiguousarray(x.astype(dt, copy=False))).to(y.device)
+
+    def toeplitz_kernel(self) -> torch.Tensor:
+        """K̂ (2H, 2W) float64: the eigenvalues of the circulant C whose top-left block is the
+        single-coil AᴴA, so that AᴴA x = Σ_c conj(S_c) ⊙ Eᵀ F⁻¹[K̂ ⊙ F(E(S_c x))], E the
+        zero-padding of an (H, W) image into the corner of a (2H, 2W) grid, F the plain DFT.
+
+        Without the NUFFT's interpolation AᴴA is Toeplitz: (AᴴA)_{m,p} = T(m − p) with
+        T(d) = Σ_k exp(2πi (k₀d₀/H + k₁d₁/W)) / (HW), offsets d in (−H, H) × (−W, W). T is one
+        adjoint NUFFT of ones onto the (2H, 2W) grid at coordinates 2k, computed once at
+        oversampling 2 and kernel width 8, so the normal this gives is the discrete Fourier
+        model's AᴴA to about 1e-7 (relative), where the interpolating NUFFT pair is off by a
+        few 1e-3 (SigPy's defaults; ``tests/test_mri_operators.py`` measures both against the
+        dense model). The unused offset (−H or −W) is dropped and T is made Hermitian,
+        T(−d) = conj T(d), so K̂ is real and the normal exactly self-adjoint."""
+        if self._kernel is None:
+            import sigpy as sp
+
+            h, w = self.domain_shape[1:]
+            ones = np.ones(self.coord.shape[0], np.complex128)
+            t = sp.nufft_adjoint(ones, 2.0 * self.coord, (2 * h, 2 * w), oversamp=2.0, width=8)
+            t = np.fft.ifftshift(t * (2.0 / np.sqrt(h * w)))  # offset d at index d mod 2N
+            t[h, :], t[:, w] = 0.0, 0.0  # offset ±H, ±W: outside every (H, W) difference
+            flip = np.roll(t[::-1, ::-1], 1, axis=(0, 1))  # T(−d)
+            t = 0.5 * (t + np.conj(flip))
+            self._kernel = _Cached(torch.from_numpy(np.fft.fft2(t).real.copy()))
+        return self._kernel.base
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        """AᴴA x: Aᴴ(A x) through two NUFFTs, or with ``toeplitz`` the embedding of
+        ``toeplitz_kernel`` (torch FFTs on x's device; differentiable as it stands)."""
+        if not self.toeplitz:
+            return super().normal(x)
+        self._check(x, self.domain_shape, "input")
+        x = _as_complex(x)
+        h, w = self.domain_shape[1:]
+        self.toeplitz_kernel()
+        k_hat = self._kernel.like(x.device, x.real.dtype)
+        s = self._maps_t.like(x.device, x.dtype)
+        k = torch.fft.fft2(s[None] * x, s=(2 * h, 2 * w))
+        k = k * k_hat if torch.is_grad_enabled() and x.requires_grad else k.mul_(k_hat)
+        v = torch.fft.ifft2(k)[..., :h, :w]
+        return (v * s.conj()[None]).sum(dim=1, keepdim=True)
+
+    def residual_sq(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """||Ax − y||²; with ``toeplitz`` the quadratic of the embedded normal T,
+        xᴴTx − 2 Re xᴴAᴴy + ||y||², in float64 (the data term the solvers minimize; it equals
+        ||Ax − y||² to the NUFFT's accuracy, and costs one embedded normal, not a NUFFT)."""
+        if not self.toeplitz:
+            return super().residual_sq(x, y)
+        with torch.no_grad():
+            # Aᴴy and ||y||² once per data (a view of the same memory, e.g. Stacked.split, hits;
+            # the tensor is kept, so its memory cannot be reused for other data meanwhile)
+            key = (y.data_ptr(), tuple(y.shape), y.stride(), y.dtype, y.device, y._version)
+            cached = getattr(self, "_data", None)
+            if cached is None or cached[1] != key:
+                y64 = y.to(torch.complex128)
+                cached = self._data = (y, key, self.adjoint(y64), float(norm(y64)) ** 2)
+            aty, yy = cached[2:]
+            x64 = x.to(torch.complex128)
+            return float(inner(x64, self.normal(x64) - 2.0 * aty).sum()) + yy
 
     def dcf(self, max_iter: int = 30) -> np.ndarray:
         """Pipe–Menon density compensation weights w (K,) float32 for this trajectory (SigPy),

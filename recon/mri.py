@@ -179,6 +179,11 @@ def checked_maps(ku: np.ndarray, width: int, height: int | None = None) -> tuple
 
 
 MASKS = ("random", "equispaced", "poisson", "radial")
+# Radial data: a NUFFT accurate to about 1e-6 of the discrete Fourier model (SigPy's defaults,
+# oversampling 1.25 and width 4, are off by a few 1e-3), and AᴴA by Toeplitz embedding, which
+# is as accurate and 5-15x faster than a NUFFT pair (operators.mri.NonCartesianSENSE). The
+# solvers' hot loop only calls AᴴA; the slower, accurate NUFFT runs a few times per slice.
+RADIAL_NUFFT = {"oversamp": 2.0, "width": 6, "toeplitz": True}
 
 
 class SampledKspace(NamedTuple):
@@ -253,11 +258,12 @@ def sample_kspace(
     r0, c0 = h // 2 - 12, w // 2 - 12
     centre[:, r0 : r0 + 24, c0 : c0 + 24] = k[:, r0 : r0 + 24, c0 : c0 + 24]
     maps = espirit_maps(centre, calib_width=24) if c > 1 else np.ones((1, h, w), np.complex64)
-    op = NonCartesianSENSE(maps, coord)
+    op = NonCartesianSENSE(maps, coord, **RADIAL_NUFFT)
     coil_imgs = ifft2c(torch.from_numpy(k))[None]
     import sigpy as sp
 
-    y = np.stack([sp.nufft(coil_imgs[0, i].numpy(), coord) for i in range(c)])[None]
+    kw = {"oversamp": op.oversamp, "width": op.width}
+    y = np.stack([sp.nufft(coil_imgs[0, i].numpy(), coord, **kw) for i in range(c)])[None]
     return SampledKspace(op, torch.from_numpy(y.astype(np.complex64)), desc, maps)
 
 

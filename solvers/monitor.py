@@ -147,7 +147,7 @@ class Monitor:
     def data_fidelity(self, x: torch.Tensor) -> float:
         """D(x) = (λ/2)||Ax − y||² (summed over the batch)."""
         with torch.no_grad():
-            return 0.5 * self.lam * _norm(self.op.forward(x) - self.y) ** 2
+            return 0.5 * self.lam * self.op.residual_sq(x, self.y)
 
     def regularizer(self, x: torch.Tensor) -> float:
         """R(x) summed over the batch."""
