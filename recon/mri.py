@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -165,6 +166,7 @@ def checked_maps(ku: np.ndarray, width: int, height: int | None = None) -> tuple
     better leaves more than ``MAPS_UNUSABLE_ABOVE`` (the caller then falls back)."""
     from data.coils import espirit_maps, unexplained_calibration
 
+    start = time.perf_counter()
     maps = espirit_maps(ku, calib_width=width)
     u = unexplained_calibration(ku, maps, width, height)
     record = {"method": "espirit", "crop": 0.95, "unexplained": u}
@@ -175,6 +177,7 @@ def checked_maps(ku: np.ndarray, width: int, height: int | None = None) -> tuple
         if u0 < u:
             maps, record["crop"], record["unexplained"] = refit, REFIT_CROP, u0
     record["usable"] = record["unexplained"] <= MAPS_UNUSABLE_ABOVE
+    record["seconds"] = time.perf_counter() - start
     return maps, record
 
 
