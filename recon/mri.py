@@ -182,6 +182,7 @@ def checked_maps(ku: np.ndarray, width: int, height: int | None = None) -> tuple
 
 
 MASKS = ("random", "equispaced", "poisson", "radial")
+COLUMN_MASKS = ("random", "equispaced")  # fastMRI's: whole columns, the readout fully sampled
 # Radial data: a NUFFT accurate to about 1e-6 of the discrete Fourier model (SigPy's defaults,
 # oversampling 1.25 and width 4, are off by a few 1e-3), and AᴴA by Toeplitz embedding, which
 # is as accurate and 5-15x faster than a NUFFT pair (operators.mri.NonCartesianSENSE). The
@@ -404,9 +405,14 @@ def mri_problem(
     """Undersample fully sampled ``kspace`` (C, H, W) (``sample_kspace``), measure the data's
     noise (``measured_noise``) and form the start image and the zero-filled baseline
     (``start_images``)."""
-    op, y, mask_desc, _ = sample_kspace(kspace, mask, accel, center_fraction, seed)
     size = tuple(recon_size or kspace.shape[-2:])
+    oversampling = 1
+    if recon_size is not None and mask in COLUMN_MASKS:
+        kspace, oversampling = remove_readout_oversampling(kspace, size[0])
+    op, y, mask_desc, _ = sample_kspace(kspace, mask, accel, center_fraction, seed)
     info: dict = {"mask": mask_desc, "coils": int(kspace.shape[0]), "recon_size": list(size)}
+    if oversampling > 1:
+        info["readout_oversampling_removed"] = oversampling
     maps_record = mask_desc.pop("coil_maps", None)
     if maps_record is not None:
         info["coil_maps"] = maps_record
@@ -417,6 +423,30 @@ def mri_problem(
     with Timer() as t_zf:
         x0, zf = start_images(op, y)
     return MRIProblem(op, y, x0, zf, reference, size, info, t_zf.seconds)
+
+
+def remove_readout_oversampling(kspace: np.ndarray, height: int) -> tuple[np.ndarray, int]:
+    """(k-space (C, H/2, W), 2) when the readout (rows, axis −2, fully sampled by fastMRI's
+    column masks) is oversampled twice over for a recon ``height`` ≤ H/2 (fastMRI: 640 rows for
+    a 320-row recon), else (kspace, 1) unchanged.
+
+    The coil images along the readout, ifft_c over axis −2, keep their central H/2 rows (the
+    rows ``data.fastmri.center_crop`` keeps), and fft_c takes them back: the image the
+    reduced k-space shows is exactly those rows of the full one (orthonormal transforms, so the
+    noise per sample is unchanged), and a column mask samples the same columns of it. With the
+    readout fully sampled the data term decouples row by row, so only the prior at the two
+    boundary rows sees the cut; every solver runs on half the pixels."""
+    from data.fastmri import center_crop
+
+    c, h, w = kspace.shape
+    if h % 4 or 2 * height > h:
+        return kspace, 1
+    ax = -2
+    imgs = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(kspace, axes=ax), axis=ax, norm="ortho"),
+                           axes=ax)  # fmt: skip
+    kept = center_crop(imgs, (h // 2, w))
+    k = np.fft.fftshift(np.fft.fft(np.fft.ifftshift(kept, axes=ax), axis=ax, norm="ortho"), axes=ax)
+    return k.astype(kspace.dtype), 2
 
 
 def _non_cartesian(op) -> bool:
