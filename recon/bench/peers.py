@@ -586,7 +586,7 @@ def table(results: dict) -> str:
                 )
             lines += [
                 "",
-                f"Coil maps: ours (SigPy ESPIRiT) {mri['ours_espirit_seconds']:.1f} s, BART "
+                f"Coil maps: ours (ESPIRiT) {mri['ours_espirit_seconds']:.1f} s, BART "
                 f"ecalib {peer['ecalib_seconds']:.1f} s (not in the seconds above). Convention "
                 f"check, fully sampled BART pics vs reference: "
                 f"{peer['fully_sampled_check_psnr']:.1f} dB.",
