@@ -406,7 +406,7 @@ def mri_problem(
     noise (``measured_noise``) and form the start image and the zero-filled baseline
     (``start_images``)."""
     size = tuple(recon_size or kspace.shape[-2:])
-    oversampling = 1
+    full, oversampling = kspace, 1
     if recon_size is not None and mask in COLUMN_MASKS:
         kspace, oversampling = remove_readout_oversampling(kspace, size[0])
     op, y, mask_desc, _ = sample_kspace(kspace, mask, accel, center_fraction, seed)
@@ -416,7 +416,7 @@ def mri_problem(
     maps_record = mask_desc.pop("coil_maps", None)
     if maps_record is not None:
         info["coil_maps"] = maps_record
-    noise = measured_noise(op, y)
+    noise = measured_noise(op, y) if oversampling == 1 else full_grid_noise(full, op)
     if noise is not None:
         info["kspace_noise"] = noise
     y = y.to(device_for(device) if isinstance(device, str) else device)
@@ -447,6 +447,24 @@ def remove_readout_oversampling(kspace: np.ndarray, height: int) -> tuple[np.nda
     kept = center_crop(imgs, (h // 2, w))
     k = np.fft.fftshift(np.fft.fft(np.fft.ifftshift(kept, axes=ax), axis=ax, norm="ortho"), axes=ax)
     return k.astype(kspace.dtype), 2
+
+
+def full_grid_noise(kspace: np.ndarray, op) -> float | None:
+    """The k-space noise of the full-grid k-space (C, H, W) under the column mask of ``op``
+    (built for the readout-reduced data): the same noise per sample (the reduction is
+    orthonormal), measured where the presets' rules were tuned, with twice the corner samples
+    and half the signal power per sample there (``remove_readout_oversampling``)."""
+    from data.mri_noise import estimate_kspace_noise
+
+    m = getattr(op, "mask", None)
+    if m is None:
+        return None
+    cols = (m.cpu().numpy() if isinstance(m, torch.Tensor) else np.asarray(m))[0]
+    grid = np.broadcast_to(cols, kspace.shape[-2:])
+    try:
+        return estimate_kspace_noise(kspace * grid[None], grid)
+    except ValueError:
+        return None
 
 
 def _non_cartesian(op) -> bool:
