@@ -200,3 +200,22 @@ def test_the_reduced_problem_has_the_full_problems_solution_rows():
     print(f"reduced vs full solution rows: {err:.2e}, 6 rows in from the cuts: {inner_err:.2e}")
     assert err < 2e-2
     assert inner_err < 1e-3
+
+
+def test_reduced_problem_measures_the_full_grids_noise(oversampled_volume):
+    """With the readout reduced, `recon mri` still measures the k-space noise on the full grid
+    (where the presets' rules were tuned): the same value as the full-grid problem's."""
+    from data.fastmri import read_fastmri
+    from recon.mri import mri_problem
+
+    f = read_fastmri(oversampled_volume, slices=0)
+    rng = np.random.default_rng(1)
+    k = f.kspace[0] + 1e-5 * (
+        rng.standard_normal(f.kspace[0].shape) + 1j * rng.standard_normal(f.kspace[0].shape)
+    )
+    full = mri_problem(k.astype(np.complex64), mask="random", accel=3.0, center_fraction=0.25)
+    reduced = mri_problem(k.astype(np.complex64), recon_size=(32, 32), mask="random", accel=3.0,
+                          center_fraction=0.25)  # fmt: skip
+    assert reduced.info["readout_oversampling_removed"] == 2
+    assert reduced.info["kspace_noise"] == pytest.approx(full.info["kspace_noise"], rel=1e-6)
+    assert reduced.info["kspace_noise"] == pytest.approx(1e-5, rel=0.3)
