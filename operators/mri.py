@@ -411,10 +411,10 @@ class NonCartesianSENSE(LinearOperator):
             # Aᴴy and ||y||² once per data (a view of the same memory, e.g. Stacked.split, hits;
             # the tensor is kept, so its memory cannot be reused for other data meanwhile)
             key = (y.data_ptr(), tuple(y.shape), y.stride(), y.dtype, y.device, y._version)
-            cached = getattr(self, "_data", None)
+            cached = getattr(self, "_residual_data", None)
             if cached is None or cached[1] != key:
                 y64 = y.to(torch.complex128)
-                cached = self._data = (y, key, self.adjoint(y64), float(norm(y64)) ** 2)
+                cached = self._residual_data = (y, key, self.adjoint(y64), float(norm(y64)) ** 2)
             aty, yy = cached[2:]
             x64 = x.to(torch.complex128)
             return float(inner(x64, self.normal(x64) - 2.0 * aty).sum()) + yy

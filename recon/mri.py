@@ -185,7 +185,7 @@ MASKS = ("random", "equispaced", "poisson", "radial")
 COLUMN_MASKS = ("random", "equispaced")  # fastMRI's: whole columns, the readout fully sampled
 # Radial data: a NUFFT accurate to about 1e-6 of the discrete Fourier model (SigPy's defaults,
 # oversampling 1.25 and width 4, are off by a few 1e-3), and AᴴA by Toeplitz embedding, which
-# is as accurate and 5-15x faster than a NUFFT pair (operators.mri.NonCartesianSENSE). The
+# is as accurate and 5-20x faster than a NUFFT pair (operators.mri.NonCartesianSENSE). The
 # solvers' hot loop only calls AᴴA; the slower, accurate NUFFT runs a few times per slice.
 RADIAL_NUFFT = {"oversamp": 2.0, "width": 6, "toeplitz": True}
 
@@ -404,7 +404,9 @@ def mri_problem(
 ) -> MRIProblem:
     """Undersample fully sampled ``kspace`` (C, H, W) (``sample_kspace``), measure the data's
     noise (``measured_noise``) and form the start image and the zero-filled baseline
-    (``start_images``)."""
+    (``start_images``). With a ``recon_size`` at most half as tall as the k-space and a column
+    mask, the readout oversampling is removed first (``remove_readout_oversampling``; the
+    noise is still measured on the full grid, ``full_grid_noise``)."""
     size = tuple(recon_size or kspace.shape[-2:])
     full, oversampling = kspace, 1
     if recon_size is not None and mask in COLUMN_MASKS:
@@ -434,8 +436,8 @@ def remove_readout_oversampling(kspace: np.ndarray, height: int) -> tuple[np.nda
     rows ``data.fastmri.center_crop`` keeps), and fft_c takes them back: the image the
     reduced k-space shows is exactly those rows of the full one (orthonormal transforms, so the
     noise per sample is unchanged), and a column mask samples the same columns of it. With the
-    readout fully sampled the data term decouples row by row, so only the prior at the two
-    boundary rows sees the cut; every solver runs on half the pixels."""
+    readout fully sampled the data term decouples row by row, so only the prior near the two
+    cut rows sees the cut; every solver runs on half the pixels."""
     from data.fastmri import center_crop
 
     c, h, w = kspace.shape
