@@ -49,6 +49,13 @@ def ifft2c(k: torch.Tensor) -> torch.Tensor:
     )
 
 
+def ifft2c_rows(k: torch.Tensor) -> torch.Tensor:
+    """The centred orthonormal inverse DFT along axis −2 only (the readout, rows)."""
+    return torch.fft.fftshift(
+        torch.fft.ifft(torch.fft.ifftshift(k, dim=-2), dim=-2, norm="ortho"), dim=-2
+    )
+
+
 def rss(coil_images: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """Root-sum-of-squares coil combination sqrt(Σ_c |x_c|²) over ``dim`` (removed), real."""
     return coil_images.abs().pow(2).sum(dim=dim).sqrt()
@@ -250,6 +257,28 @@ class SENSE(LinearOperator):
             k = torch.fft.fft2(s[None] * xs, norm="ortho")
             v = torch.fft.ifft2(k.mul_(m2), norm="ortho")
         return torch.fft.fftshift(v.mul_(s.conj()[None]).sum(dim=1, keepdim=True), dim=dims)
+
+    def residual_sq(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """||Ax − y||². With a column mask (the same on every row) the transform along the
+        fully sampled readout is unitary and commutes with M, so ||M ⊙ F_H F_W(S x) − y|| =
+        ||M ⊙ F_W(S x) − F_Hᴴ y||: one 1-D FFT per coil image instead of a 2-D one, with
+        F_Hᴴ y computed once per data tensor (the shifts folded in as in ``normal``)."""
+        self._check(x, self.domain_shape, "input")
+        with torch.no_grad():
+            x = _as_complex(x)
+            s, m2, dims = self._shifted(x)
+            if len(dims) != 1:
+                return super().residual_sq(x, y)
+            key = (y.data_ptr(), tuple(y.shape), y.stride(), y.dtype, y._version, x.dtype, x.device)
+            cached = getattr(self, "_residual_data", None)
+            if cached is None or cached[1] != key:
+                yh = torch.fft.ifftshift(ifft2c_rows(_as_complex(y)), dim=-1)  # P_W⁻¹ F_Hᴴ y
+                yh = yh.to(device=x.device, dtype=x.dtype)
+                cached = self._residual_data = (y, key, yh, m2.sqrt())
+            yh, m = cached[2:]
+            xs = torch.fft.ifftshift(x, dim=-1)
+            k = torch.fft.fft(s[None] * xs, dim=-1, norm="ortho").mul_(m)
+            return float(norm(k.sub_(yh))) ** 2
 
     def _shifted(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
         """(P⁻¹S, P⁻¹M², the axes transformed) like ``t`` (device, dtype), made once per device

@@ -266,3 +266,33 @@ def test_toeplitz_residual_is_the_data_term_its_normal_defines():
     y.mul_(2.0)
     assert op.residual_sq(x, y) != pytest.approx(before, rel=1e-3)
     assert op.residual_sq(x, y.clone() / 2.0) == pytest.approx(before, rel=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(24, 20), (21, 17)])
+def test_sense_residual_is_the_forward_residual(shape):
+    """SENSE.residual_sq (1-D FFTs along the columns for a column mask, the readout's transform
+    moved onto y) is ||Ax − y||² through ``forward``: to round-off in float64 (1e-12) and
+    float32 (1e-5), for any y (entries in unsampled columns included), odd sizes, a 2-D mask
+    (the plain path), and a y changed in place or replaced."""
+    from operators.base import LinearOperator
+
+    h, w = shape
+    rng = np.random.default_rng(11)
+    maps = _crandn((3, h, w), seed=12)
+    for mask, tol64 in ((fastmri_random_mask(w, 3, 0.2, seed=1), 1e-12),
+                        ((rng.random((h, w)) < 0.5).astype(np.float32), 1e-12)):  # fmt: skip
+        op = SENSE(maps, mask)
+        for dtype, tol in ((torch.complex128, tol64), (torch.complex64, 1e-5)):
+            x = torch.from_numpy(_crandn((2, 1, h, w), seed=13)).to(dtype)
+            y = torch.from_numpy(_crandn((2, 3, h, w), seed=14)).to(dtype)
+            for _ in range(2):  # the second time through the cached F_Hᴴ y
+                direct = LinearOperator.residual_sq(op, x, y)
+                assert op.residual_sq(x, y) == pytest.approx(direct, rel=tol)
+            y.mul_(0.5)
+            assert op.residual_sq(x, y) == pytest.approx(
+                LinearOperator.residual_sq(op, x, y), rel=tol
+            )
+            y2 = y.clone() * 3
+            assert op.residual_sq(x, y2) == pytest.approx(
+                LinearOperator.residual_sq(op, x, y2), rel=tol
+            )
