@@ -16,6 +16,9 @@ the device and precision of the input.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -54,6 +57,18 @@ def ifft2c_rows(k: torch.Tensor) -> torch.Tensor:
     return torch.fft.fftshift(
         torch.fft.ifft(torch.fft.ifftshift(k, dim=-2), dim=-2, norm="ortho"), dim=-2
     )
+
+
+def _per_data(owner: object, y: torch.Tensor, extra: tuple, build: Callable[[], Any]) -> Any:
+    """``build()`` once per data tensor y (and ``extra``) for ``owner``'s ``residual_sq``: kept
+    until y changes (other memory, shape, strides, dtype, device, or an in-place write). A view
+    of the same memory (``Stacked.split``) hits; y itself is kept, so its memory cannot be
+    reused for other data meanwhile."""
+    key = (y.data_ptr(), tuple(y.shape), y.stride(), y.dtype, y.device, y._version, *extra)
+    cached = owner.__dict__.get("_residual_data")
+    if cached is None or cached[1] != key:
+        cached = owner.__dict__["_residual_data"] = (y, key, build())
+    return cached[2]
 
 
 def rss(coil_images: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -269,13 +284,12 @@ class SENSE(LinearOperator):
             s, m2, dims = self._shifted(x)
             if len(dims) != 1:
                 return super().residual_sq(x, y)
-            key = (y.data_ptr(), tuple(y.shape), y.stride(), y.dtype, y._version, x.dtype, x.device)
-            cached = getattr(self, "_residual_data", None)
-            if cached is None or cached[1] != key:
+
+            def build() -> tuple[torch.Tensor, torch.Tensor]:
                 yh = torch.fft.ifftshift(ifft2c_rows(_as_complex(y)), dim=-1)  # P_W⁻¹ F_Hᴴ y
-                yh = yh.to(device=x.device, dtype=x.dtype)
-                cached = self._residual_data = (y, key, yh, m2.sqrt())
-            yh, m = cached[2:]
+                return yh.to(device=x.device, dtype=x.dtype), m2.sqrt()
+
+            yh, m = _per_data(self, y, (x.dtype, x.device), build)
             xs = torch.fft.ifftshift(x, dim=-1)
             k = torch.fft.fft(s[None] * xs, dim=-1, norm="ortho").mul_(m)
             return float(norm(k.sub_(yh))) ** 2
@@ -437,14 +451,12 @@ class NonCartesianSENSE(LinearOperator):
         if not self.toeplitz:
             return super().residual_sq(x, y)
         with torch.no_grad():
-            # Aᴴy and ||y||² once per data (a view of the same memory, e.g. Stacked.split, hits;
-            # the tensor is kept, so its memory cannot be reused for other data meanwhile)
-            key = (y.data_ptr(), tuple(y.shape), y.stride(), y.dtype, y.device, y._version)
-            cached = getattr(self, "_residual_data", None)
-            if cached is None or cached[1] != key:
+
+            def build() -> tuple[torch.Tensor, float]:
                 y64 = y.to(torch.complex128)
-                cached = self._residual_data = (y, key, self.adjoint(y64), float(norm(y64)) ** 2)
-            aty, yy = cached[2:]
+                return self.adjoint(y64), float(norm(y64)) ** 2
+
+            aty, yy = _per_data(self, y, (), build)
             x64 = x.to(torch.complex128)
             return float(inner(x64, self.normal(x64) - 2.0 * aty).sum()) + yy
 

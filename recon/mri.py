@@ -456,15 +456,24 @@ def full_grid_noise(kspace: np.ndarray, op) -> float | None:
     (built for the readout-reduced data): the same noise per sample (the reduction is
     orthonormal), measured where the presets' rules were tuned, with twice the corner samples
     and half the signal power per sample there (``remove_readout_oversampling``)."""
-    from data.mri_noise import estimate_kspace_noise
+    m = _cartesian_mask(op)
+    return None if m is None else _kspace_noise(kspace * m[0], m[0])
 
+
+def _cartesian_mask(op) -> np.ndarray | None:
+    """The (H, W) sampling mask of a Cartesian operator as numpy, or None."""
     m = getattr(op, "mask", None)
     if m is None:
         return None
-    cols = (m.cpu().numpy() if isinstance(m, torch.Tensor) else np.asarray(m))[0]
-    grid = np.broadcast_to(cols, kspace.shape[-2:])
+    return m.cpu().numpy() if isinstance(m, torch.Tensor) else np.asarray(m)
+
+
+def _kspace_noise(samples: np.ndarray, mask: np.ndarray) -> float | None:
+    """``data.mri_noise.estimate_kspace_noise``, None when too few samples lie at the edges."""
+    from data.mri_noise import estimate_kspace_noise
+
     try:
-        return estimate_kspace_noise(kspace * grid[None], grid)
+        return estimate_kspace_noise(samples, mask)
     except ValueError:
         return None
 
@@ -485,19 +494,17 @@ def measured_noise(op, y: torch.Tensor) -> float | None:
     image's noise there is σ/||A||; told σ itself, the Cartesian rules over-regularize radial
     data (validation, radial 4×/8×, PnP-ADMM + ``ridge-mri``: 31.5 dB against 38.0 with σ/||A||
     and 37.8 with no noise estimate, docs/results/mri-other-data.md)."""
-    from data.mri_noise import estimate_kspace_noise, estimate_noncartesian_noise
+    from data.mri_noise import estimate_noncartesian_noise
 
     samples = y[0].detach().cpu().numpy()
-    try:
-        if _non_cartesian(op):
+    if _non_cartesian(op):
+        try:
             sigma = estimate_noncartesian_noise(samples, np.asarray(op.coord))
-            return sigma / math.sqrt(op.norm_sq())
-        if getattr(op, "mask", None) is not None:
-            m = op.mask.cpu().numpy() if isinstance(op.mask, torch.Tensor) else op.mask
-            return estimate_kspace_noise(samples, np.asarray(m))
-    except ValueError:
-        pass
-    return None
+        except ValueError:
+            return None
+        return sigma / math.sqrt(op.norm_sq())
+    m = _cartesian_mask(op)
+    return None if m is None else _kspace_noise(samples, m)
 
 
 def start_images(op, y: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
