@@ -551,7 +551,7 @@ def _follow_sinogram_noise(
 
 POSITIVE_KEYS = (
     "lam", "rho_rel", "rho_noise", "step_rel", "weight_rel", "weight_noise", "weight_noise_power",
-    "rho_noise_power", "plain_step_rel",
+    "rho_noise_power", "plain_step_rel", "strength",
 )  # fmt: skip
 NONNEGATIVE_KEYS = (
     "tol", "cg_tol", "weight_noise_norm_power", "rho_noise_norm_power", "prox_relative_tol",
@@ -650,7 +650,11 @@ def reconstruct(
     ``weight_rel`` × range(x0) from ``params``). ``noise_level``: the data's noise σ in image
     units when the caller measured it; rules relative to the noise use it instead of the blind
     estimate of x0. ``start``: the iterate to start from instead of x0 (a warm start, e.g. the
-    neighbouring slice's result); the rules (range, noise) still read x0."""
+    neighbouring slice's result); the rules (range, noise) still read x0. ``params["strength"]``
+    s (default 1) multiplies the regularizer's weight against the data term after the rules:
+    TV's weight, or ρ of ADMM's problem λD(x) + ρR(x) for a prior (PGD and FISTA are told that
+    problem's σ or strength, ``_tell_noise_level``), so s = 2 regularizes twice as strongly with
+    every solver (``recon.strength`` chooses s from the data)."""
     from priors.base import ComplexAsChannels
     from priors.checkpoint import load_prior
     from solvers import pnp_admm, pnp_pgd
@@ -665,6 +669,7 @@ def reconstruct(
         p.setdefault("solver", solver)  # the one TV, run by the solver asked for
         solver = "tv"
     rho_used = _problem_rho_rel(p, x0, noise_level, op)
+    strength = float(p.pop("strength", 1.0))  # × the rules' regularizer weight
     relative_tol = p.pop("prox_relative_tol", None)  # an exact-prox prior's inexact rule
     if solver == "tv":
         from priors.classical import TVPrior
@@ -672,7 +677,8 @@ def reconstruct(
         if "weight_rel" not in p and p.get("weight_noise") is None:
             raise ValueError("TV needs weight_rel (the presets' tv section)")
         rho_used.update(_tv_weight_rel(p, op, x0, noise_level))
-        p_used = {**rho_used, "tv_weight": float(p.pop("weight_rel")) * intensity_range(x0)}
+        weight = float(p.pop("weight_rel")) * intensity_range(x0) * strength
+        p_used = {**rho_used, "tv_weight": weight}
         inner_solver = p.pop("solver", "pnp-admm")
         if inner_solver == "pnp-pgd" and "rho_rel" in p:  # the problem ADMM solves at this ρ
             factor = pgd_sigma_factor(float(p.get("step_rel", 0.99)), float(p.pop("rho_rel")), 1)
@@ -686,6 +692,8 @@ def reconstruct(
         if x0.is_complex() and not prior_name.startswith("tv"):
             prior = ComplexAsChannels(prior)
         inner_solver = solver
+        if "rho_rel" in p:  # ADMM's problem λD + ρR: the strength scales ρ (PGD: its σ rule)
+            p["rho_rel"] = float(p["rho_rel"]) * strength
         p_used = {
             **rho_used,
             **_tell_noise_level(
@@ -794,13 +802,15 @@ def solve_with_presets(
     tol: float | None = None,
     prior_sigma_rel: float | None = None,
     prior_sigma_noise: float | None = None,
+    strength: float | None = None,
     progress: bool = False,
     objective_every: int = 0,
 ) -> Reconstruction:
     """Run ``solver`` ('pnp-admm', 'pnp-pgd', 'tv') with ``prior`` and their preset; the
     keyword values, when given, override it. ``solver`` 'tv' and ``prior`` 'tv' are the one TV
-    (``method_params``); 'pnp-pgd' runs FISTA when the ``pnp-pgd`` preset says ``accelerated``."""
-    over = {"iters": iters, "tol": tol}
+    (``method_params``); 'pnp-pgd' runs FISTA when the ``pnp-pgd`` preset says ``accelerated``.
+    ``strength`` multiplies the regularizer's weight the rules give (``reconstruct``)."""
+    over = {"iters": iters, "tol": tol, "strength": strength}
     if solver == "tv" or (prior is not None and prior_key(prior) == "tv"):
         inner = "pnp-admm" if solver in ("tv", "pnp-admm") else "pnp-pgd"
         if inner == "pnp-pgd" and presets.get("pnp-pgd", {}).get("accelerated"):
