@@ -50,3 +50,14 @@ def test_image_metrics_agree_with_skimage():
     assert m["ssim"] == pytest.approx(structural_similarity(x, ref, data_range=rng))
     assert m["nmse"] == pytest.approx(np.sum((x - ref) ** 2) / np.sum(ref**2))
     assert m["psnr"] == pytest.approx(peak_signal_noise_ratio(ref, x, data_range=rng))
+
+
+def test_recorded_versions_are_those_of_the_imported_packages():
+    import astra
+    import sigpy
+
+    from recon.pipeline import versions
+
+    v = versions()
+    assert v["astra"] == astra.__version__ and v["sigpy"] == sigpy.__version__
+    assert v["torch"] == torch.__version__
