@@ -164,20 +164,16 @@ def _solve_mri(
     problem: MRIProblem, solver: str, prior, config, iters, tol, progress, strength
 ) -> Result:
     from data.fastmri import center_crop, evaluate
-    from recon.mri import choose_slice_strength, solve_mri
+    from recon.mri import solve_mri
     from recon.pipeline import load_presets
 
     if not problem.maps_usable:
         solver = "zero-filled"  # as `recon mri` does (it also warns): SENSE does not fit
     presets = load_presets("mri", config) if solver != "zero-filled" else {}
-    strength, chosen = choose_slice_strength(
-        problem, solver, prior, presets, strength, iters=iters, tol=tol
-    )
     x, record, history, seconds = solve_mri(
         problem, solver, prior, presets, iters=iters, tol=tol, progress=progress,
         strength=strength,
     )  # fmt: skip
-    record["params"]["strength_choice"] = chosen
     image = center_crop(np.abs(x), problem.recon_size).astype(np.float32)
     m = {"psnr": float("nan"), "ssim": float("nan")}
     if problem.reference is not None:
@@ -199,7 +195,7 @@ def solve(
     tol: float | None = None,
     start: torch.Tensor | None = None,
     progress: bool = False,
-    strength: float | str = 1.0,
+    strength: float = 1.0,
 ) -> Result:
     """Reconstruct ``problem`` with ``solver`` ('pnp-admm', 'pnp-pgd', 'tv' or 'fbp') and
     ``prior`` (a shipped name, a checkpoint path or 'tv'; ignored by 'tv' and 'fbp') using the
@@ -212,9 +208,9 @@ def solve(
     ``MRIProblem``: ``solver`` 'zero-filled', 'tv', 'pnp-admm' or 'pnp-pgd' with the MRI presets;
     the image is the magnitude cropped to the recon size, PSNR/SSIM fastMRI's.
 
-    ``strength``: × the regularizer's weight the presets' rules give (``recon.pipeline``); for
-    an ``MRIProblem`` also 'auto', chosen by k-space cross-validation as `recon mri
-    --strength auto` (``recon.strength``; the choice in ``Result.params["strength_choice"]``)."""
+    ``strength``: × the regularizer's weight the presets' rules give (TV's weight, or ρ of a
+    prior's problem, for every solver alike; ``recon.pipeline.reconstruct``), as `recon mri
+    --strength`."""
     from recon.pipeline import fbp_reconstruction, load_presets, solve_with_presets
     from solvers.metrics import image_metrics
 
@@ -226,8 +222,6 @@ def solve(
         if start is not None:
             raise ValueError("start: not supported for MRI problems")
         return _solve_mri(problem, solver, prior, config, iters, tol, progress, strength)
-    if strength == "auto":
-        raise ValueError("strength 'auto' (k-space cross-validation) is for MRI problems only")
 
     prior = DEFAULT_PRIOR["ct"] if prior is None else prior
     solver = "pnp-admm" if solver is None else solver

@@ -39,7 +39,6 @@ from recon.pipeline import (
     versions,
     warn_about_run,
 )
-from recon.strength import TooFewToHoldOut, parse_strength
 
 
 def _is_file_input(spec: str) -> bool:
@@ -320,20 +319,13 @@ def add_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--strength",
-        type=_strength_arg,
+        type=number(0, lo_open=True),
         default=1.0,
-        help="× the regularizer's weight the presets' rules give (default 1), or 'auto': "
-        "chosen by k-space cross-validation (recon.strength; several extra solves; for a whole "
-        "file once, on the middle slice; Cartesian masks only, radial data keep 1)",
+        help="× the regularizer's weight the presets' rules give (TV's weight, ρ of a prior's "
+        "problem, every solver alike; default 1; measured per data source in "
+        "docs/results/mri-other-data.md)",
     )
     add_solver_arguments(p, "mri")
-
-
-def _strength_arg(text: str) -> float | str:
-    try:
-        return parse_strength(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # The solver `recon mri` runs a prior with when --solver is not given. ridge-mri with PnP-FISTA
@@ -597,10 +589,8 @@ def reconstruct_slice(
     ref: np.ndarray | None,
     size: tuple[int, int],
     presets: dict | None = None,
-    strength: float | str | None = None,
 ) -> SliceRecon:
-    """Undersample k-space (C, H, W) as ``args`` says and reconstruct it with ``args.solver``
-    at ``strength`` (default ``args.strength``; 'auto': ``cross_validated_strength``)."""
+    """Undersample k-space (C, H, W) as ``args`` says and reconstruct it with ``args.solver``."""
     from data.fastmri import center_crop
 
     _resolve_solver(args)
@@ -621,19 +611,13 @@ def reconstruct_slice(
         )
     if solver != "zero-filled" and presets is None:
         presets = load_presets("mri", args.config)
-    options = dict(
-        normalize=args.normalize, iters=args.iters, tol=args.tol,
+    x_img, record, history, seconds = solve_mri(
+        problem, solver, args.prior, presets or {}, normalize=args.normalize,
+        iters=args.iters, tol=args.tol,
         prior_sigma_rel=getattr(args, "prior_sigma_rel", None),
         prior_sigma_noise=getattr(args, "prior_sigma_noise", None),
-    )  # fmt: skip
-    strength, info["strength"] = choose_slice_strength(
-        problem, solver, args.prior, presets or {},
-        getattr(args, "strength", 1.0) if strength is None else strength,
-        seed=args.seed, quiet=args.quiet, **options,
-    )  # fmt: skip
-    x_img, record, history, seconds = solve_mri(
-        problem, solver, args.prior, presets or {}, strength=strength, progress=not args.quiet,
-        objective_every=args.objective_every, **options,
+        strength=getattr(args, "strength", 1.0), progress=not args.quiet,
+        objective_every=args.objective_every,
     )  # fmt: skip
     return SliceRecon(
         image=center_crop(np.abs(x_img), size),
@@ -645,57 +629,6 @@ def reconstruct_slice(
         zf_seconds=problem.zf_seconds,
         info=info,
     )
-
-
-def cross_validated_strength(
-    problem: MRIProblem, solver: str, prior, presets: dict, *, seed: int = 0, **solve_options
-):
-    """``recon.strength.choose_strength`` for one slice: each trial is ``solve_mri`` with
-    ``solve_options`` (the run's; its iterations too: capped trials, less converged at the
-    rules' weaker strengths, read as too weak and picked 2 on the bundled slice, 0.5 dB worse)
-    on the problem with some samples held out (column masks: whole columns)."""
-    from dataclasses import replace
-
-    from recon.strength import choose_strength
-
-    mask = _cartesian_mask(problem.op)
-    if problem.info.get("mask", {}).get("type") in COLUMN_MASKS:
-        mask = mask[0]
-
-    def solve(op, y, x0, s):
-        sub = replace(problem, op=op, y=y, x0=x0, reference=None)
-        x, *_ = solve_mri(sub, solver, prior, presets, strength=s, **solve_options)
-        return torch.from_numpy(x)[None, None]
-
-    return choose_strength(problem.op, problem.y, mask, solve, seed=seed)
-
-
-def choose_slice_strength(
-    problem: MRIProblem, solver: str, prior, presets: dict, strength: float | str, *,
-    seed: int = 0, quiet: bool = True, **solve_options,
-) -> tuple[float, dict]:  # fmt: skip
-    """(strength, record for metrics.json): ``strength`` itself, or for 'auto' the
-    cross-validated one (``cross_validated_strength``; 1 where it cannot run: radial data,
-    too few samples to hold out, the zero-filled solver)."""
-    if solver == "zero-filled":
-        return 1.0, {"value": 1.0, "method": "none (zero-filled)"}
-    if strength != "auto":
-        return float(strength), {"value": float(strength), "method": "given"}
-    if _cartesian_mask(problem.op) is None:
-        return 1.0, {"value": 1.0, "method": "rules (cross-validation needs a Cartesian mask)"}
-    try:
-        choice = cross_validated_strength(
-            problem, solver, prior, presets, seed=seed, **solve_options
-        )
-    except TooFewToHoldOut as exc:
-        return 1.0, {"value": 1.0, "method": f"rules ({exc})"}
-    if not quiet:
-        print(
-            f"strength {choice.strength:g} (k-space cross-validation, {choice.solves} solves, "
-            f"{choice.seconds:.1f} s)",
-            flush=True,
-        )
-    return choice.strength, choice.record()
 
 
 def _label(args: argparse.Namespace) -> str:
@@ -744,23 +677,12 @@ def reconstruct_file(args: argparse.Namespace, out: Path) -> dict:
         raise ValueError(f"--input {path}: no such file")
     slices = parse_slices(args.slice, count_slices(path), path)
     presets = load_presets("mri", args.config) if args.solver != "zero-filled" else None
-    # --strength auto: cross-validated once, on the middle selected slice (solved first), and
-    # used for every slice (a file's slices share their noise and contrast)
-    order = slices
-    strength = getattr(args, "strength", 1.0)
-    if strength == "auto" and len(slices) > 1:
-        mid = slices[len(slices) // 2]
-        order = [mid] + [i for i in slices if i != mid]
-    done: dict[int, SliceRecon] = {}
+    results: list[SliceRecon] = []
     rows = []
-    for n, index in enumerate(order, 1):
+    for n, index in enumerate(slices, 1):
         k, ref, size, _ = _load_args(args, index)
-        r = reconstruct_slice(args, k, ref, size, presets, strength)
-        if strength == "auto" and len(slices) > 1:
-            strength = r.info["strength"]["value"]
-        elif getattr(args, "strength", 1.0) == "auto" and len(slices) > 1:
-            r.info["strength"] = {"value": strength, "method": f"cross-validated on slice {mid}"}
-        done[index] = r
+        r = reconstruct_slice(args, k, ref, size, presets)
+        results.append(r)
         row = {"slice": index, "iterations": r.record["iterations"], "seconds": r.seconds}
         row["stop_reason"] = r.record["stop_reason"]
         if r.reference is not None:
@@ -774,8 +696,6 @@ def reconstruct_file(args: argparse.Namespace, out: Path) -> dict:
                 f"{row['seconds']:.1f} s",
                 flush=True,
             )
-    results = [done[i] for i in slices]
-    rows.sort(key=lambda row: slices.index(row["slice"]))
     return _write_run(args, Path(out), results, str(path), rows, slices)
 
 

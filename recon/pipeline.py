@@ -654,7 +654,7 @@ def reconstruct(
     s (default 1) multiplies the regularizer's weight against the data term after the rules:
     TV's weight, or ρ of ADMM's problem λD(x) + ρR(x) for a prior (PGD and FISTA are told that
     problem's σ or strength, ``_tell_noise_level``), so s = 2 regularizes twice as strongly with
-    every solver (``recon.strength`` chooses s from the data)."""
+    every solver (`recon mri --strength`)."""
     from priors.base import ComplexAsChannels
     from priors.checkpoint import load_prior
     from solvers import pnp_admm, pnp_pgd
@@ -886,8 +886,8 @@ def warn_about_run(record: dict[str, Any], history: dict[str, list], metrics: di
 
 
 def versions() -> dict[str, str]:
-    """The versions metrics.json records, from the installed distributions' metadata (importing
-    ASTRA and SigPy only to read theirs took about a second per MRI run)."""
+    """The versions metrics.json records, from the installed distributions' metadata (an MRI run
+    need not import ASTRA to read its version)."""
     from importlib.metadata import version
 
     return {

@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recon.mri import COLUMN_MASKS, MASKS  # noqa: E402
+from recon.mri import MASKS  # noqa: E402
 
 TV_WEIGHTS = (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16)
 TV_RHOS = (0.003, 0.01, 0.03)
@@ -77,12 +77,6 @@ def main() -> int:
     )
     ap.add_argument("--accels", default="4,8", help="comma-separated accelerations (4, 8)")
     ap.add_argument(
-        "--strength",
-        default="1",
-        help="with --method rule: × the rule's regularizer weight, a number or 'auto' (k-space "
-        "cross-validation, recon.strength, as `recon mri --strength auto`)",
-    )
-    ap.add_argument(
         "--mask",
         default="random",
         choices=MASKS,
@@ -90,12 +84,15 @@ def main() -> int:
         "`recon mri` does (recon.mri.start_images, measured_noise)",
     )
     ap.add_argument(
-        "--cv-folds", type=int, default=2, help="with --strength auto: folds of 1/5 (at most 5)"
+        "--strength",
+        type=float,
+        default=1.0,
+        help="with --method rule: × the rule's regularizer weight (`recon mri --strength`)",
     )
     args = ap.parse_args()
-    from recon.strength import choose_strength, parse_strength
-
-    strength = parse_strength(args.strength)
+    strength = args.strength
+    if not strength > 0:
+        ap.error(f"--strength must be > 0, got {strength}")
     only = [w for w in args.only.split(",") if w]
     accels = {float(a) for a in args.accels.split(",")}
     torch.set_num_threads(1)
@@ -146,27 +143,12 @@ def main() -> int:
                     key.append(args.mask)
                 if strength != 1.0:
                     key.append({"strength": strength})
-                if strength == "auto" and args.cv_folds != 2:
-                    key[-1]["folds"] = args.cv_folds
                 if json.dumps(key) in done:
                     continue
                 t0 = time.perf_counter()
                 params = {"lam": 1.0, "iters": args.iters, "tol": 1e-6, "cg_iters": 10, **p}
                 noise = feats["kspace_noise"] if args.method == "rule" else None
-                chosen = {}
-                if strength == "auto":
-
-                    def solve(op_k, y_k, x0_k, s, params=params, solver=solver, prior=prior,
-                              noise=noise):  # fmt: skip
-                        p_s = {**params, "strength": s}
-                        return reconstruct(op_k, y_k, x0_k, solver, prior, p_s, noise_level=noise).x
-
-                    mask = op.mask.numpy()
-                    choice = choose_strength(op, y, mask[0] if args.mask in COLUMN_MASKS else mask,
-                                             solve, seed=1, folds=args.cv_folds)  # fmt: skip
-                    chosen = {"strength": choice.strength, "held_out_error": choice.errors}
-                    params["strength"] = choice.strength
-                elif strength != 1.0:
+                if strength != 1.0:
                     params["strength"] = strength
                 rec = reconstruct(op, y, x0, solver, prior, params, noise_level=noise)
                 img = center_crop(np.abs(rec.x[0, 0].numpy()), size)
@@ -177,7 +159,6 @@ def main() -> int:
                     "psnr": m["psnr"],
                     "ssim": m["ssim"],
                     "seconds": time.perf_counter() - t0,
-                    **chosen,
                 }
                 with out.open("a") as fh:
                     fh.write(json.dumps(row) + "\n")
