@@ -158,6 +158,7 @@ USER_KEY = "_user"  # what --config set: it wins over the shipped per-prior over
 SECTION_KEYS = frozenset(
     {"lam", "rho_rel", "rho_noise", "iters", "tol", "cg_iters", "cg_tol", "step_rel",
      "accelerated", "solver", "weight_rel", "weight_noise", "weight_noise_power", "tv_iters",
+     "tv_warm_start",
      "rho_noise_power", "filter", "precondition", "plain_step_rel", "weight_noise_norm_power",
      "rho_noise_norm_power", "prox_relative_tol", "support_weight", *SIGMA_KEYS,
      *GEOMETRY_SIGMA_KEYS}
@@ -684,7 +685,11 @@ def reconstruct(
             factor = pgd_sigma_factor(float(p.get("step_rel", 0.99)), float(p.pop("rho_rel")), 1)
             p_used["problem_tv_weight"], p_used["pgd_weight_factor"] = p_used["tv_weight"], factor
             p_used["tv_weight"] *= factor
-        prior = TVPrior(weight=p_used["tv_weight"], iters=int(p.pop("tv_iters", 50)))
+        prior = TVPrior(
+            weight=p_used["tv_weight"],
+            iters=int(p.pop("tv_iters", 50)),
+            warm_start=bool(p.pop("tv_warm_start", False)),
+        )
     else:
         if prior_name is None:
             raise ValueError(f"--solver {solver} needs a --prior")
