@@ -317,14 +317,6 @@ def add_options(p: argparse.ArgumentParser) -> None:
         "back (what a non-equivariant prior such as lpn-mri needs; the AE-LPN gives the same "
         "image either way)",
     )
-    p.add_argument(
-        "--strength",
-        type=number(0, lo_open=True),
-        default=1.0,
-        help="× the regularizer's weight the presets' rules give (TV's weight, ρ of a prior's "
-        "problem, every solver alike; default 1; measured per data source in "
-        "docs/results/mri-other-data.md)",
-    )
     add_solver_arguments(p, "mri")
 
 

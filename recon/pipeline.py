@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from recon import __version__
-from recon.argtypes import count
+from recon.argtypes import count, number
 from solvers.metrics import image_metrics  # re-exported: recon.ct and the benches use it
 
 __all__ = [
@@ -95,6 +95,15 @@ def add_solver_arguments(p, modality: str) -> None:
         metavar="S",
         help="... and σ at least S × the starting image's intensity range (such priors run away "
         "at small σ; default: the preset's prior_sigma_rel)",
+    )
+    p.add_argument(
+        "--strength",
+        type=number(0, lo_open=True),
+        default=1.0,
+        metavar="S",
+        help="× the regularizer's weight the presets' rules give: TV's weight, or ρ of a "
+        "prior's problem, every solver alike (default 1; for MRI measured per data source in "
+        "docs/results/mri-other-data.md)",
     )
     p.add_argument(
         "--objective-every",
@@ -787,7 +796,8 @@ def solve_from_args(
         iters=args.iters, tol=args.tol,
         prior_sigma_rel=getattr(args, "prior_sigma_rel", None),
         prior_sigma_noise=getattr(args, "prior_sigma_noise", None),
-        progress=not args.quiet, objective_every=args.objective_every,
+        strength=getattr(args, "strength", None), progress=not args.quiet,
+        objective_every=args.objective_every,
     )  # fmt: skip
 
 

@@ -111,3 +111,15 @@ def test_warm_started_tv_prox_reaches_admm_fixed_point_with_few_inner_iterations
 
     assert err(warm.x) < 0.2 * err(cold)
     assert err(warm.x) < 2 * err(many) + 1e-4
+
+
+def test_recon_ct_strength_option(tmp_path):
+    ms = []
+    for s in ("1", "2"):
+        out = tmp_path / s
+        args = ["ct", "--quiet", "--input", "phantom:shepp-logan", "--size", "32", "--views", "12",
+                "--solver", "tv", "--iters", "2", "--strength", s, "--out", str(out)]  # fmt: skip
+        assert main(args) == 0
+        ms.append(json.loads((out / "metrics.json").read_text())["parameters"])
+    assert ms[1]["strength"] == 2.0
+    assert ms[1]["tv_weight"] == pytest.approx(2 * ms[0]["tv_weight"], rel=1e-12)
