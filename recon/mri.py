@@ -624,7 +624,11 @@ def reconstruct_slice(
 
 
 def _label(args: argparse.Namespace) -> str:
-    return args.solver if args.solver in ("zero-filled", "tv") else f"{args.solver} + {args.prior}"
+    label = args.solver if args.solver in ("zero-filled", "tv") else f"{args.solver} + {args.prior}"
+    strength = getattr(args, "strength", 1.0)
+    if strength == 1.0 or args.solver == "zero-filled":
+        return label
+    return f"{label}, strength {strength:g}"
 
 
 def _run_metrics(args: argparse.Namespace, r: SliceRecon, source: str) -> dict:

@@ -76,6 +76,11 @@ def test_recon_mri_strength_option(tmp_path, capsys):
     assert p1["strength"] == 1.0 and p2["strength"] == 2.0
     assert p2["tv_weight"] == pytest.approx(2 * p1["tv_weight"], rel=1e-12)
     assert not np.array_equal(img1, img2)
+    capsys.readouterr()
+    args = ["mri", "--input", "bundled:brain-t1", "--coils", "2", "--solver", "tv", "--iters", "1",
+            "--strength", "2", "--out", str(tmp_path / "said")]  # fmt: skip
+    assert main(args) == 0
+    assert "tv, strength 2: PSNR" in capsys.readouterr().out  # the summary line says it
     out = tmp_path / "bad"
     assert main(["mri", "--input", "bundled:brain-t1", "--strength", "-2", "--out", str(out)]) == 2
     assert "--strength" in capsys.readouterr().err
