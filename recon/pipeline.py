@@ -102,8 +102,8 @@ def add_solver_arguments(p, modality: str) -> None:
         default=1.0,
         metavar="S",
         help="× the regularizer's weight the presets' rules give: TV's weight, or ρ of a "
-        "prior's problem, every solver alike (default 1; for MRI measured per data source in "
-        "docs/results/mri-other-data.md)",
+        "prior's problem (PGD without a ρ rule: its step ÷ S), every solver alike (default 1; "
+        "for MRI measured per data source in docs/results/mri-other-data.md)",
     )
     p.add_argument(
         "--objective-every",
@@ -584,6 +584,22 @@ def _plain_step(p: dict[str, Any]) -> None:
     p["step_rel"] = float(plain)
 
 
+def _scale_step(p: dict[str, Any], strength: float) -> None:
+    """PnP-PGD's step for a prior without a ρ rule at ``strength`` s. Its fixed points minimize
+    γD(x) + R(x), and argmin (γ/s)·D + R = argmin γD + s·R, so step_rel becomes step_rel/s;
+    refused when that leaves the convergence range (plain PGD < 2, FISTA ≤ 1)."""
+    step_rel = float(p.get("step_rel", 0.99)) / strength
+    accelerated = bool(p.get("accelerated"))
+    name = "FISTA's" if accelerated else "PGD's"
+    if (step_rel > 1.0) if accelerated else (step_rel >= 2.0):
+        raise ValueError(
+            f"strength {strength:g}: with this prior PnP-PGD's strength is its step, and "
+            f"step_rel {step_rel:.3g} leaves {name} range (step_rel ≤ 1 for FISTA, < 2 plain); "
+            "use a larger strength or --solver pnp-admm"
+        )
+    p["step_rel"] = step_rel
+
+
 def _check_numbers(p: dict[str, Any]) -> None:
     """Refuse NaN, infinities, non-numbers and out-of-range values in a run's parameters before
     any work, naming the key (a NaN ρ would pass a "> 0" test written the other way round and
@@ -663,8 +679,8 @@ def reconstruct(
     neighbouring slice's result); the rules (range, noise) still read x0. ``params["strength"]``
     s (default 1) multiplies the regularizer's weight against the data term after the rules:
     TV's weight, or ρ of ADMM's problem λD(x) + ρR(x) for a prior (PGD and FISTA are told that
-    problem's σ or strength, ``_tell_noise_level``), so s = 2 regularizes twice as strongly with
-    every solver (`recon mri --strength`)."""
+    problem's σ or strength, ``_tell_noise_level``; without a ρ rule their step is γ/s,
+    ``_scale_step``), so s = 2 regularizes twice as strongly with every solver (`--strength`)."""
     from priors.base import ComplexAsChannels
     from priors.checkpoint import load_prior
     from solvers import pnp_admm, pnp_pgd
@@ -708,6 +724,8 @@ def reconstruct(
         inner_solver = solver
         if "rho_rel" in p:  # ADMM's problem λD + ρR: the strength scales ρ (PGD: its σ rule)
             p["rho_rel"] = float(p["rho_rel"]) * strength
+        elif strength != 1.0 and solver == "pnp-pgd":  # no ρ: PGD minimizes γD + R (R·s: γ/s)
+            _scale_step(p, strength)
         p_used = {
             **rho_used,
             **_tell_noise_level(

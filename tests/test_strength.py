@@ -128,3 +128,20 @@ def test_recon_ct_strength_option(tmp_path):
         ms.append(json.loads((out / "metrics.json").read_text())["parameters"])
     assert ms[1]["strength"] == 2.0
     assert ms[1]["tv_weight"] == pytest.approx(2 * ms[0]["tv_weight"], rel=1e-12)
+
+
+def test_pgd_without_a_rho_rule_takes_the_strength_through_its_step():
+    """A prior whose PGD preset has no ρ (its fixed points minimize γD + R): strength s gives
+    exactly the run at step γ/s, argmin (γ/s)·D + R = argmin γD + s·R; never silently ignored."""
+    truth, op, y = _problem()
+    x0 = op.adjoint(y)
+    pgd = {"iters": 3, "step_rel": 0.8}
+    a = reconstruct(op, y, x0, "pnp-pgd", "aelpn-mri", {**pgd, "step_rel": 0.4})
+    b = reconstruct(op, y, x0, "pnp-pgd", "aelpn-mri", {**pgd, "strength": 2.0})
+    assert b.params["step_rel"] == pytest.approx(0.4) and torch.equal(a.x, b.x)
+    with pytest.raises(ValueError, match="FISTA's range"):
+        reconstruct(
+            op, y, x0, "pnp-pgd", "aelpn-mri", {**pgd, "accelerated": True, "strength": 0.5}
+        )
+    with pytest.raises(ValueError, match="PGD's range"):
+        reconstruct(op, y, x0, "pnp-pgd", "aelpn-mri", {**pgd, "strength": 0.4})
