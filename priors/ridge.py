@@ -81,8 +81,12 @@ KIND = "fne-ridge"
 # ``tol``); the presets turn it on where a solver runs to its tolerance (crr-ct:
 # ``prox_relative_tol`` 0.5, docs/results/convergent-prior.md).
 RELATIVE_TOL = 0.0
-_LIKE = ("shape", "dtype", "device")  # a work buffer is reused for tensors that match it in these
 MODES = ("gradient-step", "prox")
+
+
+def _fits(buf: torch.Tensor, t: torch.Tensor) -> bool:
+    """Whether work buffer ``buf`` can hold ``t`` (same shape, dtype and device)."""
+    return buf.shape == t.shape and buf.dtype == t.dtype and buf.device == t.device
 
 
 @contextlib.contextmanager
@@ -424,7 +428,7 @@ class RidgeProx(LearnedProx):
             return None
         r = self.knot_grid.to(t.dtype)
         n = r.numel()
-        if not work or any(getattr(work[0], a) != getattr(t, a) for a in _LIKE):
+        if not work or not _fits(work[0], t):
             work[:] = [torch.empty_like(t), torch.empty_like(t, dtype=torch.int32)]
         buf, idx = work[:2]
         h = (r[-1] - r[0]) / (n - 1)
@@ -477,7 +481,7 @@ class RidgeProx(LearnedProx):
         two buffers. With a = scale, per channel Σp = ½Σ s_j t² + a Σ c_j t + a² Σ k_j, whose
         sums over the pixels are dot products (``einsum``, no temporary), and g = s_j t + a c_j
         is written over t in one pass."""
-        if len(work) < 3 or any(getattr(work[2], a) != getattr(t, a) for a in _LIKE):
+        if len(work) < 3 or not _fits(work[2], t):
             work[2:] = [torch.empty_like(t)]
         st, cj = work[0], work[2]
         b, ch = t.shape[:2]
