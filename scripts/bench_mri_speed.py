@@ -28,19 +28,10 @@ import numpy as np
 import torch
 
 
-def _best_of(fn, repeats: int = 3) -> float:
-    fn()  # warm-up (SigPy's numba kernels compile on first use)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
 def radial_normal() -> list[dict]:
     from data.masks import radial_trajectory
     from operators.mri import NonCartesianSENSE
+    from recon.bench.speed import best_seconds
 
     rows = []
     for n, coils in ((192, 8), (320, 16)):
@@ -56,8 +47,9 @@ def radial_normal() -> list[dict]:
         toep.toeplitz_kernel()
         kernel_s = time.perf_counter() - t
         x = torch.randn(1, 1, n, n, dtype=torch.complex64)
-        a = _best_of(lambda p=pair, x=x: p.normal(x))
-        b = _best_of(lambda p=toep, x=x: p.normal(x))
+        # best of 3 after a warm-up (SigPy's numba kernels compile on first use)
+        a = best_seconds(lambda p=pair, x=x: p.normal(x))
+        b = best_seconds(lambda p=toep, x=x: p.normal(x))
         rows.append(
             {"image": f"{n}x{n}", "coils": coils, "nufft_pair_s": a, "toeplitz_s": b,
              "speedup": a / b, "kernel_once_s": kernel_s}

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-__all__ = ["conv_calls", "replay_convs", "time_prox"]
+__all__ = ["best_seconds", "conv_calls", "replay_convs", "time_prox"]
 
 
 def conv_calls(fn) -> list[dict]:
@@ -105,15 +105,20 @@ def replay_convs(calls: list[dict], channels_last: bool, repeats: int = 3) -> tu
     return best, flops / 1e9
 
 
-def time_prox(prior, x: torch.Tensor, repeats: int = 3) -> float:
-    """Best seconds of ``prior.prox(x)`` over ``repeats`` calls after one warm-up."""
-    prior.prox(x)
+def best_seconds(fn, repeats: int = 3) -> float:
+    """Best seconds of ``fn()`` over ``repeats`` calls after one warm-up call."""
+    fn()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        prior.prox(x)
+        fn()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+def time_prox(prior, x: torch.Tensor, repeats: int = 3) -> float:
+    """Best seconds of ``prior.prox(x)`` over ``repeats`` calls after one warm-up."""
+    return best_seconds(lambda: prior.prox(x), repeats)
 
 
 def _slice_path() -> Path:
