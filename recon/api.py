@@ -165,15 +165,13 @@ def _solve_mri(
 ) -> Result:
     from data.fastmri import center_crop, evaluate
     from recon.mri import solve_mri
-    from recon.pipeline import load_presets
+    from recon.pipeline import SolveOptions, load_presets
 
     if not problem.maps_usable:
         solver = "zero-filled"  # as `recon mri` does (it also warns): SENSE does not fit
     presets = load_presets("mri", config) if solver != "zero-filled" else {}
-    x, record, history, seconds = solve_mri(
-        problem, solver, prior, presets, iters=iters, tol=tol, progress=progress,
-        strength=strength,
-    )  # fmt: skip
+    options = SolveOptions(iters=iters, tol=tol, strength=strength, progress=progress)
+    x, record, history, seconds = solve_mri(problem, solver, prior, presets, options=options)
     image = center_crop(np.abs(x), problem.recon_size).astype(np.float32)
     m = {"psnr": float("nan"), "ssim": float("nan")}
     if problem.reference is not None:
@@ -211,7 +209,7 @@ def solve(
     ``strength``: × the regularizer's weight the presets' rules give (TV's weight, or ρ of a
     prior's problem, for every solver alike; ``recon.pipeline.reconstruct``), as `recon mri
     --strength`."""
-    from recon.pipeline import fbp_reconstruction, load_presets, solve_with_presets
+    from recon.pipeline import SolveOptions, fbp_reconstruction, load_presets, solve_with_presets
     from solvers.metrics import image_metrics
 
     if isinstance(problem, MRIProblem):
@@ -232,8 +230,8 @@ def solve(
         rec = solve_with_presets(
             presets, problem.op, problem.y, problem.x0, solver,
             None if solver == "tv" else prior, reference=problem.x_true,
-            data_range=problem.data_range, start=start, iters=iters, tol=tol, progress=progress,
-            strength=float(strength),
+            data_range=problem.data_range, start=start,
+            options=SolveOptions(iters=iters, tol=tol, strength=float(strength), progress=progress),
         )  # fmt: skip
     ref = problem.image
     image = problem.to_units(rec.x)

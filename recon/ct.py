@@ -31,13 +31,14 @@ from recon.api import HU_OFFSET, HU_SCALE
 from recon.argtypes import count, number
 from recon.outputs import prepare_out_dir, write_outputs
 from recon.pipeline import (
+    SolveOptions,
     add_solver_arguments,
     device_for,
     fbp_reconstruction,
     image_metrics,
     load_presets,
     set_threads,
-    solve_from_args,
+    solve_with_presets,
     versions,
     warn_about_run,
 )
@@ -233,7 +234,10 @@ def reconstruct_slice(
         rec = fbp_reconstruction(pb.x0, pb.fbp_seconds, presets)
     else:
         start = start.to(pb.x0) if start is not None else None
-        rec = solve_from_args(args, presets, op, pb.y, pb.x0, pb.x_true, pb.data_range, start=start)
+        rec = solve_with_presets(
+            presets, op, pb.y, pb.x0, args.solver, args.prior, reference=pb.x_true,
+            data_range=pb.data_range, start=start, options=SolveOptions.from_args(args),
+        )  # fmt: skip
     return CTSliceRecon(
         pb.to_units(rec.x), pb.to_units(pb.x0), rec.x.detach(), rec.record(), rec.history,
         rec.seconds, pb.fbp_seconds, pb.noise,

@@ -30,6 +30,7 @@ import torch
 from recon.argtypes import count, number
 from recon.outputs import prepare_out_dir, start_outputs, write_outputs
 from recon.pipeline import (
+    SolveOptions,
     Timer,
     add_solver_arguments,
     device_for,
@@ -534,19 +535,13 @@ def solve_mri(
     presets: dict,
     *,
     normalize: str = "none",
-    iters: int | None = None,
-    tol: float | None = None,
-    prior_sigma_rel: float | None = None,
-    prior_sigma_noise: float | None = None,
-    strength: float = 1.0,
-    progress: bool = False,
-    objective_every: int = 0,
+    options: SolveOptions | None = None,
 ) -> tuple[np.ndarray, dict, dict, float]:
     """(complex image (H, W), solver record, history, seconds) of ``solver`` ('zero-filled',
     'tv', 'pnp-admm', 'pnp-pgd') with ``prior`` and the presets. ``normalize='max'`` scales the
     data so that the zero-filled image peaks at 1 (and back), for priors that are not
-    scale-equivariant (`recon mri --normalize`). ``strength`` multiplies the regularizer's
-    weight (``recon.pipeline.reconstruct``)."""
+    scale-equivariant (`recon mri --normalize`). ``options``: the preset's overrides and the
+    reporting (``recon.pipeline.SolveOptions``; its strength × the regularizer's weight)."""
     p = problem
     if solver == "zero-filled":
         record = {"converged": True, "stop_reason": "closed form", "iterations": 0, "params": {}}
@@ -565,9 +560,7 @@ def solve_mri(
         reference=None if ref_t is None else ref_t * c,
         data_range=None if drange is None else drange * c,
         noise_level=None if noise is None else noise * c,
-        iters=iters, tol=tol, prior_sigma_rel=prior_sigma_rel,
-        prior_sigma_noise=prior_sigma_noise, strength=strength, progress=progress,
-        objective_every=objective_every,
+        options=options,
     )  # fmt: skip
     x_img = (rec.x[0, 0].detach().cpu().numpy() / c).astype(np.complex64)
     record = rec.record()
@@ -605,11 +598,7 @@ def reconstruct_slice(
         presets = load_presets("mri", args.config)
     x_img, record, history, seconds = solve_mri(
         problem, solver, args.prior, presets or {}, normalize=args.normalize,
-        iters=args.iters, tol=args.tol,
-        prior_sigma_rel=getattr(args, "prior_sigma_rel", None),
-        prior_sigma_noise=getattr(args, "prior_sigma_noise", None),
-        strength=getattr(args, "strength", 1.0), progress=not args.quiet,
-        objective_every=args.objective_every,
+        options=SolveOptions.from_args(args),
     )  # fmt: skip
     return SliceRecon(
         image=center_crop(np.abs(x_img), size),

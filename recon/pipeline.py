@@ -35,7 +35,8 @@ __all__ = [
     "solver_params",
     "preset_prior_sigma",
     "reconstruct",
-    "solve_from_args",
+    "solve_with_presets",
+    "SolveOptions",
     "image_metrics",
     "warn_if_diverged",
     "slow_runaway_warning",
@@ -795,28 +796,35 @@ def reconstruct(
     )
 
 
-def solve_from_args(
-    args,
-    presets: dict,
-    op,
-    y: torch.Tensor,
-    x0: torch.Tensor,
-    reference,
-    data_range,
-    noise_level: float | None = None,
-    start: torch.Tensor | None = None,
-) -> Reconstruction:
-    """Run ``args.solver`` with ``args.prior`` and its preset (``--iters``/``--tol`` and the σ
-    options override): ``solve_with_presets`` with the command line's values."""
-    return solve_with_presets(
-        presets, op, y, x0, args.solver, args.prior,
-        reference=reference, data_range=data_range, noise_level=noise_level, start=start,
-        iters=args.iters, tol=args.tol,
-        prior_sigma_rel=getattr(args, "prior_sigma_rel", None),
-        prior_sigma_noise=getattr(args, "prior_sigma_noise", None),
-        strength=getattr(args, "strength", None), progress=not args.quiet,
-        objective_every=args.objective_every,
-    )  # fmt: skip
+@dataclass(frozen=True)
+class SolveOptions:
+    """What a run may override in its solver's preset, and how it reports.
+
+    ``iters``/``tol``: the iteration cap and stopping tolerance; ``prior_sigma_rel`` /
+    ``prior_sigma_noise``: the σ rule of a σ-input prior (``_tell_noise_level``); ``strength``:
+    × the regularizer's weight the rules give (``reconstruct``); None keeps the preset's value.
+    ``progress``: a progress bar; ``objective_every``: monitor R every this many iterations."""
+
+    iters: int | None = None
+    tol: float | None = None
+    prior_sigma_rel: float | None = None
+    prior_sigma_noise: float | None = None
+    strength: float | None = None
+    progress: bool = False
+    objective_every: int = 0
+
+    @classmethod
+    def from_args(cls, args) -> SolveOptions:
+        """The options `recon ct` / `recon mri` parsed (``add_solver_arguments``)."""
+        return cls(
+            iters=args.iters,
+            tol=args.tol,
+            prior_sigma_rel=getattr(args, "prior_sigma_rel", None),
+            prior_sigma_noise=getattr(args, "prior_sigma_noise", None),
+            strength=getattr(args, "strength", None),
+            progress=not args.quiet,
+            objective_every=args.objective_every,
+        )
 
 
 def solve_with_presets(
@@ -831,19 +839,14 @@ def solve_with_presets(
     data_range: float | None = None,
     noise_level: float | None = None,
     start: torch.Tensor | None = None,
-    iters: int | None = None,
-    tol: float | None = None,
-    prior_sigma_rel: float | None = None,
-    prior_sigma_noise: float | None = None,
-    strength: float | None = None,
-    progress: bool = False,
-    objective_every: int = 0,
+    options: SolveOptions | None = None,
 ) -> Reconstruction:
     """Run ``solver`` ('pnp-admm', 'pnp-pgd', 'tv') with ``prior`` and their preset; the
-    keyword values, when given, override it. ``solver`` 'tv' and ``prior`` 'tv' are the one TV
+    ``options`` that are set override it. ``solver`` 'tv' and ``prior`` 'tv' are the one TV
     (``method_params``); 'pnp-pgd' runs FISTA when the ``pnp-pgd`` preset says ``accelerated``.
-    ``strength`` multiplies the regularizer's weight the rules give (``reconstruct``)."""
-    over = {"iters": iters, "tol": tol, "strength": strength}
+    ``options.strength`` multiplies the regularizer's weight the rules give (``reconstruct``)."""
+    o = SolveOptions() if options is None else options
+    over = {"iters": o.iters, "tol": o.tol, "strength": o.strength}
     if solver == "tv" or (prior is not None and prior_key(prior) == "tv"):
         inner = "pnp-admm" if solver in ("tv", "pnp-admm") else "pnp-pgd"
         if inner == "pnp-pgd" and presets.get("pnp-pgd", {}).get("accelerated"):
@@ -851,7 +854,7 @@ def solve_with_presets(
         pipe_solver, prior, params = method_params(presets, inner, "tv")
         params.update({k: v for k, v in over.items() if v is not None})
     else:
-        over.update(prior_sigma_rel=prior_sigma_rel, prior_sigma_noise=prior_sigma_noise)
+        over.update(prior_sigma_rel=o.prior_sigma_rel, prior_sigma_noise=o.prior_sigma_noise)
         pipe_solver = solver
         params = solver_params(presets, solver, over, prior)
     return reconstruct(
@@ -863,8 +866,8 @@ def solve_with_presets(
         params,
         reference=reference,
         data_range=data_range,
-        progress=progress,
-        objective_every=objective_every,
+        progress=o.progress,
+        objective_every=o.objective_every,
         noise_level=noise_level,
         start=start,
     )

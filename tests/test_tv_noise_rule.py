@@ -14,6 +14,7 @@ from data.phantoms import random_ellipses
 from operators.ct import CTOperator
 from recon.api import ct_problem
 from recon.pipeline import (
+    SolveOptions,
     _tv_weight_rel,
     blind_noise_estimate,
     image_metrics,
@@ -82,7 +83,7 @@ def test_without_weight_noise_the_fixed_weight_is_used(tmp_path):
     cfg.write_text(json.dumps({"tv": {"weight_noise": None, "weight_rel": 0.02}}))
     presets = load_presets("ct", cfg)
     pb = ct_problem(random_ellipses(48, seed=1), units="a.u.", views=30, noise=0.02, seed=0)
-    rec = solve_with_presets(presets, pb.op, pb.y, pb.x0, "tv", None, iters=5)
+    rec = solve_with_presets(presets, pb.op, pb.y, pb.x0, "tv", None, options=SolveOptions(iters=5))
     assert "weight_rel_used" not in rec.params
     assert rec.params["tv_weight"] == pytest.approx(0.02 * intensity_range(pb.x0))
 
