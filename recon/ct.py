@@ -34,6 +34,7 @@ from recon.pipeline import (
     SolveOptions,
     add_solver_arguments,
     device_for,
+    exit_status,
     fbp_reconstruction,
     image_metrics,
     load_presets,
@@ -177,8 +178,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     prepare_out_dir(args.out)
-    reconstruct_input(args, Path(args.out))
-    return 0
+    return exit_status(reconstruct_input(args, Path(args.out)))
 
 
 @dataclass
@@ -254,6 +254,8 @@ def run_metrics(args: argparse.Namespace, record: dict, op, units: str, source: 
         prior=None if args.solver in ("fbp", "tv") else args.prior,
         parameters=record["params"],
         objective=record.get("objective", ""),
+        start_data_fidelity=record.get("start_data_fidelity"),
+        norm_ratio=record.get("norm_ratio"),
         input=source,
         units=units,
         geometry=op.describe(),

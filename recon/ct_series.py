@@ -41,7 +41,7 @@ from recon.ct import (
     run_metrics,
 )
 from recon.outputs import atomic_write, start_outputs, write_outputs
-from recon.pipeline import image_metrics, load_presets, warn_about_run
+from recon.pipeline import image_metrics, load_presets, unusable_slices, warn_about_run
 
 __all__ = ["reconstruct_series", "CACHE", "volume_metrics"]
 
@@ -201,6 +201,8 @@ def reconstruct_series(args: argparse.Namespace, out: Path) -> dict:
         wall_seconds=wall,
         slices_per_minute=60.0 * len(slices) / wall if wall > 0 else None,
     )  # fmt: skip
+    if unusable_slices(rows) is not None:
+        metrics["unusable"] = unusable_slices(rows)
     positions = [vol.patient_positions[k] for k in slices] if vol.patient_positions else None
     start_outputs(out)  # the old metrics.json goes before the new volume files
     write_nifti_volume(

@@ -34,9 +34,11 @@ from recon.pipeline import (
     Timer,
     add_solver_arguments,
     device_for,
+    exit_status,
     load_presets,
     set_threads,
     solve_with_presets,
+    unusable_slices,
     versions,
     warn_about_run,
 )
@@ -345,10 +347,8 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     prepare_out_dir(args.out)
     if _is_file_input(args.input):
-        reconstruct_file(args, Path(args.out))
-    else:
-        reconstruct_input(args, Path(args.out))
-    return 0
+        return exit_status(reconstruct_file(args, Path(args.out)))
+    return exit_status(reconstruct_input(args, Path(args.out)))
 
 
 @dataclass
@@ -630,6 +630,8 @@ def _run_metrics(args: argparse.Namespace, r: SliceRecon, source: str) -> dict:
         "prior": None if args.solver in ("zero-filled", "tv") else args.prior,
         "parameters": r.record["params"],
         "objective": r.record.get("objective", ""),
+        "start_data_fidelity": r.record.get("start_data_fidelity"),
+        "norm_ratio": r.record.get("norm_ratio"),
         "input": source,
         **r.info,
         "seed": args.seed,
@@ -723,6 +725,8 @@ def _write_run(
             slices=rows,
             shown_slice=slices[len(slices) // 2],
         )
+        if unusable_slices(rows) is not None:
+            metrics["unusable"] = unusable_slices(rows)
         what = f" ({len(slices)} slices)" if len(slices) > 1 else f" (slice {slices[0]})"
         if len(slices) > 1:
             label += f", slice {slices[len(slices) // 2]}"

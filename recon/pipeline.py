@@ -38,7 +38,10 @@ __all__ = [
     "solve_with_presets",
     "SolveOptions",
     "image_metrics",
-    "warn_if_diverged",
+    "unusable_reason",
+    "EXIT_UNUSABLE",
+    "exit_status",
+    "unusable_slices",
     "slow_runaway_warning",
     "warn_about_run",
     "Reconstruction",
@@ -319,6 +322,8 @@ class Reconstruction:
     seconds: float = 0.0
     params: dict = field(default_factory=dict)
     objective: str = ""
+    start_data_fidelity: float | None = None  # D(x) of the start image (``unusable_reason``)
+    norm_ratio: float | None = None  # ||x|| / ||start image||
 
     def record(self) -> dict[str, Any]:
         """What metrics.json reports about the run."""
@@ -328,7 +333,15 @@ class Reconstruction:
             "iterations": self.iterations,
             "params": self.params,
             "objective": self.objective,
+            "start_data_fidelity": self.start_data_fidelity,
+            "norm_ratio": self.norm_ratio,
         }
+
+
+def _norm_ratio(x: torch.Tensor, start: torch.Tensor) -> float | None:
+    """||x|| / ||start||, None when the start is zero or either is not finite."""
+    a, b = float(torch.linalg.vector_norm(x)), float(torch.linalg.vector_norm(start))
+    return a / b if b > 0 and math.isfinite(a) and math.isfinite(b) else None
 
 
 def fbp_reconstruction(x0: torch.Tensor, seconds: float, presets: dict) -> Reconstruction:
@@ -657,6 +670,29 @@ def support_penalty(op, y: torch.Tensor, weight: float) -> tuple[Any, torch.Tens
     return stacked, stacked.stack([y, zeros]), record
 
 
+def check_prior_channels(prior, name: str | Path, x0: torch.Tensor) -> None:
+    """Refuse a prior made for other images than x0 (B, C, H, W): a complex MRI image takes a
+    2-channel (real, imaginary) prior, a real image one with C channels. ValueError naming the
+    prior and what each side is (priors without an ``in_channels`` setting are not checked)."""
+    config = getattr(prior, "config", None)
+    got = config().get("in_channels") if callable(config) else None
+    want = 2 if x0.is_complex() else int(x0.shape[1])
+    if got is None or int(got) == want:
+        return
+    kinds = {1: "real single-channel images (CT, natural images)", 2: "complex MRI images"}
+    made = kinds.get(int(got), f"{got}-channel images")
+    needs = (
+        "complex MRI images (a 2-channel prior such as ridge-mri)"
+        if x0.is_complex()
+        else (
+            f"{want}-channel real images (a CT prior such as crr-ct)"
+            if want == 1
+            else f"{want} channels"
+        )
+    )
+    raise ValueError(f"--prior {name}: made for {made}; this problem has {needs}")
+
+
 def reconstruct(
     op,
     y: torch.Tensor,
@@ -720,6 +756,7 @@ def reconstruct(
         if prior_name is None:
             raise ValueError(f"--solver {solver} needs a --prior")
         prior = load_prior(prior_name, device=x0.device, dtype=x0.real.dtype)
+        check_prior_channels(prior, prior_name, x0)
         if x0.is_complex() and not prior_name.startswith("tv"):
             prior = ComplexAsChannels(prior)
         inner_solver = solver
@@ -793,6 +830,8 @@ def reconstruct(
         seconds=res.seconds,
         params=p_used,
         objective=getattr(res, "objective", ""),
+        start_data_fidelity=res.params.get("start_data_fidelity"),
+        norm_ratio=_norm_ratio(res.x, x0 if start is None else start),
     )
 
 
@@ -873,20 +912,50 @@ def solve_with_presets(
     )
 
 
-def warn_if_diverged(record: dict[str, Any]) -> None:
-    """Tell stderr when a run diverged (`recon ct`, `recon mri`); for a prior told the noise
-    level, name the σ options (such priors run away when σ is small)."""
-    params = record.get("params", {})
-    if not str(record.get("stop_reason", "")).startswith("diverged"):
-        return
-    line = f"warning: the solver {record['stop_reason']}; the image written is not usable"
+# A run whose image ends this much further from the data (its misfit (λ/2)||Ax − y||²) or this much
+# larger in norm than its start image has been pulled away from the measurements by the prior,
+# without the blow-up the divergence test catches (a bounded oscillation: `lpn-ct` with PGD on a
+# limited-angle phantom ends with values ±5 on a 0–1 image, misfit ×1110, norm ×11). Runs that
+# work end between ×0.0005 and ×2.1 in misfit and at most ×1.11 in norm (CT and MRI, every solver,
+# noise 0.05–5 %, --strength up to 16; docs/results/convergent-prior.md).
+MISFIT_FACTOR, NORM_FACTOR = 10.0, 5.0
+EXIT_UNUSABLE = 3  # `recon ct` / `recon mri` exit status when the image written is not usable
+
+
+def unusable_reason(record: dict[str, Any], history: dict[str, list]) -> str | None:
+    """Why the image a run wrote is not usable, or None: the solver diverged (its stop reason),
+    or its last iterate fits the data more than ``MISFIT_FACTOR`` × worse than the start image
+    (``record["start_data_fidelity"]`` against the history's last data fidelity), or is more
+    than ``NORM_FACTOR`` × larger in norm (``record["norm_ratio"]``)."""
+    stop = str(record.get("stop_reason", ""))
+    if stop.startswith("diverged"):
+        return f"the solver {stop}"
+    d0 = record.get("start_data_fidelity")
+    fits = [v for v in history.get("data_fidelity", []) if v is not None]
+    if d0 and fits and fits[-1] > MISFIT_FACTOR * d0:
+        return (
+            f"the image fits the data {fits[-1] / d0:.3g}x worse than the start image (data "
+            f"misfit {fits[-1]:.3g} against {d0:.3g})"
+        )
+    ratio = record.get("norm_ratio")
+    if ratio is not None and ratio > NORM_FACTOR:
+        return f"the image is {ratio:.3g}x larger in norm than the start image"
+    return None
+
+
+def _unusable_line(reason: str, params: dict[str, Any]) -> str:
+    """The stderr warning for an unusable run, with what to change."""
+    line = f"warning: {reason}; the image written is not usable"
     if any(k in params for k in SIGMA_KEYS):
-        line += (
+        return line + (
             f". A prior told the noise level is unstable when σ is small (σ used: "
             f"{params.get('prior_sigma', float('nan')):.4g}): raise the floor --prior-sigma-rel "
             f"or --prior-sigma-noise (or rho_rel)"
         )
-    print(line, file=sys.stderr)
+    return line + (
+        ". This prior does not converge with this solver on these data: try --solver pnp-admm, "
+        "or a certified prior (crr-ct, ridge-ct, ridge-mri, crr-mri: firmly nonexpansive)"
+    )
 
 
 def slow_runaway_warning(record: dict[str, Any], history: dict[str, list]) -> str | None:
@@ -911,14 +980,36 @@ def slow_runaway_warning(record: dict[str, Any], history: dict[str, list]) -> st
     return line
 
 
-def warn_about_run(record: dict[str, Any], history: dict[str, list], metrics: dict) -> None:
-    """Print the run's warnings to stderr (divergence, slow runaway) and record a slow runaway
-    in ``metrics["warning"]`` (`recon ct`, `recon mri`, before the outputs are written)."""
-    warn_if_diverged(record)
+def warn_about_run(record: dict[str, Any], history: dict[str, list], metrics: dict) -> bool:
+    """Print the run's warnings to stderr (an unusable image: divergence or a run pulled away
+    from the data, ``unusable_reason``; a slow runaway) and record them in ``metrics``
+    (``unusable``, ``warning``) before the outputs are written (`recon ct`, `recon mri`).
+    Returns whether the image is unusable (the command then exits with ``EXIT_UNUSABLE``)."""
+    reason = unusable_reason(record, history)
+    if reason is not None:
+        metrics["unusable"] = reason
+        print(_unusable_line(reason, record.get("params", {})), file=sys.stderr)
     warning = slow_runaway_warning(record, history)
     if warning is not None:
         metrics["warning"] = warning
         print(f"warning: {warning}", file=sys.stderr)
+    return reason is not None
+
+
+def exit_status(metrics: dict) -> int:
+    """`recon ct` / `recon mri`'s exit status for the run ``metrics`` describe: 0, or
+    ``EXIT_UNUSABLE`` when its image (or a slice's) is not usable (``unusable_reason``)."""
+    slices = metrics.get("slices") or []
+    return EXIT_UNUSABLE if "unusable" in metrics or any("unusable" in r for r in slices) else 0
+
+
+def unusable_slices(rows: list[dict]) -> str | None:
+    """A volume's ``unusable`` entry from its slices' rows: which slices, and the first reason."""
+    bad = [r for r in rows if "unusable" in r]
+    if not bad:
+        return None
+    which = ", ".join(str(r["slice"]) for r in bad)
+    return f"slice{'s' * (len(bad) > 1)} {which}: {bad[0]['unusable']}"
 
 
 def versions() -> dict[str, str]:

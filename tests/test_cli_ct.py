@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from recon.cli import main
+from recon.pipeline import EXIT_UNUSABLE
 
 CONTRACT = (
     "recon.npy",
@@ -187,9 +188,10 @@ def test_a_runaway_run_with_a_sigma_input_prior_says_what_to_change(tmp_path, ca
     args = ["--input", "bundled:ct-small", "--views", "60", "--noise", "0.01", "--solver"]
     args += ["pnp-admm", "--prior", "aelpn-ct", "--prior-sigma-rel", "0.01"]
     args += ["--prior-sigma-noise", "0.1", "--out", str(out)]
-    assert _run(args) == 0
+    assert _run(args) == EXIT_UNUSABLE
     m = json.loads((out / "metrics.json").read_text())
     assert m["stop_reason"].startswith("diverged") and not m["converged"]
+    assert m["unusable"].startswith("the solver diverged")
     p = m["parameters"]
     assert p["prior_sigma_rel"] == 0.01 and p["prior_sigma_noise"] == 0.1
     assert p["prior_sigma"] >= 0.1 * p["noise_estimate"] > 0  # (the rule: test_robustness)
@@ -197,22 +199,43 @@ def test_a_runaway_run_with_a_sigma_input_prior_says_what_to_change(tmp_path, ca
 
 
 def test_a_slow_runaway_is_written_into_metrics_and_stderr(tmp_path, capsys):
-    """The LPN with accelerated PnP-PGD on the bundled slice runs away slowly (measured: PSNR
-    29.2 dB at its best, 2.4 dB after 30 iterations, no blow-up for the divergence test): the
-    run is kept, and metrics.json and stderr say so; a converged run says nothing."""
+    """The LPN with PnP-PGD on the bundled slice runs away slowly (measured: PSNR 29.2 dB at its
+    best, 2.4 dB after 30 iterations, no blow-up for the divergence test, but a data misfit 524×
+    the FBP image's): the image is kept, metrics.json and stderr say so, and the exit status is
+    EXIT_UNUSABLE; a converged run says nothing and exits 0."""
     out = tmp_path / "o"
     args = ["--input", "bundled:ct-small", "--views", "60", "--noise", "0.01", "--solver"]
     args += ["pnp-pgd", "--prior", "lpn-ct", "--iters", "30", "--out", str(out), "--quiet"]
-    assert _run(args) == 0
+    assert _run(args) == EXIT_UNUSABLE
     m = json.loads((out / "metrics.json").read_text())
     assert m["stop_reason"] == "max iterations" and not m["converged"]
     assert "slow runaway" in m["warning"]
-    assert "slow runaway" in capsys.readouterr().err
+    assert "fits the data" in m["unusable"]
+    err = capsys.readouterr().err
+    assert "slow runaway" in err and "not usable" in err
+    assert (out / "recon.npy").exists()
     ok = tmp_path / "ok"
     args = ["--input", "bundled:ct-small", "--views", "60", "--noise", "0.01", "--solver"]
     args += ["tv", "--iters", "30", "--out", str(ok), "--quiet"]
     assert _run(args) == 0
-    assert "warning" not in json.loads((ok / "metrics.json").read_text())
+    m = json.loads((ok / "metrics.json").read_text())
+    assert "warning" not in m and "unusable" not in m
+    assert m["start_data_fidelity"] > 0 and 0.5 < m["norm_ratio"] < 2
+
+
+def test_a_bounded_oscillation_far_from_the_data_is_flagged(tmp_path, capsys):
+    """The LPN (not firmly nonexpansive) with PnP-PGD on a limited-angle phantom ends in a
+    checkerboard of ±5 on a 0–1 image without ever passing the divergence test's growth bound
+    (measured: PSNR −8.5 dB at 100 iterations); by iteration 10 its data misfit is far above the
+    FBP start's, so the run is flagged unusable and exits with EXIT_UNUSABLE."""
+    out = tmp_path / "o"
+    args = ["--input", "phantom:shepp-logan", "--size", "128", "--arc", "120", "--views", "60"]
+    args += ["--solver", "pnp-pgd", "--prior", "lpn-ct", "--iters", "10", "--quiet"]
+    assert _run([*args, "--out", str(out)]) == EXIT_UNUSABLE
+    m = json.loads((out / "metrics.json").read_text())
+    assert not m["stop_reason"].startswith("diverged")
+    assert "fits the data" in m["unusable"]
+    assert "--solver pnp-admm" in capsys.readouterr().err
     assert "slow runaway" not in capsys.readouterr().err
 
 

@@ -110,3 +110,26 @@ def test_config_with_unknown_or_misshapen_settings_is_refused(tmp_path, capsys, 
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(path) in err and message in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["ct", "--input", "bundled:ct-small", "--prior", "aelpn-mri"], "made for complex MRI"),
+        (["mri", "--input", "bundled:brain-t1", "--prior", "ridge-ct"], "complex MRI images"),
+        (
+            ["mri", "--input", "bundled:brain-t1", "--prior", "ridge-ct"]
+            + ["--prior-sigma-noise", "1"],
+            "ridge-mri",
+        ),
+    ],
+)
+def test_a_prior_for_the_other_modality_is_refused_in_one_line(tmp_path, capsys, argv, words):
+    """A 2-channel MRI prior on a CT image (or a CT prior on complex MRI data) is refused before
+    any solve, naming the prior and what it was made for; no output folder is left."""
+    out = tmp_path / "o"
+    assert main([*argv, "--quiet", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert argv[argv.index("--prior") + 1] in err and words in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

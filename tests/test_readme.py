@@ -62,3 +62,23 @@ def test_api_is_the_set_up_recon_mri_runs(tmp_path):
     for modality in ("ct", "mri"):
         ns = parser.parse_args([modality, "--input", "x", "--out", str(tmp_path / "x")])
         assert ns.prior == DEFAULT_PRIOR[modality]
+
+
+def test_readme_commands_parse():
+    """Every `recon ...` line of the README's shell blocks is a command `recon` accepts (its
+    options exist and take the values shown), so a new user's first copy-paste runs."""
+    import shlex
+
+    from recon.cli import build_parser
+
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    lines = [
+        ln.split("#")[0].strip()
+        for block in re.findall(r"```bash\n(.*?)```", text, re.S)
+        for ln in block.splitlines()
+        if ln.startswith(".venv/bin/recon ")
+    ]
+    assert len(lines) >= 6
+    parser = build_parser()
+    for ln in lines:
+        parser.parse_args(shlex.split(ln)[1:])  # argparse exits (SystemExit) on a bad option

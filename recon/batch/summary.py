@@ -23,7 +23,7 @@ def metrics_row(name: str, out: str | Path, status: str) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError) as exc:
         error = f"{path}: unreadable ({exc}); delete it to recompute the scan"
         return {"name": name, "out": str(out), "status": "failed", "error": error, "metrics": {}}
-    keys = ("psnr", "ssim", "nmse", "iterations", "seconds", "converged", "stop_reason")
+    keys = ("psnr", "ssim", "nmse", "iterations", "seconds", "converged", "stop_reason", "unusable")
     return {"name": name, "out": str(out), "status": status, "metrics": {k: m.get(k) for k in keys}}
 
 

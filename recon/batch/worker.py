@@ -88,7 +88,9 @@ def worker_stats() -> dict[str, Any]:
     }
 
 
-_SUMMARY_KEYS = ("psnr", "ssim", "nmse", "iterations", "seconds", "converged", "stop_reason")
+_SUMMARY_KEYS = (
+    "psnr", "ssim", "nmse", "iterations", "seconds", "converged", "stop_reason", "unusable"
+)  # fmt: skip
 
 
 def run_unit(modality: str, options: dict[str, Any], unit: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,45 @@
+"""The checks that call a run's image unusable (`recon ct` / `recon mri` exit EXIT_UNUSABLE)."""
+
+from __future__ import annotations
+
+from recon.pipeline import (
+    EXIT_UNUSABLE,
+    MISFIT_FACTOR,
+    NORM_FACTOR,
+    exit_status,
+    unusable_reason,
+    unusable_slices,
+)
+
+
+def _record(stop="max iterations", d0=1.0, norm=1.0):
+    return {"stop_reason": stop, "start_data_fidelity": d0, "norm_ratio": norm}
+
+
+def test_misfit_and_norm_bounds_are_where_they_say():
+    fits = {"data_fidelity": [None, 3.0, MISFIT_FACTOR * 2.0]}
+    assert unusable_reason(_record(d0=2.0), fits) is None  # at the bound: still usable
+    fits["data_fidelity"][-1] = MISFIT_FACTOR * 2.0 * (1 + 1e-9)
+    assert "fits the data" in unusable_reason(_record(d0=2.0), fits)
+    ok = {"data_fidelity": [1.0]}
+    assert unusable_reason(_record(norm=NORM_FACTOR), ok) is None
+    assert "larger in norm" in unusable_reason(_record(norm=NORM_FACTOR * 1.01), ok)
+    # only the last iterate counts: a run that strayed and came back is usable
+    assert unusable_reason(_record(), {"data_fidelity": [1e6, 0.5]}) is None
+
+
+def test_divergence_comes_first_and_missing_numbers_do_not_flag():
+    r = unusable_reason(_record(stop="diverged: non-finite values at iteration 3"), {})
+    assert r == "the solver diverged: non-finite values at iteration 3"
+    for d0 in (None, 0.0):  # no start measured (or a perfect start): no misfit test
+        assert unusable_reason(_record(d0=d0, norm=None), {"data_fidelity": [1e9]}) is None
+
+
+def test_exit_status_of_a_run_and_of_a_volume():
+    assert exit_status({"psnr": 30.0}) == 0
+    assert exit_status({"unusable": "x"}) == EXIT_UNUSABLE != 0
+    rows = [{"slice": 0}, {"slice": 3, "unusable": "why"}, {"slice": 4, "unusable": "b"}]
+    assert unusable_slices(rows) == "slices 3, 4: why"
+    assert unusable_slices(rows[:1]) is None
+    assert exit_status({"slices": rows}) == EXIT_UNUSABLE
+    assert exit_status({"slices": rows[:1]}) == 0
