@@ -11,7 +11,8 @@ grid of its strength parameter (TV weight_rel or ADMM rho_rel); prints a markdow
 ``--input runs/lung-ct/lung2_image.nrrd --slice 30`` is a slice of the lung CT test volume
 (``scripts/fetch_lung_ct.py``; never trained on). ``--input real-ct-val`` is the whole 512²
 slice of pydicom-data the CT validation windows come from (a patient no prior was trained on).
-Learned priors run with their preset's σ rule.
+Learned priors run with their preset's σ rule. PSNR and SSIM are `recon ct`'s: in the input's
+units (HU for DICOM), against the input image (SSIM depends on the intensity convention).
 
 Note: the grid is evaluated on the image it reports on (an oracle choice for every method alike);
 `recon tune` is where parameters are chosen on separate validation images. ``--defaults`` runs
@@ -59,18 +60,25 @@ def _load(name: str, size: int, slice_index: int | None = None):
     return load_ct_input(name, size, slice_index)
 
 
-def _at_defaults(method: str, args, op, y, x0, ref, dr) -> tuple:
+def _score(pb, x: torch.Tensor) -> dict:
+    """PSNR/SSIM of the internal image x as `recon ct` scores it: in the input's units (HU for
+    DICOM), against the input image, data range its max − min (SSIM depends on the units)."""
+    ref = pb.image
+    return image_metrics(pb.to_units(x), ref, float(ref.max() - ref.min()))
+
+
+def _at_defaults(method: str, args, pb) -> tuple:
     """One run of ``method`` as ``recon ct`` would run it: the shipped presets and noise rules
     (updated by ``--config`` as ``recon ct --config`` does)."""
     checkpoint = args.checkpoint
     prior = method if method == "tv" else checkpoint or method  # --prior tv: the one TV
-    rec = solve_with_presets(load_presets("ct", args.config), op, y, x0, "pnp-admm", prior)
+    presets = load_presets("ct", args.config)
+    rec = solve_with_presets(presets, pb.op, pb.y, pb.x0, "pnp-admm", prior)
     key = "weight_rel" if method == "tv" else "rho_rel"
     used = rec.params.get(f"{key}_used", rec.params.get(key))
     setting = f"preset ({key}={used:.3g})"
     label = method if method == "tv" or not checkpoint else checkpoint
-    m = image_metrics(rec.x[0, 0].numpy(), ref, dr)
-    return (label, setting, m, rec.iterations, rec.seconds)
+    return (label, setting, _score(pb, rec.x), rec.iterations, rec.seconds)
 
 
 def main() -> None:
@@ -116,12 +124,11 @@ def main() -> None:
         inp.image, units=inp.units, views=args.views, pixel_size=inp.pixel_size,
         noise=args.noise, photons=args.photons, seed=0, geometry=args.geometry,
     )  # fmt: skip
-    op, y, x0, dr = pb.op, pb.y, pb.x0, pb.data_range
-    ref = pb.x_true[0, 0].numpy()
+    op, y, x0 = pb.op, pb.y, pb.x0
     noise = f"{args.photons:g} photons" if args.photons is not None else f"noise {args.noise}"
-    rows = [("FBP", "-", image_metrics(x0[0, 0].numpy(), ref, dr), 0, pb.fbp_seconds)]
+    rows = [("FBP", "-", _score(pb, x0), 0, pb.fbp_seconds)]
     if args.defaults:
-        rows += [_at_defaults(m, args, op, y, x0, ref, dr) for m in args.methods]
+        rows += [_at_defaults(m, args, pb) for m in args.methods]
     for method in [] if args.defaults else args.methods:
         key, grid = GRIDS[method]
         if args.grid:
@@ -146,12 +153,12 @@ def main() -> None:
                     params = merge_section(params, over)
                 prior = args.checkpoint or method
                 rec = reconstruct(op, y, x0, "pnp-admm", prior, params)
-            m = image_metrics(rec.x[0, 0].numpy(), ref, dr)
+            m = _score(pb, rec.x)
             if best is None or m["psnr"] > best[2]["psnr"]:
                 label = method if method == "tv" or not args.checkpoint else args.checkpoint
                 best = (label, f"{key}={v}", m, rec.iterations, rec.seconds)
         rows.append(best)
-    shape = f"{ref.shape[0]}×{ref.shape[1]}"
+    shape = f"{pb.image.shape[0]}×{pb.image.shape[1]}"
     print(f"{args.input} ({shape}), {args.geometry}, {args.views} views, {noise}")
     print("| method | best setting | PSNR (dB) | SSIM | iterations | seconds |")
     print("|---|---|---|---|---|---|")
