@@ -90,7 +90,8 @@ def read_dicom_file(path: str | Path) -> CTSlice:
     try:
         ds = pydicom.dcmread(path)
     except Exception as exc:  # InvalidDicomError, EOFError, struct/Value errors on corrupt data
-        raise DicomError(f"{path}: not a readable DICOM file ({exc})") from None
+        why = str(exc).split(". Use force=True")[0]  # pydicom's advice is for its API, not us
+        raise DicomError(f"{path}: not a readable DICOM file ({why})") from None
     modality = str(getattr(ds, "Modality", "CT") or "CT").upper()
     if modality != "CT":
         raise DicomError(

@@ -144,6 +144,8 @@ def _parse_header(xml: str, path: Path):
 def _open(path: Path):
     import h5py
 
+    if path.is_dir():
+        raise FastMRIError(f"{path}: a folder; give a fastMRI .h5 file")
     if not path.is_file():
         raise FastMRIError(f"{path}: no such fastMRI file")
     try:

@@ -20,6 +20,8 @@ def load_npy_image(path: str | Path, complex_ok: bool = False) -> np.ndarray:
         raise ValueError(f"{path}: no such file") from None
     except (ValueError, EOFError, OSError) as exc:  # garbage, truncated or empty files
         why = str(exc) or type(exc).__name__
+        if "allow_pickle" in why:  # numpy's guess for any file without the .npy magic header
+            why = "no .npy header: text, pickled or other data are not read"
         raise ValueError(f"{path}: not a readable .npy array ({why})") from None
     if not isinstance(img, np.ndarray):  # an .npz archive
         raise ValueError(f"{path}: an .npz archive, not one .npy array")

@@ -56,7 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show the traceback of an unexpected failure"
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("info", help="versions, devices and shipped priors").set_defaults(func=_info)
+    sub.add_parser(
+        "info",
+        help="versions, devices and shipped priors",
+        description="Print the versions of pnp-recon, torch, ASTRA and SigPy, the devices torch "
+        "sees, and the shipped priors with what each is for.",
+    ).set_defaults(func=_info)
     for name in SUBCOMMANDS:
         try:
             mod = importlib.import_module(name)

@@ -53,6 +53,18 @@ class CTInput:
     source: str
 
 
+def phantom_size(args: argparse.Namespace) -> int:
+    """``--size`` (default 256) for a ``phantom:`` input; ValueError when it is given for an
+    input that has its own size (it would be ignored)."""
+    size = getattr(args, "size", None)
+    if size is not None and not str(args.input).startswith("phantom:"):
+        raise ValueError(
+            f"--size {size}: only phantom: inputs are made at a chosen size; {args.input} is "
+            "reconstructed at its own"
+        )
+    return 256 if size is None else int(size)
+
+
 def load_ct_input(
     spec: str, size: int = 256, slice_index: int | None = None, seed: int = 0
 ) -> CTInput:
@@ -118,7 +130,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--input", required=True)
+    p.add_argument(
+        "--input",
+        required=True,
+        help="a DICOM file or series folder, an NRRD volume (HU), a .npy image, "
+        "phantom:shepp-logan, phantom:ellipses or bundled:ct-small",
+    )
     p.add_argument(
         "--slice",
         "--slices",
@@ -136,11 +153,15 @@ MAX_SIZE = 4096  # a 4096² phantom and its sinogram take ~1 GiB; 100000² would
 def add_options(p: argparse.ArgumentParser) -> None:
     """The `recon ct` options other than --input/--slice (shared with `recon batch ct`)."""
     p.add_argument(
-        "--size", type=count(8, MAX_SIZE, " (a phantom's pixels per side)"), default=256,
-        help="phantom size",
+        "--size", type=count(8, MAX_SIZE, " (a phantom's pixels per side)"), default=None,
+        help="a phantom: input's pixels per side (default 256); other inputs keep their own size",
     )  # fmt: skip
-    p.add_argument("--geometry", choices=["parallel", "fan"], default="parallel")
-    p.add_argument("--views", type=count(1, 100_000), default=60)
+    p.add_argument(
+        "--geometry", choices=["parallel", "fan"], default="parallel", help="(default parallel)"
+    )
+    p.add_argument(
+        "--views", type=count(1, 100_000), default=60, help="projection angles (default 60)"
+    )
     p.add_argument(
         "--arc",
         type=number(0, 360, lo_open=True),
@@ -156,7 +177,11 @@ def add_options(p: argparse.ArgumentParser) -> None:
     )
     noise = p.add_mutually_exclusive_group()
     noise.add_argument(
-        "--noise", type=number(0), default=0.01, help="Gaussian, std = REL × max|sinogram|"
+        "--noise",
+        type=number(0),
+        default=0.01,
+        metavar="REL",
+        help="Gaussian, std = REL × max|sinogram| (default 0.01)",
     )
     noise.add_argument(
         "--photons", type=number(0, lo_open=True), default=None, help="Poisson, incident photons"
@@ -283,7 +308,12 @@ def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
             "slices of a DICOM series folder or an NRRD volume"
         )
     out = Path(out)
-    inp = load_ct_input(args.input, args.size, None, args.seed)
+    inp = load_ct_input(args.input, phantom_size(args), None, args.seed)
+    if float(inp.image.max()) == float(inp.image.min()):
+        raise ValueError(
+            f"--input {args.input}: a constant image (every pixel {float(inp.image.min()):g}): "
+            "its simulated scan holds no structure, and PSNR/SSIM need a range"
+        )
     op = ct_operator(args, inp.image.shape, inp.pixel_size)
     presets = load_presets("ct", args.config)
     r = reconstruct_slice(args, inp.image, inp.units, op, presets, args.seed)

@@ -1,6 +1,6 @@
 """`recon mri`: retrospectively undersample MRI k-space and reconstruct it.
 
-Input (``--input``): a fastMRI ``.h5`` file (``--slice K``, default the middle slice; single- or
+Input (``--input``): a fastMRI ``.h5`` file (every slice, or ``--slice K`` / ``A:B``; single- or
 multi-coil), a ``.npy`` magnitude image or ``bundled:brain-t1`` (a held-out Colin27 T1 slice) to
 simulate ``--coils`` coils from (smooth random phase, birdcage maps, fastMRI-like magnitudes).
 Undersampling: ``--mask random|equispaced`` (fastMRI, 1-D over columns, ``--accel``,
@@ -80,6 +80,8 @@ def load_kspace(
             if not path.exists():
                 raise ValueError(f"--input {path}: no such file")
             img = load_magnitude_npy(path)
+        if float(np.abs(img).max()) == float(np.abs(img).min()):
+            raise ValueError(f"--input {spec}: a constant image: nothing to reconstruct or score")
         k, ref, _ = simulate_multicoil(np.abs(img), coils, seed)
         return MRIInput(k, ref, ref.shape, f"{spec} simulated with {coils} coils")
     path = Path(spec)
@@ -94,8 +96,16 @@ def load_kspace(
 
 
 def _load_args(args: argparse.Namespace, index: int | None = None) -> MRIInput:
-    """``load_kspace`` with the `recon mri` options (slice ``index``, default ``--slice``)."""
-    return load_kspace(args.input, args.slice if index is None else index, args.coils, args.seed)
+    """``load_kspace`` with the `recon mri` options (slice ``index``, default ``--slice``);
+    ``--coils`` only for an image input (a k-space file has its own coils: ValueError)."""
+    coils = getattr(args, "coils", None)
+    if coils is not None and _is_file_input(args.input):
+        raise ValueError(
+            f"--coils {coils}: {args.input} holds measured k-space with its own coils; --coils "
+            "sets how many are simulated from an image input (.npy, bundled:)"
+        )
+    index = args.slice if index is None else index
+    return load_kspace(args.input, index, 8 if coils is None else coils, args.seed)
 
 
 def parse_slices(spec: str | int | None, n: int, path: str | Path) -> list[int]:
@@ -293,17 +303,26 @@ def add_options(p: argparse.ArgumentParser) -> None:
         help="slices of a fastMRI file: K, A:B (A..B−1) or all (the default)",
     )
     p.add_argument(
-        "--coils", type=count(1, 64), default=8, help="coils when simulating from an image"
+        "--coils",
+        type=count(1, 64),
+        default=None,
+        help="coils simulated from an image input (.npy, bundled:; default 8); a k-space file "
+        "has its own",
     )
-    p.add_argument("--mask", choices=MASKS, default="random")
-    p.add_argument("--accel", type=number(1), default=4.0)
-    p.add_argument("--center-fraction", type=number(0, 1, lo_open=True), default=None)
+    p.add_argument("--mask", choices=MASKS, default="random", help="undersampling (default random)")
+    p.add_argument("--accel", type=number(1), default=4.0, help="acceleration (default 4)")
+    p.add_argument(
+        "--center-fraction",
+        type=number(0, 1, lo_open=True),
+        default=None,
+        help="fully sampled centre of a column mask, as a fraction of the columns (default "
+        "0.32 / accel)",
+    )
     p.add_argument(
         "--solver",
         choices=["pnp-admm", "pnp-pgd", "zero-filled", "tv"],
         default=None,
-        help="default: pnp-pgd (FISTA) with ridge-mri, pnp-admm with the other priors "
-        "(DEFAULT_SOLVER)",
+        help="default: pnp-pgd (FISTA) with ridge-mri, pnp-admm with the other priors",
     )
     p.add_argument(
         "--prior",
@@ -743,9 +762,9 @@ def _write_run(
 
 
 def _summary(m: dict) -> str:
-    msg = ""
+    msg = "no reference image in the input (reconstruction_rss/_esc): no PSNR, "
     if "psnr" in m:
-        msg += (
+        msg = (
             f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f} "
             f"(zero-filled {m['baseline']['psnr']:.2f} dB), "
         )

@@ -70,22 +70,31 @@ def merge_section(section: dict[str, Any], over: dict[str, Any]) -> dict[str, An
 
 def add_solver_arguments(p, modality: str) -> None:
     """The flags `recon ct` and `recon mri` share (solver iterations, presets, device, output)."""
-    p.add_argument("--iters", type=int, default=None, help="maximum iterations (preset default)")
-    p.add_argument("--tol", type=float, default=None, help="relative-change tolerance")
+    p.add_argument(
+        "--iters", type=count(1), default=None, help="maximum iterations (default: the preset's)"
+    )
+    p.add_argument(
+        "--tol",
+        type=number(0),
+        default=None,
+        help="stop at this relative change ||x_k+1 − x_k||/||x_k|| (default: the preset's)",
+    )
     p.add_argument("--config", default=None, help="JSON presets (e.g. written by recon tune)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="noise and mask seed (default 0)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument(
         "--threads",
-        type=int,
+        type=count(1),
         default=None,
         help="torch CPU threads (default: torch's; 1 avoids stalls on a loaded machine)",
     )
-    p.add_argument("--out", default=f"out/{modality}")
+    p.add_argument(
+        "--out", default=f"out/{modality}", help=f"output folder (default out/{modality})"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
     p.add_argument(
         "--prior-sigma-noise",
-        type=float,
+        type=number(0),
         default=None,
         metavar="C",
         help="for a prior that takes the noise level (recon train --noise-input): σ = C × the "
@@ -94,7 +103,7 @@ def add_solver_arguments(p, modality: str) -> None:
     )
     p.add_argument(
         "--prior-sigma-rel",
-        type=float,
+        type=number(0),
         default=None,
         metavar="S",
         help="... and σ at least S × the starting image's intensity range (such priors run away "

@@ -56,6 +56,11 @@ def test_unexpected_failure_is_one_line_and_debug_shows_the_traceback(
         (["mri", "--input", "bundled:brain-t1", "--center-fraction", "1.5"], "--center-fraction"),
         (["mri", "--input", "bundled:brain-t1", "--coils", "0"], "--coils"),
         (["mri", "--input", "bundled:brain-t1", "--coils", "1", "--accel", "1000"], "--accel"),
+        (["ct", "--input", "bundled:ct-small", "--iters", "0"], "--iters"),
+        (["ct", "--input", "bundled:ct-small", "--tol", "-1"], "--tol"),
+        (["ct", "--input", "bundled:ct-small", "--threads", "0"], "--threads"),
+        (["ct", "--input", "bundled:ct-small", "--size", "64"], "--size"),
+        (["mri", "--input", "bundled:brain-t1", "--prior-sigma-rel", "nan"], "--prior-sigma-rel"),
     ],
 )
 def test_bad_numbers_are_refused_naming_the_option(tmp_path, capsys, args, option):
@@ -133,3 +138,36 @@ def test_a_prior_for_the_other_modality_is_refused_in_one_line(tmp_path, capsys,
     assert argv[argv.index("--prior") + 1] in err and words in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_inputs_that_cannot_be_read_or_scored_are_named_in_one_line(tmp_path, capsys):
+    """A text file named .npy (numpy would suggest allow_pickle), a non-DICOM .dcm (pydicom would
+    suggest force=True), a folder given to recon mri, a constant image (nothing to score against)
+    and --coils for measured k-space (it would be ignored): exit 2, one line naming the input."""
+    from data.fastmri import make_synthetic_fastmri
+    from data.phantoms import shepp_logan
+
+    text = tmp_path / "c.npy"
+    text.write_text("hello\n")
+    junk = tmp_path / "j.dcm"
+    junk.write_bytes(b"junk")
+    flat = tmp_path / "z.npy"
+    np.save(flat, np.zeros((32, 32), np.float32))
+    folder = tmp_path / "emptydir"
+    folder.mkdir()
+    h5 = make_synthetic_fastmri(tmp_path / "k.h5", shepp_logan(32), n_coils=2, seed=0)
+    cases = [
+        (["ct", "--input", str(text)], ["c.npy", "no .npy header"], ["allow_pickle"]),
+        (["ct", "--input", str(junk)], ["j.dcm", "not a readable DICOM"], ["force=True"]),
+        (["mri", "--input", str(folder)], ["emptydir", "a folder"], []),
+        (["ct", "--input", str(flat)], ["z.npy", "constant"], ["data_range"]),
+        (["mri", "--input", str(flat)], ["z.npy", "constant"], []),
+        (["mri", "--input", str(h5), "--coils", "4"], ["--coils 4", "k.h5"], []),
+    ]
+    for argv, present, absent in cases:
+        out = tmp_path / "o"
+        assert main([*argv, "--quiet", "--out", str(out)]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        assert all(w in err for w in present) and not any(w in err for w in absent), err
+        assert not out.exists()
