@@ -29,6 +29,8 @@ __all__ = [
     "bart_phantom",
     "ismrmrd_shepp_logan",
     "read_ismrmrd_cartesian",
+    "is_ismrmrd",
+    "rss_center",
     "add_kspace_noise",
     "write_peer_file",
 ]
@@ -70,7 +72,9 @@ def _run(cmd: list[str], cwd: Path) -> None:
         raise RuntimeError(f"{' '.join(cmd)} failed: {(r.stderr or r.stdout).strip()}")
 
 
-def _rss_center(k: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def rss_center(k: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """fastMRI's reference of fully sampled k-space (C, H, W): the root-sum-of-squares of the
+    centred coil images, cropped to ``size``."""
     from data.fastmri import center_crop
 
     return center_crop(np.sqrt((np.abs(_ifft2c(k)) ** 2).sum(0)), size).astype(np.float32)
@@ -90,7 +94,18 @@ def bart_phantom(n: int = 256, coils: int = 8, bart: str | None = None) -> PeerK
         k = bart_to_kspace(read_cfl(Path(tmp) / "k")).astype(np.complex64)
         maps = bart_to_kspace(read_cfl(Path(tmp) / "s")).astype(np.complex64)
     # BART's first two axes are (read, phase) = (x, y): rows = readout, as fastMRI
-    return PeerKspace(k, _rss_center(k, (n, n)), (n, n), maps, f"bart phantom -x {n} -s {coils}")
+    return PeerKspace(k, rss_center(k, (n, n)), (n, n), maps, f"bart phantom -x {n} -s {coils}")
+
+
+def is_ismrmrd(path: str | Path) -> bool:
+    """Whether ``path`` is an HDF5 file in the ISMRMRD layout (``dataset/data``, ``/xml``)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return "dataset/data" in f and "dataset/xml" in f
+    except OSError:
+        return False
 
 
 def read_ismrmrd_cartesian(
@@ -127,12 +142,22 @@ def read_ismrmrd_cartesian(
         return int(node.find(f"{pre}x", ns).text), int(node.find(f"{pre}y", ns).text)
 
     enc, rec = size("encodedSpace"), size("reconSpace")
+    acq = acq[(acq["head"]["flags"].astype(np.uint64) & np.uint64(1 << 18)) == 0]  # no noise scans
     head = acq["head"]
     ch = int(head["active_channels"][0])
     ns_ = int(head["number_of_samples"][0])
     if ns_ != enc[0]:
         raise ValueError(f"{path}: readouts of {ns_} samples, header encodes {enc[0]}")
     k = np.zeros((ch, enc[0], enc[1]), np.complex64)
+    slices = np.unique(head["idx"]["slice"])
+    if len(slices) > 1:
+        raise ValueError(f"{path}: {len(slices)} slices; one-slice ISMRMRD files are read")
+    steps = head["idx"]["kspace_encode_step_1"].astype(int)
+    if sorted(steps.tolist()) != list(range(enc[1])):
+        raise ValueError(
+            f"{path}: {len(steps)} readouts for {enc[1]} phase-encoding lines, each once: "
+            "fully sampled Cartesian k-space is read (recon mri undersamples it)"
+        )
     for h, d in zip(head, acq["data"], strict=True):
         v = np.asarray(d, np.float32).view(np.complex64).reshape(ch, ns_)
         k[:, :, int(h["idx"]["kspace_encode_step_1"])] = v
@@ -153,7 +178,7 @@ def ismrmrd_shepp_logan(n: int = 128, coils: int = 8, oversampling: int = 2) -> 
         k, rec, maps = read_ismrmrd_cartesian(Path(tmp) / "sl.h5")
     size = (rec[0], rec[1])
     desc = f"ismrmrd_generate_cartesian_shepp_logan -m {n} -c {coils} -O {oversampling}"
-    return PeerKspace(k, _rss_center(k, size), size, maps, desc)
+    return PeerKspace(k, rss_center(k, size), size, maps, desc)
 
 
 def add_kspace_noise(k: np.ndarray, noise: float, seed: int = 0) -> np.ndarray:

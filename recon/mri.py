@@ -66,6 +66,7 @@ def load_kspace(
     their phase); ValueError naming the input when it is missing or when ``slice`` is given
     for a single image."""
     from data.fastmri import center_crop, count_slices, read_fastmri, simulate_multicoil
+    from data.peer_mri import is_ismrmrd, read_ismrmrd_cartesian, rss_center
 
     if not _is_file_input(spec):
         if slice is not None:
@@ -87,12 +88,26 @@ def load_kspace(
     path = Path(spec)
     if not path.exists():
         raise ValueError(f"--input {path}: no such file")
+    if is_ismrmrd(path):  # fully sampled one-slice raw data: fastMRI's RSS reference from it
+        if slice not in (None, 0):
+            raise ValueError(f"--slice {slice}: {path} is a one-slice ISMRMRD file")
+        k, size, _ = read_ismrmrd_cartesian(path)
+        desc = f"{path} (ISMRMRD, {k.shape[0]} coils)"
+        return MRIInput(k, rss_center(k, size), tuple(size), desc)
     index = slice if isinstance(slice, int) else count_slices(path) // 2
     f = read_fastmri(path, slices=index)
     k = f.kspace[0] if f.is_multicoil else f.kspace[0][None]
     size = f.recon_size or f.kspace.shape[-2:]
     ref = None if f.reference is None else center_crop(f.reference[0], size)
     return MRIInput(k.astype(np.complex64), ref, tuple(size), f"{path}[{index}] ({f.acquisition})")
+
+
+def file_slices(path: Path) -> int:
+    """Slices in a k-space file: a fastMRI file's, or 1 for a (one-slice) ISMRMRD file."""
+    from data.fastmri import count_slices
+    from data.peer_mri import is_ismrmrd
+
+    return 1 if is_ismrmrd(path) else count_slices(path)
 
 
 def _load_args(args: argparse.Namespace, index: int | None = None) -> MRIInput:
@@ -675,13 +690,13 @@ def reconstruct_file(args: argparse.Namespace, out: Path) -> dict:
     selected slice, and metrics.json last: fastMRI's volume metrics (NMSE and PSNR over the
     volume, SSIM averaged over slices) against ``reconstruction_rss``/``_esc`` when the file has
     it, the zero-filled baseline's, and per slice its metrics, iterations and seconds."""
-    from data.fastmri import count_slices, evaluate
+    from data.fastmri import evaluate
 
     _resolve_solver(args)
     path = Path(args.input)
     if not path.exists():
         raise ValueError(f"--input {path}: no such file")
-    slices = parse_slices(args.slice, count_slices(path), path)
+    slices = parse_slices(args.slice, file_slices(path), path)
     presets = load_presets("mri", args.config) if args.solver != "zero-filled" else None
     results: list[SliceRecon] = []
     rows = []
