@@ -205,6 +205,10 @@ def solver_rows(priors: list[str], views: int, photons: float) -> list[dict]:
                     "--projection-matrix", "on" if on["projection_matrix"] else "off"]  # fmt: skip
             if prior:
                 args += ["--prior", prior]
+            off = [k for k, v in on.items() if v is False]
+            print(f"bench speed: solver row {i + 1}/{len(methods)}: {solver}"
+                  f"{' + ' + prior if prior else ''}{', without ' + ', '.join(off) if off else ''}",
+                  file=sys.stderr, flush=True)  # fmt: skip
             if on["preconditioner"] is False:
                 cfg = Path(tmp) / f"row{i}.json"
                 cfg.write_text(json.dumps({solver: {"precondition": False, "cg_iters": 10}}))
@@ -267,7 +271,13 @@ def add_bench_parser(bsub) -> None:
     )
     s.add_argument("--out", default="out/bench-speed")
     s.add_argument("--priors", nargs="+", default=["aelpn-ct"])
-    s.add_argument("--size", type=int, default=512, help="side of the slice the prox runs on")
+    s.add_argument(
+        "--size",
+        type=int,
+        default=512,
+        help="side of the slice the prox timings run on (default 512); the solver rows always "
+        "reconstruct the whole 512² slice (minutes; --no-solvers skips them)",
+    )
     s.add_argument("--views", type=int, default=90)
     s.add_argument("--photons", type=float, default=1e5)
     s.add_argument("--repeats", type=int, default=3)
