@@ -43,6 +43,8 @@ def test_quick_ct_grid_writes_table_json_plots(ct_grid):
             assert c["iterations"] == 5
             assert c["seconds_per_iter"] == pytest.approx(c["seconds"] / 5)
             assert c["peak_mib"] is not None and c["peak_mib"] >= 0
+            if c["prior"] in ("crr-ct", "ridge-ct", "tv"):  # certified: never flagged
+                assert c["unusable"] is None, c
     table = (ct_grid / "table.md").read_text()
     assert "| ct-par60 | pnp-admm + tv |" in table and "PSNR (dB)" in table
     for name in ("psnr_vs_time.png", "convergence.png"):
@@ -129,3 +131,19 @@ def test_every_shipped_prior_of_the_modality_is_in_the_grid(modality):
     assert names[0] == f"aelpn-{modality}" and f"crr-{modality}" in names
     spec = _spec(["--modality", modality, "--priors", f"crr-{modality}", "tv"])
     assert spec.priors[modality] == [f"crr-{modality}", "tv"]
+
+
+def test_the_table_names_unusable_cells():
+    """A scan whose run ended far from the data is counted in the table beside its method."""
+    from recon.bench.grid import summarize, table_markdown
+
+    base = {"problem": "mri-random4", "solver": "pnp-pgd", "prior": "lpn-mri", "ssim": 0.1,
+            "iterations": 5, "converged": False, "seconds": 1.0, "seconds_per_iter": 0.2,
+            "peak_mib": 0, "iters_to_plateau": 1}  # fmt: skip
+    cells = [
+        {**base, "scan": "a", "psnr": -21.6, "unusable": "the image fits the data 40x worse"},
+        {**base, "scan": "b", "psnr": 20.0, "unusable": None},
+    ]
+    table = table_markdown(summarize(cells), 5, {"ct": [], "mri": ["a", "b"]})
+    assert "| mri-random4 | pnp-pgd + lpn-mri (unusable 1/2) |" in table
+    assert "(unusable" not in table_markdown(summarize(cells[1:]), 5, {"ct": [], "mri": ["b"]})

@@ -240,6 +240,7 @@ def summarize(cells: list[dict]) -> list[dict]:
                 "ssim": mean(cs, "ssim"),
                 "iterations": mean(cs, "iterations"),
                 "converged": sum(bool(c["converged"]) for c in cs if c["solver"] != "baseline"),
+                "unusable": sum(bool(c.get("unusable")) for c in cs),
                 "iters_to_plateau": mean(cs, "iters_to_plateau"),
                 "seconds": mean(cs, "seconds"),
                 "seconds_per_iter": mean(cs, "seconds_per_iter"),
@@ -260,7 +261,8 @@ def table_markdown(rows: list[dict], iters: int, scans: dict[str, list[str]]) ->
         f"MRI: {', '.join(scans['mri']) or '–'}); at most {iters} iterations. "
         "`iters` = iterations run (converged by tolerance / scans), `plateau` = first iteration "
         "within 0.1 dB of the run's best PSNR, `s` = solver seconds, `MiB` = peak RSS above the "
-        "cell's start.",
+        "cell's start; `unusable k/n`: k of the n scans ended diverged or far from the data "
+        "(`recon.pipeline.unusable_reason`).",
         "",
         "| problem | method | PSNR (dB) | SSIM | iters (conv.) | plateau | s | s/iter | MiB |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -277,8 +279,11 @@ def table_markdown(rows: list[dict], iters: int, scans: dict[str, list[str]]) ->
                 if r["solver"] == "baseline"
                 else f"{r['iterations']:.0f} ({r['converged']}/{r['scans']})"
             )
+            method = r["method"]
+            if r.get("unusable"):
+                method += f" (unusable {r['unusable']}/{r['scans']})"
             lines.append(
-                f"| {problem} | {r['method']} | {ps} | {_fmt(r['ssim'], '.3f')} | {it} | "
+                f"| {problem} | {method} | {ps} | {_fmt(r['ssim'], '.3f')} | {it} | "
                 f"{_fmt(r['iters_to_plateau'], '.0f')} | {_fmt(r['seconds'], '.2f')} | "
                 f"{_fmt(r['seconds_per_iter'], '.3f')} | {_fmt(r['peak_mib'], '.0f')} |"
             )

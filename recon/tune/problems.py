@@ -343,7 +343,7 @@ def run_method(
     """Solve ``case`` with (solver, prior) and the presets; returns metrics, iterations,
     convergence, seconds (solver wall time, monitoring excluded) and the PSNR/rel-change/seconds
     histories. ``overrides`` replace entries of the method's params (tuning uses this)."""
-    from recon.pipeline import merge_section, method_params, reconstruct
+    from recon.pipeline import merge_section, method_params, reconstruct, unusable_reason
 
     pipe_solver, prior_name, params = method_params(presets, solver, prior)
     if iters is not None:
@@ -360,6 +360,7 @@ def run_method(
         "iterations": rec.iterations,
         "converged": rec.converged,
         "stop_reason": rec.stop_reason,
+        "unusable": unusable_reason(rec.record(), h),
         "iters_to_plateau": _plateau(h.get("psnr", [])),
         "best_psnr": max((v for v in h.get("psnr", []) if v is not None), default=None),
         "seconds": rec.seconds,
