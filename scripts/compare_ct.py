@@ -26,6 +26,7 @@ validation problems only), the same protocol for every method:
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 import torch
@@ -154,6 +155,7 @@ def main() -> None:
                 prior = args.checkpoint or method
                 rec = reconstruct(op, y, x0, "pnp-admm", prior, params)
             m = _score(pb, rec.x)
+            print(f"{method} {key}={v}: {m['psnr']:.2f} dB, {rec.seconds:.1f} s", file=sys.stderr)
             if best is None or m["psnr"] > best[2]["psnr"]:
                 label = method if method == "tv" or not args.checkpoint else args.checkpoint
                 best = (label, f"{key}={v}", m, rec.iterations, rec.seconds)
