@@ -143,7 +143,11 @@ def read_ismrmrd_cartesian(
 
     enc, rec = size("encodedSpace"), size("reconSpace")
     acq = acq[(acq["head"]["flags"].astype(np.uint64) & np.uint64(1 << 18)) == 0]  # no noise scans
+    if len(acq) == 0:
+        raise ValueError(f"{path}: no imaging readouts (only noise scans)")
     head = acq["head"]
+    if len(np.unique(head["number_of_samples"])) > 1 or len(np.unique(head["active_channels"])) > 1:
+        raise ValueError(f"{path}: readouts of different lengths or channel counts")
     ch = int(head["active_channels"][0])
     ns_ = int(head["number_of_samples"][0])
     if ns_ != enc[0]:

@@ -298,6 +298,7 @@ def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
     """Reconstruct ``args.input`` with the `recon ct` options in ``args``; write the output
     files into ``out`` (metrics.json last) and return the metrics. A DICOM series folder goes
     to ``recon.ct_series.reconstruct_series`` (every slice, or those ``--slice`` selects)."""
+    size = phantom_size(args)  # refuses --size for inputs with their own size, series too
     if _is_series(args.input):
         from recon.ct_series import reconstruct_series
 
@@ -308,7 +309,7 @@ def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
             "slices of a DICOM series folder or an NRRD volume"
         )
     out = Path(out)
-    inp = load_ct_input(args.input, phantom_size(args), None, args.seed)
+    inp = load_ct_input(args.input, size, None, args.seed)
     if float(inp.image.max()) == float(inp.image.min()):
         raise ValueError(
             f"--input {args.input}: a constant image (every pixel {float(inp.image.min()):g}): "

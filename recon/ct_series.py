@@ -168,11 +168,11 @@ def reconstruct_series(args: argparse.Namespace, out: Path) -> dict:
                 fbp_seconds=r.fbp_seconds,
                 stop_reason=r.record["stop_reason"],
             )
-            warn_about_run(r.record, r.history, row)
+            warn_about_run(r.record, r.history, row, where=f"slice {index}: ")
             _save_slice(_cache_path(out, index), r, row, digest)
         results.append(r)
         rows.append(row)
-        start = r.internal
+        start = None if "unusable" in row else r.internal  # a bad slice starts no neighbour
         if bar is not None:
             bar.set_postfix_str(f"slice {index}: {row['psnr']:.2f} dB")
             bar.update(1)
@@ -201,8 +201,9 @@ def reconstruct_series(args: argparse.Namespace, out: Path) -> dict:
         wall_seconds=wall,
         slices_per_minute=60.0 * len(slices) / wall if wall > 0 else None,
     )  # fmt: skip
-    if unusable_slices(rows) is not None:
-        metrics["unusable"] = unusable_slices(rows)
+    bad = unusable_slices(rows)
+    if bad is not None:
+        metrics["unusable"] = bad
     positions = [vol.patient_positions[k] for k in slices] if vol.patient_positions else None
     start_outputs(out)  # the old metrics.json goes before the new volume files
     write_nifti_volume(

@@ -709,7 +709,8 @@ def reconstruct_file(args: argparse.Namespace, out: Path) -> dict:
         if r.reference is not None:
             row.update({k2: evaluate(r.reference, r.image)[k2] for k2 in ("psnr", "ssim")})
         rows.append(row)
-        warn_about_run(r.record, r.history, row)
+        where = f"slice {index}: " if len(slices) > 1 else ""
+        warn_about_run(r.record, r.history, row, where=where)
         if not args.quiet and len(slices) > 1:
             tail = f"PSNR {row['psnr']:.2f} dB, " if "psnr" in row else ""
             print(
@@ -759,8 +760,9 @@ def _write_run(
             slices=rows,
             shown_slice=slices[len(slices) // 2],
         )
-        if unusable_slices(rows) is not None:
-            metrics["unusable"] = unusable_slices(rows)
+        bad = unusable_slices(rows)
+        if bad is not None:
+            metrics["unusable"] = bad
         what = f" ({len(slices)} slices)" if len(slices) > 1 else f" (slice {slices[0]})"
         if len(slices) > 1:
             label += f", slice {slices[len(slices) // 2]}"

@@ -151,7 +151,8 @@ def test_failure_recorded_rerun_completes_only_missing(tmp_path, cluster, tiny_p
     single = tmp_path / "single"
     opts = [*CT_OPTS, "--prior", str(tiny_prior), "--quiet"]
     rc = main(["ct", "--input", str(scans[1]), "--out", str(single), *opts])
-    assert rc in (0, EXIT_UNUSABLE)  # the untrained prior's image may be flagged unusable
+    flagged = "unusable" in json.loads((single / "metrics.json").read_text())
+    assert rc == (EXIT_UNUSABLE if flagged else 0)  # the untrained prior may be flagged
     np.testing.assert_array_equal(
         np.load(single / "recon.npy"), np.load(out / "a" / "scan1" / "recon.npy")
     )
@@ -316,3 +317,20 @@ def test_ct_per_volume_reconstructs_each_dicom_series_whole(tmp_path, cluster):
     before = _files(units[1:])
     assert _batch(args) == 0  # finished with these options: nothing redone
     assert _files(units[1:]) == before
+
+
+def test_summary_lists_unusable_scans():
+    """A finished scan whose metrics say `unusable` is named in summary.json and summary.md."""
+    from recon.batch.summary import markdown_table, summarize
+
+    rows = [
+        {"name": "a.npy", "status": "done", "metrics": {"psnr": 30.0, "unusable": None}},
+        {"name": "b.npy", "status": "done", "metrics": {"psnr": -8.5, "unusable": "far off"}},
+    ]
+    s = summarize(rows, {}, {"modality": "ct", "wall_seconds": 1.0})
+    assert s["unusable"] == ["b.npy"]
+    text = markdown_table(s)
+    assert "1 unusable" in text and "- b.npy: far off" in text
+    assert "unusable" not in markdown_table(
+        summarize(rows[:1], {}, {"modality": "ct", "wall_seconds": 1.0})
+    )

@@ -5,7 +5,9 @@ from __future__ import annotations
 from recon.pipeline import (
     EXIT_UNUSABLE,
     MISFIT_FACTOR,
+    MISFIT_FLOOR,
     NORM_FACTOR,
+    _unusable_line,
     exit_status,
     unusable_reason,
     unusable_slices,
@@ -43,3 +45,27 @@ def test_exit_status_of_a_run_and_of_a_volume():
     assert unusable_slices(rows[:1]) is None
     assert exit_status({"slices": rows}) == EXIT_UNUSABLE
     assert exit_status({"slices": rows[:1]}) == 0
+
+
+def test_a_start_that_fits_the_data_exactly_does_not_make_every_run_unusable():
+    """Single-coil zero-filling reproduces y: D(x0) ~ 0. The misfit is then judged against
+    MISFIT_FLOOR × D(0), D(0) = (λ/2)||y||² the zero image's misfit."""
+    rec = {**_record(d0=1e-13), "zero_data_fidelity": 100.0}
+    fine = MISFIT_FACTOR * MISFIT_FLOOR * 100.0
+    assert unusable_reason(rec, {"data_fidelity": [fine]}) is None
+    assert "fits the data" in unusable_reason(rec, {"data_fidelity": [fine * 1.01]})
+
+
+def test_the_advice_names_only_what_would_change_something():
+    base = {"params": {}, "solver_run": "pnp-pgd", "certified_prior": False}
+    line = _unusable_line("why", base)
+    assert "--solver pnp-admm" in line and "a certified prior" in line
+    line = _unusable_line("why", {**base, "solver_run": "pnp-admm"})
+    assert "--solver pnp-admm" not in line and "a certified prior" in line
+    line = _unusable_line("why", {**base, "certified_prior": True})
+    assert "--solver pnp-admm" in line and "certified prior" not in line
+    sigma = {**base, "params": {"prior_sigma_rel": 0.01, "prior_sigma": 0.02}}
+    assert "--prior-sigma-rel" in _unusable_line("why", sigma)
+    done = _unusable_line("why", {**base, "solver_run": "pnp-admm", "certified_prior": True})
+    assert "Try" not in done and "check the data" in done
+    assert _unusable_line("why", base, where="slice 3: ").startswith("warning: slice 3: why")

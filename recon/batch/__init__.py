@@ -287,7 +287,9 @@ def run(args: argparse.Namespace) -> int:
         print(text)
     print(
         f"recon batch {modality}: {c['done']} reconstructed, {c['skipped']} already finished, "
-        f"{c['failed']} failed -> {out}/summary.md"
+        f"{c['failed']} failed"
+        + (f", {len(summary['unusable'])} unusable" if summary.get("unusable") else "")
+        + f" -> {out}/summary.md"
         + (f" (errors in {out}/failures.json)" if c["failed"] else "")
     )
     return 1 if c["failed"] else 0

@@ -144,7 +144,7 @@ def plan_units(
     slices cannot be counted becomes a failure record ``{"name", "input", "error"}`` instead.
     CT with ``per="volume"``: one unit per DICOM series folder (input: the folder).
     Raises ValueError when two inputs would write into the same output folder."""
-    from data.fastmri import count_slices
+    from recon.mri import file_slices  # fastMRI files, and one-slice ISMRMRD files
 
     root = Path(os.path.commonpath([str(f.parent) for f in files])) if files else Path(".")
     units: list[Unit] = []
@@ -164,7 +164,7 @@ def plan_units(
         base = out / _stem(rel)
         if modality == "mri" and f.suffix.lower() == ".h5":
             try:
-                n = count_slices(f)
+                n = file_slices(f)
             except Exception as exc:  # noqa: BLE001 - any unreadable file is recorded, not fatal
                 failures.append({"name": str(rel), "input": str(f), "error": _describe(exc)})
                 continue

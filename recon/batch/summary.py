@@ -40,6 +40,8 @@ def summarize(rows: list[dict], workers: dict[int, dict], run: dict[str, Any]) -
     return {
         **run,
         "counts": {**counts, "total": len(rows)},
+        # scans whose image a solver left diverged or far from the data (recon ct/mri exit 3)
+        "unusable": [r["name"] for r in ok if (r.get("metrics") or {}).get("unusable")],
         "mean": {k: _mean(ok, k) for k in ("psnr", "ssim", "iterations", "seconds")},
         "scans": rows,
         "workers": sorted(workers.values(), key=lambda w: (w["host"], w["pid"])),
@@ -63,7 +65,9 @@ def markdown_table(summary: dict[str, Any]) -> str:
         "",
         f"{summary['counts']['done']} reconstructed in this run, "
         f"{summary['counts']['skipped']} already finished, "
-        f"{summary['counts']['failed']} failed; wall time {summary['wall_seconds']:.1f} s"
+        f"{summary['counts']['failed']} failed"
+        + (f", {len(summary['unusable'])} unusable" if summary.get("unusable") else "")
+        + f"; wall time {summary['wall_seconds']:.1f} s"
         + (
             f", {summary['slices_per_minute']:.2f} slices/minute"
             if summary.get("slices_per_minute")
@@ -86,6 +90,13 @@ def markdown_table(summary: dict[str, Any]) -> str:
         f"| **mean** | | {_fmt(mean['psnr'])} | {_fmt(mean['ssim'], 4)} "
         f"| {_fmt(mean['iterations'], 1)} | {_fmt(mean['seconds'], 1)} | |"
     )
+    if summary.get("unusable"):
+        lines += ["", "## Unusable images (written, but diverged or far from the data)", ""]
+        lines += [
+            f"- {r['name']}: {r['metrics']['unusable']}"
+            for r in summary["scans"]
+            if (r.get("metrics") or {}).get("unusable")
+        ]
     failed = [r for r in summary["scans"] if r["status"] == "failed"]
     if failed:
         lines += ["", "## Failures", ""]
