@@ -145,7 +145,7 @@ def _open(path: Path):
     import h5py
 
     if path.is_dir():
-        raise FastMRIError(f"{path}: a folder; give a fastMRI .h5 file")
+        raise FastMRIError(f"{path}: a folder; give a fastMRI or ISMRMRD .h5 file")
     if not path.is_file():
         raise FastMRIError(f"{path}: no such fastMRI file")
     try:

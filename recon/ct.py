@@ -173,7 +173,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
         choices=["auto", "on", "off"],
         default="auto",
         help="project with ASTRA's sparse matrix of the projector (about 2× faster per call, "
-        "multi-threaded) or its FP/BP algorithms; auto: the matrix when it fits in 1.5 GiB",
+        "multi-threaded) or its FP/BP algorithms; auto (the default): the matrix when it fits "
+        "in 1.5 GiB",
     )
     noise = p.add_mutually_exclusive_group()
     noise.add_argument(
@@ -184,9 +185,17 @@ def add_options(p: argparse.ArgumentParser) -> None:
         help="Gaussian, std = REL × max|sinogram| (default 0.01)",
     )
     noise.add_argument(
-        "--photons", type=number(0, lo_open=True), default=None, help="Poisson, incident photons"
+        "--photons",
+        type=number(0, lo_open=True),
+        default=None,
+        help="Poisson, incident photons (instead of --noise)",
     )
-    p.add_argument("--solver", choices=["pnp-admm", "pnp-pgd", "fbp", "tv"], default="pnp-admm")
+    p.add_argument(
+        "--solver",
+        choices=["pnp-admm", "pnp-pgd", "fbp", "tv"],
+        default="pnp-admm",
+        help="(default pnp-admm)",
+    )
     p.add_argument(
         "--prior",
         default="crr-ct",
@@ -195,7 +204,9 @@ def add_options(p: argparse.ArgumentParser) -> None:
         "CHECKPOINT",
     )
     p.add_argument(
-        "--window", default=None, help="PNG window: lung, mediastinum, bone, brain or L,W"
+        "--window",
+        default=None,
+        help="PNG window: lung, mediastinum, bone, brain or L,W (default: the reference's range)",
     )
     add_solver_arguments(p, "ct")
 

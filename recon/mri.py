@@ -306,7 +306,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--input", required=True)
+    p.add_argument(
+        "--input",
+        required=True,
+        help="a fastMRI .h5 file, a fully sampled one-slice ISMRMRD .h5 file, a .npy magnitude "
+        "image or bundled:brain-t1 (images are simulated with --coils coils)",
+    )
     add_options(p)
 
 
@@ -352,7 +357,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
         default="none",
         help="'max': solve on k-space scaled so the zero-filled image's maximum is 1, then scale "
         "back (what a non-equivariant prior such as lpn-mri needs; the AE-LPN gives the same "
-        "image either way)",
+        "image either way; default none)",
     )
     add_solver_arguments(p, "mri")
 

@@ -79,9 +79,13 @@ def add_solver_arguments(p, modality: str) -> None:
         default=None,
         help="stop at this relative change ||x_k+1 − x_k||/||x_k|| (default: the preset's)",
     )
-    p.add_argument("--config", default=None, help="JSON presets (e.g. written by recon tune)")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="JSON presets overriding the shipped ones (e.g. written by recon tune)",
+    )
     p.add_argument("--seed", type=int, default=0, help="noise and mask seed (default 0)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="(default cpu)")
     p.add_argument(
         "--threads",
         type=count(1),
@@ -98,8 +102,12 @@ def add_solver_arguments(p, modality: str) -> None:
         default=None,
         metavar="C",
         help="for a prior that takes the noise level (recon train --noise-input): σ = C × the "
-        "blind noise estimate of the starting image, on every geometry (default: the preset's "
-        "prior_sigma_noise, or its prior_sigma_noise_fan on a CT fan beam)",
+        + (
+            "blind noise estimate of the starting image, on every geometry (default: the "
+            "preset's prior_sigma_noise, or its prior_sigma_noise_fan on a fan beam)"
+            if modality == "ct"
+            else "noise measured in k-space (default: the preset's prior_sigma_noise)"
+        ),
     )
     p.add_argument(
         "--prior-sigma-rel",
@@ -122,7 +130,8 @@ def add_solver_arguments(p, modality: str) -> None:
         "--objective-every",
         type=count(0),
         default=0,
-        help="monitor R(x) and the objective every K iterations (costs a prox inversion; 0: off)",
+        help="monitor R(x) and the objective every K iterations (costs a prox inversion; "
+        "default 0: off)",
     )
 
 
@@ -339,6 +348,7 @@ class Reconstruction:
     norm_ratio: float | None = None
     solver_run: str = ""
     certified_prior: bool = False
+    modality: str = ""  # "mri" for complex images, else "ct" (the certified priors it names)
 
     def record(self) -> dict[str, Any]:
         """What metrics.json reports about the run."""
@@ -353,6 +363,7 @@ class Reconstruction:
             "norm_ratio": self.norm_ratio,
             "solver_run": self.solver_run,
             "certified_prior": self.certified_prior,
+            "modality": self.modality,
         }
 
 
@@ -857,6 +868,7 @@ def reconstruct(
         norm_ratio=_norm_ratio(res.x, x0),
         solver_run=inner_solver,
         certified_prior=_certified(prior),
+        modality="mri" if x0.is_complex() else "ct",
     )
 
 
@@ -999,7 +1011,8 @@ def _unusable_line(reason: str, record: dict[str, Any], where: str = "") -> str:
                 f"{params.get('prior_sigma', float('nan')):.4g}; such priors are unstable when σ "
                 "is small)"
             )
-        tips.append("a certified prior (crr-ct, ridge-ct, ridge-mri, crr-mri)")
+        m = record.get("modality") or "ct"
+        tips.append(f"a certified prior (crr-{m}, ridge-{m})")
     if record.get("solver_run", "pnp-admm") != "pnp-admm":
         tips.append("--solver pnp-admm")
     if tips:

@@ -152,10 +152,11 @@ def test_recon_prior_check_writes_a_certificate(tmp_path, capsys):
     save_checkpoint(ckpt, m, {"note": "test"})
     out_json, rec = tmp_path / "cert.json", tmp_path / "certified.safetensors"
     argv = ["prior", "check", str(ckpt), "--size", "16", "--sigmas", "0.01,0.1", "--quiet"]
-    assert main([*argv, "--json", str(out_json), "--record", str(rec)]) == 0
+    rc = main([*argv, "--json", str(out_json), "--record", str(rec)])
     text = capsys.readouterr().out
     assert "| ct-slice |" in text and "λ_max" in text
     cert = json.loads(out_json.read_text())
+    assert rc == (0 if cert["summary"]["firmly_nonexpansive"] else 1)  # scripts can use it
     rows = cert["rows"]
     assert len(rows) == 4 * 2 * 2 + 2  # images × σ × (noisy, clean) + 2 more conventions
     assert all(r["lambda_max"] > 0 and r["converged"] for r in rows)
@@ -206,3 +207,13 @@ def test_certificate_of_shipped_weights_is_convention_free_and_honest(name):
         assert s["lambda_max"] <= 1 + 1e-9 and s["firmly_nonexpansive"]
     else:
         assert s["bound_by_construction"] is None
+
+
+def test_recon_prior_check_exit_status_says_pass_or_fail(capsys):
+    """The deep AE-LPN is not firmly nonexpansive (λ_max ≈ 31 at 16², σ = 0.01): exit 1; the
+    convex-ridge prior passes by construction: exit 0 (scripts can branch on it)."""
+    argv = ["--size", "16", "--sigmas", "0.01", "--quiet", "--threads", "1"]
+    assert main(["prior", "check", "aelpn-ct", *argv]) == 1
+    assert "fails" in capsys.readouterr().out
+    assert main(["prior", "check", "ridge-ct", *argv]) == 0
+    assert "passes by construction" in capsys.readouterr().out

@@ -59,7 +59,8 @@ def test_a_start_that_fits_the_data_exactly_does_not_make_every_run_unusable():
 def test_the_advice_names_only_what_would_change_something():
     base = {"params": {}, "solver_run": "pnp-pgd", "certified_prior": False}
     line = _unusable_line("why", base)
-    assert "--solver pnp-admm" in line and "a certified prior" in line
+    assert "--solver pnp-admm" in line and "a certified prior (crr-ct, ridge-ct)" in line
+    assert "crr-mri" in _unusable_line("why", {**base, "modality": "mri"})
     line = _unusable_line("why", {**base, "solver_run": "pnp-admm"})
     assert "--solver pnp-admm" not in line and "a certified prior" in line
     line = _unusable_line("why", {**base, "certified_prior": True})
