@@ -334,3 +334,25 @@ def test_summary_lists_unusable_scans():
     assert "unusable" not in markdown_table(
         summarize(rows[:1], {}, {"modality": "ct", "wall_seconds": 1.0})
     )
+
+
+def test_options_no_input_would_use_are_refused_before_any_scan(tmp_path, capsys):
+    """--size (batch inputs are files with their own size) and --coils for k-space files: one
+    line from `recon batch`, exit 2, nothing written (not one failure per scan)."""
+    from data.fastmri import make_synthetic_fastmri
+    from data.phantoms import shepp_logan
+    from recon.cli import main
+
+    _scans(tmp_path / "ct", 2)
+    (tmp_path / "mri").mkdir()
+    make_synthetic_fastmri(tmp_path / "mri" / "k.h5", shepp_logan(32), n_coils=2, seed=0)
+    cases = [
+        (["ct", "--inputs", str(tmp_path / "ct"), "--size", "64"], "--size 64"),
+        (["mri", "--inputs", str(tmp_path / "mri"), "--coils", "4"], "--coils 4"),
+    ]
+    for argv, words in cases:
+        out = tmp_path / "out"
+        assert main(["batch", *argv, "--out", str(out), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert words in err and len(err.splitlines()) == 1
+        assert not out.exists()

@@ -227,6 +227,21 @@ def _failed(unit: Unit, error: str) -> dict[str, Any]:
     }
 
 
+def _refuse_ignored_options(args: argparse.Namespace, files: list[Path]) -> None:
+    """Refuse up front, not once per scan, the options no input of the run would use: ``--size``
+    (files keep their own size) and ``--coils`` when an input is measured k-space (``.h5``)."""
+    if getattr(args, "size", None) is not None:
+        raise ValueError(
+            f"--size {args.size}: batch inputs are files, reconstructed at their own size"
+        )
+    kspace = [f for f in files if f.suffix.lower() == ".h5"]
+    if getattr(args, "coils", None) is not None and kspace:
+        raise ValueError(
+            f"--coils {args.coils}: {len(kspace)} input(s) hold measured k-space with their own "
+            f"coils (e.g. {kspace[0]}); --coils sets the coils simulated from .npy images"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.out:
         raise ValueError(f"recon batch {args.modality}: --out DIR is required")
@@ -237,6 +252,7 @@ def run(args: argparse.Namespace) -> int:
     modality = args.modality
     out = Path(args.out).resolve()
     files = find_inputs(args.inputs, modality, exclude=out)
+    _refuse_ignored_options(args, files)
     raw = getattr(args, "slice", None) if modality == "mri" else None
     try:
         slice_index = None if raw in (None, "all") else int(raw)
