@@ -859,11 +859,7 @@ def reconstruct(
         seconds=res.seconds,
         params=p_used,
         objective=getattr(res, "objective", ""),
-        start_data_fidelity=(
-            res.params.get("start_data_fidelity")
-            if start is None
-            else 0.5 * lam * op.residual_sq(x0, y)  # this scan's own start, not the warm one
-        ),
+        start_data_fidelity=0.5 * lam * op.residual_sq(x0, y),  # x0, also under a warm start
         zero_data_fidelity=0.5 * lam * float(torch.linalg.vector_norm(y)) ** 2,
         norm_ratio=_norm_ratio(res.x, x0),
         solver_run=inner_solver,

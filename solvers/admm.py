@@ -159,7 +159,6 @@ def pnp_admm(
         "cg_preconditioner": None if precond is None else "the operator's normal_preconditioner",
         "x_update": "closed form" if closed_form else "cg",
         "x0": "Aᴴy" if x0 is None else "given",
-        "start_data_fidelity": mon.start_fidelity,
     }
     if cg_used:
         params["cg_iterations_mean"] = sum(cg_used) / len(cg_used)

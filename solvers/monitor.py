@@ -130,7 +130,6 @@ class Monitor:
         self.seconds = 0.0
         self.monitor_seconds = 0.0
         self.scale = 1.0
-        self.start_fidelity: float | None = None
         self._t0 = time.perf_counter()
         self._bar = None
         if progress:
@@ -170,11 +169,8 @@ class Monitor:
 
     # --- the run ---------------------------------------------------------------------------
     def start(self, x0: torch.Tensor) -> None:
-        """Set the runaway scale max(||x0||, ||Aᴴy||/||A||²), measure the start's data fidelity
-        D(x0) (``start_fidelity``: what the iterates' fit to the data is judged against) and
-        start the clock."""
+        """Set the runaway scale max(||x0||, ||Aᴴy||/||A||²) and start the clock."""
         t = time.perf_counter()
-        self.start_fidelity = self.data_fidelity(x0) if _all_finite(x0) else None
         with torch.no_grad():
             aty = _norm(self.op.adjoint(self.y))
         ls_scale = aty / self.op.norm_sq() if self.op.norm_sq() > 0 else 0.0

@@ -141,7 +141,6 @@ def pnp_pgd(
         "tol": float(tol),
         "accelerated": bool(accelerated),
         "x0": "Aᴴy" if x0 is None else "given",
-        "start_data_fidelity": mon.start_fidelity,
     }
     if accelerated:
         params.update(restart=bool(restart), restarts=restarts)
