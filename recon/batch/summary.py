@@ -12,6 +12,10 @@ from recon.outputs import atomic_write, save_json
 
 __all__ = ["metrics_row", "summarize", "write_summary", "markdown_table"]
 
+# what a scan's row keeps of its metrics.json (a finished scan read back, or a worker's result)
+SUMMARY_KEYS = (
+    "psnr", "ssim", "nmse", "iterations", "seconds", "converged", "stop_reason", "unusable"
+)  # fmt: skip
 COLUMNS = ("psnr", "ssim", "iterations", "seconds", "stop_reason")
 
 
@@ -23,8 +27,8 @@ def metrics_row(name: str, out: str | Path, status: str) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError) as exc:
         error = f"{path}: unreadable ({exc}); delete it to recompute the scan"
         return {"name": name, "out": str(out), "status": "failed", "error": error, "metrics": {}}
-    keys = ("psnr", "ssim", "nmse", "iterations", "seconds", "converged", "stop_reason", "unusable")
-    return {"name": name, "out": str(out), "status": status, "metrics": {k: m.get(k) for k in keys}}
+    metrics = {k: m.get(k) for k in SUMMARY_KEYS}
+    return {"name": name, "out": str(out), "status": status, "metrics": metrics}
 
 
 def _mean(rows: list[dict], key: str) -> float | None:

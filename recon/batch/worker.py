@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from recon.batch.plan import OPTIONS_MARK, Unit
+from recon.batch.summary import SUMMARY_KEYS
 
 __all__ = ["run_task", "worker_stats", "install_prior_cache"]
 
@@ -88,11 +89,6 @@ def worker_stats() -> dict[str, Any]:
     }
 
 
-_SUMMARY_KEYS = (
-    "psnr", "ssim", "nmse", "iterations", "seconds", "converged", "stop_reason", "unusable"
-)  # fmt: skip
-
-
 def run_unit(modality: str, options: dict[str, Any], unit: dict[str, Any]) -> dict[str, Any]:
     """Reconstruct one unit with the `recon ct|mri` options; never raises (errors recorded)."""
     _setup()
@@ -136,7 +132,7 @@ def run_unit(modality: str, options: dict[str, Any], unit: dict[str, Any]) -> di
     return {
         **row,
         "status": "done",
-        "metrics": {k: metrics.get(k) for k in _SUMMARY_KEYS if k in metrics},
+        "metrics": {k: metrics.get(k) for k in SUMMARY_KEYS if k in metrics},
         "wall_seconds": time.perf_counter() - t0,
     }
 
