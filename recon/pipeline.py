@@ -981,11 +981,12 @@ def unusable_reason(record: dict[str, Any], history: dict[str, list]) -> str | N
         return f"the solver {stop}"
     d0 = record.get("start_data_fidelity") or 0.0
     floor = MISFIT_FLOOR * (record.get("zero_data_fidelity") or 0.0)
+    ref = max(d0, floor)
     fits = [v for v in history.get("data_fidelity", []) if v is not None]
-    if max(d0, floor) > 0 and fits and fits[-1] > MISFIT_FACTOR * max(d0, floor):
+    if ref > 0 and fits and fits[-1] > MISFIT_FACTOR * ref:
         return (
-            f"the image fits the data {fits[-1] / max(d0, floor):.3g}x worse than the start "
-            f"image (data misfit {fits[-1]:.3g} against {d0:.3g})"
+            f"the image fits the data {fits[-1] / ref:.3g}x worse than the start image (data "
+            f"misfit {fits[-1]:.3g} against {d0:.3g})"
         )
     ratio = record.get("norm_ratio")
     if ratio is not None and ratio > NORM_FACTOR:
@@ -1040,12 +1041,12 @@ def slow_runaway_warning(record: dict[str, Any], history: dict[str, list]) -> st
 
 def warn_about_run(
     record: dict[str, Any], history: dict[str, list], metrics: dict, where: str = ""
-) -> bool:
+) -> None:
     """Print the run's warnings to stderr (an unusable image: divergence or a run pulled away
     from the data, ``unusable_reason``; a slow runaway) and record them in ``metrics``
     (``unusable``, ``warning``) before the outputs are written (`recon ct`, `recon mri`).
-    Returns whether the image is unusable (the command then exits with ``EXIT_UNUSABLE``).
-    ``where`` prefixes the printed lines (a volume's "slice K: ")."""
+    The command's exit status follows ``metrics`` (``exit_status``). ``where`` prefixes the
+    printed lines (a volume's "slice K: ")."""
     reason = unusable_reason(record, history)
     if reason is not None:
         metrics["unusable"] = reason
@@ -1054,7 +1055,6 @@ def warn_about_run(
     if warning is not None:
         metrics["warning"] = warning
         print(f"warning: {where}{warning}", file=sys.stderr)
-    return reason is not None
 
 
 def exit_status(metrics: dict) -> int:
