@@ -138,8 +138,9 @@ def test_failure_recorded_rerun_completes_only_missing(tmp_path, cluster, tiny_p
     finished = [u for u in units if u.name != "b/scan2.npy"]
     before = _files(finished)
     np.save(bad, np.load(scans[0]))  # fix the scan, rerun the same command
-    assert _batch(args) == 0
+    rc = _batch(args)
     summary = json.loads((out / "summary.json").read_text())
+    assert rc == (EXIT_UNUSABLE if summary["unusable"] else 0)  # the untrained prior may be flagged
     assert summary["counts"] == {"done": 1, "skipped": 3, "failed": 0, "total": 4}
     assert [r["name"] for r in summary["scans"] if r["status"] == "done"] == ["b/scan2.npy"]
     assert _files(finished) == before  # finished scans untouched: same bytes, same mtimes
@@ -334,6 +335,21 @@ def test_summary_lists_unusable_scans():
     assert "unusable" not in markdown_table(
         summarize(rows[:1], {}, {"modality": "ct", "wall_seconds": 1.0})
     )
+
+
+def test_exit_status_failed_then_unusable_then_zero():
+    """`recon batch` exits 1 when a scan failed, 3 (recon ct's unusable status) when only images
+    are unusable, 0 when every image is fine."""
+    from recon.batch.summary import exit_status, summarize
+    from recon.pipeline import EXIT_UNUSABLE
+
+    run = {"modality": "ct", "wall_seconds": 1.0}
+    good = {"name": "a.npy", "status": "done", "metrics": {"psnr": 30.0}}
+    bad = {"name": "b.npy", "status": "skipped", "metrics": {"psnr": -8.5, "unusable": "far"}}
+    failed = {"name": "c.npy", "status": "failed", "metrics": {}, "error": "NaN pixels"}
+    assert exit_status(summarize([good], {}, run)) == 0
+    assert exit_status(summarize([good, bad], {}, run)) == EXIT_UNUSABLE
+    assert exit_status(summarize([good, bad, failed], {}, run)) == 1
 
 
 def test_options_no_input_would_use_are_refused_before_any_scan(tmp_path, capsys):

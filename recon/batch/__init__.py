@@ -22,7 +22,8 @@ not finished; DIR/batch.json records the options, and a rerun with different opt
 same DIR is refused (``--redo`` recomputes everything). A failing scan is recorded with its error
 in DIR/failures.json and does not stop the others; DIR/summary.md and summary.json hold the
 metrics per scan, their mean, the failures and each worker's prior loads and peak memory.
-Exit status: 0 when every scan is finished, 1 when some failed, 2 on bad arguments.
+Exit status: 0 when every scan is finished, 1 when some failed, 3 when none failed but some image
+is unusable (diverged or far from the data, as ``recon ct`` exits 3), 2 on bad arguments.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from recon.batch.plan import Unit, find_inputs, group_tasks, options_digest, plan_units
-from recon.batch.summary import metrics_row, summarize, write_summary
+from recon.batch.summary import exit_status, metrics_row, summarize, write_summary
 from recon.outputs import save_json
 
 __all__ = ["add_parser", "run"]
@@ -308,4 +309,4 @@ def run(args: argparse.Namespace) -> int:
         + f" -> {out}/summary.md"
         + (f" (errors in {out}/failures.json)" if c["failed"] else "")
     )
-    return 1 if c["failed"] else 0
+    return exit_status(summary)

@@ -10,7 +10,7 @@ from typing import Any
 
 from recon.outputs import atomic_write, save_json
 
-__all__ = ["metrics_row", "summarize", "write_summary", "markdown_table"]
+__all__ = ["metrics_row", "summarize", "write_summary", "markdown_table", "exit_status"]
 
 # what a scan's row keeps of its metrics.json (a finished scan read back, or a worker's result)
 SUMMARY_KEYS = (
@@ -50,6 +50,14 @@ def summarize(rows: list[dict], workers: dict[int, dict], run: dict[str, Any]) -
         "scans": rows,
         "workers": sorted(workers.values(), key=lambda w: (w["host"], w["pid"])),
     }
+
+
+def exit_status(summary: dict[str, Any]) -> int:
+    """`recon batch`'s exit status: 1 when a scan failed, else 3 when an image is unusable (the
+    status `recon ct` / `recon mri` give that scan, recon.pipeline.EXIT_UNUSABLE), else 0."""
+    if summary["counts"]["failed"]:
+        return 1
+    return 3 if summary.get("unusable") else 0
 
 
 def _fmt(v: Any, digits: int = 2) -> str:
