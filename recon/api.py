@@ -80,6 +80,9 @@ class Result:
     objective: str = ""
 
 
+HU_TOO_SMALL = 10.0  # an image in HU whose values all lie within ±10 HU is not in HU
+
+
 def ct_problem(
     image: np.ndarray | torch.Tensor,
     *,
@@ -108,6 +111,17 @@ def ct_problem(
     img = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image)
     if img.ndim != 2 or not np.isfinite(img).all():
         raise ValueError(f"expected a finite 2-D image, got shape {img.shape}")
+    peak = float(np.abs(img).max())
+    if units == "HU" and peak < HU_TOO_SMALL:
+        raise ValueError(
+            f"units='HU', but every value is within ±{peak:.3g} (air is −1000 HU, bone above "
+            "300): pass units='a.u.' for an image in attenuation-like units"
+        )
+    if units == "a.u." and photons is not None and float(img.min()) < -0.1 * peak:
+        raise ValueError(
+            f"photons: Poisson counts need attenuation ≥ 0, and this a.u. image goes down to "
+            f"{float(img.min()):.4g}; pass units='HU' for an image in HU"
+        )
     ref = (img.astype(np.float64) + HU_OFFSET) / HU_SCALE if units == "HU" else img
     ref = np.ascontiguousarray(ref, dtype=np.float32)
     if op is None:

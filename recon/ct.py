@@ -19,6 +19,7 @@ convergence.png, comparison.png (reference, FBP, reconstruction, |error|).
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,9 +66,49 @@ def phantom_size(args: argparse.Namespace) -> int:
     return 256 if size is None else int(size)
 
 
+NPY_UNITS = ("auto", "HU", "a.u.")
+HU_BELOW = -100.0  # an image with values below this is in HU (attenuation is never negative)
+
+
+def npy_units(image: np.ndarray, units: str, source: str) -> str:
+    """The units of a ``.npy`` image: ``units`` when 'HU' or 'a.u.', else (auto) HU when it has
+    values below −100 (air is −1000 HU; attenuation-like values are never negative), else a.u.
+    Auto-detected HU is said on stderr, with the option that overrides it."""
+    if units not in NPY_UNITS:
+        raise ValueError(f"--units {units}: expected one of {', '.join(NPY_UNITS)}")
+    if units != "auto":
+        return units
+    lo = float(image.min())
+    if lo < HU_BELOW:
+        print(
+            f"recon ct: reading {source} as HU (values down to {lo:.0f}); --units a.u. for "
+            "attenuation-like values",
+            file=sys.stderr,
+        )
+        return "HU"
+    return "a.u."
+
+
+def check_units_option(spec: str, units: str | None) -> None:
+    """ValueError when ``--units`` is given for an input that carries its own units."""
+    if units is not None and not str(spec).lower().endswith(".npy"):
+        raise ValueError(
+            f"--units {units}: only a .npy image takes its units from this option; {spec} "
+            "carries its own (DICOM and NRRD: HU; phantoms: a.u.)"
+        )
+
+
 def load_ct_input(
-    spec: str, size: int = 256, slice_index: int | None = None, seed: int = 0
+    spec: str,
+    size: int = 256,
+    slice_index: int | None = None,
+    seed: int = 0,
+    units: str | None = None,
 ) -> CTInput:
+    """The image of ``spec`` with its units and pixel size. ``units`` (auto, HU, a.u.) applies to
+    ``.npy`` images only (``npy_units``); other inputs carry their own units, and giving it for
+    them is refused (it would be ignored)."""
+    check_units_option(spec, units)
     if spec.startswith("phantom:"):
         from data.phantoms import random_ellipses, shepp_logan
 
@@ -90,7 +131,8 @@ def load_ct_input(
     if path.suffix.lower() == ".npy":
         from data.npy import load_npy_image
 
-        return CTInput(load_npy_image(path).astype(np.float32), "a.u.", 1.0, str(path))
+        img = load_npy_image(path).astype(np.float32)
+        return CTInput(img, npy_units(img, units or "auto", str(path)), 1.0, str(path))
     from data.dicom import read_dicom_file
 
     if path.is_dir() or is_nrrd(path):
@@ -156,6 +198,13 @@ def add_options(p: argparse.ArgumentParser) -> None:
         "--size", type=count(8, MAX_SIZE, " (a phantom's pixels per side)"), default=None,
         help="a phantom: input's pixels per side (default 256); other inputs keep their own size",
     )  # fmt: skip
+    p.add_argument(
+        "--units",
+        choices=NPY_UNITS,
+        default=None,
+        help="a .npy image's units (default auto: HU when it has values below -100, else "
+        "attenuation-like a.u.); DICOM and NRRD inputs are HU",
+    )
     p.add_argument(
         "--geometry", choices=["parallel", "fan"], default="parallel", help="(default parallel)"
     )
@@ -310,6 +359,7 @@ def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
     files into ``out`` (metrics.json last) and return the metrics. A DICOM series folder goes
     to ``recon.ct_series.reconstruct_series`` (every slice, or those ``--slice`` selects)."""
     size = phantom_size(args)  # refuses --size for inputs with their own size, series too
+    check_units_option(args.input, getattr(args, "units", None))
     if _is_series(args.input):
         from recon.ct_series import reconstruct_series
 
@@ -320,7 +370,7 @@ def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
             "slices of a DICOM series folder or an NRRD volume"
         )
     out = Path(out)
-    inp = load_ct_input(args.input, size, None, args.seed)
+    inp = load_ct_input(args.input, size, None, args.seed, getattr(args, "units", None))
     if float(inp.image.max()) == float(inp.image.min()):
         raise ValueError(
             f"--input {args.input}: a constant image (every pixel {float(inp.image.min()):g}): "

@@ -180,6 +180,44 @@ def test_npy_input_wrong_shape(tmp_path, capsys):
     assert "vol.npy" in capsys.readouterr().err
 
 
+def test_npy_in_hu_is_read_as_hu_and_units_option(tmp_path, capsys):
+    """A slice saved in HU as .npy is simulated as HU (auto: values below −100), so a photon
+    scan of it is the scan of the DICOM slice: same PSNR to round-off. `--units a.u.` on it is
+    refused for photons (negative attenuation), and `--units` for a DICOM input is refused."""
+    from data.bundled import load_bundled
+
+    hu = tmp_path / "slice.npy"
+    np.save(hu, load_bundled("ct-small").hu.astype(np.float32))
+    common = ["--views", "30", "--photons", "1e5", "--solver", "fbp", "--quiet"]
+    assert _run(["--input", str(hu), *common, "--out", str(tmp_path / "n")]) == 0
+    assert "reading" in capsys.readouterr().err
+    assert _run(["--input", "bundled:ct-small", *common, "--out", str(tmp_path / "d")]) == 0
+    m_npy = json.loads((tmp_path / "n" / "metrics.json").read_text())
+    m_dcm = json.loads((tmp_path / "d" / "metrics.json").read_text())
+    assert m_npy["units"] == "HU"
+    # pixel size: 1 mm for .npy, the file's for DICOM; photon statistics differ slightly
+    assert abs(m_npy["psnr"] - m_dcm["psnr"]) < 1.0  # 0.11 dB; read as a.u. it was 11 dB lower
+    bad = ["--input", str(hu), "--units", "a.u.", *common, "--out", str(tmp_path / "a")]
+    assert _run(bad) == 2
+    assert "attenuation" in capsys.readouterr().err
+    bad = ["--input", "bundled:ct-small", "--units", "HU", "--out", str(tmp_path / "b")]
+    assert _run(bad) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--units HU" in err[0]
+
+
+def test_api_refuses_an_image_that_cannot_be_in_its_units():
+    from recon.api import ct_problem
+
+    image = np.zeros((32, 32), np.float32)
+    image[8:24, 8:24] = 0.5  # attenuation-like values given as HU
+    with pytest.raises(ValueError, match="units='a.u.'"):
+        ct_problem(image, views=8)
+    assert ct_problem(image, units="a.u.", views=8, photons=1e4).units == "a.u."
+    with pytest.raises(ValueError, match="units='HU'"):
+        ct_problem(image * 2000 - 1000, units="a.u.", views=8, photons=1e4)
+
+
 def test_a_runaway_run_with_a_sigma_input_prior_says_what_to_change(tmp_path, capsys):
     """σ far below the shipped aelpn-ct's stable range: the run ends 'diverged' and stderr names
     the options. (Measured on this slice, σ = 0.01 × the range: ||x|| passes the 10³ growth

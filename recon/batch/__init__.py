@@ -230,10 +230,17 @@ def _failed(unit: Unit, error: str) -> dict[str, Any]:
 
 def _refuse_ignored_options(args: argparse.Namespace, files: list[Path]) -> None:
     """Refuse up front, not once per scan, the options no input of the run would use: ``--size``
-    (files keep their own size) and ``--coils`` when an input is measured k-space (``.h5``)."""
+    (files keep their own size), ``--coils`` when an input is measured k-space (``.h5``) and
+    ``--units`` when an input is not a ``.npy`` image (DICOM carries its own)."""
     if getattr(args, "size", None) is not None:
         raise ValueError(
             f"--size {args.size}: batch inputs are files, reconstructed at their own size"
+        )
+    own_units = [f for f in files if f.suffix.lower() != ".npy"]
+    if getattr(args, "units", None) is not None and own_units:
+        raise ValueError(
+            f"--units {args.units}: {len(own_units)} input(s) carry their own units (e.g. "
+            f"{own_units[0]}); --units sets the units of .npy images"
         )
     kspace = [f for f in files if f.suffix.lower() == ".h5"]
     if getattr(args, "coils", None) is not None and kspace:
