@@ -248,6 +248,25 @@ def prior_key(prior: str | Path) -> str:
     return Path(name).stem if name.endswith(".safetensors") else name
 
 
+def preset_from(path: str | Path) -> str | None:
+    """The shipped prior a checkpoint was fine-tuned from (``recon train --init NAME``, carried
+    over through further ``--init`` stages as ``meta["preset_from"]``; an older checkpoint's
+    ``meta["init"]`` when it names a shipped prior), or None. Reads the header only."""
+    from safetensors import safe_open
+
+    from priors.checkpoint import shipped_priors
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get("meta", "{}"))
+    except (OSError, ValueError, RuntimeError):
+        return None  # not a readable checkpoint: loading it reports that
+    if not isinstance(meta, dict):
+        return None
+    name = meta.get("preset_from") or meta.get("init")
+    return name if isinstance(name, str) and name in shipped_priors() else None
+
+
 def presets_for_prior(presets: dict, prior: str | Path | None) -> dict[str, Any]:
     """``presets`` with the overrides filed for ``prior`` merged into their solver sections.
 
@@ -255,7 +274,8 @@ def presets_for_prior(presets: dict, prior: str | Path | None) -> dict[str, Any]
     for a prior trained at noise σ), so the ADMM ρ that balances it against the data is a
     property of the prior: a preset may hold ``"priors": {"lpn-ct": {"pnp-admm": {"rho_rel":
     0.03}}}``. The result has no ``priors`` table (its sections are what a run with ``prior``
-    uses)."""
+    uses). A checkpoint path without overrides of its own (by its file stem) takes those of the
+    shipped prior it was fine-tuned from (``preset_from``): the same σ rule and ρ."""
     skip = ("priors", USER_KEY)
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in presets.items() if k not in skip}
     if prior is None:
@@ -267,7 +287,10 @@ def presets_for_prior(presets: dict, prior: str | Path | None) -> dict[str, Any]
         )
     user = presets.get(USER_KEY, {})
     # shipped per-prior overrides, then the user's sections, then the user's per-prior ones
-    layers = (table.get(prior_key(prior), {}), user.get("", {}), user.get(prior_key(prior), {}))
+    key = prior_key(prior)
+    if key not in table and str(prior).endswith(".safetensors"):
+        key = preset_from(prior) or key
+    layers = (table.get(key, {}), user.get("", {}), user.get(prior_key(prior), {}))
     for layer in layers:
         for solver, over in layer.items():
             out[solver] = merge_section(out.get(solver, {}), over)

@@ -314,3 +314,22 @@ def test_projection_matrix_switch_gives_the_same_tv_image(tmp_path):
         assert runs[mode]["geometry"]["projection_matrix"] is (mode == "on")
     assert abs(runs["on"]["baseline"]["psnr"] - runs["off"]["baseline"]["psnr"]) < 1e-4
     assert abs(runs["on"]["psnr"] - runs["off"]["psnr"]) < 0.01
+
+
+def test_a_fine_tune_runs_with_the_preset_of_its_shipped_parent(tmp_path):
+    """`recon train --init ridge-ct` writes a checkpoint that `recon ct --prior PATH` runs with
+    ridge-ct's σ rule and ρ, without σ options (it used to ask for --prior-sigma-noise)."""
+    from recon.pipeline import load_presets, preset_from, presets_for_prior
+
+    ckpt = tmp_path / "mine.safetensors"
+    train = ["train", "--kind", "fne-ridge", "--init", "ridge-ct", "--data", "ellipses"]
+    train += ["--steps", "2", "--batch", "2", "--patch", "32", "--threads", "1"]
+    assert main([*train, "--out", str(ckpt)]) == 0
+    assert preset_from(ckpt) == "ridge-ct"
+    shipped = presets_for_prior(load_presets("ct"), "ridge-ct")["pnp-admm"]
+    assert presets_for_prior(load_presets("ct"), ckpt)["pnp-admm"] == shipped
+    out = tmp_path / "o"
+    args = ["--input", "phantom:shepp-logan", "--size", "48", "--views", "20", "--quiet"]
+    assert _run([*args, "--prior", str(ckpt), "--iters", "3", "--out", str(out)]) == 0
+    p = json.loads((out / "metrics.json").read_text())["parameters"]
+    assert p["prior_sigma_noise"] == shipped["prior_sigma_noise"]
