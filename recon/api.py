@@ -24,6 +24,7 @@ nearly halves a 512² learned prox on glibc; a script that calls this API does t
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,7 +66,9 @@ class CTProblem:
 @dataclass
 class Result:
     """``image`` (H, W) float32 in the problem's units, its PSNR/SSIM against the reference
-    (data range of the reference), the internal image ``x``, and the solver's record."""
+    (data range of the reference), the internal image ``x``, and the solver's record.
+    ``unusable``: why the image is not usable (the solver diverged, or it ended far from the
+    data: `recon ct`/`recon mri` exit 3 then), else None; ``solve`` also warns then."""
 
     image: np.ndarray
     psnr: float
@@ -78,6 +81,22 @@ class Result:
     params: dict
     history: dict = field(default_factory=dict)
     objective: str = ""
+    unusable: str | None = None
+
+
+def _checked(result: Result, record: dict) -> Result:
+    """``result`` with ``unusable`` set from the run's record (``unusable_reason``), warning
+    (RuntimeWarning) when the image is not usable, as `recon ct` does on stderr."""
+    from recon.pipeline import unusable_reason
+
+    result.unusable = unusable_reason(record, result.history)
+    if result.unusable:
+        warnings.warn(
+            f"recon.api.solve: the image is not usable: {result.unusable}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return result
 
 
 HU_TOO_SMALL = 10.0  # an image in HU whose values all lie within ±10 HU is not in HU
@@ -190,11 +209,12 @@ def _solve_mri(
     m = {"psnr": float("nan"), "ssim": float("nan")}
     if problem.reference is not None:
         m = evaluate(center_crop(problem.reference, problem.recon_size), image)
-    return Result(image=image, psnr=m["psnr"], ssim=m["ssim"],
-                  x=torch.from_numpy(x)[None, None], iterations=record["iterations"],
-                  seconds=seconds, converged=record["converged"],
-                  stop_reason=record["stop_reason"], params=record["params"], history=history,
-                  objective=record.get("objective", ""))  # fmt: skip
+    result = Result(image=image, psnr=m["psnr"], ssim=m["ssim"],
+                    x=torch.from_numpy(x)[None, None], iterations=record["iterations"],
+                    seconds=seconds, converged=record["converged"],
+                    stop_reason=record["stop_reason"], params=record["params"], history=history,
+                    objective=record.get("objective", ""))  # fmt: skip
+    return _checked(result, record)
 
 
 def solve(
@@ -250,7 +270,8 @@ def solve(
     ref = problem.image
     image = problem.to_units(rec.x)
     m = image_metrics(image, ref, float(ref.max() - ref.min()))
-    return Result(image=image, psnr=m["psnr"], ssim=m["ssim"], x=rec.x.detach(),
-                  iterations=rec.iterations, seconds=rec.seconds, converged=rec.converged,
-                  stop_reason=rec.stop_reason, params=rec.params, history=rec.history,
-                  objective=rec.objective)  # fmt: skip
+    result = Result(image=image, psnr=m["psnr"], ssim=m["ssim"], x=rec.x.detach(),
+                    iterations=rec.iterations, seconds=rec.seconds, converged=rec.converged,
+                    stop_reason=rec.stop_reason, params=rec.params, history=rec.history,
+                    objective=rec.objective)  # fmt: skip
+    return _checked(result, rec.record())

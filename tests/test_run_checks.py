@@ -70,3 +70,30 @@ def test_the_advice_names_only_what_would_change_something():
     done = _unusable_line("why", {**base, "solver_run": "pnp-admm", "certified_prior": True})
     assert "Try" not in done and "check the data" in done
     assert _unusable_line("why", base, where="slice 3: ").startswith("warning: slice 3: why")
+
+
+def test_api_result_says_unusable_and_warns(tmp_path):
+    """recon.api.solve sets Result.unusable (and warns) where `recon ct` would exit 3: an
+    untrained AE-LPN (random weights) pulls the image far from the data; TV on the same problem
+    is usable and says nothing."""
+    import warnings
+
+    import pytest
+    import torch
+
+    from data.phantoms import shepp_logan
+    from priors.checkpoint import save_checkpoint
+    from priors.lpn import ConvLPN
+    from recon.api import ct_problem, solve
+
+    torch.manual_seed(0)
+    path = tmp_path / "untrained.safetensors"
+    save_checkpoint(path, ConvLPN(kind="aelpn", width=4, levels=1, depth=1).eval())
+    pb = ct_problem(shepp_logan(48), units="a.u.", views=20)
+    with pytest.warns(RuntimeWarning, match="not usable"):
+        bad = solve(pb, "pnp-admm", path, iters=10)  # misfit ×3.9e4, −29 dB
+    assert bad.unusable and any(w in bad.unusable for w in ("worse", "larger", "diverged"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        good = solve(pb, "tv", iters=20)
+    assert good.unusable is None and good.psnr > bad.psnr

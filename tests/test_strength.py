@@ -94,7 +94,7 @@ def test_api_solve_takes_a_strength():
     one = api.solve(problem, "tv", iters=3)
     two = api.solve(problem, "tv", iters=3, strength=2.0)
     assert two.params["tv_weight"] == pytest.approx(2 * one.params["tv_weight"], rel=1e-12)
-    ct = api.ct_problem(shepp_logan(32), views=8)
+    ct = api.ct_problem(shepp_logan(32), units="a.u.", views=8)
     a, b = api.solve(ct, "tv", iters=2), api.solve(ct, "tv", iters=2, strength=2.0)
     assert b.params["tv_weight"] == pytest.approx(2 * a.params["tv_weight"], rel=1e-12)
 
