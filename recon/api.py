@@ -173,8 +173,9 @@ def mri_problem(
     recon_size: tuple[int, int] | None = None,
     device: str | torch.device = "cpu",
 ) -> MRIProblem:
-    """Undersample ``data``: fully sampled complex k-space (C, H, W) (its ``reference`` and
-    ``recon_size`` optional), or a real 2-D magnitude image simulated with ``coils`` coils
+    """Undersample ``data``: fully sampled complex k-space (C, H, W) (``recon_size`` optional;
+    ``reference`` by default fastMRI's: the RSS of its coil images, cropped to the recon size),
+    or a real 2-D magnitude image simulated with ``coils`` coils
     (smooth random phase and birdcage maps seeded by ``seed``; the image is the reference).
     ``mask``: random | equispaced (fastMRI columns), poisson or radial."""
     from data.fastmri import simulate_multicoil
@@ -187,10 +188,27 @@ def mri_problem(
         arr, reference, _ = simulate_multicoil(np.abs(arr), coils, seed)
     elif arr.ndim != 3:
         raise ValueError(f"expected k-space (C, H, W) or a real 2-D image, got shape {arr.shape}")
+    elif not np.iscomplexobj(arr):
+        raise ValueError(
+            f"a real {arr.shape} array: k-space (C, H, W) is complex; a magnitude image is 2-D"
+        )
+    elif arr.shape[0] > 64 and arr.shape[-1] < arr.shape[0] // 4:
+        raise ValueError(
+            f"k-space of shape {arr.shape} reads as {arr.shape[0]} coils of {arr.shape[1]}×"
+            f"{arr.shape[2]}: is it (H, W, C)? k-space is (C, H, W): np.moveaxis(k, -1, 0)"
+        )
+    elif reference is None:
+        from data.peer_mri import rss_center
+
+        # fully sampled k-space: fastMRI's reference, the RSS of its coil images
+        reference = rss_center(arr, tuple(recon_size or arr.shape[-2:]))
     return build(
         arr.astype(np.complex64), reference=reference, recon_size=recon_size, mask=mask,
         accel=accel, center_fraction=center_fraction, seed=seed, device=device,
     )  # fmt: skip
+
+
+MRI_SOLVERS = ("zero-filled", "tv", "pnp-admm", "pnp-pgd")
 
 
 def _solve_mri(
@@ -251,6 +269,10 @@ def solve(
 
         prior = DEFAULT_PRIOR["mri"] if prior is None else prior
         solver = default_solver(prior) if solver is None else solver
+        if solver not in MRI_SOLVERS:
+            raise ValueError(
+                f"solver {solver!r} for an MRI problem: one of {', '.join(MRI_SOLVERS)}"
+            )
         if start is not None:
             raise ValueError("start: not supported for MRI problems")
         return _solve_mri(problem, solver, prior, config, iters, tol, progress, strength)

@@ -1,0 +1,46 @@
+"""recon.api's MRI inputs: what a script may hand to ``mri_problem`` and ``solve``, and the
+one-line errors for what it cannot mean."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from data.fastmri import simulate_multicoil
+from data.peer_mri import rss_center
+from data.phantoms import shepp_logan
+from recon import api
+
+
+@pytest.fixture(scope="module")
+def kspace():
+    k, _, _ = simulate_multicoil(shepp_logan(96).astype(np.float32), 4, 0)
+    return k.astype(np.complex64)
+
+
+def test_fully_sampled_kspace_is_scored_against_its_rss(kspace):
+    """k-space without a reference: fastMRI's reference (the RSS of its coil images), so PSNR is
+    a number; the zero-filled image of an undersampled scan scores below a solver's."""
+    pb = api.mri_problem(kspace, accel=4, center_fraction=0.16)
+    np.testing.assert_allclose(pb.reference, rss_center(kspace, (96, 96)), rtol=1e-6)
+    zf = api.solve(pb, "zero-filled")
+    tv = api.solve(pb, "tv", iters=30)
+    assert np.isfinite(zf.psnr) and tv.psnr > zf.psnr + 3
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda k: np.abs(k), "is complex"),  # a real stack is not k-space
+        (lambda k: np.moveaxis(np.tile(k, (1, 1, 1)), 0, -1)[:, :, :4], "moveaxis"),
+    ],
+)
+def test_arrays_that_are_not_kspace_are_refused(kspace, make, match):
+    with pytest.raises(ValueError, match=match):
+        api.mri_problem(make(kspace))
+
+
+def test_an_mri_solver_name_is_checked_with_the_list(kspace):
+    pb = api.mri_problem(kspace, accel=4, center_fraction=0.16)
+    with pytest.raises(ValueError, match="zero-filled"):
+        api.solve(pb, "fbp")
