@@ -278,6 +278,10 @@ def test_interrupted_redo_with_new_options_redoes_the_old_scans(tmp_path, cluste
     summary = json.loads((out / "summary.json").read_text())
     status = {r["name"]: r["status"] for r in summary["scans"]}
     assert status == {units[0].name: "done", units[1].name: "skipped"}
+    # --threads changes the speed, not the images: a rerun with it finds every scan finished
+    assert _batch([*base, "--views", "30", "--threads", "1"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert {r["status"] for r in summary["scans"]} == {"skipped"}
     for u in units:
         assert json.loads((Path(u.out) / "metrics.json").read_text())["geometry"]["views"] == 30
 

@@ -36,7 +36,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from recon.batch.plan import Unit, find_inputs, group_tasks, options_digest, plan_units
+from recon.batch.plan import (
+    NEUTRAL_OPTIONS,
+    Unit,
+    find_inputs,
+    group_tasks,
+    options_digest,
+    plan_units,
+)
 from recon.batch.summary import exit_status, metrics_row, summarize, write_summary
 from recon.outputs import save_json
 
@@ -117,7 +124,8 @@ def _check_record(out: Path, modality: str, options: dict[str, Any], redo: bool)
             raise ValueError(f"{record}: not valid JSON ({exc}); remove it or use --redo") from None
         before = {"modality": old.get("modality"), **(old.get("options") or {})}
         now = {"modality": modality, **save_json_roundtrip(options)}
-        diff = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        keys = (set(before) | set(now)) - set(NEUTRAL_OPTIONS)
+        diff = sorted(k for k in keys if before.get(k) != now.get(k))
         if diff:
             changes = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in diff)
             raise ValueError(

@@ -28,15 +28,19 @@ MARKER = "metrics.json"
 OPTIONS_MARK = ".batch-options"  # digest of the options a scan's files were made with
 
 
+# options that change how fast a scan runs, not its result: a rerun may change them freely
+NEUTRAL_OPTIONS = ("threads",)
+
+
 def options_digest(modality: str, options: dict) -> str:
-    """A short fingerprint of a run's options (keys starting with '_' left out): a scan is
-    finished *with these options* when its folder's OPTIONS_MARK holds it."""
+    """A short fingerprint of a run's options (keys starting with '_' and ``NEUTRAL_OPTIONS``
+    left out): a scan is finished *with these options* when its folder's OPTIONS_MARK holds it."""
     import hashlib
     import json
 
     from recon.outputs import jsonable
 
-    clean = {k: v for k, v in options.items() if not k.startswith("_")}
+    clean = {k: v for k, v in options.items() if not k.startswith("_") and k not in NEUTRAL_OPTIONS}
     text = json.dumps({"modality": modality, **jsonable(clean)}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
