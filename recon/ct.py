@@ -67,6 +67,7 @@ def phantom_size(args: argparse.Namespace) -> int:
 
 
 NPY_UNITS = ("auto", "HU", "a.u.")
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
 HU_BELOW = -100.0  # an image with values below this is in HU (attenuation is never negative)
 
 
@@ -135,6 +136,11 @@ def load_ct_input(
         return CTInput(img, npy_units(img, units or "auto", str(path)), 1.0, str(path))
     from data.dicom import read_dicom_file
 
+    if path.suffix.lower() in PICTURE_SUFFIXES:
+        raise ValueError(
+            f"--input {path}: a picture file holds no CT units; give a DICOM file or series, an "
+            "NRRD volume, or the image as .npy (np.save; HU or attenuation-like, --units)"
+        )
     if path.is_dir() or is_nrrd(path):
         vol = read_ct_volume(path)
         k = len(vol.hu) // 2 if slice_index is None else slice_index

@@ -165,9 +165,14 @@ def test_ct_phantom_fan_pgd_with_checkpoint_path(tmp_path):
             "unknown prior",
         ),
         (["--input", "phantom:shepp-logan", "--size", "32", "--views", "0"], "views"),
+        (["--input", "PICTURE"], "picture file holds no CT units"),
     ],
 )
 def test_bad_input_exit_2_with_message(tmp_path, capsys, args, msg):
+    if "PICTURE" in args:
+        picture = tmp_path / "slice.png"
+        picture.write_bytes(b"\x89PNG\r\n\x1a\n")
+        args = [str(picture) if a == "PICTURE" else a for a in args]
     assert _run([*args, "--iters", "1", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and msg in err[0]
