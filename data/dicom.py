@@ -17,6 +17,7 @@ itself decodes RLE; 12-bit JPEG Extended (process 4) needs pylibjpeg-libjpeg (GP
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +60,7 @@ class CTSlice:
     path: Path
     orientation: tuple[float, ...] | None = None  # ImageOrientationPatient (row, column cosines)
     thickness: float | None = None  # SliceThickness, mm
+    series_uid: str | None = None  # SeriesInstanceUID
 
 
 @dataclass
@@ -121,6 +123,7 @@ def read_dicom_file(path: str | Path) -> CTSlice:
         path=path,
         orientation=tuple(float(v) for v in iop) if iop is not None and len(iop) == 6 else None,
         thickness=float(thick) if thick not in (None, "") else None,
+        series_uid=str(getattr(ds, "SeriesInstanceUID", "") or "") or None,
     )
 
 
@@ -144,7 +147,8 @@ def decode_pixels(ds, path: str | Path) -> np.ndarray:
 def read_dicom_series(folder: str | Path) -> CTVolume:
     """All slices in a folder as one HU volume (S, H, W), ordered by their position along the
     slice normal (InstanceNumber when any position is missing), duplicate positions dropped
-    (first kept).
+    (first kept, with a warning). A folder holding several series (SeriesInstanceUID) is
+    refused.
 
     Raises DicomError naming the folder when it holds no DICOM files, and naming the file for
     an unreadable file or a slice whose size differs from the first one (both sizes given)."""
@@ -163,6 +167,16 @@ def read_dicom_series(folder: str | Path) -> CTVolume:
             raise DicomError(
                 f"{s.path}: slice size {s.hu.shape} differs from {shape0} of {slices[0].path}"
             )
+    by_series: dict[str, Path] = {}
+    for s in slices:
+        if s.series_uid is not None:
+            by_series.setdefault(s.series_uid, s.path)
+    if len(by_series) > 1:
+        a, b = list(by_series.values())[:2]
+        raise DicomError(
+            f"{folder}: holds {len(by_series)} series (SeriesInstanceUID differs, e.g. {a.name} "
+            f"and {b.name}); give each series its own folder"
+        )
     if all(s.position is not None for s in slices):
         # distance along the slice normal r × c (z for an axial series; y for a coronal one)
         iop = slices[0].orientation
@@ -171,12 +185,19 @@ def read_dicom_series(folder: str | Path) -> CTVolume:
     else:
         key = [float(s.instance if s.instance is not None else i) for i, s in enumerate(slices)]
     order = np.argsort(key, kind="stable")
-    kept, seen = [], set()
+    kept, seen, dropped = [], {}, []
     for i in order:
         if key[i] in seen:
+            dropped.append((slices[i].path, slices[seen[key[i]]].path))
             continue
-        seen.add(key[i])
+        seen[key[i]] = i
         kept.append(i)
+    if dropped:
+        warnings.warn(
+            f"{folder}: {len(dropped)} slice(s) at the position of another were left out (e.g. "
+            f"{dropped[0][0].name}, at the position of {dropped[0][1].name})",
+            stacklevel=2,
+        )
     located = all(s.position is not None for s in slices)
     first = slices[kept[0]]
     return CTVolume(

@@ -142,9 +142,24 @@ def test_duplicate_positions_dropped_and_padding_clipped(tmp_path):
     st[0, 0] = 0  # stored 0 -> HU = 0*1 - 3024: scanner padding
     write_ct_slice(tmp_path / "a.dcm", st, 0.0, slope=1.0, intercept=-3024.0)
     write_ct_slice(tmp_path / "b.dcm", st, 0.0, slope=1.0, intercept=-3024.0)
-    vol = read_dicom_series(tmp_path)
+    with pytest.warns(UserWarning, match="b.dcm, at the position of a.dcm"):
+        vol = read_dicom_series(tmp_path)
     assert vol.hu.shape[0] == 1
     assert vol.hu[0, 0, 0] == -1024.0
+
+
+def test_a_folder_of_two_series_is_refused(tmp_path):
+    """Two series in one folder (another SeriesInstanceUID) would interleave into one volume:
+    refused naming a file of each."""
+    from tests.test_ct_series import _series
+
+    _series(tmp_path / "s", n=2)
+    other = tmp_path / "s" / "other.dcm"
+    ds = pydicom.dcmread(tmp_path / "s" / "f0.dcm")
+    ds.SeriesInstanceUID = "1.2.3.4.6"
+    ds.save_as(other)
+    with pytest.raises(DicomError, match="2 series .*give each series its own folder"):
+        read_dicom_series(tmp_path / "s")
 
 
 def test_resample_to_common_spacing():
