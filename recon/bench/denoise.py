@@ -160,7 +160,16 @@ def _plot(results: dict, out: Path) -> None:
 
 
 def add_bench_parser(bsub) -> None:
-    d = bsub.add_parser("denoise", help="denoising PSNR vs noise level and affine sweep")
+    import argparse
+
+    from recon.argtypes import count
+
+    d = bsub.add_parser(
+        "denoise",
+        help="denoising PSNR vs noise level and affine sweep",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     d.add_argument(
         "--model",
         action="append",
@@ -169,7 +178,12 @@ def add_bench_parser(bsub) -> None:
         help="a prior to evaluate (shipped name or .safetensors path); repeatable",
     )
     d.add_argument("--out", default="out/bench-denoise")
-    d.add_argument("--size", type=int, default=128, help="held-out images cropped to this size")
+    d.add_argument(
+        "--size", type=count(16, 4096), default=128, help="held-out images cropped to this size"
+    )
+    d.add_argument(
+        "--threads", type=count(1, 1024), default=1, help="torch threads (1: stable timings)"
+    )
     d.add_argument(
         "--noise-level",
         choices=["estimate", "true"],
@@ -180,6 +194,7 @@ def add_bench_parser(bsub) -> None:
 
 
 def run_bench(args) -> int:
+    torch.set_num_threads(args.threads)
     models = {}
     for spec in args.model:
         name, _, path = spec.partition("=")
