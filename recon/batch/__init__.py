@@ -31,6 +31,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -154,13 +156,23 @@ def _client(args: argparse.Namespace):
         except (OSError, TimeoutError) as exc:
             raise ValueError(f"--scheduler {args.scheduler}: cannot connect ({exc})") from None
     n = args.workers or _cores()
-    cluster = LocalCluster(
-        n_workers=n,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-    )
+    # The worker processes start with SIGINT ignored (inherited; Python then installs no
+    # KeyboardInterrupt handler in them), so Ctrl-C reaches this process only, which closes the
+    # cluster; their logs stop at CRITICAL, so the heartbeats that fail while it closes say
+    # nothing. A task's own errors reach us as its exception (failures.json), not as logs.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
+    try:
+        cluster = LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.CRITICAL,
+        )
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     return Client(cluster), cluster
 
 
