@@ -6,8 +6,10 @@ restores the generator's state resumes on exactly the same batches.
 * ``ellipse_sampler``: random-ellipse CT phantoms made on the fly (the standard synthetic CT
   training set: a body-like outer ellipse plus random inner ellipses of random attenuation,
   values in [0, 1]); vectorized in torch, fast enough to feed training on a CPU.
-* ``image_folder_sampler``: random patches of a user's images (``.npy``, ``.png``/``.jpg``/``.tif``,
-  DICOM, fastMRI ``.h5``), each min-max normalized unless ``normalize=False``.
+* ``read_image_folder`` / ``image_folder_sampler``: a user's images (``.npy``,
+  ``.png``/``.jpg``/``.tif``, DICOM with or without ``.dcm``, fastMRI ``.h5``), each min-max
+  normalized unless ``normalize=False``; a file that cannot be read, or has a NaN or infinite
+  pixel, is refused by name.
 * ``complex_sampler``: turns a real sampler into 2-channel complex images (real, imag) with a
   smooth random phase, for MRI priors.
 * ``real_ct_slices``: the real 512×512 head CT slices that pydicom ships (two patients), in the
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,10 @@ import torch
 __all__ = [
     "ellipse_sampler",
     "image_folder_sampler",
+    "image_files",
+    "read_image_file",
+    "read_image_folder",
+    "ImageFolder",
     "complex_sampler",
     "real_ct_slices",
     "mix_samplers",
@@ -79,32 +86,91 @@ def ellipse_sampler(size: int = 64, max_ellipses: int = 12) -> Sampler:
     return sample
 
 
-def _read_any(path: Path) -> list[np.ndarray]:
-    """2-D float images from one file (a volume gives its slices)."""
+IMAGE_SUFFIXES = (".npy", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".h5", ".hdf5")
+
+
+def _is_dicom(path: Path) -> bool:
+    """True if pydicom recognises ``path`` as DICOM (the 'DICM' magic after the preamble)."""
+    from pydicom.misc import is_dicom
+
+    try:
+        return is_dicom(path)
+    except OSError:
+        return False
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """The training image files under ``folder`` (searched recursively, sorted, hidden files
+    skipped): those with a suffix in ``IMAGE_SUFFIXES``, and DICOM files with another or no
+    suffix (``IM0000``) that pydicom recognises."""
+    root = Path(folder)
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and not p.name.startswith(".")
+        and (p.suffix.lower() in IMAGE_SUFFIXES or _is_dicom(p))
+    )
+
+
+def _load_array(path: Path) -> np.ndarray:
+    """The array stored in one image file (any exception on an unreadable file)."""
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        arr = np.load(path, allow_pickle=False)
-    elif suffix in (".h5", ".hdf5"):
+        return np.load(path, allow_pickle=False)
+    if suffix in (".h5", ".hdf5"):
         import h5py
 
         with h5py.File(path, "r") as f:
             key = next((k for k in ("reconstruction_rss", "reconstruction_esc") if k in f), None)
             if key is None:
-                raise ValueError(f"{path}: no reconstruction_rss/_esc dataset to train on")
-            arr = np.asarray(f[key])
-    elif suffix in (".dcm", ""):
+                raise ValueError("no reconstruction_rss/_esc dataset to train on")
+            return np.asarray(f[key])
+    if suffix not in IMAGE_SUFFIXES or suffix == ".dcm":
         import pydicom
 
         ds = pydicom.dcmread(path)
         slope = float(getattr(ds, "RescaleSlope", 1.0))
-        arr = ds.pixel_array.astype(np.float32) * slope + float(getattr(ds, "RescaleIntercept", 0))
-    else:
-        from skimage import color, io
+        return ds.pixel_array.astype(np.float32) * slope + float(getattr(ds, "RescaleIntercept", 0))
+    from skimage import color, io
 
-        arr = io.imread(path)
-        if arr.ndim == 3:
-            arr = color.rgb2gray(arr[..., :3])
-    arr = np.asarray(arr, dtype=np.float32)
+    arr = io.imread(path)
+    return color.rgb2gray(arr[..., :3]) if arr.ndim == 3 else arr
+
+
+def _why(exc: Exception) -> str:
+    """The first sentence of a reader's error, without advice meant for its API (pydicom's
+    "Use force=True", imageio's "pip install" plugins)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "backend" in text:  # imageio: "Could not find a backend to open ..."
+        return "not a valid image of its type"
+    return text.split(". ")[0].rstrip(".")
+
+
+def read_image_file(path: str | Path, complex_images: str = "refuse") -> list[np.ndarray]:
+    """2-D float32 images from one file (a volume or stack gives its slices).
+
+    Raises a ValueError naming the file when it cannot be read, holds no numbers, has a NaN or
+    infinite pixel, or is not 2-D or 3-D. Complex values are refused (``complex_images=
+    "refuse"``) or replaced by their magnitude (``"magnitude"``)."""
+    path = Path(path)
+    try:
+        arr = np.asarray(_load_array(path))
+    except Exception as exc:  # decoders raise anything on a truncated or foreign file
+        raise ValueError(f"{path}: unreadable ({_why(exc)})") from None
+    if arr.dtype.kind not in "buifc":
+        raise ValueError(f"{path}: holds {arr.dtype} values, not numbers")
+    if np.iscomplexobj(arr):
+        if complex_images != "magnitude":
+            raise ValueError(
+                f"{path}: complex values, but 1-channel training takes real images (--channels "
+                "2 trains a complex MRI prior on their magnitude with a smooth random phase)"
+            )
+        arr = np.abs(arr)
+    bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+    if bad:
+        raise ValueError(f"{path}: {bad} pixel(s) are NaN or infinite; fix or remove the file")
+    arr = arr.astype(np.float32)
     if arr.ndim == 2:
         return [arr]
     if arr.ndim == 3:
@@ -112,26 +178,62 @@ def _read_any(path: Path) -> list[np.ndarray]:
     raise ValueError(f"{path}: expected a 2-D image or a stack of them, got shape {arr.shape}")
 
 
-def image_folder_sampler(
-    folder: str | Path, patch: int = 64, normalize: bool = True
-) -> tuple[Sampler, int]:
-    """Patches from every readable image under ``folder``; returns (sampler, number of images)."""
-    from data.natural import patch_sampler
+@dataclass
+class ImageFolder:
+    """The usable training images of a folder, file by file."""
 
+    root: Path
+    files: list[Path]  # the files with at least one image of at least patch × patch, sorted
+    images: list[list[np.ndarray]]  # each such file's images of at least patch × patch
+    too_small: int  # images left out for being smaller than patch × patch
+
+
+def read_image_folder(
+    folder: str | Path, patch: int, normalize: bool = True, complex_images: str = "refuse"
+) -> ImageFolder:
+    """Every image under ``folder`` (``image_files``) read with ``read_image_file``, each min-max
+    normalized unless ``normalize=False``; those smaller than ``patch`` × ``patch`` are counted
+    and left out. Raises a ValueError naming the folder when it holds no image files, or the
+    file that cannot be used."""
     root = Path(folder)
     if not root.is_dir():
         raise ValueError(f"{root}: not a folder of training images")
-    exts = {".npy", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".h5", ".hdf5"}
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts)
-    images: list[np.ndarray] = []
-    for p in files:
-        for im in _read_any(p):
+    files = image_files(root)
+    if not files:
+        raise ValueError(
+            f"{root}: no training images found (looked for {', '.join(IMAGE_SUFFIXES)} and "
+            "DICOM files without a suffix)"
+        )
+    kept: list[Path] = []
+    images: list[list[np.ndarray]] = []
+    too_small = 0
+    for path in files:
+        usable = []
+        for im in read_image_file(path, complex_images):
+            if min(im.shape) < patch:
+                too_small += 1
+                continue
             if normalize:
                 lo, hi = float(im.min()), float(im.max())
                 im = (im - lo) / (hi - lo) if hi > lo else im * 0
-            images.append(im.astype(np.float32))
+            usable.append(im.astype(np.float32))
+        if usable:
+            kept.append(path)
+            images.append(usable)
+    return ImageFolder(root, kept, images, too_small)
+
+
+def image_folder_sampler(
+    folder: str | Path, patch: int = 64, normalize: bool = True
+) -> tuple[Sampler, int]:
+    """Patches from every image under ``folder`` (``read_image_folder``); returns (sampler,
+    number of images used)."""
+    from data.natural import patch_sampler
+
+    found = read_image_folder(folder, patch, normalize)
+    images = [im for ims in found.images for im in ims]
     if not images:
-        raise ValueError(f"{root}: no training images found (looked for {sorted(exts)})")
+        raise ValueError(f"{found.root}: no image is at least {patch}×{patch}")
     return patch_sampler(images, patch), len(images)
 
 

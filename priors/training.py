@@ -57,7 +57,16 @@ from torch import nn
 from priors.checkpoint import load_model_state, read_checkpoint, save_checkpoint
 from priors.lpn import set_noise_level, takes_noise_level, told_noise_level, unwrap
 
-__all__ = ["TrainConfig", "TrainResult", "train_prior", "proximal_matching_loss", "denoise_psnr"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "TrainingInterrupted",
+    "train_prior",
+    "proximal_matching_loss",
+    "denoise_psnr",
+    "same_schedule",
+    "config_changes",
+]
 
 LOSSES = ("prox-matching", "mse", "mse-relative")
 SIGMA_SAMPLING = ("uniform", "log")
@@ -152,6 +161,33 @@ class TrainConfig:
         stage_len = max(1, math.ceil((self.steps - n_l1) / len(self.gammas)))
         k = min((step - n_l1) // stage_len, len(self.gammas) - 1)
         return lr, self.gammas[k] * self.gamma_unit
+
+
+def same_schedule(old: TrainConfig, new: TrainConfig, steps: int) -> bool:
+    """Whether ``old`` and ``new`` give each of the first ``steps`` steps the same learning rate,
+    γ and penalty weight: a run of ``old`` stopped after ``steps`` steps and continued under
+    ``new`` (e.g. with more steps) then ends exactly where a run of ``new`` from the start does,
+    when nothing else differs."""
+    return all(
+        old.phase(k) == new.phase(k) and old.fne_weight_at(k) == new.fne_weight_at(k)
+        for k in range(steps)
+    )
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``"key: old -> new"`` for each key whose value differs between two configs (a key one of
+    them lacks reads as None), sorted by key."""
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys]
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``train_prior``: ``step`` is the number of steps done, ``saved`` the step
+    the checkpoint holds for this run (None: nothing saved or resumed yet)."""
+
+    def __init__(self, step: int, saved: int | None) -> None:
+        super().__init__(step, saved)
+        self.step, self.saved = step, saved
 
 
 @dataclass
@@ -285,7 +321,10 @@ def train_prior(
     Args:
         sampler: clean images (B, C, H, W) from (batch size, torch.Generator).
         checkpoint: file to write every ``cfg.ckpt_every`` steps and at the end; if it exists
-            and ``resume`` is true, training continues from it exactly.
+            and ``resume`` is true, training continues from it exactly. A loss that is not
+            finite stops training with a ValueError naming the step, before the step changes
+            the weights (the checkpoint keeps the last finite state); Ctrl-C raises
+            ``TrainingInterrupted``.
         val: held-out clean images for validation PSNR at σ = cfg.sigma.
         stop_after: stop (with a checkpoint) after this many steps in this call (to test resume).
         pairs: (clean, degraded) pairs with a structured error (e.g. ``data.ct_artifacts``);
@@ -299,8 +338,10 @@ def train_prior(
     hist: dict[str, list] = {"step": [], "loss": [], "val_step": [], "val_psnr": [], "seconds": []}
     step, elapsed = 0, 0.0
     ckpt = Path(checkpoint) if checkpoint else None
+    saved: int | None = None  # the step the checkpoint holds for this run
     if ckpt is not None and resume and ckpt.exists():
         step, elapsed, hist = _restore(ckpt, model, opt, gen, rank, world)
+        saved = step
     meta = {"sigma": cfg.sigma, "train_config": asdict(cfg), **(meta or {})}
     if world > 1:
         meta["processes"] = world
@@ -312,17 +353,18 @@ def train_prior(
     net = _wrap_ddp(model, device) if world > 1 else None
 
     def save() -> None:
+        nonlocal saved
         if ckpt is None:
             return
         states = _gather_generator_states(gen, world)  # a collective: every rank takes part
-        if rank != 0:
-            return
-        state = {"step": step, "seconds": elapsed, "history": hist, "world_size": world}
-        rng = {"generator": states[0]}
-        rng.update({f"generator.rank{r}": st for r, st in enumerate(states) if r > 0})
-        save_checkpoint(
-            ckpt, model, {**meta, "steps": step, "train_seconds": elapsed}, opt, state, rng
-        )
+        if rank == 0:
+            state = {"step": step, "seconds": elapsed, "history": hist, "world_size": world}
+            rng = {"generator": states[0]}
+            rng.update({f"generator.rank{r}": st for r, st in enumerate(states) if r > 0})
+            save_checkpoint(
+                ckpt, model, {**meta, "steps": step, "train_seconds": elapsed}, opt, state, rng
+            )
+        saved = step
 
     bar = None
     if progress and rank == 0:
@@ -332,74 +374,118 @@ def train_prior(
     model.train()
     t0 = time.perf_counter() - elapsed
     done_here = 0
-    while step < cfg.steps:
-        lr, gamma_stage = cfg.phase(step)
-        gamma = gamma_stage
-        for g in opt.param_groups:
-            g["lr"] = lr * g.get("lr_mult", 1.0)
-        clean, noisy, level = _training_batch(cfg, sampler, pairs, gen, device)
-        if level is not None and gamma is not None:  # γ in proportion to each image's error
-            gamma = gamma * level / cfg.sigma
-        if takes_noise_level(model):  # told each image's σ (or its artifact's RMS error)
-            set_noise_level(model, level if level is not None else cfg.sigma)
-        # DDP's forward is model.forward = model.prox with create_graph in training mode
-        pred = net(noisy) if net is not None else model.prox(noisy, create_graph=True)
-        if gamma is None:
-            loss = (pred - clean).abs().mean()
-        elif cfg.loss == "mse":
-            loss = (pred - clean).pow(2).mean()
-        elif cfg.loss == "mse-relative":
-            lev = level if level is not None else torch.full((pred.shape[0],), cfg.sigma)
-            err = (pred - clean).pow(2).flatten(1).mean(1)
-            loss = (err / lev.to(err).pow(2)).mean()
-        else:
-            loss = proximal_matching_loss(pred, clean, gamma)
-        lam_hat = None
-        if cfg.fne_weight > 0:
-            penalty, lam_hat = _fne_penalty(model, clean, cfg, gen)
-            hist.setdefault("fne_penalty", []).append(float(penalty.detach()))
-            hist.setdefault("lam_max", []).append(float(lam_hat.max()))
-            loss = loss + cfg.fne_weight_at(step) * penalty
-        opt.zero_grad(set_to_none=True)
-        loss.backward()  # under DDP: gradients all-reduced and averaged over the ranks here
-        if cfg.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        model.clamp_()
-        step += 1
-        done_here += 1
-        elapsed = time.perf_counter() - t0
-        hist["step"].append(step)
-        loss_value = _mean_over_ranks(loss.detach(), world)
-        hist["loss"].append(loss_value)
-        hist["seconds"].append(elapsed)
-        if val is not None and rank == 0 and (step % cfg.val_every == 0 or step == cfg.steps):
-            model.eval()
-            hist["val_step"].append(step)
-            hist["val_psnr"].append(denoise_psnr(model, val.to(device), cfg.sigma))
-            model.train()
+    try:
+        while step < cfg.steps:
+            lam_hat, loss_value, gamma_stage = _step(
+                model, net, opt, cfg, sampler, pairs, gen, device, step, hist, world
+            )
+            bad = None if math.isfinite(loss_value) else f"the loss became {loss_value}"
+            if bad is None and not _clip_and_step(model, opt, cfg):
+                bad = "the gradient became NaN or infinite"
+            if bad is not None:  # the weights are those of the step before
+                kept = f"{ckpt} keeps step {saved}" if saved is not None else "nothing was saved"
+                raise ValueError(
+                    f"training stopped: {bad} at step {step + 1} ({kept}); check the training "
+                    "data, or lower the learning rate"
+                )
+            step += 1
+            done_here += 1
+            elapsed = time.perf_counter() - t0
+            hist["step"].append(step)
+            hist["loss"].append(loss_value)
+            hist["seconds"].append(elapsed)
+            if val is not None and rank == 0 and (step % cfg.val_every == 0 or step == cfg.steps):
+                model.eval()
+                hist["val_step"].append(step)
+                hist["val_psnr"].append(denoise_psnr(model, val.to(device), cfg.sigma))
+                model.train()
+            if bar is not None:
+                post = {
+                    "loss": f"{loss_value:.4f}",
+                    "phase": _phase_label(gamma_stage, cfg.loss),
+                }
+                if hist["val_psnr"]:
+                    post["val"] = f"{hist['val_psnr'][-1]:.2f}dB"
+                if lam_hat is not None:
+                    post["λmax"] = f"{float(lam_hat.max()):.2f}"
+                bar.set_postfix(post)
+                bar.update(1)
+            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+                save()
+            if stop_after is not None and done_here >= stop_after:
+                save()
+                break
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(step, saved) from None
+    finally:
         if bar is not None:
-            post = {
-                "loss": f"{loss_value:.4f}",
-                "phase": _phase_label(gamma_stage, cfg.loss),
-            }
-            if hist["val_psnr"]:
-                post["val"] = f"{hist['val_psnr'][-1]:.2f}dB"
-            if lam_hat is not None:
-                post["λmax"] = f"{float(lam_hat.max()):.2f}"
-            bar.set_postfix(post)
-            bar.update(1)
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            save()
-        if stop_after is not None and done_here >= stop_after:
-            save()
-            break
-    if bar is not None:
-        bar.close()
+            bar.close()
     if takes_noise_level(model):
         set_noise_level(model, None)  # not the last batch's σs: a user sets their own
     model.eval()
     return TrainResult(model=model, history=hist, seconds=elapsed, steps=step)
+
+
+def _step(
+    model: nn.Module,
+    net: nn.Module | None,
+    opt: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    sampler: Sampler,
+    pairs: PairSampler | None,
+    gen: torch.Generator,
+    device: torch.device,
+    step: int,
+    hist: dict[str, list],
+    world: int,
+) -> tuple[torch.Tensor | None, float, float | None]:
+    """One step's batch, loss and gradients (not yet applied): returns (λ̂ of the
+    firm-nonexpansiveness penalty or None, the loss averaged over the ranks, the stage's γ)."""
+    lr, gamma_stage = cfg.phase(step)
+    gamma = gamma_stage
+    for g in opt.param_groups:
+        g["lr"] = lr * g.get("lr_mult", 1.0)
+    clean, noisy, level = _training_batch(cfg, sampler, pairs, gen, device)
+    if level is not None and gamma is not None:  # γ in proportion to each image's error
+        gamma = gamma * level / cfg.sigma
+    if takes_noise_level(model):  # told each image's σ (or its artifact's RMS error)
+        set_noise_level(model, level if level is not None else cfg.sigma)
+    # DDP's forward is model.forward = model.prox with create_graph in training mode
+    pred = net(noisy) if net is not None else model.prox(noisy, create_graph=True)
+    if gamma is None:
+        loss = (pred - clean).abs().mean()
+    elif cfg.loss == "mse":
+        loss = (pred - clean).pow(2).mean()
+    elif cfg.loss == "mse-relative":
+        lev = level if level is not None else torch.full((pred.shape[0],), cfg.sigma)
+        err = (pred - clean).pow(2).flatten(1).mean(1)
+        loss = (err / lev.to(err).pow(2)).mean()
+    else:
+        loss = proximal_matching_loss(pred, clean, gamma)
+    lam_hat = None
+    if cfg.fne_weight > 0:
+        penalty, lam_hat = _fne_penalty(model, clean, cfg, gen)
+        hist.setdefault("fne_penalty", []).append(float(penalty.detach()))
+        hist.setdefault("lam_max", []).append(float(lam_hat.max()))
+        loss = loss + cfg.fne_weight_at(step) * penalty
+    # the mean over the ranks before backward: every rank sees the same value, so a non-finite
+    # loss stops all of them at this step
+    loss_value = _mean_over_ranks(loss.detach(), world)
+    opt.zero_grad(set_to_none=True)
+    if math.isfinite(loss_value):
+        loss.backward()  # under DDP: gradients all-reduced and averaged over the ranks here
+    return lam_hat, loss_value, gamma_stage
+
+
+def _clip_and_step(model: nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig) -> bool:
+    """Apply the step's gradients (clip, Adam, then the convexity clamp) if they are finite;
+    returns whether they were (else nothing changes)."""
+    norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+    if not math.isfinite(float(norm)):
+        return False
+    opt.step()
+    model.clamp_()
+    return True
 
 
 KAPPA_LR_MULT = 100.0  # κ (the activations' σ-smoothing) moves O(1), the weights O(1e-2)
@@ -477,8 +563,10 @@ def _restore(
             "written by --steps 0); start from it with --init, or pass --no-resume to overwrite"
         )
     if info["config"] != model.config():
+        changes = ", ".join(config_changes(info["config"], model.config()))
         raise CheckpointError(
-            f"{ckpt}: cannot resume: it holds {info['config']}, the run trains {model.config()}"
+            f"{ckpt}: cannot resume: it holds another architecture ({changes}); pass another "
+            "checkpoint, or --no-resume to start over"
         )
     load_model_state(ckpt, model, tensors)
     train = info["train"]

@@ -16,9 +16,13 @@ Data sources (``--data``):
   mri-mix         60 % Colin27 T1 brain slices, 40 % random-ellipse phantoms, both with a smooth
                   random phase (2 channels): anatomy and the piecewise-constant phantoms MRI
                   methods are compared on
-  FOLDER          a folder of your images (.npy, .png, .tif, DICOM, fastMRI .h5); add
-                  ``--channels 2`` for complex MRI training with random phase
-Validation PSNR is measured on held-out images (never on the bundled CT test slice).
+  FOLDER          a folder of your images (.npy, .png, .tif, DICOM with or without .dcm,
+                  fastMRI .h5); add ``--channels 2`` for complex MRI training (each image's
+                  magnitude with a smooth random phase)
+Validation PSNR is measured on held-out images (never on the bundled CT test slice). For a
+FOLDER: every 5th file in sorted order (at least one) is held out and never trained on, and
+validation uses 8 patches of its images; a folder of one file holds nothing out, and
+validation then uses patches of the training images.
 
 Several processes: ``torchrun --standalone --nproc-per-node N $(which recon) train ...`` (gloo on
 CPU, nccl with ``--device cuda``, one GPU per process). Each rank draws its own batches (seed +
@@ -43,16 +47,25 @@ from data.natural import VAL_IMAGES, center_crops, natural_images, patch_sampler
 from data.training_sets import (
     complex_sampler,
     ellipse_sampler,
-    image_folder_sampler,
     mix_samplers,
+    read_image_folder,
     real_ct_slices,
 )
-from priors.checkpoint import read_checkpoint, save_checkpoint
+from priors.checkpoint import CheckpointError, read_checkpoint, save_checkpoint, shipped_priors
 from priors.lpn import KINDS, ConvLPN, NormalizationTrick, build_model
 from priors.ridge import KIND as RIDGE_KIND
 from priors.ridge import MODES as RIDGE_MODES
 from priors.ridge import RidgeProx
-from priors.training import LOSSES, LR_SCHEDULES, SIGMA_SAMPLING, TrainConfig, train_prior
+from priors.training import (
+    LOSSES,
+    LR_SCHEDULES,
+    SIGMA_SAMPLING,
+    TrainConfig,
+    TrainingInterrupted,
+    same_schedule,
+    train_prior,
+)
+from recon.argtypes import count
 
 __all__ = ["add_parser", "run", "make_sampler", "export_weights"]
 
@@ -66,6 +79,8 @@ DATA_SOURCES = (
     "mri-natural",
     "mri-mix",
 )
+MRI_SOURCES = ("mri-brain", "mri-natural", "mri-mix")  # 2-channel (complex) images
+HOLD_OUT_EVERY = 5  # --data FOLDER: every 5th sorted file is held out for validation
 
 
 def _mix(a, b, p_a: float):
@@ -172,14 +187,69 @@ def make_sampler(
         s = complex_sampler(patch_sampler(natural_images(), patch))
         val = complex_sampler(lambda b, g: center_crops(natural_images(VAL_IMAGES), 128))(3, gval)
         return s, val, f"skimage natural images with smooth random phase, {patch}x{patch}"
-    folder = Path(data)
-    if not folder.exists():
-        raise ValueError(f"--data {data!r}: not a folder, nor one of {', '.join(DATA_SOURCES)}")
-    s, n = image_folder_sampler(folder, patch)
-    val = s(8, gval)
+    return _folder_sampler(Path(data), patch, channels, gval)
+
+
+def _held_out(n: int) -> list[int]:
+    """Indices of the files held out for validation among ``n`` sorted files: every
+    HOLD_OUT_EVERY-th, or the last one when that is none; none when n < 2."""
+    if n < 2:
+        return []
+    return list(range(HOLD_OUT_EVERY - 1, n, HOLD_OUT_EVERY)) or [n - 1]
+
+
+def _folder_sampler(folder: Path, patch: int, channels: int, gval: torch.Generator):
+    """(sampler, validation patches, description) for ``--data FOLDER``: the training patches
+    come from the files that are not held out (``_held_out``), the 8 validation patches from
+    those that are (from the training images when the folder has one file)."""
+    if not folder.is_dir():
+        what = "a file" if folder.exists() else "not a folder"
+        raise ValueError(
+            f"--data {folder}: {what}; give a folder of your images, or one of "
+            f"{', '.join(DATA_SOURCES)}"
+        )
+    found = read_image_folder(
+        folder, patch, complex_images="magnitude" if channels == 2 else "refuse"
+    )
+    small = found.too_small
+    if not found.files:
+        raise ValueError(
+            f"--data {folder}: no image is at least {patch}×{patch} (--patch {patch}; "
+            f"{small} smaller image{'s' * (small != 1)})"
+        )
+    held = _held_out(len(found.files))
+    train = [im for i, ims in enumerate(found.images) if i not in held for im in ims]
+    s = patch_sampler(train, patch)
+    files = len(found.files) - len(held)
+    desc = f"{len(train)} images ({files} file{'s' * (files != 1)}) from {folder}, {patch}x{patch}"
+    if held:
+        names = [str(found.files[i].relative_to(folder)) for i in held]
+        shown = f"file{'s' * (len(names) > 1)} {', '.join(names)}"
+        if len(names) > 3:
+            shown = f"{len(names)} files (every {HOLD_OUT_EVERY}th)"
+        val = patch_sampler([im for i in held for im in found.images[i]], patch)(8, gval)
+        desc += f"; validation: 8 patches of the held-out {shown}, never trained on"
+    else:
+        val = s(8, gval)
+        desc += "; validation: 8 patches of the training images (one file: nothing held out)"
+    if small:
+        desc += f"; {small} image{'s' * (small != 1)} smaller than {patch}×{patch} left out"
     if channels == 2:
         s, val = complex_sampler(s), complex_sampler(lambda b, g: val)(8, gval)
-    return s, val, f"{n} images from {folder}"
+        desc += "; magnitudes with a smooth random phase (2 channels)"
+    return s, val, desc
+
+
+def _data_channels(data: str, asked: int | None, init_channels: int | None) -> int:
+    """The channels of the training images: 2 for the mri-* sources and 1 for the other
+    built-in ones (ValueError when --channels asks for others); for a FOLDER, --channels, else
+    the --init prior's, else 1."""
+    if data in DATA_SOURCES:
+        fixed = 2 if data in MRI_SOURCES else 1
+        if asked is not None and asked != fixed:
+            raise ValueError(f"--channels {asked}: --data {data} gives {fixed}-channel images")
+        return fixed
+    return asked or init_channels or 1
 
 
 def _parse_mix(text: str) -> tuple[float, float, float]:
@@ -193,19 +263,36 @@ def _parse_mix(text: str) -> tuple[float, float, float]:
     return mix  # type: ignore[return-value]
 
 
-def _init_model(name: str, kind: str, channels: int, **changes: Any) -> torch.nn.Module:
-    """The prior ``name`` (shipped name or checkpoint) in training mode, checked against --kind,
-    rebuilt with the architecture ``changes`` that differ from its own (``None`` values are
-    ignored; see ``priors.checkpoint.rebuild``: all weights carry over, a global feature added
-    here starts at zero, so training starts from exactly the given prior)."""
-    from priors.checkpoint import CheckpointError, load_prior, rebuild
+def _load_init(name: str) -> torch.nn.Module:
+    """The --init prior ``name`` (shipped name or checkpoint); ValueError for one that cannot
+    be trained (``tv``)."""
+    from priors.checkpoint import load_prior
 
-    model = load_prior(name).train()
+    model = load_prior(name)
+    if not hasattr(model, "config"):
+        raise ValueError(f"--init {name}: not a learned prior, nothing to train")
+    return model
+
+
+def _init_model(name: str, kind: str | None, channels: int, **changes: Any) -> torch.nn.Module:
+    """The prior ``name`` (shipped name or checkpoint) in training mode, checked against --kind
+    (``None``: any kind) and the data's channels, rebuilt with the architecture ``changes``
+    that differ from its own (``None`` values are ignored; see ``priors.checkpoint.rebuild``:
+    all weights carry over, a global feature added here starts at zero, so training starts from
+    exactly the given prior)."""
+    from priors.checkpoint import rebuild
+
+    model = _load_init(name).train()
     got = model.config()
-    if got["kind"] != kind or got.get("in_channels", 1) != channels:
+    if kind is not None and got["kind"] != kind:
         raise ValueError(
-            f"--init {name}: a {got['kind']} prior with {got.get('in_channels', 1)} channel(s), "
-            f"but --kind {kind} with {channels} channel(s) was asked for"
+            f"--init {name}: a {got['kind']} prior, but --kind {kind} was asked for (leave "
+            "--kind out to train the prior's own kind)"
+        )
+    if got.get("in_channels", 1) != channels:
+        raise ValueError(
+            f"--init {name}: a prior for {got.get('in_channels', 1)}-channel images, but the "
+            f"training data has {channels} channel(s)"
         )
     if got["kind"] == RIDGE_KIND:  # the mode and the groups are the options to change
         return _init_ridge(
@@ -293,12 +380,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--kind",
-        default="aelpn",
+        default=None,
         choices=(*KINDS, RIDGE_KIND),
-        help=f"{RIDGE_KIND}: the convex-ridge AE-LPN, firmly nonexpansive by construction "
-        "(priors.ridge; told the noise level; --filters, --kernel)",
+        help=f"(default aelpn, or with --init the prior's own kind) {RIDGE_KIND}: the "
+        "convex-ridge AE-LPN, firmly nonexpansive by construction (priors.ridge; told the noise "
+        "level; --filters, --kernel)",
     )
-    p.add_argument("--data", default="ct-mix", help=" | ".join((*DATA_SOURCES, "FOLDER")))
+    p.add_argument(
+        "--data",
+        default="ct-mix",
+        help=" | ".join((*DATA_SOURCES, "FOLDER")) + " (default ct-mix; see above)",
+    )
     p.add_argument(
         "--ct-real-mix",
         default=None,
@@ -314,9 +406,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="--data ct-real: every slice of this CT volume in HU (NRRD file, DICOM series "
         "folder or DICOM file) joins the real-CT share; repeatable",
     )
-    p.add_argument("--channels", type=int, default=None, help="1 (CT) or 2 (complex MRI)")
     p.add_argument(
-        "--sigma", type=float, default=0.1, help="training noise level (images in [0, 1])"
+        "--channels",
+        type=int,
+        choices=(1, 2),
+        default=None,
+        help="1 (CT) or 2 (complex MRI) for --data FOLDER (default: the --init prior's, else 1; "
+        "the mri-* sources have 2 channels, the others 1)",
+    )
+    p.add_argument(
+        "--sigma",
+        type=float,
+        default=0.1,
+        help="training noise level (images in [0, 1]; default 0.1)",
     )
     p.add_argument(
         "--sigma-max",
@@ -375,7 +477,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--init",
         default=None,
         help="start from the weights of this prior (a shipped name or a checkpoint) to fine-tune "
-        "it, e.g. at another σ or on your own data; the architecture is taken from it",
+        "it, e.g. at another σ or on your own data; the architecture (and, without --kind, the "
+        "kind) is taken from it",
     )
     p.add_argument(
         "--artifacts",
@@ -401,9 +504,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="scale each training image's contrast about its mean by a ~ U[this, 1] (default "
         "1: off); at a fixed --sigma every model then meets several noise-to-content ratios",
     )
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--patch", type=int, default=48)
-    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--batch", type=count(1), default=8, help="images per step (default 8)")
+    p.add_argument(
+        "--patch", type=count(4), default=48, help="side of the training patches (default 48)"
+    )
+    p.add_argument("--width", type=int, default=32, help="(default 32)")
     p.add_argument("--filters", type=int, default=64, help=f"{RIDGE_KIND}: number of filters")
     p.add_argument("--kernel", type=int, default=7, help=f"{RIDGE_KIND}: filter size (odd)")
     p.add_argument(
@@ -444,8 +549,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "slope 1) of this width instead of switched off (0, the default: training starts from "
         "exactly the given prior, but a part that hurts at first never switches on)",
     )
-    p.add_argument("--levels", type=int, default=3)
-    p.add_argument("--depth", type=int, default=2)
+    p.add_argument("--levels", type=int, default=3, help="(default 3)")
+    p.add_argument("--depth", type=int, default=2, help="(default 2)")
     p.add_argument(
         "--out-channels",
         type=int,
@@ -555,17 +660,35 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=0.005,
         help="smallest told σ the penalty looks at (log-uniform up to --sigma-max)",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ckpt-every", type=int, default=100)
-    p.add_argument("--val-every", type=int, default=100)
     p.add_argument(
-        "--out", required=True, help="checkpoint file (.safetensors); resumed if it exists"
+        "--seed", type=int, default=0, help="seeds the initial weights and the batches (default 0)"
     )
-    p.add_argument("--no-resume", action="store_true", help="start over even if --out exists")
+    p.add_argument(
+        "--ckpt-every", type=count(1), default=100, help="checkpoint every N steps (default 100)"
+    )
+    p.add_argument(
+        "--val-every", type=count(1), default=100, help="validate every N steps (default 100)"
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="checkpoint file (.safetensors), written every --ckpt-every steps; rerunning the "
+        "same command resumes it exactly (changed --threads, --device, --ckpt-every, "
+        "--val-every, --export, --quiet allowed; --steps too while the steps done keep their "
+        "schedule); other changed options are refused",
+    )
+    p.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="start over even if --out holds a checkpoint (overwrites it; a file that is not a "
+        "checkpoint is never overwritten)",
+    )
     p.add_argument("--export", default=None, help="also write a small shippable copy here")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--threads", type=count(1), default=None, help="torch CPU threads (default: torch's)"
+    )
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no data summary")
 
 
 def _init_distributed(device: str) -> tuple[int, int, str, bool]:
@@ -591,7 +714,144 @@ def _init_distributed(device: str) -> tuple[int, int, str, bool]:
     return dist.get_rank(), dist.get_world_size(), device, created
 
 
+def _check_device(name: str) -> None:
+    """ValueError for a --device torch does not know, or CUDA where there is none."""
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name}: not a device (cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA device is available")
+
+
+def _existing_checkpoint(path: str, option: str, no_resume: bool = False) -> dict | None:
+    """The decoded metadata of the checkpoint at ``path`` (--out or --export), None when there
+    is no file; ValueError naming the option when ``path`` is a folder or a file that is not a
+    checkpoint (never overwritten)."""
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(
+            f"{option} {p}: a folder; give a checkpoint file path, e.g. {p / 'prior.safetensors'}"
+        )
+    if not p.exists():
+        return None
+    try:
+        return read_checkpoint(p)[1]
+    except CheckpointError as exc:
+        only = "--no-resume overwrites only checkpoints: " if no_resume else ""
+        raise ValueError(f"{option} {exc}; {only}remove it or give another {option}") from None
+
+
+# Options that leave the trained weights as they are: not compared on resume (--steps: see
+# _resume_conflicts)
+NOT_RESULT_OPTIONS = (
+    "threads", "device", "quiet", "no_resume", "out", "export", "ckpt_every", "val_every", "steps",
+    "func", "command", "debug",
+)  # fmt: skip
+# Architecture options: the checkpoint's config records what they built (with --init, the
+# prior's architecture and the changes asked for), and _resume_conflicts compares that
+ARCH_OPTIONS = (
+    "kind", "channels", "width", "levels", "depth", "out_channels", "upsample", "downsample",
+    "z_downsample", "padding", "tile", "tile_stride", "local_mean", "noise_input", "global_pool",
+    "act", "sigma_smoothing", "filters", "kernel", "dilations", "slope_bound", "ridge_mode",
+    "groups",
+)  # fmt: skip
+CONFIG_OPTIONS = {"in_channels": "channels", "local_mean_sigma": "local_mean", "mode": "ridge_mode"}
+# TrainConfig fields -> options, to compare with checkpoints written before meta["options"]
+TRAIN_CONFIG_OPTIONS = {
+    "sigma": "sigma", "sigma_max": "sigma_max", "sigma_sampling": "sigma_sampling",
+    "batch": "batch", "lr_pm": "lr", "l1_fraction": "l1_fraction", "seed": "seed",
+    "loss": "loss", "lr_schedule": "lr_schedule", "artifact_fraction": "artifacts",
+    "contrast_min": "contrast_min", "fne_weight": "fne_weight", "fne_target": "fne_target",
+    "fne_batch": "fne_batch", "fne_iters": "fne_iters", "fne_ramp": "fne_ramp",
+    "fne_sigma_min": "fne_sigma_min",
+}  # fmt: skip
+
+
+def _result_options(args: argparse.Namespace, mix: tuple[float, float, float]) -> dict:
+    """The options that decide the trained weights besides the architecture and --steps, as
+    the checkpoint records them (``meta["options"]``): paths made absolute, --ct-real-mix as
+    used."""
+    skip = {*NOT_RESULT_OPTIONS, *ARCH_OPTIONS}
+    opts = {k: v for k, v in vars(args).items() if k not in skip}
+    if args.data not in DATA_SOURCES:
+        opts["data"] = str(Path(args.data).resolve())
+    opts["ct_real_mix"] = list(mix) if args.data == "ct-real" else None
+    if args.ct_real_extra:
+        opts["ct_real_extra"] = [str(Path(v).resolve()) for v in args.ct_real_extra]
+    if args.init and args.init not in shipped_priors():
+        opts["init"] = str(Path(args.init).resolve())
+    return opts
+
+
+def _resume_conflicts(
+    info: dict, options: dict, cfg: TrainConfig, model: torch.nn.Module
+) -> list[str]:
+    """``"name: old -> new"`` for each option that differs between the checkpoint ``info``
+    and this run: the recorded options (older checkpoints: their training config), the
+    architecture, and --steps unless the steps done keep their schedule (then the resumed run
+    ends where a run with the new --steps from the start does)."""
+    meta = info["meta"]
+    old = meta.get("options")
+    if not isinstance(old, dict):  # written before the options were recorded
+        tc = meta.get("train_config") or {}
+        old = {opt: tc[f] for f, opt in TRAIN_CONFIG_OPTIONS.items() if f in tc}
+        if "patch" in meta:
+            old["patch"] = meta["patch"]
+    now = json.loads(json.dumps(options))  # tuples as lists, as they read back
+    diff = {k: (old[k], now[k]) for k in old.keys() & now.keys() if old[k] != now[k]}
+    arch_old, arch_new = info["config"], model.config()
+    for key in set(arch_old) | set(arch_new):
+        if arch_old.get(key) != arch_new.get(key):
+            diff[CONFIG_OPTIONS.get(key, key)] = (arch_old.get(key), arch_new.get(key))
+    tc = meta.get("train_config")
+    done = int(info["train"].get("step", 0))
+    if isinstance(tc, dict) and tc.get("steps") != cfg.steps:
+        known = {k: v for k, v in tc.items() if k in TrainConfig.__dataclass_fields__}
+        try:
+            before = TrainConfig(**{**known, "gammas": tuple(known.get("gammas", cfg.gammas))})
+        except (TypeError, ValueError):
+            before = None
+        if before is None or cfg.steps < done or not same_schedule(before, cfg, done):
+            diff["steps"] = (tc.get("steps"), cfg.steps)
+    return [f"{k.replace('_', '-')}: {diff[k][0]!r} -> {diff[k][1]!r}" for k in sorted(diff)]
+
+
+def _preset_from(init: str | None, source_meta: dict) -> str | None:
+    """The shipped prior a run started from: ``init`` itself when it names one (or its file),
+    else the ``preset_from`` its checkpoint recorded; None without --init."""
+    if not init:
+        return None
+    shipped = shipped_priors()
+    if init in shipped:
+        return init
+    path = Path(init).resolve()
+    for name, file in shipped.items():
+        if file.resolve() == path:
+            return name
+    got = source_meta.get("preset_from")
+    return got if isinstance(got, str) else None
+
+
+def _interrupted(args: argparse.Namespace, exc: TrainingInterrupted) -> str:
+    """The line that says what an interrupted run left in --out."""
+    if exc.saved is not None:
+        return (
+            f"recon train: interrupted at step {exc.step}; {args.out} holds step {exc.saved}: "
+            "rerun the same command to resume"
+        )
+    first = min(args.ckpt_every, args.steps)
+    left = f"; {args.out} still holds the earlier run" if Path(args.out).exists() else ""
+    return (
+        f"recon train: interrupted at step {exc.step}: nothing was saved (the first checkpoint "
+        f"comes at step {first}, --ckpt-every {args.ckpt_every}){left}"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
+    """`recon train`: check the options, train (under torchrun, one rank per process) and
+    write the checkpoint; returns the exit status."""
+    _check_device(str(args.device))
     if args.threads:
         torch.set_num_threads(args.threads)
     rank, world, device, created = _init_distributed(str(args.device))
@@ -618,13 +878,27 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
+    existing = _existing_checkpoint(args.out, "--out", args.no_resume)
+    if args.export:
+        _existing_checkpoint(args.export, "--export")
     if not args.sigma > 0:
         raise ValueError(f"--sigma must be > 0, got {args.sigma}")
     if args.steps < 0 or (args.steps == 0 and not args.init):
         raise ValueError(f"--steps must be ≥ 1 (or 0 with --init), got {args.steps}")
     if args.sigma_max is not None and not args.sigma_max > args.sigma:
         raise ValueError(f"--sigma-max must exceed --sigma ({args.sigma}), got {args.sigma_max}")
-    channels = args.channels or (2 if args.data in ("mri-natural", "mri-brain", "mri-mix") else 1)
+    if not args.lr > 0:
+        raise ValueError(f"--lr must be > 0, got {args.lr}")
+    if not 0.0 < args.contrast_min <= 1.0:
+        raise ValueError(f"--contrast-min must be in (0, 1], got {args.contrast_min}")
+    if not 0.0 <= args.artifacts <= 1.0:
+        raise ValueError(f"--artifacts must be a fraction in [0, 1], got {args.artifacts}")
+    init = _load_init(args.init) if args.init else None
+    init_meta = dict(getattr(init, "meta", None) or {})
+    kind = args.kind or (init.config()["kind"] if init is not None else "aelpn")
+    channels = _data_channels(
+        args.data, args.channels, init.config().get("in_channels", 1) if init else None
+    )
     if args.ct_real_mix is not None and args.data != "ct-real":
         raise ValueError(f"--ct-real-mix mixes the --data ct-real batches, not --data {args.data}")
     if args.ct_real_extra and args.data != "ct-real":
@@ -632,13 +906,9 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     mix = _parse_mix(args.ct_real_mix) if args.ct_real_mix is not None else CT_REAL_MIX
     extra = args.ct_real_extra
     sampler, val, desc = make_sampler(args.data, args.patch, channels, mix, extra)
+    if rank == 0 and not args.quiet:
+        print(f"recon train: data: {desc}", file=sys.stderr)
     pairs = None
-    if not args.lr > 0:
-        raise ValueError(f"--lr must be > 0, got {args.lr}")
-    if not 0.0 < args.contrast_min <= 1.0:
-        raise ValueError(f"--contrast-min must be in (0, 1], got {args.contrast_min}")
-    if not 0.0 <= args.artifacts <= 1.0:
-        raise ValueError(f"--artifacts must be a fraction in [0, 1], got {args.artifacts}")
     if args.artifacts > 0:
         if channels != 1:
             raise ValueError("--artifacts simulates CT streaks: it needs 1-channel (CT) data")
@@ -666,15 +936,15 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         **({"noise_input": True} if args.noise_input else {}),
         **({"sigma_smoothing": True} if args.sigma_smoothing else {}),
     )
-    if args.noise_input and (args.init or args.kind == "normalization-trick"):
+    if args.noise_input and (args.init or kind == "normalization-trick"):
         raise ValueError(
             "--noise-input builds a new network (one more input channel): not with --init "
             "(a noise-input prior keeps the option) or the normalization trick"
         )
-    if args.ridge_mode and args.kind != RIDGE_KIND:
-        raise ValueError(f"--ridge-mode is for --kind {RIDGE_KIND}, not --kind {args.kind}")
-    if args.groups is not None and args.kind != RIDGE_KIND:
-        raise ValueError(f"--groups is for --kind {RIDGE_KIND}, not --kind {args.kind}")
+    if args.ridge_mode and kind != RIDGE_KIND:
+        raise ValueError(f"--ridge-mode is for --kind {RIDGE_KIND}, not --kind {kind}")
+    if args.groups is not None and kind != RIDGE_KIND:
+        raise ValueError(f"--groups is for --kind {RIDGE_KIND}, not --kind {kind}")
     torch.manual_seed(args.seed)  # the initial weights follow --seed (equal on every rank)
     if args.init:
         model = _init_model(
@@ -693,7 +963,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
             group_start=args.group_start,
             **({"tile": args.tile, "tile_stride": args.tile_stride} if args.tile else {}),
         )
-    elif args.kind == RIDGE_KIND:
+    elif kind == RIDGE_KIND:
         if args.noise_input or args.local_mean or args.sigma_smoothing or args.tile:
             raise ValueError(
                 f"--kind {RIDGE_KIND} is always told the noise level and splits off the image "
@@ -712,12 +982,12 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
             mode=args.ridge_mode or "gradient-step",
             groups=args.groups or 0,
         )
-    elif args.kind == "normalization-trick":
+    elif kind == "normalization-trick":
         model = NormalizationTrick(**arch)
     else:
         model = ConvLPN(
-            kind=args.kind,
-            act=args.act if args.kind in ("aelpn", "aelpn-global", "scale-only") else "smooth",
+            kind=kind,
+            act=args.act if kind in ("aelpn", "aelpn-global", "scale-only") else "smooth",
             **arch,
         )
     model = model.to(device)
@@ -744,40 +1014,65 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         fne_ramp=args.fne_ramp,
         fne_sigma_min=args.fne_sigma_min,
     )
+    options = _result_options(args, mix)
+    preset = _preset_from(args.init, init_meta)
     meta = {
         "equivariance": model.equivariance,
         "training_data": desc,
         "patch": args.patch,
         "seed": args.seed,
         **({"init": str(args.init)} if args.init else {}),
+        **({"preset_from": preset} if preset else {}),
         "command": "recon train " + " ".join(sys.argv[2:]),
+        "options": options,
     }
     if args.init and args.steps > 0:  # a fine-tune: the commands that made it, in order
-        meta["stages"] = [*training_stages(getattr(model, "meta", None) or {}), meta["command"]]
+        meta["stages"] = [*training_stages(init_meta), meta["command"]]
     if args.steps == 0:  # a conversion: the --init weights in the asked-for architecture
         if rank == 0:  # the source's training record (σ, steps, stages) stays with its weights
-            source = {k: v for k, v in getattr(model, "meta", {}).items() if k != "package_version"}
+            source = {k: v for k, v in init_meta.items() if k != "package_version"}
             conv = {"converted_from": str(args.init), "conversion": meta["command"]}
+            if preset:
+                conv["preset_from"] = preset
             save_checkpoint(args.out, model, {**source, **conv})
             if args.export:
                 export_weights(args.out, args.export)
-            print(json.dumps({"kind": args.kind, "steps": 0, "checkpoint": str(args.out)}))
+            print(json.dumps({"kind": kind, "steps": 0, "checkpoint": str(args.out)}))
         return 0
-    res = train_prior(
-        model,
-        sampler,
-        cfg,
-        checkpoint=args.out,
-        val=val,
-        meta=meta,
-        progress=not args.quiet,
-        resume=not args.no_resume,
-        pairs=pairs,
-    )
+    if existing is not None and not args.no_resume and "step" in existing["train"]:
+        changes = _resume_conflicts(existing, options, cfg, model)
+        if changes:
+            done = existing["train"]["step"]
+            why = (
+                f"; it holds {done} steps, and more --steps resume only when those keep their "
+                "learning rate and γ (e.g. --loss mse, --l1-fraction 0, a constant --lr-schedule)"
+                if any(c.startswith("steps:") for c in changes)
+                else ""
+            )
+            raise ValueError(
+                f"--out {args.out}: holds a training run with other options "
+                f"({', '.join(changes)}){why}; pass a new --out, or --no-resume to start over"
+            )
+    try:
+        res = train_prior(
+            model,
+            sampler,
+            cfg,
+            checkpoint=args.out,
+            val=val,
+            meta=meta,
+            progress=not args.quiet,
+            resume=not args.no_resume,
+            pairs=pairs,
+        )
+    except TrainingInterrupted as exc:
+        if rank == 0:
+            print(_interrupted(args, exc), file=sys.stderr)
+        raise
     if rank != 0:  # rank 0 alone reports and exports
         return 0
     summary = {
-        "kind": args.kind,
+        "kind": kind,
         "steps": res.steps,
         "seconds": round(res.seconds, 1),
         "seconds_per_step": round(res.seconds / max(res.steps, 1), 3),
