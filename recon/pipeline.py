@@ -474,7 +474,8 @@ def _tell_noise_level(
         raise ValueError(
             f"prior {prior_name!r} takes the noise level: give --prior-sigma-noise (σ relative "
             "to the start image's noise estimate) and/or --prior-sigma-rel (relative to its "
-            "range), or prior_sigma_noise / prior_sigma_rel in the preset"
+            "range), or prior_sigma_noise / prior_sigma_rel in a preset file (--config FILE, "
+            "recon.api.solve(config=FILE))"
         )
     for k, v in {**given, **per_geometry}.items():
         if not float(v) > 0:
