@@ -82,7 +82,7 @@ def npy_units(image: np.ndarray, units: str, source: str) -> str:
     lo = float(image.min())
     if lo < HU_BELOW:
         print(
-            f"recon ct: reading {source} as HU (values down to {lo:.0f}); --units a.u. for "
+            f"{source}: read as HU (values down to {lo:.0f}); --units a.u. for "
             "attenuation-like values",
             file=sys.stderr,
         )

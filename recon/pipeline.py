@@ -165,6 +165,7 @@ def load_presets(modality: str, config: str | Path | None = None) -> dict[str, A
             raise ValueError(f"--config {path}: not a UTF-8 text file") from None
         if not isinstance(user, dict):
             raise ValueError(f"--config {path}: expected a JSON object of solver sections")
+        _check_modality(user, modality, path)
         _check_config(user, presets, path)
         for key, section in user.items():
             if key == "priors" and isinstance(section, dict):  # per prior, per solver
@@ -194,6 +195,47 @@ SECTION_KEYS = frozenset(
      "rho_noise_norm_power", "prox_relative_tol", "support_weight", *SIGMA_KEYS,
      *GEOMETRY_SIGMA_KEYS}
 )  # fmt: skip
+
+
+MODALITIES = ("ct", "mri")
+
+
+def _setting_keys(section_map: dict) -> set[str]:
+    """Every setting a presets file holds, in its solver sections and its per-prior table."""
+    keys: set[str] = set()
+    for name, section in section_map.items():
+        if name == "priors" and isinstance(section, dict):
+            for solvers in section.values():
+                for over in solvers.values() if isinstance(solvers, dict) else ():
+                    keys |= set(over) if isinstance(over, dict) else set()
+        elif isinstance(section, dict):
+            keys |= set(section)
+    return {k for k in keys if not k.startswith("_")}
+
+
+# settings that mean something for one modality only
+MODALITY_SETTINGS = {"support_weight": "mri", "prior_sigma_noise_fan": "ct", "filter": "ct"}
+
+
+def _check_modality(user: dict, modality: str, path: Path) -> None:
+    """ValueError when a --config file is for the other modality: it says so (``_modality``, or
+    a ``_command`` of ``recon tune OTHER``), or it sets a setting of the other modality only
+    (``MODALITY_SETTINGS``: ``support_weight`` is MRI's, ``prior_sigma_noise_fan`` CT's)."""
+    declared = user.get("_modality")
+    command = str(user.get("_command", "")).split()
+    if declared is None and command[:2] == ["recon", "tune"] and len(command) > 2:
+        declared = command[2]
+    if declared in MODALITIES and declared != modality:
+        raise ValueError(f"--config {path}: a preset for recon {declared}, not recon {modality}")
+    foreign = sorted(
+        k for k in _setting_keys(user) if MODALITY_SETTINGS.get(k, modality) != modality
+    )
+    if foreign:
+        other = MODALITY_SETTINGS[foreign[0]]
+        raise ValueError(
+            f"--config {path}: {', '.join(foreign)}: a recon {other} setting, not read by "
+            f"recon {modality} (a preset for recon {other}?)"
+        )
 
 
 def _check_config(user: dict, shipped: dict, path: Path) -> None:

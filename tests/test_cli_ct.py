@@ -195,7 +195,7 @@ def test_npy_in_hu_is_read_as_hu_and_units_option(tmp_path, capsys):
     np.save(hu, load_bundled("ct-small").hu.astype(np.float32))
     common = ["--views", "30", "--photons", "1e5", "--solver", "fbp", "--quiet"]
     assert _run(["--input", str(hu), *common, "--out", str(tmp_path / "n")]) == 0
-    assert "reading" in capsys.readouterr().err
+    assert "read as HU" in capsys.readouterr().err
     assert _run(["--input", "bundled:ct-small", *common, "--out", str(tmp_path / "d")]) == 0
     m_npy = json.loads((tmp_path / "n" / "metrics.json").read_text())
     m_dcm = json.loads((tmp_path / "d" / "metrics.json").read_text())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,11 +163,68 @@ def test_per_prior_presets_are_used_for_their_prior_only(tmp_path):
     path.write_text(json.dumps(tuned))
     loaded = load_presets("ct", config=path)
     assert solver_params(loaded, "pnp-admm", {}, "lpn-ct")["rho_rel"] == 0.2
-    # the shipped file's own per-prior entries stay for the other priors
+    # the shipped file's own per-prior entries stay for the other priors, and the values tuned
+    # for lpn-ct reach no other prior (they were once written as top-level sections too, and a
+    # preset tuned for aelpn-ct moved crr-ct's σ rule: 34.23 -> 33.46 dB on the bundled slice)
     shipped = load_presets("ct")
     for name in shipped.get("priors", {}):
         if name != "lpn-ct":
             assert loaded["priors"][name] == shipped["priors"][name]
+    for other in ("crr-ct", "aelpn-ct", "runs/mine.safetensors"):
+        assert solver_params(loaded, "pnp-admm", {}, other) == solver_params(
+            shipped, "pnp-admm", {}, other
+        )
+    assert tuned["_modality"] == "ct" and "pnp-admm" not in tuned
+
+
+def test_the_search_holds_the_shipped_value_and_tunes_the_noise_rules():
+    """Every searched range holds its start (the shipped value) inside it; where the section
+    follows the noise (rho_noise, weight_noise) the rule's constant is searched, since rho_rel
+    is then only a floor that moves nothing (crr-ct: identical PSNR for rho_rel 0.001-0.03)."""
+    from recon.pipeline import presets_for_prior
+    from recon.tune import search_space
+
+    for modality, prior in (("ct", "crr-ct"), ("ct", "aelpn-ct"), ("mri", "ridge-mri"),
+                            ("mri", "aelpn-mri")):  # fmt: skip
+        base = presets_for_prior(load_presets(modality), prior)
+        for solver in ("pnp-admm", "pnp-pgd", "tv"):
+            space = search_space(solver, base[solver])
+            for p in space:
+                assert p.lo < p.init < p.hi, (modality, prior, solver, p)
+            names = {p.name for p in space}
+            if base[solver].get("rho_noise") is not None:
+                assert "rho_noise" in names and "rho_rel" not in names
+            if base[solver].get("weight_noise") is not None:
+                assert "weight_noise" in names
+
+
+def test_a_preset_for_the_other_modality_is_refused(tmp_path):
+    from recon.tune import tuned_preset
+
+    tuned = tuned_preset("ct", load_presets("ct"), {"tv": {"best": {"weight_noise": 0.1}}}, "c", 5)
+    path = tmp_path / "ct-tuned.json"
+    path.write_text(json.dumps(tuned))
+    with pytest.raises(ValueError, match="a preset for recon ct, not recon mri"):
+        load_presets("mri", config=path)
+    path.write_text(json.dumps({"pnp-admm": {"support_weight": 0.5}}))
+    with pytest.raises(ValueError, match="support_weight: a recon mri setting"):
+        load_presets("ct", config=path)
+    for m, other in (("ct", "mri"), ("mri", "ct")):
+        shipped = Path(__file__).resolve().parents[1] / "recon" / "presets" / f"{other}.json"
+        with pytest.raises(ValueError, match=f"a preset for recon {other}"):
+            load_presets(m, config=shipped)
+
+
+def test_inputs_may_be_a_folder(tmp_path):
+    from recon.tune.problems import scans_from_glob
+
+    for k in range(2):
+        np.save(tmp_path / f"s{k}.npy", np.random.default_rng(k).random((16, 16)))
+    (tmp_path / "notes.txt").write_text("not a scan")
+    assert [s.name for s in scans_from_glob("ct", str(tmp_path))] == ["s0.npy", "s1.npy"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="a folder with no"):
+        scans_from_glob("ct", str(tmp_path / "empty"))
 
 
 def test_a_user_preset_for_a_prior_keeps_the_shipped_entries_it_does_not_name(tmp_path):

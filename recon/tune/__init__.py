@@ -1,27 +1,36 @@
 """`recon tune ct|mri`: tune solver parameters per modality on validation scans, write a preset.
 
-    recon tune ct --solver pnp-admm --solver tv --prior aelpn-ct --preset tuned-ct.json
+    recon tune ct --solver pnp-admm --solver tv --prior crr-ct --preset tuned-ct.json
     recon ct --input scan.dcm --config tuned-ct.json
 
-What is searched (maximizing the mean PSNR over the validation scans × ``--problem`` problems):
-    pnp-admm: rho_rel (ρ = rho_rel·λ·||A||²)      pnp-pgd: step_rel (γ = step_rel/(λ·||A||²))
-    tv:       weight_rel (TV weight = weight_rel × the start image's range), or weight_noise when
-              the section has one (the constant of the noise rule in
-              ``recon.pipeline._tv_weight_rel``), and rho_rel
+What is searched (maximizing the mean PSNR over the validation scans × ``--problem`` problems;
+each range holds the start, the shipped or ``--config`` value, and a best at a range's end is
+reported with the ``--range`` that widens it):
+    pnp-admm: ρ: rho_noise, the constant of the noise rule, when the section has one (rho_rel
+              is then a floor under the rule), else rho_rel (ρ = rho_rel·λ·||A||²); with a prior
+              told the noise level, its σ multiple too
+    pnp-pgd:  with a prior whose section holds ADMM's ρ (PGD then solves ADMM's problem and its
+              step changes only the speed) that ρ, else step_rel (γ = step_rel/(λ·||A||²))
+    tv:       weight_noise, the constant of the noise rule, when the section has one, else
+              weight_rel (TV weight = weight_rel × the start image's range), and ρ as above
 The data weight λ enters the iterations only through ρ/λ (ADMM's x-update solves
 (λAᴴA + ρI)x = λAᴴy + ρ(z − u)) and γλ (PGD), which are exactly rho_rel·||A||² and
 step_rel/||A||²: searching rho_rel / step_rel *is* searching the data weight against the prior
 (λ stays 1; a separate λ axis would repeat the same points).
+The default prior is the CLI's (``crr-ct``, ``ridge-mri``, with its default solver). A learned
+prior's tuned section is written under ``priors.<prior>`` only, so the preset leaves the other
+priors as shipped; TV's is the ``tv`` section. The preset says its modality (``_modality``), and
+the other modality's CLI refuses it.
 
 Search: a coarse log grid per parameter, then refinement between the best point and its
-neighbours (``recon.tune.search``). Validation scans: ``--inputs GLOB`` (your own; CT DICOM/.npy,
-MRI .npy magnitudes or fastMRI .h5), ``--val real-ct`` (four native-resolution windows of a real
-abdominal CT slice from pydicom-data, a patient never trained on) or synthetic ones disjoint from
-the ``recon bench grid`` test set (CT: ellipse phantoms with other seeds; MRI: other held-out
-Colin27 slices). A validation set has to look like the scans it is for: CT phantoms, or whole
-slices averaged down to 128², asked for far less regularization than real native-resolution
-CT. The test scans (and ``--test GLOB``) are compared by content and tuning refuses to start if
-any overlaps.
+neighbours (``recon.tune.search``). Validation scans: ``--inputs GLOB|FOLDER`` (your own; CT
+DICOM/.npy, MRI .npy magnitudes or fastMRI .h5), ``--val real-ct`` (four native-resolution
+windows of a real abdominal CT slice from pydicom-data, a patient never trained on) or synthetic
+ones disjoint from the ``recon bench grid`` test set (CT: ellipse phantoms with other seeds;
+MRI: other held-out Colin27 slices). A validation set has to look like the scans it is for: CT
+phantoms, or whole slices averaged down to 128², asked for far less regularization than real
+native-resolution CT. The test scans (and ``--test GLOB``) are compared by content and tuning
+refuses to start if any overlaps.
 ``--report-test`` then (and only then) scores the shipped and tuned presets on the test scans.
 
 Writes into ``--out``: preset.json (the format of recon/presets/*.json; also to ``--preset``),
@@ -33,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -63,28 +73,59 @@ TUNABLE = ("pnp-admm", "pnp-pgd", "tv")
 DEFAULT_PROBLEM = {"ct": "ct-par60", "mri": "mri-random4"}
 
 
+def _rho_param(section: dict[str, Any], points: int) -> Param:
+    """ADMM's ρ: its noise-rule constant ``rho_noise`` when the section has one (then rho_rel
+    is only a floor under the rule, and searching it would move nothing), else rho_rel."""
+    if section.get("rho_noise") is not None:
+        return _relative("rho_noise", float(section["rho_noise"]), points)
+    return _around(Param("rho_rel", 1e-3, 1.0, float(section["rho_rel"]), points))
+
+
+def _relative(name: str, init: float, points: int) -> Param:
+    """A noise rule's constant: searched over 1/30 to 30 times its start (the rules' powers
+    differ, so no absolute range fits them all)."""
+    return Param(name, init / 30, init * 30, init, points)
+
+
+def _around(p: Param) -> Param:
+    """``p`` with its range widened to hold its start (the shipped value) well inside it."""
+    return Param(p.name, min(p.lo, p.init / 3), max(p.hi, p.init * 3), p.init, p.points)
+
+
 def search_space(solver: str, section: dict[str, Any], points: int = 7) -> list[Param]:
-    """The parameters searched for a preset section, started at the section's values; with a
-    prior that takes the noise level, its σ multiple too (``prior_sigma_noise`` if the section
-    has one, else ``prior_sigma_rel``)."""
+    """The parameters searched for a preset section, started at the section's values (each
+    range holds its start); with a prior that takes the noise level, its σ multiple too
+    (``prior_sigma_noise`` if the section has one, else ``prior_sigma_rel``). Where the section
+    follows the noise by a rule (``rho_noise``, ``weight_noise``), the rule's constant is
+    searched. PnP-PGD with a prior whose section holds ADMM's ρ solves ADMM's problem (its step
+    changes only the speed), so its ρ is searched, not its step."""
     sigma = []
     if "prior_sigma_noise" in section:
-        sigma = [Param("prior_sigma_noise", 0.2, 5.0, float(section["prior_sigma_noise"]), points)]
+        sigma = [
+            _around(
+                Param("prior_sigma_noise", 0.2, 5.0, float(section["prior_sigma_noise"]), points)
+            )
+        ]
     elif "prior_sigma_rel" in section:  # (with a noise multiple, prior_sigma_rel is a floor)
-        sigma = [Param("prior_sigma_rel", 0.01, 0.5, float(section["prior_sigma_rel"]), points)]
+        sigma = [
+            _around(Param("prior_sigma_rel", 0.01, 0.5, float(section["prior_sigma_rel"]), points))
+        ]
     if solver == "pnp-admm":
-        return [Param("rho_rel", 1e-3, 1.0, float(section["rho_rel"]), points), *sigma]
+        return [_rho_param(section, points), *sigma]
     if solver == "pnp-pgd":
-        return [Param("step_rel", 0.03, 1.98, float(section.get("step_rel", 0.99)), points), *sigma]
+        if section.get("rho_noise") is not None or "rho_rel" in section:
+            return [_rho_param(section, points), *sigma]
+        step = min(float(section.get("step_rel", 0.99)), 1.98)
+        return [Param("step_rel", min(0.03, step), 1.98, step, points), *sigma]
     if solver == "tv":
         if section.get("weight_noise") is not None:  # the weight follows the noise
-            strength = Param("weight_noise", 0.3, 100.0, float(section["weight_noise"]), points)
+            strength = _relative("weight_noise", float(section["weight_noise"]), points)
         else:
-            strength = Param("weight_rel", 1e-3, 0.3, float(section["weight_rel"]), points)
-        return [
-            strength,
-            Param("rho_rel", 3e-3, 1.0, float(section["rho_rel"]), max(points - 2, 3)),
-        ]
+            strength = _around(Param("weight_rel", 1e-3, 0.3, float(section["weight_rel"]), points))
+        rho = _rho_param(section, max(points - 2, 3))
+        if rho.name == "rho_rel":
+            rho = _around(Param("rho_rel", 3e-3, 1.0, rho.init, rho.points))
+        return [strength, rho]
     raise ValueError(f"--solver {solver}: cannot tune (tunable: {', '.join(TUNABLE)})")
 
 
@@ -146,7 +187,9 @@ def tuned_preset(
     iters: int,
     previous: dict | None = None,
 ) -> dict[str, Any]:
-    """A presets file: each tuned section = the base section with the best values and ``iters``.
+    """A presets file: each tuned section = the base section with the best values and ``iters``,
+    filed under ``priors.<prior>`` for a learned prior (a preset tuned for one prior leaves the
+    others as shipped) and as the ``tv`` section for TV; ``_modality`` says which CLI reads it.
 
     ``previous`` (the ``--config`` file's content, when tuning continues from an earlier tuned
     preset) contributes its other solver sections, its ``_tuned`` records and its commands
@@ -154,6 +197,7 @@ def tuned_preset(
     """
     previous = previous or {}
     preset: dict[str, Any] = {
+        "_modality": modality,
         "_comment": (
             f"Tuned for `recon {modality} --config FILE` by recon tune (maximal mean validation "
             f"PSNR at the 'iters' of each section); '_tuned' says on what. Sections not listed "
@@ -173,12 +217,13 @@ def tuned_preset(
 
     info = dict(previous.get("_tuned", {}))
     for solver, r in results.items():
-        preset[solver] = {**base[solver], **r["best"], "iters": iters}
+        section = {**base[solver], **r["best"], "iters": iters}
         info[solver] = {k: v for k, v in r.items() if k not in ("best", "trials")}
-        if r.get("prior"):  # also filed under the prior, so no shipped per-prior entry shadows it
+        if r.get("prior"):  # filed under the prior only: other priors keep their own presets
             table = preset.setdefault("priors", {})
-            entry = table.setdefault(prior_key(r["prior"]), {})
-            entry[solver] = dict(preset[solver])
+            table.setdefault(prior_key(r["prior"]), {})[solver] = section
+        else:  # TV: one regularizer, its own section
+            preset[solver] = section
     preset["_tuned"] = info
     return preset
 
@@ -255,8 +300,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--solver", action="append", choices=list(TUNABLE), help="preset section(s) to tune"
     )
-    p.add_argument("--prior", default=None, help="learned prior (default aelpn-MODALITY)")
-    p.add_argument("--inputs", default=None, help="GLOB of your own validation scans")
+    p.add_argument(
+        "--prior",
+        default=None,
+        help="learned prior (default: the CLI's, crr-ct for CT and ridge-mri for MRI)",
+    )
+    p.add_argument("--inputs", default=None, help="your own validation scans: a folder or a GLOB")
     p.add_argument("--n-val", type=int, default=3, help="synthetic validation scans")
     p.add_argument(
         "--val",
@@ -337,6 +386,8 @@ def _command(args) -> str:
         parts += ["--solver", s]
     for key in ("prior", "inputs", "val", "n_val", "size", "iters", "points", "refine", "rounds",
                 "passes", "config", "test", "seed"):  # fmt: skip
+        if args.inputs and key in ("val", "n_val"):
+            continue  # (not used with --inputs)
         val = getattr(args, key)
         if val is not None:
             parts += ["--" + key.replace("_", "-"), str(val)]
@@ -356,8 +407,16 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     m = args.modality
-    solvers = list(dict.fromkeys(args.solver or ["pnp-admm", "tv"]))
-    prior = args.prior or f"aelpn-{m}"
+    from recon.api import DEFAULT_PRIOR
+    from recon.mri import default_solver
+
+    prior = args.prior or DEFAULT_PRIOR[m]
+    first = default_solver(prior) if m == "mri" else "pnp-admm"  # the CLI's solver with it
+    solvers = list(dict.fromkeys(args.solver or [first, "tv"]))
+    if args.inputs and args.val != "synthetic":
+        raise ValueError(
+            f"--val {args.val}: not used with --inputs (your scans are the validation)"
+        )
     problems = list(dict.fromkeys(args.problem or [DEFAULT_PROBLEM[m]]))
     wrong = [p for p in problems if modality_of(p) != m]
     if wrong:
@@ -437,7 +496,15 @@ def run(args: argparse.Namespace) -> int:
         plot_search(out / f"search-{solver}.png", solver, res, start)
         if progress:
             vals = ", ".join(f"{k} = {v:.4g}" for k, v in res.best.items())
-            print(f"{solver}: {vals}; validation PSNR {start_score:.2f} -> {res.score:.2f} dB")
+            print(f"{solver}: {vals}; validation PSNR {start_score:.2f} (start) -> "
+                  f"{res.score:.2f} dB")  # fmt: skip
+        for name in res.at_edge:  # said even with --quiet: the best may lie outside
+            lo, hi = results[solver]["ranges"][name]
+            print(
+                f"recon tune: {solver}: best {name} = {res.best[name]:.4g} is at the edge of its "
+                f"range [{lo:.3g}, {hi:.3g}]; widen it: --range {name}=LO:HI",
+                file=sys.stderr,
+            )
     command = _command(args)
     previous = json.loads(Path(args.config).read_text()) if args.config else None
     preset = tuned_preset(m, base, results, command, args.iters, previous)

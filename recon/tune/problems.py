@@ -210,8 +210,22 @@ def mri_validation_scans(n: int = 3) -> list[Scan]:
 
 def scans_from_glob(modality: str, pattern: str) -> list[Scan]:
     """A user's scans: CT DICOM files/folders or .npy images; MRI .npy magnitudes or fastMRI .h5
-    (the middle slice, k-space and reference). Raises ValueError when nothing matches."""
-    paths = sorted(globlib.glob(pattern, recursive=True))
+    (the middle slice, k-space and reference). ``pattern``: a GLOB, or a folder (its files of
+    the modality's kinds, searched as `recon batch` does). Raises ValueError when nothing
+    matches."""
+    if Path(pattern).is_dir():
+        from recon.batch.plan import CT_SUFFIXES, MRI_SUFFIXES
+
+        kinds = CT_SUFFIXES if modality == "ct" else MRI_SUFFIXES
+        paths = sorted(
+            str(f)
+            for f in Path(pattern).rglob("*")
+            if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in kinds
+        )
+        if not paths:
+            raise ValueError(f"--inputs {pattern}: a folder with no {'/'.join(kinds)} files")
+    else:
+        paths = sorted(globlib.glob(pattern, recursive=True))
     if not paths:
         raise ValueError(f"--inputs {pattern}: no file matches")
     scans = []
