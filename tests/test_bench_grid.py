@@ -76,6 +76,7 @@ def test_rerun_skips_finished_cells_and_reruns_missing_or_changed(ct_grid):
     changed = _spec([*CT_ARGS[:-2], "3", "--quiet", "--solvers", "pnp-admm", "--priors", "tv"])
     again = run_grid(changed, ct_grid, progress=False)
     assert again["ran"] == 1 and again["skipped"] == 1  # FBP reused; new iteration cap reruns
+    assert again["replaced"] == 1  # the cell of the other settings is counted (and said)
     assert json.loads(cell.read_text())["iterations"] == 3
 
 

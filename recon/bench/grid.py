@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import sys
 import threading
 import time
 from pathlib import Path
@@ -147,12 +149,15 @@ def _cell_path(out: Path, problem: str, scan: str, solver: str, prior: str) -> P
     return out / "cells" / problem / scan / f"{solver}+{prior}.json"
 
 
-def _load_cell(path: Path, digest: str) -> dict | None:
+def _load_cell(path: Path, digest: str) -> tuple[dict | None, bool]:
+    """(the finished cell at ``path`` if it was run with these settings, whether a cell run
+    with other settings is there)."""
     try:
         cell = json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    return cell if cell.get("settings_hash") == digest else None
+        return None, False
+    same = cell.get("settings_hash") == digest
+    return (cell if same else None), not same
 
 
 def run_grid(spec: GridSpec, out: Path, progress: bool = True) -> dict[str, Any]:
@@ -165,13 +170,14 @@ def run_grid(spec: GridSpec, out: Path, progress: bool = True) -> dict[str, Any]
         for scan in spec.scans[modality_of(problem)]:
             for solver, prior in spec.cells(problem):
                 todo.append((problem, scan, solver, prior))
-    cells, ran, skipped = [], 0, 0
+    cells, ran, skipped, replaced = [], 0, 0, 0
     bar = tqdm(total=len(todo), desc="bench grid", disable=not progress, unit="cell")
     case_key, case = None, None
     for problem, scan, solver, prior in todo:
         digest = spec.settings_hash(problem, scan, solver, prior)
         path = _cell_path(out, problem, scan.name, solver, prior)
-        cell = _load_cell(path, digest)
+        cell, other = _load_cell(path, digest)
+        replaced += other
         if cell is not None:
             skipped += 1
         else:
@@ -187,7 +193,7 @@ def run_grid(spec: GridSpec, out: Path, progress: bool = True) -> dict[str, Any]
         cells.append(cell)
         bar.update(1)
     bar.close()
-    return {"cells": cells, "ran": ran, "skipped": skipped}
+    return {"cells": cells, "ran": ran, "skipped": skipped, "replaced": replaced}
 
 
 def _run_cell(case, solver: str, prior: str, spec: GridSpec) -> dict[str, Any]:
@@ -288,17 +294,18 @@ def table_markdown(rows: list[dict], iters: int, scans: dict[str, list[str]]) ->
                 f"{_fmt(r['seconds_per_iter'], '.3f')} | {_fmt(r['peak_mib'], '.0f')} |"
             )
     lines += ["", "Mean PSNR (dB) over all problems of a modality:", ""]
-    methods = list(dict.fromkeys(r["method"] for r in rows))
     for m in ("ct", "mri"):
         mrows = [r for r in rows if modality_of(r["problem"]) == m]
         if not mrows:
             continue
         lines += [f"| {m.upper()} method | mean PSNR | mean SSIM | mean s |", "|---|---|---|---|"]
-        for meth in methods:
+        for meth in dict.fromkeys(r["method"] for r in mrows):  # the order of the blocks above
             sel = [r for r in mrows if r["method"] == meth and r["psnr"] is not None]
             if sel:
+                bad, n = sum(r.get("unusable") or 0 for r in sel), sum(r["scans"] for r in sel)
+                label = f"{meth} (unusable {bad}/{n})" if bad else meth
                 lines.append(
-                    f"| {meth} | {np.mean([r['psnr'] for r in sel]):.2f} | "
+                    f"| {label} | {np.mean([r['psnr'] for r in sel]):.2f} | "
                     f"{np.mean([r['ssim'] for r in sel]):.3f} | "
                     f"{np.mean([r['seconds'] for r in sel]):.2f} |"
                 )
@@ -332,7 +339,14 @@ def plot_grid(cells: list[dict], out: Path) -> list[Path]:
     solvers = list(dict.fromkeys(c["solver"] for c in runs))
     problems = list(dict.fromkeys(c["problem"] for c in runs))
     families = list(dict.fromkeys(_family(c["prior"]) for c in runs))
-    styles = {f: ls for f, ls in zip(families, ["-", "--", ":", "-."] * 3, strict=False)}
+    # one look per prior family: 4 line styles, then the same with markers (up to 12 families)
+    looks = [(ls, mk) for mk in ("", "o", "s") for ls in ("-", "--", ":", "-.")]
+    styles = {f: looks[i % len(looks)] for i, f in enumerate(families)}
+
+    def look(family: str) -> dict:
+        ls, mk = styles[family]
+        return {"ls": ls, "marker": mk or None, "markevery": 0.15, "markersize": 3.5}
+
     colors = {p: f"C{i}" for i, p in enumerate(problems)}
     mods = list(dict.fromkeys(modality_of(p) for p in problems))
     paths = []
@@ -341,6 +355,8 @@ def plot_grid(cells: list[dict], out: Path) -> list[Path]:
     )
     for row, mod in zip(axes, mods, strict=True):
         for ax, s in zip(row, solvers, strict=True):
+            finals: list[float] = []
+            lowest = math.inf
             for c in runs:
                 if c["solver"] != s or modality_of(c["problem"]) != mod:
                     continue
@@ -352,7 +368,11 @@ def plot_grid(cells: list[dict], out: Path) -> list[Path]:
                 ]
                 if pts:
                     t, p = zip(*pts, strict=True)
-                    ax.plot(t, p, styles[_family(c["prior"])], color=colors[c["problem"]], lw=1.2)
+                    ax.plot(t, p, color=colors[c["problem"]], lw=1.2, **look(_family(c["prior"])))
+                    finals.append(p[-1])
+                    lowest = min(lowest, min(p))
+            if finals:  # a run far below the others (a poor prior) does not flatten them
+                ax.set_ylim(bottom=max(lowest, float(np.median(finals)) - 10.0) - 0.5)
             ax.set(xlabel="seconds", ylabel="PSNR (dB)", title=f"{mod.upper()}: {s}")
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -360,7 +380,7 @@ def plot_grid(cells: list[dict], out: Path) -> list[Path]:
         handles = [
             plt.Line2D([], [], color=colors[p], label=p) for p in problems if modality_of(p) == mod
         ]
-        handles += [plt.Line2D([], [], color="k", ls=styles[f], label=f) for f in families]
+        handles += [plt.Line2D([], [], color="k", label=f, **look(f)) for f in families]
         row[-1].legend(handles=handles, fontsize=7, loc="best")
     fig.suptitle("PSNR vs solver time (first test scan of each problem)", fontsize=10)
     fig.tight_layout()
@@ -370,15 +390,14 @@ def plot_grid(cells: list[dict], out: Path) -> list[Path]:
     nrow = -(-len(problems) // ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.8 * ncol, 3.2 * nrow), squeeze=False)
     for ax, prob in zip(axes.flat, problems, strict=False):
-        for i, c in enumerate(c for c in runs if c["problem"] == prob):
+        for c in (c for c in runs if c["problem"] == prob):
             rc = [v for v in c["history"].get("rel_change", []) if v is not None and v > 0]
             ax.semilogy(
                 range(1, len(rc) + 1),
                 rc,
-                styles[_family(c["prior"])],
                 color=f"C{solvers.index(c['solver'])}",
                 lw=1.1,
-                label=f"{c['solver']} + {c['prior']}" if i < 12 else None,
+                **look(_family(c["prior"])),
             )
         ax.set_title(prob, fontsize=9)
         ax.set_xlabel("iteration")
@@ -386,9 +405,12 @@ def plot_grid(cells: list[dict], out: Path) -> list[Path]:
     for ax in list(axes.flat)[len(problems) :]:
         ax.axis("off")
     axes[0][0].set_ylabel("||x⁺ − x|| / ||x||")
-    axes[0][0].legend(fontsize=6)
+    # one legend for the figure, below the panels: every solver (colour), every prior (style)
+    handles = [plt.Line2D([], [], color=f"C{i}", label=s) for i, s in enumerate(solvers)]
+    handles += [plt.Line2D([], [], color="k", label=f, **look(f)) for f in families]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), fontsize=7)
     fig.suptitle("Convergence (colour: solver, line style: prior)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06 + 0.02 * (len(handles) > 8), 1, 1))
     paths.append(save_figure(out / "convergence.png", fig))
     return paths
 
@@ -541,4 +563,10 @@ def run_bench(args) -> int:
     if not args.quiet:
         print((out / "table.md").read_text())
         print(f"{result['ran']} cells run, {result['skipped']} reused -> {out}/")
+    if result["replaced"]:  # said even with --quiet: the folder's earlier results changed
+        print(
+            f"recon bench grid: {result['replaced']} cell(s) in {out} held results of other "
+            "settings and were recomputed; table.md covers this run's cells only",
+            file=sys.stderr,
+        )
     return 0
