@@ -34,6 +34,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from recon.outputs import atomic_write
+
 __all__ = ["best_seconds", "conv_calls", "replay_convs", "time_prox"]
 
 
@@ -171,11 +173,14 @@ def _speedups(**off: bool) -> dict:
     return row
 
 
-def solver_rows(priors: list[str], views: int, photons: float) -> list[dict]:
+def solver_rows(
+    priors: list[str], views: int, photons: float, quick: bool = False, on_row=None
+) -> list[dict]:
     """``recon ct`` on the 512² slice for FBP, TV and PnP-ADMM with each prior, every speed-up
-    on and then each one off in turn. A row without retained memory runs in a child process
-    (glibc's allocator settings are process-wide); its wall time includes that process's start.
-    Without the preconditioner, CG takes the 10 iterations it needed before it."""
+    on and then each one off in turn (``quick``: every speed-up on only). A row without retained
+    memory runs in a child process (glibc's allocator settings are process-wide); its wall time
+    includes that process's start. Without the preconditioner, CG takes the 10 iterations it
+    needed before it. ``on_row(rows, total)`` is called after each row (to write it out)."""
     import os
     import subprocess
     import sys
@@ -189,11 +194,14 @@ def solver_rows(priors: list[str], views: int, photons: float) -> list[dict]:
                ("tv", None, _speedups(projection_matrix=False, channels_last=None)),
                ("tv", None, _speedups(channels_last=None))]  # fmt: skip
     for p in priors:
-        methods += [
-            ("pnp-admm", p, _speedups(**{k: False}))
-            for k in ("channels_last", "projection_matrix", "preconditioner", "retained_memory")
-        ]
+        if not quick:
+            methods += [
+                ("pnp-admm", p, _speedups(**{k: False}))
+                for k in ("channels_last", "projection_matrix", "preconditioner", "retained_memory")
+            ]
         methods.append(("pnp-admm", p, _speedups()))
+    if quick:  # every speed-up on: FBP, TV and each prior once
+        methods = [methods[0], methods[2], *methods[3:]]
     rows = []
     threads = str(torch.get_num_threads())
     with tempfile.TemporaryDirectory() as tmp:
@@ -227,12 +235,22 @@ def solver_rows(priors: list[str], views: int, photons: float) -> list[dict]:
             rows.append({"method": solver if not prior else f"{solver} + {prior}", **on,
                          "psnr": m["psnr"], "seconds": m["seconds"], "wall_seconds": wall,
                          "iterations": m["iterations"]})  # fmt: skip
+            if on_row is not None:
+                on_row(rows, len(methods))
     lpn.CHANNELS_LAST = True
     return rows
 
 
 def _table(prox: list[dict], solvers: list[dict], meta: dict) -> str:
     lines = [f"# recon bench speed ({meta['date']}, {meta['threads']} threads, {meta['cpu']})", ""]
+    if meta.get("partial"):
+        lines += [f"**Partial: {meta['partial']}** (the run was stopped or is still running).", ""]
+    lines += [
+        "Fraction of raw conv rate: the prox's convolutions replayed alone over the whole prox "
+        "(1: nothing but convolutions; above 1 at small sizes, where each call's overhead is "
+        "timed too).",
+        "",
+    ]
     lines += [
         "| prior | prox s (contiguous) | prox s (channels-last) | convolutions alone s | "
         "fraction of raw conv rate | GFLOP/s |",
@@ -282,6 +300,11 @@ def add_bench_parser(bsub) -> None:
     s.add_argument("--photons", type=float, default=1e5)
     s.add_argument("--repeats", type=int, default=3)
     s.add_argument("--no-solvers", action="store_true", help="time the prox only")
+    s.add_argument(
+        "--quick",
+        action="store_true",
+        help="one repeat, and the solver rows with every speed-up on only (no each-off rows)",
+    )
     s.add_argument("--threads", type=int, default=None)
 
 
@@ -291,20 +314,34 @@ def run_bench(args: argparse.Namespace) -> int:
     from recon.pipeline import set_threads
 
     set_threads(args.threads)
-    prox = prox_rows(args.priors, args.size, args.repeats)
-    solvers = [] if args.no_solvers else solver_rows(args.priors, args.views, args.photons)
+    repeats = 1 if args.quick else args.repeats
     meta = {
         "date": time.strftime("%Y-%m-%d"),
         "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "torch": torch.__version__,
-        "timing": "best of --repeats after a warm-up",
+        "timing": f"best of {repeats} after a warm-up",
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "speed.json").write_text(json.dumps({"meta": meta, "prox": prox, "solvers": solvers},
-                                               indent=1))  # fmt: skip
-    table = _table(prox, solvers, meta)
-    (out / "table.md").write_text(table)
+
+    def write(prox: list[dict], solvers: list[dict], partial: str | None = None) -> str:
+        info = {**meta, **({"partial": partial} if partial else {})}
+        text = json.dumps({"meta": info, "prox": prox, "solvers": solvers}, indent=1)
+        atomic_write(out / "speed.json", lambda tmp: tmp.write_text(text))
+        table = _table(prox, solvers, info)
+        atomic_write(out / "table.md", lambda tmp: tmp.write_text(table))
+        return table
+
+    prox = prox_rows(args.priors, args.size, repeats)
+    solvers: list[dict] = []
+    if not args.no_solvers:
+        write(prox, [], "prox rows only so far")
+
+        def on_row(rows: list[dict], total: int) -> None:
+            write(prox, rows, None if len(rows) == total else f"{len(rows)} of {total} solver rows")
+
+        solvers = solver_rows(args.priors, args.views, args.photons, args.quick, on_row)
+    table = write(prox, solvers)
     print(table)
     return 0
