@@ -81,25 +81,26 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # -h, --version, or a bad option (already reported)
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     retain_freed_memory()  # large tensors reused without page faults (recon.memory)
+    name = " ".join(x for x in (args.command, getattr(args, "bench", None)) if x)  # bench grid
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"recon {args.command}: error: {exc}", file=sys.stderr)
+        print(f"recon {name}: error: {exc}", file=sys.stderr)
         return 2
     except MemoryError:
         print(
-            f"recon {args.command}: error: out of memory (a smaller --size, slice or batch?)",
+            f"recon {name}: error: out of memory (a smaller --size, slice or batch?)",
             file=sys.stderr,
         )
         return 2
     except KeyboardInterrupt:
-        print(f"recon {args.command}: interrupted", file=sys.stderr)
+        print(f"recon {name}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # an unexpected failure: one line, the traceback on request
         if args.debug:
             raise
         print(
-            f"recon {args.command}: unexpected error: {type(exc).__name__}: {exc} "
+            f"recon {name}: unexpected error: {type(exc).__name__}: {exc} "
             "(rerun with recon --debug ... for the traceback)",
             file=sys.stderr,
         )
