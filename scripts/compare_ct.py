@@ -93,7 +93,9 @@ def main() -> None:
     ap.add_argument("--geometry", choices=("parallel", "fan"), default="parallel")
     ap.add_argument("--noise", type=float, default=0.01, help="Gaussian, relative")
     ap.add_argument("--photons", type=float, default=None, help="Poisson, incident photons")
-    ap.add_argument("--iters", type=int, default=40)
+    ap.add_argument(
+        "--iters", type=int, default=40, help="ADMM iterations of the learned priors (TV: twice)"
+    )
     ap.add_argument("--methods", nargs="+", default=list(GRIDS), choices=list(GRIDS))
     ap.add_argument(
         "--grid", default=None, help="comma-separated values replacing each method's grid"

@@ -95,6 +95,8 @@ def main() -> int:
         ap.error(f"--strength must be > 0, got {strength}")
     only = [w for w in args.only.split(",") if w]
     accels = {float(a) for a in args.accels.split(",")}
+    if args.method == "rule" and not args.rules:
+        ap.error("--method rule needs --rules JSON [JSON ...] (the rules to score)")
     torch.set_num_threads(1)
     from data.fastmri import center_crop, evaluate
     from recon.mri import measured_noise, sample_kspace, start_images
@@ -104,9 +106,11 @@ def main() -> int:
     done = set()
     if out.exists():
         done = {json.dumps(json.loads(ln)["key"]) for ln in out.read_text().splitlines() if ln}
+    matched = 0
     for name, k, ref, size in problems():
         if only and not any(w in name for w in only):
             continue
+        matched += 1
         for accel, cf in ((4.0, 0.08), (8.0, 0.04)):
             if accel not in accels:
                 continue
@@ -163,6 +167,8 @@ def main() -> int:
                 with out.open("a") as fh:
                     fh.write(json.dumps(row) + "\n")
                 print(name, accel, p, f"{m['psnr']:.2f}", flush=True)
+    if only and not matched:
+        ap.error(f"--only {args.only}: matches no problem")
     return 0
 
 
