@@ -148,3 +148,24 @@ def test_the_table_names_unusable_cells():
     table = table_markdown(summarize(cells), 5, {"ct": [], "mri": ["a", "b"]})
     assert "| mri-random4 | pnp-pgd + lpn-mri (unusable 1/2) |" in table
     assert "(unusable" not in table_markdown(summarize(cells[1:]), 5, {"ct": [], "mri": ["b"]})
+
+
+def test_your_own_checkpoint_joins_the_grid(tmp_path):
+    """`--priors PATH.safetensors` benchmarks a checkpoint of your own beside the shipped priors,
+    in the modality of its channels, named by its file stem, with the presets of the shipped
+    prior it was fine-tuned from."""
+    ckpt = tmp_path / "mine.safetensors"
+    train = ["train", "--kind", "fne-ridge", "--init", "ridge-ct", "--data", "ellipses"]
+    train += ["--steps", "2", "--batch", "2", "--patch", "32", "--threads", "1", "--quiet"]
+    assert main([*train, "--out", str(ckpt)]) == 0
+    out = tmp_path / "grid"
+    args = ["bench", "grid", "--quick", "--modality", "ct", "--problems", "ct-par60"]
+    args += ["--solvers", "pnp-admm", "--priors", "tv", str(ckpt), "--iters", "3", "--quiet"]
+    assert main([*args, "--out", str(out)]) == 0
+    table = (out / "table.md").read_text()
+    assert "pnp-admm + mine" in table and "pnp-admm + tv" in table
+    cell = json.loads(next(out.glob("cells/ct-par60/*/pnp-admm+mine.json")).read_text())
+    assert cell["prior"] == str(ckpt) and cell["psnr"] > 15
+    bad = tmp_path / "notes.safetensors"
+    bad.write_text("not a checkpoint")
+    assert main([*args, str(bad), "--out", str(tmp_path / "g2")]) == 2

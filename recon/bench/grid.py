@@ -146,7 +146,7 @@ class GridSpec:
 
 
 def _cell_path(out: Path, problem: str, scan: str, solver: str, prior: str) -> Path:
-    return out / "cells" / problem / scan / f"{solver}+{prior}.json"
+    return out / "cells" / problem / scan / f"{solver}+{_label(prior)}.json"
 
 
 def _load_cell(path: Path, digest: str) -> tuple[dict | None, bool]:
@@ -219,7 +219,28 @@ def _run_cell(case, solver: str, prior: str, spec: GridSpec) -> dict[str, Any]:
 
 # --- reporting -----------------------------------------------------------------------------------
 def _method(c: dict) -> str:
-    return c["prior"] if c["solver"] == "baseline" else f"{c['solver']} + {c['prior']}"
+    prior = _label(c["prior"])
+    return prior if c["solver"] == "baseline" else f"{c['solver']} + {prior}"
+
+
+def _label(prior: str) -> str:
+    """A prior's name in tables and file names: a checkpoint path by its file stem."""
+    from recon.pipeline import prior_key
+
+    return prior_key(prior)
+
+
+def checkpoint_modality(path: str) -> str:
+    """'ct' or 'mri' for a checkpoint given to ``--priors``: by its image channels (1: CT, 2:
+    complex MRI); ValueError naming the file when it cannot be loaded."""
+    from priors.checkpoint import CheckpointError, load_prior
+
+    try:
+        model = load_prior(path)
+    except (CheckpointError, OSError) as exc:
+        raise ValueError(f"--priors {path}: {exc}") from None
+    channels = getattr(model, "config", dict)().get("in_channels", 1)
+    return "mri" if channels == 2 else "ct"
 
 
 def summarize(cells: list[dict]) -> list[dict]:
@@ -315,7 +336,7 @@ def table_markdown(rows: list[dict], iters: int, scans: dict[str, list[str]]) ->
 
 def _family(prior: str) -> str:
     """aelpn-ct -> aelpn (one line style per prior family across modalities)."""
-    return prior.split("-")[0]
+    return _label(prior).split("-")[0]
 
 
 def plot_grid(cells: list[dict], out: Path) -> list[Path]:
@@ -478,7 +499,12 @@ def add_bench_parser(bsub) -> None:
     g.add_argument("--modality", choices=["ct", "mri", "both"], default="both")
     g.add_argument("--problems", nargs="+", default=None, choices=list(PROBLEMS))
     g.add_argument("--solvers", nargs="+", default=None, choices=list(SOLVERS))
-    g.add_argument("--priors", nargs="+", default=None, help="restrict priors (e.g. tv aelpn-ct)")
+    g.add_argument(
+        "--priors",
+        nargs="+",
+        default=None,
+        help="restrict priors (e.g. tv crr-ct); a checkpoint path (.safetensors) adds your own",
+    )
     g.add_argument("--iters", type=int, default=None, help="iteration cap (default 30; quick 5)")
     g.add_argument("--size", type=int, default=128, help="CT phantom size")
     g.add_argument("--ct-phantoms", type=int, default=2, help="seeded phantoms in the CT set")
@@ -517,13 +543,17 @@ def spec_from_args(args) -> GridSpec:
     mri = mri_test_scans(1 if args.quick else args.mri_scans) if "mri" in mods else []
     priors = {m: priors_for(m) for m in ("ct", "mri")}
     if args.priors:
-        unknown = set(args.priors) - set(priors["ct"]) - set(priors["mri"])
+        checkpoints = [p for p in args.priors if p.endswith(".safetensors")]
+        unknown = set(args.priors) - set(priors["ct"]) - set(priors["mri"]) - set(checkpoints)
         if unknown:
             raise ValueError(
                 f"--priors {' '.join(sorted(unknown))}: not shipped "
-                f"(available: {', '.join(dict.fromkeys(priors['ct'] + priors['mri']))})"
+                f"(available: {', '.join(dict.fromkeys(priors['ct'] + priors['mri']))}, or a "
+                "checkpoint path ending in .safetensors)"
             )
         priors = {m: [p for p in v if p in args.priors] for m, v in priors.items()}
+        for path in checkpoints:  # your own priors, each in the modality of its channels
+            priors[checkpoint_modality(path)].append(path)
     presets = {
         "ct": load_presets("ct", args.ct_config),
         "mri": load_presets("mri", args.mri_config),
