@@ -64,6 +64,7 @@ __all__ = [
     "train_prior",
     "proximal_matching_loss",
     "denoise_psnr",
+    "noisy_psnr",
     "same_schedule",
     "config_changes",
 ]
@@ -244,15 +245,30 @@ def _fne_penalty(
 
 
 @torch.no_grad()
-def denoise_psnr(model: nn.Module, clean: torch.Tensor, sigma: float, seed: int = 1234) -> float:
-    """Mean PSNR (data_range = max − min of each clean image) of model.prox(clean + σ·n)."""
+def _noisy(clean: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
     gen = torch.Generator(device=clean.device).manual_seed(seed)
-    noisy = clean + sigma * torch.randn(clean.shape, generator=gen, device=clean.device)
-    with told_noise_level(model, sigma):  # a noise_input model is told σ
-        out = model.prox(noisy, create_graph=False)
+    return clean + sigma * torch.randn(clean.shape, generator=gen, device=clean.device)
+
+
+def _mean_psnr(out: torch.Tensor, clean: torch.Tensor) -> float:
+    """Mean PSNR over the images, data_range = max − min of each clean image."""
     mse = (out - clean).flatten(1).pow(2).mean(1)
     rng = clean.flatten(1).amax(1) - clean.flatten(1).amin(1)
     return float((10 * torch.log10(rng.pow(2) / mse)).mean())
+
+
+def denoise_psnr(model: nn.Module, clean: torch.Tensor, sigma: float, seed: int = 1234) -> float:
+    """Mean PSNR (data_range = max − min of each clean image) of model.prox(clean + σ·n)."""
+    noisy = _noisy(clean, sigma, seed)
+    with told_noise_level(model, sigma):  # a noise_input model is told σ
+        out = model.prox(noisy, create_graph=False)
+    return _mean_psnr(out, clean)
+
+
+def noisy_psnr(clean: torch.Tensor, sigma: float, seed: int = 1234) -> float:
+    """The PSNR of the noisy input ``denoise_psnr`` denoises (the same noise): what the
+    validation PSNR is to be read against."""
+    return _mean_psnr(_noisy(clean, sigma, seed), clean)
 
 
 def _vary_contrast(clean: torch.Tensor, contrast_min: float, gen: torch.Generator) -> torch.Tensor:
@@ -336,6 +352,7 @@ def train_prior(
     gen = torch.Generator().manual_seed(cfg.seed + rank)
     opt = torch.optim.Adam(_param_groups(model), lr=cfg.lr_l1)
     hist: dict[str, list] = {"step": [], "loss": [], "val_step": [], "val_psnr": [], "seconds": []}
+    val_input = noisy_psnr(val, cfg.sigma) if val is not None else None
     step, elapsed = 0, 0.0
     ckpt = Path(checkpoint) if checkpoint else None
     saved: int | None = None  # the step the checkpoint holds for this run
@@ -405,7 +422,7 @@ def train_prior(
                     "phase": _phase_label(gamma_stage, cfg.loss),
                 }
                 if hist["val_psnr"]:
-                    post["val"] = f"{hist['val_psnr'][-1]:.2f}dB"
+                    post["val"] = f"{hist['val_psnr'][-1]:.2f}dB (input {val_input:.2f})"
                 if lam_hat is not None:
                     post["λmax"] = f"{float(lam_hat.max()):.2f}"
                 bar.set_postfix(post)

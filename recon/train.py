@@ -62,6 +62,7 @@ from priors.training import (
     SIGMA_SAMPLING,
     TrainConfig,
     TrainingInterrupted,
+    noisy_psnr,
     same_schedule,
     train_prior,
 )
@@ -1077,6 +1078,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         "seconds": round(res.seconds, 1),
         "seconds_per_step": round(res.seconds / max(res.steps, 1), 3),
         "final_val_psnr": res.history["val_psnr"][-1] if res.history.get("val_psnr") else None,
+        "val_input_psnr": noisy_psnr(val, args.sigma) if val is not None else None,
         "checkpoint": str(args.out),
     }
     if world > 1:

@@ -369,3 +369,21 @@ def test_preset_from_records_the_shipped_prior_a_fine_tune_started_from(tmp_path
     scratch = tmp_path / "scratch.safetensors"
     assert _train(*one, "--out", str(scratch)) == 0
     assert "preset_from" not in read_checkpoint(scratch)[1]["meta"]
+
+
+def test_the_summary_gives_the_noisy_input_psnr_beside_the_validation_psnr(tmp_path, capsys):
+    """The validation PSNR is read against the PSNR of the noisy input it denoises (the same
+    noise draw): σ = 0.1 on images spanning [0, 1] is about 20 dB."""
+    import math
+
+    from priors.training import noisy_psnr
+
+    clean = torch.zeros(4, 1, 16, 16)
+    clean[:, :, 4:12, 4:12] = 1.0
+    assert noisy_psnr(clean, 0.1) == pytest.approx(20.0, abs=0.5)
+    args = ["train", "--kind", "fne-ridge", "--data", "ellipses", "--steps", "2", "--batch", "2"]
+    args += ["--patch", "32", "--threads", "1", "--quiet", "--no-resume"]
+    out = tmp_path / "p.safetensors"
+    assert main([*args, "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert math.isfinite(summary["val_input_psnr"]) and math.isfinite(summary["final_val_psnr"])
