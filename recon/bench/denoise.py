@@ -75,14 +75,19 @@ def noise_and_affine_scores(model, clean: torch.Tensor, told: bool = False) -> d
 
 
 def run_denoise_bench(
-    models: dict[str, str], out: Path, size: int = 128, told: bool = False
+    models: dict[str, str], out: Path, size: int = 128, told: bool = False, quiet: bool = True
 ) -> dict:
     """Evaluate named checkpoints; write table.md, results.json and plots into ``out``.
-    ``told``: noise-input priors get the true σ (default: the blind estimate σ̂)."""
+    ``told``: noise-input priors get the true σ (default: the blind estimate σ̂). Without
+    ``quiet`` each model is named on stderr as it starts."""
+    import sys
+
     out.mkdir(parents=True, exist_ok=True)
     clean = center_crops(natural_images(VAL_IMAGES), size)
     results: dict[str, dict] = {}
-    for name, path in models.items():
+    for i, (name, path) in enumerate(models.items()):
+        if not quiet:
+            print(f"bench denoise: model {i + 1}/{len(models)}: {name}", file=sys.stderr)
         model = load_prior(path)
         r: dict = {"kind": model.config()["kind"], "source": str(path)}
         if takes_noise_level(model):
@@ -184,6 +189,7 @@ def add_bench_parser(bsub) -> None:
     d.add_argument(
         "--threads", type=count(1, 1024), default=1, help="torch threads (1: stable timings)"
     )
+    d.add_argument("--quiet", action="store_true", help="no progress, no table printed")
     d.add_argument(
         "--noise-level",
         choices=["estimate", "true"],
@@ -199,7 +205,10 @@ def run_bench(args) -> int:
     for spec in args.model:
         name, _, path = spec.partition("=")
         models[name] = path or name
-    run_denoise_bench(models, Path(args.out), args.size, told=args.noise_level == "true")
-    print((Path(args.out) / "table.md").read_text())
-    print(f"plot: {Path(args.out) / 'denoise.png'}")
+    run_denoise_bench(
+        models, Path(args.out), args.size, told=args.noise_level == "true", quiet=args.quiet
+    )
+    if not args.quiet:
+        print((Path(args.out) / "table.md").read_text())
+        print(f"plot: {Path(args.out) / 'denoise.png'}")
     return 0
