@@ -103,6 +103,15 @@ def test_first_reach():
     assert first_reach(psnr, secs, 32.0) == (None, None)
 
 
+def test_deepinverse_driver_is_where_the_bench_runs_it():
+    """The DeepInverse driver script the CT bench hands to --peer-python exists (its path is
+    computed from the bench module's location)."""
+    from recon.bench.peers import DRIVER
+
+    assert DRIVER.is_file(), DRIVER
+    assert "deepinv" in DRIVER.read_text()
+
+
 def test_missing_peers_are_named_with_install_hints(tmp_path):
     py, msg = check_peer_python(None)
     assert py is None and "pip install" in msg and "deepinv" in msg
@@ -141,3 +150,27 @@ def test_bart_reads_our_multicoil_layout(tmp_path):
     subprocess.run([BART, "rss", "8", "img", "r"], cwd=tmp_path, check=True)
     ours = rss(ifft2c(torch.from_numpy(k))[None], dim=1)[0].numpy()
     np.testing.assert_allclose(np.abs(read_cfl(tmp_path / "r")), ours, rtol=1e-4, atol=1e-6)
+
+
+def test_ct_bench_runs_ours_without_a_peer(tmp_path):
+    """`recon bench peers --ct --quick` with no DeepInverse: every method of ours and `recon ct`'s
+    defaults run on the same problem, the table names the skipped peer with its install hint, and
+    the defaults (the shipped prior and TV, with their noise rules) beat FBP by a wide margin."""
+    import json
+
+    from recon.bench.peers import CT_METHODS
+    from recon.cli import main
+
+    out = tmp_path / "peers"
+    assert main(["bench", "peers", "--ct", "--quick", "--quiet", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())["ct"]["shepp-logan"]
+    assert "pip install" in res["peer"]["skipped"]
+    ours = res["ours"]
+    assert {m[0] for m in CT_METHODS} < set(ours)
+    defaults = [v for k, v in ours.items() if k.endswith("(recon ct defaults)")]
+    assert len(defaults) == 2
+    for d in defaults:
+        assert d["psnr"] > res["fbp"]["psnr"] + 5, d
+    text = (out / "table.md").read_text()
+    assert "crr-ct (recon ct defaults)" in text and "pip install" in text
+    assert (out / "ct_shepp-logan_psnr_vs_seconds.png").stat().st_size > 0

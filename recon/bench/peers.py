@@ -3,11 +3,14 @@
 Both toolkits get the same problem, the same reference image, one thread each, and a small
 tuning grid each (evaluated on the image reported on: an oracle choice for every method alike).
 
-CT (``--ct``) against DeepInverse's TV-ADMM. Shepp–Logan 128×128 (values in [0, 1]), 60
+CT (``--ct``) against DeepInverse's TV-ADMM, on two images scaled to [0, 1]: Shepp–Logan
+128×128 and the bundled real CT slice (``bundled:ct-small``, 128×128, never trained on); 60
 parallel-beam views over 180°, Gaussian noise with std = 1 % of max |sinogram| (seed 0).
-Ours: FBP, TV-ADMM, TV-FISTA, PnP-ADMM with the shipped ``aelpn-ct`` and ``lpn-ct``, from FBP
-(its seconds are added to ours). DeepInverse runs in its own interpreter (``--peer-python``;
-pnp-recon never imports it) through ``scripts/peers/deepinv_ct.py``, twice:
+Ours: FBP, TV-ADMM, TV-FISTA, PnP-ADMM with the shipped ``crr-ct`` (the default), ``ridge-ct``,
+``aelpn-ct`` and ``lpn-ct``, each over its grid, and ``recon ct`` at its defaults (presets and
+noise rules, no grid: what a user gets); all from FBP (its seconds are added to ours).
+DeepInverse runs in its own interpreter (``--peer-python``; pnp-recon never imports it) through
+``scripts/peers/deepinv_ct.py``, twice:
 
 * ``shared``: on *our* measurements y and our ASTRA system matrix (exported as a sparse matrix
   and checked against the operator), so both solve the same discrete problem;
@@ -27,13 +30,15 @@ runs ``pics -S`` with TV (``-R T:3:0:λ``) and L1-wavelet (``-R W:3:0:λ``) over
 grid. BART's centred unitary FFT equals ours (tested); ``-S`` returns the image in the data's
 scale, checked each run by a fully sampled BART reconstruction against the reference. Ours: TV
 and PnP-ADMM with ``aelpn-mri``, with our ESPIRiT maps. fastMRI metrics (magnitude, data range =
-reference max). Then, with BART, the rows of ``recon.bench.peers_mri``: BART's and ISMRMRD's
+reference max), and `recon mri` at its defaults (the default prior with its solver, and TV;
+no grid). Then, with BART, the rows of ``recon.bench.peers_mri``: BART's and ISMRMRD's
 phantoms at two noise levels and 4×/8× masks, `recon mri` at its defaults against BART's best λ.
 
     recon bench peers [--ct] [--mri] --out DIR [--peer-python PATH] [--quick]
 
-Writes table.md, results.json and ct_psnr_vs_seconds.png into --out (timings: wall clock on
-this machine, one thread per toolkit; say whether it was loaded).
+Writes table.md, results.json and ct_<image>_psnr_vs_seconds.png into --out (timings: wall
+clock on this machine, one thread per toolkit; say whether it was loaded). A best setting at an
+end of its grid is marked "(grid edge)": widen that grid before reading the row as a best.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ import torch
 
 from recon.outputs import atomic_write, save_figure, save_json, save_npy
 
-DRIVER = Path(__file__).resolve().parents[1] / "scripts" / "peers" / "deepinv_ct.py"
+DRIVER = Path(__file__).resolve().parents[2] / "scripts" / "peers" / "deepinv_ct.py"
 PEER_ENV = "RECON_PEER_PYTHON"
 INSTALL_DEEPINV = (
     "python3 -m venv .venv-peers && .venv-peers/bin/pip install "
@@ -69,7 +74,7 @@ CT_METHODS: list[tuple[str, str, str | None, str, tuple[float, ...], dict]] = [
         "tv",
         None,
         "weight_rel",
-        (0.0025, 0.005, 0.01),
+        (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08),  # Shepp-Logan's best 0.005, the real slice's 0.04
         {"solver": "pnp-admm", "rho_rel": 0.02, "iters": 100, "tol": 1e-5, "cg_iters": 10},
     ),
     (
@@ -77,8 +82,24 @@ CT_METHODS: list[tuple[str, str, str | None, str, tuple[float, ...], dict]] = [
         "tv",
         None,
         "weight_rel",
-        (5e-5, 1e-4, 2e-4),
+        (5e-5, 1e-4, 2e-4, 4e-4, 8e-4, 1.6e-3),
         {"solver": "pnp-pgd", "accelerated": True, "step_rel": 0.99, "iters": 100, "tol": 1e-5},
+    ),
+    (
+        "PnP-ADMM crr-ct",
+        "pnp-admm",
+        "crr-ct",
+        "rho_rel",
+        (0.005, 0.01, 0.02, 0.04, 0.08),  # around its noise rule's value at 1 % (0.015-0.03)
+        {"iters": 40, "tol": 1e-4, "cg_iters": 10},
+    ),
+    (
+        "PnP-ADMM ridge-ct",
+        "pnp-admm",
+        "ridge-ct",
+        "rho_rel",
+        (0.005, 0.01, 0.02, 0.04, 0.08),
+        {"iters": 40, "tol": 1e-4, "cg_iters": 10},
     ),
     (
         "PnP-ADMM aelpn-ct",
@@ -93,7 +114,7 @@ CT_METHODS: list[tuple[str, str, str | None, str, tuple[float, ...], dict]] = [
         "pnp-admm",
         "lpn-ct",
         "rho_rel",
-        (0.001, 0.003, 0.01, 0.03),
+        (3e-4, 0.001, 0.003, 0.01, 0.03),
         {"iters": 40, "tol": 1e-4, "cg_iters": 10},
     ),
 ]
@@ -115,7 +136,6 @@ MRI_METHODS: list[tuple[str, str, str | None, str, tuple[float, ...], dict]] = [
         {"iters": 100, "tol": 1e-4, "cg_iters": 10},
     ),
 ]
-DINV_LAMBDAS = (5e-5, 1e-4, 2e-4)
 DINV_STEPS = (100.0,)
 BART_LAMBDAS = (0.001, 0.002, 0.005, 0.01, 0.02)
 BART_ITERS = (100, 300)
@@ -186,6 +206,7 @@ def _run_ours(
         best = _best_of(runs)
         out[label] = {
             "setting": {key: best[key]},
+            "grid_edge": len(grid) > 1 and best[key] in (grid[0], grid[-1]),
             "grid": {key: list(grid)},
             "grid_psnr": [r["psnr"] for r in runs],
             **{k: v for k, v in best.items() if k not in (key,)},
@@ -207,7 +228,10 @@ def check_peer_python(path: str | None) -> tuple[str | None, str]:
     if not path:
         return None, f"DeepInverse skipped: no --peer-python given. Install: {INSTALL_DEEPINV}"
     if not Path(path).exists() and shutil.which(path) is None:
-        return None, f"DeepInverse skipped: --peer-python {path} does not exist. {INSTALL_DEEPINV}"
+        return (
+            None,
+            f"DeepInverse skipped: --peer-python {path} does not exist. Install: {INSTALL_DEEPINV}",
+        )
     r = subprocess.run(
         [path, "-c", "import deepinv, torch; print(deepinv.__version__, torch.__version__)"],
         capture_output=True,
@@ -217,7 +241,8 @@ def check_peer_python(path: str | None) -> tuple[str | None, str]:
         last = (r.stderr.strip().splitlines() or ["?"])[-1]
         return (
             None,
-            f"DeepInverse skipped: {path} cannot import deepinv ({last}). {INSTALL_DEEPINV}",
+            f"DeepInverse skipped: {path} cannot import deepinv ({last}). "
+            f"Install: {INSTALL_DEEPINV}",
         )
     return path, r.stdout.strip()
 
@@ -257,13 +282,85 @@ def _run_deepinv(python: str, work: Path, mode: str, cfg: dict, quiet: bool) -> 
     return res
 
 
-def run_ct(args, out: Path) -> dict[str, Any]:
+# The CT images: (name, description, loader of a 128×128 image in [0, 1]).
+def _shepp_logan() -> np.ndarray:
     from data.phantoms import shepp_logan
+
+    return shepp_logan(128)
+
+
+def _bundled_slice() -> np.ndarray:
+    from data.bundled import load_bundled
+
+    hu = np.asarray(load_bundled("ct-small").hu, np.float64)
+    return ((hu - hu.min()) / (hu.max() - hu.min())).astype(np.float32)
+
+
+# (name, description, image loader, DeepInverse's λ grid: its best inside, measured)
+CT_IMAGES = (
+    (
+        "shepp-logan",
+        "Shepp-Logan 128x128 (data.phantoms.shepp_logan, [0, 1])",
+        _shepp_logan,
+        (2.5e-5, 5e-5, 1e-4, 2e-4, 4e-4),
+    ),
+    (
+        "ct-small",
+        "bundled real CT slice 128x128 (CT_small.dcm), HU scaled to [0, 1]",
+        _bundled_slice,
+        (1e-4, 2e-4, 4e-4, 8e-4, 1.6e-3),
+    ),
+)
+CT_IMAGE_NAMES = tuple(c[0] for c in CT_IMAGES)
+
+
+def _run_defaults(pb, metric, quick: bool) -> dict[str, dict]:
+    """`recon ct` at its defaults on ``pb`` (presets and noise rules, no grid): the default prior
+    with PnP-ADMM, and TV. The setting shown is the value the rules chose."""
+    from recon.api import DEFAULT_PRIOR, solve
+
+    out: dict[str, dict] = {}
+    prior = DEFAULT_PRIOR["ct"]
+    for label, solver, key in (
+        (f"PnP-ADMM {prior}", "pnp-admm", "rho_rel"),
+        ("TV", "tv", "weight_rel"),
+    ):
+        r = solve(pb, solver, prior, iters=10 if quick else None)
+        m = metric(r.x)
+        used = r.params.get(f"{key}_used", r.params.get(key))
+        out[f"{label} (recon ct defaults)"] = {
+            "setting": {f"{key} (rule)": float(f"{used:.3g}")},
+            "grid_edge": False,
+            "psnr": m["psnr"],
+            "ssim": m["ssim"],
+            "iterations": r.iterations,
+            "seconds": r.seconds + pb.fbp_seconds,
+            "stop_reason": r.stop_reason,
+            "curve_psnr": list(r.history.get("psnr", [])),
+            "curve_seconds": [t + pb.fbp_seconds for t in r.history.get("seconds", [])],
+        }
+    return out
+
+
+def run_ct(args, out: Path) -> dict[str, Any]:
+    """The images of ``CT_IMAGES`` that ``--ct-images`` names (``--quick``: the first of them),
+    each into OUT/<name>/, with its DeepInverse λ grid unless ``--dinv-lambdas`` gives one."""
+    names = args.ct_images or CT_IMAGE_NAMES
+    images = [c for c in CT_IMAGES if c[0] in names][: 1 if args.quick else None]
+    return {
+        name: run_ct_image(args, out / name, text, load(), args.dinv_lambdas or lambdas)
+        for name, text, load, lambdas in images
+    }
+
+
+def run_ct_image(
+    args, out: Path, text: str, image: np.ndarray, lambdas: tuple[float, ...]
+) -> dict[str, Any]:
     from recon.api import ct_problem
     from recon.pipeline import image_metrics
 
-    size, views, noise, seed = 128, 60, 0.01, args.seed
-    pb = ct_problem(shepp_logan(size), units="a.u.", views=views, noise=noise, seed=seed)
+    size, views, noise, seed = image.shape[0], 60, 0.01, args.seed
+    pb = ct_problem(image, units="a.u.", views=views, noise=noise, seed=seed)
     op, y, x0, x_true, dr = pb.op, pb.y, pb.x0, pb.x_true, pb.data_range
     ref = x_true[0, 0].numpy()
 
@@ -272,9 +369,11 @@ def run_ct(args, out: Path) -> dict[str, Any]:
 
     methods = _quick(CT_METHODS) if args.quick else CT_METHODS
     ours = _run_ours(op, y, x0, methods, x_true, dr, metric, pb.fbp_seconds, args.quiet)
+    ours.update(_run_defaults(pb, metric, args.quick))
     result: dict[str, Any] = {
         "problem": {
-            "image": f"Shepp-Logan {size}x{size} (data.phantoms.shepp_logan, [0, 1])",
+            "image": text,
+            "size": size,
             "views": views,
             "arc_degrees": 180,
             "noise": f"Gaussian, std = {noise} x max|sinogram|, seed {seed}",
@@ -318,7 +417,7 @@ def run_ct(args, out: Path) -> dict[str, Any]:
         "noise_rel": noise,
         "seed": seed,
         "iters": args.dinv_iters,
-        "lambdas": list(args.dinv_lambdas),
+        "lambdas": list(lambdas[:1] if args.quick else lambdas),
         "stepsizes": list(args.dinv_steps),
         "threads": 1,
     }
@@ -330,8 +429,10 @@ def run_ct(args, out: Path) -> dict[str, Any]:
         m = image_metrics(x_best, ref, dr)
         target = best["psnr"][-1]
         it, t_reach = first_reach(best["psnr"], best["seconds"], target)
+        lams = sorted({r["lam"] for r in res["runs"]})
         mode_res = {
             "setting": {"lambda": best["lam"], "stepsize": best["stepsize"]},
+            "grid_edge": len(lams) > 1 and best["lam"] in (lams[0], lams[-1]),
             "psnr": m["psnr"],
             "psnr_deepinv_metric": target,
             "ssim": m["ssim"],
@@ -406,6 +507,32 @@ def run_bart(exe: str, *cmd: str, cwd: Path) -> float:
     return time.perf_counter() - t0
 
 
+def _run_mri_defaults(k: np.ndarray, ref: np.ndarray, seed: int, quick: bool) -> dict[str, dict]:
+    """`recon mri` at its defaults on the same k-space and mask (its ESPIRiT maps, start image,
+    presets and noise rules; no grid): the default prior with its solver, and TV."""
+    from recon.api import DEFAULT_PRIOR, mri_problem, solve
+    from recon.mri import default_solver
+
+    pb = mri_problem(k, reference=ref, mask="random", accel=4.0, center_fraction=0.08, seed=seed)
+    prior = DEFAULT_PRIOR["mri"]
+    out: dict[str, dict] = {}
+    for solver in (default_solver(prior), "tv"):
+        r = solve(pb, solver, prior, iters=10 if quick else None)
+        name = {"pnp-admm": "PnP-ADMM", "pnp-pgd": "PnP-PGD", "tv": "TV"}[solver]
+        if solver == "pnp-pgd" and r.params.get("accelerated"):
+            name = "PnP-FISTA"
+        label = "TV" if solver == "tv" else f"{name} {prior}"
+        out[f"{label} (recon mri defaults)"] = {
+            "setting": {"preset": "noise rules"},
+            "psnr": r.psnr,
+            "ssim": r.ssim,
+            "iterations": r.iterations,
+            "seconds": r.seconds,
+            "stop_reason": r.stop_reason,
+        }
+    return out
+
+
 def run_mri(args, out: Path) -> dict[str, Any]:
     from data.fastmri import evaluate
     from recon.mri import calibration_width, load_kspace, sample_kspace
@@ -424,6 +551,7 @@ def run_mri(args, out: Path) -> dict[str, Any]:
 
     methods = _quick(MRI_METHODS) if args.quick else MRI_METHODS
     ours = _run_ours(op, y, x0, methods, ref_t, dr, metric, 0.0, args.quiet, "mri")
+    ours.update(_run_mri_defaults(k, ref, args.seed, args.quick))
     result: dict[str, Any] = {
         "problem": {
             "input": source,
@@ -514,8 +642,7 @@ def _f(v, fmt: str = ".2f") -> str:
 
 def table(results: dict) -> str:
     lines: list[str] = []
-    ct = results.get("ct")
-    if ct:
+    for ct in (results.get("ct") or {}).values():
         lines += [
             f"## CT: {ct['problem']['image']}, {ct['problem']['views']} views, "
             f"{ct['problem']['noise']}",
@@ -530,17 +657,19 @@ def table(results: dict) -> str:
             f"| ours FBP | ram-lak | {f['psnr']:.2f} | {f['ssim']:.3f} | – | {f['seconds']:.2f} |"
         )
         for label, o in ct["ours"].items():
+            edge = " (grid edge)" if o.get("grid_edge") else ""
             lines.append(
-                f"| ours {label} | {_kv(o['setting'])} | {o['psnr']:.2f} | {o['ssim']:.3f} | "
-                f"{o['iterations']} | {o['seconds']:.1f} |"
+                f"| ours {label} | {_kv(o['setting'])}{edge} | {o['psnr']:.2f} | "
+                f"{o['ssim']:.3f} | {o['iterations']} | {o['seconds']:.1f} |"
             )
         peer = ct["peer"]
         if "skipped" in peer:
-            lines += ["", f"DeepInverse: {peer['skipped']}"]
+            lines += ["", peer["skipped"]]
         else:
             for mode, p in peer["modes"].items():
+                edge = " (grid edge)" if p.get("grid_edge") else ""
                 lines.append(
-                    f"| DeepInverse TV-ADMM ({mode} data) | {_kv(p['setting'])} | "
+                    f"| DeepInverse TV-ADMM ({mode} data) | {_kv(p['setting'])}{edge} | "
                     f"{p['psnr']:.2f} | {p['ssim']:.3f} | {p['iterations']} | "
                     f"{p['seconds']:.1f} |"
                 )
@@ -577,7 +706,7 @@ def table(results: dict) -> str:
             )
         peer = mri["peer"]
         if "skipped" in peer:
-            lines += ["", f"BART: {peer['skipped']}"]
+            lines += ["", peer["skipped"]]
         else:
             for label, b in peer["methods"].items():
                 lines.append(
@@ -634,10 +763,11 @@ def plot_ct(ct: dict, path: Path) -> None:
         )
         ax.axhline(p["psnr"], color="gray", lw=0.7, ls=ls)
     ax.set_xscale("log")
+    pr = ct["problem"]
     ax.set(
         xlabel="seconds (one thread)",
         ylabel="PSNR (dB)",
-        title="CT: Shepp-Logan 128², 60 views, 1 % noise",
+        title=f"CT: {pr['image'].split(' (')[0]}, {pr['views']} views, 1 % noise",
     )
     lo = ct["fbp"]["psnr"] - 2
     ax.set_ylim(bottom=lo)
@@ -678,7 +808,19 @@ def add_bench_parser(bsub) -> None:
         help=f"Python interpreter with deepinv installed (default: ${PEER_ENV})",
     )
     p.add_argument("--bart", default=None, help="bart executable (default: bart on PATH)")
-    p.add_argument("--dinv-lambdas", type=_floats, default=DINV_LAMBDAS)
+    p.add_argument(
+        "--ct-images",
+        nargs="+",
+        choices=CT_IMAGE_NAMES,
+        default=None,
+        help=f"CT images to compare on (default: all, {' '.join(CT_IMAGE_NAMES)})",
+    )
+    p.add_argument(
+        "--dinv-lambdas",
+        type=_floats,
+        default=None,
+        help="DeepInverse's TV weights (default: each image's grid, its best inside)",
+    )
     p.add_argument("--dinv-steps", type=_floats, default=DINV_STEPS)
     p.add_argument("--dinv-iters", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
@@ -692,7 +834,7 @@ def run_bench(args) -> int:
     if args.dinv_iters < 1:
         raise ValueError(f"--dinv-iters must be ≥ 1, got {args.dinv_iters}")
     if args.quick:
-        args.dinv_lambdas, args.dinv_steps = args.dinv_lambdas[:1], args.dinv_steps[:1]
+        args.dinv_steps = args.dinv_steps[:1]
         args.dinv_iters = min(args.dinv_iters, 10)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -704,7 +846,8 @@ def run_bench(args) -> int:
     }
     if do_ct:
         results["ct"] = run_ct(args, out)
-        plot_ct(results["ct"], out / "ct_psnr_vs_seconds.png")
+        for name, ct in results["ct"].items():
+            plot_ct(ct, out / f"ct_{name}_psnr_vs_seconds.png")
     if do_mri:
         results["mri"] = run_mri(args, out)
         exe, info = find_bart(args.bart)
