@@ -1,13 +1,15 @@
 """Writing a reconstructed CT volume as a DICOM series that viewers and PACS accept.
 
 Each slice is a CT Image Storage object (explicit VR little endian): stored values
-round(HU) + 1024 as unsigned 16 bits with RescaleSlope 1 and RescaleIntercept −1024 (HU from
-−1024 to 64511, clipped there), the source slice's geometry (ImagePositionPatient,
-ImageOrientationPatient, PixelSpacing, SliceThickness) and patient and study identity, a new
-SeriesInstanceUID shared by the series, a new SOPInstanceUID per slice, ImageType
-DERIVED\\SECONDARY and a DerivationDescription naming the method. The series is written into a
-temporary folder beside the destination and moved into place at the end, so a reader sees the
-whole series or none of it.
+round(HU) + 3024 as unsigned 16 bits with RescaleSlope 1 and RescaleIntercept −3024 (HU from
+−3024 to 62511, clipped there: a reconstruction undershoots air's −1024 HU, and those values
+are kept), the source slice's geometry (ImagePositionPatient, ImageOrientationPatient,
+PixelSpacing, SliceThickness) and patient and study identity, a new SeriesInstanceUID shared by
+the series, a new SOPInstanceUID per slice, ImageType DERIVED\\SECONDARY and a
+DerivationDescription naming the method. Without a source study (an NRRD volume), the series
+gets one new StudyInstanceUID and FrameOfReferenceUID for all its slices. The series is written
+into a temporary folder beside the destination, made readable as the umask allows, and moved
+into place at the end, so a reader sees the whole series or none of it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 
 __all__ = ["write_dicom_series", "HU_INTERCEPT"]
 
-HU_INTERCEPT = -1024.0
+HU_INTERCEPT = -3024.0
 # copied from each source slice when present: who, which study, where the slice lies
 COPIED = (
     "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge",
@@ -62,7 +64,11 @@ def write_dicom_series(
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700: others could not read the series
     series_uid = generate_uid()
+    study_uid, frame_uid = generate_uid(), generate_uid()  # when the sources have none
     try:
         names = []
         for k in range(n):
@@ -82,7 +88,9 @@ def write_dicom_series(
             ds.SOPClassUID = CTImageStorage
             ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
             if "StudyInstanceUID" not in ds:
-                ds.StudyInstanceUID = generate_uid()
+                ds.StudyInstanceUID = study_uid
+            if "FrameOfReferenceUID" not in ds:
+                ds.FrameOfReferenceUID = frame_uid
             ds.SeriesInstanceUID = series_uid
             ds.SeriesNumber = series_number
             ds.SeriesDescription = series_description[:64]

@@ -97,7 +97,10 @@ def test_dicom_series_keeps_hu_geometry_and_order(series, full_run):
     assert back.patient_positions == positions
     assert back.orientation == ORIENT and back.pixel_spacing == SPACING
     assert back.thickness == 2.5
-    inside = (vol > -1024) & (vol < 64511)  # the stored range; HU rounded to integers
+    # every HU a reconstruction reaches is stored (air undershoots −1024; the reader's padding
+    # rule takes HU ≤ −2000), rounded to integers
+    inside = vol > -2000
+    assert inside.mean() > 0.999
     assert np.abs(back.hu - vol)[inside].max() <= 0.5 + 1e-3
     files = sorted((full_run / "dicom").glob("*.dcm"))
     headers = [pydicom.dcmread(f) for f in files]
@@ -107,7 +110,8 @@ def test_dicom_series_keeps_hu_geometry_and_order(series, full_run):
     h = headers[0]
     assert h.PatientID == "P-42" and h.StudyInstanceUID == "1.2.3.4"  # the same patient, study
     assert "DERIVED" in h.ImageType and "tv" in h.DerivationDescription
-    assert float(h.RescaleSlope) == 1.0 and float(h.RescaleIntercept) == -1024.0
+    assert float(h.RescaleSlope) == 1.0 and float(h.RescaleIntercept) == -3024.0
+    assert h.FrameOfReferenceUID == headers[-1].FrameOfReferenceUID
     assert h.Modality == "CT" and int(h.SeriesNumber) == 1003
 
 
@@ -196,3 +200,28 @@ def test_slice_selection_and_its_errors(series, tmp_path, capsys):
                  "--out", str(tmp_path / "y")]) == 2  # fmt: skip
     assert "single image" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_a_series_without_source_files_is_one_study_readable_by_others(tmp_path):
+    """A volume without DICOM sources (an NRRD input) becomes one study and one frame of
+    reference (they were new per slice: a viewer split the series), values below −1024 HU are
+    kept, and the folder is readable by others as the umask allows (mkdtemp made it 0700)."""
+    import os
+    import stat
+
+    from data.dicom_write import write_dicom_series
+
+    vol = np.full((3, 8, 8), -1100.0, np.float32)
+    vol[:, 2:6, 2:6] = 40.0
+    positions = [(0.0, 0.0, 2.5 * k) for k in range(3)]
+    write_dicom_series(tmp_path / "d", vol, None, pixel_spacing=(1.0, 1.0), positions=positions,
+                       orientation=(1, 0, 0, 0, 1, 0), description="test")  # fmt: skip
+    headers = [pydicom.dcmread(f) for f in sorted((tmp_path / "d").glob("*.dcm"))]
+    assert len({h.StudyInstanceUID for h in headers}) == 1
+    assert len({h.FrameOfReferenceUID for h in headers}) == 1
+    back = read_dicom_series(tmp_path / "d")
+    np.testing.assert_array_equal(back.hu, vol)
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = stat.S_IMODE((tmp_path / "d").stat().st_mode)
+    assert mode == 0o777 & ~umask
