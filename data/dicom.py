@@ -177,6 +177,14 @@ def read_dicom_series(folder: str | Path) -> CTVolume:
             f"{folder}: holds {len(by_series)} series (SeriesInstanceUID differs, e.g. {a.name} "
             f"and {b.name}); give each series its own folder"
         )
+    missing = [s.path for s in slices if s.position is None]
+    if missing and len(missing) < len(slices):
+        warnings.warn(
+            f"{folder}: {len(missing)} of {len(slices)} slices have no ImagePositionPatient "
+            f"(e.g. {missing[0].name}): the series is ordered by InstanceNumber and carries no "
+            "geometry (NIfTI at the origin, no positions in the derived DICOM)",
+            stacklevel=2,
+        )
     if all(s.position is not None for s in slices):
         # distance along the slice normal r × c (z for an axial series; y for a coronal one)
         iop = slices[0].orientation
@@ -199,6 +207,14 @@ def read_dicom_series(folder: str | Path) -> CTVolume:
             stacklevel=2,
         )
     located = all(s.position is not None for s in slices)
+    gaps = np.diff([key[i] for i in kept]) if located and len(kept) > 2 else np.array([])
+    if gaps.size and gaps.max() - gaps.min() > 0.01 * abs(float(gaps.mean())) + 1e-3:
+        warnings.warn(
+            f"{folder}: uneven slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm along the "
+            f"slice normal): recon.nii.gz takes the mean, {gaps.mean():.3g} mm, so slices "
+            "between sit off their place there (the derived DICOM keeps each position)",
+            stacklevel=2,
+        )
     first = slices[kept[0]]
     return CTVolume(
         hu=np.stack([slices[i].hu for i in kept]),

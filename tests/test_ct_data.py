@@ -57,7 +57,8 @@ def test_series_round_trip_in_hu_and_order(tmp_path):
     for i, (st, z) in enumerate(zip(stored, zs, strict=True)):
         # instance numbers deliberately reversed: the position must win
         write_ct_slice(tmp_path / names[i], st, z, inst=5 - i)
-    vol = read_dicom_series(tmp_path)
+    with pytest.warns(UserWarning, match="uneven slice spacing"):  # (zs are 5 to 25 mm apart)
+        vol = read_dicom_series(tmp_path)
     assert vol.hu.shape == (5, 12, 10)
     assert vol.positions == sorted(zs)
     for k in range(5):
@@ -229,3 +230,28 @@ def test_bundled_real_slice():
 def test_pydicom_reads_what_we_write(tmp_path):
     write_ct_slice(tmp_path / "x.dcm", np.zeros((4, 4), np.uint16), 0.0)
     assert pydicom.dcmread(tmp_path / "x.dcm").Modality == "CT"
+
+
+def test_uneven_spacing_and_missing_positions_are_said(tmp_path):
+    """A series whose slices are not evenly spaced gets a warning (the NIfTI affine takes the
+    mean step), and one with a slice lacking ImagePositionPatient a warning naming it (the whole
+    series falls back to InstanceNumber order without geometry); an even series says nothing."""
+    import warnings
+
+    st = np.full((4, 4), 1024, np.uint16)
+    (tmp_path / "even").mkdir()
+    for k, z in enumerate((0.0, 2.5, 5.0)):
+        write_ct_slice(tmp_path / "even" / f"{k}.dcm", st, z, inst=k + 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_dicom_series(tmp_path / "even").hu.shape[0] == 3
+    (tmp_path / "gap").mkdir()
+    for k, z in enumerate((0.0, 2.5, 7.5)):
+        write_ct_slice(tmp_path / "gap" / f"{k}.dcm", st, z, inst=k + 1)
+    with pytest.warns(UserWarning, match="uneven slice spacing .2.5 to 5 mm"):
+        read_dicom_series(tmp_path / "gap")
+    ds = pydicom.dcmread(tmp_path / "gap" / "1.dcm")
+    del ds.ImagePositionPatient
+    ds.save_as(tmp_path / "gap" / "1.dcm")
+    with pytest.warns(UserWarning, match="1 of 3 slices have no ImagePositionPatient .e.g. 1.dcm"):
+        read_dicom_series(tmp_path / "gap")
