@@ -210,8 +210,19 @@ def write_outputs(
     name, base = baseline
     panels = [] if ref is None else [("reference", ref)]
     b = metrics.get("baseline", {}).get("psnr")
-    panels.append((f"{name} {b:.2f} dB" if b is not None else name, base))
     p = metrics.get("psnr")
-    panels.append((f"{label} {p:.2f} dB" if p is not None else label, rec))
+    shown = next(
+        (r for r in metrics.get("slices", []) if r.get("slice") == metrics.get("shown_slice")),
+        None,
+    )
+    if volume is not None and shown is not None:  # the slice shown, and the volume's figure
+        sb = shown.get("fbp_psnr")
+        b_text = (f"{sb:.2f} dB, " if sb is not None else "") + f"volume {b:.2f} dB"
+        p_text = (f"{shown['psnr']:.2f} dB, " if "psnr" in shown else "") + f"volume {p:.2f} dB"
+        panels.append((f"{name} ({b_text})" if b is not None else name, base))
+        panels.append((f"{label} ({p_text})" if p is not None else label, rec))
+    else:
+        panels.append((f"{name} {b:.2f} dB" if b is not None else name, base))
+        panels.append((f"{label} {p:.2f} dB" if p is not None else label, rec))
     comparison_figure(out / "comparison.png", panels, lo, hi, reference=ref)
     save_json(out / "metrics.json", metrics)
