@@ -103,6 +103,12 @@ def read_dicom_file(path: str | Path) -> CTSlice:
     raw = decode_pixels(ds, path)
     if raw.ndim != 2:
         raise DicomError(f"{path}: expected a 2-D slice, got pixel array of shape {raw.shape}")
+    if "Modality" not in ds and "RescaleIntercept" not in ds:
+        warnings.warn(
+            f"{path}: no Modality and no RescaleSlope/RescaleIntercept: its stored values "
+            f"({int(raw.min())} to {int(raw.max())}) are taken as HU",
+            stacklevel=2,
+        )
     slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
     intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
     hu = raw.astype(np.float64) * slope + intercept

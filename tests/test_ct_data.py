@@ -255,3 +255,14 @@ def test_uneven_spacing_and_missing_positions_are_said(tmp_path):
     ds.save_as(tmp_path / "gap" / "1.dcm")
     with pytest.warns(UserWarning, match="1 of 3 slices have no ImagePositionPatient .e.g. 1.dcm"):
         read_dicom_series(tmp_path / "gap")
+
+
+def test_a_file_that_does_not_say_it_is_ct_in_hu_is_warned_about(tmp_path):
+    """No Modality and no rescale tags: the stored values are all there is, taken as HU, and
+    the reader says so (a JPEG-LS test image of 0-65535 went through silently)."""
+    write_ct_slice(tmp_path / "a.dcm", np.full((4, 4), 7, np.uint16), 0.0)
+    ds = pydicom.dcmread(tmp_path / "a.dcm")
+    del ds.Modality, ds.RescaleSlope, ds.RescaleIntercept
+    ds.save_as(tmp_path / "a.dcm")
+    with pytest.warns(UserWarning, match="taken as HU"):
+        assert read_dicom_file(tmp_path / "a.dcm").hu.max() == 7.0
