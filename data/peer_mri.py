@@ -156,11 +156,23 @@ def read_ismrmrd_cartesian(
     slices = np.unique(head["idx"]["slice"])
     if len(slices) > 1:
         raise ValueError(f"{path}: {len(slices)} slices; one-slice ISMRMRD files are read")
+    reps = np.unique(head["idx"]["repetition"])
+    if len(reps) > 1:
+        raise ValueError(
+            f"{path}: {len(reps)} repetitions; one fully sampled repetition is read (recon mri "
+            "undersamples it)"
+        )
     steps = head["idx"]["kspace_encode_step_1"].astype(int)
     if sorted(steps.tolist()) != list(range(enc[1])):
+        lines = len(np.unique(steps))
+        why = (
+            f"{lines} of {enc[1]} phase-encoding lines present (undersampled?)"
+            if lines < enc[1]
+            else f"{len(steps)} readouts for {enc[1]} lines (averages?)"
+        )
         raise ValueError(
-            f"{path}: {len(steps)} readouts for {enc[1]} phase-encoding lines, each once: "
-            "fully sampled Cartesian k-space is read (recon mri undersamples it)"
+            f"{path}: {why}; fully sampled Cartesian k-space with each line once is read "
+            "(recon mri undersamples it)"
         )
     for h, d in zip(head, acq["data"], strict=True):
         v = np.asarray(d, np.float32).view(np.complex64).reshape(ch, ns_)
