@@ -255,7 +255,11 @@ def test_bad_option_values_are_refused_in_one_line(tmp_path, capsys, args, messa
     assert message in err and len(err.splitlines()) == 1 and not out.exists()
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")
+@pytest.mark.skipif(
+    torch.cuda.is_available(),
+    reason="tests the error for --device cuda on a machine without CUDA; this one has a GPU, "
+    "where --device cuda is valid",
+)
 def test_cuda_without_a_device_is_refused_as_recon_ct_does(tmp_path, capsys):
     out = tmp_path / "p.safetensors"
     assert _train("--data", "ellipses", "--device", "cuda", "--out", str(out)) == 2
