@@ -191,7 +191,8 @@ def read_dicom_series(folder: str | Path) -> CTVolume:
             "geometry (NIfTI at the origin, no positions in the derived DICOM)",
             stacklevel=2,
         )
-    if all(s.position is not None for s in slices):
+    located = not missing
+    if located:
         # distance along the slice normal r × c (z for an axial series; y for a coronal one)
         iop = slices[0].orientation
         normal = np.cross(iop[:3], iop[3:]) if iop is not None else np.array([0.0, 0.0, 1.0])
@@ -212,7 +213,6 @@ def read_dicom_series(folder: str | Path) -> CTVolume:
             f"{dropped[0][0].name}, at the position of {dropped[0][1].name})",
             stacklevel=2,
         )
-    located = all(s.position is not None for s in slices)
     gaps = np.diff([key[i] for i in kept]) if located and len(kept) > 2 else np.array([])
     if gaps.size and gaps.max() - gaps.min() > 0.01 * abs(float(gaps.mean())) + 1e-3:
         warnings.warn(

@@ -365,9 +365,10 @@ def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
     files into ``out`` (metrics.json last) and return the metrics. A DICOM series folder goes
     to ``recon.ct_series.reconstruct_series`` (every slice, or those ``--slice`` selects)."""
     size = phantom_size(args)  # refuses --size for inputs with their own size, series too
-    check_units_option(args.input, getattr(args, "units", None))
     if _is_series(args.input):
         from recon.ct_series import reconstruct_series
+
+        check_units_option(args.input, getattr(args, "units", None))  # (files: load_ct_input)
 
         return reconstruct_series(args, Path(out))
     if args.slice is not None:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from recon.outputs import atomic_write, save_json
-from recon.pipeline import SOLVERS
+from recon.pipeline import SOLVERS, prior_key
 from recon.tune.problems import (
     PROBLEMS,
     Scan,
@@ -146,7 +146,7 @@ class GridSpec:
 
 
 def _cell_path(out: Path, problem: str, scan: str, solver: str, prior: str) -> Path:
-    return out / "cells" / problem / scan / f"{solver}+{_label(prior)}.json"
+    return out / "cells" / problem / scan / f"{solver}+{prior_key(prior)}.json"
 
 
 def _load_cell(path: Path, digest: str) -> tuple[dict | None, bool]:
@@ -219,15 +219,8 @@ def _run_cell(case, solver: str, prior: str, spec: GridSpec) -> dict[str, Any]:
 
 # --- reporting -----------------------------------------------------------------------------------
 def _method(c: dict) -> str:
-    prior = _label(c["prior"])
+    prior = prior_key(c["prior"])
     return prior if c["solver"] == "baseline" else f"{c['solver']} + {prior}"
-
-
-def _label(prior: str) -> str:
-    """A prior's name in tables and file names: a checkpoint path by its file stem."""
-    from recon.pipeline import prior_key
-
-    return prior_key(prior)
 
 
 def checkpoint_modality(path: str) -> str:
@@ -336,7 +329,7 @@ def table_markdown(rows: list[dict], iters: int, scans: dict[str, list[str]]) ->
 
 def _family(prior: str) -> str:
     """aelpn-ct -> aelpn (one line style per prior family across modalities)."""
-    return _label(prior).split("-")[0]
+    return prior_key(prior).split("-")[0]
 
 
 def plot_grid(cells: list[dict], out: Path) -> list[Path]:
