@@ -5,7 +5,8 @@
   mtimes); each scan equals what `recon ct` writes for it; each worker loaded the prior once.
 * A run killed mid-way (SIGKILL of the `recon batch` process) leaves finished scans complete;
   the rerun reconstructs exactly the unfinished ones.
-* MRI: one unit per slice of a fastMRI file, outputs laid out as OUT/<file>/slice_KKK/.
+* MRI: one unit per slice of a fastMRI file, outputs laid out as OUT/<file>/slice_KKK/; with
+  --per volume one unit per file, written as `recon mri --input FILE` writes it.
 
 The cluster is started once for the module and passed by ``--scheduler`` (which also tests that
 path); `recon batch` without it starts an identical LocalCluster itself.
@@ -217,16 +218,47 @@ def test_mri_units_per_slice_and_per_volume(tmp_path, cluster):
     assert [len(t) for t in group_tasks(units, "volume")] == [1, 2]
     assert [len(t) for t in group_tasks(units, "slice")] == [1, 1, 1]
 
+    whole, _ = plan_units(files, "mri", tmp_path / "out", per="volume")
+    assert [(u.name, u.slice, u.whole) for u in whole] == [
+        ("img.npy", None, False),
+        ("p1/vol.h5", None, True),
+    ]
+    assert whole[1].out == str(tmp_path / "out" / "p1" / "vol")
+
+    import h5py
+
+    from recon.cli import main
+
+    def read_reconstruction(path):
+        with h5py.File(path, "r") as f:
+            return f["reconstruction"][()]
+
     out = tmp_path / "out"
     args = ["mri", "--inputs", str(tmp_path / "in" / "p1"), "--out", str(out), "--quiet"]
     args += ["--scheduler", cluster, "--per", "volume", "--solver", "zero-filled"]
     assert _batch(args) == 0
-    for k in range(2):
-        d = out / "vol" / f"slice_{k:03d}"
-        assert (d / "reconstruction.h5").is_file() and (d / "metrics.json").is_file()
-    m0 = json.loads((out / "vol" / "slice_000" / "metrics.json").read_text())
-    m1 = json.loads((out / "vol" / "slice_001" / "metrics.json").read_text())
-    assert m0["input"].endswith("[0] (multicoil)") and m1["input"].endswith("[1] (multicoil)")
+    # the whole file, as `recon mri --input FILE` writes it: both slices in one
+    # reconstruction.h5, fastMRI's volume metrics, one row per slice
+    alone = tmp_path / "alone"
+    argv = ["mri", "--input", str(tmp_path / "in" / "p1" / "vol.h5"), "--solver", "zero-filled"]
+    assert main([*argv, "--quiet", "--out", str(alone)]) == 0
+    got = read_reconstruction(out / "vol" / "reconstruction.h5")
+    assert got.shape[0] == 2
+    np.testing.assert_array_equal(got, read_reconstruction(alone / "reconstruction.h5"))
+    m = json.loads((out / "vol" / "metrics.json").read_text())
+    assert [row["slice"] for row in m["slices"]] == [0, 1]
+    assert m["psnr"] == json.loads((alone / "metrics.json").read_text())["psnr"]
+    assert not (out / "vol" / "slice_000").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["name"] for r in summary["scans"]] == ["vol.h5"]
+    # --slice K with --per volume: that slice of each file, still written whole-file style
+    out1 = tmp_path / "out1"
+    args1 = ["mri", "--inputs", str(tmp_path / "in" / "p1"), "--out", str(out1), "--quiet"]
+    args1 += ["--scheduler", cluster, "--per", "volume", "--solver", "zero-filled", "--slice", "1"]
+    assert _batch(args1) == 0
+    assert read_reconstruction(out1 / "vol" / "reconstruction.h5").shape[0] == 1
+    m1 = json.loads((out1 / "vol" / "metrics.json").read_text())
+    assert [row["slice"] for row in m1["slices"]] == [1]
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path):

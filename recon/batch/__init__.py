@@ -6,8 +6,9 @@
 Each scan is reconstructed exactly as `recon ct` / `recon mri` would with the same options (same
 code, same files: recon.npy, recon.png, metrics.json, history.json, convergence.png,
 comparison.png, and reconstruction.h5 for MRI), into DIR mirroring the input layout (see
-``recon.batch.plan``). One Dask task per slice, or per volume with ``--per volume`` (for CT: each
-DICOM series folder whole, as `recon ct --input FOLDER` does it).
+``recon.batch.plan``). One Dask task per slice, or per volume with ``--per volume``: each MRI
+``.h5`` file whole, as `recon mri --input FILE` does it, and each CT DICOM series folder whole,
+as `recon ct --input FOLDER` does it.
 
 Cluster: by default a local one with one worker *process* per core (``--workers N``), one thread
 and one torch thread each; ``--scheduler ADDRESS`` (e.g. tcp://host:8786, started with
@@ -82,8 +83,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "--per",
             choices=["slice", "volume"],
             default="slice",
-            help="one Dask task per slice (default) or per volume: an .h5 file, or a CT DICOM "
-            "series folder reconstructed whole (NIfTI and DICOM series outputs)",
+            help="one Dask task per slice (default) or per volume, reconstructed whole: an .h5 "
+            "file (one reconstruction.h5, volume metrics) or a CT DICOM series folder (NIfTI "
+            "and DICOM series outputs)",
         )
         q.add_argument("--workers", type=int, default=None, help="local cluster size (cores)")
         q.add_argument("--scheduler", default=None, help="address of an existing Dask cluster")

@@ -3,15 +3,18 @@
 A *unit* is one reconstruction (what one `recon ct` / `recon mri` run does): one CT image file
 (a DICOM file or a ``.npy`` image), one slice of a fastMRI ``.h5`` file, or one ``.npy``
 magnitude image for simulated MRI. A *task* (what Dask schedules) is one unit (``--per slice``)
-or all units of a volume (``--per volume``: the slices of one ``.h5`` file). For CT,
+or all units of a volume. With ``--per volume`` an MRI ``.h5`` file is one unit, reconstructed
+whole as ``recon mri --input FILE`` does (every slice, or ``--slice K``; reconstruction.h5 holds
+them all, metrics.json fastMRI's volume metrics). For CT,
 ``--per volume`` makes each folder holding several DICOM files one unit: that series,
 reconstructed as ``recon ct --input FOLDER`` does (every slice, each warm-started from its
 neighbour, resumable, written as recon.nii.gz and a derived DICOM series: ``recon.ct_series``).
 
 Output layout mirrors the inputs: with ROOT the deepest folder holding every input, the input
 ROOT/a/b/scan.dcm writes into OUT/a/b/scan/, slice k of ROOT/a/vol.h5 into
-OUT/a/vol/slice_{k:03d}/ and, with ``--per volume``, the series ROOT/a/b/ into OUT/a/b/ (the series
-in ROOT itself into OUT/ROOT's name/); the same files `recon ct` / `recon mri` write. A unit is
+OUT/a/vol/slice_{k:03d}/ and, with ``--per volume``, the file ROOT/a/vol.h5 into OUT/a/vol/ and
+the series ROOT/a/b/ into OUT/a/b/ (the series in ROOT itself into OUT/ROOT's name/); the same
+files `recon ct` / `recon mri` write. A unit is
 finished when its metrics.json exists: the pipelines write it atomically, and last.
 """
 
@@ -53,13 +56,15 @@ MRI_SUFFIXES = (".h5", ".npy")
 class Unit:
     """One reconstruction: ``input`` file (absolute), optional ``slice``, ``out`` folder
     (absolute), ``name`` as shown in the summary (relative to the input root) and ``volume``
-    (the key grouping units into one task with ``--per volume``)."""
+    (the key grouping units into one task with ``--per volume``). ``whole``: an MRI k-space
+    file reconstructed whole (its selected slices into one reconstruction.h5)."""
 
     input: str
     slice: int | None
     out: str
     name: str
     volume: str
+    whole: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -144,8 +149,10 @@ def plan_units(
 ) -> tuple[list[Unit], list[dict]]:
     """(units in input order, planning failures) for the input files.
 
-    MRI ``.h5`` files give one unit per slice (only ``slice_index`` when given); a file whose
-    slices cannot be counted becomes a failure record ``{"name", "input", "error"}`` instead.
+    MRI ``.h5`` files give one unit per slice (only ``slice_index`` when given), or with
+    ``per="volume"`` one whole-file unit (``whole``; its ``slice`` the selection, None for all);
+    a file whose slices cannot be counted becomes a failure record ``{"name", "input", "error"}``
+    instead.
     CT with ``per="volume"``: one unit per DICOM series folder (input: the folder).
     Raises ValueError when two inputs would write into the same output folder."""
     from recon.mri import file_slices  # fastMRI files, and one-slice ISMRMRD files
@@ -180,6 +187,9 @@ def plan_units(
                 ks = [slice_index]
             else:
                 ks = list(range(n))
+            if per == "volume":
+                units.append(Unit(str(f), slice_index, str(base), str(rel), str(rel), True))
+                continue
             for k in ks:
                 units.append(Unit(str(f), k, str(base / f"slice_{k:03d}"), f"{rel}[{k}]", str(rel)))
         else:

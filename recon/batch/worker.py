@@ -108,6 +108,8 @@ def run_unit(modality: str, options: dict[str, Any], unit: dict[str, Any]) -> di
     ns.input, ns.slice, ns.out, ns.quiet = unit["input"], unit["slice"], unit["out"], True
     if modality == "ct":
         from recon.ct import reconstruct_input
+    elif unit.get("whole"):
+        from recon.mri import reconstruct_file as reconstruct_input
     else:
         from recon.mri import reconstruct_input
     for stale in out.glob(".*.tmp") if out.is_dir() else ():
