@@ -1030,6 +1030,14 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     if args.init and args.steps > 0:  # a fine-tune: the commands that made it, in order
         meta["stages"] = [*training_stages(init_meta), meta["command"]]
     if args.steps == 0:  # a conversion: the --init weights in the asked-for architecture
+        if existing is not None and not args.no_resume:
+            held = existing.get("train", {}).get("step")
+            plural = "s" * (held != 1)
+            what = f"a checkpoint of {held} training step{plural}" if held else "a checkpoint"
+            raise ValueError(
+                f"--out {args.out}: holds {what}; a --steps 0 conversion writes a new file: "
+                "pass another --out, or --no-resume to overwrite it"
+            )
         if rank == 0:  # the source's training record (σ, steps, stages) stays with its weights
             source = {k: v for k, v in init_meta.items() if k != "package_version"}
             conv = {"converted_from": str(args.init), "conversion": meta["command"]}

@@ -375,6 +375,22 @@ def test_preset_from_records_the_shipped_prior_a_fine_tune_started_from(tmp_path
     assert "preset_from" not in read_checkpoint(scratch)[1]["meta"]
 
 
+def test_a_conversion_never_overwrites_a_checkpoint_unasked(tmp_path, capsys):
+    """--steps 0 into an --out that holds a checkpoint (here a trained one) is refused, the file
+    left as it was; --no-resume overwrites it."""
+    out = tmp_path / "trained.safetensors"
+    assert _train("--data", "ellipses", "--steps", "1", "--batch", "1", "--out", str(out)) == 0
+    before = out.read_bytes()
+    conv = ["--data", "ellipses", "--steps", "0", "--init", "ridge-ct", "--out", str(out)]
+    capsys.readouterr()
+    assert _train(*conv) == 2
+    err = capsys.readouterr().err
+    assert "holds a checkpoint of 1 training step;" in err and "--no-resume" in err
+    assert out.read_bytes() == before
+    assert _train(*conv, "--no-resume") == 0
+    assert read_checkpoint(out)[1]["meta"]["converted_from"] == "ridge-ct"
+
+
 def test_the_summary_gives_the_noisy_input_psnr_beside_the_validation_psnr(tmp_path, capsys):
     """The validation PSNR is read against the PSNR of the noisy input it denoises (the same
     noise draw): σ = 0.1 on images spanning [0, 1] is about 20 dB."""
