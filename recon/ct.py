@@ -395,6 +395,7 @@ def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
     metrics.update(baseline={"name": "fbp", **fbp_metrics, "seconds": r.fbp_seconds}, noise=r.noise)
     label = method_label(args)
     display = parse_window(args.window, ref, inp.units)
+    metrics["display"] = display_record(args.window, display, inp.units)
     warn_about_run(r.record, r.history, metrics)
     write_outputs(out, r.image, ref, ("FBP", r.fbp), metrics, r.history, f"CT {label}", display)
     if not args.quiet:
@@ -406,6 +407,12 @@ def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
             f"{r.seconds:.1f} s, {r.record['stop_reason']}{tv_note} -> {out}/"
         )
     return metrics
+
+
+def display_record(window: str | None, display: tuple[float, float], units: str) -> dict:
+    """What metrics.json says about the PNGs' grey scale: the ``--window`` asked for (None: the
+    reference's range), the (lo, hi) it gave and their units."""
+    return {"window": window, "range": [float(display[0]), float(display[1])], "units": units}
 
 
 def _is_series(spec: str) -> bool:

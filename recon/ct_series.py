@@ -34,6 +34,7 @@ import torch
 from recon.ct import (
     CTSliceRecon,
     ct_operator,
+    display_record,
     method_label,
     parse_window,
     read_ct_volume,
@@ -225,6 +226,7 @@ def reconstruct_series(args: argparse.Namespace, out: Path) -> dict:
         series_description=f"recon {label}",
     )
     display = parse_window(args.window, refs[mid_n], "HU")
+    metrics["display"] = display_record(args.window, display, "HU")
     # the middle slice's history: a resumed slice has none saved, so it is left empty then
     write_outputs(
         out, mid.image, refs[mid_n], ("FBP", mid.fbp), metrics, mid.history,

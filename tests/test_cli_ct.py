@@ -153,6 +153,9 @@ def test_ct_phantom_fan_pgd_with_checkpoint_path(tmp_path):
     assert _run(args) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["geometry"]["geometry"] == "fan" and m["noise"]["type"] == "poisson"
+    # the PNGs' window is recorded: level −0.2, width 1.4 -> [−0.9, 0.5] in the image's units
+    assert m["display"]["window"] == "-0.2,1.4" and m["display"]["units"] == "a.u."
+    assert m["display"]["range"] == pytest.approx([-0.9, 0.5])
 
 
 @pytest.mark.parametrize(

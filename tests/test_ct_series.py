@@ -87,6 +87,12 @@ def test_every_slice_is_reconstructed_with_volume_and_slice_metrics(series, full
     assert m["psnr"] > m["baseline"]["psnr"] + 3  # TV well above FBP at 24 views
     assert all(r["psnr"] > r["fbp_psnr"] for r in m["slices"])
     assert m["resumed_slices"] == 0 and m["slices_per_minute"] > 0
+    mid = ref[len(ref) // 2]  # no --window: the PNGs span the shown slice's reference range
+    assert m["display"] == {
+        "window": None,
+        "range": [float(mid.min()), float(mid.max())],
+        "units": "HU",
+    }
     assert not (full_run / ".slices").exists()  # the cache goes once all is written
 
 
