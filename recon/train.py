@@ -199,6 +199,33 @@ def _held_out(n: int) -> list[int]:
     return list(range(HOLD_OUT_EVERY - 1, n, HOLD_OUT_EVERY)) or [n - 1]
 
 
+def _warn_test_images(files: list[tuple[Path, list[np.ndarray]]]) -> None:
+    """Warn (stderr) for each training file holding a bundled test image (``bundled:ct-small``,
+    ``bundled:brain-t1``): `make demo`, the examples and the benchmarks reconstruct them, and a
+    prior trained on one scores optimistically there. Images compare after min-max scaling, as
+    ``read_image_folder`` stores them."""
+    from data.bundled import BUNDLED, load_bundled
+
+    def scaled(im: np.ndarray) -> np.ndarray:
+        lo, hi = float(im.min()), float(im.max())
+        return ((im - lo) / (hi - lo)).astype(np.float32)
+
+    tests = {}
+    for name in BUNDLED:
+        im = load_bundled(name)
+        tests[name] = scaled(np.asarray(getattr(im, "hu", im), np.float32))
+    for path, images in files:
+        for name, test in tests.items():
+            if any(im.shape == test.shape and np.allclose(im, test, atol=1e-6) for im in images):
+                print(
+                    f"recon train: warning: {path} holds the bundled test image bundled:{name}, "
+                    "which `make demo`, the examples and the benchmarks reconstruct; a prior "
+                    "trained on it scores optimistically there (remove the file to keep it a "
+                    "test)",
+                    file=sys.stderr,
+                )
+
+
 def _folder_sampler(folder: Path, patch: int, channels: int, gval: torch.Generator):
     """(sampler, validation patches, description) for ``--data FOLDER``: the training patches
     come from the files that are not held out (``_held_out``), the 8 validation patches from
@@ -219,6 +246,7 @@ def _folder_sampler(folder: Path, patch: int, channels: int, gval: torch.Generat
             f"{small} smaller image{'s' * (small != 1)})"
         )
     held = _held_out(len(found.files))
+    _warn_test_images([(f, found.images[i]) for i, f in enumerate(found.files) if i not in held])
     train = [im for i, ims in enumerate(found.images) if i not in held for im in ims]
     s = patch_sampler(train, patch)
     files = len(found.files) - len(held)

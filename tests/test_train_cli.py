@@ -193,6 +193,29 @@ def test_folder_counts_used_images_and_names_folder_and_patch_when_all_are_small
     assert f"--data {small}: no image is at least 16×16 (--patch 16; 1 smaller image)" in err
 
 
+def test_a_bundled_test_image_among_the_training_files_is_named(tmp_path, capsys):
+    """CT_small.dcm (bundled:ct-small) and the bundled brain slice, even rescaled, are the
+    images the demo and the benchmarks reconstruct: training on them is warned about, by file;
+    other images are not."""
+    from pydicom.data import get_testdata_file
+
+    from data.bundled import load_bundled
+    from recon.train import make_sampler
+
+    data = _folder(tmp_path / "data", n=2, size=32)  # im0, im1 (random)
+    shutil.copy(get_testdata_file("CT_small.dcm"), data / "a_ct.dcm")
+    np.save(data / "b_brain.npy", 3.0 * load_bundled("brain-t1") + 7.0)
+    np.save(data / "c.npy", np.random.default_rng(2).random((32, 32)))  # 5 files: im1 held out
+    capsys.readouterr()
+    make_sampler(str(data), 16, 1)
+    err = capsys.readouterr().err
+    assert f"{data / 'a_ct.dcm'} holds the bundled test image bundled:ct-small" in err
+    assert f"{data / 'b_brain.npy'} holds the bundled test image bundled:brain-t1" in err
+    assert err.count("warning") == 2
+    make_sampler(str(_folder(tmp_path / "clean", n=3)), 16, 1)
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_dicom_files_without_a_suffix_are_read(tmp_path):
     from pydicom.data import get_testdata_file
 
