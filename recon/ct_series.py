@@ -235,8 +235,9 @@ def reconstruct_series(args: argparse.Namespace, out: Path) -> dict:
     shutil.rmtree(out / CACHE, ignore_errors=True)
     if not args.quiet:
         done = f" ({reused} resumed)" if reused else ""
+        n = f"{len(slices)} slice{'s' * (len(slices) != 1)}"
         print(
-            f"{label}: {len(slices)} slices{done}, PSNR {metrics['psnr']:.2f} dB over the volume, "
+            f"{label}: {n}{done}, PSNR {metrics['psnr']:.2f} dB over the volume, "
             f"SSIM {metrics['ssim']:.4f} (FBP {metrics['baseline']['psnr']:.2f} dB), "
             f"{metrics['slices_per_minute']:.1f} slices/min -> {out}/"
         )

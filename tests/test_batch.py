@@ -320,23 +320,25 @@ def test_interrupted_redo_with_new_options_redoes_the_old_scans(tmp_path, cluste
 
 def test_ct_per_volume_reconstructs_each_dicom_series_whole(tmp_path, cluster):
     """--per volume: each folder of DICOM files is one series unit, reconstructed by the same
-    code as `recon ct --input FOLDER` (bit-identical volume, NIfTI and DICOM series outputs);
-    a lone DICOM file and a .npy image stay per-file units; a rerun skips the finished series."""
+    code as `recon ct --input FOLDER` (bit-identical volume, NIfTI and DICOM series outputs),
+    a folder of one DICOM file too; a .npy image stays a per-file unit; a rerun skips the
+    finished series."""
     from recon.cli import main
     from tests.test_ct_series import COMMON, _series
 
     _series(tmp_path / "in" / "p1" / "s1", n=4)
     _series(tmp_path / "in" / "p2", n=2)
+    _series(tmp_path / "in" / "p3", n=1)
     np.save(tmp_path / "in" / "img.npy", np.zeros((40, 40), np.float32))
     files = find_inputs([str(tmp_path / "in")], "ct")
     out = tmp_path / "out"
     units, failures = plan_units(files, "ct", out, per="volume")
     assert failures == []
-    assert [u.name for u in units] == ["img.npy", "p1/s1/", "p2/"]
+    assert [u.name for u in units] == ["img.npy", "p1/s1/", "p2/", "p3/"]
     assert units[1].input == str(tmp_path / "in" / "p1" / "s1")
     assert units[1].out == str(out / "p1" / "s1")
     slices, _ = plan_units(files, "ct", out)  # --per slice: one unit per file
-    assert len(slices) == 7
+    assert len(slices) == 8
 
     opts = [a for a in COMMON if a != "--quiet"]
     args = ["ct", "--inputs", str(tmp_path / "in" / "p1"), str(tmp_path / "in" / "p2")]
@@ -351,9 +353,9 @@ def test_ct_per_volume_reconstructs_each_dicom_series_whole(tmp_path, cluster):
     assert len(list((out / "p1" / "s1" / "dicom").glob("*.dcm"))) == 4
     summary = json.loads((out / "summary.json").read_text())
     assert sorted(r["name"] for r in summary["scans"]) == ["p1/s1/", "p2/"]
-    before = _files(units[1:])
+    before = _files(units[1:3])
     assert _batch(args) == 0  # finished with these options: nothing redone
-    assert _files(units[1:]) == before
+    assert _files(units[1:3]) == before
 
 
 def test_summary_lists_unusable_scans():

@@ -6,7 +6,7 @@ magnitude image for simulated MRI. A *task* (what Dask schedules) is one unit (`
 or all units of a volume. With ``--per volume`` an MRI ``.h5`` file is one unit, reconstructed
 whole as ``recon mri --input FILE`` does (every slice, or ``--slice K``; reconstruction.h5 holds
 them all, metrics.json fastMRI's volume metrics). For CT,
-``--per volume`` makes each folder holding several DICOM files one unit: that series,
+``--per volume`` makes each folder holding DICOM files one unit: that series,
 reconstructed as ``recon ct --input FOLDER`` does (every slice, each warm-started from its
 neighbour, resumable, written as recon.nii.gz and a derived DICOM series: ``recon.ct_series``).
 
@@ -132,12 +132,8 @@ def _stem(rel: Path) -> Path:
 
 
 def _series_folders(files: list[Path]) -> set[Path]:
-    """The folders holding more than one DICOM file (each a CT series)."""
-    count: dict[Path, int] = {}
-    for f in files:
-        if f.suffix.lower() != ".npy":
-            count[f.parent] = count.get(f.parent, 0) + 1
-    return {folder for folder, n in count.items() if n > 1}
+    """The folders holding DICOM files (each a CT series, one of a single slice included)."""
+    return {f.parent for f in files if f.suffix.lower() != ".npy"}
 
 
 def plan_units(
