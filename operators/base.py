@@ -105,14 +105,14 @@ class LinearOperator:
     # --- public API --------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """A x for x of shape (B, *domain_shape); differentiable."""
-        self._check(x, self.domain_shape, "input")
+        self._check(x, self.domain_shape, "input", self.domain_complex)
         if torch.is_grad_enabled() and x.requires_grad:
             return _Apply.apply(x, self, False)
         return self._forward(x)
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """Aᴴ y for y of shape (B, *range_shape); differentiable."""
-        self._check(y, self.range_shape, "measurement")
+        self._check(y, self.range_shape, "measurement", self.range_complex)
         if torch.is_grad_enabled() and y.requires_grad:
             return _Apply.apply(y, self, True)
         return self._adjoint(y)
@@ -179,11 +179,30 @@ class LinearOperator:
             self._norm_sq = val
         return self._norm_sq
 
-    def _check(self, t: torch.Tensor, shape: tuple[int, ...], what: str) -> None:
+    def _check(self, t: torch.Tensor, shape: tuple[int, ...], what: str, complex_: bool) -> None:
+        """ValueError unless ``t`` is a tensor of shape (B, *shape) with floating-point values,
+        complex ones only where the operator's side is complex (a real operator would drop an
+        imaginary part, and an integer tensor would come back truncated)."""
+        name = type(self).__name__
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(
+                f"{name}: {what} is a {type(t).__name__}, expected a torch tensor "
+                "(torch.from_numpy(...) for a numpy array)"
+            )
         if tuple(t.shape[1:]) != shape:
             raise ValueError(
-                f"{type(self).__name__}: {what} has shape {tuple(t.shape)}, "
+                f"{name}: {what} has shape {tuple(t.shape)}, "
                 f"expected (B, {', '.join(map(str, shape))})"
+            )
+        if not (t.is_floating_point() or t.is_complex()):
+            raise ValueError(
+                f"{name}: {what} has dtype {t.dtype}; expected a floating-point tensor "
+                "(e.g. .float())"
+            )
+        if t.is_complex() and not complex_:
+            raise ValueError(
+                f"{name}: {what} is complex ({t.dtype}) but the operator is real on this side; "
+                "apply it to .real and .imag separately"
             )
 
     def __repr__(self) -> str:

@@ -405,7 +405,7 @@ class CTOperator(LinearOperator):
         key = filter.lower() if isinstance(filter, str) else filter
         if key not in FBP_FILTERS:
             raise ValueError(f"unknown FBP filter {filter!r}; choose from {', '.join(FBP_FILTERS)}")
-        self._check(y, self.range_shape, "sinogram")
+        self._check(y, self.range_shape, "sinogram", self.range_complex)
         if self.geometry == "parallel":
             with self._cpu.lock:
                 return self._apply(y, lambda s: self._cpu.fbp(s, key), self.domain_shape)

@@ -205,8 +205,14 @@ class SENSE(LinearOperator):
         c, h, w = s.shape
         m = _mask_tensor(mask, h)
         if tuple(m.shape) != (h, w):
+            hint = ""
+            if tuple(m.shape) == (c, h) or (m.ndim == 2 and w < min(h, c)):
+                hint = (
+                    f"; the maps' last axis ({w}) looks like coils: give them as (C, H, W), "
+                    "e.g. np.moveaxis(maps, -1, 0)"
+                )
             raise ValueError(
-                f"mask shape {tuple(m.shape)} does not match the maps' image ({h}, {w})"
+                f"mask shape {tuple(m.shape)} does not match the maps' image ({h}, {w}){hint}"
             )
         super().__init__((1, h, w), (c, h, w))
         self._maps = _Cached(s)
@@ -261,7 +267,7 @@ class SENSE(LinearOperator):
         ``forward``/``adjoint``."""
         if torch.is_grad_enabled() and x.requires_grad:
             return super().normal(x)
-        self._check(x, self.domain_shape, "input")
+        self._check(x, self.domain_shape, "input", self.domain_complex)
         x = _as_complex(x)
         s, m2, dims = self._shifted(x)
         xs = torch.fft.ifftshift(x, dim=dims)
@@ -278,7 +284,7 @@ class SENSE(LinearOperator):
         fully sampled readout is unitary and commutes with M, so ||M ⊙ F_H F_W(S x) − y|| =
         ||M ⊙ F_W(S x) − F_Hᴴ y||: one 1-D FFT per coil image instead of a 2-D one, with
         F_Hᴴ y computed once per data tensor (the shifts folded in as in ``normal``)."""
-        self._check(x, self.domain_shape, "input")
+        self._check(x, self.domain_shape, "input", self.domain_complex)
         with torch.no_grad():
             x = _as_complex(x)
             s, m2, dims = self._shifted(x)
@@ -433,7 +439,7 @@ class NonCartesianSENSE(LinearOperator):
         ``toeplitz_kernel`` (torch FFTs on x's device; differentiable as it stands)."""
         if not self.toeplitz:
             return super().normal(x)
-        self._check(x, self.domain_shape, "input")
+        self._check(x, self.domain_shape, "input", self.domain_complex)
         x = _as_complex(x)
         h, w = self.domain_shape[1:]
         self.toeplitz_kernel()

@@ -168,6 +168,9 @@ def test_operators_reject_bad_shapes():
         SENSE(birdcage_maps(2, (8, 8)), np.ones(10))
     with pytest.raises(ValueError, match=r"\(C, H, W\)"):
         SENSE(np.ones((8, 8), np.complex64), np.ones(8))
+    hwc = np.moveaxis(birdcage_maps(4, (16, 16)), 0, -1)  # (H, W, C): named, with the fix
+    with pytest.raises(ValueError, match=r"last axis \(4\) looks like coils.*moveaxis"):
+        SENSE(hwc, np.ones((16, 16)))
     with pytest.raises(ValueError, match=r"\(K, 2\)"):
         NonCartesianSENSE(birdcage_maps(2, (8, 8)), np.zeros((5, 3)))
     with pytest.raises(ValueError, match="N/2"):

@@ -107,3 +107,22 @@ def test_norm_matches_torch_vector_norm_on_real_complex_conjugated_and_strided()
         expected = torch.linalg.vector_norm(t)
         assert abs(float(norm(t)) - float(expected)) <= 1e-14 * float(expected)
     assert norm(z.to(torch.complex64)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_inputs_the_operator_cannot_apply_are_refused(name):
+    """Every operator refuses, naming what is wrong, an integer tensor (it came back truncated),
+    a complex tensor on a real side (the imaginary part was dropped) and a numpy array."""
+    import numpy as np
+
+    op, batch = CASES[name](torch.float32)
+    sides = [(op.forward, op.domain_shape, op.domain_complex, "input")]
+    sides.append((op.adjoint, op.range_shape, op.range_complex, "measurement|sinogram"))
+    for apply, shape, complex_, what in sides:
+        with pytest.raises(ValueError, match=f"({what}) has dtype torch.int32"):
+            apply(torch.ones((batch, *shape), dtype=torch.int32))
+        if not complex_:
+            with pytest.raises(ValueError, match=f"({what}) is complex"):
+                apply(torch.ones((batch, *shape), dtype=torch.complex64))
+        with pytest.raises(ValueError, match="expected a torch tensor"):
+            apply(np.ones((batch, *shape), np.float32))
