@@ -22,7 +22,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["Prior", "ProxPrior", "ComplexAsChannels", "has_regularizer"]
+__all__ = ["Prior", "ProxPrior", "PriorWrapper", "ComplexAsChannels", "has_regularizer"]
 
 
 @runtime_checkable
@@ -50,7 +50,23 @@ def has_free_regularizer(prior: object) -> bool:
     return callable(getattr(prior, "prox_and_regularizer", None))
 
 
-class ComplexAsChannels:
+class PriorWrapper:
+    """A prior built around another one (``self.prior``): its ``noise_level`` is the wrapped
+    prior's, read *and written* through, so ``wrapper.noise_level = σ`` tells the model inside
+    (as ``priors.lpn.set_noise_level`` does)."""
+
+    prior: Prior
+
+    @property
+    def noise_level(self):
+        return getattr(self.prior, "noise_level", None)
+
+    @noise_level.setter
+    def noise_level(self, sigma) -> None:
+        self.prior.noise_level = sigma
+
+
+class ComplexAsChannels(PriorWrapper):
     """Wrap a real 2-channel prior so it takes complex images (B, 1, H, W).
 
     prox(v) = c(p(r(v))) with r: complex -> (real, imag) channels and c its inverse. r is an

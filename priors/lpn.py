@@ -383,6 +383,13 @@ class ConvLPN(LearnedProx):
         """What the network h sees of the split image u (B, C, H, W): u itself, or with
         ``noise_input`` [u, σ·1] (B, C + 1, H, W)."""
         if not self.noise_input:
+            if self.noise_level is not None:
+                raise ValueError(
+                    f"noise_level {self.noise_level}: this prior has no noise-level input (one "
+                    "fixed strength, trained at one σ), so it would ignore it; set noise_level "
+                    "to None and set the strength through the solver (ρ of PnP-ADMM, the step "
+                    "of PnP-PGD)"
+                )
             return u
         s = noise_levels(self.noise_level, u)
         return torch.cat([u, s.view(-1, 1, 1, 1).expand(-1, 1, *u.shape[2:])], 1)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import torch
 
-from priors.base import Prior
+from priors.base import Prior, PriorWrapper
 
 __all__ = ["GroupAveragedPrior", "RandomTransformPrior", "group_elements", "transform", "inverse"]
 
@@ -72,7 +72,7 @@ def _check_square(v: torch.Tensor, elements: list[Element]) -> None:
         )
 
 
-class GroupAveragedPrior:
+class GroupAveragedPrior(PriorWrapper):
     """prox_G(v) = (1/|G|) Σ_T T⁻¹ prox(T v); v (B, C, H, W), real or complex.
 
     Exactly G-equivariant, a prox whenever ``prior.prox`` is one, affine-equivariant whenever
@@ -94,7 +94,7 @@ class GroupAveragedPrior:
         return f"GroupAveragedPrior({self.prior!r}, group={self.group!r})"
 
 
-class RandomTransformPrior:
+class RandomTransformPrior(PriorWrapper):
     """T⁻¹ prox(T v) with T drawn uniformly from the group at every call (seeded generator).
 
     Not a fixed operator: successive calls on the same input may differ. Exposes no

@@ -45,3 +45,37 @@ def test_shipped_prior_is_convex_and_documented(name):
                 model.noise_level = 0.1 * a
             err = (model.prox(a * v + b) - (a * fv + b)).norm() / (a * fv + b).norm()
             assert float(err) <= 1e-10
+
+
+def test_noise_level_set_on_a_wrapper_reaches_the_model_inside():
+    """`wrapper.noise_level = σ` (the README's "set prior.noise_level") tells the wrapped model,
+    through nested wrappers too, and the prox is then the one told σ directly."""
+    from priors.base import ComplexAsChannels
+    from priors.lpn import told_noise_level
+    from solvers.equivariant import GroupAveragedPrior
+
+    raw = load_prior("ridge-mri", dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    v = torch.randn(1, 1, 16, 16, dtype=torch.complex128, generator=gen)
+    wrapped = ComplexAsChannels(raw)
+    wrapped.noise_level = 0.3
+    assert raw.noise_level == 0.3 and wrapped.noise_level == 0.3
+    got = wrapped.prox(v)
+    raw.noise_level = None
+    with told_noise_level(raw, 0.3):
+        want = ComplexAsChannels(raw).prox(v)
+    assert torch.equal(got, want)
+    group = GroupAveragedPrior(ComplexAsChannels(raw), "d4")
+    group.noise_level = 0.1
+    assert raw.noise_level == 0.1
+
+
+def test_a_noise_level_given_to_a_prior_without_that_input_is_refused():
+    """lpn-ct has one fixed strength: a σ set on it was silently ignored; now the prox says so."""
+    prior = load_prior("lpn-ct")
+    assert not takes_noise_level(prior)
+    prior.noise_level = 5.0
+    with pytest.raises(ValueError, match="no noise-level input"):
+        prior.prox(torch.rand(1, 1, 16, 16))
+    prior.noise_level = None
+    assert prior.prox(torch.rand(1, 1, 16, 16)).shape == (1, 1, 16, 16)
