@@ -187,9 +187,28 @@ class LearnedProx(nn.Module):
         Builds a graph for a second backward (training) when ``create_graph`` is True; by default
         only when the module is in training mode and grad mode is on.
         """
+        self.check_input(v)
         if create_graph is None:
             create_graph = self.training and torch.is_grad_enabled()
         return self._gradient(v, create_graph)[0]
+
+    def check_input(self, v: torch.Tensor) -> None:
+        """ValueError, saying what to do, unless ``v`` is a real tensor with the model's channels
+        (a complex MRI image goes through ``priors.base.ComplexAsChannels``)."""
+        name = type(self).__name__
+        if not isinstance(v, torch.Tensor):
+            raise ValueError(f"{name}.prox: expected a torch tensor, got {type(v).__name__}")
+        c = self._config.get("in_channels")
+        if v.is_complex():
+            raise ValueError(
+                f"{name}.prox: a real prior ({c} channel(s)) given a complex image ({v.dtype}); "
+                "complex MRI images go through priors.base.ComplexAsChannels(prior) with a "
+                "2-channel prior (e.g. ridge-mri)"
+            )
+        if v.ndim == 4 and c is not None and v.shape[1] != c:
+            raise ValueError(
+                f"{name}.prox: this prior takes (B, {c}, H, W) images, got shape {tuple(v.shape)}"
+            )
 
     def _gradient(self, v: torch.Tensor, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """(∇ψ(v), ψ(v) (B,)), both detached unless ``create_graph``."""
@@ -206,6 +225,7 @@ class LearnedProx(nn.Module):
         """(f(v), R(f(v)) (B,)) with no inversion: at x = f(v) = ∇ψ(v) the Fenchel–Young
         equality ψ(v) + ψ*(x) = ⟨v, x⟩ gives R(x) = ψ*(x) − ½||x||² = ⟨v, x⟩ − ½||x||² − ψ(v),
         the same R (and constant) as ``regularizer``. Costs one prox."""
+        self.check_input(v)
         g, psi = self._gradient(v, create_graph=False)
         v = v.detach()
         r = (v * g).flatten(1).sum(1) - 0.5 * g.pow(2).flatten(1).sum(1) - psi

@@ -880,6 +880,7 @@ class RidgeProx(LearnedProx):
         leaves an error of about 2⁻²⁴·||v||², far above PGD's late decreases)."""
         if self.mode != "prox":
             return super().prox_and_regularizer(v)
+        self.check_input(v)
         z, _, r = self._prox_parts(v, create_graph=False)
         return z, r
 

@@ -28,6 +28,7 @@ import torch
 from operators.base import LinearOperator, norm
 from priors.base import Prior, has_free_regularizer
 from solvers.cg import conjugate_gradient
+from solvers.inputs import as_prior, check_prox_output, check_start
 from solvers.monitor import Monitor
 from solvers.result import SolverResult
 
@@ -66,9 +67,11 @@ def pnp_admm(
 
     Args:
         op, y: forward operator and data (B, *op.range_shape).
-        prior: anything with ``prox(v)``; with ``regularizer`` the objective D/ρ + R is monitored.
+        prior: anything with ``prox(v)``, or a callable denoiser v -> x (``solvers.inputs``);
+            with ``regularizer`` the objective D/ρ + R is monitored.
         lam: λ in D(x) = (λ/2)||Ax − y||²; rho: the ADMM penalty ρ > 0.
-        iters, tol: at most ``iters`` iterations; stop when ||z_{k+1} − z_k||/||z_k|| ≤ tol.
+        iters, tol: at most ``iters`` iterations; stop when ||z_{k+1} − z_k||/||z_k|| ≤ tol (for
+            a batch: for every item).
         x0: start (B, *op.domain_shape); default Aᴴy.
         cg_iters, cg_tol: CG budget and residual reduction for the x-update when the operator
             has no closed-form ``solve_normal``.
@@ -83,6 +86,8 @@ def pnp_admm(
     """
     if rho <= 0 or lam <= 0:
         raise ValueError(f"rho and lam must be > 0, got rho={rho}, lam={lam}")
+    prior = as_prior(prior)
+    check_start(op, y, x0)
     with torch.no_grad():
         x = op.adjoint(y) if x0 is None else x0.detach().clone()
         aty = lam * op.adjoint(y)
@@ -132,7 +137,7 @@ def pnp_admm(
                 z_new, r_new = prior.prox_and_regularizer(x + u)
                 reg = float(r_new.sum())
             else:
-                z_new = prior.prox(x + u)
+                z_new = check_prox_output(prior.prox(x + u), x)
             u = u + x - z_new
             primal = _norm(x - z_new)
             dual = rho * _norm(z_new - z)

@@ -4,7 +4,8 @@ History: a dict of equally long plain lists (JSON-serializable), one entry per i
 ``None`` where a value was not computed (or was not finite), so ``history[key][i]`` always belongs
 to ``history['iteration'][i]``:
 
-* ``iteration`` (1-based), ``rel_change`` = ||x_k − x_{k−1}|| / ||x_{k−1}||,
+* ``iteration`` (1-based), ``rel_change`` = ||x_k − x_{k−1}|| / ||x_{k−1}|| (for a batch, the
+  largest over its items, so ``tol`` holds for each problem),
 * ``data_fidelity`` D(x_k) = (λ/2)||A x_k − y||²,
 * ``primal_residual`` ||x − z|| and ``dual_residual`` ρ||z − z_prev|| (PnP-ADMM; None for PGD),
 * ``regularizer`` R(x_k) and ``objective`` w·D(x_k) + R(x_k), when the prior can evaluate R
@@ -71,6 +72,20 @@ def _finite_or_none(v: Any) -> Any:
         return v
     v = float(v)
     return v if math.isfinite(v) else None
+
+
+def rel_change(x: torch.Tensor, x_prev: torch.Tensor) -> float:
+    """max over the batch's items of ||x_b − x_prev_b|| / ||x_prev_b||: a batch counts as
+    converged when each of its problems has (one pooled norm let a large, settled item hide a
+    small one still moving)."""
+    d = (x - x_prev).reshape(x.shape[0], -1)
+    p = x_prev.reshape(x.shape[0], -1)
+    if d.is_complex():
+        d, p = torch.view_as_real(d).flatten(1), torch.view_as_real(p).flatten(1)
+    num = torch.linalg.vector_norm(d, dim=1)
+    den = torch.linalg.vector_norm(p, dim=1)
+    den = den.clamp_min(torch.finfo(den.dtype).tiny)
+    return float((num / den).max())
 
 
 def _all_finite(x: torch.Tensor) -> bool:
@@ -202,7 +217,7 @@ class Monitor:
             reason = f"diverged: non-finite values at iteration {k}"
         else:
             nx = _norm(x)
-            vals["rel_change"] = _norm(x - x_prev) / max(_norm(x_prev), 1e-300)
+            vals["rel_change"] = rel_change(x, x_prev)
             if nx > self.growth * self.scale:
                 reason = (
                     f"diverged: ||x|| = {nx:.3g} exceeds {self.growth:g}× the starting scale "

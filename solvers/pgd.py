@@ -28,6 +28,7 @@ import torch
 
 from operators.base import LinearOperator, inner
 from priors.base import Prior, has_free_regularizer
+from solvers.inputs import as_prior, check_prox_output, check_start
 from solvers.monitor import Monitor
 from solvers.result import SolverResult
 
@@ -57,12 +58,14 @@ def pnp_pgd(
 
     Args:
         op, y: forward operator and data (B, *op.range_shape).
-        prior: anything with ``prox(v)``; with ``regularizer`` the objective γD + R is monitored
+        prior: anything with ``prox(v)``, or a callable denoiser v -> x (``solvers.inputs``);
+            with ``regularizer`` the objective γD + R is monitored
             (every iteration, at no cost, when it has ``prox_and_regularizer``: the learned
             priors; for a convex R and γ ≤ 1/(λ||A||²) plain PGD decreases it at every step).
         lam: λ in D(x) = (λ/2)||Ax − y||².
         step: γ; default 0.99/(λ·||A||²) with ||A||² from ``op.norm_sq()`` (cached).
-        iters, tol: at most ``iters`` iterations; stop when ||x_{k+1} − x_k||/||x_k|| ≤ tol.
+        iters, tol: at most ``iters`` iterations; stop when ||x_{k+1} − x_k||/||x_k|| ≤ tol (for
+            a batch: for every item).
         x0: start (B, *op.domain_shape); default Aᴴy.
         accelerated: FISTA momentum; restart: its adaptive restart.
         reference, data_range: ground truth for PSNR/SSIM in the history.
@@ -82,6 +85,8 @@ def pnp_pgd(
         step = 0.99 / (lam * op.norm_sq())
     if not step > 0 or not math.isfinite(step):
         raise ValueError(f"step must be a finite number > 0, got {step}")
+    prior = as_prior(prior)
+    check_start(op, y, x0)
     with torch.no_grad():
         aty = op.adjoint(y)
         x = aty.clone() if x0 is None else x0.detach().clone()
@@ -112,7 +117,7 @@ def pnp_pgd(
                 x_new, r_new = prior.prox_and_regularizer(z - step * grad)
                 reg = float(r_new.sum())
             else:
-                x_new = prior.prox(z - step * grad)
+                x_new = check_prox_output(prior.prox(z - step * grad), z)
             if accelerated:
                 if restart and float(inner(z - x_new, x_new - x).sum()) > 0:
                     t, z = 1.0, x_new

@@ -79,3 +79,17 @@ def test_a_noise_level_given_to_a_prior_without_that_input_is_refused():
         prior.prox(torch.rand(1, 1, 16, 16))
     prior.noise_level = None
     assert prior.prox(torch.rand(1, 1, 16, 16)).shape == (1, 1, 16, 16)
+
+
+def test_a_real_prior_names_complex_and_wrong_channel_inputs():
+    """A complex MRI image given to a real prior, or 2 channels to a 1-channel one, is refused
+    with what to do (it was a torch kernel error about 'ComplexFloat' or a hidden σ channel)."""
+    gen = torch.Generator().manual_seed(0)
+    for name in ("ridge-ct", "aelpn-mri"):
+        prior = load_prior(name)
+        z = torch.randn(1, 1, 16, 16, dtype=torch.complex64, generator=gen)
+        with pytest.raises(ValueError, match="complex image.*ComplexAsChannels"):
+            prior.prox(z)
+    aelpn = load_prior("aelpn-ct")
+    with pytest.raises(ValueError, match=r"takes \(B, 1, H, W\) images, got shape \(1, 2, 16"):
+        aelpn.prox(torch.rand(1, 2, 16, 16))

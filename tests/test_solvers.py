@@ -555,6 +555,46 @@ def test_tolerance_stop_and_callback_stop():
     assert r.stop_reason == "stopped by callback" and r.iterations == 3 and not r.converged
 
 
+@pytest.mark.parametrize("solver", [pnp_pgd, pnp_admm], ids=["pgd", "admm"])
+def test_a_batch_stops_when_every_item_meets_the_tolerance(solver):
+    """Two problems in one batch, one with data 1000× larger: the pooled change let the large,
+    settled item stop the run while the small one still moved. Each item's own change at the
+    last iteration is ≤ tol, and each ends within tol-level distance of its solo run."""
+    op, y1 = _problem(seed=1)
+    _, y2 = _problem(seed=2)
+    y = torch.cat([1000 * y1, y2])
+    tol = 1e-6
+    r = solver(op, y, QuadraticPrior(0.5), iters=5000, tol=tol)
+    assert r.converged
+    prev = solver(op, y, QuadraticPrior(0.5), iters=r.iterations - 1, tol=0).x
+    for b in range(2):
+        assert _rel(r.x[b], prev[b]) <= tol * (1 + 1e-6)
+    solo = solver(op, y2, QuadraticPrior(0.5), iters=5000, tol=tol)
+    assert _rel(r.x[1:], solo.x) <= 1e-4
+
+
+def test_solvers_take_a_callable_denoiser_and_name_bad_starts_and_prox_outputs():
+    """A plain function as the denoiser runs as its prox (the same iterates as an object with
+    that prox); a start of the wrong shape, a numpy y and a prox that changes the shape are
+    refused by name, not by a broadcasting error deep inside."""
+    import numpy as np
+
+    op, y = _problem()
+    quad = QuadraticPrior(0.5)
+    for solver in (pnp_pgd, pnp_admm):
+        a = solver(op, y, quad, iters=20, tol=0)
+        b = solver(op, y, quad.prox, iters=20, tol=0)
+        assert torch.equal(a.x, b.x)
+        with pytest.raises(ValueError, match=r"x0: expected shape \(1, 1, 6, 7\)"):
+            solver(op, y, quad, x0=torch.zeros(1, 1, 7, 6, dtype=D))
+        with pytest.raises(ValueError, match="y: expected a torch tensor"):
+            solver(op, y.numpy(), quad)
+        with pytest.raises(ValueError, match=r"prior.prox returned \(1, 1, 5, 7\)"):
+            solver(op, y, lambda v: v[..., :5, :], iters=3)
+        with pytest.raises(ValueError, match="expected an object with prox"):
+            solver(op, y, np.float64(3.0))
+
+
 def test_default_step_and_start():
     op, y = _problem()
     r = pnp_pgd(op, y, QuadraticPrior(0.5), iters=1, tol=0)
