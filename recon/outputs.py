@@ -217,8 +217,12 @@ def write_outputs(
     )
     if volume is not None and shown is not None:  # the slice shown, and the volume's figure
         sb = shown.get("fbp_psnr")
-        b_text = (f"{sb:.2f} dB, " if sb is not None else "") + f"volume {b:.2f} dB"
-        p_text = (f"{shown['psnr']:.2f} dB, " if "psnr" in shown else "") + f"volume {p:.2f} dB"
+        b_text = (f"{sb:.2f} dB, " if sb is not None else "") + (
+            f"volume {b:.2f} dB" if b is not None else ""
+        )
+        p_text = (f"{shown['psnr']:.2f} dB, " if "psnr" in shown else "") + (
+            f"volume {p:.2f} dB" if p is not None else ""
+        )
         panels.append((f"{name} ({b_text})" if b is not None else name, base))
         panels.append((f"{label} ({p_text})" if p is not None else label, rec))
     else:

@@ -249,3 +249,24 @@ def test_single_coil_runs_are_not_flagged(tmp_path):
     assert main([*argv, "--solver", "tv", "--iters", "10", "--out", str(out)]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert "unusable" not in m and m["psnr"] > m["baseline"]["psnr"]
+
+
+def test_a_multi_slice_file_without_a_reference_is_reconstructed_whole(tmp_path):
+    """fastMRI's test and challenge files hold k-space only: every slice is reconstructed, the
+    outputs are complete (the figure used to fail on the missing volume PSNR, leaving no
+    metrics.json) and metrics.json has no PSNR."""
+    import h5py
+
+    path = make_synthetic_fastmri(
+        tmp_path / "test.h5", np.stack([shepp_logan(48)] * 3), n_coils=4, recon_size=(40, 40)
+    )
+    with h5py.File(path, "a") as f:
+        del f["reconstruction_rss"]
+    out = tmp_path / "out"
+    args = ["mri", "--input", str(path), "--slice", "0:2", "--solver", "tv", "--iters", "3"]
+    assert main([*args, "--center-fraction", "0.2", "--quiet", "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert "psnr" not in m and [r["slice"] for r in m["slices"]] == [0, 1]
+    assert (out / "comparison.png").is_file()
+    with h5py.File(out / "reconstruction.h5") as f:
+        assert f["reconstruction"].shape == (2, 40, 40)
