@@ -251,10 +251,14 @@ def _noisy(clean: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
 
 
 def _mean_psnr(out: torch.Tensor, clean: torch.Tensor) -> float:
-    """Mean PSNR over the images, data_range = max − min of each clean image."""
+    """Mean PSNR over the images, data_range = max − min of each clean image; constant images
+    (no range: a flat patch) are left out of the mean, NaN when all are."""
     mse = (out - clean).flatten(1).pow(2).mean(1)
     rng = clean.flatten(1).amax(1) - clean.flatten(1).amin(1)
-    return float((10 * torch.log10(rng.pow(2) / mse)).mean())
+    keep = rng > 0
+    if not bool(keep.any()):
+        return math.nan
+    return float((10 * torch.log10(rng[keep].pow(2) / mse[keep])).mean())
 
 
 def denoise_psnr(model: nn.Module, clean: torch.Tensor, sigma: float, seed: int = 1234) -> float:

@@ -1122,5 +1122,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     if args.export:
         export_weights(args.out, args.export)
         summary["exported"] = str(args.export)
-    print(json.dumps(summary))
+    from recon.outputs import jsonable
+
+    print(json.dumps(jsonable(summary)))  # valid JSON: a NaN PSNR prints as null
     return 0

@@ -32,6 +32,11 @@ def test_psnr_of_complex_input_is_on_the_magnitude_and_inf_when_equal():
     phase = np.exp(1j * np.random.default_rng(2).uniform(0, 6.28, ref.shape))
     assert psnr(np.abs(x) * phase, np.abs(ref)) == pytest.approx(psnr(np.abs(x), np.abs(ref)))
     assert psnr(ref, ref) == math.inf
+    bad = ref.copy()
+    bad[0, 0] = np.nan  # a failed image (NaN weights, a diverged run) is no perfect score
+    assert math.isnan(psnr(bad, ref))
+    bad[0, 0] = np.inf
+    assert math.isnan(psnr(bad, ref))
 
 
 def test_bad_inputs_are_refused():

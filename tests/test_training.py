@@ -209,3 +209,16 @@ def test_contrast_variation_keeps_means_and_scales_within_range():
     ratio = (y - y.mean(dims, True)).std(dims) / (x - x.mean(dims, True)).std(dims)
     assert 0.25 - 1e-5 <= float(ratio.min()) and float(ratio.max()) <= 1 + 1e-5
     assert float(ratio.max() - ratio.min()) > 0.5  # spread over the range, not one value
+
+
+def test_validation_psnr_leaves_flat_patches_out():
+    """A constant validation patch has no range: its PSNR was −inf and made the mean −inf (and
+    the summary invalid JSON). It is left out; with nothing left the mean is NaN."""
+    import math
+
+    from priors.training import _mean_psnr
+
+    clean = torch.stack([torch.zeros(1, 8, 8), torch.linspace(0, 1, 64).reshape(1, 8, 8)])
+    out = clean + 0.01
+    assert _mean_psnr(out, clean) == pytest.approx(40.0, abs=1e-4)  # the ramp's alone
+    assert math.isnan(_mean_psnr(out[:1], clean[:1]))
