@@ -185,9 +185,7 @@ def read_fastmri(path: str | Path, slices: SliceSel = None) -> FastMRIFile:
     path = Path(path)
     f = _open(path)
     with f:
-        if "kspace" not in f:
-            raise FastMRIError(f"{path}: no 'kspace' dataset (found: {sorted(f.keys())})")
-        ds = f["kspace"]
+        ds = _kspace_dataset(f, path)
         if ds.ndim not in (3, 4):
             raise FastMRIError(
                 f"{path}: kspace must be (slices, [coils,] H, W), got shape {ds.shape}"
@@ -198,6 +196,9 @@ def read_fastmri(path: str | Path, slices: SliceSel = None) -> FastMRIFile:
         kspace = _read_rows(ds, idx).astype(np.complex64)
         if not np.all(np.isfinite(kspace)):
             raise FastMRIError(f"{path}: kspace contains NaN or infinite values")
+        for i, k in zip(idx, kspace, strict=True):
+            if not np.any(k):
+                raise FastMRIError(f"{path}: slice {i}'s k-space is all zero (nothing measured)")
         key = next((k for k in ("reconstruction_rss", "reconstruction_esc") if k in f), None)
         ref = _read_rows(f[key], idx).astype(np.float32) if key else None
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
@@ -213,9 +214,22 @@ def count_slices(path: str | Path) -> int:
     """Number of slices in a fastMRI file's kspace (without reading the data)."""
     path = Path(path)
     with _open(path) as f:
-        if "kspace" not in f:
-            raise FastMRIError(f"{path}: no 'kspace' dataset (found: {sorted(f.keys())})")
-        return int(f["kspace"].shape[0])
+        return int(_kspace_dataset(f, path).shape[0])
+
+
+def _kspace_dataset(f, path: Path):
+    """The file's ``kspace`` dataset, with at least one slice; FastMRIError naming the file
+    when it is missing, not a dataset (a group) or empty."""
+    import h5py
+
+    if "kspace" not in f:
+        raise FastMRIError(f"{path}: no 'kspace' dataset (found: {sorted(f.keys())})")
+    ds = f["kspace"]
+    if not isinstance(ds, h5py.Dataset):
+        raise FastMRIError(f"{path}: 'kspace' is an HDF5 {type(ds).__name__}, not a dataset")
+    if ds.ndim == 0 or ds.shape[0] == 0:
+        raise FastMRIError(f"{path}: 'kspace' holds no slices (shape {ds.shape})")
+    return ds
 
 
 # --- writing ---------------------------------------------------------------------------------

@@ -108,7 +108,15 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         with safe_open(str(path), framework="pt") as f:
             raw = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({exc})") from None
+        hint = ""
+        if path.suffix.lower() in (".pt", ".pth", ".ckpt", ".bin", ".pkl"):
+            hint = (
+                "; only .safetensors checkpoints (recon train, priors.checkpoint.save_checkpoint) "
+                "are read: pickled PyTorch files are never loaded, since loading one can run code"
+            )
+        raise CheckpointError(
+            f"{path}: not a readable safetensors checkpoint ({exc}){hint}"
+        ) from None
     if raw.get("format") != FORMAT:
         raise CheckpointError(
             f"{path}: not a pnp-recon prior checkpoint (format {raw.get('format')!r}, "
@@ -140,6 +148,13 @@ def load_model_state(path: str | Path, model: nn.Module, tensors: dict[str, torc
             if s
         )
         raise CheckpointError(f"{path}: weights do not fit architecture {cfg}: {detail}")
+    for k, v in state.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            bad = int(v.numel() - int(torch.isfinite(v).sum()))
+            raise CheckpointError(
+                f"{path}: {bad} NaN or infinite value(s) in weight {k!r}; such a prior gives no "
+                "usable image (retrain, or use an earlier checkpoint)"
+            )
     model.load_state_dict(state)
 
 

@@ -156,6 +156,9 @@ def load_magnitude_npy(path: str | Path) -> np.ndarray:
     return np.abs(load_npy_image(path, complex_ok=True))
 
 
+MIN_CALIBRATION = 6  # fully sampled centre columns ESPIRiT needs
+
+
 def calibration_width(mask: np.ndarray) -> int:
     """Width of the fully sampled block of columns around the k-space centre."""
     cols = mask.max(axis=0) > 0
@@ -170,10 +173,10 @@ def calibration_width(mask: np.ndarray) -> int:
     # off-centre by a column, so shrink w until that block lies inside [lo, hi]
     while width > 0 and (c - width // 2 < lo or c - width // 2 + width - 1 > hi):
         width -= 1
-    if width < 6:
+    if width < MIN_CALIBRATION:
         raise ValueError(
-            f"only {width} fully sampled centre columns: ESPIRiT needs at least 6 "
-            "(raise --center-fraction)"
+            f"only {width} fully sampled centre columns: ESPIRiT needs at least "
+            f"{MIN_CALIBRATION} (raise --center-fraction)"
         )
     return width
 
@@ -253,6 +256,8 @@ def sample_kspace(
     c, h, w = k.shape
     cf = center_fraction or default_center_fraction(accel)
     kind = mask
+    if center_fraction is None and c > 1 and kind in ("random", "equispaced"):
+        cf = max(cf, (MIN_CALIBRATION + 0.25) / w)  # a small image: ESPIRiT's 6 columns
     if kind not in MASKS:
         raise ValueError(f"--mask {kind!r}: expected one of {', '.join(MASKS)}")
     if kind in ("random", "equispaced"):
@@ -336,7 +341,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
         type=number(0, 1, lo_open=True),
         default=None,
         help="fully sampled centre of a column mask, as a fraction of the columns (default "
-        "0.32 / accel)",
+        "0.32 / accel, and at least the 6 columns ESPIRiT needs on multi-coil data)",
     )
     p.add_argument(
         "--solver",

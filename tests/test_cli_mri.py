@@ -133,8 +133,12 @@ def test_too_small_calibration_region_is_a_clear_error(tmp_path, capsys):
         "--out",
         str(tmp_path / "o"),
     ]
-    assert main(args) == 2
+    assert main([*args, "--center-fraction", "0.1"]) == 2  # 3 columns, asked for
     assert "ESPIRiT needs at least 6" in capsys.readouterr().err
+    # by default a small image gets the 6 columns (0.32/accel would give 3 of 32)
+    assert main(args) == 0
+    m = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert round(32 * m["mask"]["center_fraction"]) == 6
 
 
 def test_mri_errors(tmp_path, capsys):

@@ -46,6 +46,24 @@ def _files(root):
     f["corrupt_ckpt"].write_bytes(b"\x00 not safetensors")
     f["foreign_ckpt"] = root / "f.safetensors"
     save_file({"w": torch.zeros(2)}, str(f["foreign_ckpt"]))
+    from priors.checkpoint import load_prior, save_checkpoint
+
+    nan_prior = load_prior("ridge-ct")
+    with torch.no_grad():
+        next(nan_prior.parameters()).fill_(float("nan"))
+    f["nan_ckpt"] = root / "nanw.safetensors"
+    save_checkpoint(f["nan_ckpt"], nan_prior)
+    f["pickle_ckpt"] = root / "model.pt"
+    f["pickle_ckpt"].write_bytes(b"\x80\x04\x95 a pickle, never unpickled")
+    f["zero_kspace"] = root / "zerok.h5"
+    with h5py.File(f["zero_kspace"], "w") as h:
+        h["kspace"] = np.zeros((1, 2, 32, 32), np.complex64)
+    f["group_kspace"] = root / "groupk.h5"
+    with h5py.File(f["group_kspace"], "w") as h:
+        h.create_group("kspace")
+    f["empty_kspace"] = root / "emptyk.h5"
+    with h5py.File(f["empty_kspace"], "w") as h:
+        h["kspace"] = np.zeros((0, 2, 32, 32), np.complex64)
     for name, cfg in {
         "cfg_nan": {"pnp-admm": {"rho_rel": float("nan")}},
         "cfg_string": {"pnp-admm": {"rho_rel": "abc"}},
@@ -78,6 +96,11 @@ CASES = [
     ("corrupt checkpoint", lambda f: [*CT, "--prior", str(f["corrupt_ckpt"])], "c.safetensors"),
     ("foreign checkpoint", lambda f: [*CT, "--prior", str(f["foreign_ckpt"])], "f.safetensors"),
     ("unknown prior", lambda f: [*CT, "--prior", "no-such-prior"], "no-such-prior"),
+    ("NaN weights", lambda f: [*CT, "--prior", str(f["nan_ckpt"])], "NaN or infinite value"),
+    ("pickled .pt", lambda f: [*CT, "--prior", str(f["pickle_ckpt"])], "never loaded"),
+    ("all-zero k-space", lambda f: ["mri", "--input", str(f["zero_kspace"])], "zerok.h5"),
+    ("k-space a group", lambda f: ["mri", "--input", str(f["group_kspace"])], "groupk.h5"),
+    ("no slices", lambda f: ["mri", "--input", str(f["empty_kspace"])], "emptyk.h5"),
     ("config NaN", lambda f: [*CT, "--config", str(f["cfg_nan"])], "rho_rel"),
     ("config string", lambda f: [*CT, "--config", str(f["cfg_string"])], "rho_rel"),
     ("config unknown key", lambda f: [*CT, "--config", str(f["cfg_unknown"])], "'rho'"),
