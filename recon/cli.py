@@ -74,8 +74,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# subcommands whose --out is a results folder (train's is a checkpoint file; ct, mri and batch
+# check theirs with their inputs)
+FOLDER_OUT = ("bench", "tune")
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Before any work: a results folder that cannot be written, and tune's --preset file, are
+    refused (they used to fail with a traceback, --preset after the whole search)."""
+    from recon.outputs import prepare_out_dir
+
+    if args.command in FOLDER_OUT and getattr(args, "out", None):
+        prepare_out_dir(args.out)
+    preset = getattr(args, "preset", None) if args.command == "tune" else None
+    if preset:
+        from pathlib import Path
+
+        if Path(preset).is_dir():
+            raise ValueError(f"--preset {preset}: a folder; give a .json file path")
+        prepare_out_dir(Path(preset).parent, option=f"--preset {preset}: its folder")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()  # imports torch and friends: seconds, a Ctrl-C lands here
+    except KeyboardInterrupt:
+        print("recon: interrupted", file=sys.stderr)
+        return 130
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # -h, --version, or a bad option (already reported)
@@ -83,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     retain_freed_memory()  # large tensors reused without page faults (recon.memory)
     name = " ".join(x for x in (args.command, getattr(args, "bench", None)) if x)  # bench grid
     try:
+        _check_outputs(args)
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as exc:
         print(f"recon {name}: error: {exc}", file=sys.stderr)

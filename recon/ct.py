@@ -30,7 +30,7 @@ from data.dicom import CTVolume
 from data.nrrd import is_nrrd
 from recon.api import HU_OFFSET, HU_SCALE
 from recon.argtypes import count, number
-from recon.outputs import prepare_out_dir, write_outputs
+from recon.outputs import prepare_out_dir, start_outputs, write_outputs
 from recon.pipeline import (
     SolveOptions,
     add_solver_arguments,
@@ -268,7 +268,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
-    prepare_out_dir(args.out)
+    prepare_out_dir(args.out, inputs=(args.input,))
     return exit_status(reconstruct_input(args, Path(args.out)))
 
 
@@ -397,6 +397,7 @@ def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
     display = parse_window(args.window, ref, inp.units)
     metrics["display"] = display_record(args.window, display, inp.units)
     warn_about_run(r.record, r.history, metrics)
+    start_outputs(out, writes=())  # a volume's or an MRI run's files from before go
     write_outputs(out, r.image, ref, ("FBP", r.fbp), metrics, r.history, f"CT {label}", display)
     if not args.quiet:
         w = metrics.get("parameters", {}).get("weight_rel_used")

@@ -206,7 +206,7 @@ def reconstruct_series(args: argparse.Namespace, out: Path) -> dict:
     if bad is not None:
         metrics["unusable"] = bad
     positions = [vol.patient_positions[k] for k in slices] if vol.patient_positions else None
-    start_outputs(out)  # the old metrics.json goes before the new volume files
+    start_outputs(out, writes=("recon.nii.gz", "dicom"))  # metrics.json first, then stale
     write_nifti_volume(
         out / "recon.nii.gz",
         volume,

@@ -777,7 +777,7 @@ def _write_run(
         if len(slices) > 1:
             label += f", slice {slices[len(slices) // 2]}"
     hi = float(mid.reference.max()) if mid.reference is not None else float(mid.image.max())
-    start_outputs(out)  # the old metrics.json goes before the new reconstruction.h5
+    start_outputs(out, writes=("reconstruction.h5",))  # metrics.json first, then stale
     write_reconstruction(out / "reconstruction.h5", volume)
     write_outputs(
         out, mid.image, mid.reference, ("zero-filled", mid.zero_filled), metrics, mid.history,

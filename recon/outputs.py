@@ -28,12 +28,22 @@ __all__ = [
 ]
 
 
-def prepare_out_dir(path: str | Path, option: str = "--out") -> Path:
+def prepare_out_dir(
+    path: str | Path, option: str = "--out", inputs: tuple[str | Path, ...] = ()
+) -> Path:
     """Check, before any work, that the output folder ``path`` can be created and written:
-    ValueError naming the option and the folder when it is a file, lies under a file, or its
-    nearest existing folder is not writable. Creates nothing (a run that fails later leaves no
-    empty folder behind)."""
+    ValueError naming the option and the folder when it is a file, lies under a file, is one of
+    the input folders ``inputs`` (its outputs would mix with the scans and be read as input next
+    time), or its nearest existing folder is not writable. Creates nothing (a run that fails
+    later leaves no empty folder behind)."""
     out = Path(path)
+    for spec in inputs:
+        folder = Path(spec)
+        if folder.is_dir() and folder.resolve() == out.resolve():
+            raise ValueError(
+                f"{option} {out}: the input folder itself; the outputs would mix with the scans "
+                "and be read as input next time: give another folder"
+            )
     for parent in [out, *out.parents]:
         if parent.exists():
             if not parent.is_dir():
@@ -46,13 +56,32 @@ def prepare_out_dir(path: str | Path, option: str = "--out") -> Path:
     return out
 
 
-def start_outputs(out: str | Path) -> Path:
+# outputs only some runs write: a volume's NIfTI and DICOM series, MRI's submission file
+EXTRA_OUTPUTS = ("recon.nii.gz", "dicom", "reconstruction.h5")
+
+
+def start_outputs(out: str | Path, writes: tuple[str, ...] | None = None) -> Path:
     """Call before a run writes its first file into ``out``: an older run's metrics.json goes
     first, so until the new one is written (last) the folder reads as incomplete instead of
-    pairing old metrics with new files. Creates ``out``."""
+    pairing old metrics with new files. With ``writes`` (the ``EXTRA_OUTPUTS`` this run will
+    write), an older run's other extra outputs go too, so a slice run into a volume's folder
+    leaves no stale recon.nii.gz beside its recon.npy; a ``dicom`` folder only when it holds
+    nothing but the IM_NNNN.dcm files a run writes. Creates ``out``."""
+    import re
+    import shutil
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").unlink(missing_ok=True)
+    for name in EXTRA_OUTPUTS if writes is not None else ():
+        path = out / name
+        if name in writes or not path.exists():
+            continue
+        if path.is_dir():
+            if all(re.fullmatch(r"IM_\d{4}\.dcm", p.name) for p in path.iterdir()):
+                shutil.rmtree(path)
+        else:
+            path.unlink()
     return out
 
 

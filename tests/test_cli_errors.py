@@ -171,3 +171,54 @@ def test_inputs_that_cannot_be_read_or_scored_are_named_in_one_line(tmp_path, ca
         assert len(err.splitlines()) == 1, err
         assert all(w in err for w in present) and not any(w in err for w in absent), err
         assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["bench", "grid", "--quick", "--out", "FILE"], "is a file"),
+        (["bench", "denoise", "--model", "ridge-ct", "--out", "FILE/sub"], "lies under a file"),
+        (["tune", "ct", "--out", "FILE"], "is a file"),
+        (["tune", "ct", "--out", "OK", "--preset", "FOLDER"], "a folder; give a .json"),
+        (["tune", "ct", "--out", "OK", "--preset", "FILE/p.json"], "--preset"),
+        (["batch", "ct", "--inputs", "FOLDER", "--out", "FOLDER"], "the input folder itself"),
+        (["ct", "--input", "FOLDER", "--out", "FOLDER"], "the input folder itself"),
+    ],
+)
+def test_results_folders_and_preset_paths_are_checked_first(tmp_path, capsys, argv, words):
+    """An unwritable results folder (a file, under a file) for bench and tune, a --preset that is
+    a folder or lies under a file, and an --out that is the input folder are one line, exit 2,
+    before any work (tune's --preset used to fail after the whole search; batch with --out its
+    input folder said no scans were found; recon ct wrote into the DICOM series it read)."""
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    np.save(folder / "a.npy", np.zeros((16, 16), np.float32))
+    names = {"FILE": str(f), "FOLDER": str(folder), "OK": str(tmp_path / "ok")}
+    argv = [names.get(a, a.replace("FILE", str(f))) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err, err
+    assert sorted(p.name for p in folder.iterdir()) == ["a.npy"] and f.read_text() == "x"
+    assert not (tmp_path / "ok").exists()
+
+
+def test_a_rerun_of_another_kind_leaves_no_stale_outputs(tmp_path):
+    """A single-image run into a folder that holds a volume run's recon.nii.gz, dicom/ and an
+    MRI run's reconstruction.h5 removes them (they no longer matched recon.npy); a dicom/
+    folder holding anything but a run's IM_NNNN.dcm files is left alone."""
+    out = tmp_path / "o"
+    (out / "dicom").mkdir(parents=True)
+    (out / "dicom" / "IM_0001.dcm").write_bytes(b"old")
+    (out / "recon.nii.gz").write_bytes(b"old")
+    (out / "reconstruction.h5").write_bytes(b"old")
+    assert main([*CT, "--solver", "fbp", "--out", str(out)]) == 0
+    left = sorted(p.name for p in out.iterdir())
+    assert "recon.npy" in left and "metrics.json" in left
+    assert not {"dicom", "recon.nii.gz", "reconstruction.h5"} & set(left)
+    mine = tmp_path / "mine"
+    (mine / "dicom").mkdir(parents=True)
+    (mine / "dicom" / "patient.dcm").write_bytes(b"keep")
+    assert main([*CT, "--solver", "fbp", "--out", str(mine)]) == 0
+    assert (mine / "dicom" / "patient.dcm").read_bytes() == b"keep"

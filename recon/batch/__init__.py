@@ -48,7 +48,7 @@ from recon.batch.plan import (
     plan_units,
 )
 from recon.batch.summary import exit_status, metrics_row, summarize, write_summary
-from recon.outputs import save_json
+from recon.outputs import prepare_out_dir, save_json
 
 __all__ = ["add_parser", "run"]
 
@@ -280,6 +280,7 @@ def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.scheduler:
         raise ValueError("--workers sizes the local cluster; with --scheduler it has no effect")
     modality = args.modality
+    prepare_out_dir(args.out, inputs=tuple(args.inputs))
     out = Path(args.out).resolve()
     files = find_inputs(args.inputs, modality, exclude=out)
     _refuse_ignored_options(args, files)
