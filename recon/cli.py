@@ -95,6 +95,27 @@ def _check_outputs(args: argparse.Namespace) -> None:
         prepare_out_dir(Path(preset).parent, option=f"--preset {preset}: its folder")
 
 
+OWN_PACKAGES = ("recon", "data", "operators", "priors", "solvers")
+
+
+def _one_line_warnings(name: str):
+    """A ``warnings.formatwarning`` printing this project's warnings as ``recon NAME: warning:
+    MESSAGE`` (one line, no source line); others keep Python's format."""
+    import warnings
+    from pathlib import Path
+
+    default = warnings.formatwarning
+    roots = [Path(importlib.import_module(m).__file__).resolve().parent for m in OWN_PACKAGES]
+
+    def fmt(message, category, filename, lineno, line=None) -> str:
+        where = Path(filename).resolve()
+        if any(where.is_relative_to(r) for r in roots):
+            return f"recon {name}: warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    return fmt
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()  # imports torch and friends: seconds, a Ctrl-C lands here
@@ -107,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     retain_freed_memory()  # large tensors reused without page faults (recon.memory)
     name = " ".join(x for x in (args.command, getattr(args, "bench", None)) if x)  # bench grid
+    import warnings
+
+    before, warnings.formatwarning = warnings.formatwarning, _one_line_warnings(name)
     try:
         _check_outputs(args)
         return int(args.func(args) or 0)
@@ -131,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        warnings.formatwarning = before
 
 
 if __name__ == "__main__":

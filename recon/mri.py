@@ -150,10 +150,21 @@ def parse_slices(spec: str | int | None, n: int, path: str | Path) -> list[int]:
 
 def load_magnitude_npy(path: str | Path) -> np.ndarray:
     """The magnitude of the finite 2-D image in a .npy file (``data.npy.load_npy_image``; a
-    complex image gives its magnitude); ValueError naming the file otherwise."""
+    complex image gives its magnitude, with a warning that its phase is not used); ValueError
+    naming the file otherwise."""
+    import warnings
+
     from data.npy import load_npy_image
 
-    return np.abs(load_npy_image(path, complex_ok=True))
+    image = load_npy_image(path, complex_ok=True)
+    if np.iscomplexobj(image):
+        warnings.warn(
+            f"{path}: a complex image; its magnitude is simulated (coils, k-space, noise) and "
+            "its phase is not used",
+            UserWarning,
+            stacklevel=2,
+        )
+    return np.abs(image)
 
 
 MIN_CALIBRATION = 6  # fully sampled centre columns ESPIRiT needs

@@ -85,7 +85,8 @@ def test_npy_images_complex_for_ct_refused_for_mri_its_magnitude(tmp_path, capsy
     out = tmp_path / "o"
     assert main(["ct", "--input", str(tmp_path / "z.npy"), "--out", str(out), "--quiet"]) == 2
     assert "z.npy: complex values" in capsys.readouterr().err and not out.exists()
-    np.testing.assert_array_equal(load_magnitude_npy(tmp_path / "z.npy"), np.abs(z))
+    with pytest.warns(UserWarning, match="z.npy: a complex image; its magnitude is simulated"):
+        np.testing.assert_array_equal(load_magnitude_npy(tmp_path / "z.npy"), np.abs(z))
     np.save(tmp_path / "b.npy", np.ones((4, 4), bool))
     with pytest.raises(ValueError, match="b.npy: expected a 2-D numeric image"):
         load_npy_image(tmp_path / "b.npy", complex_ok=True)
@@ -222,3 +223,16 @@ def test_a_rerun_of_another_kind_leaves_no_stale_outputs(tmp_path):
     (mine / "dicom" / "patient.dcm").write_bytes(b"keep")
     assert main([*CT, "--solver", "fbp", "--out", str(mine)]) == 0
     assert (mine / "dicom" / "patient.dcm").read_bytes() == b"keep"
+
+
+def test_the_projects_warnings_print_as_one_line_others_as_python_does():
+    """`recon` prints its own warnings (uneven slice spacing, a complex image's phase) as
+    `recon NAME: warning: MESSAGE`, not Python's two lines with a source line."""
+    import data.dicom
+    from recon.cli import _one_line_warnings
+
+    fmt = _one_line_warnings("ct")
+    ours = fmt("slices left out", UserWarning, data.dicom.__file__, 211)
+    assert ours == "recon ct: warning: slices left out\n"
+    theirs = fmt("deprecated", DeprecationWarning, np.__file__, 1)
+    assert "DeprecationWarning: deprecated" in theirs
