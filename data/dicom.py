@@ -145,6 +145,14 @@ def decode_pixels(ds, path: str | Path) -> np.ndarray:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", None) or str(syntax or "unknown transfer syntax")
         reason = " ".join(str(exc).split())
+        uncompressed = syntax is not None and not getattr(syntax, "is_compressed", True)
+        expected = int(getattr(ds, "Rows", 0)) * int(getattr(ds, "Columns", 0))
+        expected = expected * int(getattr(ds, "BitsAllocated", 16)) // 8
+        if uncompressed and len(ds.PixelData) < expected:
+            raise DicomError(
+                f"{path}: pixel data holds {len(ds.PixelData)} bytes, {expected} expected for "
+                f"{ds.Rows}×{ds.Columns} ({name}): a truncated or damaged file"
+            ) from None
         raise DicomError(
             f"{path}: cannot decode pixel data ({name}): {reason[:300]}. {DECODERS_HINT}"
         ) from None

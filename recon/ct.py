@@ -141,6 +141,11 @@ def load_ct_input(
             f"--input {path}: a picture file holds no CT units; give a DICOM file or series, an "
             "NRRD volume, or the image as .npy (np.save; HU or attenuation-like, --units)"
         )
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        raise ValueError(
+            f"--input {path}: NIfTI volumes are not read; give the DICOM series, an NRRD volume "
+            "in HU, or a slice as .npy (np.save; --units HU)"
+        )
     if path.is_dir() or is_nrrd(path):
         vol = read_ct_volume(path)
         k = len(vol.hu) // 2 if slice_index is None else slice_index

@@ -99,6 +99,12 @@ def load_kspace(
     k = f.kspace[0] if f.is_multicoil else f.kspace[0][None]
     size = f.recon_size or f.kspace.shape[-2:]
     ref = None if f.reference is None else center_crop(f.reference[0], size)
+    if ref is not None and tuple(ref.shape) != tuple(size):
+        raise ValueError(
+            f"{path}: {f.reference_key} is {f.reference.shape[-2]}×{f.reference.shape[-1]}, "
+            f"smaller than the {size[0]}×{size[1]} reconstruction it should score (the "
+            "ismrmrd_header's reconSpace, else the k-space size)"
+        )
     return MRIInput(k.astype(np.complex64), ref, tuple(size), f"{path}[{index}] ({f.acquisition})")
 
 
@@ -267,8 +273,14 @@ def sample_kspace(
     c, h, w = k.shape
     cf = center_fraction or default_center_fraction(accel)
     kind = mask
-    if center_fraction is None and c > 1 and kind in ("random", "equispaced"):
-        cf = max(cf, (MIN_CALIBRATION + 0.25) / w)  # a small image: ESPIRiT's 6 columns
+    floor = (MIN_CALIBRATION + 0.25) / w  # a small image: ESPIRiT's 6 columns
+    if (
+        center_fraction is None
+        and c > 1
+        and kind in ("random", "equispaced")
+        and floor * accel <= 1
+    ):
+        cf = max(cf, floor)
     if kind not in MASKS:
         raise ValueError(f"--mask {kind!r}: expected one of {', '.join(MASKS)}")
     if kind in ("random", "equispaced"):

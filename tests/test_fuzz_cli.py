@@ -64,6 +64,20 @@ def _files(root):
     f["empty_kspace"] = root / "emptyk.h5"
     with h5py.File(f["empty_kspace"], "w") as h:
         h["kspace"] = np.zeros((0, 2, 32, 32), np.complex64)
+    import pydicom
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PixelData = ds.PixelData[:1000]
+    f["truncated_dcm"] = root / "cut.dcm"
+    ds.save_as(f["truncated_dcm"])
+    f["nifti"] = root / "vol.nii.gz"
+    import nibabel
+
+    nibabel.save(nibabel.Nifti1Image(np.zeros((8, 8, 2), np.int16), np.eye(4)), f["nifti"])
+    f["small_ref"] = root / "smallref.h5"
+    with h5py.File(f["small_ref"], "w") as h:
+        h["kspace"] = np.ones((1, 2, 32, 32), np.complex64)
+        h["reconstruction_rss"] = np.ones((1, 10, 10), np.float32)
     for name, cfg in {
         "cfg_nan": {"pnp-admm": {"rho_rel": float("nan")}},
         "cfg_string": {"pnp-admm": {"rho_rel": "abc"}},
@@ -91,6 +105,8 @@ CASES = [
     ("NaN image", lambda f: ["ct", "--input", str(f["nan_npy"])], "nan.npy"),
     ("3-D .npy", lambda f: ["ct", "--input", str(f["vol_npy"])], "vol.npy"),
     ("complex .npy to CT", lambda f: ["ct", "--input", str(f["complex_npy"])], "c.npy"),
+    ("truncated DICOM", lambda f: ["ct", "--input", str(f["truncated_dcm"])], "cut.dcm: pixel"),
+    ("NIfTI to CT", lambda f: ["ct", "--input", str(f["nifti"])], "NIfTI volumes are not read"),
     ("corrupt HDF5", lambda f: ["mri", "--input", str(f["corrupt_h5"])], "bad.h5"),
     ("HDF5 without k-space", lambda f: ["mri", "--input", str(f["no_kspace_h5"])], "nok.h5"),
     ("corrupt checkpoint", lambda f: [*CT, "--prior", str(f["corrupt_ckpt"])], "c.safetensors"),
@@ -101,6 +117,7 @@ CASES = [
     ("all-zero k-space", lambda f: ["mri", "--input", str(f["zero_kspace"])], "zerok.h5"),
     ("k-space a group", lambda f: ["mri", "--input", str(f["group_kspace"])], "groupk.h5"),
     ("no slices", lambda f: ["mri", "--input", str(f["empty_kspace"])], "emptyk.h5"),
+    ("small reference", lambda f: ["mri", "--input", str(f["small_ref"])], "10×10, smaller"),
     ("config NaN", lambda f: [*CT, "--config", str(f["cfg_nan"])], "rho_rel"),
     ("config string", lambda f: [*CT, "--config", str(f["cfg_string"])], "rho_rel"),
     ("config unknown key", lambda f: [*CT, "--config", str(f["cfg_unknown"])], "'rho'"),
