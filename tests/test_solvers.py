@@ -214,6 +214,34 @@ def test_whole_solver_exactly_affine_equivariant(name, a, b):
         assert 0 < r1.params["cg_iterations_mean"] < 6  # CG did stop early
 
 
+def _admm_iterates(op, y, prior, x0, kw) -> list[torch.Tensor]:
+    its: list[torch.Tensor] = []
+    pnp_admm(op, y, prior, x0=x0, callback=lambda k, x: its.append(x.clone()), **kw)
+    return its
+
+
+def test_admm_through_twenty_cg_steps_on_a_ct_matrix_stays_equivariant_to_round_off():
+    """The README's second figure: on a 24² CT system matrix (ill-conditioned, unlike the 8×8
+    case above) 20 CG steps per x-update amplify float64 round-off; a = 0.01 still gives
+    a·x_k at every iteration to 1e-7 measured (bound 1e-6), and a = 0.5 (exact in binary)
+    exactly."""
+    from operators.ct import CTOperator
+    from operators.dense import matrix_of
+
+    h = 24
+    op = MatrixOperator(matrix_of(CTOperator(h, views=16)), h, h)
+    g = torch.Generator().manual_seed(0)
+    y = op.forward(torch.rand(1, 1, h, h, generator=g, dtype=D))
+    x0 = torch.full((1, 1, h, h), 0.1, dtype=D)
+    prior, rho = CenteredQuadraticPrior(0.5), 0.01 * op.norm_sq()
+    for a, bound in ((0.01, 1e-6), (0.5, 0.0)):
+        kw = {"rho": rho, "iters": 10, "tol": 0, "cg_iters": 20}
+        its1 = _admm_iterates(op, y, prior, x0, kw)
+        its2 = _admm_iterates(op, a * y, prior, a * x0, kw)
+        worst = max(_rel(x2, a * x1) for x1, x2 in zip(its1, its2, strict=True))
+        assert worst <= bound, (a, worst)
+
+
 def test_whole_solver_with_tv_is_equivariant_when_the_weight_scales():
     """prox_{a·wTV}(a·v + b) = a·prox_{wTV}(v) + b, so PGD with TVPrior(a·w) on a·y + b·A1 from
     a·x0 + b gives a·x_k + b (the TV prox's duality-gap stopping rule is invariant too)."""
