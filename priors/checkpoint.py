@@ -169,6 +169,14 @@ def load_prior(
     """A ready-to-use prior (eval mode) from a shipped name (``aelpn-ct``) or a checkpoint path.
 
     Also accepts ``tv`` / ``tv:WEIGHT`` for the classical TV prior.
+
+    Strength: a prior that takes the noise level (``priors.lpn.takes_noise_level``) must be told
+    σ in the image's units before ``prox`` (``prior.noise_level = σ`` or ``with
+    priors.lpn.told_noise_level(prior, σ)``). With the low-level solvers you also choose ρ (or
+    the step). The presets' rules are a good start: σ ≈ 0.5 × the blind noise estimate of the
+    start image (``priors.lpn.estimate_noise_level``; ``aelpn-ct``: max(1.3 ×, 0.07 × its
+    range)), ρ = rho_rel·λ·||A||² with rho_rel about 0.01 (CT); ``recon/presets/*.json`` hold
+    them all and ``recon.api.solve`` applies them for you.
     """
     name = str(name_or_path)
     if name == "tv" or name.startswith("tv:"):
