@@ -48,6 +48,11 @@ class DicomError(ValueError):
     """A DICOM file or series that cannot be read as CT."""
 
 
+class NoPixelDataError(DicomError):
+    """A DICOM object without an image (DICOMDIR, a structured report, a presentation state,
+    RT structures): skipped, with a warning, when it sits in a series folder."""
+
+
 @dataclass
 class CTSlice:
     """One slice: ``hu`` (H, W) float32 in HU, ``pixel_spacing`` (row, col) in mm (1, 1 when the
@@ -94,6 +99,13 @@ def read_dicom_file(path: str | Path) -> CTSlice:
     except Exception as exc:  # InvalidDicomError, EOFError, struct/Value errors on corrupt data
         why = str(exc).split(". Use force=True")[0]  # pydicom's advice is for its API, not us
         raise DicomError(f"{path}: not a readable DICOM file ({why})") from None
+    if "PixelData" not in ds:
+        meta = getattr(ds, "file_meta", None)
+        sop = getattr(ds, "SOPClassUID", None) or getattr(meta, "MediaStorageSOPClassUID", None)
+        kind = str(getattr(sop, "name", "") or "")
+        if kind and "Image" not in kind:  # not an image object: DICOMDIR, SR, RT structures
+            raise NoPixelDataError(f"{path}: a {kind} object, no image")
+        raise DicomError(f"{path}: DICOM file has no pixel data")
     modality = str(getattr(ds, "Modality", "CT") or "CT").upper()
     if modality != "CT":
         raise DicomError(
@@ -174,7 +186,20 @@ def read_dicom_series(folder: str | Path) -> CTVolume:
     if not files:
         what = "empty folder" if not entries else f"only {', '.join(p.name for p in entries[:3])}"
         raise DicomError(f"{folder}: no DICOM files ({what})")
-    slices = [read_dicom_file(p) for p in files]
+    slices, skipped = [], []
+    for p in files:
+        try:
+            slices.append(read_dicom_file(p))
+        except NoPixelDataError:
+            skipped.append(p)
+    if skipped:
+        warnings.warn(
+            f"{folder}: {len(skipped)} DICOM object(s) without an image skipped (e.g. "
+            f"{skipped[0].name}: a DICOMDIR, report or structure set)",
+            stacklevel=2,
+        )
+    if not slices:
+        raise DicomError(f"{folder}: no DICOM image files ({len(skipped)} without pixel data)")
     shape0 = slices[0].hu.shape
     for s in slices[1:]:
         if s.hu.shape != shape0:

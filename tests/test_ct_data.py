@@ -82,12 +82,39 @@ def test_truncated_file_and_missing_pixel_data_name_the_file(tmp_path):
     data = (tmp_path / "full.dcm").read_bytes()
     (tmp_path / "cut.dcm").write_bytes(data[:-200])  # pixel data cut short
     (tmp_path / "head.dcm").write_bytes(data[:300])  # header only
-    with pytest.raises(DicomError, match=r"cut\.dcm: cannot decode pixel data"):
+    with pytest.raises(DicomError, match=r"cut\.dcm: pixel data holds 312 bytes, 512 expected"):
         read_dicom_file(tmp_path / "cut.dcm")
     with pytest.raises(DicomError, match=r"head\.dcm: DICOM file has no pixel data"):
         read_dicom_file(tmp_path / "head.dcm")
     with pytest.raises(DicomError, match="no such DICOM file"):
         read_dicom_file(tmp_path / "missing.dcm")
+
+
+def test_objects_without_an_image_are_skipped_in_a_series_damaged_slices_are_not(tmp_path):
+    """A DICOMDIR (or a report, RT structures) beside the slices of a series is skipped with a
+    warning (it stopped the whole series); a CT image file without pixel data is still an
+    error naming it."""
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MediaStorageDirectoryStorage
+
+    for k in range(3):
+        img = np.full((16, 16), 1000 + 10 * k, np.uint16)
+        write_ct_slice(tmp_path / f"s{k}.dcm", img, float(k), inst=k + 1)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MediaStorageDirectoryStorage
+    meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    FileDataset(str(tmp_path / "DICOMDIR"), {}, file_meta=meta, preamble=b"\0" * 128).save_as(
+        tmp_path / "DICOMDIR", enforce_file_format=True
+    )
+    with pytest.warns(UserWarning, match="1 DICOM object.*without an image skipped.*DICOMDIR"):
+        vol = read_dicom_series(tmp_path)
+    assert vol.hu.shape == (3, 16, 16)
+    data = (tmp_path / "s0.dcm").read_bytes()
+    (tmp_path / "s9.dcm").write_bytes(data[:300])  # a CT slice cut before its pixel data
+    with pytest.raises(DicomError, match=r"s9\.dcm: DICOM file has no pixel data"):
+        read_dicom_series(tmp_path)
 
 
 def test_empty_folder_and_folder_without_dicom(tmp_path):
