@@ -383,6 +383,9 @@ def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
         )
     out = Path(out)
     inp = load_ct_input(args.input, size, None, args.seed, getattr(args, "units", None))
+    if min(inp.image.shape) < 8:
+        h, w = inp.image.shape
+        raise ValueError(f"--input {args.input}: a {h}×{w} image; recon ct needs at least 8×8")
     if float(inp.image.max()) == float(inp.image.min()):
         raise ValueError(
             f"--input {args.input}: a constant image (every pixel {float(inp.image.min()):g}): "

@@ -169,3 +169,18 @@ def test_your_own_checkpoint_joins_the_grid(tmp_path):
     bad = tmp_path / "notes.safetensors"
     bad.write_text("not a checkpoint")
     assert main([*args, str(bad), "--out", str(tmp_path / "g2")]) == 2
+
+
+@pytest.mark.parametrize(
+    "option, value, words",
+    [("--ct-phantoms", "-1", "must be ≥ 0"), ("--mri-scans", "4", "must be ≤ 3"),
+     ("--iters", "0", "must be ≥ 1"), ("--size", "3", "must be ≥ 8")],
+)  # fmt: skip
+def test_grid_counts_are_checked_also_with_quick(tmp_path, capsys, option, value, words):
+    """`--ct-phantoms -1 --quick` ran (quick replaced the count before it was checked)."""
+    from recon.cli import main
+
+    argv = ["bench", "grid", "--quick", option, value, "--out", str(tmp_path / "g")]
+    assert main(argv) == 2
+    assert f"argument {option}: {words}" in capsys.readouterr().err
+    assert not (tmp_path / "g").exists()

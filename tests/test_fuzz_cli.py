@@ -70,6 +70,8 @@ def _files(root):
     ds.PixelData = ds.PixelData[:1000]
     f["truncated_dcm"] = root / "cut.dcm"
     ds.save_as(f["truncated_dcm"])
+    f["tiny_npy"] = root / "tiny.npy"
+    np.save(f["tiny_npy"], np.arange(9.0).reshape(3, 3))
     f["nifti"] = root / "vol.nii.gz"
     import nibabel
 
@@ -106,6 +108,7 @@ CASES = [
     ("3-D .npy", lambda f: ["ct", "--input", str(f["vol_npy"])], "vol.npy"),
     ("complex .npy to CT", lambda f: ["ct", "--input", str(f["complex_npy"])], "c.npy"),
     ("truncated DICOM", lambda f: ["ct", "--input", str(f["truncated_dcm"])], "cut.dcm: pixel"),
+    ("3×3 image", lambda f: ["ct", "--input", str(f["tiny_npy"])], "tiny.npy: a 3×3 image"),
     ("NIfTI to CT", lambda f: ["ct", "--input", str(f["nifti"])], "NIfTI volumes are not read"),
     ("corrupt HDF5", lambda f: ["mri", "--input", str(f["corrupt_h5"])], "bad.h5"),
     ("HDF5 without k-space", lambda f: ["mri", "--input", str(f["no_kspace_h5"])], "nok.h5"),

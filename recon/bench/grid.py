@@ -482,6 +482,8 @@ def write_report(spec: GridSpec, result: dict, out: Path, command: str = "") -> 
 
 
 def add_bench_parser(bsub) -> None:
+    from recon.argtypes import count
+
     g = bsub.add_parser(
         "grid",
         help="problems × solvers × priors on a seeded test set (resumable)",
@@ -498,11 +500,15 @@ def add_bench_parser(bsub) -> None:
         default=None,
         help="restrict priors (e.g. tv crr-ct); a checkpoint path (.safetensors) adds your own",
     )
-    g.add_argument("--iters", type=int, default=None, help="iteration cap (default 30; quick 5)")
-    g.add_argument("--size", type=int, default=128, help="CT phantom size")
-    g.add_argument("--ct-phantoms", type=int, default=2, help="seeded phantoms in the CT set")
+    g.add_argument(
+        "--iters", type=count(1), default=None, help="iteration cap (default 30; quick 5)"
+    )
+    g.add_argument("--size", type=count(8, 4096), default=128, help="CT phantom size")
+    g.add_argument(
+        "--ct-phantoms", type=count(0, 2), default=2, help="seeded phantoms in the CT set (0-2)"
+    )
     g.add_argument("--no-real-ct", action="store_true", help="leave out bundled:ct-small")
-    g.add_argument("--mri-scans", type=int, default=2, help="Colin27 test slices (1-3)")
+    g.add_argument("--mri-scans", type=count(1, 3), default=2, help="Colin27 test slices (1-3)")
     g.add_argument("--ct-config", default=None, help="CT presets JSON (default: shipped)")
     g.add_argument("--mri-config", default=None, help="MRI presets JSON (default: shipped)")
     g.add_argument("--seed", type=int, default=0)
