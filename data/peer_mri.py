@@ -159,8 +159,9 @@ def read_ismrmrd_cartesian(
     reps = np.unique(head["idx"]["repetition"])
     if len(reps) > 1:
         raise ValueError(
-            f"{path}: {len(reps)} repetitions; one fully sampled repetition is read (recon mri "
-            "undersamples it)"
+            f"{path}: {len(reps)} repetitions, and recon mri reads files with one: a single "
+            "fully sampled repetition (it undersamples it itself); write one repetition's "
+            "acquisitions to a file of its own"
         )
     steps = head["idx"]["kspace_encode_step_1"].astype(int)
     if sorted(steps.tolist()) != list(range(enc[1])):

@@ -200,4 +200,4 @@ def test_recon_mri_reads_an_ismrmrd_file_as_it_is(tmp_path, capsys):
     subprocess.run([*cmd[:2], str(reps), *cmd[3:9], "-r", "2"], check=True, capture_output=True)
     assert main(["mri", "--input", str(reps), "--quiet", "--out", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err
-    assert "reps.h5: 2 repetitions; one fully sampled repetition is read" in err
+    assert "reps.h5: 2 repetitions, and recon mri reads files with one" in err
