@@ -1,4 +1,6 @@
-"""NIfTI volumes (through nibabel) as 2-D slices, e.g. for training MRI priors.
+"""NIfTI volumes (through nibabel): 2-D slices for training MRI priors, CT volumes in HU read
+into the ``CTVolume`` a DICOM series gives (``read_nifti_volume``), and the volumes `recon ct`
+writes (``write_nifti_volume``, with ``dicom_affine``).
 
 The shipped MRI priors are trained on the Colin27 T1 brain (``ch2.nii.gz`` from Debian's
 ``mricron-data``, BSD-3), axial slices; slices ``HELD_OUT`` are never trained on: the bundled MRI
@@ -18,6 +20,8 @@ __all__ = [
     "nifti_slices",
     "dicom_affine",
     "write_nifti_volume",
+    "is_nifti",
+    "read_nifti_volume",
 ]
 
 COLIN27 = Path("/usr/share/mricron/templates/ch2.nii.gz")
@@ -99,3 +103,55 @@ def write_nifti_volume(path: str | Path, volume: np.ndarray, affine: np.ndarray)
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def is_nifti(path: str | Path) -> bool:
+    return Path(path).name.lower().endswith((".nii", ".nii.gz"))
+
+
+def read_nifti_volume(path: str | Path):
+    """A NIfTI CT volume in HU as a ``data.dicom.CTVolume`` (S, H, W) float32: the inverse of
+    ``write_nifti_volume`` (volume[k, j, i] = data[i, j, k], slices along the third axis), the
+    values as stored after the header's scl_slope/scl_inter (HU; ≤ −2000 becomes −1024 as in
+    ``data.dicom``) and the geometry from the affine, taken from NIfTI's RAS to DICOM's LPS:
+    pixel spacing (row, col), each slice's position P₀ + k·s, the row and column directions.
+    A ``data.dicom.DicomError`` (a ValueError) naming the file when it cannot be read or is
+    not a real 2-D or 3-D image."""
+    from data.dicom import PADDING_HU, CTVolume, DicomError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DicomError(f"{path}: no such NIfTI file")
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.get_fdata(dtype=np.float32))
+    except Exception as exc:  # nibabel raises several types for bad files
+        raise DicomError(f"{path}: not a readable NIfTI volume ({exc})") from None
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim == 2:
+        data = data[:, :, None]
+    if data.ndim != 3 or min(data.shape) < 1:
+        raise DicomError(f"{path}: expected a 2-D image or a 3-D volume, got shape {data.shape}")
+    hu = np.ascontiguousarray(np.transpose(data, (2, 1, 0)))
+    if not np.isfinite(hu).all():
+        raise DicomError(f"{path}: the volume holds NaN or infinite values")
+    hu[hu <= -2000.0] = PADDING_HU
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(img.affine, dtype=np.float64)
+    col_step, row_step, step, p0 = lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3]
+    dc, dr = float(np.linalg.norm(col_step)), float(np.linalg.norm(row_step))
+    if not (dr > 0 and dc > 0):
+        raise DicomError(f"{path}: its affine gives a zero pixel spacing")
+    positions = [tuple(float(v) for v in p0 + k * step) for k in range(len(hu))]
+    orientation = tuple(float(v) for v in np.concatenate([col_step / dc, row_step / dr]))
+    return CTVolume(
+        hu=hu,
+        pixel_spacing=(dr, dc),
+        positions=[float(np.dot(p, np.cross(col_step / dc, row_step / dr))) for p in positions],
+        paths=[],
+        patient_positions=positions,
+        orientation=orientation,
+        thickness=float(np.linalg.norm(step)) or None,
+    )

@@ -1,9 +1,9 @@
 """`recon ct`: simulate sparse-view / limited-angle CT from an image and reconstruct it.
 
-Input (``--input``): a DICOM file, a DICOM series folder or an NRRD volume (``.nrrd``/``.nhdr``,
-in HU; every slice, or ``--slice K|A:B``), a ``.npy`` image, ``phantom:shepp-logan`` /
-``phantom:ellipses`` (``--size N``), or ``bundled:ct-small`` (the real CT slice pydicom ships;
-the demo slice, never trained on).
+Input (``--input``): a DICOM file, a DICOM series folder, an NRRD (``.nrrd``/``.nhdr``) or NIfTI
+(``.nii``/``.nii.gz``) volume in HU (every slice, or ``--slice K|A:B``), a ``.npy`` image,
+``phantom:shepp-logan`` / ``phantom:ellipses`` (``--size N``), or ``bundled:ct-small`` (the real
+CT slice pydicom ships; the demo slice, never trained on).
 
 Units: DICOM input is in HU. Internally the reconstruction works in normalized attenuation
 u = (HU + 1000)/2500 (air 0, water 0.4, dense bone ≈ 1: the [0, 1]-like range the shipped priors
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from data.dicom import CTVolume
+from data.nifti import is_nifti
 from data.nrrd import is_nrrd
 from recon.api import HU_OFFSET, HU_SCALE
 from recon.argtypes import count, number
@@ -95,7 +96,7 @@ def check_units_option(spec: str, units: str | None) -> None:
     if units is not None and not str(spec).lower().endswith(".npy"):
         raise ValueError(
             f"--units {units}: only a .npy image takes its units from this option; {spec} "
-            "carries its own (DICOM and NRRD: HU; phantoms: a.u.)"
+            "carries its own (DICOM, NRRD, NIfTI: HU; phantoms: a.u.)"
         )
 
 
@@ -139,14 +140,9 @@ def load_ct_input(
     if path.suffix.lower() in PICTURE_SUFFIXES:
         raise ValueError(
             f"--input {path}: a picture file holds no CT units; give a DICOM file or series, an "
-            "NRRD volume, or the image as .npy (np.save; HU or attenuation-like, --units)"
+            "NRRD or NIfTI volume, or the image as .npy (np.save; HU or attenuation-like, --units)"
         )
-    if path.name.lower().endswith((".nii", ".nii.gz")):
-        raise ValueError(
-            f"--input {path}: NIfTI volumes are not read; give the DICOM series, an NRRD volume "
-            "in HU, or a slice as .npy (np.save; --units HU)"
-        )
-    if path.is_dir() or is_nrrd(path):
+    if path.is_dir() or is_volume_file(path):
         vol = read_ct_volume(path)
         k = len(vol.hu) // 2 if slice_index is None else slice_index
         if not 0 <= k < len(vol.hu):
@@ -186,7 +182,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--input",
         required=True,
-        help="a DICOM file or series folder, an NRRD volume (HU), a .npy image, "
+        help="a DICOM file or series folder, an NRRD or NIfTI volume (HU), a .npy image, "
         "phantom:shepp-logan, phantom:ellipses or bundled:ct-small",
     )
     p.add_argument(
@@ -194,7 +190,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--slices",
         dest="slice",
         default=None,
-        help="slices of a DICOM series folder or an NRRD volume: K, A:B (A..B-1) or all "
+        help="slices of a DICOM series folder or an NRRD/NIfTI volume: K, A:B (A..B-1) or all "
         "(default: all; each slice starts from its neighbour's result, and a killed run resumes)",
     )
     add_options(p)
@@ -214,7 +210,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
         choices=NPY_UNITS,
         default=None,
         help="a .npy image's units (default auto: HU when it has values below -100, else "
-        "attenuation-like a.u.); DICOM and NRRD inputs are HU",
+        "attenuation-like a.u.); DICOM, NRRD and NIfTI inputs are HU",
     )
     p.add_argument(
         "--geometry", choices=["parallel", "fan"], default="parallel", help="(default parallel)"
@@ -379,7 +375,7 @@ def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
     if args.slice is not None:
         raise ValueError(
             f"--slice {args.slice}: --input {args.input} is a single image; --slice selects "
-            "slices of a DICOM series folder or an NRRD volume"
+            "slices of a DICOM series folder or an NRRD/NIfTI volume"
         )
     out = Path(out)
     inp = load_ct_input(args.input, size, None, args.seed, getattr(args, "units", None))
@@ -424,16 +420,25 @@ def display_record(window: str | None, display: tuple[float, float], units: str)
     return {"window": window, "range": [float(display[0]), float(display[1])], "units": units}
 
 
+def is_volume_file(path: str | Path) -> bool:
+    """An NRRD or NIfTI file: a CT volume in HU."""
+    return is_nrrd(path) or is_nifti(path)
+
+
 def _is_series(spec: str) -> bool:
-    """A DICOM series folder or an NRRD volume (reconstructed slice by slice)."""
+    """A DICOM series folder or an NRRD or NIfTI volume (reconstructed slice by slice)."""
     if spec.startswith(("phantom:", "bundled:")):
         return False
-    return Path(spec).is_dir() or is_nrrd(spec)
+    return Path(spec).is_dir() or is_volume_file(spec)
 
 
 def read_ct_volume(path: str | Path) -> CTVolume:
-    """A CT volume in HU: an NRRD file (``data.nrrd``) or a DICOM series folder."""
+    """A CT volume in HU: an NRRD file (``data.nrrd``), a NIfTI file (``data.nifti``) or a
+    DICOM series folder."""
     from data.dicom import read_dicom_series
+    from data.nifti import read_nifti_volume
     from data.nrrd import read_nrrd_volume
 
-    return read_nrrd_volume(path) if is_nrrd(path) else read_dicom_series(path)
+    if is_nrrd(path):
+        return read_nrrd_volume(path)
+    return read_nifti_volume(path) if is_nifti(path) else read_dicom_series(path)

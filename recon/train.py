@@ -108,17 +108,16 @@ def _and_half_scale(images: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def ct_volume_slices(paths: list[str | Path]) -> list[np.ndarray]:
-    """Every slice of the CT volumes at ``paths`` (an NRRD file, a DICOM series folder or one
-    DICOM file, in HU) as normalized attenuation (``data.training_sets.hu_to_unit``), each
+    """Every slice of the CT volumes at ``paths`` (an NRRD or NIfTI file, a DICOM series folder
+    or one DICOM file, in HU) as normalized attenuation (``data.training_sets.hu_to_unit``), each
     volume's slices at full then half resolution like the pydicom head slices."""
     from data.dicom import read_dicom_file
-    from data.nrrd import is_nrrd
     from data.training_sets import hu_to_unit
-    from recon.ct import read_ct_volume
+    from recon.ct import is_volume_file, read_ct_volume
 
     out: list[np.ndarray] = []
     for path in map(Path, paths):
-        if path.is_dir() or is_nrrd(path):
+        if path.is_dir() or is_volume_file(path):
             hu = read_ct_volume(path).hu
         else:
             hu = read_dicom_file(path).hu[None]

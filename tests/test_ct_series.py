@@ -137,6 +137,28 @@ def test_nifti_volume_has_the_affine_of_the_dicom_geometry(series, full_run):
         assert np.allclose(got[:3], lps_to_ras * lps, atol=1e-4)
 
 
+def test_a_nifti_volume_reads_back_with_the_series_values_and_geometry(series, full_run, tmp_path):
+    """read_nifti_volume inverts write_nifti_volume: recon.nii.gz gives recon.npy's values and
+    the source series' positions, orientation and spacing; `recon ct` takes it as a volume,
+    every slice, as it takes the DICOM series."""
+    from data.dicom import read_dicom_series
+    from data.nifti import read_nifti_volume
+
+    vol = read_nifti_volume(full_run / "recon.nii.gz")
+    np.testing.assert_array_equal(vol.hu, np.load(full_run / "recon.npy"))
+    src = read_dicom_series(series[0])
+    assert vol.pixel_spacing == pytest.approx(src.pixel_spacing)
+    assert np.allclose(vol.patient_positions, src.patient_positions, atol=1e-4)
+    assert np.allclose(vol.orientation, src.orientation, atol=1e-6)
+    assert vol.thickness == pytest.approx(2.5)
+    out = tmp_path / "from-nifti"
+    args = ["ct", "--input", str(full_run / "recon.nii.gz"), *COMMON, "--out", str(out)]
+    assert main(args) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert [r["slice"] for r in m["slices"]] == list(range(N))
+    assert (out / "recon.nii.gz").is_file() and len(list((out / "dicom").glob("*.dcm"))) == N
+
+
 def test_a_killed_run_resumes_without_redoing_finished_slices(series, full_run, tmp_path,
                                                               monkeypatch):  # fmt: skip
     """The run dies after 2 slices (an exception from the third, like a kill between writes):

@@ -72,10 +72,6 @@ def _files(root):
     ds.save_as(f["truncated_dcm"])
     f["tiny_npy"] = root / "tiny.npy"
     np.save(f["tiny_npy"], np.arange(9.0).reshape(3, 3))
-    f["nifti"] = root / "vol.nii.gz"
-    import nibabel
-
-    nibabel.save(nibabel.Nifti1Image(np.zeros((8, 8, 2), np.int16), np.eye(4)), f["nifti"])
     f["small_ref"] = root / "smallref.h5"
     with h5py.File(f["small_ref"], "w") as h:
         h["kspace"] = np.ones((1, 2, 32, 32), np.complex64)
@@ -109,7 +105,6 @@ CASES = [
     ("complex .npy to CT", lambda f: ["ct", "--input", str(f["complex_npy"])], "c.npy"),
     ("truncated DICOM", lambda f: ["ct", "--input", str(f["truncated_dcm"])], "cut.dcm: pixel"),
     ("3×3 image", lambda f: ["ct", "--input", str(f["tiny_npy"])], "tiny.npy: a 3×3 image"),
-    ("NIfTI to CT", lambda f: ["ct", "--input", str(f["nifti"])], "NIfTI volumes are not read"),
     ("corrupt HDF5", lambda f: ["mri", "--input", str(f["corrupt_h5"])], "bad.h5"),
     ("HDF5 without k-space", lambda f: ["mri", "--input", str(f["no_kspace_h5"])], "nok.h5"),
     ("corrupt checkpoint", lambda f: [*CT, "--prior", str(f["corrupt_ckpt"])], "c.safetensors"),
