@@ -206,7 +206,7 @@ class SENSE(LinearOperator):
         m = _mask_tensor(mask, h)
         if tuple(m.shape) != (h, w):
             hint = ""
-            if tuple(m.shape) == (c, h) or (m.ndim == 2 and w < min(h, c)):
+            if tuple(m.shape) == (c, h):  # maps (H, W, C) read as (C, H, W), mask (H, W)
                 hint = (
                     f"; the maps' last axis ({w}) looks like coils: give them as (C, H, W), "
                     "e.g. np.moveaxis(maps, -1, 0)"

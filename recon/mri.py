@@ -249,6 +249,25 @@ class SampledKspace(NamedTuple):
     maps: np.ndarray | None
 
 
+COLUMN_MASKS = ("random", "equispaced")
+
+
+def column_center_fraction(
+    center_fraction: float | None, accel: float, width: int, calibrate: bool
+) -> float:
+    """The centre fraction of a column mask: the one given, else fastMRI's 0.32/accel, raised
+    when the maps are calibrated from it (``calibrate``) to ESPIRiT's 6 centred columns on a
+    narrow image (7 on an odd width, where a block of 6 sits off-centre and
+    ``calibration_width`` shrinks it to 5), where the acceleration leaves room for them."""
+    from data.masks import default_center_fraction
+
+    if center_fraction is not None:
+        return float(center_fraction)
+    cf = default_center_fraction(accel)
+    floor = (MIN_CALIBRATION + 1.25) / width
+    return max(cf, floor) if calibrate and floor * accel <= 1 else cf
+
+
 def sample_kspace(
     k: np.ndarray,
     mask: str = "random",
@@ -262,7 +281,6 @@ def sample_kspace(
     maps for several (``checked_maps``)."""
     from data.coils import espirit_maps
     from data.masks import (
-        default_center_fraction,
         fastmri_equispaced_mask,
         fastmri_random_mask,
         poisson_disc_mask,
@@ -271,16 +289,8 @@ def sample_kspace(
     from operators.mri import SENSE, MaskedFFT, NonCartesianSENSE, ifft2c
 
     c, h, w = k.shape
-    cf = center_fraction or default_center_fraction(accel)
     kind = mask
-    floor = (MIN_CALIBRATION + 0.25) / w  # a small image: ESPIRiT's 6 columns
-    if (
-        center_fraction is None
-        and c > 1
-        and kind in ("random", "equispaced")
-        and floor * accel <= 1
-    ):
-        cf = max(cf, floor)
+    cf = column_center_fraction(center_fraction, accel, w, c > 1 and kind in COLUMN_MASKS)
     if kind not in MASKS:
         raise ValueError(f"--mask {kind!r}: expected one of {', '.join(MASKS)}")
     if kind in ("random", "equispaced"):

@@ -138,7 +138,18 @@ def test_too_small_calibration_region_is_a_clear_error(tmp_path, capsys):
     # by default a small image gets the 6 columns (0.32/accel would give 3 of 32)
     assert main(args) == 0
     m = json.loads((tmp_path / "o" / "metrics.json").read_text())
-    assert round(32 * m["mask"]["center_fraction"]) == 6
+    assert round(32 * m["mask"]["center_fraction"]) == 7
+    # every width and acceleration that leaves room for them: the default's centre serves ESPIRiT
+    from data.masks import fastmri_equispaced_mask, fastmri_random_mask
+    from recon.mri import calibration_width, column_center_fraction
+
+    for w in range(8, 300):
+        for accel in (2, 4, 8):
+            if 7.25 * accel > w:
+                continue  # no room for the 6 columns at this acceleration: --accel's own error
+            cf = column_center_fraction(None, accel, w, calibrate=True)
+            for fn in (fastmri_random_mask, fastmri_equispaced_mask):
+                assert calibration_width(np.broadcast_to(fn(w, accel, cf)[None], (4, w))) >= 6
 
 
 def test_mri_errors(tmp_path, capsys):
