@@ -422,7 +422,7 @@ def _resolve_solver(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
-    prepare_out_dir(args.out)
+    prepare_out_dir(args.out, inputs=(args.input,))
     if _is_file_input(args.input):
         return exit_status(reconstruct_file(args, Path(args.out)))
     return exit_status(reconstruct_input(args, Path(args.out)))

@@ -38,11 +38,18 @@ def prepare_out_dir(
     later leaves no empty folder behind)."""
     out = Path(path)
     for spec in inputs:
-        folder = Path(spec)
-        if folder.is_dir() and folder.resolve() == out.resolve():
+        given = Path(spec)
+        if not given.exists():
+            continue
+        if given.is_dir() and given.resolve() == out.resolve():
             raise ValueError(
                 f"{option} {out}: the input folder itself; the outputs would mix with the scans "
                 "and be read as input next time: give another folder"
+            )
+        if given.resolve().is_relative_to((out / "dicom").resolve()):
+            raise ValueError(
+                f"{option} {out}: its dicom/ folder holds the input {given}, and a run replaces "
+                "OUT/dicom with the derived series: give another folder"
             )
     for parent in [out, *out.parents]:
         if parent.exists():
@@ -64,7 +71,8 @@ def start_outputs(out: str | Path, writes: tuple[str, ...] | None = None) -> Pat
     """Call before a run writes its first file into ``out``: an older run's metrics.json goes
     first, so until the new one is written (last) the folder reads as incomplete instead of
     pairing old metrics with new files. With ``writes`` (the ``EXTRA_OUTPUTS`` this run will
-    write), an older run's other extra outputs go too, so a slice run into a volume's folder
+    write), in a folder an earlier run finished (it holds metrics.json), that run's other extra
+    outputs go too, so a slice run into a volume's folder
     leaves no stale recon.nii.gz beside its recon.npy; a ``dicom`` folder only when it holds
     nothing but the IM_NNNN.dcm files a run writes. Creates ``out``."""
     import re
@@ -72,8 +80,9 @@ def start_outputs(out: str | Path, writes: tuple[str, ...] | None = None) -> Pat
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    had_run = (out / "metrics.json").is_file()  # a run's folder, not a folder of the user's
     (out / "metrics.json").unlink(missing_ok=True)
-    for name in EXTRA_OUTPUTS if writes is not None else ():
+    for name in EXTRA_OUTPUTS if writes is not None and had_run else ():
         path = out / name
         if name in writes or not path.exists():
             continue

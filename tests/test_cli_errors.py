@@ -3,6 +3,8 @@ unexpected failure is one line and exit 1 (the traceback with --debug)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -214,15 +216,38 @@ def test_a_rerun_of_another_kind_leaves_no_stale_outputs(tmp_path):
     (out / "dicom" / "IM_0001.dcm").write_bytes(b"old")
     (out / "recon.nii.gz").write_bytes(b"old")
     (out / "reconstruction.h5").write_bytes(b"old")
+    (out / "metrics.json").write_text("{}")  # an earlier run's folder
     assert main([*CT, "--solver", "fbp", "--out", str(out)]) == 0
     left = sorted(p.name for p in out.iterdir())
     assert "recon.npy" in left and "metrics.json" in left
     assert not {"dicom", "recon.nii.gz", "reconstruction.h5"} & set(left)
+    # a folder no run finished in (no metrics.json) keeps everything, run-like names too
     mine = tmp_path / "mine"
     (mine / "dicom").mkdir(parents=True)
-    (mine / "dicom" / "patient.dcm").write_bytes(b"keep")
+    (mine / "dicom" / "IM_0001.dcm").write_bytes(b"keep")
+    (mine / "recon.nii.gz").write_bytes(b"keep")
     assert main([*CT, "--solver", "fbp", "--out", str(mine)]) == 0
-    assert (mine / "dicom" / "patient.dcm").read_bytes() == b"keep"
+    assert (mine / "dicom" / "IM_0001.dcm").read_bytes() == b"keep"
+    assert (mine / "recon.nii.gz").read_bytes() == b"keep"
+
+
+def test_an_out_whose_dicom_folder_holds_the_input_is_refused(tmp_path, capsys):
+    """`recon ct --input X/dicom/IM_0001.dcm --out X` would have OUT/dicom (the input series)
+    replaced or removed: refused before any work, every file kept."""
+    from pydicom.data import get_testdata_file
+
+    series = tmp_path / "X" / "dicom"
+    series.mkdir(parents=True)
+    for k in (1, 2):
+        (series / f"IM_000{k}.dcm").write_bytes(
+            Path(get_testdata_file("CT_small.dcm")).read_bytes()
+        )
+    (tmp_path / "X" / "metrics.json").write_text("{}")
+    for given in (series / "IM_0001.dcm", series):
+        argv = ["ct", "--input", str(given), "--solver", "fbp", "--out", str(tmp_path / "X")]
+        assert main(argv) == 2
+        assert "its dicom/ folder holds the input" in capsys.readouterr().err
+    assert sorted(p.name for p in series.iterdir()) == ["IM_0001.dcm", "IM_0002.dcm"]
 
 
 def test_the_projects_warnings_print_as_one_line_others_as_python_does():
