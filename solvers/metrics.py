@@ -38,13 +38,17 @@ def _range(ref: np.ndarray, data_range: float | None) -> float:
 
 def psnr(x: Image, ref: Image, data_range: float | None = None) -> float:
     """PSNR (dB) of x against ref (same shape, any layout); inf when they are equal, NaN when x
-    holds a NaN or an infinity (a failed image scores nothing, never a perfect inf)."""
+    holds a NaN or an infinity (a failed image scores nothing, never a perfect inf), −inf when
+    the squared error of finite values overflows."""
     a, r = real64(x), real64(ref)
     if a.shape != r.shape:
         raise ValueError(f"shapes differ: {a.shape} vs reference {r.shape}")
-    mse = float(np.mean((a - r) ** 2))
-    if not math.isfinite(mse):
+    if not (np.isfinite(a).all() and np.isfinite(r).all()):
         return math.nan
+    with np.errstate(over="ignore"):
+        mse = float(np.mean((a - r) ** 2))
+    if not math.isfinite(mse):  # finite values whose squared error overflows: no likeness
+        return -math.inf
     return 10.0 * math.log10(_range(r, data_range) ** 2 / mse) if mse > 0 else math.inf
 
 

@@ -339,6 +339,12 @@ def test_ct_per_volume_reconstructs_each_dicom_series_whole(tmp_path, cluster):
     assert units[1].out == str(out / "p1" / "s1")
     slices, _ = plan_units(files, "ct", out)  # --per slice: one unit per file
     assert len(slices) == 8
+    # a DICOM file named as an input stays that file (not its folder); so does a volume file
+    one = sorted((tmp_path / "in" / "p1" / "s1").glob("*.dcm"))[0]
+    (tmp_path / "in" / "v.nrrd").write_bytes(b"NRRD0004")
+    named = [one, tmp_path / "in" / "v.nrrd"]
+    units1, _ = plan_units(named, "ct", out, per="volume", named=set(named))
+    assert [u.input for u in units1] == [str(p) for p in named]
 
     opts = [a for a in COMMON if a != "--quiet"]
     args = ["ct", "--inputs", str(tmp_path / "in" / "p1"), str(tmp_path / "in" / "p2")]

@@ -37,6 +37,8 @@ def test_psnr_of_complex_input_is_on_the_magnitude_and_inf_when_equal():
     assert math.isnan(psnr(bad, ref))
     bad[0, 0] = np.inf
     assert math.isnan(psnr(bad, ref))
+    bad[0, 0] = 1e200  # finite, but its squared error overflows
+    assert psnr(bad, ref) == -math.inf
 
 
 def test_bad_inputs_are_refused():

@@ -289,7 +289,8 @@ def run(args: argparse.Namespace) -> int:
         slice_index = None if raw in (None, "all") else int(raw)
     except ValueError:
         raise ValueError(f"--slice {raw!r}: recon batch takes one slice index K, or all") from None
-    units, plan_failures = plan_units(files, modality, out, slice_index, args.per)
+    named = {Path(spec).resolve() for spec in args.inputs if Path(spec).is_file()}
+    units, plan_failures = plan_units(files, modality, out, slice_index, args.per, named)
     options = _options(args)
     _check_record(out, modality, options, args.redo)
     digest = options_digest(modality, options)
@@ -313,7 +314,7 @@ def run(args: argparse.Namespace) -> int:
             row = metrics_row(u.name, u.out, "skipped")
         rows.append(row)
     rows += [{**f, "status": "failed", "metrics": {}} for f in plan_failures]
-    n_done = sum(r["status"] == "done" for r in rows)
+    n_done = sum(r.get("n_slices", 1) for r in rows if r["status"] == "done")  # slices
     summary = summarize(
         rows,
         {i: w for i, w in enumerate(workers.values())},

@@ -131,9 +131,21 @@ def _stem(rel: Path) -> Path:
     return rel.with_suffix("") if rel.suffix.lower() in CT_SUFFIXES + MRI_SUFFIXES else rel
 
 
-def _series_folders(files: list[Path]) -> set[Path]:
-    """The folders holding DICOM files (each a CT series, one of a single slice included)."""
-    return {f.parent for f in files if f.suffix.lower() != ".npy"}
+def _is_dicom_input(path: Path) -> bool:
+    return path.suffix.lower() in (".dcm", ".dicom", ".ima") or (
+        path.suffix == "" and _is_dicom(path)
+    )
+
+
+def _series_folders(files: list[Path], named: set[Path]) -> set[Path]:
+    """The folders holding DICOM files, each a CT series: those with several, and those whose
+    one DICOM file was found in a folder rather than named (``named``: files given as
+    ``--inputs`` themselves, which stay single-file units)."""
+    count: dict[Path, list[Path]] = {}
+    for f in files:
+        if _is_dicom_input(f):
+            count.setdefault(f.parent, []).append(f)
+    return {d for d, fs in count.items() if len(fs) > 1 or fs[0] not in named}
 
 
 def plan_units(
@@ -142,6 +154,7 @@ def plan_units(
     out: Path,
     slice_index: int | None = None,
     per: str = "slice",
+    named: set[Path] | None = None,
 ) -> tuple[list[Unit], list[dict]]:
     """(units in input order, planning failures) for the input files.
 
@@ -149,17 +162,21 @@ def plan_units(
     ``per="volume"`` one whole-file unit (``whole``; its ``slice`` the selection, None for all);
     a file whose slices cannot be counted becomes a failure record ``{"name", "input", "error"}``
     instead.
-    CT with ``per="volume"``: one unit per DICOM series folder (input: the folder).
+    CT with ``per="volume"``: one unit per DICOM series folder (input: the folder); a DICOM
+    file in ``named`` (given as an input itself) alone in its folder stays a file unit, as do
+    NRRD, NIfTI and ``.npy`` files.
     Raises ValueError when two inputs would write into the same output folder."""
     from recon.mri import file_slices  # fastMRI files, and one-slice ISMRMRD files
 
     root = Path(os.path.commonpath([str(f.parent) for f in files])) if files else Path(".")
     units: list[Unit] = []
     failures: list[dict] = []
-    series = _series_folders(files) if modality == "ct" and per == "volume" else set()
+    series = (
+        _series_folders(files, named or set()) if modality == "ct" and per == "volume" else set()
+    )
     planned: set[Path] = set()
     for f in files:
-        if f.parent in series and f.suffix.lower() != ".npy":
+        if f.parent in series and _is_dicom_input(f):
             if f.parent not in planned:
                 planned.add(f.parent)
                 rel = f.parent.relative_to(root)

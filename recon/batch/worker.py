@@ -134,6 +134,7 @@ def run_unit(modality: str, options: dict[str, Any], unit: dict[str, Any]) -> di
     return {
         **row,
         "status": "done",
+        "n_slices": len(metrics.get("slices") or []) or 1,  # a volume unit counts its slices
         "metrics": {k: metrics.get(k) for k in SUMMARY_KEYS if k in metrics},
         "wall_seconds": time.perf_counter() - t0,
     }
