@@ -193,7 +193,7 @@ def calibration_width(mask: np.ndarray) -> int:
     if width < MIN_CALIBRATION:
         raise ValueError(
             f"only {width} fully sampled centre columns: ESPIRiT needs at least "
-            f"{MIN_CALIBRATION} (raise --center-fraction)"
+            f"{MIN_CALIBRATION} (raise --center-fraction, or lower --accel)"
         )
     return width
 
