@@ -196,9 +196,6 @@ def read_fastmri(path: str | Path, slices: SliceSel = None) -> FastMRIFile:
         kspace = _read_rows(ds, idx).astype(np.complex64)
         if not np.all(np.isfinite(kspace)):
             raise FastMRIError(f"{path}: kspace contains NaN or infinite values")
-        for i, k in zip(idx, kspace, strict=True):
-            if not np.any(k):
-                raise FastMRIError(f"{path}: slice {i}'s k-space is all zero (nothing measured)")
         key = next((k for k in ("reconstruction_rss", "reconstruction_esc") if k in f), None)
         ref = _read_rows(f[key], idx).astype(np.float32) if key else None
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}

@@ -97,6 +97,8 @@ def load_kspace(
     index = slice if isinstance(slice, int) else count_slices(path) // 2
     f = read_fastmri(path, slices=index)
     k = f.kspace[0] if f.is_multicoil else f.kspace[0][None]
+    if not np.any(k):
+        raise ValueError(f"{path}: slice {index}'s k-space is all zero (nothing measured)")
     size = f.recon_size or f.kspace.shape[-2:]
     ref = None if f.reference is None else center_crop(f.reference[0], size)
     if ref is not None and tuple(ref.shape) != tuple(size):
