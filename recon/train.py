@@ -2,21 +2,22 @@
 
 Data sources (``--data``):
   ellipses        random-ellipse CT phantoms made on the fly (1 channel)
-  ct-mix          70 % ellipse phantoms, 30 % natural-image patches (1 channel): the shipped CT
-                  priors, so that real anatomy's texture is not out of distribution
-  ct-real         40 % ellipse phantoms, 40 % real head-CT patches (the two JPEG 2000 slices
-                  pydicom ships, at full and half resolution; never its CT_small test slice),
-                  20 % natural-image patches (1 channel); ``--ct-real-extra VOLUME`` adds every
-                  slice of your CT volumes in HU (NRRD, DICOM series folder or file) to the
-                  real share, e.g. the lung CT that ``scripts/fetch_lung_ct.py`` fetches
+  ct-mix          70 % ellipse phantoms, 30 % natural-image patches (1 channel), so that real
+                  anatomy's texture is not out of distribution
+  ct-real         the shipped CT priors' data: 40 % ellipse phantoms, 40 % real head-CT patches
+                  (the two JPEG 2000 slices pydicom ships, at full and half resolution; never
+                  its CT_small test slice), 20 % natural-image patches (1 channel);
+                  ``--ct-real-extra VOLUME`` adds every slice of your CT volumes in HU (NRRD,
+                  NIfTI, DICOM series folder or file) to the real share, e.g. the lung CT that
+                  ``scripts/fetch_lung_ct.py`` fetches
   natural         patches of scikit-image's bundled natural images (held-out: camera, moon, cat)
   mri-brain       Colin27 T1 brain slices (Debian mricron-data) with a smooth random phase, as
-                  2-channel complex images: the shipped MRI priors
+                  2-channel complex images: aelpn-mri and lpn-mri
   mri-natural     natural images with a smooth random phase, as 2-channel complex images
   mri-mix         60 % Colin27 T1 brain slices, 40 % random-ellipse phantoms, both with a smooth
                   random phase (2 channels): anatomy and the piecewise-constant phantoms MRI
-                  methods are compared on
-  FOLDER          a folder of your images (.npy, .png, .tif, DICOM with or without .dcm,
+                  methods are compared on (ridge-mri and crr-mri)
+  FOLDER          a folder of your images (.npy, .png, .jpg, .tif, DICOM with or without .dcm,
                   fastMRI .h5); add ``--channels 2`` for complex MRI training (each image's
                   magnitude with a smooth random phase)
 Validation PSNR is measured on held-out images (never on the bundled CT test slice). For a

@@ -1,6 +1,6 @@
 """`recon batch ct|mri`: reconstruct many scans with Dask, locally or on a cluster.
 
-    recon batch ct  --inputs FOLDER|GLOB|FILE ... --out DIR [every `recon ct` option]
+    recon batch ct  --inputs FOLDER|GLOB|FILE ... --out DIR [`recon ct` options but --slice]
     recon batch mri --inputs FOLDER|GLOB|FILE ... --out DIR [every `recon mri` option]
 
 Each scan is reconstructed exactly as `recon ct` / `recon mri` would with the same options (same
