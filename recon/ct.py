@@ -235,10 +235,10 @@ def add_options(p: argparse.ArgumentParser) -> None:
     noise = p.add_mutually_exclusive_group()
     noise.add_argument(
         "--noise",
-        type=number(0),
+        type=number(0, 1),
         default=0.01,
         metavar="REL",
-        help="Gaussian, std = REL × max|sinogram| (default 0.01)",
+        help="Gaussian, std = REL × max|sinogram|, 0 to 1 (default 0.01)",
     )
     noise.add_argument(
         "--photons",

@@ -124,6 +124,7 @@ CASES = [
     ("config not UTF-8", lambda f: [*CT, "--config", str(f["cfg_latin1"])], "UTF-8"),
     ("config not JSON", lambda f: [*CT, "--config", str(f["cfg_not_json"])], "not valid JSON"),
     ("--noise inf", lambda f: [*CT, "--noise", "inf"], "--noise"),
+    ("--noise 1e9", lambda f: [*CT, "--noise", "1e9"], "--noise: must be ≤ 1"),
     ("--photons nan", lambda f: [*CT, "--photons", "nan"], "--photons"),
     ("--views 0", lambda f: [*CT, "--views", "0"], "--views"),
     ("--size 100000", lambda f: [*CT, "--size", "100000"], "--size"),
