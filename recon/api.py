@@ -127,6 +127,8 @@ def ct_problem(
 
     if units not in ("HU", "a.u."):
         raise ValueError(f"units must be 'HU' or 'a.u.', got {units!r}")
+    if photons is None and not 0 <= noise <= 1:
+        raise ValueError(f"noise={noise}: a fraction of the sinogram's largest value, 0 to 1")
     img = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image)
     if img.ndim != 2 or not np.isfinite(img).all():
         raise ValueError(f"expected a finite 2-D image, got shape {img.shape}")

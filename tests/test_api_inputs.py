@@ -44,3 +44,13 @@ def test_an_mri_solver_name_is_checked_with_the_list(kspace):
     pb = api.mri_problem(kspace, accel=4, center_fraction=0.16)
     with pytest.raises(ValueError, match="zero-filled"):
         api.solve(pb, "fbp")
+
+
+def test_ct_problem_refuses_noise_outside_its_range():
+    """noise is a fraction of the sinogram's largest value: 1e9 (or a negative one) is a
+    mistake, refused before any projection."""
+    image = np.zeros((16, 16), np.float32)
+    image[4:12, 4:12] = 1.0
+    for bad in (1e9, -0.1):
+        with pytest.raises(ValueError, match=f"noise={bad}: a fraction"):
+            api.ct_problem(image, views=8, noise=bad, units="a.u.")
