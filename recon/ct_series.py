@@ -131,6 +131,9 @@ def reconstruct_series(args: argparse.Namespace, out: Path) -> dict:
 
     path = Path(args.input)
     vol = read_ct_volume(path)
+    if min(vol.hu.shape[1:]) < 8:
+        h, w = vol.hu.shape[1:]
+        raise ValueError(f"--input {path}: {h}×{w} slices; recon ct needs at least 8×8")
     slices = parse_slices(args.slice, len(vol.hu), path)
     pixel = float(vol.pixel_spacing[0])
     op = ct_operator(args, vol.hu.shape[1:], pixel)

@@ -72,9 +72,9 @@ def start_outputs(out: str | Path, writes: tuple[str, ...] | None = None) -> Pat
     first, so until the new one is written (last) the folder reads as incomplete instead of
     pairing old metrics with new files. With ``writes`` (the ``EXTRA_OUTPUTS`` this run will
     write), in a folder an earlier run finished (it holds metrics.json), that run's other extra
-    outputs go too, so a slice run into a volume's folder
-    leaves no stale recon.nii.gz beside its recon.npy; a ``dicom`` folder only when it holds
-    nothing but the IM_NNNN.dcm files a run writes. Creates ``out``."""
+    outputs go too, so a slice run into a volume's folder leaves no stale recon.nii.gz beside
+    its recon.npy; a ``dicom`` folder only when it holds nothing but the IM_NNNN.dcm files a
+    run writes. Creates ``out``."""
     import re
     import shutil
 

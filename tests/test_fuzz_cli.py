@@ -70,6 +70,10 @@ def _files(root):
     ds.PixelData = ds.PixelData[:1000]
     f["truncated_dcm"] = root / "cut.dcm"
     ds.save_as(f["truncated_dcm"])
+    import nibabel
+
+    f["tiny_nifti"] = root / "tiny.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(np.zeros((4, 4, 2), np.float32), np.eye(4)), f["tiny_nifti"])
     f["tiny_npy"] = root / "tiny.npy"
     np.save(f["tiny_npy"], np.arange(9.0).reshape(3, 3))
     f["small_ref"] = root / "smallref.h5"
@@ -105,6 +109,7 @@ CASES = [
     ("complex .npy to CT", lambda f: ["ct", "--input", str(f["complex_npy"])], "c.npy"),
     ("truncated DICOM", lambda f: ["ct", "--input", str(f["truncated_dcm"])], "cut.dcm: pixel"),
     ("3×3 image", lambda f: ["ct", "--input", str(f["tiny_npy"])], "tiny.npy: a 3×3 image"),
+    ("4×4 volume", lambda f: ["ct", "--input", str(f["tiny_nifti"])], "tiny.nii.gz: 4×4 slices"),
     ("corrupt HDF5", lambda f: ["mri", "--input", str(f["corrupt_h5"])], "bad.h5"),
     ("HDF5 without k-space", lambda f: ["mri", "--input", str(f["no_kspace_h5"])], "nok.h5"),
     ("corrupt checkpoint", lambda f: [*CT, "--prior", str(f["corrupt_ckpt"])], "c.safetensors"),
