@@ -31,6 +31,7 @@ __all__ = [
     "read_dicom_series",
     "resample_to_spacing",
     "decode_pixels",
+    "grid_geometry",
 ]
 
 PADDING_HU = -1024.0
@@ -83,6 +84,20 @@ class CTVolume:
     patient_positions: list[tuple[float, float, float]] | None = None
     orientation: tuple[float, ...] | None = None
     thickness: float | None = None
+
+
+def grid_geometry(
+    col_step: np.ndarray, row_step: np.ndarray, step: np.ndarray, origin: np.ndarray, n: int
+) -> tuple[list[tuple[float, float, float]], tuple[float, ...], float]:
+    """The DICOM (LPS) geometry of n slices on a regular grid, from the mm steps between
+    columns, rows and slices and the first voxel's position: each slice's position origin +
+    k·step, ImageOrientationPatient (col_step/|col_step|, row_step/|row_step|) and the slice
+    thickness |step| (the volume readers of ``data.nrrd`` and ``data.nifti``)."""
+    positions = [tuple(float(v) for v in origin + k * step) for k in range(n)]
+    unit = np.concatenate(
+        [col_step / np.linalg.norm(col_step), row_step / np.linalg.norm(row_step)]
+    )
+    return positions, tuple(float(v) for v in unit), float(np.linalg.norm(step))
 
 
 def read_dicom_file(path: str | Path) -> CTSlice:

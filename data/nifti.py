@@ -117,7 +117,7 @@ def read_nifti_volume(path: str | Path):
     pixel spacing (row, col), each slice's position P₀ + k·s, the row and column directions.
     A ``data.dicom.DicomError`` (a ValueError) naming the file when it cannot be read or is
     not a real 2-D or 3-D image."""
-    from data.dicom import PADDING_HU, CTVolume, DicomError
+    from data.dicom import PADDING_HU, CTVolume, DicomError, grid_geometry
 
     path = Path(path)
     if not path.is_file():
@@ -144,14 +144,14 @@ def read_nifti_volume(path: str | Path):
     dc, dr = float(np.linalg.norm(col_step)), float(np.linalg.norm(row_step))
     if not (dr > 0 and dc > 0):
         raise DicomError(f"{path}: its affine gives a zero pixel spacing")
-    positions = [tuple(float(v) for v in p0 + k * step) for k in range(len(hu))]
-    orientation = tuple(float(v) for v in np.concatenate([col_step / dc, row_step / dr]))
+    positions, orientation, thickness = grid_geometry(col_step, row_step, step, p0, len(hu))
+    normal = np.cross(orientation[:3], orientation[3:])
     return CTVolume(
         hu=hu,
         pixel_spacing=(dr, dc),
-        positions=[float(np.dot(p, np.cross(col_step / dc, row_step / dr))) for p in positions],
+        positions=[float(np.dot(p, normal)) for p in positions],
         paths=[],
         patient_positions=positions,
         orientation=orientation,
-        thickness=float(np.linalg.norm(step)) or None,
+        thickness=thickness or None,
     )

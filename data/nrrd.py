@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.dicom import PADDING_HU, CTVolume, DicomError
+from data.dicom import PADDING_HU, CTVolume, DicomError, grid_geometry
 
 __all__ = ["NRRD_SUFFIXES", "NrrdError", "is_nrrd", "read_nrrd_volume"]
 
@@ -88,12 +88,7 @@ def read_nrrd_volume(path: str | Path) -> CTVolume:
                 and np.isfinite(origin).all()
             ):
                 d, origin = d * np.asarray(flip), origin * np.asarray(flip)  # rows: directions
-                dx, dy = d[0], d[1]
-                positions = [tuple(float(v) for v in origin + k * d[2]) for k in range(len(hu))]
-                orientation = tuple(
-                    float(v) for v in np.concatenate([dx / spacing[1], dy / spacing[0]])
-                )
-                thickness = float(np.linalg.norm(d[2]))
+                positions, orientation, thickness = grid_geometry(d[0], d[1], d[2], origin, len(hu))
     return CTVolume(
         hu=hu,
         pixel_spacing=spacing,
