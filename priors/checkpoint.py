@@ -149,8 +149,8 @@ def load_model_state(path: str | Path, model: nn.Module, tensors: dict[str, torc
         )
         raise CheckpointError(f"{path}: weights do not fit architecture {cfg}: {detail}")
     for k, v in state.items():
-        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
-            bad = int(v.numel() - int(torch.isfinite(v).sum()))
+        bad = int((~torch.isfinite(v)).sum()) if v.is_floating_point() else 0
+        if bad:
             raise CheckpointError(
                 f"{path}: {bad} NaN or infinite value(s) in weight {k!r}; such a prior gives no "
                 "usable image (retrain, or use an earlier checkpoint)"
