@@ -84,11 +84,12 @@ def _check_outputs(args: argparse.Namespace) -> None:
     refused (they used to fail with a traceback, --preset after the whole search)."""
     from recon.outputs import prepare_out_dir
 
-    out = getattr(args, "out", None)
-    if args.command == "tune" and not out:
-        out = f"out/tune-{args.modality}"  # tune's default
-    if args.command in FOLDER_OUT and out:
-        prepare_out_dir(out)
+    if args.command == "tune":
+        from recon.tune import out_dir
+
+        prepare_out_dir(out_dir(args))
+    elif args.command in FOLDER_OUT and getattr(args, "out", None):
+        prepare_out_dir(args.out)
     preset = getattr(args, "preset", None) if args.command == "tune" else None
     if preset:
         from pathlib import Path

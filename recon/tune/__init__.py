@@ -289,6 +289,11 @@ def evaluate_presets(
     return out
 
 
+def out_dir(args: argparse.Namespace) -> Path:
+    """Where `recon tune` writes: ``--out``, default out/tune-MODALITY."""
+    return Path(args.out or f"out/tune-{args.modality}")
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "tune",
@@ -440,7 +445,7 @@ def run(args: argparse.Namespace) -> int:
     if set(ranges) - searched:
         bad = ", ".join(sorted(set(ranges) - searched))
         raise ValueError(f"--range {bad}: not searched for --solver {' '.join(solvers)}")
-    out = Path(args.out or f"out/tune-{m}")
+    out = out_dir(args)
     # the sections a run with this prior uses (its per-prior overrides merged in); the tuned
     # preset is written for this prior, so it carries no per-prior table
     base = presets_for_prior(load_presets(m, args.config), prior)
