@@ -26,8 +26,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# the suite runs on every core (pytest-xdist); `make test TEST_WORKERS=1` runs it in one process
+TEST_WORKERS ?= auto
+
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_ct_operator.py
