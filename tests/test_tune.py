@@ -237,3 +237,37 @@ def test_a_user_preset_for_a_prior_keeps_the_shipped_entries_it_does_not_name(tm
     path.write_text(json.dumps({"priors": {"aelpn-ct": {"pnp-admm": {"rho_rel": 0.2}}}}))
     mine = solver_params(load_presets("ct", config=path), "pnp-admm", {}, "aelpn-ct")
     assert mine == {**shipped, "rho_rel": 0.2}
+
+
+def test_an_mri_case_is_the_problem_recon_mri_solves(tmp_path):
+    """`recon tune mri --inputs` and `recon bench grid` score the image `recon mri` gives on the
+    same file: the readout oversampling dropped and the rules fed the noise measured in k-space
+    (they once solved the oversampled grid with a blind noise estimate, so a tuned preset did
+    not carry over)."""
+    import h5py
+
+    from data.fastmri import make_synthetic_fastmri
+    from data.phantoms import shepp_logan
+    from recon.tune.problems import scans_from_glob
+
+    img = np.pad(shepp_logan(48), ((24, 24), (0, 0)))[None]  # readout oversampled 2×
+    path = make_synthetic_fastmri(tmp_path / "file.h5", img, n_coils=6, seed=3, recon_size=(48, 48))
+    with h5py.File(path, "r+") as f:
+        k = f["kspace"][()]
+        g = np.random.default_rng(0)
+        sigma = 0.01 * float(np.abs(k).max())
+        f["kspace"][...] = k + sigma * (
+            g.standard_normal(k.shape) + 1j * g.standard_normal(k.shape)
+        )
+    (scan,) = scans_from_glob("mri", str(path))
+    case = build_case("mri-random4", scan, seed=0)
+    out = tmp_path / "out"
+    args = ["mri", "--input", str(path), "--mask", "random", "--accel", "4", "--seed", "0"]
+    for solver, prior in (("pnp-admm", "tv"), ("pnp-admm", "ridge-mri")):
+        got = run_method(case, solver, prior, load_presets("mri"), iters=6)
+        rc = main([*args, "--solver", solver, "--prior", prior, "--iters", "6", "--quiet",
+                   "--out", str(out / prior)])  # fmt: skip
+        m = json.loads((out / prior / "metrics.json").read_text())
+        assert rc == 0 and m["readout_oversampling_removed"] == 2
+        assert case.noise_level == pytest.approx(m["kspace_noise"], rel=1e-6)
+        assert got["psnr"] == pytest.approx(m["psnr"], abs=1e-4), (solver, got["psnr"], m["psnr"])

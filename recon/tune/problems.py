@@ -265,7 +265,8 @@ class Case:
 
     op: the forward operator; y: data (1, *range); x0: FBP / adjoint start (1, 1, H, W);
     reference: ground truth (1, 1, H, W) in the solver's units; data_range: for PSNR/SSIM;
-    baseline: FBP / zero-filled image (h, w) for metrics.
+    baseline: FBP / zero-filled image (h, w) for metrics; noise_level: the noise σ measured in
+    MRI k-space (image units, as `recon mri` measures it), None for CT (blind estimate).
     """
 
     modality: str
@@ -281,6 +282,7 @@ class Case:
     baseline_seconds: float
     crop: tuple[int, int] | None = None
     ref_np: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    noise_level: float | None = None
 
     def metrics(self, x: torch.Tensor | np.ndarray) -> dict[str, float]:
         """PSNR/SSIM/NMSE of an image (tensor (1, 1, H, W) or array (H, W)) against the truth:
@@ -300,7 +302,6 @@ class Case:
 def build_case(problem: str, scan: Scan, seed: int = 0, ct_noise: float = CT_NOISE) -> Case:
     """Simulate ``problem`` on ``scan`` (noise / coil phase / mask seeded by ``seed``; CT:
     Gaussian noise of std ``ct_noise`` × max|sinogram|)."""
-    import time
 
     spec = PROBLEMS[problem] if problem in PROBLEMS else None
     modality = modality_of(problem)
@@ -318,22 +319,29 @@ def build_case(problem: str, scan: Scan, seed: int = 0, ct_noise: float = CT_NOI
             pb.x0[0, 0].numpy().copy(), pb.fbp_seconds, ref_np=ref,
         )  # fmt: skip
     from data.fastmri import simulate_multicoil
-    from recon.mri import sample_kspace, start_images
+    from recon.mri import mri_problem
 
     if scan.kspace is not None:
         k, ref = scan.kspace, scan.image
     else:
         k, ref, _ = simulate_multicoil(np.abs(scan.image), MRI_COILS, seed)
-    op, y, _, _ = sample_kspace(k, spec["mask"], spec["accel"], None, seed)
-    t0 = time.perf_counter()
-    x0, zf = start_images(op, y)
-    secs = time.perf_counter() - t0
+    # the set-up `recon mri` runs: readout oversampling removed, the noise measured in k-space
+    pb = mri_problem(
+        k, reference=ref, recon_size=scan.recon_size, mask=spec["mask"], accel=spec["accel"],
+        seed=seed,
+    )  # fmt: skip
+    if not pb.maps_usable:
+        raise ValueError(
+            f"{scan.name}: its coil maps cannot explain the calibration data (recon mri falls "
+            "back to the zero-filled image there): nothing to tune or benchmark on it"
+        )
     ref_t = None
-    if ref.shape == tuple(k.shape[-2:]):
+    if ref.shape == tuple(pb.x0.shape[-2:]):
         ref_t = torch.from_numpy(np.ascontiguousarray(ref))[None, None]
     return Case(
-        "mri", problem, scan.name, op, y, x0, ref_t, float(ref.max()), "zero-filled",
-        np.asarray(zf), secs, crop=scan.recon_size, ref_np=np.asarray(ref, np.float32),
+        "mri", problem, scan.name, pb.op, pb.y, pb.x0, ref_t, float(ref.max()), "zero-filled",
+        np.asarray(pb.zero_filled), pb.zf_seconds, crop=pb.recon_size,
+        ref_np=np.asarray(ref, np.float32), noise_level=pb.kspace_noise,
     )  # fmt: skip
 
 
@@ -365,7 +373,7 @@ def run_method(
     params = merge_section(params, overrides or {})
     rec = reconstruct(
         case.op, case.y, case.x0, pipe_solver, prior_name, params,
-        reference=case.reference, data_range=case.data_range,
+        reference=case.reference, data_range=case.data_range, noise_level=case.noise_level,
     )  # fmt: skip
     m = case.metrics(rec.x)
     h = rec.history
