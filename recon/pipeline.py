@@ -316,8 +316,9 @@ def presets_for_prior(presets: dict, prior: str | Path | None) -> dict[str, Any]
     for a prior trained at noise σ), so the ADMM ρ that balances it against the data is a
     property of the prior: a preset may hold ``"priors": {"lpn-ct": {"pnp-admm": {"rho_rel":
     0.03}}}``. The result has no ``priors`` table (its sections are what a run with ``prior``
-    uses). A checkpoint path without overrides of its own (by its file stem) takes those of the
-    shipped prior it was fine-tuned from (``preset_from``): the same σ rule and ρ."""
+    uses). A checkpoint path takes the overrides of the shipped prior it was fine-tuned from
+    (``preset_from``: the same σ rule and ρ), never those of a shipped prior its file happens to
+    be named after; a user's ``--config`` files its own under the file stem (``prior_key``)."""
     skip = ("priors", USER_KEY)
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in presets.items() if k not in skip}
     if prior is None:
@@ -328,11 +329,11 @@ def presets_for_prior(presets: dict, prior: str | Path | None) -> dict[str, Any]
             f"presets: 'priors' must map prior names to solver sections, got {table!r}"
         )
     user = presets.get(USER_KEY, {})
-    # shipped per-prior overrides, then the user's sections, then the user's per-prior ones
-    key = prior_key(prior)
-    if key not in table and str(prior).endswith(".safetensors"):
-        key = preset_from(prior) or key
-    layers = (table.get(key, {}), user.get("", {}), user.get(prior_key(prior), {}))
+    # shipped per-prior overrides, then the user's sections, then the user's per-prior ones.
+    # A checkpoint takes a shipped prior's entry only through what it recorded (preset_from),
+    # never through its file name: `mine/ridge-ct.safetensors` is not the shipped ridge-ct.
+    key = preset_from(prior) if str(prior).endswith(".safetensors") else str(prior)
+    layers = (table.get(key, {}) if key else {}, user.get("", {}), user.get(prior_key(prior), {}))
     for layer in layers:
         for solver, over in layer.items():
             out[solver] = merge_section(out.get(solver, {}), over)

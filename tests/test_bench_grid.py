@@ -185,3 +185,25 @@ def test_grid_counts_are_checked_also_with_quick(tmp_path, capsys, option, value
     assert main(argv) == 2
     assert f"argument {option}: {words}" in capsys.readouterr().err
     assert not (tmp_path / "g").exists()
+
+
+def test_priors_the_grid_would_drop_or_merge_are_refused(tmp_path, capsys):
+    """An MRI prior asked for in a CT-only grid gave no row without a word, and two checkpoints
+    with one file name were filed as one prior (one row, the other's cells)."""
+    import shutil
+
+    from priors.checkpoint import shipped_priors
+    from recon.cli import main
+
+    base = ["bench", "grid", "--quick", "--modality", "ct", "--out", str(tmp_path / "g")]
+    assert main([*base, "--priors", "tv", "ridge-mri"]) == 2
+    assert "--priors ridge-mri: for mri, but the problems left to run are ct" in (
+        capsys.readouterr().err
+    )
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        shutil.copy(shipped_priors()["ridge-ct"], tmp_path / sub / "mine.safetensors")
+    two = [str(tmp_path / sub / "mine.safetensors") for sub in ("a", "b")]
+    assert main([*base, "--priors", *two]) == 2
+    assert "both are named 'mine'" in capsys.readouterr().err
+    assert not (tmp_path / "g").exists()

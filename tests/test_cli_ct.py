@@ -341,3 +341,25 @@ def test_a_fine_tune_runs_with_the_preset_of_its_shipped_parent(tmp_path):
     assert _run([*args, "--prior", str(ckpt), "--iters", "3", "--out", str(out)]) == 0
     p = json.loads((out / "metrics.json").read_text())["parameters"]
     assert p["prior_sigma_noise"] == shipped["prior_sigma_noise"]
+
+
+def test_a_checkpoint_named_like_a_shipped_prior_does_not_take_its_preset(tmp_path):
+    """Presets come from what a checkpoint recorded (preset_from), never from its file name: a
+    from-scratch checkpoint saved as `ridge-ct.safetensors` runs with the base sections, and a
+    user's --config still files overrides under the file stem."""
+    import shutil
+
+    from recon.pipeline import load_presets, presets_for_prior
+
+    scratch = tmp_path / "scratch.safetensors"
+    train = ["train", "--kind", "fne-ridge", "--data", "ellipses", "--steps", "1", "--batch", "1"]
+    assert main([*train, "--patch", "32", "--threads", "1", "--out", str(scratch)]) == 0
+    named = tmp_path / "ridge-ct.safetensors"
+    shutil.copy(scratch, named)
+    base = presets_for_prior(load_presets("ct"), None)["pnp-admm"]
+    assert presets_for_prior(load_presets("ct"), named)["pnp-admm"] == base
+    assert presets_for_prior(load_presets("ct"), "ridge-ct")["pnp-admm"] != base
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"priors": {"ridge-ct": {"pnp-admm": {"rho_rel": 0.02}}}}))
+    mine = presets_for_prior(load_presets("ct", cfg), named)["pnp-admm"]
+    assert mine == {**base, "rho_rel": 0.02}

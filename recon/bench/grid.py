@@ -4,7 +4,8 @@ Problems (``recon.tune.problems.PROBLEMS``): CT parallel 60 / 30 views, limited 
 beam; MRI 4×/8× random and equispaced, radial 4×. Solvers: PnP-PGD, accelerated PGD (FISTA
 with adaptive restart), PnP-ADMM. Priors: every shipped learned prior of the modality and TV,
 plus the FBP / zero-filled baselines. Parameters come from the shipped presets (or
-``--config``), with ``--iters`` capping every run.
+``--config``), with ``--iters`` iterations for every run in place of the presets' counts (one
+budget for every method; the tolerance still stops a run early).
 
 Each cell (problem, scan, solver, prior) is stored as ``cells/<problem>/<scan>/<method>.json``,
 written atomically with a hash of its settings; a rerun with the same settings skips it, so an
@@ -234,6 +235,31 @@ def checkpoint_modality(path: str) -> str:
         raise ValueError(f"--priors {path}: {exc}") from None
     channels = getattr(model, "config", dict)().get("in_channels", 1)
     return "mri" if channels == 2 else "ct"
+
+
+def _check_prior_names(asked: list[str], priors: dict[str, list[str]], mods: set[str]) -> None:
+    """ValueError for ``--priors`` the grid would drop or mix up: one of a modality that no
+    problem left to run has (it would give no row), or two that share a name (cells, tables and
+    a ``--config``'s per-prior sections are filed by the file stem, ``prior_key``)."""
+    from recon.pipeline import prior_key
+
+    running = {p for m in mods for p in priors[m]}
+    unused = [p for p in dict.fromkeys(asked) if p not in running]
+    if unused:
+        other = "/".join(sorted({m for m, v in priors.items() for p in v if p in unused}))
+        raise ValueError(
+            f"--priors {' '.join(unused)}: for {other}, but the problems left to run are "
+            f"{'/'.join(sorted(mods))} (see --modality/--problems)"
+        )
+    seen: dict[str, str] = {}
+    for p in dict.fromkeys(asked):
+        key = prior_key(p)
+        if key in seen:
+            raise ValueError(
+                f"--priors {seen[key]} {p}: both are named {key!r} in the grid's cells and "
+                "tables (by file stem): rename one of the checkpoints"
+            )
+        seen[key] = p
 
 
 def summarize(cells: list[dict]) -> list[dict]:
@@ -501,7 +527,11 @@ def add_bench_parser(bsub) -> None:
         help="restrict priors (e.g. tv crr-ct); a checkpoint path (.safetensors) adds your own",
     )
     g.add_argument(
-        "--iters", type=count(1), default=None, help="iteration cap (default 30; quick 5)"
+        "--iters",
+        type=count(1),
+        default=None,
+        help="iterations of every run, in place of the presets' counts (the tolerance "
+        "still stops a run early; default 30; quick 5)",
     )
     g.add_argument("--size", type=count(8, 4096), default=128, help="CT phantom size")
     g.add_argument(
@@ -553,6 +583,7 @@ def spec_from_args(args) -> GridSpec:
         priors = {m: [p for p in v if p in args.priors] for m, v in priors.items()}
         for path in checkpoints:  # your own priors, each in the modality of its channels
             priors[checkpoint_modality(path)].append(path)
+        _check_prior_names(args.priors, priors, mods)
     presets = {
         "ct": load_presets("ct", args.ct_config),
         "mri": load_presets("mri", args.mri_config),
