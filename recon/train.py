@@ -805,12 +805,34 @@ def _result_options(args: argparse.Namespace, mix: tuple[float, float, float]) -
     opts = {k: v for k, v in vars(args).items() if k not in skip}
     if args.data not in DATA_SOURCES:
         opts["data"] = str(Path(args.data).resolve())
+        opts["data_files"] = folder_digest(args.data)
     opts["ct_real_mix"] = list(mix) if args.data == "ct-real" else None
     if args.ct_real_extra:
         opts["ct_real_extra"] = [str(Path(v).resolve()) for v in args.ct_real_extra]
     if args.init and args.init not in shipped_priors():
         opts["init"] = str(Path(args.init).resolve())
     return opts
+
+
+def folder_digest(folder: str | Path) -> str:
+    """The number and a SHA-256 (16 hex digits) of the image files under ``folder`` (their
+    paths relative to it and their bytes, in ``image_files`` order), e.g. ``"12 files
+    3f2a…"``: a resumed run refuses a folder whose files changed since its checkpoint, since
+    that would change both the training images and the held-out validation files."""
+    import hashlib
+
+    from data.training_sets import image_files
+
+    root = Path(folder)
+    h = hashlib.sha256()
+    files = image_files(root) if root.is_dir() else []
+    for f in files:
+        h.update(str(f.relative_to(root)).encode() + b"\0")
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        h.update(b"\0")
+    return f"{len(files)} file{'s' * (len(files) != 1)} {h.hexdigest()[:16]}"
 
 
 def _resume_conflicts(
@@ -1086,6 +1108,11 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
                 if any(c.startswith("steps:") for c in changes)
                 else ""
             )
+            if any(c.startswith("data-files:") for c in changes):
+                why += (
+                    "; the image files under --data changed since that checkpoint (the held-out "
+                    "validation files would change with them)"
+                )
             raise ValueError(
                 f"--out {args.out}: holds a training run with other options "
                 f"({', '.join(changes)}){why}; pass a new --out, or --no-resume to start over"

@@ -430,3 +430,22 @@ def test_the_summary_gives_the_noisy_input_psnr_beside_the_validation_psnr(tmp_p
     assert main([*args, "--out", str(out)]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert math.isfinite(summary["val_input_psnr"]) and math.isfinite(summary["final_val_psnr"])
+
+
+def test_a_resume_refuses_a_data_folder_whose_files_changed(tmp_path, capsys):
+    """A file added to --data after a run moved the held-out validation file into training and
+    the resume went on silently. The checkpoint records the folder's files (count and digest),
+    and a resume with other files is refused, the checkpoint left as it was."""
+    data = _folder(tmp_path / "data", n=6)
+    out = tmp_path / "run.safetensors"
+    assert _train("--data", str(data), "--steps", "1", "--out", str(out)) == 0
+    recorded = read_checkpoint(out)[1]["meta"]["options"]["data_files"]
+    assert recorded.startswith("6 files ")
+    assert _train("--data", str(data), "--steps", "1", "--out", str(out)) == 0  # same files
+    before = out.read_bytes()
+    np.save(data / "aaa.npy", np.load(data / "im0.npy"))
+    capsys.readouterr()
+    assert _train("--data", str(data), "--steps", "1", "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert f"data-files: {recorded!r} -> '7 files " in err and "files under --data changed" in err
+    assert out.read_bytes() == before
