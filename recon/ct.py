@@ -33,6 +33,7 @@ from recon.api import HU_OFFSET, HU_SCALE
 from recon.argtypes import count, number
 from recon.outputs import prepare_out_dir, start_outputs, write_outputs
 from recon.pipeline import (
+    GivenStore,
     SolveOptions,
     add_solver_arguments,
     device_for,
@@ -44,6 +45,7 @@ from recon.pipeline import (
     solve_with_presets,
     versions,
     warn_about_run,
+    warn_unused_options,
 )
 
 
@@ -254,6 +256,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--prior",
+        action=GivenStore,
         default="crr-ct",
         help="crr-ct (the exact prox of a learned convex regularizer; the default) | ridge-ct "
         "(firmly nonexpansive, closed form; 2.5-3x faster) | aelpn-ct | lpn-ct | tv | "
@@ -270,6 +273,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     prepare_out_dir(args.out, inputs=(args.input,))
+    warn_unused_options(args)
     return exit_status(reconstruct_input(args, Path(args.out)))
 
 

@@ -30,6 +30,7 @@ import torch
 from recon.argtypes import count, number
 from recon.outputs import prepare_out_dir, start_outputs, write_outputs
 from recon.pipeline import (
+    GivenStore,
     SolveOptions,
     Timer,
     add_solver_arguments,
@@ -41,6 +42,7 @@ from recon.pipeline import (
     unusable_slices,
     versions,
     warn_about_run,
+    warn_unused_options,
 )
 
 
@@ -386,6 +388,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--prior",
+        action=GivenStore,
         default="ridge-mri",
         help="ridge-mri (firmly nonexpansive, closed form; the default) | crr-mri (the exact "
         "prox of a learned convex regularizer: better on piecewise-constant phantoms, about 8x "
@@ -425,6 +428,8 @@ def _resolve_solver(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     prepare_out_dir(args.out, inputs=(args.input,))
+    _resolve_solver(args)
+    warn_unused_options(args)
     if _is_file_input(args.input):
         return exit_status(reconstruct_file(args, Path(args.out)))
     return exit_status(reconstruct_input(args, Path(args.out)))

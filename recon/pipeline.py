@@ -10,6 +10,7 @@ is).
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import functools
 import json
@@ -68,13 +69,63 @@ def merge_section(section: dict[str, Any], over: dict[str, Any]) -> dict[str, An
     return out
 
 
+class GivenStore(argparse.Action):
+    """argparse's ``store`` that also notes the option in ``namespace.given`` (a set of dests):
+    which options the user typed, as against their defaults (``warn_unused_options``)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.given = {*getattr(namespace, "given", ()), self.dest}
+
+
+# what each solver leaves unread: the closed forms read no iteration setting, and TV no σ rule
+_SIGMA_OPTIONS = ("prior_sigma_noise", "prior_sigma_rel")
+_ITERATION_OPTIONS = ("iters", "tol", "strength", "objective_every")
+
+
+def unused_options(args: argparse.Namespace) -> list[str]:
+    """The options the user gave (``GivenStore``) that ``args.solver`` does not read: a
+    ``--prior`` other than tv with ``tv``, ``fbp`` or ``zero-filled``; the σ options with those;
+    the iteration options with the closed forms ``fbp`` and ``zero-filled``."""
+    given, solver = getattr(args, "given", set()), getattr(args, "solver", None)
+    if solver not in ("tv", "fbp", "zero-filled"):
+        return []
+    unused = []
+    if "prior" in given and prior_key(args.prior) != "tv":
+        unused.append(f"--prior {args.prior}")
+    dests = _SIGMA_OPTIONS + (_ITERATION_OPTIONS if solver != "tv" else ())
+    unused += [f"--{d.replace('_', '-')}" for d in dests if d in given]
+    return unused
+
+
+def warn_unused_options(args: argparse.Namespace) -> None:
+    """Warn (one line) about options ``args.solver`` does not read (``unused_options``): they
+    used to be dropped without a word (``metrics.json`` then says ``prior: null``)."""
+    import warnings
+
+    unused = unused_options(args)
+    if unused:
+        what = {"tv": "TV is its regularizer", "fbp": "a closed form",
+                "zero-filled": "a closed form"}[args.solver]  # fmt: skip
+        warnings.warn(
+            f"{', '.join(unused)}: not used by --solver {args.solver} ({what})",
+            UserWarning,
+            stacklevel=2,
+        )
+
+
 def add_solver_arguments(p, modality: str) -> None:
     """The flags `recon ct` and `recon mri` share (solver iterations, presets, device, output)."""
     p.add_argument(
-        "--iters", type=count(1), default=None, help="maximum iterations (default: the preset's)"
+        "--iters",
+        action=GivenStore,
+        type=count(1),
+        default=None,
+        help="maximum iterations (default: the preset's)",
     )
     p.add_argument(
         "--tol",
+        action=GivenStore,
         type=number(0),
         default=None,
         help="stop at this relative change ||x_k+1 − x_k||/||x_k|| (default: the preset's)",
@@ -98,6 +149,7 @@ def add_solver_arguments(p, modality: str) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
     p.add_argument(
         "--prior-sigma-noise",
+        action=GivenStore,
         type=number(0),
         default=None,
         metavar="C",
@@ -111,6 +163,7 @@ def add_solver_arguments(p, modality: str) -> None:
     )
     p.add_argument(
         "--prior-sigma-rel",
+        action=GivenStore,
         type=number(0),
         default=None,
         metavar="S",
@@ -119,6 +172,7 @@ def add_solver_arguments(p, modality: str) -> None:
     )
     p.add_argument(
         "--strength",
+        action=GivenStore,
         type=number(0, lo_open=True),
         default=1.0,
         metavar="S",
@@ -128,6 +182,7 @@ def add_solver_arguments(p, modality: str) -> None:
     )
     p.add_argument(
         "--objective-every",
+        action=GivenStore,
         type=count(0),
         default=0,
         help="monitor R(x) and the objective every K iterations (costs a prox inversion; "

@@ -363,3 +363,30 @@ def test_a_checkpoint_named_like_a_shipped_prior_does_not_take_its_preset(tmp_pa
     cfg.write_text(json.dumps({"priors": {"ridge-ct": {"pnp-admm": {"rho_rel": 0.02}}}}))
     mine = presets_for_prior(load_presets("ct", cfg), named)["pnp-admm"]
     assert mine == {**base, "rho_rel": 0.02}
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [(["--solver", "tv", "--prior", "aelpn-ct"], "--prior aelpn-ct: not used by --solver tv"),
+     (["--solver", "tv", "--prior-sigma-rel", "0.1"], "--prior-sigma-rel: not used by --solver tv"),
+     (["--solver", "fbp", "--iters", "3", "--strength", "2"],
+      "--iters, --strength: not used by --solver fbp"),
+     (["--solver", "tv", "--prior", "tv", "--iters", "2"], None),
+     (["--solver", "pnp-admm", "--prior", "ridge-ct", "--iters", "2"], None)],
+)  # fmt: skip
+def test_options_the_solver_does_not_read_are_named(tmp_path, recwarn, argv, words):
+    """`--solver tv --prior aelpn-ct` ran TV and recorded prior null without a word; options a
+    solver does not read now get a one-line warning (and options it reads none)."""
+    args = ["--input", "phantom:shepp-logan", "--size", "32", "--views", "10", "--quiet"]
+    assert _run([*args, *argv, "--out", str(tmp_path / "o")]) == 0
+    said = " ".join(str(w.message) for w in recwarn)
+    if words is None:
+        assert "not used by" not in said
+    else:
+        assert words in said
+
+
+def test_mri_names_a_prior_the_zero_filled_image_does_not_use(tmp_path):
+    argv = ["mri", "--input", "bundled:brain-t1", "--solver", "zero-filled", "--prior", "crr-mri"]
+    with pytest.warns(UserWarning, match="--prior crr-mri: not used by --solver zero-filled"):
+        assert main([*argv, "--quiet", "--out", str(tmp_path / "o")]) == 0
