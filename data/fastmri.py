@@ -52,6 +52,8 @@ NS = "http://www.ismrm.org/ISMRMRD"
 #: (image magnitudes ~1e-5..1e-3, knee RSS maxima ~1e-4..5e-4), so synthetic images are scaled
 #: to a maximum of 1e-3 (and their k-space follows through the unitary FFT).
 SYNTHETIC_SCALE = 1e-3
+# more coils than receive arrays have (fastMRI: 15-20): a sign of a misplaced coil axis
+MAX_COILS = 64
 
 SliceSel = int | slice | Sequence[int] | None
 
@@ -186,6 +188,18 @@ def read_fastmri(path: str | Path, slices: SliceSel = None) -> FastMRIFile:
     f = _open(path)
     with f:
         ds = _kspace_dataset(f, path)
+        if ds.dtype.kind != "c" and ds.ndim in (4, 5) and ds.shape[-1] == 2:
+            raise FastMRIError(
+                f"{path}: kspace of shape {ds.shape} and dtype {ds.dtype} holds real and "
+                "imaginary parts on its last axis; fastMRI stores complex k-space (slices, "
+                "[coils,] H, W): k[..., 0] + 1j * k[..., 1]"
+            )
+        if ds.ndim == 4 and ds.shape[1] > MAX_COILS and ds.shape[-1] < ds.shape[1] // 4:
+            raise FastMRIError(
+                f"{path}: kspace of shape {ds.shape} reads as {ds.shape[1]} coils of "
+                f"{ds.shape[2]}×{ds.shape[3]}: is the coil axis last? fastMRI stores (slices, "
+                "coils, H, W): np.moveaxis(k, -1, 1)"
+            )
         if ds.ndim not in (3, 4):
             raise FastMRIError(
                 f"{path}: kspace must be (slices, [coils,] H, W), got shape {ds.shape}"
@@ -197,6 +211,12 @@ def read_fastmri(path: str | Path, slices: SliceSel = None) -> FastMRIFile:
         if not np.all(np.isfinite(kspace)):
             raise FastMRIError(f"{path}: kspace contains NaN or infinite values")
         key = next((k for k in ("reconstruction_rss", "reconstruction_esc") if k in f), None)
+        if key and (f[key].ndim != 3 or f[key].shape[0] != ds.shape[0]):
+            raise FastMRIError(
+                f"{path}: kspace {ds.shape} has {ds.shape[0]} slices but {key} "
+                f"{f[key].shape} is not {ds.shape[0]} images (slices, h, w)"
+                + ("; multi-coil kspace is (slices, coils, H, W)" if ds.ndim == 3 else "")
+            )
         ref = _read_rows(f[key], idx).astype(np.float32) if key else None
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
         enc = rec = limits = None

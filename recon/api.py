@@ -180,7 +180,7 @@ def mri_problem(
     or a real 2-D magnitude image simulated with ``coils`` coils
     (smooth random phase and birdcage maps seeded by ``seed``; the image is the reference).
     ``mask``: random | equispaced (fastMRI columns), poisson or radial."""
-    from data.fastmri import simulate_multicoil
+    from data.fastmri import MAX_COILS, simulate_multicoil
     from recon.mri import mri_problem as build
 
     arr = np.asarray(data)
@@ -194,7 +194,7 @@ def mri_problem(
         raise ValueError(
             f"a real {arr.shape} array: k-space (C, H, W) is complex; a magnitude image is 2-D"
         )
-    elif arr.shape[0] > 64 and arr.shape[-1] < arr.shape[0] // 4:
+    elif arr.shape[0] > MAX_COILS and arr.shape[-1] < arr.shape[0] // 4:
         raise ValueError(
             f"k-space of shape {arr.shape} reads as {arr.shape[0]} coils of {arr.shape[1]}×"
             f"{arr.shape[2]}: is it (H, W, C)? k-space is (C, H, W): np.moveaxis(k, -1, 0)"

@@ -135,6 +135,25 @@ def test_bad_files_give_clear_errors_naming_the_file(tmp_path):
         read_fastmri(bad_xml)
 
 
+def test_misplaced_axes_and_mismatched_references_are_named(tmp_path):
+    """Layouts a user writes by mistake: the coil axis last (it read as 128 coils of 8 columns
+    and failed on the calibration width), real/imaginary on a last axis, and multi-coil k-space
+    without its slice axis beside a one-slice reference (it read as 8 single-coil slices, then
+    crashed with an IndexError)."""
+    z = np.zeros
+    coil_last = _h5(tmp_path / "coillast.h5", kspace=z((1, 128, 128, 8), np.complex64))
+    with pytest.raises(FastMRIError, match=r"coillast.h5: .* 128 coils of 128×8: is the coil"):
+        read_fastmri(coil_last)
+    pairs = _h5(tmp_path / "pairs.h5", kspace=z((1, 4, 16, 16, 2), np.float32))
+    with pytest.raises(FastMRIError, match=r"pairs.h5: .* real and imaginary parts"):
+        read_fastmri(pairs)
+    k = np.ones((8, 16, 16), np.complex64)
+    no_slice = _h5(tmp_path / "noslice.h5", kspace=k, reconstruction_rss=z((1, 16, 16), np.float32))
+    with pytest.raises(FastMRIError, match=r"noslice.h5: kspace \(8, 16, 16\) has 8 slices but "
+                       r"reconstruction_rss \(1, 16, 16\) .* \(slices, coils, H, W\)"):  # fmt: skip
+        read_fastmri(no_slice, slices=0)
+
+
 def test_coil_map_mismatch_is_a_clear_error():
     k = np.ones((2, 3, 8, 8), np.complex64)
     check_maps(np.ones((3, 8, 8)), k)  # matches
