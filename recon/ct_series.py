@@ -48,7 +48,7 @@ __all__ = ["reconstruct_series", "CACHE", "volume_metrics"]
 
 CACHE = ".slices"
 # options that do not change a slice's result
-_NEUTRAL = {"out", "quiet", "threads", "window", "slice", "debug", "func", "command"}
+_NEUTRAL = {"out", "quiet", "threads", "window", "slice", "debug", "func", "command", "given"}
 
 
 def _digest(args: argparse.Namespace) -> str:

@@ -108,7 +108,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     opts = {
         k: v
         for k, v in vars(args).items()
-        if k not in BATCH_ONLY and k not in ("func", "command", "modality", "debug")
+        if k not in BATCH_ONLY and k not in ("func", "command", "modality", "debug", "given")
     }
     for key in ("config", "prior"):
         if opts.get(key) and Path(opts[key]).exists():

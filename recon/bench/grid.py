@@ -600,7 +600,10 @@ def _command(args) -> str:
     defaults = {"out": "out/bench-grid", "modality": "both", "size": 128, "ct_phantoms": 2,
                 "mri_scans": 2, "seed": 0, "threads": 1}  # fmt: skip
     for key, val in vars(args).items():
-        if key in ("command", "bench", "func", "bench_run", "quiet") or val in (None, False):
+        if key in ("command", "bench", "func", "bench_run", "quiet", "given") or val in (
+            None,
+            False,
+        ):
             continue
         if defaults.get(key) == val:
             continue
