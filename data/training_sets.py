@@ -129,12 +129,22 @@ def _load_array(path: Path) -> np.ndarray:
     if suffix not in IMAGE_SUFFIXES or suffix == ".dcm":
         import pydicom
 
+        from data.dicom import NoPixelDataError
+
         ds = pydicom.dcmread(path)
+        if "PixelData" not in ds:
+            raise NoPixelDataError(f"{path}: no image (a DICOMDIR, report or structure set?)")
+        if int(getattr(ds, "SamplesPerPixel", 1)) > 1:  # colour (pydicom gives RGB): its grey
+            from skimage import color
+
+            return color.rgb2gray(ds.pixel_array[..., :3])
         slope = float(getattr(ds, "RescaleSlope", 1.0))
         return ds.pixel_array.astype(np.float32) * slope + float(getattr(ds, "RescaleIntercept", 0))
     from skimage import color, io
 
     arr = io.imread(path)
+    if arr.ndim == 3 and arr.shape[-1] == 2:  # grey + alpha
+        return arr[..., 0]
     return color.rgb2gray(arr[..., :3]) if arr.ndim == 3 else arr
 
 
@@ -153,9 +163,13 @@ def read_image_file(path: str | Path, complex_images: str = "refuse") -> list[np
     Raises a ValueError naming the file when it cannot be read, holds no numbers, has a NaN or
     infinite pixel, or is not 2-D or 3-D. Complex values are refused (``complex_images=
     "refuse"``) or replaced by their magnitude (``"magnitude"``)."""
+    from data.dicom import NoPixelDataError
+
     path = Path(path)
     try:
         arr = np.asarray(_load_array(path))
+    except NoPixelDataError:
+        raise
     except Exception as exc:  # decoders raise anything on a truncated or foreign file
         raise ValueError(f"{path}: unreadable ({_why(exc)})") from None
     if arr.dtype.kind not in "buifc":
@@ -171,6 +185,10 @@ def read_image_file(path: str | Path, complex_images: str = "refuse") -> list[np
     if bad:
         raise ValueError(f"{path}: {bad} pixel(s) are NaN or infinite; fix or remove the file")
     arr = arr.astype(np.float32)
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and min(arr.shape[:2]) > 4:
+        from skimage import color  # an RGB(A) array (H, W, 3|4), not a stack of H×3 slices
+
+        arr = color.rgb2gray(arr[..., :3]).astype(np.float32)
     if arr.ndim == 2:
         return [arr]
     if arr.ndim == 3:
@@ -204,12 +222,20 @@ def read_image_folder(
             f"{root}: no training images found (looked for {', '.join(IMAGE_SUFFIXES)} and "
             "DICOM files without a suffix)"
         )
+    from data.dicom import NoPixelDataError
+
     kept: list[Path] = []
     images: list[list[np.ndarray]] = []
     too_small = 0
+    no_image: list[Path] = []
     for path in files:
         usable = []
-        for im in read_image_file(path, complex_images):
+        try:
+            found = read_image_file(path, complex_images)
+        except NoPixelDataError:
+            no_image.append(path)
+            continue
+        for im in found:
             if min(im.shape) < patch:
                 too_small += 1
                 continue
@@ -220,6 +246,14 @@ def read_image_folder(
         if usable:
             kept.append(path)
             images.append(usable)
+    if no_image:
+        import warnings
+
+        warnings.warn(
+            f"{root}: {len(no_image)} DICOM object(s) without an image skipped (e.g. "
+            f"{no_image[0].relative_to(root)}: a DICOMDIR, report or structure set)",
+            stacklevel=2,
+        )
     return ImageFolder(root, kept, images, too_small)
 
 

@@ -931,6 +931,11 @@ def run(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     existing = _existing_checkpoint(args.out, "--out", args.no_resume)
     if args.export:
+        if Path(args.export).resolve() == Path(args.out).resolve():
+            raise ValueError(
+                f"--export {args.export} is --out: the export (weights only) would replace the "
+                "training checkpoint, and a rerun could not resume; give it another name"
+            )
         _existing_checkpoint(args.export, "--export")
     if not args.sigma > 0:
         raise ValueError(f"--sigma must be > 0, got {args.sigma}")

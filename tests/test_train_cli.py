@@ -449,3 +449,15 @@ def test_a_resume_refuses_a_data_folder_whose_files_changed(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"data-files: {recorded!r} -> '7 files " in err and "files under --data changed" in err
     assert out.read_bytes() == before
+
+
+def test_export_onto_the_training_checkpoint_is_refused(tmp_path, capsys):
+    """`--export` equal to `--out` replaced the checkpoint by the export, and the rerun could
+    not resume ("it holds weights without a training state")."""
+    out = tmp_path / "run.safetensors"
+    data = ["--data", "ellipses", "--steps", "1"]
+    assert (
+        _train(*data, "--out", str(out), "--export", str(tmp_path / "." / "run.safetensors")) == 2
+    )
+    assert "is --out: the export (weights only) would replace" in capsys.readouterr().err
+    assert not out.exists()

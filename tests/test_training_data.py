@@ -72,3 +72,36 @@ def test_ct_real_mix_with_other_data_is_refused(tmp_path, capsys):
     assert main([*args, "--out", str(out)]) == 2
     assert "--ct-real-mix mixes the --data ct-real batches" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_colour_images_and_objects_without_an_image_in_a_training_folder(tmp_path):
+    """What a DICOM export and an image folder hold: a DICOMDIR (it stopped training as
+    "unreadable"), an RGB DICOM and an RGB .npy (each read as 100 slices of 100×3, all "too
+    small"), a grey+alpha PNG (refused). Colour becomes its grey level, as for RGB PNGs; the
+    DICOMDIR is skipped with a warning."""
+    import shutil
+
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from skimage import color, io
+
+    from data.training_sets import read_image_folder
+
+    shutil.copy(get_testdata_file("DICOMDIR"), tmp_path / "DICOMDIR")
+    shutil.copy(get_testdata_file("SC_rgb.dcm"), tmp_path / "rgb.dcm")
+    rgb = pydicom.dcmread(get_testdata_file("SC_rgb.dcm")).pixel_array
+    np.save(tmp_path / "rgb.npy", rgb.astype(np.float32))
+    grey = np.linspace(0, 255, 40 * 40).reshape(40, 40).astype(np.uint8)
+    io.imsave(tmp_path / "la.png", np.stack([grey, np.full_like(grey, 255)], -1))
+    with pytest.warns(UserWarning, match=r"1 DICOM object\(s\) without an image skipped"):
+        found = read_image_folder(tmp_path, 32, normalize=False)
+    names = sorted(p.name for p in found.files)
+    assert names == ["la.png", "rgb.dcm", "rgb.npy"] and found.too_small == 0
+    by_name = {p.name: ims for p, ims in zip(found.files, found.images, strict=True)}
+    want = color.rgb2gray(rgb)
+    for name in ("rgb.dcm", "rgb.npy"):
+        (im,) = by_name[name]
+        assert im.shape == (100, 100)
+        np.testing.assert_allclose(im / im.max(), want / want.max(), atol=1e-5)
+    (la,) = by_name["la.png"]
+    np.testing.assert_array_equal(la, grey)

@@ -222,6 +222,14 @@ def test_inputs_may_be_a_folder(tmp_path):
         np.save(tmp_path / f"s{k}.npy", np.random.default_rng(k).random((16, 16)))
     (tmp_path / "notes.txt").write_text("not a scan")
     assert [s.name for s in scans_from_glob("ct", str(tmp_path))] == ["s0.npy", "s1.npy"]
+    # DICOM files without a suffix (IM0001), as scanners export them and `recon batch` finds
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    shutil.copy(get_testdata_file("CT_small.dcm"), tmp_path / "IM0001")
+    names = [s.name for s in scans_from_glob("ct", str(tmp_path))]
+    assert names == ["IM0001", "s0.npy", "s1.npy"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="a folder with no"):
         scans_from_glob("ct", str(tmp_path / "empty"))

@@ -92,7 +92,9 @@ def _is_dicom(path: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def _wanted(path: Path, modality: str) -> bool:
+def is_input_file(path: Path, modality: str) -> bool:
+    """Whether ``path`` is a scan of ``modality`` a folder search picks up: CT .npy/.dcm/.dicom
+    and DICOM files without a suffix (or .ima); MRI .h5/.npy. Hidden files never."""
     if path.name.startswith("."):
         return False
     suffix = path.suffix.lower()
@@ -109,12 +111,14 @@ def find_inputs(specs: list[str], modality: str, exclude: Path | None = None) ->
     for spec in specs:
         path = Path(spec)
         if path.is_dir():
-            hits = [p for p in sorted(path.rglob("*")) if p.is_file() and _wanted(p, modality)]
+            hits = [
+                p for p in sorted(path.rglob("*")) if p.is_file() and is_input_file(p, modality)
+            ]
         elif path.is_file():
             hits = [path]
         elif glob.has_magic(spec):
             matches = sorted(Path(p) for p in glob.glob(spec, recursive=True))
-            hits = [p for p in matches if p.is_file() and _wanted(p, modality)]
+            hits = [p for p in matches if p.is_file() and is_input_file(p, modality)]
         else:
             raise ValueError(f"--inputs {spec}: no such file or folder")
         hits = [p.resolve() for p in hits]

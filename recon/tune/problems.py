@@ -214,16 +214,14 @@ def scans_from_glob(modality: str, pattern: str) -> list[Scan]:
     the modality's kinds, searched as `recon batch` does). Raises ValueError when nothing
     matches."""
     if Path(pattern).is_dir():
-        from recon.batch.plan import CT_SUFFIXES, MRI_SUFFIXES
+        from recon.batch.plan import is_input_file
 
-        kinds = CT_SUFFIXES if modality == "ct" else MRI_SUFFIXES
         paths = sorted(
-            str(f)
-            for f in Path(pattern).rglob("*")
-            if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in kinds
+            str(f) for f in Path(pattern).rglob("*") if f.is_file() and is_input_file(f, modality)
         )
         if not paths:
-            raise ValueError(f"--inputs {pattern}: a folder with no {'/'.join(kinds)} files")
+            kinds = "fastMRI .h5 or .npy" if modality == "mri" else "DICOM or .npy"
+            raise ValueError(f"--inputs {pattern}: a folder with no {kinds} files")
     else:
         paths = sorted(globlib.glob(pattern, recursive=True))
     if not paths:
