@@ -174,3 +174,16 @@ def test_ct_bench_runs_ours_without_a_peer(tmp_path):
     text = (out / "table.md").read_text()
     assert "crr-ct (recon ct defaults)" in text and "pip install" in text
     assert (out / "ct_shepp-logan_psnr_vs_seconds.png").stat().st_size > 0
+
+
+def test_a_peer_asked_for_by_name_that_cannot_run_is_an_error(tmp_path, capsys):
+    """`--peer-python /nonexistent/python` printed "DeepInverse skipped" and exited 0, so a
+    comparison script could not tell that the peer never ran."""
+    from recon.cli import main
+
+    out = tmp_path / "p"
+    argv = ["bench", "peers", "--ct", "--quick", "--peer-python", str(tmp_path / "no-python")]
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "no-python does not exist" in err and "leave out --peer-python" in err
+    assert not out.exists()

@@ -836,9 +836,14 @@ def run_bench(args) -> int:
     if args.quick:
         args.dinv_steps = args.dinv_steps[:1]
         args.dinv_iters = min(args.dinv_iters, 10)
+    do_ct, do_mri = (args.ct or not args.mri), (args.mri or not args.ct)
+    if do_ct and args.peer_python:  # asked for by name: a peer that cannot run is an error
+        python, info = check_peer_python(args.peer_python)
+        if python is None:
+            raise ValueError(info.replace("DeepInverse skipped: ", "") + " (leave out "
+                             "--peer-python to run ours alone)")  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    do_ct, do_mri = (args.ct or not args.mri), (args.mri or not args.ct)
     results: dict[str, Any] = {
         "command": "recon bench peers " + " ".join(sys.argv[3:]),
         "load_average": list(os.getloadavg()),
