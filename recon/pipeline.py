@@ -569,11 +569,14 @@ def _tell_noise_level(
             )
         return {}
     if not given:
+        key = prior_key(prior_name)
         raise ValueError(
-            f"prior {prior_name!r} takes the noise level: give --prior-sigma-noise (σ relative "
-            "to the start image's noise estimate) and/or --prior-sigma-rel (relative to its "
-            "range), or prior_sigma_noise / prior_sigma_rel in a preset file (--config FILE, "
-            "recon.api.solve(config=FILE))"
+            f"prior {prior_name!r} takes the noise level and no preset gives its σ rule: give "
+            "recon ct/mri --prior-sigma-noise C (σ = C × the start image's noise estimate) "
+            "and/or --prior-sigma-rel S (× its range), or file them for it in a preset "
+            "(--config FILE; recon bench grid --ct-config/--mri-config; recon tune --config; "
+            f'recon.api.solve(config=FILE)): {{"priors": {{"{key}": {{"pnp-admm": '
+            '{"prior_sigma_noise": 0.5}}}} (docs/training.md)'
         )
     for k, v in {**given, **per_geometry}.items():
         if not float(v) > 0:
