@@ -364,6 +364,21 @@ def preset_from(path: str | Path) -> str | None:
     return name if isinstance(name, str) and name in shipped_priors() else None
 
 
+def _shipped_copy(path: str | Path, shipped: dict[str, Path]) -> str | None:
+    """The shipped prior whose weights file ``path`` is, or holds the same bytes as; else None."""
+    here = Path(path)
+    if not here.is_file():
+        return None
+    size = here.stat().st_size
+    for name, f in shipped.items():
+        f = Path(f)
+        if f.resolve() == here.resolve() or (
+            f.stat().st_size == size and f.read_bytes() == here.read_bytes()
+        ):
+            return name
+    return None
+
+
 def presets_for_prior(presets: dict, prior: str | Path | None) -> dict[str, Any]:
     """``presets`` with the overrides filed for ``prior`` merged into their solver sections.
 
@@ -371,9 +386,10 @@ def presets_for_prior(presets: dict, prior: str | Path | None) -> dict[str, Any]
     for a prior trained at noise σ), so the ADMM ρ that balances it against the data is a
     property of the prior: a preset may hold ``"priors": {"lpn-ct": {"pnp-admm": {"rho_rel":
     0.03}}}``. The result has no ``priors`` table (its sections are what a run with ``prior``
-    uses). A checkpoint path takes the overrides of the shipped prior it was fine-tuned from
-    (``preset_from``: the same σ rule and ρ), never those of a shipped prior its file happens to
-    be named after; a user's ``--config`` files its own under the file stem (``prior_key``)."""
+    uses). A checkpoint path takes the overrides of the shipped prior whose file it is (or a
+    byte copy of), or that it was fine-tuned from (``preset_from``: the same σ rule and ρ),
+    never those of a shipped prior its file happens to be named after; other entries are found
+    by the file stem (``prior_key``), as a user's ``--config`` files them."""
     skip = ("priors", USER_KEY)
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in presets.items() if k not in skip}
     if prior is None:
@@ -387,7 +403,14 @@ def presets_for_prior(presets: dict, prior: str | Path | None) -> dict[str, Any]
     # shipped per-prior overrides, then the user's sections, then the user's per-prior ones.
     # A checkpoint takes a shipped prior's entry only through what it recorded (preset_from),
     # never through its file name: `mine/ridge-ct.safetensors` is not the shipped ridge-ct.
-    key = preset_from(prior) if str(prior).endswith(".safetensors") else str(prior)
+    key: str | None = str(prior)
+    if key.endswith(".safetensors"):
+        from priors.checkpoint import shipped_priors
+
+        shipped = shipped_priors()
+        stem = prior_key(prior)
+        key = _shipped_copy(prior, shipped) or preset_from(prior)
+        key = key or (stem if stem not in shipped else None)
     layers = (table.get(key, {}) if key else {}, user.get("", {}), user.get(prior_key(prior), {}))
     for layer in layers:
         for solver, over in layer.items():

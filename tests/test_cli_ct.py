@@ -349,6 +349,7 @@ def test_a_checkpoint_named_like_a_shipped_prior_does_not_take_its_preset(tmp_pa
     user's --config still files overrides under the file stem."""
     import shutil
 
+    from priors.checkpoint import shipped_priors
     from recon.pipeline import load_presets, presets_for_prior
 
     scratch = tmp_path / "scratch.safetensors"
@@ -359,6 +360,10 @@ def test_a_checkpoint_named_like_a_shipped_prior_does_not_take_its_preset(tmp_pa
     base = presets_for_prior(load_presets("ct"), None)["pnp-admm"]
     assert presets_for_prior(load_presets("ct"), named)["pnp-admm"] == base
     assert presets_for_prior(load_presets("ct"), "ridge-ct")["pnp-admm"] != base
+    copy = tmp_path / "copy.safetensors"  # the shipped file itself, under any name
+    shutil.copy(shipped_priors()["ridge-ct"], copy)
+    shipped = presets_for_prior(load_presets("ct"), "ridge-ct")["pnp-admm"]
+    assert presets_for_prior(load_presets("ct"), copy)["pnp-admm"] == shipped
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({"priors": {"ridge-ct": {"pnp-admm": {"rho_rel": 0.02}}}}))
     mine = presets_for_prior(load_presets("ct", cfg), named)["pnp-admm"]
