@@ -428,7 +428,13 @@ def plot_grid(cells: list[dict], out: Path) -> list[Path]:
 
     ncol = min(len(problems), 5)
     nrow = -(-len(problems) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.8 * ncol, 3.2 * nrow), squeeze=False)
+    n_legend = len(solvers) + len(families)
+    legend_cols = min(n_legend, 2 * ncol + 1, 8)  # about 1.8 inches per legend entry
+    legend_rows = -(-n_legend // legend_cols)
+    height = 3.2 * nrow + 0.25 * legend_rows
+    fig, axes = plt.subplots(
+        nrow, ncol, figsize=(max(3.8 * ncol, 1.8 * legend_cols), height), squeeze=False
+    )
     for ax, prob in zip(axes.flat, problems, strict=False):
         for c in (c for c in runs if c["problem"] == prob):
             rc = [v for v in c["history"].get("rel_change", []) if v is not None and v > 0]
@@ -441,6 +447,7 @@ def plot_grid(cells: list[dict], out: Path) -> list[Path]:
             )
         ax.set_title(prob, fontsize=9)
         ax.set_xlabel("iteration")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(problems) :]:
         ax.axis("off")
@@ -448,9 +455,9 @@ def plot_grid(cells: list[dict], out: Path) -> list[Path]:
     # one legend for the figure, below the panels: every solver (colour), every prior (style)
     handles = [plt.Line2D([], [], color=f"C{i}", label=s) for i, s in enumerate(solvers)]
     handles += [plt.Line2D([], [], color="k", label=f, **look(f)) for f in families]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), fontsize=7)
+    fig.legend(handles=handles, loc="lower center", ncol=legend_cols, fontsize=7)
     fig.suptitle("Convergence (colour: solver, line style: prior)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.06 + 0.02 * (len(handles) > 8), 1, 1))
+    fig.tight_layout(rect=(0, (0.1 + 0.25 * legend_rows) / height, 1, 1))
     paths.append(save_figure(out / "convergence.png", fig))
     return paths
 

@@ -682,7 +682,7 @@ def _plot_denoise(r: dict[str, Any], path: Path) -> None:
     ax[1].set(xlabel="contrast a in x' = a·x + b", ylabel="PSNR (dB)", title="Affine sweep, σ=0.1")
     ax[1].invert_xaxis()
     ax[0].legend(fontsize=8)
-    ax[1].legend(fontsize=6, ncol=2)
+    ax[1].legend(fontsize=6, ncol=2, handlelength=4)  # long enough to show the dashes
     fig.tight_layout()
     save_figure(path, fig)
 

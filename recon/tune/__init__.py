@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 import time
@@ -253,8 +254,20 @@ def plot_search(path: Path, solver: str, result: SearchResult, shipped: dict[str
             ax.axvline(
                 shipped[name], color="gray", ls="--", lw=0.8, label=f"shipped {shipped[name]:.3g}"
             )
+        start = next((t for t in result.trials if t.stage == "init"), None)
+        if start is not None and math.isfinite(start.score):
+            ax.plot([start.params[name]], [start.score], "*", color="gray", ms=9, label="start")
         ax.set_xscale("log")
-        sub = ", ".join(f"{n}={result.best[n]:.3g}" for n in others)
+        # the other parameters as they stood when this one was searched (search.json)
+        held = {
+            tuple((n, t.params[n]) for n in others)
+            for t in result.trials
+            if t.stage.split(":")[1:2] == [name]
+        }
+        if len(held) == 1:
+            sub = ", ".join(f"{n}={v:.3g}" for n, v in next(iter(held)))
+        else:
+            sub = "others as each sweep held them: search.json" if others else ""
         ax.set(
             xlabel=name,
             ylabel="mean validation PSNR (dB)",

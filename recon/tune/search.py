@@ -71,7 +71,9 @@ def coordinate_search(
     Args:
         score: the objective (e.g. mean validation PSNR); non-finite values count as −∞.
         params: the parameters, searched in this order.
-        refine: points added between the best and each neighbour's log-midpoint per round.
+        refine: points added on each side of the best per round, at j/(refine + 1) of the
+            round's log step (j = 1..refine): between the best and its grid neighbours when
+            the best is a grid point.
         rounds: refinement rounds per parameter (the log step shrinks by refine + 1 each round).
         passes: sweeps over all parameters (later passes only refine around the current best).
         on_trial: called after each new evaluation (progress, logging).
