@@ -68,6 +68,7 @@ from priors.training import (
     train_prior,
 )
 from recon.argtypes import count
+from recon.pipeline import GivenStore
 
 __all__ = ["add_parser", "run", "make_sampler", "export_weights"]
 
@@ -471,6 +472,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--gamma-unit",
+        action=GivenStore,
         type=float,
         default=None,
         help="per-pixel proximal-matching γ unit (default 0.8·σ: 0.08 at σ = 0.1, as the LPN code)",
@@ -486,6 +488,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--sigma-sampling",
+        action=GivenStore,
         choices=SIGMA_SAMPLING,
         default="uniform",
         help="with --sigma-max: σ per image uniform in [--sigma, --sigma-max] or log-uniform",
@@ -537,9 +540,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--patch", type=count(4), default=48, help="side of the training patches (default 48)"
     )
-    p.add_argument("--width", type=int, default=32, help="(default 32)")
-    p.add_argument("--filters", type=int, default=64, help=f"{RIDGE_KIND}: number of filters")
-    p.add_argument("--kernel", type=int, default=7, help=f"{RIDGE_KIND}: filter size (odd)")
+    p.add_argument("--width", action=GivenStore, type=int, default=32, help="(default 32)")
+    p.add_argument(
+        "--filters",
+        action=GivenStore,
+        type=int,
+        default=64,
+        help=f"{RIDGE_KIND}: number of filters",
+    )
+    p.add_argument(
+        "--kernel", action=GivenStore, type=int, default=7, help=f"{RIDGE_KIND}: filter size (odd)"
+    )
     p.add_argument(
         "--dilations",
         default="1",
@@ -572,14 +583,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--group-start",
+        action=GivenStore,
         type=float,
         default=0.0,
         help="with --groups and --init: the new groups start as Huber-TV (first curve segment "
         "slope 1) of this width instead of switched off (0, the default: training starts from "
         "exactly the given prior, but a part that hurts at first never switches on)",
     )
-    p.add_argument("--levels", type=int, default=3, help="(default 3)")
-    p.add_argument("--depth", type=int, default=2, help="(default 2)")
+    p.add_argument("--levels", action=GivenStore, type=int, default=3, help="(default 3)")
+    p.add_argument("--depth", action=GivenStore, type=int, default=2, help="(default 2)")
     p.add_argument(
         "--out-channels",
         type=int,
@@ -653,7 +665,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(measured: +0.03-0.10 dB on natural images, none on CT; see "
         "docs/results/ct-prior-training.md)",
     )
-    p.add_argument("--act", default="smooth", choices=["smooth", "leaky_relu", "relu"])
+    p.add_argument(
+        "--act", action=GivenStore, default="smooth", choices=["smooth", "leaky_relu", "relu"]
+    )
     p.add_argument(
         "--sigma-smoothing",
         action="store_true",
@@ -775,7 +789,7 @@ def _existing_checkpoint(path: str, option: str, no_resume: bool = False) -> dic
 # _resume_conflicts)
 NOT_RESULT_OPTIONS = (
     "threads", "device", "quiet", "no_resume", "out", "export", "ckpt_every", "val_every", "steps",
-    "func", "command", "debug",
+    "func", "command", "debug", "given",
 )  # fmt: skip
 # Architecture options: the checkpoint's config records what they built (with --init, the
 # prior's architecture and the changes asked for), and _resume_conflicts compares that
@@ -833,6 +847,32 @@ def folder_digest(folder: str | Path) -> str:
                 h.update(block)
         h.update(b"\0")
     return f"{len(files)} file{'s' * (len(files) != 1)} {h.hexdigest()[:16]}"
+
+
+# options only one family of networks reads (they used to be accepted and dropped)
+LPN_ONLY = ("width", "levels", "depth", "act")
+RIDGE_ONLY = ("filters", "kernel")
+
+
+def _check_unread_options(args: argparse.Namespace, kind: str) -> None:
+    """ValueError naming options the user gave (``GivenStore``) that this run would not read:
+    another kind's architecture options (with --kind, or without --init), --group-start
+    without --groups, --gamma-unit with a loss that has no γ, --sigma-sampling without
+    --sigma-max; and --l1-fraction outside [0, 1]."""
+    given = getattr(args, "given", set())
+    other = LPN_ONLY if kind == RIDGE_KIND else RIDGE_ONLY
+    # with --init and no --kind the prior's architecture rules; sizing flags are left alone
+    unread = [f"--{o}" for o in other if o in given] if args.kind or not args.init else []
+    if unread:
+        raise ValueError(f"{', '.join(unread)}: not read by --kind {kind}")
+    needs = {"group_start": ("--groups", args.groups is not None),
+             "sigma_sampling": ("--sigma-max", args.sigma_max is not None),
+             "gamma_unit": ("--loss prox-matching", args.loss == "prox-matching")}  # fmt: skip
+    for opt, (what, ok) in needs.items():
+        if opt in given and not ok:
+            raise ValueError(f"--{opt.replace('_', '-')}: only read with {what}")
+    if not 0 <= args.l1_fraction <= 1:
+        raise ValueError(f"--l1-fraction must be in [0, 1], got {args.l1_fraction}")
 
 
 def _resume_conflicts(
@@ -997,6 +1037,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
             "--noise-input builds a new network (one more input channel): not with --init "
             "(a noise-input prior keeps the option) or the normalization trick"
         )
+    _check_unread_options(args, kind)
     if args.ridge_mode and kind != RIDGE_KIND:
         raise ValueError(f"--ridge-mode is for --kind {RIDGE_KIND}, not --kind {kind}")
     if args.groups is not None and kind != RIDGE_KIND:

@@ -461,3 +461,22 @@ def test_export_onto_the_training_checkpoint_is_refused(tmp_path, capsys):
     )
     assert "is --out: the export (weights only) would replace" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [(["--kind", "fne-ridge", "--width", "8"], "--width: not read by --kind fne-ridge"),
+     (["--kind", "aelpn", "--filters", "8"], "--filters: not read by --kind aelpn"),
+     (["--kind", "fne-ridge", "--group-start", "0.2"], "--group-start: only read with --groups"),
+     (["--sigma-sampling", "log"], "--sigma-sampling: only read with --sigma-max"),
+     (["--loss", "mse", "--gamma-unit", "0.1"], "--gamma-unit: only read with --loss prox"),
+     (["--l1-fraction", "1.5"], "--l1-fraction must be in [0, 1], got 1.5")],
+)  # fmt: skip
+def test_options_a_run_would_not_read_are_refused(tmp_path, capsys, argv, words):
+    """These were accepted and dropped without a word, so a user's sweep over them trained the
+    same network every time."""
+    out = tmp_path / "x.safetensors"
+    assert main(["train", "--data", "ellipses", "--steps", "1", "--quiet", *argv,
+                 "--out", str(out)]) == 2  # fmt: skip
+    assert words in capsys.readouterr().err
+    assert not out.exists()

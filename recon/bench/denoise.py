@@ -89,7 +89,8 @@ def run_denoise_bench(
         if not quiet:
             print(f"bench denoise: model {i + 1}/{len(models)}: {name}", file=sys.stderr)
         model = load_prior(path)
-        r: dict = {"kind": model.config()["kind"], "source": str(path)}
+        r: dict = {"kind": model.config()["kind"], "source": str(path),
+                   "images": [str(v) for v in VAL_IMAGES], "crop": size}  # fmt: skip
         if takes_noise_level(model):
             r["noise_level"] = "true sigma" if told else "blind MAD estimate"
         r.update(noise_and_affine_scores(model, clean, told))

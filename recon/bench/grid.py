@@ -523,7 +523,11 @@ def add_bench_parser(bsub) -> None:
         description=__doc__,
     )
     g.add_argument("--out", default="out/bench-grid")
-    g.add_argument("--quick", action="store_true", help="1 scan per modality, 2 problems, 5 iters")
+    g.add_argument(
+        "--quick",
+        action="store_true",
+        help="1 scan per modality, one problem each (ct-par60, mri-random4), 5 iters",
+    )
     g.add_argument("--modality", choices=["ct", "mri", "both"], default="both")
     g.add_argument("--problems", nargs="+", default=None, choices=list(PROBLEMS))
     g.add_argument("--solvers", nargs="+", default=None, choices=list(SOLVERS))
@@ -554,7 +558,8 @@ def add_bench_parser(bsub) -> None:
 
 
 def spec_from_args(args) -> GridSpec:
-    """Validate the flags and build the grid (``--quick``: 1 scan, 2 problems, 5 iterations)."""
+    """Validate the flags and build the grid (``--quick``: 1 scan and 1 problem per
+    modality, 5 iterations)."""
     from recon.pipeline import load_presets
 
     iters = args.iters if args.iters is not None else (5 if args.quick else 30)
