@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data.nifti import is_nifti, nifti_slices
+
 __all__ = [
     "ellipse_sampler",
     "image_folder_sampler",
@@ -101,21 +103,23 @@ def _is_dicom(path: Path) -> bool:
 
 def image_files(folder: str | Path) -> list[Path]:
     """The training image files under ``folder`` (searched recursively, sorted, hidden files
-    skipped): those with a suffix in ``IMAGE_SUFFIXES``, and DICOM files with another or no
-    suffix (``IM0000``) that pydicom recognises."""
+    skipped): those with a suffix in ``IMAGE_SUFFIXES``, NIfTI volumes (.nii, .nii.gz), and
+    DICOM files with another or no suffix (``IM0000``) that pydicom recognises."""
     root = Path(folder)
     return sorted(
         p
         for p in root.rglob("*")
         if p.is_file()
         and not p.name.startswith(".")
-        and (p.suffix.lower() in IMAGE_SUFFIXES or _is_dicom(p))
+        and (p.suffix.lower() in IMAGE_SUFFIXES or is_nifti(p) or _is_dicom(p))
     )
 
 
 def _load_array(path: Path) -> np.ndarray:
     """The array stored in one image file (any exception on an unreadable file)."""
     suffix = path.suffix.lower()
+    if is_nifti(path):  # a volume: its axial slices (third axis), as the Colin27 slices
+        return np.stack(nifti_slices(path))
     if suffix == ".npy":
         return np.load(path, allow_pickle=False)
     if suffix in (".h5", ".hdf5"):
@@ -219,7 +223,8 @@ def read_image_folder(
     files = image_files(root)
     if not files:
         raise ValueError(
-            f"{root}: no training images found (looked for {', '.join(IMAGE_SUFFIXES)} and "
+            f"{root}: no training images found (looked for {', '.join(IMAGE_SUFFIXES)}, "
+            ".nii, .nii.gz and "
             "DICOM files without a suffix)"
         )
     from data.dicom import NoPixelDataError

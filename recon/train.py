@@ -433,8 +433,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=None,
         metavar="VOLUME",
-        help="--data ct-real: every slice of this CT volume in HU (NRRD file, DICOM series "
-        "folder or DICOM file) joins the real-CT share; repeatable",
+        help="--data ct-real: every slice of this CT volume in HU (NRRD or NIfTI file, DICOM "
+        "series folder or DICOM file) joins the real-CT share; repeatable",
     )
     p.add_argument(
         "--channels",

@@ -105,3 +105,20 @@ def test_colour_images_and_objects_without_an_image_in_a_training_folder(tmp_pat
         np.testing.assert_allclose(im / im.max(), want / want.max(), atol=1e-5)
     (la,) = by_name["la.png"]
     np.testing.assert_array_equal(la, grey)
+
+
+def test_a_nifti_volume_in_a_training_folder_gives_its_axial_slices(tmp_path):
+    """`recon train --data FOLDER` said "no training images found" for a folder of NIfTI volumes
+    (what MRI studies hold); a volume now gives its slices along the third axis, scaled by the
+    volume's max, as the Colin27 training slices are read."""
+    import nibabel as nib
+
+    from data.training_sets import read_image_folder
+
+    vol = np.random.default_rng(0).random((40, 36, 3)).astype(np.float32)
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), str(tmp_path / "scan.nii.gz"))
+    found = read_image_folder(tmp_path, 32, normalize=False)
+    (ims,) = found.images
+    assert [p.name for p in found.files] == ["scan.nii.gz"] and len(ims) == 3
+    for k, im in enumerate(ims):
+        np.testing.assert_allclose(im, np.rot90(vol[:, :, k]) / vol.max(), rtol=1e-6)

@@ -328,7 +328,8 @@ def _run_defaults(pb, metric, quick: bool) -> dict[str, dict]:
         r = solve(pb, solver, prior, iters=10 if quick else None)
         m = metric(r.x)
         used = r.params.get(f"{key}_used", r.params.get(key))
-        out[f"{label} (recon ct defaults)"] = {
+        tag = "recon ct defaults, --quick: 10 iterations" if quick else "recon ct defaults"
+        out[f"{label} ({tag})"] = {
             "setting": {f"{key} (rule)": float(f"{used:.3g}")},
             "grid_edge": False,
             "psnr": m["psnr"],
@@ -522,7 +523,8 @@ def _run_mri_defaults(k: np.ndarray, ref: np.ndarray, seed: int, quick: bool) ->
         if solver == "pnp-pgd" and r.params.get("accelerated"):
             name = "PnP-FISTA"
         label = "TV" if solver == "tv" else f"{name} {prior}"
-        out[f"{label} (recon mri defaults)"] = {
+        tag = "recon mri defaults, --quick: 10 iterations" if quick else "recon mri defaults"
+        out[f"{label} ({tag})"] = {
             "setting": {"preset": "noise rules"},
             "psnr": r.psnr,
             "ssim": r.ssim,
