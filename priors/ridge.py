@@ -185,7 +185,10 @@ class RidgeProx(LearnedProx):
         if not (tol > 0 and math.isfinite(tol)) or max_iters < 1:
             raise ValueError(f"need tol > 0 and max_iters >= 1, got {tol}, {max_iters}")
         if filters < 1 or kernel < 1 or kernel % 2 == 0:
-            raise ValueError(f"need filters >= 1 and an odd kernel, got {filters}, {kernel}")
+            raise ValueError(
+                f"need filters >= 1 and an odd kernel (--filters, --kernel), got {filters}, "
+                f"{kernel}"
+            )
         dilations = tuple(int(d) for d in dilations)
         if not dilations or min(dilations) < 1 or filters % len(dilations):
             raise ValueError(

@@ -147,8 +147,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    except KeyboardInterrupt:
-        print(f"recon {name}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        if not getattr(exc, "reported", False):  # a command may have said what it left
+            print(f"recon {name}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # an unexpected failure: one line, the traceback on request
         if args.debug:

@@ -251,7 +251,9 @@ def _folder_sampler(folder: Path, patch: int, channels: int, gval: torch.Generat
     train = [im for i, ims in enumerate(found.images) if i not in held for im in ims]
     s = patch_sampler(train, patch)
     files = len(found.files) - len(held)
-    desc = f"{len(train)} images ({files} file{'s' * (files != 1)}) from {folder}, {patch}x{patch}"
+    n = len(train)
+    desc = f"{n} image{'s' * (n != 1)} ({files} file{'s' * (files != 1)}) from {folder}, "
+    desc += f"{patch}x{patch}"
     if held:
         names = [str(found.files[i].relative_to(folder)) for i in held]
         shown = f"file{'s' * (len(names) > 1)} {', '.join(names)}"
@@ -296,9 +298,12 @@ def _parse_mix(text: str) -> tuple[float, float, float]:
 def _load_init(name: str) -> torch.nn.Module:
     """The --init prior ``name`` (shipped name or checkpoint); ValueError for one that cannot
     be trained (``tv``)."""
-    from priors.checkpoint import load_prior
+    from priors.checkpoint import CheckpointError, load_prior
 
-    model = load_prior(name)
+    try:
+        model = load_prior(name)
+    except CheckpointError as exc:
+        raise ValueError(f"--init: {exc}") from None
     if not hasattr(model, "config"):
         raise ValueError(f"--init {name}: not a learned prior, nothing to train")
     return model
@@ -1178,6 +1183,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     except TrainingInterrupted as exc:
         if rank == 0:
             print(_interrupted(args, exc), file=sys.stderr)
+        exc.reported = True  # recon.cli then does not say "interrupted" a second time
         raise
     if rank != 0:  # rank 0 alone reports and exports
         return 0

@@ -226,7 +226,7 @@ def test_dicom_files_without_a_suffix_are_read(tmp_path):
     shutil.copy(get_testdata_file("CT_small.dcm"), data / "IM0000")
     (data / "README").write_text("not an image\n")
     sampler, _, desc = make_sampler(str(data), 32, 1)
-    assert desc.startswith("1 images (1 file)")
+    assert desc.startswith("1 image (1 file)")
     assert sampler(2, torch.Generator().manual_seed(0)).shape == (2, 1, 32, 32)
 
 
@@ -337,6 +337,7 @@ def test_ctrl_c_says_what_was_saved(tmp_path, monkeypatch, capsys):
     assert _train("--data", "ellipses", "--steps", "10", "--out", str(out)) == 130
     err = capsys.readouterr().err
     assert "interrupted at step 2: nothing was saved (the first checkpoint comes at step 10" in err
+    assert err.count("interrupted") == 1  # said once, not again by recon.cli
     assert not out.exists()
     every = ["--ckpt-every", "1"]
     assert _train("--data", "ellipses", "--steps", "10", *every, "--out", str(out)) == 130
