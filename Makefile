@@ -26,7 +26,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# the suite runs on every core (pytest-xdist); `make test TEST_WORKERS=1` runs it in one process
+# the suite runs on every core (pytest-xdist); `make test TEST_WORKERS=0` runs it in one process
 TEST_WORKERS ?= auto
 
 test: $(STAMP) lint

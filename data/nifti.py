@@ -37,12 +37,19 @@ def nifti_slices(
     if not path.exists():
         hint = " (install Debian's mricron-data)" if path == COLIN27 else ""
         raise ValueError(f"{path}: no such NIfTI file{hint}")
-    import nibabel as nib
+    try:
+        import nibabel as nib
+    except ImportError:
+        raise ValueError(
+            f"{path}: reading NIfTI needs nibabel (pip install nibabel, or the project's mri extra)"
+        ) from None
 
     try:
         vol = np.asarray(nib.load(str(path)).get_fdata(), dtype=np.float32)
     except Exception as exc:  # nibabel raises several types for bad files
         raise ValueError(f"{path}: not a readable NIfTI volume ({exc})") from None
+    while vol.ndim > 3 and vol.shape[-1] == 1:  # (X, Y, Z, 1): one time point
+        vol = vol[..., 0]
     if vol.ndim != 3:
         raise ValueError(f"{path}: expected a 3-D volume, got shape {vol.shape}")
     vol = vol / max(float(vol.max()), 1e-30)

@@ -91,7 +91,7 @@ def unused_options(args: argparse.Namespace) -> list[str]:
     if solver not in ("tv", "fbp", "zero-filled"):
         return []
     unused = []
-    if "prior" in given and prior_key(args.prior) != "tv":
+    if "prior" in given and (solver != "tv" or prior_key(args.prior) != "tv"):
         unused.append(f"--prior {args.prior}")
     dests = _SIGMA_OPTIONS + (_ITERATION_OPTIONS if solver != "tv" else ())
     unused += [f"--{d.replace('_', '-')}" for d in dests if d in given]
@@ -593,13 +593,14 @@ def _tell_noise_level(
         return {}
     if not given:
         key = prior_key(prior_name)
+        section = "pnp-admm" if solver == "pnp-admm" else "pnp-pgd"  # PGD and FISTA: pnp-pgd
         raise ValueError(
             f"prior {prior_name!r} takes the noise level and no preset gives its σ rule: give "
             "recon ct/mri --prior-sigma-noise C (σ = C × the start image's noise estimate) "
             "and/or --prior-sigma-rel S (× its range), or file them for it in a preset "
             "(--config FILE; recon bench grid --ct-config/--mri-config; recon tune --config; "
-            f'recon.api.solve(config=FILE)): {{"priors": {{"{key}": {{"pnp-admm": '
-            '{"prior_sigma_noise": 0.5}}}} (docs/training.md)'
+            f'recon.api.solve(config=FILE)): {{"priors": {{"{key}": {{"{section}": '
+            '{"prior_sigma_noise": 0.5}}}}, one entry per solver section (docs/training.md)'
         )
     for k, v in {**given, **per_geometry}.items():
         if not float(v) > 0:

@@ -915,7 +915,8 @@ def _resume_conflicts(
 
 def _preset_from(init: str | None, source_meta: dict) -> str | None:
     """The shipped prior a run started from: ``init`` itself when it names one (or its file),
-    else the ``preset_from`` its checkpoint recorded; None without --init."""
+    else the ``preset_from`` its checkpoint recorded (an older checkpoint's ``init`` when that
+    names a shipped prior, as ``recon.pipeline.preset_from`` reads it); None without --init."""
     if not init:
         return None
     shipped = shipped_priors()
@@ -925,8 +926,8 @@ def _preset_from(init: str | None, source_meta: dict) -> str | None:
     for name, file in shipped.items():
         if file.resolve() == path:
             return name
-    got = source_meta.get("preset_from")
-    return got if isinstance(got, str) else None
+    got = source_meta.get("preset_from") or source_meta.get("init")  # older: only "init"
+    return got if isinstance(got, str) and got in shipped else None
 
 
 def _interrupted(args: argparse.Namespace, exc: TrainingInterrupted) -> str:

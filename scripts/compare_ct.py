@@ -38,6 +38,7 @@ from recon.pipeline import (
     load_presets,
     merge_section,
     preset_prior_sigma,
+    presets_for_prior,
     reconstruct,
     solve_with_presets,
 )
@@ -74,6 +75,8 @@ def _at_defaults(method: str, args, pb) -> tuple:
     checkpoint = args.checkpoint
     prior = method if method == "tv" else checkpoint or method  # --prior tv: the one TV
     presets = load_presets("ct", args.config)
+    if checkpoint and method != "tv":  # the weights run with the named prior's sections
+        presets = presets_for_prior(presets, method)
     rec = solve_with_presets(presets, pb.op, pb.y, pb.x0, "pnp-admm", prior)
     key = "weight_rel" if method == "tv" else "rho_rel"
     used = rec.params.get(f"{key}_used", rec.params.get(key))

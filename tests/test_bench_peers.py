@@ -188,3 +188,6 @@ def test_a_peer_asked_for_by_name_that_cannot_run_is_an_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no-python does not exist" in err and "leave out --peer-python" in err
     assert not out.exists()
+    argv[-1] = str(tmp_path)  # a folder: it exists, and cannot run
+    assert main([*argv, "--out", str(out)]) == 2
+    assert "cannot run" in capsys.readouterr().err

@@ -376,6 +376,7 @@ def test_a_checkpoint_named_like_a_shipped_prior_does_not_take_its_preset(tmp_pa
      (["--solver", "tv", "--prior-sigma-rel", "0.1"], "--prior-sigma-rel: not used by --solver tv"),
      (["--solver", "fbp", "--iters", "3", "--strength", "2"],
       "--iters, --strength: not used by --solver fbp"),
+     (["--solver", "fbp", "--prior", "tv"], "--prior tv: not used by --solver fbp"),
      (["--solver", "tv", "--prior", "tv", "--iters", "2"], None),
      (["--solver", "pnp-admm", "--prior", "ridge-ct", "--iters", "2"], None)],
 )  # fmt: skip
@@ -395,3 +396,20 @@ def test_mri_names_a_prior_the_zero_filled_image_does_not_use(tmp_path):
     argv = ["mri", "--input", "bundled:brain-t1", "--solver", "zero-filled", "--prior", "crr-mri"]
     with pytest.warns(UserWarning, match="--prior crr-mri: not used by --solver zero-filled"):
         assert main([*argv, "--quiet", "--out", str(tmp_path / "o")]) == 0
+
+
+def test_the_sigma_rule_advice_names_the_section_the_solver_reads(tmp_path, capsys):
+    """A from-scratch σ-input checkpoint has no σ rule; the advice gave a "pnp-admm" entry,
+    which PGD/FISTA never read. It names the section of the solver that ran, and works."""
+    ckpt = tmp_path / "scratch.safetensors"
+    train = ["train", "--kind", "fne-ridge", "--data", "ellipses", "--steps", "1", "--batch", "1"]
+    assert main([*train, "--patch", "32", "--threads", "1", "--out", str(ckpt)]) == 0
+    args = ["--input", "phantom:shepp-logan", "--size", "32", "--views", "10", "--iters", "2"]
+    args += ["--solver", "pnp-pgd", "--prior", str(ckpt), "--out", str(tmp_path / "o")]
+    capsys.readouterr()
+    assert _run(args) == 2
+    err = capsys.readouterr().err
+    assert '{"priors": {"scratch": {"pnp-pgd": {"prior_sigma_noise": 0.5}}}}' in err
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"priors": {"scratch": {"pnp-pgd": {"prior_sigma_noise": 0.5}}}}))
+    assert _run([*args, "--config", str(cfg)]) == 0

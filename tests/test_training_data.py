@@ -116,7 +116,8 @@ def test_a_nifti_volume_in_a_training_folder_gives_its_axial_slices(tmp_path):
     from data.training_sets import read_image_folder
 
     vol = np.random.default_rng(0).random((40, 36, 3)).astype(np.float32)
-    nib.save(nib.Nifti1Image(vol, np.eye(4)), str(tmp_path / "scan.nii.gz"))
+    # stored with a trailing time axis of one point, as 4-D exports are
+    nib.save(nib.Nifti1Image(vol[..., None], np.eye(4)), str(tmp_path / "scan.nii.gz"))
     found = read_image_folder(tmp_path, 32, normalize=False)
     (ims,) = found.images
     assert [p.name for p in found.files] == ["scan.nii.gz"] and len(ims) == 3

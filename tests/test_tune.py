@@ -230,6 +230,9 @@ def test_inputs_may_be_a_folder(tmp_path):
     shutil.copy(get_testdata_file("CT_small.dcm"), tmp_path / "IM0001")
     names = [s.name for s in scans_from_glob("ct", str(tmp_path))]
     assert names == ["IM0001", "s0.npy", "s1.npy"]
+    shutil.copy(get_testdata_file("DICOMDIR"), tmp_path / "DICOMDIR")  # as exports hold one
+    with pytest.warns(UserWarning, match=r"1 DICOM object\(s\) without an image skipped"):
+        assert [s.name for s in scans_from_glob("ct", str(tmp_path))] == names
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="a folder with no"):
         scans_from_glob("ct", str(tmp_path / "empty"))

@@ -138,7 +138,7 @@ class GridSpec:
             "iters": self.iters if solver != "baseline" else None,
             "presets": self.presets[m] if solver != "baseline" else None,
             "seed": self.seed,
-            "version": 1,
+            "version": 2,  # 2: MRI cases as recon mri builds them; presets not by file name
         }
         weights = _prior_file_digest(prior) if solver != "baseline" else None
         if weights:  # a learned prior: retrained or converted weights rerun the cell

@@ -232,11 +232,14 @@ def check_peer_python(path: str | None) -> tuple[str | None, str]:
             None,
             f"DeepInverse skipped: --peer-python {path} does not exist. Install: {INSTALL_DEEPINV}",
         )
-    r = subprocess.run(
-        [path, "-c", "import deepinv, torch; print(deepinv.__version__, torch.__version__)"],
-        capture_output=True,
-        text=True,
-    )
+    try:
+        r = subprocess.run(
+            [path, "-c", "import deepinv, torch; print(deepinv.__version__, torch.__version__)"],
+            capture_output=True,
+            text=True,
+        )
+    except OSError as exc:  # a folder, a file without execute permission
+        return None, f"DeepInverse skipped: {path} cannot run ({exc.strerror or exc})"
     if r.returncode != 0:
         last = (r.stderr.strip().splitlines() or ["?"])[-1]
         return (

@@ -227,11 +227,17 @@ def scans_from_glob(modality: str, pattern: str) -> list[Scan]:
     if not paths:
         raise ValueError(f"--inputs {pattern}: no file matches")
     scans = []
+    skipped: list[str] = []
     for p in paths:
         if modality == "ct":
+            from data.dicom import NoPixelDataError
             from recon.ct import load_ct_input
 
-            inp = load_ct_input(p)
+            try:
+                inp = load_ct_input(p)
+            except NoPixelDataError:  # a DICOMDIR or report beside the images
+                skipped.append(p)
+                continue
             scans.append(Scan(Path(p).name, inp.image, inp.units, inp.pixel_size))
         elif p.endswith(".h5"):
             from recon.mri import load_kspace
@@ -245,6 +251,16 @@ def scans_from_glob(modality: str, pattern: str) -> list[Scan]:
 
             img = load_magnitude_npy(p)
             scans.append(Scan(Path(p).name, np.abs(img).astype(np.float32)))
+    if skipped:
+        import warnings
+
+        warnings.warn(
+            f"--inputs {pattern}: {len(skipped)} DICOM object(s) without an image skipped (e.g. "
+            f"{Path(skipped[0]).name}: a DICOMDIR, report or structure set)",
+            stacklevel=2,
+        )
+    if not scans:
+        raise ValueError(f"--inputs {pattern}: no image among the files it matches")
     return scans
 
 
