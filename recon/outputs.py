@@ -242,7 +242,8 @@ def write_outputs(
     lo, hi = display
     start_outputs(out)  # no-op when the caller already started writing other files
     save_npy(out / "recon.npy", (rec if volume is None else volume).astype(np.float32))
-    save_png(out / "recon.png", np.abs(rec), lo, hi)
+    # HU images keep their sign (air is −1000 HU, shown dark); a complex image its magnitude
+    save_png(out / "recon.png", np.abs(rec) if np.iscomplexobj(rec) else rec, lo, hi)
     save_json(out / "history.json", history)
     convergence_figure(out / "convergence.png", history, label)
     name, base = baseline

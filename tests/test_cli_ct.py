@@ -413,3 +413,19 @@ def test_the_sigma_rule_advice_names_the_section_the_solver_reads(tmp_path, caps
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({"priors": {"scratch": {"pnp-pgd": {"prior_sigma_noise": 0.5}}}}))
     assert _run([*args, "--config", str(cfg)]) == 0
+
+
+def test_recon_png_shows_negative_hu_dark(tmp_path):
+    """recon.png was drawn from |HU|, so air and lung (−1000 HU) came out white in every CT run
+    (comparison.png was right). Its grey levels follow the window on the signed image."""
+    from PIL import Image
+
+    out = tmp_path / "o"
+    args = ["--input", "bundled:ct-small", "--solver", "fbp", "--views", "30", "--window", "lung"]
+    assert _run([*args, "--out", str(out)]) == 0
+    rec = np.load(out / "recon.npy")
+    png = np.asarray(Image.open(out / "recon.png"))
+    lo, hi = json.loads((out / "metrics.json").read_text())["display"]["range"]
+    want = np.clip((rec.astype(np.float64) - lo) / (hi - lo), 0, 1) * 255
+    assert np.abs(png - want).max() <= 1.0
+    assert (rec < -900).any() and png[rec < -900].max() < 100  # |HU| made them 255
