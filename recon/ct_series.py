@@ -7,9 +7,11 @@ progress bar over the slices. The noise of slice k is seeded by ``--seed`` + k, 
 result does not depend on which slices run with it.
 
 Resumable: each finished slice is saved at once (atomically) under ``OUT/.slices/`` with a
-digest of the options that made it; a killed run, rerun with the same command, reloads those
-slices (and the last one's result as the next warm start, so it ends bit-identical to an
-uninterrupted run) and redoes none of them. Slices saved with other options are redone.
+digest of the options that made it, its image and those of the slices before it in the run (its
+warm starts); a killed run, rerun with the same command, reloads those slices (and the last
+one's result as the next warm start, so it ends bit-identical to an uninterrupted run) and
+redoes none of them. Slices saved with other options, from other images (a folder changed
+since) or after other slices (another ``--slice`` start) are redone.
 
 Writes into ``--out`` (metrics.json last; the per-slice cache goes once everything is written):
 recon.npy (S, H, W) in HU, recon.nii.gz (NIfTI, the affine from the DICOM geometry: see
@@ -61,6 +63,16 @@ def _digest(args: argparse.Namespace) -> str:
         path = Path(opts["config"])
         opts["config"] = path.read_text() if path.is_file() else str(path)
     return options_digest("ct", opts)
+
+
+def _chain_digest(previous: str, index: int, image: np.ndarray) -> str:
+    """SHA-256 (16 hex digits) of the previous slice's chain digest, this slice's index and its
+    pixels: what a cached slice's result depends on (options, its image, its warm starts)."""
+    import hashlib
+
+    h = hashlib.sha256(f"{previous}:{index}:{image.shape}".encode())
+    h.update(np.ascontiguousarray(image, dtype=np.float32).tobytes())
+    return h.hexdigest()[:16]
 
 
 def _cache_path(out: Path, index: int) -> Path:
@@ -151,9 +163,14 @@ def reconstruct_series(args: argparse.Namespace, out: Path) -> dict:
         bar = tqdm(total=len(slices), desc=f"CT {method_label(args)}", unit="slice",
                    file=sys.stderr)  # fmt: skip
     t0 = time.perf_counter()
+    chain = digest
     for index in slices:
-        saved = _load_slice(_cache_path(out, index), digest)
         ref = vol.hu[index]
+        # a slice is reused only if it, and every slice before it in this run (its warm starts),
+        # is the same image at the same index: a folder changed since, or another --slice
+        # start, recomputes it
+        chain = _chain_digest(chain, index, ref)
+        saved = _load_slice(_cache_path(out, index), chain)
         if saved is not None:
             r, row = saved
             reused += 1
@@ -173,7 +190,7 @@ def reconstruct_series(args: argparse.Namespace, out: Path) -> dict:
                 stop_reason=r.record["stop_reason"],
             )
             warn_about_run(r.record, r.history, row, where=f"slice {index}: ")
-            _save_slice(_cache_path(out, index), r, row, digest)
+            _save_slice(_cache_path(out, index), r, row, chain)
         results.append(r)
         rows.append(row)
         start = None if "unusable" in row else r.internal  # a bad slice starts no neighbour

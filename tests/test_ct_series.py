@@ -215,6 +215,45 @@ def test_slices_made_with_other_options_are_redone(series, tmp_path, monkeypatch
     assert np.load(out / "recon.npy").shape == (3, SIZE, SIZE)
 
 
+def test_cached_slices_of_other_images_are_redone(tmp_path, monkeypatch):
+    """The per-slice cache was keyed by index: a slice put back into the folder after a kill
+    shifted every later slice, and the rerun stacked the old results at the new positions
+    (exit 0, one slice twice, one missing). A cached slice now carries a digest of its image
+    and of the slices before it (its warm starts)."""
+    import shutil
+
+    folder = tmp_path / "s"
+    _series(folder)
+    middle = folder / "f1.dcm"  # slice 2 (file names are f{3k mod 5})
+    kept = tmp_path / "f1.dcm"
+    shutil.move(middle, kept)
+    real = ct_module.reconstruct_slice
+    calls = []
+
+    def record(*a, **kw):
+        calls.append(a[5])  # the seed: --seed + slice index
+        return real(*a, **kw)
+
+    def dies_after_three(*a, **kw):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return record(*a, **kw)
+
+    args = ["ct", "--input", str(folder), *COMMON, "--slice", "0:4"]
+    monkeypatch.setattr("recon.ct_series.reconstruct_slice", dies_after_three)
+    with pytest.warns(UserWarning):  # the gap: uneven spacing
+        assert main([*args, "--out", str(tmp_path / "k")]) == 130
+    assert calls == [0, 1, 2]  # cached: slices 0, 1 and 3 of the full series
+    shutil.move(kept, middle)  # back: indices 2 and 3 now hold other images
+    calls.clear()
+    monkeypatch.setattr("recon.ct_series.reconstruct_slice", record)
+    assert main([*args, "--out", str(tmp_path / "k")]) == 0
+    assert calls == [2, 3]  # 0 and 1 reused; 2 is another image now, 3 another neighbour's
+    assert main([*args, "--out", str(tmp_path / "fresh")]) == 0
+    got, fresh = (np.load(tmp_path / d / "recon.npy") for d in ("k", "fresh"))
+    assert np.array_equal(got, fresh)
+
+
 def test_slice_selection_and_its_errors(series, tmp_path, capsys):
     out = tmp_path / "one"
     assert main(["ct", "--input", str(series[0]), *COMMON, "--slice", "3", "--out", str(out)]) == 0
