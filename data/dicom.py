@@ -221,6 +221,23 @@ def read_dicom_series(folder: str | Path) -> CTVolume:
             raise DicomError(
                 f"{s.path}: slice size {s.hu.shape} differs from {shape0} of {slices[0].path}"
             )
+    first = slices[0]
+    for s in slices[1:]:
+        if (
+            s.orientation is not None
+            and first.orientation is not None
+            and not np.allclose(s.orientation, first.orientation, atol=1e-4)
+        ):
+            raise DicomError(
+                f"{s.path}: ImageOrientationPatient {_fmt(s.orientation)} differs from "
+                f"{_fmt(first.orientation)} of {first.path.name} (a localizer or another "
+                "series?): give each series its own folder"
+            )
+        if not np.allclose(s.pixel_spacing, first.pixel_spacing, rtol=1e-4):
+            raise DicomError(
+                f"{s.path}: PixelSpacing {_fmt(s.pixel_spacing)} mm differs from "
+                f"{_fmt(first.pixel_spacing)} of {first.path.name}: one series has one grid"
+            )
     by_series: dict[str, Path] = {}
     for s in slices:
         if s.series_uid is not None:
@@ -263,10 +280,16 @@ def read_dicom_series(folder: str | Path) -> CTVolume:
         )
     gaps = np.diff([key[i] for i in kept]) if located and len(kept) > 2 else np.array([])
     if gaps.size and gaps.max() - gaps.min() > 0.01 * abs(float(gaps.mean())) + 1e-3:
+        g = int(np.argmax(np.abs(gaps)))
+        a, b = slices[kept[g]].path.name, slices[kept[g + 1]].path.name
+        missing = (
+            " (a slice missing?)" if abs(gaps[g]) > 1.5 * float(np.median(np.abs(gaps))) else ""
+        )
         warnings.warn(
             f"{folder}: uneven slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm along the "
-            f"slice normal): recon.nii.gz takes the mean, {gaps.mean():.3g} mm, so slices "
-            "between sit off their place there (the derived DICOM keeps each position)",
+            f"slice normal; the widest, {abs(gaps[g]):.3g} mm, between {a} and {b}{missing}): "
+            f"recon.nii.gz takes the mean, {gaps.mean():.3g} mm, so slices between sit off "
+            "their place there (the derived DICOM keeps each position)",
             stacklevel=2,
         )
     first = slices[kept[0]]
@@ -279,6 +302,11 @@ def read_dicom_series(folder: str | Path) -> CTVolume:
         orientation=first.orientation,
         thickness=first.thickness,
     )
+
+
+def _fmt(values) -> str:
+    """A short list of numbers for a message: [0.661, 0.9]."""
+    return "[" + ", ".join(f"{float(v):.4g}" for v in values) + "]"
 
 
 def resample_to_spacing(

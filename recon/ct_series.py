@@ -148,6 +148,15 @@ def reconstruct_series(args: argparse.Namespace, out: Path) -> dict:
         raise ValueError(f"--input {path}: {h}×{w} slices; recon ct needs at least 8×8")
     slices = parse_slices(args.slice, len(vol.hu), path)
     pixel = float(vol.pixel_spacing[0])
+    if not np.isclose(vol.pixel_spacing[0], vol.pixel_spacing[1], rtol=1e-3):
+        import warnings
+
+        warnings.warn(
+            f"--input {path}: pixels of {vol.pixel_spacing[0]:.4g} × {vol.pixel_spacing[1]:.4g} "
+            f"mm; the projector takes square pixels of {pixel:.4g} mm, so line integrals and "
+            "--photons noise are off along the columns (the output geometry keeps both)",
+            stacklevel=2,
+        )
     op = ct_operator(args, vol.hu.shape[1:], pixel)
     presets = load_presets("ct", args.config)
     digest = _digest(args)

@@ -275,8 +275,9 @@ def test_uneven_spacing_and_missing_positions_are_said(tmp_path):
     (tmp_path / "gap").mkdir()
     for k, z in enumerate((0.0, 2.5, 7.5)):
         write_ct_slice(tmp_path / "gap" / f"{k}.dcm", st, z, inst=k + 1)
-    with pytest.warns(UserWarning, match="uneven slice spacing .2.5 to 5 mm"):
+    with pytest.warns(UserWarning, match="uneven slice spacing .2.5 to 5 mm") as said:
         read_dicom_series(tmp_path / "gap")
+    assert "the widest, 5 mm, between 1.dcm and 2.dcm" in str(said[0].message)
     ds = pydicom.dcmread(tmp_path / "gap" / "1.dcm")
     del ds.ImagePositionPatient
     ds.save_as(tmp_path / "gap" / "1.dcm")
@@ -293,3 +294,25 @@ def test_a_file_that_does_not_say_it_is_ct_in_hu_is_warned_about(tmp_path):
     ds.save_as(tmp_path / "a.dcm")
     with pytest.warns(UserWarning, match="taken as HU"):
         assert read_dicom_file(tmp_path / "a.dcm").hu.max() == 7.0
+
+
+def test_slices_of_another_orientation_or_grid_are_refused_by_name(tmp_path):
+    """A coronal localizer with the series' UID became a slice (shearing the NIfTI affine by
+    15 mm per slice), and a slice with other pixel spacing was labelled with the first one's:
+    both now stop the series, naming the file."""
+    st = np.full((4, 4), 1024, np.uint16)
+    for case in ("iop", "spacing"):
+        folder = tmp_path / case
+        folder.mkdir()
+        for k, z in enumerate((0.0, 2.5, 5.0)):
+            write_ct_slice(folder / f"{k}.dcm", st, z, inst=k + 1)
+        for k in range(3):
+            ds = pydicom.dcmread(folder / f"{k}.dcm")
+            ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0] if k < 2 else [1, 0, 0, 0, 0, -1]
+            if case == "spacing":
+                ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+                ds.PixelSpacing = [0.8, 0.8] if k == 2 else [0.7, 0.7]
+            ds.save_as(folder / f"{k}.dcm")
+        words = "ImageOrientationPatient" if case == "iop" else "PixelSpacing"
+        with pytest.raises(DicomError, match=rf"2.dcm: {words} .* differs from .* of 0.dcm"):
+            read_dicom_series(folder)
