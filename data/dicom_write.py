@@ -34,6 +34,14 @@ COPIED = (
 )  # fmt: skip
 
 
+def _ds(value: float) -> str:
+    """A decimal string (DS) of at most 16 characters, as DICOM allows (repr of a float64 can
+    take 18: strict readers refuse it)."""
+    from pydicom.valuerep import format_number_as_ds
+
+    return format_number_as_ds(float(value))
+
+
 def write_dicom_series(
     folder: str | Path,
     volume_hu: np.ndarray,
@@ -99,13 +107,13 @@ def write_dicom_series(
             ds.DerivationDescription = description[:1024]
             ds.InstanceNumber = k + 1
             ds.Rows, ds.Columns = volume_hu.shape[1:]
-            ds.PixelSpacing = [float(pixel_spacing[0]), float(pixel_spacing[1])]
+            ds.PixelSpacing = [_ds(pixel_spacing[0]), _ds(pixel_spacing[1])]
             if positions is not None:
-                ds.ImagePositionPatient = [float(v) for v in positions[k]]
+                ds.ImagePositionPatient = [_ds(v) for v in positions[k]]
             if orientation is not None:
-                ds.ImageOrientationPatient = [float(v) for v in orientation]
+                ds.ImageOrientationPatient = [_ds(v) for v in orientation]
             if thickness is not None:
-                ds.SliceThickness = float(thickness)
+                ds.SliceThickness = _ds(thickness)
             ds.SamplesPerPixel = 1
             ds.PhotometricInterpretation = "MONOCHROME2"
             ds.BitsAllocated = ds.BitsStored = 16

@@ -292,3 +292,29 @@ def test_a_series_without_source_files_is_one_study_readable_by_others(tmp_path)
     os.umask(umask)
     mode = stat.S_IMODE((tmp_path / "d").stat().st_mode)
     assert mode == 0o777 & ~umask
+
+
+def test_derived_series_geometry_fits_dicom_decimal_strings(tmp_path):
+    """A tilted orientation (cos 15° = 0.9659258262890683) and a float32 pixel spacing were
+    written as 18-character decimal strings, over DICOM's 16: pydicom in strict mode refused the
+    files. They are written within 16 characters, the geometry kept to ~1e-12."""
+    from data.dicom_write import write_dicom_series
+
+    c, s = np.cos(np.radians(15)), np.sin(np.radians(15))
+    orient = (1.0, 0.0, 0.0, 0.0, float(c), float(-s))
+    spacing = (float(np.float32(0.9)), float(np.float32(0.9)))
+    positions = [(-123.456789012345, 0.0, 2.5 * k) for k in range(2)]
+    vol = np.zeros((2, 8, 8), np.float32)
+    write_dicom_series(tmp_path / "d", vol, None, pixel_spacing=spacing, positions=positions,
+                       orientation=orient, thickness=2.5, description="test")  # fmt: skip
+    strict = pydicom.config.settings.reading_validation_mode
+    pydicom.config.settings.reading_validation_mode = pydicom.config.RAISE
+    try:
+        for f in sorted((tmp_path / "d").glob("*.dcm")):
+            ds = pydicom.dcmread(f)
+            for key in ("ImageOrientationPatient", "PixelSpacing", "ImagePositionPatient"):
+                assert all(len(str(v)) <= 16 for v in ds[key].value), (key, ds[key].value)
+            np.testing.assert_allclose([float(v) for v in ds.ImageOrientationPatient], orient,
+                                       atol=1e-12)  # fmt: skip
+    finally:
+        pydicom.config.settings.reading_validation_mode = strict
