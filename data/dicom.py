@@ -199,6 +199,13 @@ def read_dicom_series(folder: str | Path) -> CTVolume:
     entries = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     files = [p for p in entries if p.suffix.lower() not in SIDECAR_SUFFIXES]
     if not files:
+        subs = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if subs:  # a patient or study folder (LIDC-IDRI-0001/<study>/<series>/)
+            raise DicomError(
+                f"{folder}: no DICOM files in it, but {len(subs)} subfolder(s) (e.g. {subs[0]}): "
+                f"give a series folder, or `recon batch ct --inputs {folder} --per volume` for "
+                "every series under it"
+            )
         what = "empty folder" if not entries else f"only {', '.join(p.name for p in entries[:3])}"
         raise DicomError(f"{folder}: no DICOM files ({what})")
     slices, skipped = [], []

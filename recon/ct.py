@@ -13,7 +13,8 @@ noise uses μ = 2.5·μ_water per mm·u with μ_water = 0.02/mm. Outputs are map
 Other inputs are taken as attenuation-like values in their own units (pixel size 1).
 
 Writes into ``--out``: recon.npy (float32, input units), recon.png, metrics.json, history.json,
-convergence.png, comparison.png (reference, FBP, reconstruction, |error|).
+convergence.png, comparison.png (reference, FBP, reconstruction, |error|); for a DICOM series
+or a volume also recon.nii.gz (the DICOM geometry) and dicom/ (a derived series in HU).
 """
 
 from __future__ import annotations

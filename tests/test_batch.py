@@ -265,7 +265,7 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
     with pytest.raises(ValueError, match="--inputs .*nothing-here: no such file or folder"):
         _batch(["ct", "--inputs", str(tmp_path / "nothing-here"), "--out", str(tmp_path)])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no DICOM or .npy files found"):
+    with pytest.raises(ValueError, match="no DICOM, NRRD, NIfTI or .npy files found"):
         _batch(["ct", "--inputs", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
     with pytest.raises(ValueError, match="--out DIR is required"):
         _batch(["ct", "--inputs", str(tmp_path)])
@@ -416,3 +416,22 @@ def test_options_no_input_would_use_are_refused_before_any_scan(tmp_path, capsys
         err = capsys.readouterr().err.strip()
         assert words in err and len(err.splitlines()) == 1
         assert not out.exists()
+
+
+def test_a_folder_of_volumes_is_found(tmp_path):
+    """`recon batch ct --inputs FOLDER` said "no DICOM or .npy files found" for a folder of
+    NIfTI/NRRD volumes, though naming the files worked; each is a unit named without its
+    suffix (it was `vol.nii.gz/`)."""
+    import nibabel as nib
+    import nrrd
+
+    root = tmp_path / "in"
+    root.mkdir()
+    vol = np.zeros((16, 16, 3), np.float32)
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), str(root / "a.nii.gz"))
+    nrrd.write(str(root / "b.nrrd"), vol)
+    (root / "notes.txt").write_text("not a scan")
+    files = find_inputs([str(root)], "ct")
+    assert [f.name for f in files] == ["a.nii.gz", "b.nrrd"]
+    units, _ = plan_units(files, "ct", tmp_path / "out")
+    assert sorted({Path(u.out).name for u in units}) == ["a", "b"]

@@ -316,3 +316,12 @@ def test_slices_of_another_orientation_or_grid_are_refused_by_name(tmp_path):
         words = "ImageOrientationPatient" if case == "iop" else "PixelSpacing"
         with pytest.raises(DicomError, match=rf"2.dcm: {words} .* differs from .* of 0.dcm"):
             read_dicom_series(folder)
+
+
+def test_a_patient_folder_points_to_its_series(tmp_path):
+    """An LIDC-style patient folder (study/series subfolders) was "no DICOM files (empty
+    folder)"; the message names a subfolder and `recon batch --per volume`."""
+    (tmp_path / "LIDC-IDRI-0001" / "study" / "series").mkdir(parents=True)
+    with pytest.raises(DicomError, match=r"LIDC-IDRI-0001: no DICOM files in it, but 1 "
+                       r"subfolder\(s\) \(e.g. study\).*--per volume"):  # fmt: skip
+        read_dicom_series(tmp_path / "LIDC-IDRI-0001")

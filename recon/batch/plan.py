@@ -48,7 +48,7 @@ def options_digest(modality: str, options: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-CT_SUFFIXES = (".npy", ".dcm", ".dicom")
+CT_SUFFIXES = (".npy", ".dcm", ".dicom", ".nrrd", ".nii")  # and .nii.gz (``is_input_file``)
 MRI_SUFFIXES = (".h5", ".npy")
 
 
@@ -93,13 +93,16 @@ def _is_dicom(path: Path) -> bool:
 
 
 def is_input_file(path: Path, modality: str) -> bool:
-    """Whether ``path`` is a scan of ``modality`` a folder search picks up: CT .npy/.dcm/.dicom
-    and DICOM files without a suffix (or .ima); MRI .h5/.npy. Hidden files never."""
+    """Whether ``path`` is a scan of ``modality`` a folder search picks up: CT .npy/.dcm/.dicom,
+    NRRD and NIfTI volumes, DICOM files without a suffix (or .ima); MRI .h5/.npy. Hidden files
+    never."""
     if path.name.startswith("."):
         return False
     suffix = path.suffix.lower()
     if modality == "mri":
         return suffix in MRI_SUFFIXES
+    if path.name.lower().endswith(".nii.gz"):
+        return True
     return suffix in CT_SUFFIXES or (suffix in ("", ".ima") and _is_dicom(path))
 
 
@@ -125,13 +128,15 @@ def find_inputs(specs: list[str], modality: str, exclude: Path | None = None) ->
         if exclude is not None:
             hits = [p for p in hits if not p.is_relative_to(exclude)]
         if not hits:
-            kinds = "fastMRI .h5 or .npy" if modality == "mri" else "DICOM or .npy"
+            kinds = "fastMRI .h5 or .npy" if modality == "mri" else "DICOM, NRRD, NIfTI or .npy"
             raise ValueError(f"--inputs {spec}: no {kinds} files found")
         found.extend(hits)
     return sorted(set(found))
 
 
 def _stem(rel: Path) -> Path:
+    if rel.name.lower().endswith(".nii.gz"):
+        return rel.with_name(rel.name[: -len(".nii.gz")])
     return rel.with_suffix("") if rel.suffix.lower() in CT_SUFFIXES + MRI_SUFFIXES else rel
 
 

@@ -215,10 +215,13 @@ def scans_from_glob(modality: str, pattern: str) -> list[Scan]:
     matches."""
     if Path(pattern).is_dir():
         from recon.batch.plan import is_input_file
+        from recon.ct import is_volume_file
 
         paths = sorted(
-            str(f) for f in Path(pattern).rglob("*") if f.is_file() and is_input_file(f, modality)
-        )
+            str(f)
+            for f in Path(pattern).rglob("*")
+            if f.is_file() and is_input_file(f, modality) and not is_volume_file(f)
+        )  # (a CT volume is many scans: not a validation image)
         if not paths:
             kinds = "fastMRI .h5 or .npy" if modality == "mri" else "DICOM or .npy"
             raise ValueError(f"--inputs {pattern}: a folder with no {kinds} files")
