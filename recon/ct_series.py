@@ -137,20 +137,24 @@ def volume_metrics(rec: np.ndarray, ref: np.ndarray) -> dict:
 def reconstruct_series(args: argparse.Namespace, out: Path) -> dict:
     """Reconstruct the slices ``args.slice`` selects (default all) of the DICOM series folder
     or NRRD volume ``args.input`` (see the module docstring); returns metrics.json's contents."""
+    import warnings
+
     from data.dicom_write import write_dicom_series
     from data.nifti import dicom_affine, write_nifti_volume
     from recon.mri import parse_slices
 
     path = Path(args.input)
-    vol = read_ct_volume(path)
+    with warnings.catch_warnings(record=True) as said:  # kept in metrics.json, and shown
+        warnings.simplefilter("always")
+        vol = read_ct_volume(path)
+    for w in said:
+        warnings.warn(str(w.message), w.category, stacklevel=2)
     if min(vol.hu.shape[1:]) < 8:
         h, w = vol.hu.shape[1:]
         raise ValueError(f"--input {path}: {h}×{w} slices; recon ct needs at least 8×8")
     slices = parse_slices(args.slice, len(vol.hu), path)
     pixel = float(vol.pixel_spacing[0])
     if not np.isclose(vol.pixel_spacing[0], vol.pixel_spacing[1], rtol=1e-3):
-        import warnings
-
         warnings.warn(
             f"--input {path}: pixels of {vol.pixel_spacing[0]:.4g} × {vol.pixel_spacing[1]:.4g} "
             f"mm; the projector takes square pixels of {pixel:.4g} mm, so line integrals and "
@@ -234,6 +238,8 @@ def reconstruct_series(args: argparse.Namespace, out: Path) -> dict:
     bad = unusable_slices(rows)
     if bad is not None:
         metrics["unusable"] = bad
+    if said:  # what reading the series said (a gap, duplicates, skipped objects): batch keeps it
+        metrics["input_warnings"] = [str(w.message) for w in said]
     positions = [vol.patient_positions[k] for k in slices] if vol.patient_positions else None
     start_outputs(out, writes=("recon.nii.gz", "dicom"))  # metrics.json first, then stale
     write_nifti_volume(

@@ -244,6 +244,12 @@ def test_cached_slices_of_other_images_are_redone(tmp_path, monkeypatch):
     with pytest.warns(UserWarning):  # the gap: uneven spacing
         assert main([*args, "--out", str(tmp_path / "k")]) == 130
     assert calls == [0, 1, 2]  # cached: slices 0, 1 and 3 of the full series
+    monkeypatch.setattr("recon.ct_series.reconstruct_slice", record)
+    with pytest.warns(UserWarning):  # what the reader said is kept in metrics.json
+        assert main(["ct", "--input", str(folder), *COMMON, "--slice", "0",
+                     "--out", str(tmp_path / "gap")]) == 0  # fmt: skip
+    said = json.loads((tmp_path / "gap" / "metrics.json").read_text())["input_warnings"]
+    assert any("uneven slice spacing" in w and "a slice missing?" in w for w in said)
     shutil.move(kept, middle)  # back: indices 2 and 3 now hold other images
     calls.clear()
     monkeypatch.setattr("recon.ct_series.reconstruct_slice", record)
