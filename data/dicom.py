@@ -249,6 +249,13 @@ def read_dicom_series(folder: str | Path) -> CTVolume:
     for s in slices:
         if s.series_uid is not None:
             by_series.setdefault(s.series_uid, s.path)
+    no_uid = [s.path for s in slices if s.series_uid is None]
+    if by_series and no_uid:  # one series has its UID on every slice
+        raise DicomError(
+            f"{folder}: {len(no_uid)} of {len(slices)} slices have no SeriesInstanceUID (e.g. "
+            f"{no_uid[0].name}) while {next(iter(by_series.values())).name} has one: two series "
+            "in one folder? give each series its own folder"
+        )
     if len(by_series) > 1:
         a, b = list(by_series.values())[:2]
         raise DicomError(

@@ -325,3 +325,19 @@ def test_a_patient_folder_points_to_its_series(tmp_path):
     with pytest.raises(DicomError, match=r"LIDC-IDRI-0001: no DICOM files in it, but 1 "
                        r"subfolder\(s\) \(e.g. study\).*--per volume"):  # fmt: skip
         read_dicom_series(tmp_path / "LIDC-IDRI-0001")
+
+
+def test_slices_without_a_series_uid_beside_a_series_are_refused(tmp_path):
+    """A second series without SeriesInstanceUID in the folder was interleaved with the first
+    (24 slices at half the spacing, no warning); one series has its UID on every slice."""
+    st = np.full((4, 4), 1024, np.uint16)
+    for k, z in enumerate((0.0, 2.5, 5.0)):
+        write_ct_slice(tmp_path / f"{k}.dcm", st, z, inst=k + 1)
+        ds = pydicom.dcmread(tmp_path / f"{k}.dcm")
+        if k < 2:
+            ds.SeriesInstanceUID = "1.2.3"
+        elif "SeriesInstanceUID" in ds:
+            del ds.SeriesInstanceUID
+        ds.save_as(tmp_path / f"{k}.dcm")
+    with pytest.raises(DicomError, match=r"1 of 3 slices have no SeriesInstanceUID \(e.g. 2.dcm\)"):
+        read_dicom_series(tmp_path)
