@@ -32,6 +32,7 @@ __all__ = [
     "resample_to_spacing",
     "decode_pixels",
     "grid_geometry",
+    "warn_no_image",
 ]
 
 PADDING_HU = -1024.0
@@ -215,11 +216,7 @@ def read_dicom_series(folder: str | Path) -> CTVolume:
         except NoPixelDataError:
             skipped.append(p)
     if skipped:
-        warnings.warn(
-            f"{folder}: {len(skipped)} DICOM object(s) without an image skipped (e.g. "
-            f"{skipped[0].name}: a DICOMDIR, report or structure set)",
-            stacklevel=2,
-        )
+        warn_no_image(folder, len(skipped), skipped[0].name)
     if not slices:
         raise DicomError(f"{folder}: no DICOM image files ({len(skipped)} without pixel data)")
     shape0 = slices[0].hu.shape
@@ -315,6 +312,17 @@ def read_dicom_series(folder: str | Path) -> CTVolume:
         patient_positions=[slices[i].position for i in kept] if located else None,
         orientation=first.orientation,
         thickness=first.thickness,
+    )
+
+
+def warn_no_image(where: str | Path, n: int, example: str | Path) -> None:
+    """Warn that ``n`` DICOM objects without an image (``NoPixelDataError``: a DICOMDIR, a
+    report, a structure set) were skipped under ``where``, naming one (``example``); the
+    warning points at the caller of the function that calls this."""
+    warnings.warn(
+        f"{where}: {n} DICOM object(s) without an image skipped (e.g. {example}: a DICOMDIR, "
+        "report or structure set)",
+        stacklevel=3,
     )
 
 

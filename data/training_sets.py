@@ -227,7 +227,7 @@ def read_image_folder(
             ".nii, .nii.gz and "
             "DICOM files without a suffix)"
         )
-    from data.dicom import NoPixelDataError
+    from data.dicom import NoPixelDataError, warn_no_image
 
     kept: list[Path] = []
     images: list[list[np.ndarray]] = []
@@ -252,13 +252,7 @@ def read_image_folder(
             kept.append(path)
             images.append(usable)
     if no_image:
-        import warnings
-
-        warnings.warn(
-            f"{root}: {len(no_image)} DICOM object(s) without an image skipped (e.g. "
-            f"{no_image[0].relative_to(root)}: a DICOMDIR, report or structure set)",
-            stacklevel=2,
-        )
+        warn_no_image(root, len(no_image), no_image[0].relative_to(root))
     return ImageFolder(root, kept, images, too_small)
 
 

@@ -255,13 +255,9 @@ def scans_from_glob(modality: str, pattern: str) -> list[Scan]:
             img = load_magnitude_npy(p)
             scans.append(Scan(Path(p).name, np.abs(img).astype(np.float32)))
     if skipped:
-        import warnings
+        from data.dicom import warn_no_image
 
-        warnings.warn(
-            f"--inputs {pattern}: {len(skipped)} DICOM object(s) without an image skipped (e.g. "
-            f"{Path(skipped[0]).name}: a DICOMDIR, report or structure set)",
-            stacklevel=2,
-        )
+        warn_no_image(f"--inputs {pattern}", len(skipped), Path(skipped[0]).name)
     if not scans:
         raise ValueError(f"--inputs {pattern}: no image among the files it matches")
     return scans
