@@ -384,9 +384,7 @@ def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
         )
     out = Path(out)
     inp = load_ct_input(args.input, size, None, args.seed, getattr(args, "units", None))
-    if min(inp.image.shape) < 8:
-        h, w = inp.image.shape
-        raise ValueError(f"--input {args.input}: a {h}×{w} image; recon ct needs at least 8×8")
+    check_image_size(args.input, inp.image.shape)
     if float(inp.image.max()) == float(inp.image.min()):
         raise ValueError(
             f"--input {args.input}: a constant image (every pixel {float(inp.image.min()):g}): "
@@ -423,6 +421,18 @@ def display_record(window: str | None, display: tuple[float, float], units: str)
     """What metrics.json says about the PNGs' grey scale: the ``--window`` asked for (None: the
     reference's range), the (lo, hi) it gave and their units."""
     return {"window": window, "range": [float(display[0]), float(display[1])], "units": units}
+
+
+MIN_SIZE = 8  # the smallest image side recon ct reconstructs
+
+
+def check_image_size(spec: str | Path, shape: tuple[int, ...], what: str = "image") -> None:
+    """ValueError naming ``--input spec`` when images of ``shape`` (H, W) are under
+    ``MIN_SIZE`` on a side (``what``: "image", or "slices" for a volume's)."""
+    h, w = shape[-2:]
+    if min(h, w) < MIN_SIZE:
+        size = f"a {h}×{w} image" if what == "image" else f"{h}×{w} {what}"
+        raise ValueError(f"--input {spec}: {size}; recon ct needs at least {MIN_SIZE}×{MIN_SIZE}")
 
 
 def is_volume_file(path: str | Path) -> bool:

@@ -35,6 +35,7 @@ import torch
 
 from recon.ct import (
     CTSliceRecon,
+    check_image_size,
     ct_operator,
     display_record,
     method_label,
@@ -149,9 +150,7 @@ def reconstruct_series(args: argparse.Namespace, out: Path) -> dict:
         vol = read_ct_volume(path)
     for w in said:
         warnings.warn(str(w.message), w.category, stacklevel=2)
-    if min(vol.hu.shape[1:]) < 8:
-        h, w = vol.hu.shape[1:]
-        raise ValueError(f"--input {path}: {h}×{w} slices; recon ct needs at least 8×8")
+    check_image_size(path, vol.hu.shape, "slices")
     slices = parse_slices(args.slice, len(vol.hu), path)
     pixel = float(vol.pixel_spacing[0])
     if not np.isclose(vol.pixel_spacing[0], vol.pixel_spacing[1], rtol=1e-3):
