@@ -346,19 +346,25 @@ def _run_defaults(pb, metric, quick: bool) -> dict[str, dict]:
     return out
 
 
-def run_ct(args, out: Path) -> dict[str, Any]:
+def run_ct(args, out: Path, peer: tuple[str | None, str]) -> dict[str, Any]:
     """The images of ``CT_IMAGES`` that ``--ct-images`` names (``--quick``: the first of them),
-    each into OUT/<name>/, with its DeepInverse λ grid unless ``--dinv-lambdas`` gives one."""
+    each into OUT/<name>/, with its DeepInverse λ grid unless ``--dinv-lambdas`` gives one;
+    ``peer``: ``check_peer_python``'s (interpreter, version or reason it is skipped)."""
     names = args.ct_images or CT_IMAGE_NAMES
     images = [c for c in CT_IMAGES if c[0] in names][: 1 if args.quick else None]
     return {
-        name: run_ct_image(args, out / name, text, load(), args.dinv_lambdas or lambdas)
+        name: run_ct_image(args, out / name, text, load(), args.dinv_lambdas or lambdas, peer)
         for name, text, load, lambdas in images
     }
 
 
 def run_ct_image(
-    args, out: Path, text: str, image: np.ndarray, lambdas: tuple[float, ...]
+    args,
+    out: Path,
+    text: str,
+    image: np.ndarray,
+    lambdas: tuple[float, ...],
+    peer: tuple[str | None, str],
 ) -> dict[str, Any]:
     from recon.api import ct_problem
     from recon.pipeline import image_metrics
@@ -387,7 +393,7 @@ def run_ct_image(
         "fbp": {**metric(x0), "seconds": pb.fbp_seconds},
         "ours": {k: _strip(v) for k, v in ours.items()},
     }
-    python, info = check_peer_python(args.peer_python)
+    python, info = peer
     if python is None:
         result["peer"] = {"skipped": info}
         print(info, file=sys.stderr)
@@ -842,11 +848,10 @@ def run_bench(args) -> int:
         args.dinv_steps = args.dinv_steps[:1]
         args.dinv_iters = min(args.dinv_iters, 10)
     do_ct, do_mri = (args.ct or not args.mri), (args.mri or not args.ct)
-    if do_ct and args.peer_python:  # asked for by name: a peer that cannot run is an error
-        python, info = check_peer_python(args.peer_python)
-        if python is None:
-            raise ValueError(info.replace("DeepInverse skipped: ", "") + " (leave out "
-                             "--peer-python to run ours alone)")  # fmt: skip
+    peer = check_peer_python(args.peer_python) if do_ct else (None, "")
+    if args.peer_python and do_ct and peer[0] is None:  # asked for by name: an error
+        raise ValueError(peer[1].replace("DeepInverse skipped: ", "") + " (leave out "
+                         "--peer-python to run ours alone)")  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
@@ -855,7 +860,7 @@ def run_bench(args) -> int:
         "cpus": os.cpu_count(),
     }
     if do_ct:
-        results["ct"] = run_ct(args, out)
+        results["ct"] = run_ct(args, out, peer)
         for name, ct in results["ct"].items():
             plot_ct(ct, out / f"ct_{name}_psnr_vs_seconds.png")
     if do_mri:
