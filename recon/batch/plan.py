@@ -25,6 +25,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from data.nifti import is_nifti
+
 __all__ = ["Unit", "find_inputs", "plan_units", "group_tasks", "MARKER"]
 
 MARKER = "metrics.json"
@@ -48,7 +50,7 @@ def options_digest(modality: str, options: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-CT_SUFFIXES = (".npy", ".dcm", ".dicom", ".nrrd", ".nii")  # and .nii.gz (``is_input_file``)
+CT_SUFFIXES = (".npy", ".dcm", ".dicom", ".nrrd", ".nii")  # and .nii.gz (``data.nifti.is_nifti``)
 MRI_SUFFIXES = (".h5", ".npy")
 
 
@@ -101,7 +103,7 @@ def is_input_file(path: Path, modality: str) -> bool:
     suffix = path.suffix.lower()
     if modality == "mri":
         return suffix in MRI_SUFFIXES
-    if path.name.lower().endswith(".nii.gz"):
+    if is_nifti(path):
         return True
     return suffix in CT_SUFFIXES or (suffix in ("", ".ima") and _is_dicom(path))
 
@@ -135,8 +137,8 @@ def find_inputs(specs: list[str], modality: str, exclude: Path | None = None) ->
 
 
 def _stem(rel: Path) -> Path:
-    if rel.name.lower().endswith(".nii.gz"):
-        return rel.with_name(rel.name[: -len(".nii.gz")])
+    if is_nifti(rel) and rel.suffix.lower() == ".gz":  # x.nii.gz: x
+        return rel.with_suffix("").with_suffix("")
     return rel.with_suffix("") if rel.suffix.lower() in CT_SUFFIXES + MRI_SUFFIXES else rel
 
 
