@@ -44,7 +44,7 @@ from recon.ct import (
     reconstruct_slice,
     run_metrics,
 )
-from recon.outputs import atomic_write, start_outputs, write_outputs
+from recon.outputs import atomic_write, jsonable, start_outputs, write_outputs
 from recon.pipeline import image_metrics, load_presets, unusable_slices, warn_about_run
 
 __all__ = ["reconstruct_series", "CACHE", "volume_metrics"]
@@ -81,8 +81,10 @@ def _cache_path(out: Path, index: int) -> Path:
 
 
 def _save_slice(path: Path, r: CTSliceRecon, row: dict, digest: str) -> None:
-    """One finished slice: the images, the warm start for the next and its metrics row."""
+    """One finished slice: the images, the warm start for the next, its metrics row and its
+    per-iteration history (the middle slice's is the run's history.json)."""
     meta = {"row": row, "record": r.record, "noise": r.noise, "digest": digest}
+    meta["history"] = jsonable(r.history)
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
@@ -111,7 +113,7 @@ def _load_slice(path: Path, digest: str) -> tuple[CTSliceRecon, dict] | None:
                 fbp=z["fbp"],
                 internal=torch.from_numpy(z["internal"]),
                 record=meta["record"],
-                history={},
+                history=meta.get("history") or {},
                 seconds=float(meta["row"]["seconds"]),
                 fbp_seconds=float(meta["row"]["fbp_seconds"]),
                 noise=meta["noise"],
@@ -261,7 +263,6 @@ def reconstruct_series(args: argparse.Namespace, out: Path) -> dict:
     )
     display = parse_window(args.window, refs[mid_n], "HU")
     metrics["display"] = display_record(args.window, display, "HU")
-    # the middle slice's history: a resumed slice has none saved, so it is left empty then
     write_outputs(
         out, mid.image, refs[mid_n], ("FBP", mid.fbp), metrics, mid.history,
         f"CT {label}, slice {slices[mid_n]}", display, volume=volume,

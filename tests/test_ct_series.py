@@ -161,24 +161,25 @@ def test_a_nifti_volume_reads_back_with_the_series_values_and_geometry(series, f
 
 def test_a_killed_run_resumes_without_redoing_finished_slices(series, full_run, tmp_path,
                                                               monkeypatch):  # fmt: skip
-    """The run dies after 2 slices (an exception from the third, like a kill between writes):
-    no metrics.json, 2 cached slices. The rerun reconstructs only the 3 others and ends
-    bit-identical to the uninterrupted run (each slice starts from the same neighbour)."""
+    """The run dies after 3 slices (an exception from the fourth, like a kill between writes):
+    no metrics.json, 3 cached slices. The rerun reconstructs only the 2 others and ends
+    bit-identical to the uninterrupted run (each slice starts from the same neighbour); the
+    middle slice was cached, and history.json is still its history."""
     out = tmp_path / "resumed"
     real = ct_module.reconstruct_slice
     calls = []
 
-    def dies_on_third(*a, **kw):
+    def dies_on_fourth(*a, **kw):
         calls.append(a[5])  # the seed: --seed + slice index
-        if len(calls) == 3:
+        if len(calls) == 4:
             raise KeyboardInterrupt
         return real(*a, **kw)
 
-    monkeypatch.setattr("recon.ct_series.reconstruct_slice", dies_on_third)
+    monkeypatch.setattr("recon.ct_series.reconstruct_slice", dies_on_fourth)
     # the CLI turns the interrupt into its exit status, as for Ctrl-C
     assert main(["ct", "--input", str(series[0]), *COMMON, "--out", str(out)]) == 130
     assert not (out / "metrics.json").exists()
-    assert len(list((out / ".slices").glob("*.npz"))) == 2
+    assert len(list((out / ".slices").glob("*.npz"))) == 3
     calls.clear()
 
     def counts(*a, **kw):
@@ -187,9 +188,14 @@ def test_a_killed_run_resumes_without_redoing_finished_slices(series, full_run, 
 
     monkeypatch.setattr("recon.ct_series.reconstruct_slice", counts)
     assert main(["ct", "--input", str(series[0]), *COMMON, "--out", str(out)]) == 0
-    assert calls == [2, 3, 4]  # seeds 0 + k: only the unfinished slices
+    assert calls == [3, 4]  # seeds 0 + k: only the unfinished slices
     assert np.array_equal(np.load(out / "recon.npy"), np.load(full_run / "recon.npy"))
-    assert json.loads((out / "metrics.json").read_text())["resumed_slices"] == 2
+    assert json.loads((out / "metrics.json").read_text())["resumed_slices"] == 3
+    history = json.loads((out / "history.json").read_text())
+    whole = json.loads((full_run / "history.json").read_text())
+    assert history.keys() == whole.keys() and len(history["psnr"]) > 0
+    for key in ("rel_change", "psnr"):  # the same iterates (only the seconds differ)
+        assert history[key] == whole[key]
 
 
 def test_slices_made_with_other_options_are_redone(series, tmp_path, monkeypatch):
