@@ -561,6 +561,26 @@ def pgd_sigma_factor(step_rel: float, rho_rel: float, power: float = 2.0) -> flo
     return (step_rel * rho_rel) ** (1.0 / power)
 
 
+def missing_sigma_rule(prior_name: str | Path, solver: str) -> ValueError:
+    """The error for a prior that takes the noise level run by ``solver`` with no σ rule: it
+    names the options and the preset entry that give one."""
+    key = prior_key(prior_name)
+    section = "pnp-admm" if solver == "pnp-admm" else "pnp-pgd"  # PGD and FISTA: pnp-pgd
+    return ValueError(
+        f"prior {str(prior_name)!r} takes the noise level and no preset gives its σ rule: give "
+        "recon ct/mri --prior-sigma-noise C (σ = C × the start image's noise estimate) "
+        "and/or --prior-sigma-rel S (× its range), or file them for it in a preset "
+        "(--config FILE; recon bench grid --ct-config/--mri-config; recon tune --config; "
+        f'recon.api.solve(config=FILE)): {{"priors": {{"{key}": {{"{section}": '
+        '{"prior_sigma_noise": 0.5}}}}, one entry per solver section (docs/training.md)'
+    )
+
+
+def has_sigma_rule(params: dict[str, Any]) -> bool:
+    """Whether a solver's parameters give a σ-input prior its σ rule (``_tell_noise_level``)."""
+    return any(params.get(k) is not None for k in SIGMA_KEYS)
+
+
 def _tell_noise_level(
     prior,
     prior_name: str,
@@ -592,16 +612,7 @@ def _tell_noise_level(
             )
         return {}
     if not given:
-        key = prior_key(prior_name)
-        section = "pnp-admm" if solver == "pnp-admm" else "pnp-pgd"  # PGD and FISTA: pnp-pgd
-        raise ValueError(
-            f"prior {prior_name!r} takes the noise level and no preset gives its σ rule: give "
-            "recon ct/mri --prior-sigma-noise C (σ = C × the start image's noise estimate) "
-            "and/or --prior-sigma-rel S (× its range), or file them for it in a preset "
-            "(--config FILE; recon bench grid --ct-config/--mri-config; recon tune --config; "
-            f'recon.api.solve(config=FILE)): {{"priors": {{"{key}": {{"{section}": '
-            '{"prior_sigma_noise": 0.5}}}}, one entry per solver section (docs/training.md)'
-        )
+        raise missing_sigma_rule(prior_name, solver)
     for k, v in {**given, **per_geometry}.items():
         if not float(v) > 0:
             raise ValueError(f"{k} must be > 0, got {v}")

@@ -207,3 +207,22 @@ def test_priors_the_grid_would_drop_or_merge_are_refused(tmp_path, capsys):
     assert main([*base, "--priors", *two]) == 2
     assert "both are named 'mine'" in capsys.readouterr().err
     assert not (tmp_path / "g").exists()
+
+
+def test_a_checkpoint_without_a_sigma_rule_is_refused_before_any_cell(tmp_path, capsys):
+    """A from-scratch σ-input checkpoint has no σ rule: the grid stopped at its first cell,
+    after the cells before it had run. It is refused up front with the preset entry to add."""
+    from recon.cli import main
+
+    ckpt = tmp_path / "scratch.safetensors"
+    train = ["train", "--kind", "fne-ridge", "--data", "ellipses", "--steps", "1", "--batch", "1"]
+    assert main([*train, "--patch", "32", "--threads", "1", "--quiet", "--out", str(ckpt)]) == 0
+    out = tmp_path / "g"
+    args = ["bench", "grid", "--quick", "--modality", "ct", "--solvers", "pnp-admm", "pnp-pgd"]
+    args += ["--priors", "tv", str(ckpt), "--quiet", "--out", str(out)]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"--priors {ckpt}: prior" in err
+    assert '{"priors": {"scratch": {"pnp-admm": {"prior_sigma_noise": 0.5}}}}' in err
+    assert not out.exists()

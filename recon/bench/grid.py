@@ -237,6 +237,21 @@ def checkpoint_modality(path: str) -> str:
     return "mri" if channels == 2 else "ct"
 
 
+def _check_sigma_rules(path: str, solvers: list[str], presets: dict) -> None:
+    """ValueError (naming the preset entry to add) when the checkpoint at ``path`` takes the
+    noise level and a solver's preset section gives it no σ rule: found here, not cells later."""
+    from priors.checkpoint import load_prior
+    from priors.lpn import takes_noise_level
+    from recon.pipeline import has_sigma_rule, method_params, missing_sigma_rule
+
+    if not takes_noise_level(load_prior(path)):
+        return
+    for solver in solvers:
+        base, _, params = method_params(presets, solver, path)
+        if not has_sigma_rule(params):
+            raise ValueError(f"--priors {path}: {missing_sigma_rule(path, base)}")
+
+
 def _check_prior_names(asked: list[str], priors: dict[str, list[str]], mods: set[str]) -> None:
     """ValueError for ``--priors`` the grid would drop or mix up: one of a modality that no
     problem left to run has (it would give no row), or two that share a name (cells, tables and
@@ -601,6 +616,10 @@ def spec_from_args(args) -> GridSpec:
         "mri": load_presets("mri", args.mri_config),
     }
     solvers = list(args.solvers or SOLVERS)
+    for m in mods:  # before any cell runs: a checkpoint that takes σ needs its σ rule
+        for prior in priors[m]:
+            if prior.endswith(".safetensors"):
+                _check_sigma_rules(prior, solvers, presets[m])
     return GridSpec(problems, ct, mri, solvers, priors, iters, presets, args.seed)
 
 
