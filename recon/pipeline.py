@@ -658,7 +658,8 @@ def _follow_noise(
     """A preset value that follows the data's noise: with ``p[rule]`` = c (popped; absent or
     null: off, {} returned) set ``p[key]`` = max(p[key], c × (σ̂ / (gain·range(x0)))^power), σ̂
     as in ``_data_noise``; ``p[key]`` is then a floor. σ̂ and the range scale alike with the
-    intensities, so the run stays affine-equivariant. Returns what was used."""
+    intensities, so the run stays affine-equivariant. Returns what was used (``{key}_floor``:
+    True when the floor held, so any smaller c gives the same run)."""
     if p.get(rule) is None:
         p.pop(rule, None)
         return {}
@@ -668,8 +669,10 @@ def _follow_noise(
     sigma = _data_noise(x0, noise_level)
     r = intensity_range(x0)
     rel = c * (sigma / (gain * r)) ** power if r > 0 and gain > 0 else 0.0
-    p[key] = max(float(p.get(key, 0.0)), rel)
-    return {f"{key}_used": p[key], "noise_estimate": sigma}
+    floor = float(p.get(key, 0.0))
+    p[key] = max(floor, rel)
+    used = {f"{key}_used": p[key], "noise_estimate": sigma}
+    return {**used, f"{key}_floor": True} if rel < floor else used
 
 
 def _problem_rho_rel(p: dict[str, Any], x0, noise_level: float | None, op=None) -> dict[str, float]:

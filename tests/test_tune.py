@@ -282,3 +282,32 @@ def test_an_mri_case_is_the_problem_recon_mri_solves(tmp_path):
         assert rc == 0 and m["readout_oversampling_removed"] == 2
         assert case.noise_level == pytest.approx(m["kspace_noise"], rel=1e-6)
         assert got["psnr"] == pytest.approx(m["psnr"], abs=1e-4), (solver, got["psnr"], m["psnr"])
+
+
+def test_noise_rule_constants_below_the_floor_are_not_rerun(monkeypatch):
+    """TV's weight is max(weight_rel, weight_noise × noise term): every weight_noise whose
+    term falls under the floor is the same run. The search ran each of them; it now runs the
+    largest such value once and scores the smaller ones with it, and that score is what a
+    run at the smaller value gives."""
+    import recon.tune as tune
+    from data.phantoms import random_ellipses
+
+    case = build_case("ct-par30", Scan("tiny", random_ellipses(32, seed=5)), seed=0)
+    presets = load_presets("ct")
+    presets["tv"] = {**presets["tv"], "weight_rel": 0.05}  # a high floor
+    calls = []
+
+    def counted(*a, **kw):
+        calls.append(a[3]["tv"]["weight_noise"])
+        return run_method(*a, **kw)
+
+    monkeypatch.setattr(tune, "run_method", counted)
+    space = [Param("weight_noise", 1e-4, 10.0, 1e-3, 6)]
+    res = tune_solver([case], "tv", "", presets, 5, params=space, progress=False)
+    floor = [t for t in res.trials if t.params["weight_noise"] <= 2e-3]
+    assert len(floor) >= 3 and len({t.score for t in floor}) == 1
+    assert len(calls) < len(res.trials)
+    low = min(t.params["weight_noise"] for t in floor)
+    assert low not in calls  # scored without a run, with the score a run gives
+    p = {**presets, "tv": {**presets["tv"], "weight_noise": low}}
+    assert run_method(case, "pnp-admm", "tv", p, iters=5)["psnr"] == floor[0].score

@@ -23,15 +23,16 @@ priors as shipped; TV's is the ``tv`` section. The preset says its modality (``_
 the other modality's CLI refuses it.
 
 Search: a coarse log grid per parameter, then refinement between the best point and its
-neighbours (``recon.tune.search``). Validation scans: ``--inputs GLOB|FOLDER`` (your own; CT
-DICOM/.npy, MRI .npy magnitudes or fastMRI .h5), ``--val real-ct`` (four native-resolution
-windows of a real abdominal CT slice from pydicom-data, a patient never trained on) or synthetic
-ones disjoint from the ``recon bench grid`` test set (CT: ellipse phantoms with other seeds;
-MRI: other held-out Colin27 slices). A validation set has to look like the scans it is for: CT
-phantoms, or whole slices averaged down to 128², asked for far less regularization than real
-native-resolution CT. The test scans (and ``--test GLOB``) are compared by content and tuning
-refuses to start if any overlaps.
-``--report-test`` then (and only then) scores the shipped and tuned presets on the test scans.
+neighbours (``recon.tune.search``). A noise rule's constant small enough that its floor held on
+every scan is the same run as the floor: it is scored without rerunning. Validation scans:
+``--inputs GLOB|FOLDER`` (your own; CT DICOM/.npy, MRI .npy magnitudes or fastMRI .h5),
+``--val real-ct`` (four native-resolution windows of a real abdominal CT slice from pydicom-data, a
+patient never trained on) or synthetic ones disjoint from the ``recon bench grid`` test set (CT:
+ellipse phantoms with other seeds; MRI: other held-out Colin27 slices). A validation set has to
+look like the scans it is for: CT phantoms, or whole slices averaged down to 128², asked for far
+less regularization than real native-resolution CT. The test scans (and ``--test GLOB``) are
+compared by content and tuning refuses to start if any overlaps. ``--report-test`` then (and
+only then) scores the shipped and tuned presets on the test scans.
 
 Writes into ``--out``: preset.json (the format of recon/presets/*.json; also to ``--preset``),
 search.json (every trial), search-SOLVER.png (PSNR vs each parameter) and test_report.json.
@@ -137,6 +138,34 @@ def _method(solver: str, section: dict) -> str:
     return "pnp-admm" if solver in ("pnp-admm", "tv") else solver
 
 
+# a noise rule's constant and the preset value it sets: max(floor, constant × noise term)
+NOISE_RULES = {"rho_noise": "rho_rel", "weight_noise": "weight_rel"}
+
+
+def _floor_key(values: dict[str, float], rule: str) -> tuple:
+    return (rule, *sorted((k, v) for k, v in values.items() if k != rule))
+
+
+def _note_floor(floors: dict, values: dict[str, float], runs: list[dict], score: float) -> None:
+    """Remember a trial whose noise rule gave every case the floor: then a smaller constant,
+    the other values unchanged, is the same run (``_below_floor``)."""
+    for rule, key in NOISE_RULES.items():
+        if rule in values and all(r["params"].get(f"{key}_floor") for r in runs):
+            k = _floor_key(values, rule)
+            if values[rule] > floors.get(k, (-math.inf, 0.0))[0]:
+                floors[k] = (values[rule], score)
+
+
+def _below_floor(floors: dict, values: dict[str, float]) -> float | None:
+    """The score of a trial already run at the floor, or None (it has to run)."""
+    for rule in NOISE_RULES:
+        if rule in values:
+            hit = floors.get(_floor_key(values, rule))
+            if hit is not None and values[rule] <= hit[0]:
+                return hit[1]
+    return None
+
+
 def tune_solver(
     cases: list,
     solver: str,
@@ -160,12 +189,17 @@ def tune_solver(
     prior_name = "tv" if solver == "tv" else prior
     bar = tqdm(desc=f"tune {solver}", unit="trial", disable=not progress)
 
+    floors: dict[tuple, tuple[float, float]] = {}  # see _floor_key
+
     def score(values: dict[str, float]) -> float:
+        known = _below_floor(floors, values)
+        if known is not None:
+            return known
         trial_presets = {**presets, solver: {**section, **values}}
-        psnrs = [
-            run_method(c, method, prior_name, trial_presets, iters=iters)["psnr"] for c in cases
-        ]
-        return float(np.mean(psnrs))
+        runs = [run_method(c, method, prior_name, trial_presets, iters=iters) for c in cases]
+        mean = float(np.mean([r["psnr"] for r in runs]))
+        _note_floor(floors, values, runs, mean)
+        return mean
 
     def log(t: Trial) -> None:
         bar.update(1)
