@@ -364,8 +364,13 @@ def preset_from(path: str | Path) -> str | None:
     return name if isinstance(name, str) and name in shipped_priors() else None
 
 
-def _shipped_copy(path: str | Path, shipped: dict[str, Path]) -> str | None:
-    """The shipped prior whose weights file ``path`` is, or holds the same bytes as; else None."""
+def shipped_copy(path: str | Path, shipped: dict[str, Path] | None = None) -> str | None:
+    """The shipped prior whose weights file ``path`` is, or holds the same bytes as; else None
+    (``shipped``: ``priors.checkpoint.shipped_priors()`` when not given)."""
+    if shipped is None:
+        from priors.checkpoint import shipped_priors
+
+        shipped = shipped_priors()
     here = Path(path)
     if not here.is_file():
         return None
@@ -409,7 +414,7 @@ def presets_for_prior(presets: dict, prior: str | Path | None) -> dict[str, Any]
 
         shipped = shipped_priors()
         stem = prior_key(prior)
-        key = _shipped_copy(prior, shipped) or preset_from(prior)
+        key = shipped_copy(prior, shipped) or preset_from(prior)
         key = key or (stem if stem not in shipped else None)
     layers = (table.get(key, {}) if key else {}, user.get("", {}), user.get(prior_key(prior), {}))
     for layer in layers:

@@ -914,18 +914,20 @@ def _resume_conflicts(
 
 
 def _preset_from(init: str | None, source_meta: dict) -> str | None:
-    """The shipped prior a run started from: ``init`` itself when it names one (or its file),
-    else the ``preset_from`` its checkpoint recorded (an older checkpoint's ``init`` when that
-    names a shipped prior, as ``recon.pipeline.preset_from`` reads it); None without --init."""
+    """The shipped prior a run started from: ``init`` itself when it names one (or its file, or
+    a byte copy of it: ``recon.pipeline.shipped_copy``, as presets find it), else the
+    ``preset_from`` its checkpoint recorded (an older checkpoint's ``init`` when that names a
+    shipped prior, as ``recon.pipeline.preset_from`` reads it); None without --init."""
+    from recon.pipeline import shipped_copy
+
     if not init:
         return None
     shipped = shipped_priors()
     if init in shipped:
         return init
-    path = Path(init).resolve()
-    for name, file in shipped.items():
-        if file.resolve() == path:
-            return name
+    copy = shipped_copy(init, shipped)
+    if copy is not None:
+        return copy
     got = source_meta.get("preset_from") or source_meta.get("init")  # older: only "init"
     return got if isinstance(got, str) and got in shipped else None
 

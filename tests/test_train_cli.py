@@ -397,6 +397,18 @@ def test_preset_from_records_the_shipped_prior_a_fine_tune_started_from(tmp_path
     scratch = tmp_path / "scratch.safetensors"
     assert _train(*one, "--out", str(scratch)) == 0
     assert "preset_from" not in read_checkpoint(scratch)[1]["meta"]
+    # a byte copy of a shipped file (downloaded or copied elsewhere) is that prior, as its
+    # presets are found (recon.pipeline.shipped_copy); it recorded nothing before
+    import shutil
+
+    from priors.checkpoint import shipped_priors
+
+    copy = tmp_path / "copy" / "weights.safetensors"
+    copy.parent.mkdir()
+    shutil.copy(shipped_priors()["ridge-ct"], copy)
+    third = tmp_path / "ft3.safetensors"
+    assert _train(*one, "--init", str(copy), "--out", str(third)) == 0
+    assert read_checkpoint(third)[1]["meta"]["preset_from"] == "ridge-ct"
 
 
 def test_a_conversion_never_overwrites_a_checkpoint_unasked(tmp_path, capsys):
