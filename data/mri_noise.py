@@ -64,16 +64,18 @@ def estimate_kspace_noise(kspace: np.ndarray, mask: np.ndarray | None = None) ->
     """σ of the k-space noise per real/imaginary part from Cartesian k-space (C, H, W) or
     (H, W): the Rayleigh median of |k| over the *sampled* samples (``mask`` > 0, default
     |k| ≠ 0) in the four corner blocks (``CORNER`` of each axis), or, when fewer than 64 lie
-    there, in the outer ring (``RING``). Raises ValueError when both have fewer than 64."""
+    there, in the outer ring (``RING``). Samples that are exactly zero are never counted: no
+    noisy measurement is, so they are zero padding (fastMRI's knee files pad the phase-encode
+    columns beyond those acquired) or zero-filling. Raises ValueError when both have fewer
+    than 64."""
     k = np.asarray(kspace)
     if k.ndim == 2:
         k = k[None]
     if k.ndim != 3 or not np.iscomplexobj(k):
         raise ValueError(f"expected complex k-space (C, H, W) or (H, W), got {k.dtype} {k.shape}")
+    sampled = k != 0
     if mask is not None:
-        sampled = np.broadcast_to(np.asarray(mask) > 0, k.shape)  # (W,) or (H, W)
-    else:
-        sampled = k != 0
+        sampled &= np.broadcast_to(np.asarray(mask) > 0, k.shape)  # (W,) or (H, W)
     corners = np.broadcast_to(corner_mask(k.shape[-2:]), k.shape) & sampled
     if int(corners.sum()) >= MIN_SAMPLES:
         return _rayleigh_sigma(np.abs(k[corners]), "outer corners")
