@@ -69,6 +69,8 @@ class FastMRIFile:
     kspace: (S, [C,] H, W) complex64. reference: (S, h, w) float32 or None, from
     ``reference_key``. encoding_size / recon_size: (H, W) and (h, w) from the header (None
     without header). encoding_limits: (min, max, center) of kspace_encoding_step_1, or None.
+    mask: (W,) bool, the sampled columns of an undersampled file (fastMRI's test and challenge
+    sets: k-space zero outside them), or None for fully sampled k-space.
     """
 
     path: Path
@@ -79,6 +81,7 @@ class FastMRIFile:
     encoding_size: tuple[int, int] | None = None
     recon_size: tuple[int, int] | None = None
     encoding_limits: tuple[int, int, int] | None = None
+    mask: np.ndarray | None = None
 
     @property
     def is_multicoil(self) -> bool:
@@ -224,7 +227,24 @@ def read_fastmri(path: str | Path, slices: SliceSel = None) -> FastMRIFile:
             raw = f["ismrmrd_header"][()]
             xml = raw.decode() if isinstance(raw, bytes) else str(raw)
             enc, rec, limits = _parse_header(xml, path)
-    return FastMRIFile(path, kspace, ref, key, attrs, enc, rec, limits)
+        mask = _read_mask(f, ds.shape[-1], path)
+    return FastMRIFile(path, kspace, ref, key, attrs, enc, rec, limits, mask)
+
+
+def _read_mask(f, width: int, path: Path) -> np.ndarray | None:
+    """The file's ``mask`` dataset (fastMRI test/challenge files: the sampled columns, (W,)) as
+    bool, or None; FastMRIError naming the file when it is not W values of 0/1."""
+    if "mask" not in f:
+        return None
+    m = np.asarray(f["mask"][()])
+    if m.ndim != 1 or m.shape[0] != width or m.dtype.kind not in "biuf":
+        raise FastMRIError(
+            f"{path}: 'mask' must hold one 0/1 value per k-space column ({width}), got shape "
+            f"{m.shape} and dtype {m.dtype}"
+        )
+    if not np.isin(m, (0, 1)).all() or not m.any():
+        raise FastMRIError(f"{path}: 'mask' must be 0/1 per column with at least one 1")
+    return m.astype(bool)
 
 
 def count_slices(path: str | Path) -> int:
@@ -277,6 +297,7 @@ def write_fastmri(
     encoding_size: tuple[int, int] | None = None,
     recon_size: tuple[int, int] | None = None,
     reference_key: str | None = None,
+    mask: np.ndarray | None = None,
 ) -> Path:
     """Write a file in fastMRI's layout, atomically; returns the path.
 
@@ -285,7 +306,8 @@ def write_fastmri(
     encoding_size defaults to (H, W), recon_size to the reference's (h, w) (else (H, W)).
     Attributes: ``max``/``norm`` of the reference, ``patient_id`` ("synthetic") and
     ``acquisition`` ("multicoil"/"singlecoil"; real files hold the protocol) unless ``attrs``
-    overrides them.
+    overrides them. ``mask`` (W,) 0/1: an undersampled file as fastMRI's test set stores it
+    (dataset ``mask``, k-space zeroed outside the sampled columns).
     """
     path = Path(path)
     k = np.asarray(kspace)
@@ -307,9 +329,14 @@ def write_fastmri(
     limits = (0, w - 1, w // 2)
     multi = k.ndim == 4
     key = reference_key or ("reconstruction_rss" if multi else "reconstruction_esc")
+    m = None if mask is None else np.asarray(mask).astype(bool)
+    if m is not None and m.shape != (w,):
+        raise FastMRIError(f"{path}: mask must be one value per column ({w},), got {m.shape}")
 
     def fill(f) -> None:
-        f.create_dataset("kspace", data=k)
+        f.create_dataset("kspace", data=k if m is None else k * m)
+        if m is not None:
+            f.create_dataset("mask", data=m)
         if ref is not None:
             f.create_dataset(key, data=ref)
         f.create_dataset("ismrmrd_header", data=np.bytes_(_header(enc, rec, limits)))

@@ -167,7 +167,7 @@ def mri_problem(
     data: np.ndarray,
     *,
     coils: int = 8,
-    mask: str = "random",
+    mask: str | np.ndarray = "random",
     accel: float = 4.0,
     center_fraction: float | None = None,
     seed: int = 0,
@@ -179,8 +179,12 @@ def mri_problem(
     ``reference`` by default fastMRI's: the RSS of its coil images, cropped to the recon size),
     or a real 2-D magnitude image simulated with ``coils`` coils
     (smooth random phase and birdcage maps seeded by ``seed``; the image is the reference).
-    ``mask``: random | equispaced (fastMRI columns), poisson or radial."""
+    ``mask``: random | equispaced (fastMRI columns), poisson or radial; or your own, as an
+    array of the measured columns (W,) or samples (H, W), 0/1, with a fully sampled centre for
+    the coil maps. k-space that is already undersampled (zero outside the measured columns)
+    needs its mask as an array, and has no default reference."""
     from data.fastmri import MAX_COILS, simulate_multicoil
+    from recon.mri import measured_columns
     from recon.mri import mri_problem as build
 
     arr = np.asarray(data)
@@ -199,6 +203,14 @@ def mri_problem(
             f"k-space of shape {arr.shape} reads as {arr.shape[0]} coils of {arr.shape[1]}×"
             f"{arr.shape[2]}: is it (H, W, C)? k-space is (C, H, W): np.moveaxis(k, -1, 0)"
         )
+    elif measured_columns(arr) is not None:
+        cols = measured_columns(arr)
+        if isinstance(mask, str):
+            raise ValueError(
+                f"k-space already undersampled ({int(cols.sum())} of {cols.size} columns hold "
+                f"data) and mask={mask!r} would undersample it again: pass the measured "
+                "columns, mask=np.abs(kspace).max(axis=(0, 1)) > 0"
+            )
     elif reference is None:
         from data.peer_mri import rss_center
 

@@ -20,6 +20,7 @@ import argparse
 import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -52,12 +53,27 @@ def _is_file_input(spec: str) -> bool:
 
 class MRIInput(NamedTuple):
     """One slice to reconstruct: k-space (C, H, W) complex64, the reference image (h, w) or
-    None, the recon size (h, w) and a description of where it came from."""
+    None, the recon size (h, w), a description of where it came from, and ``measured``: the
+    sampled columns (W,) of k-space that is already undersampled (a fastMRI test-set file's
+    ``mask``), or None for fully sampled k-space (undersampled by ``--mask``)."""
 
     kspace: np.ndarray
     reference: np.ndarray | None
     recon_size: tuple[int, int]
     source: str
+    measured: np.ndarray | None = None
+
+
+def measured_columns(k: np.ndarray) -> np.ndarray | None:
+    """The columns (W,) of k-space (C, H, W) that hold data when some column between the
+    first and the last non-zero one is all zero (undersampled k-space stored zero-filled), else
+    None (fully sampled; all-zero columns at the edges are zero padding, as in fastMRI's knee
+    files, not undersampling)."""
+    cols = np.abs(k).reshape(-1, k.shape[-1]).max(axis=0) > 0
+    idx = np.flatnonzero(cols)
+    if idx.size == 0 or cols[idx[0] : idx[-1] + 1].all():
+        return None
+    return cols
 
 
 def load_kspace(
@@ -101,6 +117,9 @@ def load_kspace(
     k = f.kspace[0] if f.is_multicoil else f.kspace[0][None]
     if not np.any(k):
         raise ValueError(f"{path}: slice {index}'s k-space is all zero (nothing measured)")
+    measured = f.mask if f.mask is not None else measured_columns(k)
+    if measured is not None:
+        k = k * measured  # the file's mask says what was measured
     size = f.recon_size or f.kspace.shape[-2:]
     ref = None if f.reference is None else center_crop(f.reference[0], size)
     if ref is not None and tuple(ref.shape) != tuple(size):
@@ -109,7 +128,8 @@ def load_kspace(
             f"smaller than the {size[0]}×{size[1]} reconstruction it should score (the "
             "ismrmrd_header's reconSpace, else the k-space size)"
         )
-    return MRIInput(k.astype(np.complex64), ref, tuple(size), f"{path}[{index}] ({f.acquisition})")
+    source = f"{path}[{index}] ({f.acquisition})"
+    return MRIInput(k.astype(np.complex64), ref, tuple(size), source, measured)
 
 
 def file_slices(path: Path) -> int:
@@ -272,17 +292,46 @@ def column_center_fraction(
     return max(cf, floor) if calibrate and floor * accel <= 1 else cf
 
 
+def given_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A sampling mask given as an array, (W,) columns or (H, W), as (H, W) bool; ValueError
+    when it does not fit k-space of ``shape`` (H, W), is not 0/1 or samples nothing."""
+    m = np.asarray(mask)
+    h, w = shape
+    if m.shape not in ((w,), (h, w)) or m.dtype.kind not in "biuf":
+        raise ValueError(
+            f"mask of shape {m.shape} ({m.dtype}): expected the sampled columns (W,) = ({w},) "
+            f"or a 0/1 array (H, W) = {shape} for k-space of that size"
+        )
+    if not np.isin(m, (0, 1)).all() or not m.any():
+        raise ValueError("mask: expected 0/1 (or bool) values with at least one sample")
+    return np.broadcast_to(m.astype(bool), (h, w)).copy()
+
+
+def _calibration_block(sampled: np.ndarray) -> int:
+    """Side of the largest fully sampled square centred in a 2-D mask (H, W)."""
+    h, w = sampled.shape
+    side = 0
+    while side + 2 <= min(h, w):
+        r0, c0 = h // 2 - (side + 2) // 2, w // 2 - (side + 2) // 2
+        if not sampled[r0 : r0 + side + 2, c0 : c0 + side + 2].all():
+            break
+        side += 2
+    return side
+
+
 def sample_kspace(
     k: np.ndarray,
-    mask: str = "random",
+    mask: str | np.ndarray = "random",
     accel: float = 4.0,
     center_fraction: float | None = None,
     seed: int = 0,
 ) -> SampledKspace:
     """Undersample fully sampled k-space ``k`` (C, H, W) with ``mask`` (random | equispaced:
     fastMRI columns; poisson: 2-D variable density; radial: NUFFT spokes, ``accel`` setting
-    their count) and build the operator: a masked FFT for one coil, SENSE with checked ESPIRiT
-    maps for several (``checked_maps``)."""
+    their count), or with a mask array (``given_mask``: the columns (W,) or samples (H, W) that
+    were measured; ``accel``, ``center_fraction`` and ``seed`` are then not used), and build the
+    operator: a masked FFT for one coil, SENSE with checked ESPIRiT maps for several
+    (``checked_maps``, calibrated on the fully sampled centre)."""
     from data.coils import espirit_maps
     from data.masks import (
         fastmri_equispaced_mask,
@@ -293,11 +342,15 @@ def sample_kspace(
     from operators.mri import SENSE, MaskedFFT, NonCartesianSENSE, ifft2c
 
     c, h, w = k.shape
-    kind = mask
-    cf = column_center_fraction(center_fraction, accel, w, c > 1 and kind in COLUMN_MASKS)
-    if kind not in MASKS:
+    given = not isinstance(mask, str)
+    kind = "given" if given else mask
+    if not given and kind not in MASKS:
         raise ValueError(f"--mask {kind!r}: expected one of {', '.join(MASKS)}")
-    if kind in ("random", "equispaced"):
+    cf = column_center_fraction(center_fraction, accel, w, c > 1 and kind in COLUMN_MASKS)
+    calib = 0
+    if given:
+        sampled = given_mask(mask, (h, w))
+    elif kind in ("random", "equispaced"):
         fn = fastmri_random_mask if kind == "random" else fastmri_equispaced_mask
         sampled = np.broadcast_to(fn(w, accel, cf, seed=seed)[None], (h, w)).copy()
     elif kind == "poisson":
@@ -306,6 +359,8 @@ def sample_kspace(
     else:
         sampled = None
     desc = {"type": kind, "accel": accel, "center_fraction": cf, "seed": seed}
+    if given:
+        desc = {"type": "given", "columns": bool((sampled == sampled[:1]).all())}
     if sampled is not None:
         if not sampled.any():
             raise ValueError(
@@ -313,12 +368,29 @@ def sample_kspace(
                 f"of {w}: lower --accel or raise --center-fraction"
             )
         desc["achieved_accel"] = float(sampled.size / sampled.sum())
+        if given:
+            desc["accel"] = desc["achieved_accel"]
         ku = k * sampled[None]
         if c == 1:
             op = MaskedFFT(sampled)
             return SampledKspace(op, torch.from_numpy(ku[None]), desc, None)
-        width = calib if kind == "poisson" else calibration_width(sampled)
-        height = calib if kind == "poisson" else None
+        columns = kind in COLUMN_MASKS or (given and desc["columns"])
+        if given and not columns:
+            calib = _calibration_block(sampled)
+            if calib < MIN_CALIBRATION:
+                raise ValueError(
+                    f"the mask's fully sampled centre is {calib}×{calib}: ESPIRiT needs at "
+                    f"least {MIN_CALIBRATION}×{MIN_CALIBRATION} to estimate the coil maps"
+                )
+        elif given:
+            try:
+                calib = calibration_width(sampled)
+            except ValueError as exc:
+                raise ValueError(
+                    f"the mask's fully sampled centre: {str(exc).split(' (')[0]}"
+                ) from None
+        width = calib if not columns else calibration_width(sampled)
+        height = calib if not columns else None
         maps, desc["coil_maps"] = checked_maps(ku, width, height)
         op = SENSE(maps, sampled)
         return SampledKspace(op, torch.from_numpy(ku[None]), desc, maps)
@@ -371,12 +443,22 @@ def add_options(p: argparse.ArgumentParser) -> None:
         help="coils simulated from an image input (.npy, bundled:; default 8); a k-space file "
         "has its own",
     )
-    p.add_argument("--mask", choices=MASKS, default="random", help="undersampling (default random)")
-    p.add_argument("--accel", type=number(1), default=4.0, help="acceleration (default 4)")
+    p.add_argument(
+        "--mask",
+        choices=MASKS,
+        default="random",
+        action=GivenStore,
+        help="undersampling (default random); a file that is already undersampled (a 'mask' "
+        "dataset, as fastMRI's test set) is reconstructed from its own samples",
+    )
+    p.add_argument(
+        "--accel", type=number(1), default=4.0, action=GivenStore, help="acceleration (default 4)"
+    )
     p.add_argument(
         "--center-fraction",
         type=number(0, 1, lo_open=True),
         default=None,
+        action=GivenStore,
         help="fully sampled centre of a column mask, as a fraction of the columns (default "
         "0.32 / accel, and at least the 6 columns ESPIRiT needs on multi-coil data)",
     )
@@ -481,20 +563,27 @@ def mri_problem(
     *,
     reference: np.ndarray | None = None,
     recon_size: tuple[int, int] | None = None,
-    mask: str = "random",
+    mask: str | np.ndarray = "random",
     accel: float = 4.0,
     center_fraction: float | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> MRIProblem:
-    """Undersample fully sampled ``kspace`` (C, H, W) (``sample_kspace``), measure the data's
-    noise (``measured_noise``) and form the start image and the zero-filled baseline
-    (``start_images``). With a ``recon_size`` at most half as tall as the k-space and a column
-    mask, the readout oversampling is removed first (``remove_readout_oversampling``; the
-    noise is still measured on the full grid, ``full_grid_noise``)."""
+    """Undersample fully sampled ``kspace`` (C, H, W) (``sample_kspace``; a ``mask`` array: the
+    samples that were measured), measure the data's noise (``measured_noise``) and form the
+    start image and the zero-filled baseline (``start_images``). With a ``recon_size`` at most
+    half as tall as the k-space and a column mask, the readout oversampling is removed first
+    (``remove_readout_oversampling``; the noise is still measured on the full grid,
+    ``full_grid_noise``)."""
     size = tuple(recon_size or kspace.shape[-2:])
     full, oversampling = kspace, 1
-    if recon_size is not None and mask in COLUMN_MASKS:
+    if isinstance(mask, str):
+        columns = mask in COLUMN_MASKS
+    else:
+        m = given_mask(mask, kspace.shape[-2:])
+        columns = bool((m == m[:1]).all())
+        mask = m[0] if columns else m  # (W,): the same columns of the reduced k-space
+    if recon_size is not None and columns:
         kspace, oversampling = remove_readout_oversampling(kspace, size[0])
     op, y, mask_desc, _ = sample_kspace(kspace, mask, accel, center_fraction, seed)
     info: dict = {"mask": mask_desc, "coils": int(kspace.shape[0]), "recon_size": list(size)}
@@ -652,22 +741,31 @@ def solve_mri(
     return x_img, record, rec.history, rec.seconds
 
 
+MASK_OPTIONS = ("mask", "accel", "center_fraction")  # what undersampling a file that has it
+
+
 def reconstruct_slice(
     args: argparse.Namespace,
     k: np.ndarray,
     ref: np.ndarray | None,
     size: tuple[int, int],
     presets: dict | None = None,
+    measured: np.ndarray | None = None,
 ) -> SliceRecon:
-    """Undersample k-space (C, H, W) as ``args`` says and reconstruct it with ``args.solver``."""
+    """Undersample k-space (C, H, W) as ``args`` says and reconstruct it with ``args.solver``;
+    k-space that is already undersampled (``measured``: its sampled columns, from the file) is
+    reconstructed from those samples as it is."""
     from data.fastmri import center_crop
 
     _resolve_solver(args)
     problem = mri_problem(
-        k, reference=ref, recon_size=size, mask=args.mask, accel=args.accel,
+        k, reference=ref, recon_size=size,
+        mask=args.mask if measured is None else measured, accel=args.accel,
         center_fraction=args.center_fraction, seed=args.seed, device=args.device,
     )  # fmt: skip
     info = problem.info
+    if measured is not None:
+        info["mask"]["type"] = "file"  # the file's own undersampling
     solver = args.solver
     if not problem.maps_usable and solver != "zero-filled":
         solver = info["fallback"] = "zero-filled"
@@ -728,9 +826,31 @@ def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
     """Reconstruct one slice of ``args.input`` (``args.slice``, default the middle one) with
     the `recon mri` options in ``args``; write the output files into ``out`` (metrics.json last)
     and return the metrics."""
-    k, ref, size, source = _load_args(args)
-    r = reconstruct_slice(args, k, ref, size)
-    return _write_run(args, Path(out), [r], source)
+    inp = _load_args(args)
+    _warn_file_mask(args, inp)
+    r = reconstruct_slice(args, inp.kspace, inp.reference, inp.recon_size, measured=inp.measured)
+    return _write_run(args, Path(out), [r], inp.source)
+
+
+def _warn_file_mask(args: argparse.Namespace, inp: MRIInput) -> None:
+    """Say once that k-space from the file is already undersampled, naming the --mask options
+    given that it therefore does not use."""
+    if inp.measured is None or (getattr(args, "quiet", False) and not _given_mask_options(args)):
+        return
+    n, w = int(inp.measured.sum()), inp.measured.size
+    line = (
+        f"{args.input}: k-space already undersampled ({n} of {w} columns measured, "
+        f"{w / n:.2f}×): reconstructed from those samples"
+    )
+    unused = _given_mask_options(args)
+    if unused:
+        line += f"; {', '.join(unused)} not used"
+    warnings.warn(line, stacklevel=2)
+
+
+def _given_mask_options(args: argparse.Namespace) -> list[str]:
+    given = getattr(args, "given", set())
+    return [f"--{d.replace('_', '-')}" for d in MASK_OPTIONS if d in given]
 
 
 def reconstruct_file(args: argparse.Namespace, out: Path) -> dict:
@@ -751,8 +871,12 @@ def reconstruct_file(args: argparse.Namespace, out: Path) -> dict:
     results: list[SliceRecon] = []
     rows = []
     for n, index in enumerate(slices, 1):
-        k, ref, size, _ = _load_args(args, index)
-        r = reconstruct_slice(args, k, ref, size, presets)
+        inp = _load_args(args, index)
+        if n == 1:
+            _warn_file_mask(args, inp)
+        r = reconstruct_slice(
+            args, inp.kspace, inp.reference, inp.recon_size, presets, measured=inp.measured
+        )
         results.append(r)
         row = {"slice": index, "iterations": r.record["iterations"], "seconds": r.seconds}
         row["stop_reason"] = r.record["stop_reason"]

@@ -549,7 +549,7 @@ def run_mri(args, out: Path) -> dict[str, Any]:
     from recon.mri import calibration_width, load_kspace, sample_kspace
     from recon.peers_io import kspace_to_bart, read_cfl, write_cfl
 
-    k, ref, _, source = load_kspace("bundled:brain-t1", coils=8, seed=args.seed)
+    k, ref, _, source, _ = load_kspace("bundled:brain-t1", coils=8, seed=args.seed)
     t0 = time.perf_counter()
     op, y, mask_desc, _ = sample_kspace(k, "random", 4.0, 0.08, args.seed)
     t_maps = time.perf_counter() - t0

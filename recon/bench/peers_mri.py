@@ -59,7 +59,7 @@ def _ours(path: Path, solver: str | None, accel: float, cf: float, seed: int) ->
     argv = ["--input", str(path), "--accel", str(accel), "--center-fraction", str(cf),
             "--seed", str(seed), "--quiet"]  # fmt: skip
     ns = p.parse_args(argv + (["--solver", solver] if solver else []))
-    k, ref, size, _ = mri.load_kspace(str(path), 0)
+    k, ref, size, _, _ = mri.load_kspace(str(path), 0)  # fully sampled: written above
     t0 = time.perf_counter()
     r = mri.reconstruct_slice(ns, k, ref, size)
     seconds = time.perf_counter() - t0

@@ -245,9 +245,14 @@ def scans_from_glob(modality: str, pattern: str) -> list[Scan]:
         elif p.endswith(".h5"):
             from recon.mri import load_kspace
 
-            k, ref, size, _ = load_kspace(p, coils=MRI_COILS)
+            k, ref, size, _, measured = load_kspace(p, coils=MRI_COILS)
             if ref is None:
                 raise ValueError(f"{p}: no reconstruction_rss/_esc reference to tune against")
+            if measured is not None:
+                raise ValueError(
+                    f"{p}: k-space already undersampled (a 'mask'); tuning undersamples fully "
+                    "sampled k-space as each --problem says"
+                )
             scans.append(Scan(Path(p).name, ref.astype(np.float32), kspace=k, recon_size=size))
         else:
             from recon.mri import load_magnitude_npy
