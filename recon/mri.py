@@ -121,6 +121,8 @@ def load_kspace(
     if measured is not None:
         k = k * measured  # the file's mask says what was measured
     size = f.recon_size or f.kspace.shape[-2:]
+    if f.recon_size is None and f.reference is not None:
+        size = f.reference.shape[-2:]  # no header: fastMRI's evaluation crops to the target
     ref = None if f.reference is None else center_crop(f.reference[0], size)
     if ref is not None and tuple(ref.shape) != tuple(size):
         raise ValueError(

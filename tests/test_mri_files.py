@@ -219,3 +219,24 @@ def test_reduced_problem_measures_the_full_grids_noise(oversampled_volume):
     assert reduced.info["readout_oversampling_removed"] == 2
     assert reduced.info["kspace_noise"] == pytest.approx(full.info["kspace_noise"], rel=1e-6)
     assert reduced.info["kspace_noise"] == pytest.approx(1e-5, rel=0.3)
+
+
+def test_a_file_without_header_is_cropped_to_its_reference(tmp_path, oversampled_volume):
+    """Without an ismrmrd_header the recon size was the k-space's: a reference smaller than
+    that (readout oversampling) was refused. fastMRI's evaluation crops to the target's shape;
+    so does `recon mri`, and the result is the one the header gives."""
+    import shutil
+
+    bare = tmp_path / "no_header.h5"
+    shutil.copy(oversampled_volume, bare)
+    with h5py.File(bare, "r+") as f:
+        del f["ismrmrd_header"]
+    outs = {}
+    for name, path in (("header", oversampled_volume), ("bare", bare)):
+        outs[name] = tmp_path / name
+        args = ["mri", "--input", str(path), "--slice", "1", "--solver", "tv", *COMMON]
+        assert main([*args, "--out", str(outs[name])]) == 0
+    with h5py.File(outs["bare"] / "reconstruction.h5") as f:
+        rec = f["reconstruction"][()]
+    assert rec.shape == (1, 32, 32)
+    assert np.array_equal(rec[0], np.load(outs["header"] / "recon.npy"))
