@@ -1,7 +1,7 @@
 """The one-call Python API: a problem, then its reconstruction.
 
     from recon.api import ct_problem, mri_problem, solve
-    problem = ct_problem(hu_image, views=60, noise=0.01)          # HU in, HU out
+    problem = ct_problem(hu_image, views=60, noise=0.01)          # HU in, HU out (units="auto")
     result = solve(problem, solver="pnp-admm", prior="aelpn-ct")  # presets, σ rule, ρ inside
     result.image, result.psnr, result.history
     mri = mri_problem(kspace, accel=4)     # (C, H, W) k-space, or a magnitude image + coils=
@@ -100,12 +100,19 @@ def _checked(result: Result, record: dict) -> Result:
 
 
 HU_TOO_SMALL = 10.0  # an image in HU whose values all lie within ±10 HU is not in HU
+HU_BELOW = -100.0  # an image with values below this is in HU (attenuation is never negative)
+
+
+def auto_units(image: np.ndarray) -> str:
+    """'HU' when ``image`` has values below ``HU_BELOW`` (−100; air is −1000 HU, attenuation is
+    never negative), else 'a.u.': the rule of ``units='auto'`` here and of `recon ct --units`."""
+    return "HU" if float(np.min(image)) < HU_BELOW else "a.u."
 
 
 def ct_problem(
     image: np.ndarray | torch.Tensor,
     *,
-    units: str = "HU",
+    units: str = "auto",
     views: int = 60,
     arc: float | None = None,
     geometry: str = "parallel",
@@ -117,7 +124,9 @@ def ct_problem(
     fbp_filter: str = "ram-lak",
     op=None,
 ) -> CTProblem:
-    """Simulate a scan of ``image`` (H, W) in ``units`` ('HU' or 'a.u.'): ``views`` projections
+    """Simulate a scan of ``image`` (H, W) in ``units`` ('HU', 'a.u.' or 'auto', the default:
+    HU when it has values below −100, else a.u., as `recon ct`; ``problem.units`` says which
+    was taken; HU are mapped to u = (HU + 1000)/2500): ``views`` projections
     over ``arc`` degrees (180 parallel, 360 fan), Gaussian noise of std ``noise`` × max|sinogram|
     or, with ``photons``, Poisson counts (μ = μ_water(1 + HU/1000) per mm, ``pixel_size`` mm).
     ``op``: a projector built before for images of this size (a series reuses one)."""
@@ -125,13 +134,15 @@ def ct_problem(
     from operators.ct import CTOperator
     from recon.pipeline import Timer
 
-    if units not in ("HU", "a.u."):
-        raise ValueError(f"units must be 'HU' or 'a.u.', got {units!r}")
+    if units not in ("auto", "HU", "a.u."):
+        raise ValueError(f"units must be 'auto', 'HU' or 'a.u.', got {units!r}")
     if photons is None and not 0 <= noise <= 1:
         raise ValueError(f"noise={noise}: a fraction of the sinogram's largest value, 0 to 1")
     img = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image)
     if img.ndim != 2 or not np.isfinite(img).all():
         raise ValueError(f"expected a finite 2-D image, got shape {img.shape}")
+    if units == "auto":
+        units = auto_units(img)
     peak = float(np.abs(img).max())
     if units == "HU" and peak < HU_TOO_SMALL:
         raise ValueError(
