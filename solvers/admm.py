@@ -28,7 +28,7 @@ import torch
 from operators.base import LinearOperator, norm
 from priors.base import Prior, has_free_regularizer
 from solvers.cg import conjugate_gradient
-from solvers.inputs import as_prior, check_prox_output, check_start
+from solvers.inputs import as_prior, check_positive, check_prox_output, check_start
 from solvers.monitor import Monitor
 from solvers.result import SolverResult
 
@@ -84,8 +84,7 @@ def pnp_admm(
         SolverResult with x = z (the last accepted one on divergence) and, in the history,
         ``primal_residual`` ||x − z||, ``dual_residual`` ρ||z − z_prev|| and ``cg_iterations``.
     """
-    if rho <= 0 or lam <= 0:
-        raise ValueError(f"rho and lam must be > 0, got rho={rho}, lam={lam}")
+    check_positive(lam=lam, rho=rho)
     prior = as_prior(prior)
     check_start(op, y, x0)
     with torch.no_grad():

@@ -28,7 +28,7 @@ import torch
 
 from operators.base import LinearOperator, inner
 from priors.base import Prior, has_free_regularizer
-from solvers.inputs import as_prior, check_prox_output, check_start
+from solvers.inputs import as_prior, check_positive, check_prox_output, check_start
 from solvers.monitor import Monitor
 from solvers.result import SolverResult
 
@@ -79,12 +79,10 @@ def pnp_pgd(
         SolverResult with x = the last accepted iterate x_k (on divergence: the last finite,
         non-runaway one).
     """
-    if lam <= 0:
-        raise ValueError(f"lam must be > 0, got {lam}")
+    check_positive(lam=lam)
     if step is None:
         step = 0.99 / (lam * op.norm_sq())
-    if not step > 0 or not math.isfinite(step):
-        raise ValueError(f"step must be a finite number > 0, got {step}")
+    check_positive(step=step)
     prior = as_prior(prior)
     check_start(op, y, x0)
     with torch.no_grad():

@@ -623,6 +623,20 @@ def test_solvers_take_a_callable_denoiser_and_name_bad_starts_and_prox_outputs()
             solver(op, y, np.float64(3.0))
 
 
+@pytest.mark.parametrize("bad", [math.nan, math.inf, 0.0, -1.0])
+@pytest.mark.parametrize("name", ["lam", "rho", "step"])
+def test_solver_parameters_must_be_finite_and_positive(name, bad):
+    """NaN passes a test like ``rho <= 0`` (every comparison with NaN is False): λ, ρ and γ are
+    refused by name unless finite and > 0, before any iteration."""
+    op, y = _problem()
+    solver = pnp_pgd if name == "step" else pnp_admm
+    with pytest.raises(ValueError, match=f"{name} must be a finite number > 0, got {bad!r}"):
+        solver(op, y, QuadraticPrior(0.5), iters=3, **{name: bad})
+    if name == "lam":
+        with pytest.raises(ValueError, match="lam must be a finite number > 0"):
+            pnp_pgd(op, y, QuadraticPrior(0.5), iters=3, lam=bad)
+
+
 def test_default_step_and_start():
     op, y = _problem()
     r = pnp_pgd(op, y, QuadraticPrior(0.5), iters=1, tol=0)
