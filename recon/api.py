@@ -109,14 +109,39 @@ def auto_units(image: np.ndarray) -> str:
     return "HU" if float(np.min(image)) < HU_BELOW else "a.u."
 
 
+def _check_op(op, shape: tuple[int, ...], **given) -> None:
+    """ValueError unless ``op`` takes (1, 1, *shape) images and each scan setting in ``given``
+    that is not None equals the op's own (an op without that attribute: any given is refused,
+    it cannot apply)."""
+    domain = tuple(getattr(op, "domain_shape", ()))
+    if domain[-2:] != tuple(shape):
+        raise ValueError(
+            f"op: a projector for images of shape {domain[-2:]}, the image is {tuple(shape)}"
+        )
+    for name, value in given.items():
+        if value is None:
+            continue
+        own = getattr(op, name, None)
+        if isinstance(own, str) or own is None:
+            same = own == value
+        else:
+            same = isinstance(value, int | float) and np.isclose(own, value, rtol=1e-9, atol=0)
+        if not same:
+            has = "has none" if own is None else f"has {name}={own!r}"
+            raise ValueError(
+                f"{name}={value!r} with op=: the projector fixes the scan and {has}; leave "
+                f"{name} out (or build op with it)"
+            )
+
+
 def ct_problem(
     image: np.ndarray | torch.Tensor,
     *,
     units: str = "auto",
-    views: int = 60,
+    views: int | None = None,
     arc: float | None = None,
-    geometry: str = "parallel",
-    pixel_size: float = 1.0,
+    geometry: str | None = None,
+    pixel_size: float | None = None,
     noise: float = 0.01,
     photons: float | None = None,
     seed: int = 0,
@@ -129,7 +154,9 @@ def ct_problem(
     was taken; HU are mapped to u = (HU + 1000)/2500): ``views`` projections
     over ``arc`` degrees (180 parallel, 360 fan), Gaussian noise of std ``noise`` × max|sinogram|
     or, with ``photons``, Poisson counts (μ = μ_water(1 + HU/1000) per mm, ``pixel_size`` mm).
-    ``op``: a projector built before for images of this size (a series reuses one)."""
+    ``op``: a projector built before for images of this size (a series reuses one); it fixes
+    the scan, so ``views`` (default 60), ``arc``, ``geometry`` (default 'parallel') and
+    ``pixel_size`` (default 1) given with it must agree with it (ValueError otherwise)."""
     from data.ct_noise import add_gaussian_noise, add_poisson_noise
     from operators.ct import CTOperator
     from recon.pipeline import Timer
@@ -157,8 +184,11 @@ def ct_problem(
     ref = (img.astype(np.float64) + HU_OFFSET) / HU_SCALE if units == "HU" else img
     ref = np.ascontiguousarray(ref, dtype=np.float32)
     if op is None:
-        op = CTOperator(image_size=ref.shape, views=views, arc=arc, geometry=geometry,
-                        pixel_size=pixel_size)  # fmt: skip
+        op = CTOperator(image_size=ref.shape, views=60 if views is None else views, arc=arc,
+                        geometry=geometry or "parallel",
+                        pixel_size=1.0 if pixel_size is None else pixel_size)  # fmt: skip
+    else:
+        _check_op(op, ref.shape, views=views, arc=arc, geometry=geometry, pixel_size=pixel_size)
     x_true = torch.from_numpy(ref)[None, None].to(device)
     clean = op.forward(x_true)
     if photons is not None:

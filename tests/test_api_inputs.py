@@ -54,3 +54,29 @@ def test_ct_problem_refuses_noise_outside_its_range():
     for bad in (1e9, -0.1):
         with pytest.raises(ValueError, match=f"noise={bad}: a fraction"):
             api.ct_problem(image, views=8, noise=bad, units="a.u.")
+
+
+def test_ct_problem_refuses_scan_settings_that_disagree_with_its_op():
+    """``op`` fixes the scan: views, arc, geometry or pixel size given with it and different
+    from the op's were ignored (a fan op with geometry='parallel' ran as fan); now refused by
+    name. The op's own values, or none, are accepted, and so is the op's image size only."""
+    from operators.ct import CTOperator
+
+    image = np.zeros((32, 32), np.float32)
+    image[8:24, 8:24] = 0.5
+    op = CTOperator(32, views=12, geometry="fan", pixel_size=0.5)
+    for bad, match in [
+        ({"views": 10}, "views=10 with op=.*has views=12"),
+        ({"arc": 45}, "arc=45 with op=.*has arc=360"),
+        ({"geometry": "parallel"}, "geometry='parallel' with op=.*has geometry='fan'"),
+        ({"pixel_size": 1.0}, "pixel_size=1.0 with op=.*has pixel_size=0.5"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            api.ct_problem(image, units="a.u.", op=op, **bad)
+    pb = api.ct_problem(image, units="a.u.", op=op, views=12, arc=360, geometry="fan")
+    assert pb.op is op and tuple(pb.y.shape) == (1, *op.range_shape)
+    with pytest.raises(ValueError, match=r"op: a projector for images of shape \(32, 32\)"):
+        api.ct_problem(np.pad(image, 4), units="a.u.", op=op)
+    # without an op the defaults are those documented: 60 parallel views, pixel size 1
+    plain = api.ct_problem(image, units="a.u.").op
+    assert (plain.views, plain.geometry, plain.arc, plain.pixel_size) == (60, "parallel", 180, 1)
