@@ -109,6 +109,18 @@ def auto_units(image: np.ndarray) -> str:
     return "HU" if float(np.min(image)) < HU_BELOW else "a.u."
 
 
+def _device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device; ValueError for a name torch does not know or for CUDA when
+    no CUDA device is available (torch would fail later, inside the projector)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device={device!r}: not a torch device ({exc})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}: no CUDA device is available; use device='cpu'")
+    return dev
+
+
 def _check_op(op, shape: tuple[int, ...], **given) -> None:
     """ValueError unless ``op`` takes (1, 1, *shape) images and each scan setting in ``given``
     that is not None equals the op's own (an op without that attribute: any given is refused,
@@ -166,8 +178,12 @@ def ct_problem(
     if photons is None and not 0 <= noise <= 1:
         raise ValueError(f"noise={noise}: a fraction of the sinogram's largest value, 0 to 1")
     img = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image)
-    if img.ndim != 2 or not np.isfinite(img).all():
-        raise ValueError(f"expected a finite 2-D image, got shape {img.shape}")
+    if img.ndim != 2:
+        raise ValueError(f"expected a 2-D image (H, W), got shape {img.shape}")
+    if not np.isfinite(img).all():
+        bad = int(np.size(img) - np.isfinite(img).sum())
+        raise ValueError(f"the image holds {bad} NaN or infinite value(s): expected finite values")
+    device = _device(device)
     if units == "auto":
         units = auto_units(img)
     peak = float(np.abs(img).max())
@@ -304,6 +320,36 @@ def solve(
     ``strength``: × the regularizer's weight the presets' rules give (TV's weight, or ρ of a
     prior's problem, for every solver alike; ``recon.pipeline.reconstruct``), as `recon mri
     --strength`."""
+    given = {"config": config, "prior": prior, "solver": solver, "iters": iters, "tol": tol}
+    given["strength"] = None if strength == 1.0 else strength
+    try:
+        return _solve(problem, solver, prior, config, iters, tol, start, progress, strength)
+    except ValueError as exc:  # CheckpointError too: its type is kept
+        if exc.args and isinstance(exc.args[0], str):
+            exc.args = (keyword_message(exc.args[0], given), *exc.args[1:])
+        raise
+
+
+FLAGS = ("config", "prior", "solver", "iters", "tol", "strength")
+
+
+def keyword_message(message: str, given: dict) -> str:
+    """An error of the code `recon ct`/`recon mri` share (``recon.pipeline``) in the words of
+    this API: ``--config PATH`` becomes ``config='PATH'``, ``--solver X`` ``solver='X'``, a bare
+    ``--prior`` ``prior=``, and ``parameter 'iters'`` (or 'tol', 'strength') the keyword when
+    that keyword was given (else it came from the presets or the config file)."""
+    import re
+
+    for key, value in given.items():
+        if value is not None:
+            message = message.replace(f"--{key} {Path(value) if key == 'config' else value}",
+                                      f"{key}={str(value)!r}")  # fmt: skip
+            message = message.replace(f"parameter {key!r}", key)
+    message = re.sub(r"--solver ([\w-]+)", r"solver='\1'", message)
+    return re.sub(rf"--({'|'.join(FLAGS)})(?![\w-])", r"\1=", message)
+
+
+def _solve(problem, solver, prior, config, iters, tol, start, progress, strength) -> Result:
     from recon.pipeline import SolveOptions, fbp_reconstruction, load_presets, solve_with_presets
     from solvers.metrics import image_metrics
 

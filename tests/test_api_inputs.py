@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from data.fastmri import simulate_multicoil
 from data.peer_mri import rss_center
@@ -80,3 +81,48 @@ def test_ct_problem_refuses_scan_settings_that_disagree_with_its_op():
     # without an op the defaults are those documented: 60 parallel views, pixel size 1
     plain = api.ct_problem(image, units="a.u.").op
     assert (plain.views, plain.geometry, plain.arc, plain.pixel_size) == (60, "parallel", 180, 1)
+
+
+def test_ct_problem_says_what_is_wrong_with_an_image_or_a_device(monkeypatch):
+    """A NaN pixel is named as such (not as a shape), a 3-D array by its shape, and CUDA without
+    a CUDA device is a ValueError before any work (torch raised an AssertionError inside)."""
+    image = np.zeros((16, 16), np.float32)
+    image[2, 3] = np.nan
+    with pytest.raises(ValueError, match=r"holds 1 NaN or infinite value\(s\)"):
+        api.ct_problem(image, units="a.u.")
+    with pytest.raises(ValueError, match=r"expected a 2-D image \(H, W\), got shape \(2, 16, 16\)"):
+        api.ct_problem(np.zeros((2, 16, 16)), units="a.u.")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="device='cuda': no CUDA device is available"):
+        api.ct_problem(np.ones((16, 16)), units="a.u.", device="cuda")
+    with pytest.raises(ValueError, match="device='gpu': not a torch device"):
+        api.ct_problem(np.ones((16, 16)), units="a.u.", device="gpu")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "says"),
+    [
+        ({"config": "/no/such.json"}, "config='/no/such.json': no such file"),
+        ({"strength": -1.0}, "strength must be > 0, got -1.0"),
+        ({"iters": 0}, "iters must be a whole number >= 1, got 0"),
+        ({"tol": -1.0}, "tol must be >= 0, got -1.0"),
+        ({"prior": "ridge-mri"}, "prior='ridge-mri': made for"),
+    ],
+)
+def test_solve_errors_name_the_keyword_not_the_cli_flag(kwargs, says):
+    """`recon ct` and ``solve`` share their checks (``recon.pipeline``), whose messages name the
+    CLI's flags; ``solve`` says them with its keyword arguments instead."""
+    image = np.zeros((16, 16), np.float32)
+    image[4:12, 4:12] = 0.5
+    pb = api.ct_problem(image, units="a.u.", views=6)
+    with pytest.raises(ValueError) as info:
+        api.solve(pb, **{"iters": 2, **kwargs})
+    assert says in str(info.value)
+    assert "--" not in str(info.value) and "parameter '" not in str(info.value)
+
+
+def test_keyword_message_leaves_other_flags_and_config_keys_alone():
+    msg = "--solver pnp-pgd needs a --prior (or --prior-sigma-rel); parameter 'rho_rel' must be"
+    assert api.keyword_message(msg, {"iters": None}) == (
+        "solver='pnp-pgd' needs a prior= (or --prior-sigma-rel); parameter 'rho_rel' must be"
+    )
