@@ -66,7 +66,10 @@ class CTProblem:
 @dataclass
 class Result:
     """``image`` (H, W) float32 in the problem's units, its PSNR/SSIM against the reference
-    (data range of the reference), the internal image ``x``, and the solver's record.
+    (data range of the reference), the internal image ``x``, and the solver's record:
+    ``params`` holds the settings used, ``solver`` (as asked, or the default chosen: 'fbp',
+    'zero-filled', 'tv', 'pnp-admm', 'pnp-pgd') and ``algorithm`` (what ran it: 'fbp',
+    'zero-filled', 'pnp-admm', 'pnp-pgd' or 'pnp-fista', the accelerated PGD).
     ``unusable``: why the image is not usable (the solver diverged, or it ended far from the
     data: `recon ct`/`recon mri` exit 3 then), else None; ``solve`` also warns then."""
 
@@ -289,7 +292,9 @@ def _solve_mri(
     result = Result(image=image, psnr=m["psnr"], ssim=m["ssim"],
                     x=torch.from_numpy(x)[None, None], iterations=record["iterations"],
                     seconds=seconds, converged=record["converged"],
-                    stop_reason=record["stop_reason"], params=record["params"], history=history,
+                    stop_reason=record["stop_reason"], history=history,
+                    params={**record["params"], "solver": solver,
+                            "algorithm": _ran(solver, record)},
                     objective=record.get("objective", ""))  # fmt: skip
     return _checked(result, record)
 
@@ -322,12 +327,45 @@ def solve(
     --strength`."""
     given = {"config": config, "prior": prior, "solver": solver, "iters": iters, "tol": tol}
     given["strength"] = None if strength == 1.0 else strength
+    _warn_unused(solver, prior, {**given, "start": start})
     try:
         return _solve(problem, solver, prior, config, iters, tol, start, progress, strength)
     except ValueError as exc:  # CheckpointError too: its type is kept
         if exc.args and isinstance(exc.args[0], str):
             exc.args = (keyword_message(exc.args[0], given), *exc.args[1:])
         raise
+
+
+def _warn_unused(solver: str | None, prior, given: dict) -> None:
+    """Warn (UserWarning) about keywords ``solver`` does not read, as `recon ct` warns about
+    its options (``recon.pipeline.unused_options``): a prior other than 'tv' with 'tv', 'fbp' or
+    'zero-filled'; iters, tol, strength and start with the closed forms 'fbp' and
+    'zero-filled'."""
+    import argparse
+
+    from recon.pipeline import unused_options
+
+    names = {k for k, v in given.items() if v is not None}
+    args = argparse.Namespace(given=names, solver=solver, prior=prior)
+    unused = [u.split()[0].lstrip("-") for u in unused_options(args)]
+    if solver in ("fbp", "zero-filled") and "start" in names:
+        unused.append("start")
+    if unused:
+        what = "TV is its regularizer" if solver == "tv" else "a closed form"
+        warnings.warn(
+            f"recon.api.solve: {', '.join(unused)} not used by solver={solver!r} ({what})",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _ran(solver: str, record: dict) -> str:
+    """The algorithm that ran ``solver``: 'fbp' or 'zero-filled' (closed forms), else the
+    iterative solver (TV's too): 'pnp-admm', 'pnp-pgd' or, accelerated, 'pnp-fista'."""
+    if solver in ("fbp", "zero-filled"):
+        return solver
+    run = record.get("solver_run") or solver
+    return "pnp-fista" if run == "pnp-pgd" and record["params"].get("accelerated") else run
 
 
 FLAGS = ("config", "prior", "solver", "iters", "tol", "strength")
@@ -383,6 +421,8 @@ def _solve(problem, solver, prior, config, iters, tol, start, progress, strength
     m = image_metrics(image, ref, float(ref.max() - ref.min()))
     result = Result(image=image, psnr=m["psnr"], ssim=m["ssim"], x=rec.x.detach(),
                     iterations=rec.iterations, seconds=rec.seconds, converged=rec.converged,
-                    stop_reason=rec.stop_reason, params=rec.params, history=rec.history,
+                    stop_reason=rec.stop_reason, history=rec.history,
+                    params={**rec.params, "solver": solver,
+                            "algorithm": _ran(solver, rec.record())},
                     objective=rec.objective)  # fmt: skip
     return _checked(result, rec.record())

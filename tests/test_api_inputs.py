@@ -1,7 +1,9 @@
-"""recon.api's MRI inputs: what a script may hand to ``mri_problem`` and ``solve``, and the
-one-line errors for what it cannot mean."""
+"""recon.api's inputs: what a script may hand to ``ct_problem``, ``mri_problem`` and ``solve``,
+and the one-line errors (or warnings) for what it cannot mean."""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pytest
@@ -126,3 +128,27 @@ def test_keyword_message_leaves_other_flags_and_config_keys_alone():
     assert api.keyword_message(msg, {"iters": None}) == (
         "solver='pnp-pgd' needs a prior= (or --prior-sigma-rel); parameter 'rho_rel' must be"
     )
+
+
+def test_solve_warns_about_keywords_its_solver_does_not_read_and_says_what_ran(kspace):
+    """'fbp' reads no iteration setting and no prior, 'tv' no prior: those keywords used to be
+    dropped without a word. ``params`` names the solver asked and the algorithm that ran (the
+    MRI default with ridge-mri is PGD with momentum: PnP-FISTA)."""
+    image = np.zeros((16, 16), np.float32)
+    image[4:12, 4:12] = 0.5
+    pb = api.ct_problem(image, units="a.u.", views=6)
+    with pytest.warns(UserWarning, match=r"prior, iters not used by solver='fbp'"):
+        fbp = api.solve(pb, "fbp", prior="crr-ct", iters=3)
+    assert fbp.params["solver"] == fbp.params["algorithm"] == "fbp"
+    with pytest.warns(UserWarning, match=r"start not used by solver='fbp'"):
+        api.solve(pb, "fbp", start=pb.x0)
+    with pytest.warns(UserWarning, match=r"prior not used by solver='tv' \(TV is its"):
+        tv = api.solve(pb, "tv", prior="crr-ct", iters=2)
+    assert (tv.params["solver"], tv.params["algorithm"]) == ("tv", "pnp-admm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # what each solver reads: no warning
+        admm = api.solve(pb, "pnp-admm", prior="crr-ct", iters=2, tol=0.0, strength=2.0)
+        assert api.solve(pb, "tv", prior="tv", iters=2).params["solver"] == "tv"
+        mri = api.solve(api.mri_problem(kspace, accel=4, center_fraction=0.16), iters=2)
+    assert (admm.params["solver"], admm.params["algorithm"]) == ("pnp-admm", "pnp-admm")
+    assert (mri.params["solver"], mri.params["algorithm"]) == ("pnp-pgd", "pnp-fista")
