@@ -93,6 +93,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "--redo", action="store_true", help="recompute finished scans too (new options)"
         )
         module.add_options(q)
+        for action in q._actions:  # `recon mri --slice` also takes A:B; a batch does not (run)
+            if action.dest == "slice":
+                action.help = (
+                    "the slice of each fastMRI file: K, or all (the default); no A:B ranges"
+                )
         q.set_defaults(out=None)  # required for a batch (checked in run: one-line error)
 
 
