@@ -188,9 +188,9 @@ def _execute(
 ) -> tuple[dict[str, dict], dict[tuple, dict], float, float, int]:
     """Run the tasks; (rows by unit name, worker stats, startup s, wall s, workers)."""
     from distributed import as_completed
-    from tqdm.auto import tqdm
 
     from recon.batch.worker import run_task
+    from solvers.progress import progress_bar
 
     t_start = time.perf_counter()
     client, cluster = _client(args)
@@ -213,7 +213,7 @@ def _execute(
             for i, task in enumerate(tasks)
         }
         total = sum(len(t) for t in tasks)
-        with tqdm(
+        with progress_bar(
             total=total, desc=f"recon batch {modality}", unit="scan", disable=args.quiet
         ) as bar:
             n_failed = 0
