@@ -12,10 +12,11 @@ attenuation u = (HU + 1000)/2500 (a.u. images as they are), ASTRA's projector, G
 (``noise``, relative to max |sinogram|) or Poisson (``photons``) data seeded by ``seed``, and the
 FBP start. ``solve`` runs a solver with the shipped presets (``recon/presets/ct.json``, a
 ``config`` file on top) exactly as `recon ct` does, and maps the result back to the input's
-units. ``mri_problem`` is `recon mri`'s set-up of one slice (mask, ESPIRiT maps checked against
-the calibration data, the k-space noise measured in the corners, fastMRI's zero-filled
-baseline); ``solve`` on it runs the MRI presets as `recon mri` does and reports fastMRI's metrics
-on the recon-size crop.
+units; a warm start (``start=``) is in internal units: ``problem.from_units(image)``.
+``mri_problem`` is `recon mri`'s set-up of one slice (mask, ESPIRiT maps checked against the
+calibration data, the k-space noise measured in the corners, fastMRI's zero-filled baseline);
+``solve`` on it runs the MRI presets as `recon mri` does and reports fastMRI's metrics on the
+recon-size crop.
 
 Speed: `recon` keeps freed memory for reuse (``recon.memory.retain_freed_memory``), which
 nearly halves a 512² learned prox on glibc; a script that calls this API does the same with
@@ -61,6 +62,17 @@ class CTProblem:
         """An internal image (1, 1, H, W) as (H, W) float32 in the input's units."""
         a = x[0, 0].detach().cpu().numpy().astype(np.float64)
         return (a * HU_SCALE - HU_OFFSET if self.units == "HU" else a).astype(np.float32)
+
+    def from_units(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """An (H, W) image in the input's units as an internal image (1, 1, H, W) float32 on
+        the problem's device, u = (HU + 1000)/2500 for HU (a.u.: as it is): the inverse of
+        ``to_units``, e.g. for ``solve(problem, start=problem.from_units(image))``."""
+        a = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image)
+        if a.shape != self.image.shape:
+            raise ValueError(f"expected an image of shape {self.image.shape}, got {a.shape}")
+        a = a.astype(np.float64)
+        u = (a + HU_OFFSET) / HU_SCALE if self.units == "HU" else a
+        return torch.from_numpy(u.astype(np.float32))[None, None].to(self.x0.device)
 
 
 @dataclass
@@ -314,8 +326,10 @@ def solve(
     """Reconstruct ``problem`` with ``solver`` ('pnp-admm', 'pnp-pgd', 'tv' or 'fbp') and
     ``prior`` (a shipped name, a checkpoint path or 'tv'; ignored by 'tv' and 'fbp') using the
     shipped presets (``config``: a JSON file of overrides, as `recon ct --config`), with the
-    presets' σ rule and step sizes relative to the operator. ``start``: a warm start (internal
-    units) instead of the FBP image.
+    presets' σ rule and step sizes relative to the operator. ``start``: a warm start
+    instead of the FBP image, (1, 1, H, W) in internal units (u = (HU + 1000)/2500 for HU, a.u.
+    as they are; ``problem.x0`` and ``Result.x`` are in them): ``problem.from_units(image)``
+    converts an image in the input's units, as ``result.image`` is.
 
     ``prior`` None: the modality's default (``DEFAULT_PRIOR``, as `recon ct`/`recon mri`);
     ``solver`` None: 'pnp-admm', or for MRI the prior's (``recon.mri.default_solver``). An

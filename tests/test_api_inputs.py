@@ -152,3 +152,21 @@ def test_solve_warns_about_keywords_its_solver_does_not_read_and_says_what_ran(k
         mri = api.solve(api.mri_problem(kspace, accel=4, center_fraction=0.16), iters=2)
     assert (admm.params["solver"], admm.params["algorithm"]) == ("pnp-admm", "pnp-admm")
     assert (mri.params["solver"], mri.params["algorithm"]) == ("pnp-pgd", "pnp-fista")
+
+
+def test_a_warm_start_in_the_inputs_units_goes_through_from_units():
+    """``start`` is in internal units (u = (HU + 1000)/2500 for HU): ``from_units`` is the
+    inverse of ``to_units``, so a result's image in HU becomes the internal image it came from."""
+    image = np.full((24, 24), -1000.0, np.float32)
+    image[6:18, 6:18] = 40.0  # soft tissue in air, HU
+    pb = api.ct_problem(image, views=8)
+    assert pb.units == "HU"
+    first = api.solve(pb, "tv", iters=3)
+    start = pb.from_units(first.image)
+    assert start.shape == first.x.shape and start.dtype == torch.float32
+    torch.testing.assert_close(start, first.x.float(), atol=1e-6, rtol=0)
+    torch.testing.assert_close(pb.from_units(image), pb.x_true, atol=1e-7, rtol=0)
+    again = api.solve(pb, "tv", iters=3, start=start)
+    assert np.isfinite(again.psnr)
+    with pytest.raises(ValueError, match=r"expected an image of shape \(24, 24\)"):
+        pb.from_units(image[:20])
