@@ -367,7 +367,7 @@ class RidgeProx(LearnedProx):
             j = torch.bucketize(u, r, out_int32=True)
             return j if offset is None else j + offset.to(torch.int32)
         h = (r[-1] - r[0]) / (n - 1)
-        j = torch.ceil((u - r[0]) / h).clamp_(0, n)
+        j = torch.ceil((u - r[0]) / h).clamp_(0, n).nan_to_num_(0.0)  # NaN: a valid row, NaN out
         if offset is not None:  # small integers: exact in floating point
             j = j + offset.to(j.dtype)
         return j.to(torch.int32)
@@ -437,7 +437,9 @@ class RidgeProx(LearnedProx):
         h = (r[-1] - r[0]) / (n - 1)
         rows = torch.arange(t.shape[1], device=t.device, dtype=t.dtype).view(1, -1, 1, 1)
         torch.mul(t, 1.0 / (scale * h), out=buf)
-        buf.sub_(r[0] / h).ceil_().clamp_(0, n).add_(rows * (n + 1))
+        # a NaN entry reads row 0 (any valid row): g = s_j·t + scale·c_j is NaN there, so a NaN
+        # input gives a NaN output (a solver's divergence test sees it), not an IndexError
+        buf.sub_(r[0] / h).ceil_().clamp_(0, n).nan_to_num_(0.0).add_(rows * (n + 1))
         idx.copy_(buf)
         return idx.view(-1)
 

@@ -389,9 +389,10 @@ def train_prior(
 
     bar = None
     if progress and rank == 0:
-        from tqdm.auto import tqdm
+        from solvers.progress import progress_bar
 
-        bar = tqdm(total=cfg.steps, initial=step, desc=f"train {getattr(model, 'kind', '')}")
+        desc = f"train {getattr(model, 'kind', '')}"
+        bar = progress_bar(total=cfg.steps, initial=step, desc=desc)
     model.train()
     t0 = time.perf_counter() - elapsed
     done_here = 0

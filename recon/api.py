@@ -1,7 +1,7 @@
 """The one-call Python API: a problem, then its reconstruction.
 
     from recon.api import ct_problem, mri_problem, solve
-    problem = ct_problem(hu_image, views=60, noise=0.01)          # HU in, HU out
+    problem = ct_problem(hu_image, views=60, noise=0.01)          # HU in, HU out (units="auto")
     result = solve(problem, solver="pnp-admm", prior="aelpn-ct")  # presets, σ rule, ρ inside
     result.image, result.psnr, result.history
     mri = mri_problem(kspace, accel=4)     # (C, H, W) k-space, or a magnitude image + coils=
@@ -12,10 +12,11 @@ attenuation u = (HU + 1000)/2500 (a.u. images as they are), ASTRA's projector, G
 (``noise``, relative to max |sinogram|) or Poisson (``photons``) data seeded by ``seed``, and the
 FBP start. ``solve`` runs a solver with the shipped presets (``recon/presets/ct.json``, a
 ``config`` file on top) exactly as `recon ct` does, and maps the result back to the input's
-units. ``mri_problem`` is `recon mri`'s set-up of one slice (mask, ESPIRiT maps checked against
-the calibration data, the k-space noise measured in the corners, fastMRI's zero-filled
-baseline); ``solve`` on it runs the MRI presets as `recon mri` does and reports fastMRI's metrics
-on the recon-size crop.
+units; a warm start (``start=``) is in internal units: ``problem.from_units(image)``.
+``mri_problem`` is `recon mri`'s set-up of one slice (mask, ESPIRiT maps checked against the
+calibration data, the k-space noise measured in the corners, fastMRI's zero-filled baseline);
+``solve`` on it runs the MRI presets as `recon mri` does and reports fastMRI's metrics on the
+recon-size crop.
 
 Speed: `recon` keeps freed memory for reuse (``recon.memory.retain_freed_memory``), which
 nearly halves a 512² learned prox on glibc; a script that calls this API does the same with
@@ -62,11 +63,25 @@ class CTProblem:
         a = x[0, 0].detach().cpu().numpy().astype(np.float64)
         return (a * HU_SCALE - HU_OFFSET if self.units == "HU" else a).astype(np.float32)
 
+    def from_units(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """An (H, W) image in the input's units as an internal image (1, 1, H, W) float32 on
+        the problem's device, u = (HU + 1000)/2500 for HU (a.u.: as it is): the inverse of
+        ``to_units``, e.g. for ``solve(problem, start=problem.from_units(image))``."""
+        a = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image)
+        if a.shape != self.image.shape:
+            raise ValueError(f"expected an image of shape {self.image.shape}, got {a.shape}")
+        a = a.astype(np.float64)
+        u = (a + HU_OFFSET) / HU_SCALE if self.units == "HU" else a
+        return torch.from_numpy(u.astype(np.float32))[None, None].to(self.x0.device)
+
 
 @dataclass
 class Result:
     """``image`` (H, W) float32 in the problem's units, its PSNR/SSIM against the reference
-    (data range of the reference), the internal image ``x``, and the solver's record.
+    (data range of the reference), the internal image ``x``, and the solver's record:
+    ``params`` holds the settings used, ``solver`` (as asked, or the default chosen: 'fbp',
+    'zero-filled', 'tv', 'pnp-admm', 'pnp-pgd') and ``algorithm`` (what ran it: 'fbp',
+    'zero-filled', 'pnp-admm', 'pnp-pgd' or 'pnp-fista', the accelerated PGD).
     ``unusable``: why the image is not usable (the solver diverged, or it ended far from the
     data: `recon ct`/`recon mri` exit 3 then), else None; ``solve`` also warns then."""
 
@@ -100,16 +115,60 @@ def _checked(result: Result, record: dict) -> Result:
 
 
 HU_TOO_SMALL = 10.0  # an image in HU whose values all lie within ±10 HU is not in HU
+HU_BELOW = -100.0  # an image with values below this is in HU (attenuation is never negative)
+
+
+def auto_units(image: np.ndarray) -> str:
+    """'HU' when ``image`` has values below ``HU_BELOW`` (−100; air is −1000 HU, attenuation is
+    never negative), else 'a.u.': the rule of ``units='auto'`` here and of `recon ct --units`."""
+    return "HU" if float(np.min(image)) < HU_BELOW else "a.u."
+
+
+def _device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device; ValueError for a name torch does not know or for CUDA when
+    no CUDA device is available (torch would fail later, inside the projector)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device={device!r}: not a torch device ({exc})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}: no CUDA device is available; use device='cpu'")
+    return dev
+
+
+def _check_op(op, shape: tuple[int, ...], **given) -> None:
+    """ValueError unless ``op`` takes (1, 1, *shape) images and each scan setting in ``given``
+    that is not None equals the op's own (an op without that attribute: any given is refused,
+    it cannot apply)."""
+    domain = tuple(getattr(op, "domain_shape", ()))
+    if domain[-2:] != tuple(shape):
+        raise ValueError(
+            f"op: a projector for images of shape {domain[-2:]}, the image is {tuple(shape)}"
+        )
+    for name, value in given.items():
+        if value is None:
+            continue
+        own = getattr(op, name, None)
+        if isinstance(own, str) or own is None:
+            same = own == value
+        else:
+            same = isinstance(value, int | float) and np.isclose(own, value, rtol=1e-9, atol=0)
+        if not same:
+            has = "has none" if own is None else f"has {name}={own!r}"
+            raise ValueError(
+                f"{name}={value!r} with op=: the projector fixes the scan and {has}; leave "
+                f"{name} out (or build op with it)"
+            )
 
 
 def ct_problem(
     image: np.ndarray | torch.Tensor,
     *,
-    units: str = "HU",
-    views: int = 60,
+    units: str = "auto",
+    views: int | None = None,
     arc: float | None = None,
-    geometry: str = "parallel",
-    pixel_size: float = 1.0,
+    geometry: str | None = None,
+    pixel_size: float | None = None,
     noise: float = 0.01,
     photons: float | None = None,
     seed: int = 0,
@@ -117,21 +176,31 @@ def ct_problem(
     fbp_filter: str = "ram-lak",
     op=None,
 ) -> CTProblem:
-    """Simulate a scan of ``image`` (H, W) in ``units`` ('HU' or 'a.u.'): ``views`` projections
+    """Simulate a scan of ``image`` (H, W) in ``units`` ('HU', 'a.u.' or 'auto', the default:
+    HU when it has values below −100, else a.u., as `recon ct`; ``problem.units`` says which
+    was taken; HU are mapped to u = (HU + 1000)/2500): ``views`` projections
     over ``arc`` degrees (180 parallel, 360 fan), Gaussian noise of std ``noise`` × max|sinogram|
     or, with ``photons``, Poisson counts (μ = μ_water(1 + HU/1000) per mm, ``pixel_size`` mm).
-    ``op``: a projector built before for images of this size (a series reuses one)."""
+    ``op``: a projector built before for images of this size (a series reuses one); it fixes
+    the scan, so ``views`` (default 60), ``arc``, ``geometry`` (default 'parallel') and
+    ``pixel_size`` (default 1) given with it must agree with it (ValueError otherwise)."""
     from data.ct_noise import add_gaussian_noise, add_poisson_noise
     from operators.ct import CTOperator
     from recon.pipeline import Timer
 
-    if units not in ("HU", "a.u."):
-        raise ValueError(f"units must be 'HU' or 'a.u.', got {units!r}")
+    if units not in ("auto", "HU", "a.u."):
+        raise ValueError(f"units must be 'auto', 'HU' or 'a.u.', got {units!r}")
     if photons is None and not 0 <= noise <= 1:
         raise ValueError(f"noise={noise}: a fraction of the sinogram's largest value, 0 to 1")
     img = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image)
-    if img.ndim != 2 or not np.isfinite(img).all():
-        raise ValueError(f"expected a finite 2-D image, got shape {img.shape}")
+    if img.ndim != 2:
+        raise ValueError(f"expected a 2-D image (H, W), got shape {img.shape}")
+    if not np.isfinite(img).all():
+        bad = int(np.size(img) - np.isfinite(img).sum())
+        raise ValueError(f"the image holds {bad} NaN or infinite value(s): expected finite values")
+    device = _device(device)
+    if units == "auto":
+        units = auto_units(img)
     peak = float(np.abs(img).max())
     if units == "HU" and peak < HU_TOO_SMALL:
         raise ValueError(
@@ -146,8 +215,11 @@ def ct_problem(
     ref = (img.astype(np.float64) + HU_OFFSET) / HU_SCALE if units == "HU" else img
     ref = np.ascontiguousarray(ref, dtype=np.float32)
     if op is None:
-        op = CTOperator(image_size=ref.shape, views=views, arc=arc, geometry=geometry,
-                        pixel_size=pixel_size)  # fmt: skip
+        op = CTOperator(image_size=ref.shape, views=60 if views is None else views, arc=arc,
+                        geometry=geometry or "parallel",
+                        pixel_size=1.0 if pixel_size is None else pixel_size)  # fmt: skip
+    else:
+        _check_op(op, ref.shape, views=views, arc=arc, geometry=geometry, pixel_size=pixel_size)
     x_true = torch.from_numpy(ref)[None, None].to(device)
     clean = op.forward(x_true)
     if photons is not None:
@@ -244,7 +316,9 @@ def _solve_mri(
     result = Result(image=image, psnr=m["psnr"], ssim=m["ssim"],
                     x=torch.from_numpy(x)[None, None], iterations=record["iterations"],
                     seconds=seconds, converged=record["converged"],
-                    stop_reason=record["stop_reason"], params=record["params"], history=history,
+                    stop_reason=record["stop_reason"], history=history,
+                    params={**record["params"], "solver": solver,
+                            "algorithm": _ran(solver, record)},
                     objective=record.get("objective", ""))  # fmt: skip
     return _checked(result, record)
 
@@ -264,8 +338,10 @@ def solve(
     """Reconstruct ``problem`` with ``solver`` ('pnp-admm', 'pnp-pgd', 'tv' or 'fbp') and
     ``prior`` (a shipped name, a checkpoint path or 'tv'; ignored by 'tv' and 'fbp') using the
     shipped presets (``config``: a JSON file of overrides, as `recon ct --config`), with the
-    presets' σ rule and step sizes relative to the operator. ``start``: a warm start (internal
-    units) instead of the FBP image.
+    presets' σ rule and step sizes relative to the operator. ``start``: a warm start
+    instead of the FBP image, (1, 1, H, W) in internal units (u = (HU + 1000)/2500 for HU, a.u.
+    as they are; ``problem.x0`` and ``Result.x`` are in them): ``problem.from_units(image)``
+    converts an image in the input's units, as ``result.image`` is.
 
     ``prior`` None: the modality's default (``DEFAULT_PRIOR``, as `recon ct`/`recon mri`);
     ``solver`` None: 'pnp-admm', or for MRI the prior's (``recon.mri.default_solver``). An
@@ -275,6 +351,69 @@ def solve(
     ``strength``: × the regularizer's weight the presets' rules give (TV's weight, or ρ of a
     prior's problem, for every solver alike; ``recon.pipeline.reconstruct``), as `recon mri
     --strength`."""
+    given = {"config": config, "prior": prior, "solver": solver, "iters": iters, "tol": tol}
+    given["strength"] = None if strength == 1.0 else strength
+    _warn_unused(solver, prior, {**given, "start": start})
+    try:
+        return _solve(problem, solver, prior, config, iters, tol, start, progress, strength)
+    except ValueError as exc:  # CheckpointError too: its type is kept
+        if exc.args and isinstance(exc.args[0], str):
+            exc.args = (keyword_message(exc.args[0], given), *exc.args[1:])
+        raise
+
+
+def _warn_unused(solver: str | None, prior, given: dict) -> None:
+    """Warn (UserWarning) about keywords ``solver`` does not read, as `recon ct` warns about
+    its options (``recon.pipeline.unused_options``): a prior other than 'tv' with 'tv', 'fbp' or
+    'zero-filled'; iters, tol, strength and start with the closed forms 'fbp' and
+    'zero-filled'."""
+    import argparse
+
+    from recon.pipeline import unused_options
+
+    names = {k for k, v in given.items() if v is not None}
+    args = argparse.Namespace(given=names, solver=solver, prior=prior)
+    unused = [u.split()[0].lstrip("-") for u in unused_options(args)]
+    if solver in ("fbp", "zero-filled") and "start" in names:
+        unused.append("start")
+    if unused:
+        what = "TV is its regularizer" if solver == "tv" else "a closed form"
+        warnings.warn(
+            f"recon.api.solve: {', '.join(unused)} not used by solver={solver!r} ({what})",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _ran(solver: str, record: dict) -> str:
+    """The algorithm that ran ``solver``: 'fbp' or 'zero-filled' (closed forms), else the
+    iterative solver (TV's too): 'pnp-admm', 'pnp-pgd' or, accelerated, 'pnp-fista'."""
+    if solver in ("fbp", "zero-filled"):
+        return solver
+    run = record.get("solver_run") or solver
+    return "pnp-fista" if run == "pnp-pgd" and record["params"].get("accelerated") else run
+
+
+FLAGS = ("config", "prior", "solver", "iters", "tol", "strength")
+
+
+def keyword_message(message: str, given: dict) -> str:
+    """An error of the code `recon ct`/`recon mri` share (``recon.pipeline``) in the words of
+    this API: ``--config PATH`` becomes ``config='PATH'``, ``--solver X`` ``solver='X'``, a bare
+    ``--prior`` ``prior=``, and ``parameter 'iters'`` (or 'tol', 'strength') the keyword when
+    that keyword was given (else it came from the presets or the config file)."""
+    import re
+
+    for key, value in given.items():
+        if value is not None:
+            message = message.replace(f"--{key} {Path(value) if key == 'config' else value}",
+                                      f"{key}={str(value)!r}")  # fmt: skip
+            message = message.replace(f"parameter {key!r}", key)
+    message = re.sub(r"--solver ([\w-]+)", r"solver='\1'", message)
+    return re.sub(rf"--({'|'.join(FLAGS)})(?![\w-])", r"\1=", message)
+
+
+def _solve(problem, solver, prior, config, iters, tol, start, progress, strength) -> Result:
     from recon.pipeline import SolveOptions, fbp_reconstruction, load_presets, solve_with_presets
     from solvers.metrics import image_metrics
 
@@ -308,6 +447,8 @@ def solve(
     m = image_metrics(image, ref, float(ref.max() - ref.min()))
     result = Result(image=image, psnr=m["psnr"], ssim=m["ssim"], x=rec.x.detach(),
                     iterations=rec.iterations, seconds=rec.seconds, converged=rec.converged,
-                    stop_reason=rec.stop_reason, params=rec.params, history=rec.history,
+                    stop_reason=rec.stop_reason, history=rec.history,
+                    params={**rec.params, "solver": solver,
+                            "algorithm": _ran(solver, rec.record())},
                     objective=rec.objective)  # fmt: skip
     return _checked(result, rec.record())

@@ -30,7 +30,7 @@ import torch
 from data.dicom import CTVolume
 from data.nifti import is_nifti
 from data.nrrd import is_nrrd
-from recon.api import HU_OFFSET, HU_SCALE
+from recon.api import HU_OFFSET, HU_SCALE, auto_units
 from recon.argtypes import count, number
 from recon.outputs import prepare_out_dir, start_outputs, write_outputs
 from recon.pipeline import (
@@ -72,7 +72,6 @@ def phantom_size(args: argparse.Namespace) -> int:
 
 NPY_UNITS = ("auto", "HU", "a.u.")
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
-HU_BELOW = -100.0  # an image with values below this is in HU (attenuation is never negative)
 
 
 def npy_units(image: np.ndarray, units: str, source: str) -> str:
@@ -83,8 +82,8 @@ def npy_units(image: np.ndarray, units: str, source: str) -> str:
         raise ValueError(f"--units {units}: expected one of {', '.join(NPY_UNITS)}")
     if units != "auto":
         return units
-    lo = float(image.min())
-    if lo < HU_BELOW:
+    if auto_units(image) == "HU":
+        lo = float(image.min())
         print(
             f"{source}: read as HU (values down to {lo:.0f}); --units a.u. for "
             "attenuation-like values",

@@ -172,9 +172,9 @@ def reconstruct_series(args: argparse.Namespace, out: Path) -> dict:
     reused = 0
     bar = None
     if not args.quiet:
-        from tqdm.auto import tqdm
+        from solvers.progress import progress_bar
 
-        bar = tqdm(total=len(slices), desc=f"CT {method_label(args)}", unit="slice",
+        bar = progress_bar(total=len(slices), desc=f"CT {method_label(args)}", unit="slice",
                    file=sys.stderr)  # fmt: skip
     t0 = time.perf_counter()
     chain = digest

@@ -124,9 +124,10 @@ def certify(
     rows: list[dict[str, Any]] = []
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from solvers.progress import progress_bar
 
-        bar = tqdm(total=len(tasks) + len(CONVENTIONS) - 1, desc="prior check", file=sys.stderr)
+        total = len(tasks) + len(CONVENTIONS) - 1
+        bar = progress_bar(total=total, desc="prior check", file=sys.stderr)
     t0 = time.perf_counter()
     inputs: dict[tuple[str, float, str], tuple[torch.Tensor, float]] = {}
     for name, s, kind in tasks:

@@ -28,12 +28,15 @@ import torch
 from operators.base import LinearOperator, norm
 from priors.base import Prior, has_free_regularizer
 from solvers.cg import conjugate_gradient
-from solvers.inputs import as_prior, check_prox_output, check_start
+from solvers.inputs import as_prior, check_positive, check_prox_output, check_start
 from solvers.monitor import Monitor
 from solvers.result import SolverResult
 
 __all__ = ["pnp_admm"]
 
+
+RHO_REL = 0.01
+"""The default ρ is RHO_REL·λ·||A||² (``op.norm_sq()``): the CT presets' rho_rel."""
 
 MX_REFRESH = 10
 """ADMM recomputes (λAᴴA + ρI)x exactly every this many iterations (else it is carried)."""
@@ -49,7 +52,7 @@ def pnp_admm(
     prior: Prior,
     *,
     lam: float = 1.0,
-    rho: float = 1.0,
+    rho: float | None = None,
     iters: int = 100,
     tol: float = 1e-5,
     x0: torch.Tensor | None = None,
@@ -69,7 +72,15 @@ def pnp_admm(
         op, y: forward operator and data (B, *op.range_shape).
         prior: anything with ``prox(v)``, or a callable denoiser v -> x (``solvers.inputs``);
             with ``regularizer`` the objective D/ρ + R is monitored.
-        lam: λ in D(x) = (λ/2)||Ax − y||²; rho: the ADMM penalty ρ > 0.
+        lam: λ in D(x) = (λ/2)||Ax − y||².
+        rho: the ADMM penalty ρ > 0, which is part of the model: the fixed points minimize
+            D(x)/ρ + R(x), so ρ weighs the prior against the data and must follow the scale
+            of AᴴA. Choose ρ = rho_rel·λ·||A||² with ||A||² = ``op.norm_sq()`` (cached); the
+            CT presets use rho_rel 0.005–0.02, the MRI presets 0.0001–0.003 (larger: smoother).
+            Default (None): ``RHO_REL``·λ·||A||² = 0.01·λ·||A||², recorded in the result's
+            params (``rho``, and ``rho_rule`` for this default). A fixed ρ such as 1 is
+            scale-blind: on a 128² CT projector (||A||² ≈ 7700) it leaves the prior almost no
+            weight against the data.
         iters, tol: at most ``iters`` iterations; stop when ||z_{k+1} − z_k||/||z_k|| ≤ tol (for
             a batch: for every item).
         x0: start (B, *op.domain_shape); default Aᴴy.
@@ -84,8 +95,11 @@ def pnp_admm(
         SolverResult with x = z (the last accepted one on divergence) and, in the history,
         ``primal_residual`` ||x − z||, ``dual_residual`` ρ||z − z_prev|| and ``cg_iterations``.
     """
-    if rho <= 0 or lam <= 0:
-        raise ValueError(f"rho and lam must be > 0, got rho={rho}, lam={lam}")
+    check_positive(lam=lam)
+    rho_rule = None
+    if rho is None:
+        rho, rho_rule = RHO_REL * lam * op.norm_sq(), f"{RHO_REL:g}·λ·||A||²"
+    check_positive(rho=rho)
     prior = as_prior(prior)
     check_start(op, y, x0)
     with torch.no_grad():
@@ -165,6 +179,8 @@ def pnp_admm(
         "x_update": "closed form" if closed_form else "cg",
         "x0": "Aᴴy" if x0 is None else "given",
     }
+    if rho_rule is not None:
+        params["rho_rule"] = rho_rule
     if cg_used:
         params["cg_iterations_mean"] = sum(cg_used) / len(cg_used)
     return SolverResult(

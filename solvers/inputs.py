@@ -8,6 +8,7 @@ prox itself through ``CallableDenoiser``. PnP converges when D is the prox of a 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -15,7 +16,13 @@ import torch
 from operators.base import LinearOperator
 from priors.base import Prior
 
-__all__ = ["CallableDenoiser", "as_prior", "check_start", "check_prox_output"]
+__all__ = [
+    "CallableDenoiser",
+    "as_prior",
+    "check_positive",
+    "check_start",
+    "check_prox_output",
+]
 
 
 class CallableDenoiser:
@@ -43,6 +50,18 @@ def as_prior(prior: object) -> Prior:
         f"prior: expected an object with prox(v) or a callable denoiser v -> x, got "
         f"{type(prior).__name__}"
     )
+
+
+def check_positive(**values: object) -> None:
+    """ValueError naming the first of ``values`` (name=value) that is not a finite real number
+    > 0: NaN passes a test like ``rho <= 0`` (every comparison with NaN is False)."""
+    for name, v in values.items():
+        try:
+            f = float(v)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            f = math.nan
+        if not (math.isfinite(f) and f > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
 
 
 def check_start(op: LinearOperator, y: torch.Tensor, x0: torch.Tensor | None) -> None:

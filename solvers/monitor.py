@@ -148,9 +148,9 @@ class Monitor:
         self._t0 = time.perf_counter()
         self._bar = None
         if progress:
-            from tqdm.auto import tqdm
+            from solvers.progress import progress_bar
 
-            self._bar = tqdm(total=self.max_iters, desc=desc, leave=False)
+            self._bar = progress_bar(total=self.max_iters, desc=desc, leave=False)
 
     # --- helpers ---------------------------------------------------------------------------
     @staticmethod

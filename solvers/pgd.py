@@ -28,7 +28,7 @@ import torch
 
 from operators.base import LinearOperator, inner
 from priors.base import Prior, has_free_regularizer
-from solvers.inputs import as_prior, check_prox_output, check_start
+from solvers.inputs import as_prior, check_positive, check_prox_output, check_start
 from solvers.monitor import Monitor
 from solvers.result import SolverResult
 
@@ -63,10 +63,18 @@ def pnp_pgd(
             (every iteration, at no cost, when it has ``prox_and_regularizer``: the learned
             priors; for a convex R and γ ≤ 1/(λ||A||²) plain PGD decreases it at every step).
         lam: λ in D(x) = (λ/2)||Ax − y||².
-        step: γ; default 0.99/(λ·||A||²) with ||A||² from ``op.norm_sq()`` (cached).
+        step: γ, part of the model: the fixed points minimize γ·D(x) + R(x). Choose
+            γ = step_rel/(λ·||A||²) with ||A||² = ``op.norm_sq()`` (cached) and step_rel < 2
+            (≤ 1 with ``accelerated``); default step_rel 0.99. Then γ·D = (step_rel/2)·
+            ||Ax − y||²/||A||² does not depend on λ or on the scale of A: the prior's own
+            strength (a learned prior's σ, TV's weight) sets the balance, and a weaker prior
+            is a smaller σ/weight (or a larger γ), not a larger λ. An absolute γ (e.g. 1) is
+            scale-blind and diverges when γλ||A||² ≥ 2.
         iters, tol: at most ``iters`` iterations; stop when ||x_{k+1} − x_k||/||x_k|| ≤ tol (for
             a batch: for every item).
-        x0: start (B, *op.domain_shape); default Aᴴy.
+        x0: start (B, *op.domain_shape); default Aᴴy, whose scale is about ||A||² times the
+            image's (thousands for a CT projector), so a short run stays far from the image:
+            pass an image-scale start (FBP, the zero-filled image), as ``recon`` does.
         accelerated: FISTA momentum; restart: its adaptive restart.
         reference, data_range: ground truth for PSNR/SSIM in the history.
         objective_every: monitor R (and γD + R) every this many iterations (0, the default: off;
@@ -79,12 +87,10 @@ def pnp_pgd(
         SolverResult with x = the last accepted iterate x_k (on divergence: the last finite,
         non-runaway one).
     """
-    if lam <= 0:
-        raise ValueError(f"lam must be > 0, got {lam}")
+    check_positive(lam=lam)
     if step is None:
         step = 0.99 / (lam * op.norm_sq())
-    if not step > 0 or not math.isfinite(step):
-        raise ValueError(f"step must be a finite number > 0, got {step}")
+    check_positive(step=step)
     prior = as_prior(prior)
     check_start(op, y, x0)
     with torch.no_grad():

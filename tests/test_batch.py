@@ -287,6 +287,21 @@ def test_batch_mri_slice_must_be_one_index(tmp_path, capsys):
     assert not out.exists() or not any(out.rglob("metrics.json"))
 
 
+def test_batch_mri_slice_help_says_what_batch_takes(capsys):
+    """The batch subcommand reuses `recon mri`'s --slice, whose help offers A:B ranges that a
+    batch refuses: its own help says K or all, and `recon mri`'s keeps the ranges."""
+    from recon.cli import main
+
+    def slice_help(argv):
+        assert main([*argv, "--help"]) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        return text[text.rindex("--slice SLICE") :].split(" --", 1)[0]  # its help, not usage
+
+    batch = slice_help(["batch", "mri"])
+    assert "K, or all" in batch and "A:B (A" not in batch, batch
+    assert "A:B (A..B−1)" in slice_help(["mri"])
+
+
 def test_interrupted_redo_with_new_options_redoes_the_old_scans(tmp_path, cluster):
     """An interrupted `--redo` with new options leaves batch.json with the new options and some
     scans still holding results of the old ones; a rerun without --redo must redo exactly those

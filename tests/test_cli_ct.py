@@ -220,10 +220,31 @@ def test_api_refuses_an_image_that_cannot_be_in_its_units():
     image = np.zeros((32, 32), np.float32)
     image[8:24, 8:24] = 0.5  # attenuation-like values given as HU
     with pytest.raises(ValueError, match="units='a.u.'"):
-        ct_problem(image, views=8)
+        ct_problem(image, units="HU", views=8)
     assert ct_problem(image, units="a.u.", views=8, photons=1e4).units == "a.u."
     with pytest.raises(ValueError, match="units='HU'"):
         ct_problem(image * 2000 - 1000, units="a.u.", views=8, photons=1e4)
+
+
+@pytest.mark.parametrize(("scale", "units"), [(255.0, "a.u."), (2000.0, "HU")])
+def test_api_and_cli_read_an_image_in_the_same_units(tmp_path, capsys, scale, units):
+    """``ct_problem``'s default units are `recon ct --units`'s auto rule (HU when a value lies
+    below −100, else a.u.): the same .npy image gives the same units and PSNR both ways."""
+    from recon.api import ct_problem, solve
+
+    image = np.zeros((32, 32), np.float32)
+    image[8:24, 6:26] = scale
+    image = image - 1000.0 if units == "HU" else image  # air −1000 HU, tissue near 1000 HU
+    np.save(tmp_path / "x.npy", image)
+    opts = ["--views", "8", "--solver", "tv", "--iters", "3"]
+    assert _run(["--input", str(tmp_path / "x.npy"), *opts, "--out", str(tmp_path / "o")]) == 0
+    m = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    capsys.readouterr()
+    problem = ct_problem(image, views=8)
+    result = solve(problem, solver="tv", iters=3)
+    assert m["units"] == problem.units == units
+    assert result.psnr == pytest.approx(m["psnr"], abs=1e-3)
+    assert capsys.readouterr().err == ""  # the API says nothing on stderr
 
 
 def test_a_runaway_run_with_a_sigma_input_prior_says_what_to_change(tmp_path, capsys):

@@ -284,6 +284,21 @@ def test_regularizer_free_value_matches_inversion():
     assert torch.allclose(r_free, r_inv.value, rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize("mode", ["closed form", "prox"])
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_a_non_finite_input_gives_nan_not_an_index_error(mode, bad):
+    """A NaN (or ∞, whose filter responses meet ∞ − ∞) entry reads a valid row of the spline
+    tables: the output is NaN where it reaches, which a solver's divergence test reports, instead
+    of an out-of-range table index."""
+    m = _prox_model() if mode == "prox" else _model()
+    v = _images(b=1)
+    v[0, 0, 3, 3] = bad
+    with told_noise_level(m, 0.1):
+        out = m.prox(v)
+        assert out.shape == v.shape and bool(out.isnan().any())
+        assert bool(torch.isfinite(m.prox(_images(b=1))).all())
+
+
 def test_needs_a_noise_level_and_checks_shapes():
     m = _model()
     with pytest.raises(ValueError, match="noise level"):

@@ -529,7 +529,8 @@ def test_history_metrics_json_summary_and_plot(tmp_path):
     assert r.seconds == pytest.approx(h["seconds"][-1])
     loaded = json.loads(r.to_json())
     assert loaded["iterations"] == 6 and loaded["history"]["psnr"] == h["psnr"]
-    assert loaded["params"]["rho"] == 1.0 and "D(x)/ρ + R(x)" in r.objective
+    assert loaded["params"]["rho"] == pytest.approx(0.01 * op.norm_sq(), rel=1e-12)
+    assert loaded["params"]["rho_rule"] == "0.01·λ·||A||²" and "D(x)/ρ + R(x)" in r.objective
     assert "max iterations after 6 iterations" in r.summary()
     png = plot_history(h, tmp_path / "sub" / "conv.png", title="test")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -621,6 +622,38 @@ def test_solvers_take_a_callable_denoiser_and_name_bad_starts_and_prox_outputs()
             solver(op, y, lambda v: v[..., :5, :], iters=3)
         with pytest.raises(ValueError, match="expected an object with prox"):
             solver(op, y, np.float64(3.0))
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, 0.0, -1.0])
+@pytest.mark.parametrize("name", ["lam", "rho", "step"])
+def test_solver_parameters_must_be_finite_and_positive(name, bad):
+    """NaN passes a test like ``rho <= 0`` (every comparison with NaN is False): λ, ρ and γ are
+    refused by name unless finite and > 0, before any iteration."""
+    op, y = _problem()
+    solver = pnp_pgd if name == "step" else pnp_admm
+    with pytest.raises(ValueError, match=f"{name} must be a finite number > 0, got {bad!r}"):
+        solver(op, y, QuadraticPrior(0.5), iters=3, **{name: bad})
+    if name == "lam":
+        with pytest.raises(ValueError, match="lam must be a finite number > 0"):
+            pnp_pgd(op, y, QuadraticPrior(0.5), iters=3, lam=bad)
+
+
+def test_admm_default_rho_follows_the_scale_of_the_operator():
+    """ADMM's fixed points minimize D/ρ + R, so ρ is part of the model. The default
+    ρ = 0.01·λ·||A||² follows A: with A' = cA and y' = cy, D' = c²D and ρ' = c²ρ give the same
+    iterates, where a fixed ρ = 1 solves another problem. An explicit ρ is used as given."""
+    op, y = _problem()
+    big = MatrixOperator(100.0 * op.A, *op.domain_shape[1:])
+    kw = dict(iters=30, tol=0, cg_iters=100, cg_tol=1e-14)
+    a = pnp_admm(op, y, QuadraticPrior(0.5), **kw)
+    b = pnp_admm(big, 100.0 * y, QuadraticPrior(0.5), **kw)
+    assert a.params["rho"] == pytest.approx(0.01 * op.norm_sq(), rel=1e-12)
+    assert b.params["rho"] == pytest.approx(1e4 * a.params["rho"], rel=1e-5)
+    assert _rel(b.x, a.x) <= 1e-5
+    c = pnp_admm(op, y, QuadraticPrior(0.5), rho=1.0, **kw)
+    d = pnp_admm(big, 100.0 * y, QuadraticPrior(0.5), rho=1.0, **kw)
+    assert c.params["rho"] == 1.0 and "rho_rule" not in c.params
+    assert _rel(d.x, c.x) > 0.1
 
 
 def test_default_step_and_start():

@@ -93,6 +93,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "--redo", action="store_true", help="recompute finished scans too (new options)"
         )
         module.add_options(q)
+        for action in q._actions:  # `recon mri --slice` also takes A:B; a batch does not (run)
+            if action.dest == "slice":
+                action.help = (
+                    "the slice of each fastMRI file: K, or all (the default); no A:B ranges"
+                )
         q.set_defaults(out=None)  # required for a batch (checked in run: one-line error)
 
 
@@ -183,9 +188,9 @@ def _execute(
 ) -> tuple[dict[str, dict], dict[tuple, dict], float, float, int]:
     """Run the tasks; (rows by unit name, worker stats, startup s, wall s, workers)."""
     from distributed import as_completed
-    from tqdm.auto import tqdm
 
     from recon.batch.worker import run_task
+    from solvers.progress import progress_bar
 
     t_start = time.perf_counter()
     client, cluster = _client(args)
@@ -208,7 +213,7 @@ def _execute(
             for i, task in enumerate(tasks)
         }
         total = sum(len(t) for t in tasks)
-        with tqdm(
+        with progress_bar(
             total=total, desc=f"recon batch {modality}", unit="scan", disable=args.quiet
         ) as bar:
             n_failed = 0

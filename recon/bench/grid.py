@@ -164,7 +164,7 @@ def _load_cell(path: Path, digest: str) -> tuple[dict | None, bool]:
 def run_grid(spec: GridSpec, out: Path, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) every cell of ``spec`` into ``out``; returns {"cells": [...], "ran": n,
     "skipped": n}. Each finished cell is written atomically before the next one starts."""
-    from tqdm import tqdm
+    from solvers.progress import progress_bar
 
     todo = []
     for problem in spec.problems:
@@ -172,7 +172,7 @@ def run_grid(spec: GridSpec, out: Path, progress: bool = True) -> dict[str, Any]
             for solver, prior in spec.cells(problem):
                 todo.append((problem, scan, solver, prior))
     cells, ran, skipped, replaced = [], 0, 0, 0
-    bar = tqdm(total=len(todo), desc="bench grid", disable=not progress, unit="cell")
+    bar = progress_bar(total=len(todo), desc="bench grid", disable=not progress, unit="cell")
     case_key, case = None, None
     for problem, scan, solver, prior in todo:
         digest = spec.settings_hash(problem, scan, solver, prior)

@@ -157,9 +157,9 @@ def _best_of(runs: list[dict]) -> dict:
 
 
 def _progress(total: int, desc: str, quiet: bool):
-    from tqdm import tqdm
+    from solvers.progress import progress_bar
 
-    return tqdm(total=total, desc=desc, disable=quiet, leave=False)
+    return progress_bar(total=total, desc=desc, disable=quiet, leave=False)
 
 
 def _run_ours(

@@ -473,9 +473,9 @@ def mri_experiment(s: Settings, progress: bool = False) -> dict[str, Any]:
 def _bar(it, progress: bool, desc: str, total: int | None = None):
     if not progress:
         return it if it is not None else None
-    from tqdm.auto import tqdm
+    from solvers.progress import progress_bar
 
-    return tqdm(it, desc=desc, total=total) if it is not None else tqdm(desc=desc, total=total)
+    return progress_bar(it, desc=desc, total=total)
 
 
 def _tick(bar) -> None:

@@ -181,13 +181,13 @@ def tune_solver(
 ) -> SearchResult:
     """Search the parameters of preset section ``solver`` maximizing the mean PSNR over
     ``cases`` (built validation problems) with ``prior`` (ignored for tv), ``iters`` iterations."""
-    from tqdm import tqdm
+    from solvers.progress import progress_bar
 
     section = presets[solver]
     space = params or search_space(solver, section, points)
     method = _method(solver, section)
     prior_name = "tv" if solver == "tv" else prior
-    bar = tqdm(desc=f"tune {solver}", unit="trial", disable=not progress)
+    bar = progress_bar(desc=f"tune {solver}", unit="trial", disable=not progress)
 
     floors: dict[tuple, tuple[float, float]] = {}  # see _floor_key
 
