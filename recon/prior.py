@@ -218,7 +218,9 @@ def format_table(cert: dict[str, Any]) -> str:
         )
     lines.append(
         f"λ_max = {s['lambda_max']:.4g} (largest residual {s['largest_residual']:.2g}, "
-        f"{s['inputs']} inputs, all converged: {s['all_converged']}): {verdict}"
+        f"{s['inputs']} inputs, "
+        f"{'every estimate converged' if s['all_converged'] else 'not every estimate converged'}"
+        f"): {verdict}"
         + (
             " (the bound needs no converged row)"
             if certified
