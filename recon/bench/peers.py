@@ -328,7 +328,7 @@ def _run_defaults(pb, metric, quick: bool) -> dict[str, dict]:
         (f"PnP-ADMM {prior}", "pnp-admm", "rho_rel"),
         ("TV", "tv", "weight_rel"),
     ):
-        r = solve(pb, solver, prior, iters=10 if quick else None)
+        r = solve(pb, solver, None if solver == "tv" else prior, iters=10 if quick else None)
         m = metric(r.x)
         used = r.params.get(f"{key}_used", r.params.get(key))
         tag = "recon ct defaults, --quick: 10 iterations" if quick else "recon ct defaults"
@@ -527,7 +527,7 @@ def _run_mri_defaults(k: np.ndarray, ref: np.ndarray, seed: int, quick: bool) ->
     prior = DEFAULT_PRIOR["mri"]
     out: dict[str, dict] = {}
     for solver in (default_solver(prior), "tv"):
-        r = solve(pb, solver, prior, iters=10 if quick else None)
+        r = solve(pb, solver, None if solver == "tv" else prior, iters=10 if quick else None)
         name = {"pnp-admm": "PnP-ADMM", "pnp-pgd": "PnP-PGD", "tv": "TV"}[solver]
         if solver == "pnp-pgd" and r.params.get("accelerated"):
             name = "PnP-FISTA"
