@@ -233,17 +233,22 @@ def read_fastmri(path: str | Path, slices: SliceSel = None) -> FastMRIFile:
 
 def _read_mask(f, width: int, path: Path) -> np.ndarray | None:
     """The file's ``mask`` dataset (fastMRI test/challenge files: the sampled columns, (W,)) as
-    bool, or None; FastMRIError naming the file when it is not W values of 0/1."""
-    if "mask" not in f:
+    bool, or None; a ``mask`` that is not W values of 0/1 (some other data under that name) is
+    ignored with a warning naming the file (zero-filled k-space is still found as such:
+    ``recon.mri.measured_samples``)."""
+    import warnings
+
+    if "mask" not in f or not hasattr(f["mask"], "shape"):
         return None
     m = np.asarray(f["mask"][()])
-    if m.ndim != 1 or m.shape[0] != width or m.dtype.kind not in "biuf":
-        raise FastMRIError(
-            f"{path}: 'mask' must hold one 0/1 value per k-space column ({width}), got shape "
-            f"{m.shape} and dtype {m.dtype}"
+    ok = m.ndim == 1 and m.shape[0] == width and m.dtype.kind in "biuf"
+    if not (ok and np.isin(m, (0, 1)).all() and m.any()):
+        warnings.warn(
+            f"{path}: 'mask' ({m.dtype} {m.shape}) is not one 0/1 value per k-space column "
+            f"({width}), as fastMRI's; ignored",
+            stacklevel=3,
         )
-    if not np.isin(m, (0, 1)).all() or not m.any():
-        raise FastMRIError(f"{path}: 'mask' must be 0/1 per column with at least one 1")
+        return None
     return m.astype(bool)
 
 

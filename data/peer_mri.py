@@ -114,8 +114,9 @@ def read_ismrmrd_cartesian(
     """Fully sampled single-slice Cartesian k-space from an ISMRMRD HDF5 file (group
     ``dataset``): acquisitions stacked by ``kspace_encode_step_1`` into (C, readout, phase) with
     the readout on rows, as fastMRI stores it (so images come out as fastMRI shows them: the
-    transpose of ISMRMRD's own images, stored (y, x) with the phase on rows). Returns (kspace, recon size (x, y) from ``reconSpace``, csm transposed
-    to (C, x, y) if the file holds one, else None). Raises ValueError naming the file."""
+    transpose of ISMRMRD's own images, stored (y, x) with the phase on rows). Returns (kspace,
+    recon size (x, y) from ``reconSpace``, csm transposed to (C, x, y) if the file holds one,
+    else None). Raises ValueError naming the file."""
     import xml.etree.ElementTree as ET
 
     import h5py

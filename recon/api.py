@@ -25,6 +25,7 @@ nearly halves a 512² learned prox on glibc; a script that calls this API does t
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,7 +153,7 @@ def _check_op(op, shape: tuple[int, ...], **given) -> None:
         if isinstance(own, str) or own is None:
             same = own == value
         else:
-            same = isinstance(value, int | float) and np.isclose(own, value, rtol=1e-9, atol=0)
+            same = isinstance(value, numbers.Real) and np.isclose(own, value, rtol=1e-9, atol=0)
         if not same:
             has = "has none" if own is None else f"has {name}={own!r}"
             raise ValueError(
@@ -256,7 +257,7 @@ def mri_problem(
     the coil maps. k-space that is already undersampled (zero outside the measured columns)
     needs its mask as an array, and has no default reference."""
     from data.fastmri import MAX_COILS, simulate_multicoil
-    from recon.mri import measured_columns
+    from recon.mri import measured_samples
     from recon.mri import mri_problem as build
 
     arr = np.asarray(data)
@@ -275,13 +276,14 @@ def mri_problem(
             f"k-space of shape {arr.shape} reads as {arr.shape[0]} coils of {arr.shape[1]}×"
             f"{arr.shape[2]}: is it (H, W, C)? k-space is (C, H, W): np.moveaxis(k, -1, 0)"
         )
-    elif measured_columns(arr) is not None:
-        cols = measured_columns(arr)
+    elif measured_samples(arr) is not None:
+        got = measured_samples(arr)
         if isinstance(mask, str):
+            what = "columns" if got.ndim == 1 else "samples"
             raise ValueError(
-                f"k-space already undersampled ({int(cols.sum())} of {cols.size} columns hold "
-                f"data) and mask={mask!r} would undersample it again: pass the measured "
-                "columns, mask=np.abs(kspace).max(axis=(0, 1)) > 0"
+                f"k-space already undersampled ({int(got.sum())} of {got.size} {what} hold "
+                f"data) and mask={mask!r} would undersample it again: pass what was measured, "
+                "mask=recon.mri.measured_samples(kspace)"
             )
     elif reference is None:
         from data.peer_mri import rss_center

@@ -54,8 +54,9 @@ def _is_file_input(spec: str) -> bool:
 class MRIInput(NamedTuple):
     """One slice to reconstruct: k-space (C, H, W) complex64, the reference image (h, w) or
     None, the recon size (h, w), a description of where it came from, and ``measured``: the
-    sampled columns (W,) of k-space that is already undersampled (a fastMRI test-set file's
-    ``mask``), or None for fully sampled k-space (undersampled by ``--mask``)."""
+    sampled columns (W,) or samples (H, W) of k-space that is already undersampled (a fastMRI
+    test-set file's ``mask``, or ``measured_samples``), or None for fully sampled k-space
+    (undersampled by ``--mask``)."""
 
     kspace: np.ndarray
     reference: np.ndarray | None
@@ -64,16 +65,18 @@ class MRIInput(NamedTuple):
     measured: np.ndarray | None = None
 
 
-def measured_columns(k: np.ndarray) -> np.ndarray | None:
-    """The columns (W,) of k-space (C, H, W) that hold data when some column between the
-    first and the last non-zero one is all zero (undersampled k-space stored zero-filled), else
-    None (fully sampled; all-zero columns at the edges are zero padding, as in fastMRI's knee
-    files, not undersampling)."""
-    cols = np.abs(k).reshape(-1, k.shape[-1]).max(axis=0) > 0
-    idx = np.flatnonzero(cols)
-    if idx.size == 0 or cols[idx[0] : idx[-1] + 1].all():
+def measured_samples(k: np.ndarray) -> np.ndarray | None:
+    """What k-space (C, H, W) stored zero-filled measured: None when every sample inside the box
+    spanned by the non-zero ones holds data (fully sampled; all-zero columns or rows at the
+    edges are zero padding, as in fastMRI's knee files, not undersampling); else the measured
+    columns (W,) when whole columns are missing, or the measured samples (H, W). No noisy
+    measurement is exactly zero."""
+    nz = np.abs(k).max(axis=0) > 0
+    rows, cols = np.flatnonzero(nz.any(axis=1)), np.flatnonzero(nz.any(axis=0))
+    if rows.size == 0 or nz[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].all():
         return None
-    return cols
+    columns = nz.any(axis=0)
+    return columns if (nz == columns[None]).all() else nz
 
 
 def load_kspace(
@@ -117,11 +120,14 @@ def load_kspace(
     k = f.kspace[0] if f.is_multicoil else f.kspace[0][None]
     if not np.any(k):
         raise ValueError(f"{path}: slice {index}'s k-space is all zero (nothing measured)")
-    measured = f.mask if f.mask is not None else measured_columns(k)
+    measured = f.mask if f.mask is not None else measured_samples(k)
     if measured is not None:
         k = k * measured  # the file's mask says what was measured
     size = f.recon_size or f.kspace.shape[-2:]
-    if f.recon_size is None and f.reference is not None:
+    fits = f.reference is not None and all(
+        r <= n for r, n in zip(f.reference.shape[-2:], size, strict=True)
+    )
+    if f.recon_size is None and fits:
         size = f.reference.shape[-2:]  # no header: fastMRI's evaluation crops to the target
     ref = None if f.reference is None else center_crop(f.reference[0], size)
     if ref is not None and tuple(ref.shape) != tuple(size):
@@ -884,8 +890,9 @@ def _warn_file_mask(args: argparse.Namespace, inp: MRIInput) -> None:
     if inp.measured is None or (getattr(args, "quiet", False) and not _given_mask_options(args)):
         return
     n, w = int(inp.measured.sum()), inp.measured.size
+    what = "columns" if inp.measured.ndim == 1 else "samples"
     line = (
-        f"{args.input}: k-space already undersampled ({n} of {w} columns measured, "
+        f"{args.input}: k-space already undersampled ({n} of {w} {what} measured, "
         f"{w / n:.2f}×): reconstructed from those samples"
     )
     unused = _given_mask_options(args)

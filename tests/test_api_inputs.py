@@ -78,6 +78,8 @@ def test_ct_problem_refuses_scan_settings_that_disagree_with_its_op():
             api.ct_problem(image, units="a.u.", op=op, **bad)
     pb = api.ct_problem(image, units="a.u.", op=op, views=12, arc=360, geometry="fan")
     assert pb.op is op and tuple(pb.y.shape) == (1, *op.range_shape)
+    # numpy scalars equal to the op's own values are the same values
+    api.ct_problem(image, units="a.u.", op=op, views=np.int64(12), pixel_size=np.float32(0.5))
     with pytest.raises(ValueError, match=r"op: a projector for images of shape \(32, 32\)"):
         api.ct_problem(np.pad(image, 4), units="a.u.", op=op)
     # without an op the defaults are those documented: 60 parallel views, pixel size 1

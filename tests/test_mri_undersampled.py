@@ -9,12 +9,12 @@ import json
 import numpy as np
 import pytest
 
-from data.fastmri import FastMRIError, read_fastmri, simulate_multicoil, write_fastmri
+from data.fastmri import read_fastmri, simulate_multicoil, write_fastmri
 from data.peer_mri import add_kspace_noise, rss_center
 from data.phantoms import shepp_logan
 from recon.api import mri_problem, solve
 from recon.cli import main
-from recon.mri import measured_columns
+from recon.mri import measured_samples
 
 N = 96
 
@@ -77,10 +77,10 @@ def test_zero_filled_kspace_without_a_mask_dataset_is_read_as_undersampled(tmp_p
     the edges only (zero padding) are not."""
     k, ref = _kspace()
     m = _mask()
-    assert measured_columns(k * m).tolist() == m.tolist()
+    assert measured_samples(k * m).tolist() == m.tolist()
     padded = np.zeros((4, N, N + 32), np.complex64)
     padded[..., 16:-16] = k
-    assert measured_columns(padded) is None
+    assert measured_samples(padded) is None
     path = write_fastmri(tmp_path / "zf.h5", (k * m)[None], ref[None])
     assert _run(path, tmp_path / "o")["mask"]["type"] == "file"
 
@@ -119,12 +119,28 @@ def test_api_takes_your_own_mask_and_refuses_undersampling_twice():
         mri_problem(k, mask=few)
 
 
-def test_a_malformed_mask_dataset_names_the_file(tmp_path):
+def test_a_mask_dataset_of_another_shape_is_ignored_with_a_warning(tmp_path):
     import h5py
 
     k, ref = _kspace()
-    path = write_fastmri(tmp_path / "bad.h5", k[None], ref[None])
+    path = write_fastmri(tmp_path / "other.h5", k[None], ref[None])
     with h5py.File(path, "r+") as f:
         f["mask"] = np.ones(N + 1)
-    with pytest.raises(FastMRIError, match=r"bad.h5: 'mask' must hold one 0/1 value per"):
-        read_fastmri(path)
+    with pytest.warns(UserWarning, match=r"other.h5: 'mask' .* not one 0/1 value per k-space"):
+        assert read_fastmri(path).mask is None
+
+
+def test_two_dimensional_undersampling_stored_zero_filled_is_found(tmp_path, recwarn):
+    """k-space undersampled in 2-D (random samples, a full centre) and stored zero-filled
+    passed as fully sampled: a random 4× column mask went on top, and the coil maps came from
+    a centre that was not fully sampled. Its samples are used as they are (CLI and API)."""
+    k, ref = _kspace()
+    m2 = np.random.default_rng(0).random((N, N)) < 0.3  # variable density is not needed here
+    m2[N // 2 - 8 : N // 2 + 8, N // 2 - 8 : N // 2 + 8] = True
+    assert measured_samples(k * m2).tolist() == m2.tolist()
+    path = write_fastmri(tmp_path / "p.h5", (k * m2)[None], ref[None])
+    got = _run(path, tmp_path / "o")
+    assert got["mask"]["type"] == "file" and not got["mask"]["columns"]
+    assert got["mask"]["achieved_accel"] == pytest.approx(m2.size / m2.sum())
+    with pytest.raises(ValueError, match="already undersampled .* samples hold data"):
+        mri_problem(k * m2)
