@@ -12,6 +12,7 @@ import torch
 from pydicom.data import get_testdata_file
 from safetensors.torch import save_file
 
+from data.fastmri import write_fastmri
 from recon.cli import main
 
 CT = ["ct", "--input", "phantom:shepp-logan", "--size", "32", "--views", "10", "--quiet"]
@@ -76,10 +77,10 @@ def _files(root):
     nibabel.save(nibabel.Nifti1Image(np.zeros((4, 4, 2), np.float32), np.eye(4)), f["tiny_nifti"])
     f["tiny_npy"] = root / "tiny.npy"
     np.save(f["tiny_npy"], np.arange(9.0).reshape(3, 3))
-    f["small_ref"] = root / "smallref.h5"
-    with h5py.File(f["small_ref"], "w") as h:
-        h["kspace"] = np.ones((1, 2, 32, 32), np.complex64)
-        h["reconstruction_rss"] = np.ones((1, 10, 10), np.float32)
+    f["small_ref"] = root / "smallref.h5"  # its header's recon size is 32×32 (without a
+    # header the reconstruction is cropped to the reference, as fastMRI's evaluation does)
+    write_fastmri(f["small_ref"], np.ones((1, 2, 32, 32), np.complex64),
+                  np.ones((1, 10, 10), np.float32), recon_size=(32, 32))  # fmt: skip
     for name, cfg in {
         "cfg_nan": {"pnp-admm": {"rho_rel": float("nan")}},
         "cfg_string": {"pnp-admm": {"rho_rel": "abc"}},
