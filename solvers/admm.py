@@ -10,8 +10,9 @@ with D(x) = (λ/2)||Ax − y||² and u the scaled dual variable. The x-update so
 stopped when the residual has dropped by ``cg_tol`` relative to its warm-start residual (or after
 ``cg_iters``). With prox = prox_R the fixed points minimize D(x)/ρ + R(x).
 
-Start: x = z = x0 (default Aᴴy), u = 0. Returned image: z, the prior's output (the
-prior-consistent iterate); the monitor's rel_change, divergence test and callback use z too.
+Start: x = z = x0 (default 0: Aᴴy is about ||A||² times the image's scale), u = 0. Returned
+image: z, the prior's output (the prior-consistent iterate); the monitor's rel_change,
+divergence test and callback use z too.
 
 Exact affine equivariance when the prox is: with y' = a·y + b·A1 and x0' = a·x0 + b·1, the
 right-hand side becomes a·rhs + b·(λAᴴA + ρI)1, the CG warm start a·x + b·1, so its residuals
@@ -83,7 +84,10 @@ def pnp_admm(
             weight against the data.
         iters, tol: at most ``iters`` iterations; stop when ||z_{k+1} − z_k||/||z_k|| ≤ tol (for
             a batch: for every item).
-        x0: start (B, *op.domain_shape); default Aᴴy.
+        x0: start (B, *op.domain_shape); default 0 (the first x-update is then the
+            regularized least-squares image; Aᴴy, the former default, is about ||A||² times the
+            image's scale and cost a 128² CT phantom 52 iterations against 31 to the same
+            image). An image-scale start (FBP, the zero-filled image) saves iterations.
         cg_iters, cg_tol: CG budget and residual reduction for the x-update when the operator
             has no closed-form ``solve_normal``.
         precondition: precondition that CG with the operator's ``normal_preconditioner`` when
@@ -103,8 +107,8 @@ def pnp_admm(
     prior = as_prior(prior)
     check_start(op, y, x0)
     with torch.no_grad():
-        x = op.adjoint(y) if x0 is None else x0.detach().clone()
         aty = lam * op.adjoint(y)
+        x = torch.zeros_like(aty) if x0 is None else x0.detach().clone()
     z, u = x.clone(), torch.zeros_like(x)
     mon = Monitor(
         op,
@@ -177,7 +181,7 @@ def pnp_admm(
         "cg_tol": float(cg_tol),
         "cg_preconditioner": None if precond is None else "the operator's normal_preconditioner",
         "x_update": "closed form" if closed_form else "cg",
-        "x0": "Aᴴy" if x0 is None else "given",
+        "x0": "0" if x0 is None else "given",
     }
     if rho_rule is not None:
         params["rho_rule"] = rho_rule

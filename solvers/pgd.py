@@ -15,8 +15,8 @@ x_{k+1} − x_k> > 0 (the step goes against the momentum) the momentum is reset 
 Exact affine equivariance: nothing is added to the iteration (no clamping, no normalization), so
 when prox(a·v + b·1) = a·prox(v) + b·1 (a > 0), data a·y + b·A1 started at a·x₀ + b·1 gives the
 iterates a·x_k + b·1 (the restart test is a sign of an inner product of differences, also
-invariant). The default start Aᴴy is *not* equivariant (Aᴴ(A1) ≠ 1); pass an equivariant x0 (the
-CLI passes FBP / zero-filled images).
+invariant). The default start 0 is equivariant in scale only (a shift b needs the start b·1);
+pass an equivariant x0 (the CLI passes FBP / zero-filled images).
 """
 
 from __future__ import annotations
@@ -72,9 +72,11 @@ def pnp_pgd(
             scale-blind and diverges when γλ||A||² ≥ 2.
         iters, tol: at most ``iters`` iterations; stop when ||x_{k+1} − x_k||/||x_k|| ≤ tol (for
             a batch: for every item).
-        x0: start (B, *op.domain_shape); default Aᴴy, whose scale is about ||A||² times the
-            image's (thousands for a CT projector), so a short run stays far from the image:
-            pass an image-scale start (FBP, the zero-filled image), as ``recon`` does.
+        x0: start (B, *op.domain_shape); default 0, so the first iterate is
+            prox(γλAᴴy), the backprojection at the image's scale (Aᴴy itself is about ||A||²
+            times the image, thousands for a CT projector: from it 100 iterations on a 128²
+            CT phantom ended at 0.17 dB, from 0 at 21.51 dB, as from FBP). An image-scale
+            start (FBP, the zero-filled image), as ``recon`` passes, saves iterations.
         accelerated: FISTA momentum; restart: its adaptive restart.
         reference, data_range: ground truth for PSNR/SSIM in the history.
         objective_every: monitor R (and γD + R) every this many iterations (0, the default: off;
@@ -95,7 +97,7 @@ def pnp_pgd(
     check_start(op, y, x0)
     with torch.no_grad():
         aty = op.adjoint(y)
-        x = aty.clone() if x0 is None else x0.detach().clone()
+        x = torch.zeros_like(aty) if x0 is None else x0.detach().clone()
     mon = Monitor(
         op,
         y,
@@ -151,7 +153,7 @@ def pnp_pgd(
         "iters": int(iters),
         "tol": float(tol),
         "accelerated": bool(accelerated),
-        "x0": "Aᴴy" if x0 is None else "given",
+        "x0": "0" if x0 is None else "given",
     }
     if accelerated:
         params.update(restart=bool(restart), restarts=restarts)

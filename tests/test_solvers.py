@@ -657,10 +657,16 @@ def test_admm_default_rho_follows_the_scale_of_the_operator():
 
 
 def test_default_step_and_start():
+    """The default start is 0, so PGD's first iterate is prox(γλAᴴy), the backprojection at the
+    image's scale. From Aᴴy (the former default, about ||A||² times the image) a 128² CT
+    phantom was still at 0.17 dB after 100 iterations, against 21.51 from 0 or from FBP."""
     op, y = _problem()
-    r = pnp_pgd(op, y, QuadraticPrior(0.5), iters=1, tol=0)
+    prior = QuadraticPrior(0.5)
+    r = pnp_pgd(op, y, prior, iters=1, tol=0)
     assert r.params["step"] == pytest.approx(0.99 / op.norm_sq())
-    assert r.params["x0"] == "Aᴴy"
+    assert r.params["x0"] == "0" and pnp_admm(op, y, prior, iters=1).params["x0"] == "0"
+    first = prior.prox(r.params["step"] * op.adjoint(y))
+    assert _rel(r.x, first) <= 1e-12
     with pytest.raises(ValueError):
         pnp_pgd(op, y, QuadraticPrior(0.5), step=-1.0)
     with pytest.raises(ValueError):
