@@ -224,27 +224,31 @@ def _method(c: dict) -> str:
     return prior if c["solver"] == "baseline" else f"{c['solver']} + {prior}"
 
 
-def checkpoint_modality(path: str) -> str:
-    """'ct' or 'mri' for a checkpoint given to ``--priors``: by its image channels (1: CT, 2:
-    complex MRI); ValueError naming the file when it cannot be loaded."""
+def load_checkpoint(path: str):
+    """The prior of a checkpoint given to ``--priors``; ValueError naming the file when it
+    cannot be loaded."""
     from priors.checkpoint import CheckpointError, load_prior
 
     try:
-        model = load_prior(path)
+        return load_prior(path)
     except (CheckpointError, OSError) as exc:
         raise ValueError(f"--priors {path}: {exc}") from None
+
+
+def checkpoint_modality(model) -> str:
+    """'ct' or 'mri' for a checkpoint's prior: by its image channels (1: CT, 2: complex MRI)."""
     channels = getattr(model, "config", dict)().get("in_channels", 1)
     return "mri" if channels == 2 else "ct"
 
 
-def _check_sigma_rules(path: str, solvers: list[str], presets: dict) -> None:
-    """ValueError (naming the preset entry to add) when the checkpoint at ``path`` takes the
-    noise level and a solver's preset section gives it no σ rule: found here, not cells later."""
-    from priors.checkpoint import load_prior
+def _check_sigma_rules(path: str, model, solvers: list[str], presets: dict) -> None:
+    """ValueError (naming the preset entry to add) when the checkpoint at ``path`` (its prior
+    ``model``) takes the noise level and a solver's preset section gives it no σ rule: found
+    here, not cells later."""
     from priors.lpn import takes_noise_level
     from recon.pipeline import has_sigma_rule, method_params, missing_sigma_rule
 
-    if not takes_noise_level(load_prior(path)):
+    if not takes_noise_level(model):
         return
     for solver in solvers:
         base, _, params = method_params(presets, solver, path)
@@ -598,6 +602,7 @@ def spec_from_args(args) -> GridSpec:
     ct = ct_test_scans(args.size, n_ph, real) if "ct" in mods else []
     mri = mri_test_scans(1 if args.quick else args.mri_scans) if "mri" in mods else []
     priors = {m: priors_for(m) for m in ("ct", "mri")}
+    models = {}  # your own checkpoints, each loaded once
     if args.priors:
         checkpoints = [p for p in args.priors if p.endswith(".safetensors")]
         unknown = set(args.priors) - set(priors["ct"]) - set(priors["mri"]) - set(checkpoints)
@@ -609,7 +614,8 @@ def spec_from_args(args) -> GridSpec:
             )
         priors = {m: [p for p in v if p in args.priors] for m, v in priors.items()}
         for path in checkpoints:  # your own priors, each in the modality of its channels
-            priors[checkpoint_modality(path)].append(path)
+            models[path] = load_checkpoint(path)
+            priors[checkpoint_modality(models[path])].append(path)
         _check_prior_names(args.priors, priors, mods)
     presets = {
         "ct": load_presets("ct", args.ct_config),
@@ -618,8 +624,8 @@ def spec_from_args(args) -> GridSpec:
     solvers = list(args.solvers or SOLVERS)
     for m in mods:  # before any cell runs: a checkpoint that takes σ needs its σ rule
         for prior in priors[m]:
-            if prior.endswith(".safetensors"):
-                _check_sigma_rules(prior, solvers, presets[m])
+            if prior in models:
+                _check_sigma_rules(prior, models[prior], solvers, presets[m])
     return GridSpec(problems, ct, mri, solvers, priors, iters, presets, args.seed)
 
 
