@@ -276,8 +276,7 @@ def mri_problem(
             f"k-space of shape {arr.shape} reads as {arr.shape[0]} coils of {arr.shape[1]}×"
             f"{arr.shape[2]}: is it (H, W, C)? k-space is (C, H, W): np.moveaxis(k, -1, 0)"
         )
-    elif measured_samples(arr) is not None:
-        got = measured_samples(arr)
+    elif (got := measured_samples(arr)) is not None:
         if isinstance(mask, str):
             what = "columns" if got.ndim == 1 else "samples"
             raise ValueError(

@@ -359,6 +359,11 @@ def given_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.broadcast_to(m.astype(bool), (h, w)).copy()
 
 
+def is_column_mask(sampled: np.ndarray) -> bool:
+    """Whether a mask (H, W) samples whole columns (every row alike): fastMRI's masks."""
+    return bool((sampled == sampled[:1]).all())
+
+
 def _calibration_block(sampled: np.ndarray) -> int:
     """Side of the largest fully sampled square centred in a 2-D mask (H, W)."""
     h, w = sampled.shape
@@ -399,7 +404,6 @@ def sample_kspace(
     if not given and kind not in MASKS:
         raise ValueError(f"--mask {kind!r}: expected one of {', '.join(MASKS)}")
     cf = column_center_fraction(center_fraction, accel, w, c > 1 and kind in COLUMN_MASKS)
-    calib = 0
     if given:
         sampled = given_mask(mask, (h, w))
     elif kind in ("random", "equispaced"):
@@ -412,7 +416,7 @@ def sample_kspace(
         sampled = None
     desc = {"type": kind, "accel": accel, "center_fraction": cf, "seed": seed}
     if given:
-        desc = {"type": "given", "columns": bool((sampled == sampled[:1]).all())}
+        desc = {"type": "given", "columns": is_column_mask(sampled)}
     if sampled is not None:
         if not sampled.any():
             raise ValueError(
@@ -427,22 +431,24 @@ def sample_kspace(
             op = MaskedFFT(sampled)
             return SampledKspace(op, torch.from_numpy(ku[None]), desc, None)
         columns = kind in COLUMN_MASKS or (given and desc["columns"])
-        if given and not columns:
-            calib = _calibration_block(sampled)
-            if calib < MIN_CALIBRATION:
-                raise ValueError(
-                    f"the mask's fully sampled centre is {calib}×{calib}: ESPIRiT needs at "
-                    f"least {MIN_CALIBRATION}×{MIN_CALIBRATION} to estimate the coil maps"
-                )
-        elif given:
+        if columns:  # ESPIRiT calibrates on the centred fully sampled columns
             try:
-                calib = calibration_width(sampled)
+                width, height = calibration_width(sampled), None
             except ValueError as exc:
+                if not given:
+                    raise
                 raise ValueError(
                     f"the mask's fully sampled centre: {str(exc).split(' (')[0]}"
                 ) from None
-        width = calib if not columns else calibration_width(sampled)
-        height = calib if not columns else None
+        else:  # 2-D masks: on the centred fully sampled square
+            if given:
+                calib = _calibration_block(sampled)
+                if calib < MIN_CALIBRATION:
+                    raise ValueError(
+                        f"the mask's fully sampled centre is {calib}×{calib}: ESPIRiT needs at "
+                        f"least {MIN_CALIBRATION}×{MIN_CALIBRATION} to estimate the coil maps"
+                    )
+            width = height = calib
         maps, desc["coil_maps"] = checked_maps(ku, width, height, sampled if columns else None)
         op = SENSE(maps, sampled)
         return SampledKspace(op, torch.from_numpy(ku[None]), desc, maps)
@@ -633,7 +639,7 @@ def mri_problem(
         columns = mask in COLUMN_MASKS
     else:
         m = given_mask(mask, kspace.shape[-2:])
-        columns = bool((m == m[:1]).all())
+        columns = is_column_mask(m)
         mask = m[0] if columns else m  # (W,): the same columns of the reduced k-space
     if recon_size is not None and columns:
         kspace, oversampling = remove_readout_oversampling(kspace, size[0])
@@ -887,7 +893,8 @@ def reconstruct_input(args: argparse.Namespace, out: Path) -> dict:
 def _warn_file_mask(args: argparse.Namespace, inp: MRIInput) -> None:
     """Say once that k-space from the file is already undersampled, naming the --mask options
     given that it therefore does not use."""
-    if inp.measured is None or (getattr(args, "quiet", False) and not _given_mask_options(args)):
+    unused = _given_mask_options(args)
+    if inp.measured is None or (getattr(args, "quiet", False) and not unused):
         return
     n, w = int(inp.measured.sum()), inp.measured.size
     what = "columns" if inp.measured.ndim == 1 else "samples"
@@ -895,7 +902,6 @@ def _warn_file_mask(args: argparse.Namespace, inp: MRIInput) -> None:
         f"{args.input}: k-space already undersampled ({n} of {w} {what} measured, "
         f"{w / n:.2f}×): reconstructed from those samples"
     )
-    unused = _given_mask_options(args)
     if unused:
         line += f"; {', '.join(unused)} not used"
     warnings.warn(line, stacklevel=2)
