@@ -119,10 +119,25 @@ HU_TOO_SMALL = 10.0  # an image in HU whose values all lie within ±10 HU is not
 HU_BELOW = -100.0  # an image with values below this is in HU (attenuation is never negative)
 
 
-def auto_units(image: np.ndarray) -> str:
+AU_NEGATIVE_BELOW = -0.02  # × peak: an a.u. image this negative may be HU without air
+
+
+def auto_units(image: np.ndarray, source: str = "the image", option: str = "units='HU'") -> str:
     """'HU' when ``image`` has values below ``HU_BELOW`` (−100; air is −1000 HU, attenuation is
-    never negative), else 'a.u.': the rule of ``units='auto'`` here and of `recon ct --units`."""
-    return "HU" if float(np.min(image)) < HU_BELOW else "a.u."
+    never negative), else 'a.u.': the rule of ``units='auto'`` here and of `recon ct --units`.
+    An image read as a.u. that still goes below ``AU_NEGATIVE_BELOW`` × its peak (an HU crop
+    inside the body, fat at −100 to −50 HU and no air) gets a warning naming ``option``."""
+    lo, peak = float(np.min(image)), float(np.max(np.abs(image)))
+    if lo < HU_BELOW:
+        return "HU"
+    if lo < AU_NEGATIVE_BELOW * peak:
+        warnings.warn(
+            f"{source}: read as attenuation-like a.u. (no value below {HU_BELOW:.0f}), yet it "
+            f"goes down to {lo:.4g} and attenuation is never negative; if it is in HU (a crop "
+            f"without air), pass {option}",
+            stacklevel=3,
+        )
+    return "a.u."
 
 
 def _device(device: str | torch.device) -> torch.device:

@@ -77,12 +77,13 @@ PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
 def npy_units(image: np.ndarray, units: str, source: str) -> str:
     """The units of a ``.npy`` image: ``units`` when 'HU' or 'a.u.', else (auto) HU when it has
     values below −100 (air is −1000 HU; attenuation-like values are never negative), else a.u.
-    Auto-detected HU is said on stderr, with the option that overrides it."""
+    Auto-detected HU is said on stderr, with the option that overrides it; a.u. that go
+    negative get a warning (``recon.api.auto_units``)."""
     if units not in NPY_UNITS:
         raise ValueError(f"--units {units}: expected one of {', '.join(NPY_UNITS)}")
     if units != "auto":
         return units
-    if auto_units(image) == "HU":
+    if auto_units(image, source, "--units HU") == "HU":
         lo = float(image.min())
         print(
             f"{source}: read as HU (values down to {lo:.0f}); --units a.u. for "

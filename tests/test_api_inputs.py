@@ -172,3 +172,22 @@ def test_a_warm_start_in_the_inputs_units_goes_through_from_units():
     assert np.isfinite(again.psnr)
     with pytest.raises(ValueError, match=r"expected an image of shape \(24, 24\)"):
         pb.from_units(image[:20])
+
+
+def test_auto_units_warns_when_an_image_read_as_au_goes_negative():
+    """An HU crop inside the body (fat at −80 HU, no air) has no value below −100, so 'auto' reads
+    it as a.u.; its negative values (attenuation never is) get a warning naming units='HU'.
+    An a.u. image with FBP-like dips of 1 % of its peak, and one read as HU, get none."""
+    hu_crop = 40.0 + 60.0 * shepp_logan(32)  # soft tissue and denser ellipses, in HU
+    hu_crop[:4, :] = -80.0  # a band of fat
+    with pytest.warns(UserWarning, match=r"goes down to -80.*units='HU'"):
+        assert api.auto_units(hu_crop) == "a.u."
+    au = shepp_logan(32).astype(np.float64)
+    au[0, 0] = -0.01 * au.max()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert api.auto_units(au) == "a.u."
+        assert api.auto_units(hu_crop - 1000.0) == "HU"
+        assert api.ct_problem(hu_crop - 1000.0, views=8).units == "HU"
+    with pytest.warns(UserWarning, match="units='HU'"):
+        assert api.ct_problem(hu_crop, views=8).units == "a.u."
