@@ -8,6 +8,7 @@ at most every ``LOG_INTERVAL_S`` seconds (tqdm's ``mininterval``), postfix chang
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -38,22 +39,18 @@ def progress_bar(iterable: Iterable | None = None, **kwargs: Any):
     return _log_bar_class()(iterable, **kwargs)
 
 
-_LOG_BAR = None
-
-
-def _log_bar_class():
+@functools.cache
+def _log_bar_class() -> type:
     """tqdm whose postfix setters do not force a redraw (tqdm's default refresh=True would
-    write a line per call whatever ``mininterval`` says)."""
-    global _LOG_BAR
-    if _LOG_BAR is None:
-        from tqdm import tqdm
+    write a line per call whatever ``mininterval`` says); built once, on first use, so that
+    importing this module does not import tqdm."""
+    from tqdm import tqdm
 
-        class LogBar(tqdm):
-            def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
-                super().set_postfix(ordered_dict, refresh=False, **kwargs)
+    class LogBar(tqdm):
+        def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
+            super().set_postfix(ordered_dict, refresh=False, **kwargs)
 
-            def set_postfix_str(self, s="", refresh=True):
-                super().set_postfix_str(s, refresh=False)
+        def set_postfix_str(self, s="", refresh=True):
+            super().set_postfix_str(s, refresh=False)
 
-        _LOG_BAR = LogBar
-    return _LOG_BAR
+    return LogBar
