@@ -285,3 +285,35 @@ def test_a_multi_slice_file_without_a_reference_is_reconstructed_whole(tmp_path)
     assert (out / "comparison.png").is_file()
     with h5py.File(out / "reconstruction.h5") as f:
         assert f["reconstruction"].shape == (2, 40, 40)
+
+
+def test_a_checkpoint_from_ridge_mri_gets_its_default_solver(tmp_path):
+    """A copy of ridge-mri, or a checkpoint fine-tuned from it (``meta["preset_from"]``), runs
+    with ridge-mri's presets, so also with its default solver (PnP-FISTA); a checkpoint that
+    names no shipped prior keeps PnP-ADMM."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    from priors.checkpoint import shipped_priors
+    from recon.mri import default_solver
+
+    src = shipped_priors()["ridge-mri"]
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes(src.read_bytes())
+    with safe_open(str(src), framework="np") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iter
+        header = dict(f.metadata() or {})
+    meta = json.loads(header.get("meta", "{}"))
+    tuned, plain = tmp_path / "tuned.safetensors", tmp_path / "plain.safetensors"
+    tensors = {k: v + 1e-3 for k, v in tensors.items()}  # not a byte copy
+    save_file(
+        tensors, str(tuned), {**header, "meta": json.dumps({**meta, "preset_from": "ridge-mri"})}
+    )
+    meta.pop("preset_from", None)
+    meta.pop("init", None)
+    save_file(tensors, str(plain), {**header, "meta": json.dumps(meta)})
+    assert default_solver("ridge-mri") == "pnp-pgd"
+    assert default_solver(str(copy)) == "pnp-pgd"
+    assert default_solver(str(tuned)) == "pnp-pgd"
+    assert default_solver(str(plain)) == "pnp-admm"
+    assert default_solver("aelpn-mri") == "pnp-admm"
