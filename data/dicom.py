@@ -33,12 +33,22 @@ __all__ = [
     "decode_pixels",
     "grid_geometry",
     "warn_no_image",
+    "is_dicom_file",
+    "DICOM_SUFFIXES",
 ]
 
 PADDING_HU = -1024.0
 # Files that sit next to the slices in real series folders (LIDC-IDRI keeps its annotation XML
 # there) and are skipped; any other file that is not DICOM is an error naming it.
 SIDECAR_SUFFIXES = frozenset({".xml", ".txt", ".json", ".csv", ".md", ".log"})
+# A file with one of these suffixes is DICOM; one with a suffix in OTHER_SUFFIXES is not (and is
+# not opened); any other file (IM0001, a UID name such as 1.3.6.1.4.1.14519.5.2.1.353454709,
+# whose "suffix" is its last number) is DICOM when its preamble says so: ``is_dicom_file``.
+DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".ima"})
+OTHER_SUFFIXES = SIDECAR_SUFFIXES | frozenset(
+    {".npy", ".npz", ".nrrd", ".nhdr", ".nii", ".gz", ".h5", ".hdf5", ".mat", ".safetensors",
+     ".pt", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".cfl", ".hdr", ".zip"}
+)  # fmt: skip
 DECODERS_HINT = (
     "python-gdcm decodes JPEG Lossless, JPEG-LS and JPEG 2000 (pip install python-gdcm); "
     "12-bit JPEG Extended needs pylibjpeg with pylibjpeg-libjpeg (pip install pylibjpeg "
@@ -99,6 +109,26 @@ def grid_geometry(
         [col_step / np.linalg.norm(col_step), row_step / np.linalg.norm(row_step)]
     )
     return positions, tuple(float(v) for v in unit), float(np.linalg.norm(step))
+
+
+def is_dicom_file(path: str | Path) -> bool:
+    """Whether ``path`` is taken for a DICOM file when a folder is searched (`recon batch`,
+    `recon tune --inputs`, `recon train --data`): True when its suffix is a DICOM one
+    (``DICOM_SUFFIXES``); False when it names another known kind (``OTHER_SUFFIXES``: .npy,
+    NRRD, NIfTI, .h5, pictures, .json, .txt, ...); otherwise True when the file has the DICOM
+    preamble's 'DICM' magic at byte 128, whatever its name (IM0001, or a UID name with dots)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in DICOM_SUFFIXES:
+        return True
+    if suffix in OTHER_SUFFIXES:
+        return False
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
 
 
 def read_dicom_file(path: str | Path) -> CTSlice:

@@ -450,3 +450,35 @@ def test_a_folder_of_volumes_is_found(tmp_path):
     assert [f.name for f in files] == ["a.nii.gz", "b.nrrd"]
     units, _ = plan_units(files, "ct", tmp_path / "out")
     assert sorted({Path(u.out).name for u in units}) == ["a", "b"]
+
+
+def test_dicom_files_with_uid_names_are_found_by_every_finder(tmp_path):
+    """Extension-less DICOM files named by a UID with dots (1.3.6.1.4.1....: their "suffix" is
+    the last number) were skipped by `recon batch` and `recon tune --inputs FOLDER` (only ''
+    and .ima were probed), while `recon ct --input FOLDER` read the folder. One rule now
+    (``data.dicom.is_dicom_file``): a DICOM suffix, or the DICM preamble whatever the name; a
+    known other suffix is not probed."""
+    from data.training_sets import image_files
+    from recon.tune.problems import scans_from_glob
+    from tests.test_ct_data import write_ct_slice
+
+    series = tmp_path / "in" / "p1" / "series"
+    series.mkdir(parents=True)
+    names = [f"1.3.6.1.4.1.14519.5.2.1.35345470{k}" for k in range(3)]
+    for k, name in enumerate(names):
+        write_ct_slice(series / name, np.full((16, 16), 1000 + 10 * k, np.uint16), 2.5 * k)
+    write_ct_slice(series / "IM0001.v2", np.full((16, 16), 1000, np.uint16), 7.5)
+    (series / "notes.txt").write_text("x" * 128 + "DICM")  # a text file is never probed
+    (series / "meta.json").write_text("{}")
+    found = find_inputs([str(tmp_path / "in")], "ct")
+    assert sorted(f.name for f in found) == sorted([*names, "IM0001.v2"])
+    units, failures = plan_units(found, "ct", tmp_path / "out", per="volume")
+    assert failures == [] and [u.name for u in units] == ["series/"]
+    assert units[0].input == str(series.resolve())
+    scans = scans_from_glob("ct", str(series))  # recon tune --inputs FOLDER
+    assert sorted(s.name for s in scans) == sorted([*names, "IM0001.v2"])
+    assert sorted(p.name for p in image_files(series)) == sorted([*names, "IM0001.v2"])
+    from data.dicom import is_dicom_file
+
+    assert all(is_dicom_file(series / n) for n in names)
+    assert not is_dicom_file(series / "notes.txt") and not is_dicom_file(series / "meta.json")
