@@ -78,6 +78,7 @@ class CTSlice:
     orientation: tuple[float, ...] | None = None  # ImageOrientationPatient (row, column cosines)
     thickness: float | None = None  # SliceThickness, mm
     series_uid: str | None = None  # SeriesInstanceUID
+    localizer: bool = False  # ImageType holds LOCALIZER (a scout / topogram)
 
 
 @dataclass
@@ -188,7 +189,16 @@ def read_dicom_file(path: str | Path) -> CTSlice:
         orientation=tuple(float(v) for v in iop) if iop is not None and len(iop) == 6 else None,
         thickness=float(thick) if thick not in (None, "") else None,
         series_uid=str(getattr(ds, "SeriesInstanceUID", "") or "") or None,
+        localizer=_is_localizer(getattr(ds, "ImageType", None)),
     )
+
+
+def _is_localizer(image_type) -> bool:
+    """Whether an ImageType value (a string or a list of them) holds LOCALIZER."""
+    if image_type is None:
+        return False
+    values = [image_type] if isinstance(image_type, str) else list(image_type)
+    return any("LOCALIZER" in str(v).upper() for v in values)
 
 
 def decode_pixels(ds, path: str | Path) -> np.ndarray:
@@ -249,12 +259,18 @@ def read_dicom_series(folder: str | Path) -> CTVolume:
         warn_no_image(folder, len(skipped), skipped[0].name)
     if not slices:
         raise DicomError(f"{folder}: no DICOM image files ({len(skipped)} without pixel data)")
-    shape0 = slices[0].hu.shape
-    for s in slices[1:]:
-        if s.hu.shape != shape0:
-            raise DicomError(
-                f"{s.path}: slice size {s.hu.shape} differs from {shape0} of {slices[0].path}"
-            )
+    scouts = [s.path.name for s in slices if s.localizer]
+    if scouts and len(scouts) == len(slices):
+        raise DicomError(f"{folder}: only localizer images (ImageType LOCALIZER), no axial slices")
+    if scouts:  # a scout or topogram exported with the series (its UID or its own)
+        slices = [s for s in slices if not s.localizer]
+        more = f", and {len(scouts) - 5} more" if len(scouts) > 5 else ""
+        warnings.warn(
+            f"{folder}: {len(scouts)} localizer image(s) skipped (ImageType LOCALIZER: "
+            f"{', '.join(scouts[:5])}{more})",
+            stacklevel=2,
+        )
+    _check_sizes(slices)
     first = slices[0]
     for s in slices[1:]:
         if (
@@ -342,6 +358,25 @@ def read_dicom_series(folder: str | Path) -> CTVolume:
         patient_positions=[slices[i].position for i in kept] if located else None,
         orientation=first.orientation,
         thickness=first.thickness,
+    )
+
+
+def _check_sizes(slices: list[CTSlice]) -> None:
+    """DicomError naming a slice whose size differs from the series' (the size most slices
+    have), with both sizes and the number of slices of each."""
+    from collections import Counter
+
+    sizes = Counter(s.hu.shape for s in slices)
+    if len(sizes) < 2:
+        return
+    common, n = sizes.most_common(1)[0]
+    odd = [s for s in slices if s.hu.shape != common]
+    example = next(s for s in slices if s.hu.shape == common)
+    others = f" (and {len(odd) - 1} more file(s) of other sizes)" if len(odd) > 1 else ""
+    raise DicomError(
+        f"{odd[0].path}: slice size {odd[0].hu.shape[0]}×{odd[0].hu.shape[1]} differs from "
+        f"{common[0]}×{common[1]} of the other {n} slice(s) (e.g. {example.path.name}){others}: "
+        "not a slice of this series; move it out of the folder"
     )
 
 

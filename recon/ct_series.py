@@ -147,11 +147,14 @@ def reconstruct_series(args: argparse.Namespace, out: Path) -> dict:
     from recon.mri import parse_slices
 
     path = Path(args.input)
-    with warnings.catch_warnings(record=True) as said:  # kept in metrics.json, and shown
-        warnings.simplefilter("always")
-        vol = read_ct_volume(path)
-    for w in said:
-        warnings.warn(str(w.message), w.category, stacklevel=2)
+    said: list = []
+    try:
+        with warnings.catch_warnings(record=True) as said:  # kept in metrics.json, and shown
+            warnings.simplefilter("always")
+            vol = read_ct_volume(path)
+    finally:  # shown before a refusal too (a skipped localizer, then the odd slice named)
+        for w in said:
+            warnings.warn(str(w.message), w.category, stacklevel=2)
     check_image_size(path, vol.hu.shape, "slices")
     slices = parse_slices(args.slice, len(vol.hu), path)
     pixel = float(vol.pixel_spacing[0])

@@ -138,8 +138,45 @@ def test_annotation_sidecar_files_are_skipped(tmp_path):
 def test_mixed_sizes_name_the_file(tmp_path):
     write_ct_slice(tmp_path / "a.dcm", np.zeros((8, 8), np.uint16), 0.0)
     write_ct_slice(tmp_path / "b.dcm", np.zeros((8, 6), np.uint16), 1.0)
-    with pytest.raises(DicomError, match=r"b\.dcm: slice size \(8, 6\) differs from \(8, 8\)"):
+    with pytest.raises(DicomError, match=r"b\.dcm: slice size 8×6 differs from 8×8 .*a\.dcm"):
         read_dicom_series(tmp_path)
+
+
+def test_localizers_are_skipped_and_an_odd_size_slice_is_named(tmp_path, capsys):
+    """A scout (ImageType ...\\LOCALIZER) in the series folder, with the series' UID and size or
+    another size, stopped `recon ct --input FOLDER` (exit 2, naming another file or the
+    orientation); it is skipped with a warning naming it. A slice of another size that is not
+    a localizer is named itself, even when its name sorts first (every other file was named)."""
+    import json
+
+    from recon.cli import main
+
+    st = (512 + 40 * np.add.outer(np.arange(16), np.arange(16))).astype(np.uint16)
+    for k in range(3):
+        write_ct_slice(tmp_path / f"s{k}.dcm", st + 10 * k, 2.5 * k, inst=k + 1)
+    for name, shape in (("aa_scout", (16, 16)), ("zz_scout", (16, 24))):
+        write_ct_slice(tmp_path / name, np.zeros(shape, np.uint16), 50.0)
+        ds = pydicom.dcmread(tmp_path / name)
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+        ds.save_as(tmp_path / name)
+    with pytest.warns(UserWarning, match=r"2 localizer image\(s\) skipped .*aa_scout, zz_scout"):
+        vol = read_dicom_series(tmp_path)
+    assert [p.name for p in vol.paths] == ["s0.dcm", "s1.dcm", "s2.dcm"]
+    np.testing.assert_array_equal(vol.hu[:, 0, 0], [0.0, 20.0, 40.0])  # 512·2−1024, +10·2k
+    out = tmp_path.parent / f"{tmp_path.name}-out"
+    with pytest.warns(UserWarning, match="localizer"):
+        assert main(["ct", "--input", str(tmp_path), "--solver", "fbp", "--views", "8",
+                     "--threads", "1", "--quiet", "--out", str(out)]) == 0  # fmt: skip
+    said = json.loads((out / "metrics.json").read_text())["input_warnings"]
+    assert any("aa_scout" in w and "zz_scout" in w for w in said)
+    assert np.load(out / "recon.npy").shape == (3, 16, 16)
+    write_ct_slice(tmp_path / "a_odd.dcm", np.zeros((16, 20), np.uint16), 9.0)
+    with pytest.warns(UserWarning, match="localizer"):
+        assert main(["ct", "--input", str(tmp_path), "--solver", "fbp", "--views", "8",
+                     "--threads", "1", "--quiet", "--out", str(out)]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "a_odd.dcm: slice size 16×20 differs from 16×16 of the other 3 slice(s)" in err
 
 
 def test_order_falls_back_to_instance_number(tmp_path):
