@@ -6,8 +6,10 @@ column cosines; z when absent), InstanceNumber when positions are missing; dupli
 dropped, and scanner padding (PixelPaddingValue, or HU ≤ −2000) is clipped to −1024 HU. Every
 error is a ``DicomError`` (a ValueError) naming the file or folder it is about. In a series
 folder, hidden files and sidecar files (``SIDECAR_SUFFIXES``, e.g. LIDC's annotation XML) are
-skipped; every other file must be a readable CT slice of the same size. A file whose Modality
-is not CT (an MR image, say) is refused rather than labelled HU.
+skipped, and so are localizers (ImageType LOCALIZER), with a warning; every other file must be
+a readable CT slice of the same size. A file whose Modality is not CT (an MR image, say) is
+refused rather than labelled HU. Uneven slice spacing is said by ``uneven_spacing_warning`` for
+the slices a run writes (recon.nii.gz's affine takes their mean step), not when reading.
 
 Compressed pixel data is decoded by pydicom's plugins: python-gdcm (a dependency, Apache-2.0)
 decodes JPEG Lossless (process 14, common in clinical archives), JPEG-LS and JPEG 2000; pydicom
@@ -35,6 +37,9 @@ __all__ = [
     "warn_no_image",
     "is_dicom_file",
     "DICOM_SUFFIXES",
+    "slice_gaps",
+    "even_slice_spacing",
+    "uneven_spacing_warning",
 ]
 
 PADDING_HU = -1024.0
@@ -335,20 +340,6 @@ def read_dicom_series(folder: str | Path) -> CTVolume:
             f"{dropped[0][0].name}, at the position of {dropped[0][1].name})",
             stacklevel=2,
         )
-    gaps = np.diff([key[i] for i in kept]) if located and len(kept) > 2 else np.array([])
-    if gaps.size and gaps.max() - gaps.min() > 0.01 * abs(float(gaps.mean())) + 1e-3:
-        g = int(np.argmax(np.abs(gaps)))
-        a, b = slices[kept[g]].path.name, slices[kept[g + 1]].path.name
-        missing = (
-            " (a slice missing?)" if abs(gaps[g]) > 1.5 * float(np.median(np.abs(gaps))) else ""
-        )
-        warnings.warn(
-            f"{folder}: uneven slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm along the "
-            f"slice normal; the widest, {abs(gaps[g]):.3g} mm, between {a} and {b}{missing}): "
-            f"recon.nii.gz takes the mean, {gaps.mean():.3g} mm, so slices between sit off "
-            "their place there (the derived DICOM keeps each position)",
-            stacklevel=2,
-        )
     first = slices[kept[0]]
     return CTVolume(
         hu=np.stack([slices[i].hu for i in kept]),
@@ -358,6 +349,63 @@ def read_dicom_series(folder: str | Path) -> CTVolume:
         patient_positions=[slices[i].position for i in kept] if located else None,
         orientation=first.orientation,
         thickness=first.thickness,
+    )
+
+
+def slice_gaps(
+    positions: list[tuple[float, float, float]], orientation: tuple[float, ...] | None
+) -> np.ndarray:
+    """The distances (mm) from each slice to the next along the slice normal (the row × column
+    cosines of ``orientation``; z when it is None), for slices at ``positions`` (LPS) in order."""
+    if orientation is not None:
+        normal = np.cross(orientation[:3], orientation[3:])
+    else:
+        normal = np.array([0.0, 0.0, 1.0])
+    along = np.asarray(positions, dtype=np.float64).reshape(-1, 3) @ normal
+    return np.diff(along)
+
+
+def _even(gaps: np.ndarray) -> bool:
+    """Gaps equal to within 1 % of their mean (and 1 µm): one step describes them."""
+    return bool(gaps.max() - gaps.min() <= 0.01 * abs(float(gaps.mean())) + 1e-3)
+
+
+def even_slice_spacing(
+    positions: list[tuple[float, float, float]] | None, orientation: tuple[float, ...] | None
+) -> float | None:
+    """The spacing (mm, > 0) between slices at ``positions`` along the slice normal when they
+    are evenly spaced (``slice_gaps`` equal to within 1 %), else None; None too for fewer than
+    two slices or no positions (the derived DICOM's SpacingBetweenSlices)."""
+    if not positions or len(positions) < 2:
+        return None
+    gaps = slice_gaps(positions, orientation)
+    return float(abs(gaps.mean())) if _even(gaps) and abs(gaps.mean()) > 0 else None
+
+
+def uneven_spacing_warning(
+    where: str, volume: CTVolume, indices: list[int] | None = None
+) -> str | None:
+    """What to tell a user when the slices ``indices`` (default all) of ``volume``, those
+    written into recon.nii.gz, are not evenly spaced along the slice normal (its affine takes
+    their mean step): their range of gaps, the widest and the files around it ("a slice
+    missing?" when it is over 1.5× the median); None when they are evenly spaced, fewer than
+    three, or without positions. ``where`` starts the message (the folder, and the range)."""
+    if not volume.patient_positions:
+        return None
+    ks = list(range(len(volume.hu))) if indices is None else list(indices)
+    if len(ks) < 3:
+        return None
+    gaps = slice_gaps([volume.patient_positions[k] for k in ks], volume.orientation)
+    if _even(gaps):
+        return None
+    g = int(np.argmax(np.abs(gaps)))
+    names = [volume.paths[k].name for k in ks] if volume.paths else [f"slice {k}" for k in ks]
+    missing = " (a slice missing?)" if abs(gaps[g]) > 1.5 * float(np.median(np.abs(gaps))) else ""
+    return (
+        f"{where}: uneven slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm along the "
+        f"slice normal; the widest, {abs(gaps[g]):.3g} mm, between {names[g]} and "
+        f"{names[g + 1]}{missing}): recon.nii.gz takes the mean, {abs(gaps.mean()):.3g} mm, so "
+        "slices between sit off their place there (the derived DICOM keeps each position)"
     )
 
 

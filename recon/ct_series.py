@@ -142,6 +142,7 @@ def reconstruct_series(args: argparse.Namespace, out: Path) -> dict:
     or NRRD volume ``args.input`` (see the module docstring); returns metrics.json's contents."""
     import warnings
 
+    from data.dicom import uneven_spacing_warning
     from data.dicom_write import write_dicom_series
     from data.nifti import dicom_affine, write_nifti_volume
     from recon.mri import parse_slices
@@ -157,6 +158,11 @@ def reconstruct_series(args: argparse.Namespace, out: Path) -> dict:
             warnings.warn(str(w.message), w.category, stacklevel=2)
     check_image_size(path, vol.hu.shape, "slices")
     slices = parse_slices(args.slice, len(vol.hu), path)
+    # the spacing of the slices written (recon.nii.gz's affine takes their mean step)
+    where = str(path) if args.slice in (None, "all") else f"{path} --slice {args.slice}"
+    uneven = uneven_spacing_warning(where, vol, slices)
+    if uneven is not None:
+        warnings.warn(uneven, stacklevel=2)
     pixel = float(vol.pixel_spacing[0])
     if not np.isclose(vol.pixel_spacing[0], vol.pixel_spacing[1], rtol=1e-3):
         warnings.warn(
@@ -242,8 +248,9 @@ def reconstruct_series(args: argparse.Namespace, out: Path) -> dict:
     bad = unusable_slices(rows)
     if bad is not None:
         metrics["unusable"] = bad
-    if said:  # what reading the series said (a gap, duplicates, skipped objects): batch keeps it
-        metrics["input_warnings"] = [str(w.message) for w in said]
+    said_here = [str(w.message) for w in said] + ([uneven] if uneven is not None else [])
+    if said_here:  # what reading the series said (a gap, duplicates, skipped objects): kept
+        metrics["input_warnings"] = said_here
     positions = [vol.patient_positions[k] for k in slices] if vol.patient_positions else None
     start_outputs(out, writes=("recon.nii.gz", "dicom"))  # metrics.json first, then stale
     write_nifti_volume(

@@ -252,7 +252,7 @@ def test_cached_slices_of_other_images_are_redone(tmp_path, monkeypatch):
     assert calls == [0, 1, 2]  # cached: slices 0, 1 and 3 of the full series
     monkeypatch.setattr("recon.ct_series.reconstruct_slice", record)
     with pytest.warns(UserWarning):  # what the reader said is kept in metrics.json
-        assert main(["ct", "--input", str(folder), *COMMON, "--slice", "0",
+        assert main(["ct", "--input", str(folder), *COMMON, "--slice", "0:4",
                      "--out", str(tmp_path / "gap")]) == 0  # fmt: skip
     said = json.loads((tmp_path / "gap" / "metrics.json").read_text())["input_warnings"]
     assert any("uneven slice spacing" in w and "a slice missing?" in w for w in said)
@@ -330,3 +330,38 @@ def test_derived_series_geometry_fits_dicom_decimal_strings(tmp_path):
                                        atol=1e-12)  # fmt: skip
     finally:
         pydicom.config.settings.reading_validation_mode = strict
+
+
+def test_the_nifti_spacing_and_its_warning_are_those_of_the_slices_written(tmp_path):
+    """The uneven-spacing warning was computed on the whole series: `--slice A:B` over evenly
+    spaced slices (an exact affine) still warned, and a range over the gap was told the whole
+    series' mean step, not the one its recon.nii.gz took. Both now come from the range."""
+    import warnings
+
+    folder = tmp_path / "s"
+    _series(folder)  # y = 30, 32.5, 35, 37.5, 40
+    (folder / "f3.dcm").unlink()  # slice 1 (names are f{3k mod 5}): y = 30, 35, 37.5, 40
+
+    def run(spec: str, out: str) -> tuple[list[str], np.ndarray]:
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            argv = ["ct", "--input", str(folder), *COMMON, "--solver", "fbp", "--out"]
+            assert main([*argv, str(tmp_path / out), *(["--slice", spec] if spec else [])]) == 0
+        uneven = [str(w.message) for w in said if "uneven" in str(w.message)]
+        return uneven, nib.load(tmp_path / out / "recon.nii.gz").affine
+
+    uneven, affine = run("1:4", "even")  # y = 35, 37.5, 40
+    assert uneven == []
+    np.testing.assert_allclose(affine[:3, 2], [0.0, -2.5, 0.0], atol=1e-6)  # LPS +y: RAS −y
+    np.testing.assert_allclose(affine[:3, 3], [16.0, -35.0, 12.0], atol=1e-6)
+    metrics = json.loads((tmp_path / "even" / "metrics.json").read_text())
+    assert not any("uneven" in w for w in metrics.get("input_warnings", []))
+    uneven, affine = run("0:3", "gap")  # y = 30, 35, 37.5
+    assert len(uneven) == 1 and "--slice 0:3: uneven slice spacing (2.5 to 5 mm" in uneven[0]
+    assert "takes the mean, 3.75 mm" in uneven[0] and "between f0.dcm and f1.dcm" in uneven[0]
+    np.testing.assert_allclose(affine[:3, 2], [0.0, -3.75, 0.0], atol=1e-6)
+    metrics = json.loads((tmp_path / "gap" / "metrics.json").read_text())
+    assert uneven[0] in metrics["input_warnings"]
+    uneven, affine = run("", "all")
+    assert len(uneven) == 1 and "(a slice missing?)" in uneven[0] and "3.33 mm" in uneven[0]
+    np.testing.assert_allclose(affine[:3, 2], [0.0, -10.0 / 3, 0.0], atol=1e-6)
