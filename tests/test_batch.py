@@ -482,3 +482,28 @@ def test_dicom_files_with_uid_names_are_found_by_every_finder(tmp_path):
 
     assert all(is_dicom_file(series / n) for n in names)
     assert not is_dicom_file(series / "notes.txt") and not is_dicom_file(series / "meta.json")
+
+
+def test_scan_warnings_print_as_one_line_and_stay_in_the_summary(tmp_path, cluster, capsys):
+    """A scan's warnings were printed by the worker in Python's format (file:line: UserWarning
+    and the source line), where `recon ct` prints one line. They now come back with the scan's
+    row: one line each, `recon batch: warning: SCAN: ...` (with --quiet too, as recon ct), in
+    summary.json's row and under "Warnings" in summary.md."""
+    from data.phantoms import random_ellipses
+
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    img = random_ellipses(32, seed=1).astype(np.float32)
+    np.save(inp / "clean.npy", img)
+    np.save(inp / "negative.npy", img - 0.5)  # a.u. that go negative: auto units warn
+    args = ["ct", "--inputs", str(inp), "--out", str(out), "--scheduler", cluster, "--quiet"]
+    assert _batch([*args, "--solver", "fbp", "--views", "20"]) == 0
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if "warning" in line]
+    assert len(said) == 1, err
+    assert said[0].startswith("recon batch: warning: negative.npy: ")
+    assert "read as attenuation-like a.u." in said[0] and "UserWarning" not in err
+    rows = {r["name"]: r for r in json.loads((out / "summary.json").read_text())["scans"]}
+    assert "warnings" not in rows["clean.npy"]
+    assert rows["negative.npy"]["warnings"] == [said[0].split(": ", 3)[3]]
+    assert "## Warnings\n\n- negative.npy: " in (out / "summary.md").read_text()

@@ -33,6 +33,7 @@ import argparse
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -229,6 +230,8 @@ def _execute(
                 for row in res["rows"]:
                     rows[row["name"]] = row
                     n_failed += row["status"] == "failed"
+                    for text in row.get("warnings", ()):  # shown with --quiet too, as recon ct
+                        bar.write(f"recon batch: warning: {row['name']}: {text}", file=sys.stderr)
                 w = res["worker"]
                 if w is not None:
                     key = (w["host"], w["pid"])
