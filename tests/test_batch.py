@@ -507,3 +507,21 @@ def test_scan_warnings_print_as_one_line_and_stay_in_the_summary(tmp_path, clust
     assert "warnings" not in rows["clean.npy"]
     assert rows["negative.npy"]["warnings"] == [said[0].split(": ", 3)[3]]
     assert "## Warnings\n\n- negative.npy: " in (out / "summary.md").read_text()
+
+
+def test_batch_ct_slice_is_refused_saying_why(tmp_path, capsys):
+    """`recon batch ct --slice 1` got argparse's bare "unrecognized arguments"; it is one line
+    saying a batch reconstructs each scan whole and pointing at `recon ct --slice`, exit 2,
+    before anything is written."""
+    from recon.cli import main
+
+    _scans(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    for spec in ("1", "0:3"):
+        assert main(["batch", "ct", "--inputs", str(tmp_path / "in"), "--slice", spec,
+                     "--out", str(out), "--per", "volume"]) == 2  # fmt: skip
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "unrecognized" not in err, err
+        assert err.startswith(f"recon batch: error: --slice {spec}: recon batch ct reconstructs")
+        assert "recon ct --input FOLDER --slice A:B" in err
+        assert not out.exists()
