@@ -259,6 +259,7 @@ def reconstruct_series(args: argparse.Namespace, out: Path) -> dict:
         dicom_affine(positions, vol.orientation, vol.pixel_spacing, vol.thickness),
     )
     label = method_label(args)
+    display = parse_window(args.window, refs[mid_n], "HU")  # the PNGs', and the DICOM's window
     write_dicom_series(
         out / "dicom",
         volume,
@@ -270,8 +271,8 @@ def reconstruct_series(args: argparse.Namespace, out: Path) -> dict:
         description=f"recon ct {label}: {args.views} views {args.geometry}, simulated from the "
         f"source series (noise: {json.dumps(mid.noise)})",
         series_description=f"recon {label}",
+        window=((display[0] + display[1]) / 2, display[1] - display[0]),
     )
-    display = parse_window(args.window, refs[mid_n], "HU")
     metrics["display"] = display_record(args.window, display, "HU")
     write_outputs(
         out, mid.image, refs[mid_n], ("FBP", mid.fbp), metrics, mid.history,

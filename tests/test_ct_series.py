@@ -365,3 +365,30 @@ def test_the_nifti_spacing_and_its_warning_are_those_of_the_slices_written(tmp_p
     uneven, affine = run("", "all")
     assert len(uneven) == 1 and "(a slice missing?)" in uneven[0] and "3.33 mm" in uneven[0]
     np.testing.assert_allclose(affine[:3, 2], [0.0, -10.0 / 3, 0.0], atol=1e-6)
+
+
+def test_derived_series_has_the_window_and_the_spacing_between_slices(series, tmp_path):
+    """The derived dicom/ series had no WindowCenter/WindowWidth (a viewer opened it at its own
+    guess) and no SpacingBetweenSlices. It takes --window when given, else the range the PNGs
+    were drawn with, and the spacing when the slices are evenly spaced (not across a gap)."""
+    from data.dicom_write import write_dicom_series
+
+    argv = ["ct", "--input", str(series[0]), *COMMON, "--solver", "fbp", "--slice", "0:3"]
+    assert main([*argv, "--window", "lung", "--out", str(tmp_path / "lung")]) == 0
+    files = sorted((tmp_path / "lung" / "dicom").glob("*.dcm"))
+    assert len(files) == 3
+    for f in files:
+        ds = pydicom.dcmread(f)
+        assert (float(ds.WindowCenter), float(ds.WindowWidth)) == (-600.0, 1500.0)
+        assert float(ds.SpacingBetweenSlices) == 2.5
+    assert main([*argv, "--out", str(tmp_path / "auto")]) == 0
+    lo, hi = json.loads((tmp_path / "auto" / "metrics.json").read_text())["display"]["range"]
+    ds = pydicom.dcmread(sorted((tmp_path / "auto" / "dicom").glob("*.dcm"))[0])
+    assert float(ds.WindowCenter) == pytest.approx((lo + hi) / 2, abs=1e-3)
+    assert float(ds.WindowWidth) == pytest.approx(hi - lo, abs=1e-3)
+    vol = np.zeros((3, 8, 8), np.float32)
+    uneven = [(0.0, 0.0, 0.0), (0.0, 0.0, 2.5), (0.0, 0.0, 7.5)]
+    write_dicom_series(tmp_path / "gap", vol, None, pixel_spacing=(1.0, 1.0), positions=uneven,
+                       orientation=(1, 0, 0, 0, 1, 0), description="test")  # fmt: skip
+    ds = pydicom.dcmread(tmp_path / "gap" / "IM_0001.dcm")
+    assert "SpacingBetweenSlices" not in ds and "WindowCenter" not in ds
