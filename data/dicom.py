@@ -6,8 +6,10 @@ column cosines; z when absent), InstanceNumber when positions are missing; dupli
 dropped, and scanner padding (PixelPaddingValue, or HU ≤ −2000) is clipped to −1024 HU. Every
 error is a ``DicomError`` (a ValueError) naming the file or folder it is about. In a series
 folder, hidden files and sidecar files (``SIDECAR_SUFFIXES``, e.g. LIDC's annotation XML) are
-skipped; every other file must be a readable CT slice of the same size. A file whose Modality
-is not CT (an MR image, say) is refused rather than labelled HU.
+skipped, and so are localizers (ImageType LOCALIZER), with a warning; every other file must be
+a readable CT slice of the same size. A file whose Modality is not CT (an MR image, say) is
+refused rather than labelled HU. Uneven slice spacing is said by ``uneven_spacing_warning`` for
+the slices a run writes (recon.nii.gz's affine takes their mean step), not when reading.
 
 Compressed pixel data is decoded by pydicom's plugins: python-gdcm (a dependency, Apache-2.0)
 decodes JPEG Lossless (process 14, common in clinical archives), JPEG-LS and JPEG 2000; pydicom
@@ -33,12 +35,25 @@ __all__ = [
     "decode_pixels",
     "grid_geometry",
     "warn_no_image",
+    "is_dicom_file",
+    "DICOM_SUFFIXES",
+    "slice_gaps",
+    "even_slice_spacing",
+    "uneven_spacing_warning",
 ]
 
 PADDING_HU = -1024.0
 # Files that sit next to the slices in real series folders (LIDC-IDRI keeps its annotation XML
 # there) and are skipped; any other file that is not DICOM is an error naming it.
 SIDECAR_SUFFIXES = frozenset({".xml", ".txt", ".json", ".csv", ".md", ".log"})
+# A file with one of these suffixes is DICOM; one with a suffix in OTHER_SUFFIXES is not (and is
+# not opened); any other file (IM0001, a UID name such as 1.3.6.1.4.1.14519.5.2.1.353454709,
+# whose "suffix" is its last number) is DICOM when its preamble says so: ``is_dicom_file``.
+DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".ima"})
+OTHER_SUFFIXES = SIDECAR_SUFFIXES | frozenset(
+    {".npy", ".npz", ".nrrd", ".nhdr", ".nii", ".gz", ".h5", ".hdf5", ".mat", ".safetensors",
+     ".pt", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".cfl", ".hdr", ".zip"}
+)  # fmt: skip
 DECODERS_HINT = (
     "python-gdcm decodes JPEG Lossless, JPEG-LS and JPEG 2000 (pip install python-gdcm); "
     "12-bit JPEG Extended needs pylibjpeg with pylibjpeg-libjpeg (pip install pylibjpeg "
@@ -68,6 +83,7 @@ class CTSlice:
     orientation: tuple[float, ...] | None = None  # ImageOrientationPatient (row, column cosines)
     thickness: float | None = None  # SliceThickness, mm
     series_uid: str | None = None  # SeriesInstanceUID
+    localizer: bool = False  # ImageType holds LOCALIZER (a scout / topogram)
 
 
 @dataclass
@@ -99,6 +115,26 @@ def grid_geometry(
         [col_step / np.linalg.norm(col_step), row_step / np.linalg.norm(row_step)]
     )
     return positions, tuple(float(v) for v in unit), float(np.linalg.norm(step))
+
+
+def is_dicom_file(path: str | Path) -> bool:
+    """Whether ``path`` is taken for a DICOM file when a folder is searched (`recon batch`,
+    `recon tune --inputs`, `recon train --data`): True when its suffix is a DICOM one
+    (``DICOM_SUFFIXES``); False when it names another known kind (``OTHER_SUFFIXES``: .npy,
+    NRRD, NIfTI, .h5, pictures, .json, .txt, ...); otherwise True when the file has the DICOM
+    preamble's 'DICM' magic at byte 128, whatever its name (IM0001, or a UID name with dots)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in DICOM_SUFFIXES:
+        return True
+    if suffix in OTHER_SUFFIXES:
+        return False
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
 
 
 def read_dicom_file(path: str | Path) -> CTSlice:
@@ -158,7 +194,16 @@ def read_dicom_file(path: str | Path) -> CTSlice:
         orientation=tuple(float(v) for v in iop) if iop is not None and len(iop) == 6 else None,
         thickness=float(thick) if thick not in (None, "") else None,
         series_uid=str(getattr(ds, "SeriesInstanceUID", "") or "") or None,
+        localizer=_is_localizer(getattr(ds, "ImageType", None)),
     )
+
+
+def _is_localizer(image_type) -> bool:
+    """Whether an ImageType value (a string or a list of them) holds LOCALIZER."""
+    if image_type is None:
+        return False
+    values = [image_type] if isinstance(image_type, str) else list(image_type)
+    return any("LOCALIZER" in str(v).upper() for v in values)
 
 
 def decode_pixels(ds, path: str | Path) -> np.ndarray:
@@ -219,12 +264,18 @@ def read_dicom_series(folder: str | Path) -> CTVolume:
         warn_no_image(folder, len(skipped), skipped[0].name)
     if not slices:
         raise DicomError(f"{folder}: no DICOM image files ({len(skipped)} without pixel data)")
-    shape0 = slices[0].hu.shape
-    for s in slices[1:]:
-        if s.hu.shape != shape0:
-            raise DicomError(
-                f"{s.path}: slice size {s.hu.shape} differs from {shape0} of {slices[0].path}"
-            )
+    scouts = [s.path.name for s in slices if s.localizer]
+    if scouts and len(scouts) == len(slices):
+        raise DicomError(f"{folder}: only localizer images (ImageType LOCALIZER), no axial slices")
+    if scouts:  # a scout or topogram exported with the series (its UID or its own)
+        slices = [s for s in slices if not s.localizer]
+        more = f", and {len(scouts) - 5} more" if len(scouts) > 5 else ""
+        warnings.warn(
+            f"{folder}: {len(scouts)} localizer image(s) skipped (ImageType LOCALIZER: "
+            f"{', '.join(scouts[:5])}{more})",
+            stacklevel=2,
+        )
+    _check_sizes(slices)
     first = slices[0]
     for s in slices[1:]:
         if (
@@ -289,20 +340,6 @@ def read_dicom_series(folder: str | Path) -> CTVolume:
             f"{dropped[0][0].name}, at the position of {dropped[0][1].name})",
             stacklevel=2,
         )
-    gaps = np.diff([key[i] for i in kept]) if located and len(kept) > 2 else np.array([])
-    if gaps.size and gaps.max() - gaps.min() > 0.01 * abs(float(gaps.mean())) + 1e-3:
-        g = int(np.argmax(np.abs(gaps)))
-        a, b = slices[kept[g]].path.name, slices[kept[g + 1]].path.name
-        missing = (
-            " (a slice missing?)" if abs(gaps[g]) > 1.5 * float(np.median(np.abs(gaps))) else ""
-        )
-        warnings.warn(
-            f"{folder}: uneven slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm along the "
-            f"slice normal; the widest, {abs(gaps[g]):.3g} mm, between {a} and {b}{missing}): "
-            f"recon.nii.gz takes the mean, {gaps.mean():.3g} mm, so slices between sit off "
-            "their place there (the derived DICOM keeps each position)",
-            stacklevel=2,
-        )
     first = slices[kept[0]]
     return CTVolume(
         hu=np.stack([slices[i].hu for i in kept]),
@@ -312,6 +349,82 @@ def read_dicom_series(folder: str | Path) -> CTVolume:
         patient_positions=[slices[i].position for i in kept] if located else None,
         orientation=first.orientation,
         thickness=first.thickness,
+    )
+
+
+def slice_gaps(
+    positions: list[tuple[float, float, float]], orientation: tuple[float, ...] | None
+) -> np.ndarray:
+    """The distances (mm) from each slice to the next along the slice normal (the row × column
+    cosines of ``orientation``; z when it is None), for slices at ``positions`` (LPS) in order."""
+    if orientation is not None:
+        normal = np.cross(orientation[:3], orientation[3:])
+    else:
+        normal = np.array([0.0, 0.0, 1.0])
+    along = np.asarray(positions, dtype=np.float64).reshape(-1, 3) @ normal
+    return np.diff(along)
+
+
+def _even(gaps: np.ndarray) -> bool:
+    """Gaps equal to within 1 % of their mean (and 1 µm): one step describes them."""
+    return bool(gaps.max() - gaps.min() <= 0.01 * abs(float(gaps.mean())) + 1e-3)
+
+
+def even_slice_spacing(
+    positions: list[tuple[float, float, float]] | None, orientation: tuple[float, ...] | None
+) -> float | None:
+    """The spacing (mm, > 0) between slices at ``positions`` along the slice normal when they
+    are evenly spaced (``slice_gaps`` equal to within 1 %), else None; None too for fewer than
+    two slices or no positions (the derived DICOM's SpacingBetweenSlices)."""
+    if not positions or len(positions) < 2:
+        return None
+    gaps = slice_gaps(positions, orientation)
+    return float(abs(gaps.mean())) if _even(gaps) and abs(gaps.mean()) > 0 else None
+
+
+def uneven_spacing_warning(
+    where: str, volume: CTVolume, indices: list[int] | None = None
+) -> str | None:
+    """What to tell a user when the slices ``indices`` (default all) of ``volume``, those
+    written into recon.nii.gz, are not evenly spaced along the slice normal (its affine takes
+    their mean step): their range of gaps, the widest and the files around it ("a slice
+    missing?" when it is over 1.5× the median); None when they are evenly spaced, fewer than
+    three, or without positions. ``where`` starts the message (the folder, and the range)."""
+    if not volume.patient_positions:
+        return None
+    ks = list(range(len(volume.hu))) if indices is None else list(indices)
+    if len(ks) < 3:
+        return None
+    gaps = slice_gaps([volume.patient_positions[k] for k in ks], volume.orientation)
+    if _even(gaps):
+        return None
+    g = int(np.argmax(np.abs(gaps)))
+    names = [volume.paths[k].name for k in ks] if volume.paths else [f"slice {k}" for k in ks]
+    missing = " (a slice missing?)" if abs(gaps[g]) > 1.5 * float(np.median(np.abs(gaps))) else ""
+    return (
+        f"{where}: uneven slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm along the "
+        f"slice normal; the widest, {abs(gaps[g]):.3g} mm, between {names[g]} and "
+        f"{names[g + 1]}{missing}): recon.nii.gz takes the mean, {abs(gaps.mean()):.3g} mm, so "
+        "slices between sit off their place there (the derived DICOM keeps each position)"
+    )
+
+
+def _check_sizes(slices: list[CTSlice]) -> None:
+    """DicomError naming a slice whose size differs from the series' (the size most slices
+    have), with both sizes and the number of slices of each."""
+    from collections import Counter
+
+    sizes = Counter(s.hu.shape for s in slices)
+    if len(sizes) < 2:
+        return
+    common, n = sizes.most_common(1)[0]
+    odd = [s for s in slices if s.hu.shape != common]
+    example = next(s for s in slices if s.hu.shape == common)
+    others = f" (and {len(odd) - 1} more file(s) of other sizes)" if len(odd) > 1 else ""
+    raise DicomError(
+        f"{odd[0].path}: slice size {odd[0].hu.shape[0]}×{odd[0].hu.shape[1]} differs from "
+        f"{common[0]}×{common[1]} of the other {n} slice(s) (e.g. {example.path.name}){others}: "
+        "not a slice of this series; move it out of the folder"
     )
 
 

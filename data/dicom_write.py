@@ -6,10 +6,12 @@ round(HU) + 3024 as unsigned 16 bits with RescaleSlope 1 and RescaleIntercept âˆ
 are kept), the source slice's geometry (ImagePositionPatient, ImageOrientationPatient,
 PixelSpacing, SliceThickness) and patient and study identity, a new SeriesInstanceUID shared by
 the series, a new SOPInstanceUID per slice, ImageType DERIVED\\SECONDARY and a
-DerivationDescription naming the method. Without a source study (an NRRD volume), the series
-gets one new StudyInstanceUID and FrameOfReferenceUID for all its slices. The series is written
-into a temporary folder beside the destination, made readable as the umask allows, and moved
-into place at the end, so a reader sees the whole series or none of it.
+DerivationDescription naming the method; WindowCenter/WindowWidth when a window is given (recon
+ct: its PNGs' grey scale) and SpacingBetweenSlices when the slices are evenly spaced. Without a
+source study (an NRRD volume), the series gets one new StudyInstanceUID and FrameOfReferenceUID
+for all its slices. The series is written into a temporary folder beside the destination, made
+readable as the umask allows, and moved into place at the end, so a reader sees the whole
+series or none of it.
 """
 
 from __future__ import annotations
@@ -53,13 +55,19 @@ def write_dicom_series(
     thickness: float | None = None,
     description: str,
     series_description: str = "recon",
+    window: tuple[float, float] | None = None,
 ) -> list[Path]:
     """Write ``volume_hu`` (S, H, W) as ``folder``/IM_0001.dcm ... in the series order, each
     slice with the identity of ``sources[k]`` (when given) and the geometry given here; returns
-    the file paths. ``description`` goes into DerivationDescription (at most 1024 characters)."""
+    the file paths. ``description`` goes into DerivationDescription (at most 1024 characters).
+    ``window`` (center, width) in HU becomes WindowCenter/WindowWidth (a viewer's initial grey
+    scale; width at least 1, as DICOM requires), and SpacingBetweenSlices is written when the
+    positions are evenly spaced along the slice normal (``data.dicom.even_slice_spacing``)."""
     import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    from data.dicom import even_slice_spacing
 
     volume_hu = np.asarray(volume_hu)
     if volume_hu.ndim != 3:
@@ -76,6 +84,7 @@ def write_dicom_series(
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700: others could not read the series
     series_uid = generate_uid()
+    between = even_slice_spacing(positions, orientation)
     study_uid, frame_uid = generate_uid(), generate_uid()  # when the sources have none
     try:
         names = []
@@ -114,6 +123,11 @@ def write_dicom_series(
                 ds.ImageOrientationPatient = [_ds(v) for v in orientation]
             if thickness is not None:
                 ds.SliceThickness = _ds(thickness)
+            if between is not None:
+                ds.SpacingBetweenSlices = _ds(between)
+            if window is not None:
+                ds.WindowCenter = _ds(window[0])
+                ds.WindowWidth = _ds(max(float(window[1]), 1.0))
             ds.SamplesPerPixel = 1
             ds.PhotometricInterpretation = "MONOCHROME2"
             ds.BitsAllocated = ds.BitsStored = 16

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data.dicom import is_dicom_file
 from data.nifti import is_nifti, nifti_slices
 
 __all__ = [
@@ -91,27 +92,18 @@ def ellipse_sampler(size: int = 64, max_ellipses: int = 12) -> Sampler:
 IMAGE_SUFFIXES = (".npy", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".h5", ".hdf5")
 
 
-def _is_dicom(path: Path) -> bool:
-    """True if pydicom recognises ``path`` as DICOM (the 'DICM' magic after the preamble)."""
-    from pydicom.misc import is_dicom
-
-    try:
-        return is_dicom(path)
-    except OSError:
-        return False
-
-
 def image_files(folder: str | Path) -> list[Path]:
     """The training image files under ``folder`` (searched recursively, sorted, hidden files
     skipped): those with a suffix in ``IMAGE_SUFFIXES``, NIfTI volumes (.nii, .nii.gz), and
-    DICOM files with another or no suffix (``IM0000``) that pydicom recognises."""
+    DICOM files with another or no suffix (``IM0000``, UID names) by ``data.dicom.is_dicom_file``,
+    the rule `recon batch` and `recon tune` search folders with."""
     root = Path(folder)
     return sorted(
         p
         for p in root.rglob("*")
         if p.is_file()
         and not p.name.startswith(".")
-        and (p.suffix.lower() in IMAGE_SUFFIXES or is_nifti(p) or _is_dicom(p))
+        and (p.suffix.lower() in IMAGE_SUFFIXES or is_nifti(p) or is_dicom_file(p))
     )
 
 

@@ -102,18 +102,24 @@ def _check_outputs(args: argparse.Namespace) -> None:
 OWN_PACKAGES = ("recon", "data", "operators", "priors", "solvers")
 
 
+def is_own_file(filename: str) -> bool:
+    """Whether ``filename`` (where a warning was raised) is in this project's packages."""
+    from pathlib import Path
+
+    roots = [Path(importlib.import_module(m).__file__).resolve().parent for m in OWN_PACKAGES]
+    where = Path(filename).resolve()
+    return any(where.is_relative_to(r) for r in roots)
+
+
 def _one_line_warnings(name: str):
     """A ``warnings.formatwarning`` printing this project's warnings as ``recon NAME: warning:
     MESSAGE`` (one line, no source line); others keep Python's format."""
     import warnings
-    from pathlib import Path
 
     default = warnings.formatwarning
-    roots = [Path(importlib.import_module(m).__file__).resolve().parent for m in OWN_PACKAGES]
 
     def fmt(message, category, filename, lineno, line=None) -> str:
-        where = Path(filename).resolve()
-        if any(where.is_relative_to(r) for r in roots):
+        if is_own_file(filename):
             return f"recon {name}: warning: {message}\n"
         return default(message, category, filename, lineno, line)
 

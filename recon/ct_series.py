@@ -142,18 +142,27 @@ def reconstruct_series(args: argparse.Namespace, out: Path) -> dict:
     or NRRD volume ``args.input`` (see the module docstring); returns metrics.json's contents."""
     import warnings
 
+    from data.dicom import uneven_spacing_warning
     from data.dicom_write import write_dicom_series
     from data.nifti import dicom_affine, write_nifti_volume
     from recon.mri import parse_slices
 
     path = Path(args.input)
-    with warnings.catch_warnings(record=True) as said:  # kept in metrics.json, and shown
-        warnings.simplefilter("always")
-        vol = read_ct_volume(path)
-    for w in said:
-        warnings.warn(str(w.message), w.category, stacklevel=2)
+    said: list = []
+    try:
+        with warnings.catch_warnings(record=True) as said:  # kept in metrics.json, and shown
+            warnings.simplefilter("always")
+            vol = read_ct_volume(path)
+    finally:  # shown before a refusal too (a skipped localizer, then the odd slice named)
+        for w in said:
+            warnings.warn(str(w.message), w.category, stacklevel=2)
     check_image_size(path, vol.hu.shape, "slices")
     slices = parse_slices(args.slice, len(vol.hu), path)
+    # the spacing of the slices written (recon.nii.gz's affine takes their mean step)
+    where = str(path) if args.slice in (None, "all") else f"{path} --slice {args.slice}"
+    uneven = uneven_spacing_warning(where, vol, slices)
+    if uneven is not None:
+        warnings.warn(uneven, stacklevel=2)
     pixel = float(vol.pixel_spacing[0])
     if not np.isclose(vol.pixel_spacing[0], vol.pixel_spacing[1], rtol=1e-3):
         warnings.warn(
@@ -239,8 +248,9 @@ def reconstruct_series(args: argparse.Namespace, out: Path) -> dict:
     bad = unusable_slices(rows)
     if bad is not None:
         metrics["unusable"] = bad
-    if said:  # what reading the series said (a gap, duplicates, skipped objects): batch keeps it
-        metrics["input_warnings"] = [str(w.message) for w in said]
+    said_here = [str(w.message) for w in said] + ([uneven] if uneven is not None else [])
+    if said_here:  # what reading the series said (a gap, duplicates, skipped objects): kept
+        metrics["input_warnings"] = said_here
     positions = [vol.patient_positions[k] for k in slices] if vol.patient_positions else None
     start_outputs(out, writes=("recon.nii.gz", "dicom"))  # metrics.json first, then stale
     write_nifti_volume(
@@ -249,6 +259,7 @@ def reconstruct_series(args: argparse.Namespace, out: Path) -> dict:
         dicom_affine(positions, vol.orientation, vol.pixel_spacing, vol.thickness),
     )
     label = method_label(args)
+    display = parse_window(args.window, refs[mid_n], "HU")  # the PNGs', and the DICOM's window
     write_dicom_series(
         out / "dicom",
         volume,
@@ -260,8 +271,8 @@ def reconstruct_series(args: argparse.Namespace, out: Path) -> dict:
         description=f"recon ct {label}: {args.views} views {args.geometry}, simulated from the "
         f"source series (noise: {json.dumps(mid.noise)})",
         series_description=f"recon {label}",
+        window=((display[0] + display[1]) / 2, display[1] - display[0]),
     )
-    display = parse_window(args.window, refs[mid_n], "HU")
     metrics["display"] = display_record(args.window, display, "HU")
     write_outputs(
         out, mid.image, refs[mid_n], ("FBP", mid.fbp), metrics, mid.history,

@@ -450,3 +450,78 @@ def test_a_folder_of_volumes_is_found(tmp_path):
     assert [f.name for f in files] == ["a.nii.gz", "b.nrrd"]
     units, _ = plan_units(files, "ct", tmp_path / "out")
     assert sorted({Path(u.out).name for u in units}) == ["a", "b"]
+
+
+def test_dicom_files_with_uid_names_are_found_by_every_finder(tmp_path):
+    """Extension-less DICOM files named by a UID with dots (1.3.6.1.4.1....: their "suffix" is
+    the last number) were skipped by `recon batch` and `recon tune --inputs FOLDER` (only ''
+    and .ima were probed), while `recon ct --input FOLDER` read the folder. One rule now
+    (``data.dicom.is_dicom_file``): a DICOM suffix, or the DICM preamble whatever the name; a
+    known other suffix is not probed."""
+    from data.training_sets import image_files
+    from recon.tune.problems import scans_from_glob
+    from tests.test_ct_data import write_ct_slice
+
+    series = tmp_path / "in" / "p1" / "series"
+    series.mkdir(parents=True)
+    names = [f"1.3.6.1.4.1.14519.5.2.1.35345470{k}" for k in range(3)]
+    for k, name in enumerate(names):
+        write_ct_slice(series / name, np.full((16, 16), 1000 + 10 * k, np.uint16), 2.5 * k)
+    write_ct_slice(series / "IM0001.v2", np.full((16, 16), 1000, np.uint16), 7.5)
+    (series / "notes.txt").write_text("x" * 128 + "DICM")  # a text file is never probed
+    (series / "meta.json").write_text("{}")
+    found = find_inputs([str(tmp_path / "in")], "ct")
+    assert sorted(f.name for f in found) == sorted([*names, "IM0001.v2"])
+    units, failures = plan_units(found, "ct", tmp_path / "out", per="volume")
+    assert failures == [] and [u.name for u in units] == ["series/"]
+    assert units[0].input == str(series.resolve())
+    scans = scans_from_glob("ct", str(series))  # recon tune --inputs FOLDER
+    assert sorted(s.name for s in scans) == sorted([*names, "IM0001.v2"])
+    assert sorted(p.name for p in image_files(series)) == sorted([*names, "IM0001.v2"])
+    from data.dicom import is_dicom_file
+
+    assert all(is_dicom_file(series / n) for n in names)
+    assert not is_dicom_file(series / "notes.txt") and not is_dicom_file(series / "meta.json")
+
+
+def test_scan_warnings_print_as_one_line_and_stay_in_the_summary(tmp_path, cluster, capsys):
+    """A scan's warnings were printed by the worker in Python's format (file:line: UserWarning
+    and the source line), where `recon ct` prints one line. They now come back with the scan's
+    row: one line each, `recon batch: warning: SCAN: ...` (with --quiet too, as recon ct), in
+    summary.json's row and under "Warnings" in summary.md."""
+    from data.phantoms import random_ellipses
+
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    img = random_ellipses(32, seed=1).astype(np.float32)
+    np.save(inp / "clean.npy", img)
+    np.save(inp / "negative.npy", img - 0.5)  # a.u. that go negative: auto units warn
+    args = ["ct", "--inputs", str(inp), "--out", str(out), "--scheduler", cluster, "--quiet"]
+    assert _batch([*args, "--solver", "fbp", "--views", "20"]) == 0
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if "warning" in line]
+    assert len(said) == 1, err
+    assert said[0].startswith("recon batch: warning: negative.npy: ")
+    assert "read as attenuation-like a.u." in said[0] and "UserWarning" not in err
+    rows = {r["name"]: r for r in json.loads((out / "summary.json").read_text())["scans"]}
+    assert "warnings" not in rows["clean.npy"]
+    assert rows["negative.npy"]["warnings"] == [said[0].split(": ", 3)[3]]
+    assert "## Warnings\n\n- negative.npy: " in (out / "summary.md").read_text()
+
+
+def test_batch_ct_slice_is_refused_saying_why(tmp_path, capsys):
+    """`recon batch ct --slice 1` got argparse's bare "unrecognized arguments"; it is one line
+    saying a batch reconstructs each scan whole and pointing at `recon ct --slice`, exit 2,
+    before anything is written."""
+    from recon.cli import main
+
+    _scans(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    for spec in ("1", "0:3"):
+        assert main(["batch", "ct", "--inputs", str(tmp_path / "in"), "--slice", spec,
+                     "--out", str(out), "--per", "volume"]) == 2  # fmt: skip
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "unrecognized" not in err, err
+        assert err.startswith(f"recon batch: error: --slice {spec}: recon batch ct reconstructs")
+        assert "recon ct --input FOLDER --slice A:B" in err
+        assert not out.exists()

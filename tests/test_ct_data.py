@@ -13,7 +13,13 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from data.bundled import load_bundled
-from data.dicom import DicomError, read_dicom_file, read_dicom_series, resample_to_spacing
+from data.dicom import (
+    DicomError,
+    read_dicom_file,
+    read_dicom_series,
+    resample_to_spacing,
+    uneven_spacing_warning,
+)
 from data.phantoms import ellipse_batches, random_ellipses, shepp_logan
 from data.windows import (
     WINDOWS,
@@ -57,8 +63,8 @@ def test_series_round_trip_in_hu_and_order(tmp_path):
     for i, (st, z) in enumerate(zip(stored, zs, strict=True)):
         # instance numbers deliberately reversed: the position must win
         write_ct_slice(tmp_path / names[i], st, z, inst=5 - i)
-    with pytest.warns(UserWarning, match="uneven slice spacing"):  # (zs are 5 to 25 mm apart)
-        vol = read_dicom_series(tmp_path)
+    vol = read_dicom_series(tmp_path)
+    assert "uneven slice spacing (5 to 25 mm" in uneven_spacing_warning(str(tmp_path), vol)
     assert vol.hu.shape == (5, 12, 10)
     assert vol.positions == sorted(zs)
     for k in range(5):
@@ -138,8 +144,45 @@ def test_annotation_sidecar_files_are_skipped(tmp_path):
 def test_mixed_sizes_name_the_file(tmp_path):
     write_ct_slice(tmp_path / "a.dcm", np.zeros((8, 8), np.uint16), 0.0)
     write_ct_slice(tmp_path / "b.dcm", np.zeros((8, 6), np.uint16), 1.0)
-    with pytest.raises(DicomError, match=r"b\.dcm: slice size \(8, 6\) differs from \(8, 8\)"):
+    with pytest.raises(DicomError, match=r"b\.dcm: slice size 8×6 differs from 8×8 .*a\.dcm"):
         read_dicom_series(tmp_path)
+
+
+def test_localizers_are_skipped_and_an_odd_size_slice_is_named(tmp_path, capsys):
+    """A scout (ImageType ...\\LOCALIZER) in the series folder, with the series' UID and size or
+    another size, stopped `recon ct --input FOLDER` (exit 2, naming another file or the
+    orientation); it is skipped with a warning naming it. A slice of another size that is not
+    a localizer is named itself, even when its name sorts first (every other file was named)."""
+    import json
+
+    from recon.cli import main
+
+    st = (512 + 40 * np.add.outer(np.arange(16), np.arange(16))).astype(np.uint16)
+    for k in range(3):
+        write_ct_slice(tmp_path / f"s{k}.dcm", st + 10 * k, 2.5 * k, inst=k + 1)
+    for name, shape in (("aa_scout", (16, 16)), ("zz_scout", (16, 24))):
+        write_ct_slice(tmp_path / name, np.zeros(shape, np.uint16), 50.0)
+        ds = pydicom.dcmread(tmp_path / name)
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+        ds.save_as(tmp_path / name)
+    with pytest.warns(UserWarning, match=r"2 localizer image\(s\) skipped .*aa_scout, zz_scout"):
+        vol = read_dicom_series(tmp_path)
+    assert [p.name for p in vol.paths] == ["s0.dcm", "s1.dcm", "s2.dcm"]
+    np.testing.assert_array_equal(vol.hu[:, 0, 0], [0.0, 20.0, 40.0])  # 512·2−1024, +10·2k
+    out = tmp_path.parent / f"{tmp_path.name}-out"
+    with pytest.warns(UserWarning, match="localizer"):
+        assert main(["ct", "--input", str(tmp_path), "--solver", "fbp", "--views", "8",
+                     "--threads", "1", "--quiet", "--out", str(out)]) == 0  # fmt: skip
+    said = json.loads((out / "metrics.json").read_text())["input_warnings"]
+    assert any("aa_scout" in w and "zz_scout" in w for w in said)
+    assert np.load(out / "recon.npy").shape == (3, 16, 16)
+    write_ct_slice(tmp_path / "a_odd.dcm", np.zeros((16, 20), np.uint16), 9.0)
+    with pytest.warns(UserWarning, match="localizer"):
+        assert main(["ct", "--input", str(tmp_path), "--solver", "fbp", "--views", "8",
+                     "--threads", "1", "--quiet", "--out", str(out)]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "a_odd.dcm: slice size 16×20 differs from 16×16 of the other 3 slice(s)" in err
 
 
 def test_order_falls_back_to_instance_number(tmp_path):
@@ -260,9 +303,11 @@ def test_pydicom_reads_what_we_write(tmp_path):
 
 
 def test_uneven_spacing_and_missing_positions_are_said(tmp_path):
-    """A series whose slices are not evenly spaced gets a warning (the NIfTI affine takes the
-    mean step), and one with a slice lacking ImagePositionPatient a warning naming it (the whole
-    series falls back to InstanceNumber order without geometry); an even series says nothing."""
+    """Slices not evenly spaced get a warning from ``uneven_spacing_warning`` (the NIfTI affine
+    takes the mean step of the slices written), naming the files around the widest gap; evenly
+    spaced slices, a subrange of them or a whole even series say nothing, and reading says
+    nothing about spacing. A slice lacking ImagePositionPatient gets a warning naming it (the
+    whole series falls back to InstanceNumber order without geometry)."""
     import warnings
 
     st = np.full((4, 4), 1024, np.uint16)
@@ -271,17 +316,23 @@ def test_uneven_spacing_and_missing_positions_are_said(tmp_path):
         write_ct_slice(tmp_path / "even" / f"{k}.dcm", st, z, inst=k + 1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert read_dicom_series(tmp_path / "even").hu.shape[0] == 3
+        vol = read_dicom_series(tmp_path / "even")
+    assert vol.hu.shape[0] == 3 and uneven_spacing_warning("x", vol) is None
     (tmp_path / "gap").mkdir()
-    for k, z in enumerate((0.0, 2.5, 7.5)):
+    for k, z in enumerate((0.0, 2.5, 7.5, 10.0, 12.5)):
         write_ct_slice(tmp_path / "gap" / f"{k}.dcm", st, z, inst=k + 1)
-    with pytest.warns(UserWarning, match="uneven slice spacing .2.5 to 5 mm") as said:
-        read_dicom_series(tmp_path / "gap")
-    assert "the widest, 5 mm, between 1.dcm and 2.dcm" in str(said[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the gap is said for the slices a run writes
+        vol = read_dicom_series(tmp_path / "gap")
+    said = uneven_spacing_warning("gap", vol)
+    assert said.startswith("gap: uneven slice spacing (2.5 to 5 mm")
+    assert "the widest, 5 mm, between 1.dcm and 2.dcm (a slice missing?)" in said
+    assert uneven_spacing_warning("gap", vol, [2, 3, 4]) is None  # 7.5, 10, 12.5: even
+    assert "takes the mean, 3.75 mm" in uneven_spacing_warning("gap", vol, [0, 1, 2])
     ds = pydicom.dcmread(tmp_path / "gap" / "1.dcm")
     del ds.ImagePositionPatient
     ds.save_as(tmp_path / "gap" / "1.dcm")
-    with pytest.warns(UserWarning, match="1 of 3 slices have no ImagePositionPatient .e.g. 1.dcm"):
+    with pytest.warns(UserWarning, match="1 of 5 slices have no ImagePositionPatient .e.g. 1.dcm"):
         read_dicom_series(tmp_path / "gap")
 
 

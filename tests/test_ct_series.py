@@ -252,7 +252,7 @@ def test_cached_slices_of_other_images_are_redone(tmp_path, monkeypatch):
     assert calls == [0, 1, 2]  # cached: slices 0, 1 and 3 of the full series
     monkeypatch.setattr("recon.ct_series.reconstruct_slice", record)
     with pytest.warns(UserWarning):  # what the reader said is kept in metrics.json
-        assert main(["ct", "--input", str(folder), *COMMON, "--slice", "0",
+        assert main(["ct", "--input", str(folder), *COMMON, "--slice", "0:4",
                      "--out", str(tmp_path / "gap")]) == 0  # fmt: skip
     said = json.loads((tmp_path / "gap" / "metrics.json").read_text())["input_warnings"]
     assert any("uneven slice spacing" in w and "a slice missing?" in w for w in said)
@@ -330,3 +330,65 @@ def test_derived_series_geometry_fits_dicom_decimal_strings(tmp_path):
                                        atol=1e-12)  # fmt: skip
     finally:
         pydicom.config.settings.reading_validation_mode = strict
+
+
+def test_the_nifti_spacing_and_its_warning_are_those_of_the_slices_written(tmp_path):
+    """The uneven-spacing warning was computed on the whole series: `--slice A:B` over evenly
+    spaced slices (an exact affine) still warned, and a range over the gap was told the whole
+    series' mean step, not the one its recon.nii.gz took. Both now come from the range."""
+    import warnings
+
+    folder = tmp_path / "s"
+    _series(folder)  # y = 30, 32.5, 35, 37.5, 40
+    (folder / "f3.dcm").unlink()  # slice 1 (names are f{3k mod 5}): y = 30, 35, 37.5, 40
+
+    def run(spec: str, out: str) -> tuple[list[str], np.ndarray]:
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            argv = ["ct", "--input", str(folder), *COMMON, "--solver", "fbp", "--out"]
+            assert main([*argv, str(tmp_path / out), *(["--slice", spec] if spec else [])]) == 0
+        uneven = [str(w.message) for w in said if "uneven" in str(w.message)]
+        return uneven, nib.load(tmp_path / out / "recon.nii.gz").affine
+
+    uneven, affine = run("1:4", "even")  # y = 35, 37.5, 40
+    assert uneven == []
+    np.testing.assert_allclose(affine[:3, 2], [0.0, -2.5, 0.0], atol=1e-6)  # LPS +y: RAS −y
+    np.testing.assert_allclose(affine[:3, 3], [16.0, -35.0, 12.0], atol=1e-6)
+    metrics = json.loads((tmp_path / "even" / "metrics.json").read_text())
+    assert not any("uneven" in w for w in metrics.get("input_warnings", []))
+    uneven, affine = run("0:3", "gap")  # y = 30, 35, 37.5
+    assert len(uneven) == 1 and "--slice 0:3: uneven slice spacing (2.5 to 5 mm" in uneven[0]
+    assert "takes the mean, 3.75 mm" in uneven[0] and "between f0.dcm and f1.dcm" in uneven[0]
+    np.testing.assert_allclose(affine[:3, 2], [0.0, -3.75, 0.0], atol=1e-6)
+    metrics = json.loads((tmp_path / "gap" / "metrics.json").read_text())
+    assert uneven[0] in metrics["input_warnings"]
+    uneven, affine = run("", "all")
+    assert len(uneven) == 1 and "(a slice missing?)" in uneven[0] and "3.33 mm" in uneven[0]
+    np.testing.assert_allclose(affine[:3, 2], [0.0, -10.0 / 3, 0.0], atol=1e-6)
+
+
+def test_derived_series_has_the_window_and_the_spacing_between_slices(series, tmp_path):
+    """The derived dicom/ series had no WindowCenter/WindowWidth (a viewer opened it at its own
+    guess) and no SpacingBetweenSlices. It takes --window when given, else the range the PNGs
+    were drawn with, and the spacing when the slices are evenly spaced (not across a gap)."""
+    from data.dicom_write import write_dicom_series
+
+    argv = ["ct", "--input", str(series[0]), *COMMON, "--solver", "fbp", "--slice", "0:3"]
+    assert main([*argv, "--window", "lung", "--out", str(tmp_path / "lung")]) == 0
+    files = sorted((tmp_path / "lung" / "dicom").glob("*.dcm"))
+    assert len(files) == 3
+    for f in files:
+        ds = pydicom.dcmread(f)
+        assert (float(ds.WindowCenter), float(ds.WindowWidth)) == (-600.0, 1500.0)
+        assert float(ds.SpacingBetweenSlices) == 2.5
+    assert main([*argv, "--out", str(tmp_path / "auto")]) == 0
+    lo, hi = json.loads((tmp_path / "auto" / "metrics.json").read_text())["display"]["range"]
+    ds = pydicom.dcmread(sorted((tmp_path / "auto" / "dicom").glob("*.dcm"))[0])
+    assert float(ds.WindowCenter) == pytest.approx((lo + hi) / 2, abs=1e-3)
+    assert float(ds.WindowWidth) == pytest.approx(hi - lo, abs=1e-3)
+    vol = np.zeros((3, 8, 8), np.float32)
+    uneven = [(0.0, 0.0, 0.0), (0.0, 0.0, 2.5), (0.0, 0.0, 7.5)]
+    write_dicom_series(tmp_path / "gap", vol, None, pixel_spacing=(1.0, 1.0), positions=uneven,
+                       orientation=(1, 0, 0, 0, 1, 0), description="test")  # fmt: skip
+    ds = pydicom.dcmread(tmp_path / "gap" / "IM_0001.dcm")
+    assert "SpacingBetweenSlices" not in ds and "WindowCenter" not in ds

@@ -33,6 +33,7 @@ import argparse
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -93,6 +94,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "--redo", action="store_true", help="recompute finished scans too (new options)"
         )
         module.add_options(q)
+        if name == "ct":  # refused in run with a line saying why (argparse: "unrecognized")
+            q.add_argument("--slice", "--slices", dest="slice", help=argparse.SUPPRESS)
         for action in q._actions:  # `recon mri --slice` also takes A:B; a batch does not (run)
             if action.dest == "slice":
                 action.help = (
@@ -229,6 +232,8 @@ def _execute(
                 for row in res["rows"]:
                     rows[row["name"]] = row
                     n_failed += row["status"] == "failed"
+                    for text in row.get("warnings", ()):  # shown with --quiet too, as recon ct
+                        bar.write(f"recon batch: warning: {row['name']}: {text}", file=sys.stderr)
                 w = res["worker"]
                 if w is not None:
                     key = (w["host"], w["pid"])
@@ -285,6 +290,12 @@ def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.scheduler:
         raise ValueError("--workers sizes the local cluster; with --scheduler it has no effect")
     modality = args.modality
+    if modality == "ct" and getattr(args, "slice", None) is not None:
+        raise ValueError(
+            f"--slice {args.slice}: recon batch ct reconstructs each scan whole (a DICOM series "
+            "folder with --per volume: every slice); for some slices of one series, use "
+            "recon ct --input FOLDER --slice A:B"
+        )
     prepare_out_dir(args.out, inputs=tuple(args.inputs))
     out = Path(args.out).resolve()
     files = find_inputs(args.inputs, modality, exclude=out)

@@ -25,6 +25,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from data.dicom import is_dicom_file
 from data.nifti import is_nifti
 
 __all__ = ["Unit", "find_inputs", "plan_units", "group_tasks", "MARKER"]
@@ -84,20 +85,11 @@ class Unit:
         return mark.is_file() and mark.read_text().strip() == digest
 
 
-def _is_dicom(path: Path) -> bool:
-    """A file with the DICOM preamble's 'DICM' magic at byte 128."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
-
-
 def is_input_file(path: Path, modality: str) -> bool:
     """Whether ``path`` is a scan of ``modality`` a folder search picks up: CT .npy/.dcm/.dicom,
-    NRRD and NIfTI volumes, DICOM files without a suffix (or .ima); MRI .h5/.npy. Hidden files
-    never."""
+    NRRD and NIfTI volumes, DICOM files by ``data.dicom.is_dicom_file`` (.dcm/.dicom/.ima, or
+    any other name, UID names with dots too, whose preamble says DICM); MRI .h5/.npy. Hidden
+    files never."""
     if path.name.startswith("."):
         return False
     suffix = path.suffix.lower()
@@ -105,7 +97,7 @@ def is_input_file(path: Path, modality: str) -> bool:
         return suffix in MRI_SUFFIXES
     if is_nifti(path):
         return True
-    return suffix in CT_SUFFIXES or (suffix in ("", ".ima") and _is_dicom(path))
+    return suffix in CT_SUFFIXES or is_dicom_file(path)
 
 
 def find_inputs(specs: list[str], modality: str, exclude: Path | None = None) -> list[Path]:
@@ -142,19 +134,13 @@ def _stem(rel: Path) -> Path:
     return rel.with_suffix("") if rel.suffix.lower() in CT_SUFFIXES + MRI_SUFFIXES else rel
 
 
-def _is_dicom_input(path: Path) -> bool:
-    return path.suffix.lower() in (".dcm", ".dicom", ".ima") or (
-        path.suffix == "" and _is_dicom(path)
-    )
-
-
 def _series_folders(files: list[Path], named: set[Path]) -> set[Path]:
     """The folders holding DICOM files, each a CT series: those with several, and those whose
     one DICOM file was found in a folder rather than named (``named``: files given as
     ``--inputs`` themselves, which stay single-file units)."""
     count: dict[Path, list[Path]] = {}
     for f in files:
-        if _is_dicom_input(f):
+        if is_dicom_file(f):
             count.setdefault(f.parent, []).append(f)
     return {d for d, fs in count.items() if len(fs) > 1 or fs[0] not in named}
 
@@ -187,7 +173,7 @@ def plan_units(
     )
     planned: set[Path] = set()
     for f in files:
-        if f.parent in series and _is_dicom_input(f):
+        if f.parent in series and is_dicom_file(f):
             if f.parent not in planned:
                 planned.add(f.parent)
                 rel = f.parent.relative_to(root)

@@ -109,6 +109,10 @@ def markdown_table(summary: dict[str, Any]) -> str:
             for r in summary["scans"]
             if (r.get("metrics") or {}).get("unusable")
         ]
+    warned = [r for r in summary["scans"] if r.get("warnings")]
+    if warned:
+        lines += ["", "## Warnings", ""]
+        lines += [f"- {r['name']}: {text}" for r in warned for text in r["warnings"]]
     failed = [r for r in summary["scans"] if r["status"] == "failed"]
     if failed:
         lines += ["", "## Failures", ""]
@@ -132,7 +136,7 @@ def markdown_table(summary: dict[str, Any]) -> str:
 def write_summary(out: Path, summary: dict[str, Any]) -> str:
     """Write summary.json, summary.md and failures.json into ``out``; return the Markdown."""
     failures = [
-        {k: r.get(k) for k in ("name", "input", "out", "error", "traceback") if k in r}
+        {k: r.get(k) for k in ("name", "input", "out", "error", "warnings", "traceback") if k in r}
         for r in summary["scans"]
         if r["status"] == "failed"
     ]

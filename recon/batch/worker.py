@@ -18,13 +18,14 @@ import resource
 import socket
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
 from recon.batch.plan import OPTIONS_MARK, Unit
 from recon.batch.summary import SUMMARY_KEYS
 
-__all__ = ["run_task", "worker_stats", "install_prior_cache"]
+__all__ = ["run_task", "worker_stats", "install_prior_cache", "warning_texts"]
 
 _STATS = {"prior_loads": 0, "prior_hits": 0, "units": 0}
 _CACHE: dict[tuple, Any] = {}
@@ -115,8 +116,13 @@ def run_unit(modality: str, options: dict[str, Any], unit: dict[str, Any]) -> di
     for stale in out.glob(".*.tmp") if out.is_dir() else ():
         stale.unlink(missing_ok=True)  # left by a process killed mid-write (never final names)
     t0 = time.perf_counter()
+    said: list[warnings.WarningMessage] = []
     try:
-        metrics = reconstruct_input(ns, out)
+        # what the pipeline warns about goes back with the row (the batch prints it as one
+        # line per warning, and keeps it in the summary), not to the worker's stderr
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            metrics = reconstruct_input(ns, out)
     except Exception as exc:  # noqa: BLE001 - a failed scan is recorded, the others go on
         return {
             **row,
@@ -124,6 +130,7 @@ def run_unit(modality: str, options: dict[str, Any], unit: dict[str, Any]) -> di
             "error": f"{type(exc).__name__}: {exc}",
             "traceback": traceback.format_exc(),
             "wall_seconds": time.perf_counter() - t0,
+            **warning_texts(said),
         }
     finally:
         _STATS["units"] += 1
@@ -137,7 +144,24 @@ def run_unit(modality: str, options: dict[str, Any], unit: dict[str, Any]) -> di
         "n_slices": len(metrics.get("slices") or []) or 1,  # a volume unit counts its slices
         "metrics": {k: metrics.get(k) for k in SUMMARY_KEYS if k in metrics},
         "wall_seconds": time.perf_counter() - t0,
+        **warning_texts(said),
     }
+
+
+def warning_texts(said: list[warnings.WarningMessage]) -> dict[str, list[str]]:
+    """``{"warnings": [...]}`` with one line per distinct warning in ``said`` (in order): the
+    message of this project's warnings, as `recon ct` prints them; ``Category: message (file:
+    line)`` for others. Empty when nothing was said."""
+    from recon.cli import is_own_file
+
+    texts: list[str] = []
+    for w in said:
+        text = " ".join(str(w.message).split())
+        if not is_own_file(w.filename):
+            text = f"{w.category.__name__}: {text} ({Path(w.filename).name}:{w.lineno})"
+        if text not in texts:
+            texts.append(text)
+    return {"warnings": texts} if texts else {}
 
 
 def run_task(modality: str, options: dict[str, Any], units: list[dict[str, Any]]) -> dict:
