@@ -399,7 +399,7 @@ def export_weights(checkpoint: str | Path, out: str | Path) -> None:
     tensors, info = read_checkpoint(checkpoint)
     model = build_model(info["config"])
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    meta = dict(info["meta"])
+    meta = {**info["meta"], "exported_from": str(Path(checkpoint).resolve())}
     history = info["train"].get("history")
     if history:  # (a --steps 0 conversion has none and keeps its source's)
         meta["train_history"] = {k: history.get(k, []) for k in ("val_step", "val_psnr")}
@@ -731,7 +731,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="start over even if --out holds a checkpoint (overwrites it; a file that is not a "
         "checkpoint is never overwritten)",
     )
-    p.add_argument("--export", default=None, help="also write a small shippable copy here")
+    p.add_argument(
+        "--export",
+        default=None,
+        help="also write a small shippable copy here (a new file, or this --out's own earlier "
+        "export; another run's checkpoint or export is never replaced)",
+    )
     p.add_argument(
         "--threads", type=count(1), default=None, help="torch CPU threads (default: torch's)"
     )
@@ -788,6 +793,30 @@ def _existing_checkpoint(path: str, option: str, no_resume: bool = False) -> dic
     except CheckpointError as exc:
         only = "--no-resume overwrites only checkpoints: " if no_resume else ""
         raise ValueError(f"{option} {exc}; {only}remove it or give another {option}") from None
+
+
+def _check_export(export: str, out: str) -> None:
+    """ValueError naming ``export`` when writing the export there would destroy a file this
+    run did not write: another run's training checkpoint (its resume state), or any prior
+    other than this --out's own earlier export (``meta["exported_from"]``, the --out's
+    absolute path). No file, or this run's earlier export: returns."""
+    info = _existing_checkpoint(export, "--export")
+    if info is None:
+        return
+    if "step" in info["train"] or "param_groups" in info["train"]:
+        step = info["train"].get("step")
+        held = f" of {step} step{'s' * (step != 1)}" if isinstance(step, int) else ""
+        raise ValueError(
+            f"--export {export}: holds a training checkpoint{held} (another run's --out); the "
+            "export would replace it and that run could not resume: give another --export"
+        )
+    source = info["meta"].get("exported_from")
+    if source != str(Path(out).resolve()):
+        what = f"the export of {source}" if source else "a prior that this --out did not export"
+        raise ValueError(
+            f"--export {export}: holds {what}; --export replaces only this --out's own earlier "
+            "export: give another --export, or remove the file"
+        )
 
 
 # Options that leave the trained weights as they are: not compared on resume (--steps: see
@@ -984,7 +1013,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
                 f"--export {args.export} is --out: the export (weights only) would replace the "
                 "training checkpoint, and a rerun could not resume; give it another name"
             )
-        _existing_checkpoint(args.export, "--export")
+        _check_export(args.export, args.out)
     if not args.sigma > 0:
         raise ValueError(f"--sigma must be > 0, got {args.sigma}")
     if args.steps < 0 or (args.steps == 0 and not args.init):

@@ -493,3 +493,32 @@ def test_options_a_run_would_not_read_are_refused(tmp_path, capsys, argv, words)
                  "--out", str(out)]) == 2  # fmt: skip
     assert words in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_export_never_replaces_another_runs_checkpoint_or_export(tmp_path, capsys):
+    """`--export` onto another run's --out replaced its training checkpoint by a weights-only
+    export (that run could no longer resume), and a second run's export replaced the first's
+    without a word. Both are refused, the files left as they were; a rerun of the run that
+    wrote an export replaces it."""
+    base = ["--data", "ellipses", "--steps", "1"]
+    a = tmp_path / "a.safetensors"
+    assert _train(*base, "--out", str(a)) == 0
+    before = a.read_bytes()
+    capsys.readouterr()
+    b = ["--out", str(tmp_path / "b.safetensors")]
+    assert _train(*base, "--seed", "5", *b, "--export", str(a)) == 2
+    err = capsys.readouterr().err
+    assert f"--export {a}: holds a training checkpoint of 1 step" in err
+    assert len(err.splitlines()) == 1 and a.read_bytes() == before
+    exp = tmp_path / "mine-export.safetensors"
+    c = ["--out", str(tmp_path / "c.safetensors"), "--export", str(exp)]
+    assert _train(*base, *c) == 0
+    assert read_checkpoint(exp)[1]["meta"]["exported_from"] == str(tmp_path / "c.safetensors")
+    mine = exp.read_bytes()
+    capsys.readouterr()
+    d = ["--out", str(tmp_path / "d.safetensors"), "--export", str(exp)]
+    assert _train(*base, "--seed", "9", *d) == 2
+    err = capsys.readouterr().err
+    assert f"holds the export of {tmp_path / 'c.safetensors'}" in err and exp.read_bytes() == mine
+    assert _train(*base, "--no-resume", "--seed", "3", *c) == 0  # the same --out: replaced
+    assert read_checkpoint(exp)[1]["meta"]["seed"] == 3
