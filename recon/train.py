@@ -558,6 +558,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--dilations",
+        action=GivenStore,
         default="1",
         help=f"{RIDGE_KIND}: comma-separated dilations, one equal group of filters each "
         "(e.g. 1,2: half the filters see twice the area)",
@@ -599,6 +600,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--depth", action=GivenStore, type=int, default=2, help="(default 2)")
     p.add_argument(
         "--out-channels",
+        action=GivenStore,
         type=int,
         default=1,
         help="K convex maps per pixel (the AE-LPN squares and sums all K)",
@@ -888,15 +890,53 @@ LPN_ONLY = ("width", "levels", "depth", "act")
 RIDGE_ONLY = ("filters", "kernel")
 
 
+# architecture options --init takes from the prior (its weights have their shapes), each the
+# key of its value in the prior's config -> the value a config without that key records
+INIT_ARCH = {
+    "width": None, "levels": None, "depth": None, "act": None, "out_channels": None,
+    "filters": None, "kernel": None, "dilations": [1], "slope_bound": False,
+}  # fmt: skip
+
+
+def _check_init_architecture(args: argparse.Namespace, config: dict) -> None:
+    """ValueError naming the architecture options given with --init (``INIT_ARCH``) that differ
+    from the --init prior's ``config`` (which would be ignored: --init takes the architecture
+    from the prior); options equal to the prior's values are accepted."""
+    given = getattr(args, "given", set()) | ({"slope_bound"} if args.slope_bound else set())
+    wrong = []
+    for opt in INIT_ARCH:
+        if opt not in given:
+            continue
+        value = getattr(args, opt)
+        if opt == "dilations":
+            try:
+                value = [int(d) for d in str(value).split(",")]
+            except ValueError:
+                pass
+        if opt == "kernel" and config.get("kind") != RIDGE_KIND:
+            has = None  # a ConvLPN's kernel is not --kernel's (fne-ridge's filter size)
+        else:
+            has = config.get(opt, INIT_ARCH[opt])
+        if value != has:
+            flag = f"--{opt.replace('_', '-')}" + ("" if opt == "slope_bound" else f" {value}")
+            prior = "none" if has is None else has
+            wrong.append(f"{flag} (the prior's: {prior})")
+    if wrong:
+        raise ValueError(
+            f"{', '.join(wrong)}: --init takes the architecture from the prior ({args.init}, "
+            f"a {config.get('kind')} prior); leave {'them' if len(wrong) > 1 else 'it'} out"
+        )
+
+
 def _check_unread_options(args: argparse.Namespace, kind: str) -> None:
     """ValueError naming options the user gave (``GivenStore``) that this run would not read:
-    another kind's architecture options (with --kind, or without --init), --group-start
+    another kind's architecture options (without --init: _check_init_architecture), --group-start
     without --groups, --gamma-unit with a loss that has no γ, --sigma-sampling without
     --sigma-max; and --l1-fraction outside [0, 1]."""
     given = getattr(args, "given", set())
     other = LPN_ONLY if kind == RIDGE_KIND else RIDGE_ONLY
-    # with --init and no --kind the prior's architecture rules; sizing flags are left alone
-    unread = [f"--{o}" for o in other if o in given] if args.kind or not args.init else []
+    # with --init the prior's architecture rules (_check_init_architecture)
+    unread = [f"--{o}" for o in other if o in given] if not args.init else []
     if unread:
         raise ValueError(f"{', '.join(unread)}: not read by --kind {kind}")
     needs = {"group_start": ("--groups", args.groups is not None),
@@ -1074,6 +1114,8 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
             "--noise-input builds a new network (one more input channel): not with --init "
             "(a noise-input prior keeps the option) or the normalization trick"
         )
+    if init is not None:
+        _check_init_architecture(args, init.config())
     _check_unread_options(args, kind)
     if args.ridge_mode and kind != RIDGE_KIND:
         raise ValueError(f"--ridge-mode is for --kind {RIDGE_KIND}, not --kind {kind}")

@@ -27,7 +27,8 @@ SMALL = ["--width", "4", "--levels", "1", "--depth", "1", "--batch", "2", "--thr
 
 
 def _train(*args: str) -> int:
-    return main(["train", *SMALL, "--patch", "16", "--quiet", *args])
+    small = SMALL[6:] if "--init" in args else SMALL  # --init: the prior's architecture
+    return main(["train", *small, "--patch", "16", "--quiet", *args])
 
 
 def _folder(path: Path, n: int = 3, size: int = 24) -> Path:
@@ -522,3 +523,22 @@ def test_export_never_replaces_another_runs_checkpoint_or_export(tmp_path, capsy
     assert f"holds the export of {tmp_path / 'c.safetensors'}" in err and exp.read_bytes() == mine
     assert _train(*base, "--no-resume", "--seed", "3", *c) == 0  # the same --out: replaced
     assert read_checkpoint(exp)[1]["meta"]["seed"] == 3
+
+
+def test_init_refuses_architecture_options_other_than_the_priors(tmp_path, capsys):
+    """With --init, --width/--levels were accepted and silently ignored (the checkpoint had the
+    prior's architecture); the same mistake without --init was refused. They are refused unless
+    they equal the prior's values."""
+    src = tmp_path / "base.safetensors"
+    save_checkpoint(src, ConvLPN(kind="aelpn", width=4, levels=1, depth=1), {"sigma": 0.1})
+    base = ["train", "--data", "ellipses", "--init", str(src), "--steps", "1", "--batch", "1"]
+    base += ["--patch", "16", "--quiet", "--threads", "1"]
+    out = tmp_path / "ft.safetensors"
+    assert main([*base, "--width", "16", "--levels", "3", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--width 16 (the prior's: 4), --levels 3 (the prior's: 1): --init takes the " in err
+    assert len(err.splitlines()) == 1 and not out.exists()
+    assert main([*base, "--filters", "8", "--out", str(out)]) == 2  # another family's option
+    assert "--filters 8 (the prior's: none)" in capsys.readouterr().err and not out.exists()
+    assert main([*base, "--width", "4", "--levels", "1", "--out", str(out)]) == 0  # the same
+    assert read_checkpoint(out)[1]["config"]["width"] == 4
