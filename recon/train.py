@@ -227,6 +227,29 @@ def _warn_test_images(files: list[tuple[Path, list[np.ndarray]]]) -> None:
                 )
 
 
+# the validation PSNR reads this much below 20·log10(1/σ) when its patches span about half the
+# images' range: below that, a warning says it is not comparable across --patch
+VAL_RANGE_GAP_DB = 6.0
+
+
+def _warn_small_validation_range(val: torch.Tensor, sigma: float, patch: int) -> None:
+    """Warn (stderr) when the validation patches span much less than the images' range: the
+    validation PSNR takes each patch's own range (max − min) as its data range, as the numbers
+    in docs/training.md and the shipped priors' ``train_history`` do, while σ is relative to
+    the whole images' range (1), so small or flat patches read many dB lower (negative at
+    --patch 8, σ = 0.1) and the number is not comparable across --patch."""
+    gap = 20 * math.log10(1 / sigma) - noisy_psnr(val, sigma)
+    if gap > VAL_RANGE_GAP_DB:
+        print(
+            "recon train: warning: the validation PSNR is relative to each validation patch's "
+            "own range (max − min), --sigma to the images' range (1): these "
+            f"{patch}x{patch} patches read {gap:.1f} dB below 20·log10(1/σ) = "
+            f"{20 * math.log10(1 / sigma):.1f} dB (val_input_psnr, the noisy input), so the "
+            "number is not comparable across --patch; a larger --patch spans more of the range",
+            file=sys.stderr,
+        )
+
+
 def _folder_sampler(folder: Path, patch: int, channels: int, gval: torch.Generator):
     """(sampler, validation patches, description) for ``--data FOLDER``: the training patches
     come from the files that are not held out (``_held_out``), the 8 validation patches from
@@ -1081,6 +1104,8 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     sampler, val, desc = make_sampler(args.data, args.patch, channels, mix, extra)
     if rank == 0 and not args.quiet:
         print(f"recon train: data: {desc}", file=sys.stderr)
+    if rank == 0 and val is not None:
+        _warn_small_validation_range(val, args.sigma, args.patch)
     pairs = None
     if args.artifacts > 0:
         if channels != 1:
@@ -1268,6 +1293,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         "seconds_per_step": round(res.seconds / max(res.steps, 1), 3),
         "final_val_psnr": res.history["val_psnr"][-1] if res.history.get("val_psnr") else None,
         "val_input_psnr": noisy_psnr(val, args.sigma) if val is not None else None,
+        "val_psnr_data_range": "each validation patch's own max - min",
         "checkpoint": str(args.out),
     }
     if world > 1:

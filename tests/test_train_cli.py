@@ -542,3 +542,26 @@ def test_init_refuses_architecture_options_other_than_the_priors(tmp_path, capsy
     assert "--filters 8 (the prior's: none)" in capsys.readouterr().err and not out.exists()
     assert main([*base, "--width", "4", "--levels", "1", "--out", str(out)]) == 0  # the same
     assert read_checkpoint(out)[1]["config"]["width"] == 4
+
+
+def test_small_validation_patches_warn_that_their_psnr_is_per_patch(tmp_path, capsys):
+    """The validation PSNR takes each patch's own range while σ is relative to the images'
+    range: 8×8 patches of smooth images read about 20 dB lower (negative at σ = 0.1) without a
+    word. The summary says what the range is, and such patches are warned about."""
+    data = tmp_path / "ramps"
+    data.mkdir()
+    ramp = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (64, 1))
+    for i in range(3):
+        np.save(data / f"r{i}.npy", ramp + i)
+    args = ["train", "--data", str(data), "--steps", "1", "--quiet", *SMALL]
+    assert main([*args, "--patch", "8", "--out", str(tmp_path / "a.safetensors")]) == 0
+    out, err = capsys.readouterr()
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["val_input_psnr"] < 5.0  # an 8-pixel stretch of the ramp spans 1/8 of it
+    assert summary["val_psnr_data_range"] == "each validation patch's own max - min"
+    assert "warning: the validation PSNR is relative to each validation patch's own range" in err
+    assert "8x8 patches read" in err and len(err.splitlines()) == 1
+    assert main([*args, "--patch", "64", "--out", str(tmp_path / "b.safetensors")]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out.strip().splitlines()[-1])["val_input_psnr"] > 19.0
+    assert "warning" not in err
