@@ -165,8 +165,10 @@ def read_image_file(path: str | Path, complex_images: str = "refuse") -> list[np
     """2-D float32 images from one file (a volume or stack gives its slices).
 
     Raises a ValueError naming the file when it cannot be read, holds no numbers, has a NaN or
-    infinite pixel, or is not 2-D or 3-D. Complex values are refused (``complex_images=
-    "refuse"``) or replaced by their magnitude (``"magnitude"``)."""
+    infinite pixel, or is not 2-D or 3-D. A 3-D array (H, W, 1) is one image, as (1, H, W) is;
+    (H, W, 3|4) is RGB(A) and gives its grey level; other 3-D arrays are stacks of slices.
+    Complex values are refused (``complex_images="refuse"``) or replaced by their magnitude
+    (``"magnitude"``)."""
     from data.dicom import NoPixelDataError
 
     path = Path(path)
@@ -189,6 +191,8 @@ def read_image_file(path: str | Path, complex_images: str = "refuse") -> list[np
     if bad:
         raise ValueError(f"{path}: {bad} pixel(s) are NaN or infinite; fix or remove the file")
     arr = arr.astype(np.float32)
+    if arr.ndim == 3 and arr.shape[-1] == 1:  # channels-last (H, W, 1): one image, not H of W×1
+        arr = arr[..., 0]
     if arr.ndim == 3 and arr.shape[-1] in (3, 4) and min(arr.shape[:2]) > 4:
         from skimage import color  # an RGB(A) array (H, W, 3|4), not a stack of H×3 slices
 

@@ -123,3 +123,25 @@ def test_a_nifti_volume_in_a_training_folder_gives_its_axial_slices(tmp_path):
     assert [p.name for p in found.files] == ["scan.nii.gz"] and len(ims) == 3
     for k, im in enumerate(ims):
         np.testing.assert_allclose(im, np.rot90(vol[:, :, k]) / vol.max(), rtol=1e-6)
+
+
+def test_a_channels_last_npy_is_one_image_in_training_and_in_recon_inputs(tmp_path):
+    """A (H, W, 1) .npy was read as H images of W×1 and left out as "smaller" than --patch;
+    it is one (H, W) image, as (1, H, W) is, for training and for recon ct / recon mri input."""
+    from data.npy import load_npy_image
+    from data.training_sets import read_image_file, read_image_folder
+
+    im = np.random.default_rng(0).random((40, 48)).astype(np.float32)
+    np.save(tmp_path / "hw1.npy", im[..., None])
+    np.save(tmp_path / "1hw.npy", im[None])
+    for name in ("hw1.npy", "1hw.npy"):
+        (got,) = read_image_file(tmp_path / name)
+        np.testing.assert_array_equal(got, im)
+        np.testing.assert_array_equal(load_npy_image(tmp_path / name), im)
+    found = read_image_folder(tmp_path, 32)
+    assert found.too_small == 0 and [len(ims) for ims in found.images] == [1, 1]
+    np.save(tmp_path / "stack.npy", np.stack([im, im]))  # a stack is still refused as input
+    with pytest.raises(
+        ValueError, match=r"stack.npy: expected a 2-D numeric image .*\(2, 40, 48\)"
+    ):
+        load_npy_image(tmp_path / "stack.npy")
