@@ -1244,9 +1244,11 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
             if preset:
                 conv["preset_from"] = preset
             save_checkpoint(args.out, model, {**source, **conv})
+            done = {"kind": kind, "steps": 0, "checkpoint": str(args.out)}
             if args.export:
                 export_weights(args.out, args.export)
-            print(json.dumps({"kind": kind, "steps": 0, "checkpoint": str(args.out)}))
+                done["exported"] = str(args.export)
+            print(json.dumps(done))
         return 0
     if existing is not None and not args.no_resume and "step" in existing["train"]:
         changes = _resume_conflicts(existing, options, cfg, model)

@@ -565,3 +565,16 @@ def test_small_validation_patches_warn_that_their_psnr_is_per_patch(tmp_path, ca
     out, err = capsys.readouterr()
     assert json.loads(out.strip().splitlines()[-1])["val_input_psnr"] > 19.0
     assert "warning" not in err
+
+
+def test_a_conversion_summary_names_its_export(tmp_path, capsys):
+    """`--steps 0 --init P --export E` wrote E, but its summary lacked the "exported" key that
+    a training run's summary has."""
+    src = tmp_path / "src.safetensors"
+    save_checkpoint(src, ConvLPN(kind="aelpn", width=4, levels=1, depth=1), {"sigma": 0.1})
+    out, exp = tmp_path / "c.safetensors", tmp_path / "c-exp.safetensors"
+    args = ["--data", "ellipses", "--steps", "0", "--init", str(src), "--local-mean", "3"]
+    assert _train(*args, "--out", str(out), "--export", str(exp)) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["exported"] == str(exp) and exp.is_file()
+    assert read_checkpoint(exp)[1]["config"]["local_mean_sigma"] == 3.0
