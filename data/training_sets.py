@@ -35,6 +35,7 @@ __all__ = [
     "read_image_file",
     "read_image_folder",
     "ImageFolder",
+    "KSpaceOnlyError",
     "complex_sampler",
     "real_ct_slices",
     "mix_samplers",
@@ -88,6 +89,12 @@ def ellipse_sampler(size: int = 64, max_ellipses: int = 12) -> Sampler:
     return sample
 
 
+class KSpaceOnlyError(ValueError):
+    """A fastMRI ``.h5`` file with k-space and no reference image (``reconstruction_rss`` /
+    ``_esc``: the test and challenge files): nothing to train on; skipped, with a warning, in
+    a training folder (as a DICOMDIR is)."""
+
+
 IMAGE_SUFFIXES = (".npy", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".h5", ".hdf5")
 
 
@@ -127,6 +134,11 @@ def _load_array(path: Path) -> np.ndarray:
 
         with h5py.File(path, "r") as f:
             key = next((k for k in ("reconstruction_rss", "reconstruction_esc") if k in f), None)
+            if key is None and "kspace" in f:
+                raise KSpaceOnlyError(
+                    f"{path}: k-space only (a fastMRI test or challenge file): no reference "
+                    "image (reconstruction_rss/_esc) to train on"
+                )
             if key is None:
                 raise ValueError("no reconstruction_rss/_esc dataset to train on")
             return np.asarray(f[key])
@@ -165,8 +177,10 @@ def read_image_file(path: str | Path, complex_images: str = "refuse") -> list[np
     """2-D float32 images from one file (a volume or stack gives its slices).
 
     Raises a ValueError naming the file when it cannot be read, holds no numbers, has a NaN or
-    infinite pixel, or is not 2-D or 3-D. A 3-D array (H, W, 1) is one image, as (1, H, W) is;
-    (H, W, 3|4) is RGB(A) and gives its grey level; other 3-D arrays are stacks of slices.
+    infinite pixel, or is not 2-D or 3-D (``data.dicom.NoPixelDataError`` for a DICOM object
+    without an image, ``KSpaceOnlyError`` for a fastMRI file without one). A 3-D array
+    (H, W, 1) is one image, as (1, H, W) is; (H, W, 3|4) is RGB(A) and gives its grey level;
+    other 3-D arrays are stacks of slices.
     Complex values are refused (``complex_images="refuse"``) or replaced by their magnitude
     (``"magnitude"``)."""
     from data.dicom import NoPixelDataError
@@ -174,7 +188,7 @@ def read_image_file(path: str | Path, complex_images: str = "refuse") -> list[np
     path = Path(path)
     try:
         arr = np.asarray(_load_array(path))
-    except NoPixelDataError:
+    except (NoPixelDataError, KSpaceOnlyError):
         raise
     except Exception as exc:  # decoders raise anything on a truncated or foreign file
         raise ValueError(f"{path}: unreadable ({_why(exc)})") from None
@@ -212,6 +226,7 @@ class ImageFolder:
     files: list[Path]  # the files with at least one image of at least patch × patch, sorted
     images: list[list[np.ndarray]]  # each such file's images of at least patch × patch
     too_small: int  # images left out for being smaller than patch × patch
+    skipped: int = 0  # files without an image (DICOMDIR, k-space-only fastMRI), skipped
 
 
 def read_image_folder(
@@ -219,8 +234,9 @@ def read_image_folder(
 ) -> ImageFolder:
     """Every image under ``folder`` (``image_files``) read with ``read_image_file``, each min-max
     normalized unless ``normalize=False``; those smaller than ``patch`` × ``patch`` are counted
-    and left out. Raises a ValueError naming the folder when it holds no image files, or the
-    file that cannot be used."""
+    and left out, and files without an image (a DICOMDIR, a k-space-only fastMRI file) are
+    skipped with a warning. Raises a ValueError naming the folder when it holds no image files,
+    or the file that cannot be used."""
     root = Path(folder)
     if not root.is_dir():
         raise ValueError(f"{root}: not a folder of training images")
@@ -237,12 +253,16 @@ def read_image_folder(
     images: list[list[np.ndarray]] = []
     too_small = 0
     no_image: list[Path] = []
+    kspace_only: list[Path] = []
     for path in files:
         usable = []
         try:
             found = read_image_file(path, complex_images)
         except NoPixelDataError:
             no_image.append(path)
+            continue
+        except KSpaceOnlyError:
+            kspace_only.append(path)
             continue
         for im in found:
             if min(im.shape) < patch:
@@ -257,7 +277,16 @@ def read_image_folder(
             images.append(usable)
     if no_image:
         warn_no_image(root, len(no_image), no_image[0].relative_to(root))
-    return ImageFolder(root, kept, images, too_small)
+    if kspace_only:
+        import warnings
+
+        warnings.warn(
+            f"{root}: {len(kspace_only)} fastMRI file(s) with k-space only skipped (e.g. "
+            f"{kspace_only[0].relative_to(root)}): no reference image (reconstruction_rss/_esc) "
+            "to train on",
+            stacklevel=2,
+        )
+    return ImageFolder(root, kept, images, too_small, len(no_image) + len(kspace_only))
 
 
 def image_folder_sampler(

@@ -264,10 +264,17 @@ def _folder_sampler(folder: Path, patch: int, channels: int, gval: torch.Generat
         folder, patch, complex_images="magnitude" if channels == 2 else "refuse"
     )
     small = found.too_small
+    if not found.files and found.skipped and not small:
+        raise ValueError(
+            f"--data {folder}: no image to train on: its {found.skipped} image file(s) hold "
+            "none (k-space only, or DICOM objects without pixel data)"
+        )
     if not found.files:
+        skipped = found.skipped
+        none = f"; {skipped} file{'s' * (skipped != 1)} without an image skipped" if skipped else ""
         raise ValueError(
             f"--data {folder}: no image is at least {patch}×{patch} (--patch {patch}; "
-            f"{small} smaller image{'s' * (small != 1)})"
+            f"{small} smaller image{'s' * (small != 1)}{none})"
         )
     held = _held_out(len(found.files))
     _warn_test_images([(f, found.images[i]) for i, f in enumerate(found.files) if i not in held])

@@ -1,5 +1,7 @@
 """Training-data sources: the real CT slices and the sampler mixture."""
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -145,3 +147,42 @@ def test_a_channels_last_npy_is_one_image_in_training_and_in_recon_inputs(tmp_pa
         ValueError, match=r"stack.npy: expected a 2-D numeric image .*\(2, 40, 48\)"
     ):
         load_npy_image(tmp_path / "stack.npy")
+
+
+def test_kspace_only_fastmri_files_are_skipped_with_a_warning(tmp_path, capsys):
+    """A fastMRI test/challenge .h5 (k-space, no reconstruction_rss/_esc) was refused as
+    "unreadable" and aborted the folder: it is a valid file without a reference image, so it
+    is skipped with a warning that says so, as a DICOMDIR is; a folder of only such files says
+    it has no image to train on. An .h5 of neither kind is still refused by name."""
+    import h5py
+
+    from recon.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    ref = np.random.default_rng(0).random((2, 24, 24)).astype(np.float32)
+    for i in range(2):
+        with h5py.File(data / f"train{i}.h5", "w") as f:
+            f["kspace"] = np.zeros((2, 24, 24), np.complex64)
+            f["reconstruction_rss"] = ref
+    with h5py.File(data / "test0.h5", "w") as f:
+        f["kspace"] = np.zeros((2, 24, 24), np.complex64)
+    args = ["train", "--data", str(data), "--steps", "1", "--patch", "16", "--quiet"]
+    args += ["--width", "4", "--levels", "1", "--depth", "1", "--batch", "2", "--threads", "1"]
+    warned = r"1 fastMRI file\(s\) with k-space only skipped \(e.g. test0.h5\): no reference image"
+    with pytest.warns(UserWarning, match=warned):
+        assert main([*args, "--out", str(tmp_path / "a.safetensors")]) == 0
+    only = tmp_path / "only"
+    only.mkdir()
+    shutil.copy(data / "test0.h5", only / "test0.h5")
+    with pytest.warns(UserWarning, match=warned):
+        assert (
+            main([*args[:2], str(only), *args[3:], "--out", str(tmp_path / "b.safetensors")]) == 2
+        )
+    assert "no image to train on: its 1 image file(s) hold none (k-space only" in (
+        capsys.readouterr().err
+    )
+    with h5py.File(data / "other.h5", "w") as f:
+        f["data"] = ref
+    assert main([*args, "--out", str(tmp_path / "c.safetensors")]) == 2
+    assert "other.h5: unreadable (no reconstruction_rss/_esc dataset" in capsys.readouterr().err
