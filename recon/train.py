@@ -827,6 +827,17 @@ def _existing_checkpoint(path: str, option: str, no_resume: bool = False) -> dic
         raise ValueError(f"{option} {exc}; {only}remove it or give another {option}") from None
 
 
+def _check_suffix(path: str, option: str) -> None:
+    """ValueError when ``path`` does not end in .safetensors: the file written is one, and a
+    .pt name says a pickle (which nothing here loads)."""
+    p = Path(path)
+    if p.suffix.lower() != ".safetensors":
+        raise ValueError(
+            f"{option} {p}: checkpoints are safetensors files; give a name ending in "
+            f".safetensors (e.g. {p.with_suffix('.safetensors')})"
+        )
+
+
 def _check_export(export: str, out: str) -> None:
     """ValueError naming ``export`` when writing the export there would destroy a file this
     run did not write: another run's training checkpoint (its resume state), or any prior
@@ -1077,7 +1088,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     existing = _existing_checkpoint(args.out, "--out", args.no_resume)
+    _check_suffix(args.out, "--out")
     if args.export:
+        _check_suffix(args.export, "--export")
         if Path(args.export).resolve() == Path(args.out).resolve():
             raise ValueError(
                 f"--export {args.export} is --out: the export (weights only) would replace the "

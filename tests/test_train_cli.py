@@ -578,3 +578,16 @@ def test_a_conversion_summary_names_its_export(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["exported"] == str(exp) and exp.is_file()
     assert read_checkpoint(exp)[1]["config"]["local_mean_sigma"] == 3.0
+
+
+def test_out_and_export_must_end_in_safetensors(tmp_path, capsys):
+    """`--out b.pt` wrote a safetensors file under a pickle's name; both paths are refused
+    unless they end in .safetensors, before anything is written."""
+    base = ["--data", "ellipses", "--steps", "1"]
+    assert _train(*base, "--out", str(tmp_path / "b.pt")) == 2
+    err = capsys.readouterr().err
+    assert f"--out {tmp_path / 'b.pt'}: checkpoints are safetensors files" in err
+    out = tmp_path / "b.safetensors"
+    assert _train(*base, "--out", str(out), "--export", str(tmp_path / "e.bin")) == 2
+    assert "--export" in capsys.readouterr().err and not out.exists()
+    assert list(tmp_path.iterdir()) == []
