@@ -1119,6 +1119,31 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         raise ValueError(f"--ct-real-mix mixes the --data ct-real batches, not --data {args.data}")
     if args.ct_real_extra and args.data != "ct-real":
         raise ValueError(f"--ct-real-extra adds to --data ct-real batches, not --data {args.data}")
+    # the option conflicts, before the data are read (that can take minutes)
+    if args.artifacts > 0 and channels != 1:
+        raise ValueError("--artifacts simulates CT streaks: it needs 1-channel (CT) data")
+    if args.noise_input and (args.init or kind == "normalization-trick"):
+        raise ValueError(
+            "--noise-input builds a new network (one more input channel): not with --init "
+            "(a noise-input prior keeps the option) or the normalization trick"
+        )
+    if init is not None:
+        _check_init_architecture(args, init.config())
+    _check_unread_options(args, kind)
+    if args.ridge_mode and kind != RIDGE_KIND:
+        raise ValueError(f"--ridge-mode is for --kind {RIDGE_KIND}, not --kind {kind}")
+    if args.groups is not None and kind != RIDGE_KIND:
+        raise ValueError(f"--groups is for --kind {RIDGE_KIND}, not --kind {kind}")
+    if not args.init and kind == RIDGE_KIND:
+        if args.noise_input or args.local_mean or args.sigma_smoothing or args.tile:
+            raise ValueError(
+                f"--kind {RIDGE_KIND} is always told the noise level and splits off the image "
+                "mean: --noise-input, --local-mean, --sigma-smoothing and --tile do not apply"
+            )
+        try:
+            dilations = tuple(int(d) for d in args.dilations.split(","))
+        except ValueError:
+            raise ValueError(f"--dilations: integers like 1,2, got {args.dilations!r}") from None
     mix = _parse_mix(args.ct_real_mix) if args.ct_real_mix is not None else CT_REAL_MIX
     extra = args.ct_real_extra
     sampler, val, desc = make_sampler(args.data, args.patch, channels, mix, extra)
@@ -1128,8 +1153,6 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         _warn_small_validation_range(val, args.sigma, args.patch)
     pairs = None
     if args.artifacts > 0:
-        if channels != 1:
-            raise ValueError("--artifacts simulates CT streaks: it needs 1-channel (CT) data")
         from data.ct_artifacts import sparse_view_pairs
 
         whole, _, _ = make_sampler(args.data, args.artifact_size, channels, mix, extra)
@@ -1154,18 +1177,6 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         **({"noise_input": True} if args.noise_input else {}),
         **({"sigma_smoothing": True} if args.sigma_smoothing else {}),
     )
-    if args.noise_input and (args.init or kind == "normalization-trick"):
-        raise ValueError(
-            "--noise-input builds a new network (one more input channel): not with --init "
-            "(a noise-input prior keeps the option) or the normalization trick"
-        )
-    if init is not None:
-        _check_init_architecture(args, init.config())
-    _check_unread_options(args, kind)
-    if args.ridge_mode and kind != RIDGE_KIND:
-        raise ValueError(f"--ridge-mode is for --kind {RIDGE_KIND}, not --kind {kind}")
-    if args.groups is not None and kind != RIDGE_KIND:
-        raise ValueError(f"--groups is for --kind {RIDGE_KIND}, not --kind {kind}")
     torch.manual_seed(args.seed)  # the initial weights follow --seed (equal on every rank)
     if args.init:
         model = _init_model(
@@ -1185,15 +1196,6 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
             **({"tile": args.tile, "tile_stride": args.tile_stride} if args.tile else {}),
         )
     elif kind == RIDGE_KIND:
-        if args.noise_input or args.local_mean or args.sigma_smoothing or args.tile:
-            raise ValueError(
-                f"--kind {RIDGE_KIND} is always told the noise level and splits off the image "
-                "mean: --noise-input, --local-mean, --sigma-smoothing and --tile do not apply"
-            )
-        try:
-            dilations = tuple(int(d) for d in args.dilations.split(","))
-        except ValueError:
-            raise ValueError(f"--dilations: integers like 1,2, got {args.dilations!r}") from None
         model = RidgeProx(
             in_channels=channels,
             filters=args.filters,

@@ -591,3 +591,22 @@ def test_out_and_export_must_end_in_safetensors(tmp_path, capsys):
     assert _train(*base, "--out", str(out), "--export", str(tmp_path / "e.bin")) == 2
     assert "--export" in capsys.readouterr().err and not out.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [(["--kind", "aelpn", "--filters", "8"], "--filters: not read by --kind aelpn"),
+     (["--kind", "fne-ridge", "--width", "8"], "--width: not read by --kind fne-ridge"),
+     (["--kind", "fne-ridge", "--dilations", "1,x"], "--dilations: integers like 1,2"),
+     (["--kind", "aelpn", "--groups", "2"], "--groups is for --kind fne-ridge")],
+)  # fmt: skip
+def test_option_conflicts_are_refused_before_the_data_are_read(tmp_path, capsys, argv, words):
+    """They were reported only after reading (and checking) every image of --data; a folder
+    whose file would be refused shows which comes first."""
+    data = _folder(tmp_path / "data")
+    (data / "broken.npy").write_bytes(b"not an array")
+    out = tmp_path / "x.safetensors"
+    args = ["train", "--data", str(data), "--steps", "1", "--patch", "16", "--quiet"]
+    assert main([*args, *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "broken.npy" not in err and not out.exists()
