@@ -610,3 +610,24 @@ def test_option_conflicts_are_refused_before_the_data_are_read(tmp_path, capsys,
     assert main([*args, *argv, "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert words in err and "broken.npy" not in err and not out.exists()
+
+
+def test_an_unknown_kind_lists_every_kind_there_is(tmp_path):
+    """A checkpoint of an unknown kind was refused with a list of 5 kinds; fne-ridge and the
+    normalization trick, which load, were missing."""
+    from safetensors.torch import save_file
+
+    from priors.checkpoint import CheckpointError, load_prior
+    from priors.lpn import KINDS
+
+    good = tmp_path / "good.safetensors"
+    save_checkpoint(good, ConvLPN(kind="aelpn", width=4, levels=1, depth=1), {})
+    tensors, info = read_checkpoint(good)
+    meta = {"format": "pnp-recon-prior/1", "meta": "{}", "train": "{}"}
+    meta["config"] = json.dumps({**info["config"], "kind": "unknown-kind"})
+    bad = tmp_path / "bad.safetensors"
+    save_file(tensors, str(bad), metadata=meta)
+    with pytest.raises(CheckpointError) as exc:
+        load_prior(bad)
+    for kind in (*KINDS, "fne-ridge"):
+        assert kind in str(exc.value), kind
