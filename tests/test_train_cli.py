@@ -631,3 +631,16 @@ def test_an_unknown_kind_lists_every_kind_there_is(tmp_path):
         load_prior(bad)
     for kind in (*KINDS, "fne-ridge"):
         assert kind in str(exc.value), kind
+
+
+def test_a_directory_named_like_a_checkpoint_is_called_a_directory(tmp_path, capsys):
+    """`--init x.safetensors` (or load_prior) on a directory said "no such checkpoint file"."""
+    from priors.checkpoint import CheckpointError, load_prior
+
+    folder = tmp_path / "x.safetensors"
+    folder.mkdir()
+    with pytest.raises(CheckpointError, match="x.safetensors: a directory, not a checkpoint file"):
+        load_prior(folder)
+    out = tmp_path / "o.safetensors"
+    assert _train("--data", "ellipses", "--init", str(folder), "--out", str(out)) == 2
+    assert "a directory, not a checkpoint file" in capsys.readouterr().err and not out.exists()
