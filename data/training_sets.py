@@ -227,6 +227,7 @@ class ImageFolder:
     images: list[list[np.ndarray]]  # each such file's images of at least patch × patch
     too_small: int  # images left out for being smaller than patch × patch
     skipped: int = 0  # files without an image (DICOMDIR, k-space-only fastMRI), skipped
+    constant: int = 0  # constant images (normalize=True: nothing to train on), skipped
 
 
 def read_image_folder(
@@ -234,9 +235,9 @@ def read_image_folder(
 ) -> ImageFolder:
     """Every image under ``folder`` (``image_files``) read with ``read_image_file``, each min-max
     normalized unless ``normalize=False``; those smaller than ``patch`` × ``patch`` are counted
-    and left out, and files without an image (a DICOMDIR, a k-space-only fastMRI file) are
-    skipped with a warning. Raises a ValueError naming the folder when it holds no image files,
-    or the file that cannot be used."""
+    and left out, and files without an image (a DICOMDIR, a k-space-only fastMRI file) and
+    (with ``normalize``) constant images are skipped with a warning. Raises a ValueError naming
+    the folder when it holds no image files, or the file that cannot be used."""
     root = Path(folder)
     if not root.is_dir():
         raise ValueError(f"{root}: not a folder of training images")
@@ -254,6 +255,7 @@ def read_image_folder(
     too_small = 0
     no_image: list[Path] = []
     kspace_only: list[Path] = []
+    constant: list[tuple[Path, float]] = []
     for path in files:
         usable = []
         try:
@@ -270,7 +272,10 @@ def read_image_folder(
                 continue
             if normalize:
                 lo, hi = float(im.min()), float(im.max())
-                im = (im - lo) / (hi - lo) if hi > lo else im * 0
+                if not hi > lo:  # min-max scaling would make it all zero: nothing to learn
+                    constant.append((path, lo))
+                    continue
+                im = (im - lo) / (hi - lo)
             usable.append(im.astype(np.float32))
         if usable:
             kept.append(path)
@@ -286,7 +291,17 @@ def read_image_folder(
             "to train on",
             stacklevel=2,
         )
-    return ImageFolder(root, kept, images, too_small, len(no_image) + len(kspace_only))
+    if constant:
+        import warnings
+
+        path, value = constant[0]
+        warnings.warn(
+            f"{root}: {len(constant)} constant image(s) skipped (e.g. {path.relative_to(root)}: "
+            f"every pixel {value:g}): nothing to train on",
+            stacklevel=2,
+        )
+    skipped = len(no_image) + len(kspace_only)
+    return ImageFolder(root, kept, images, too_small, skipped, len(constant))
 
 
 def image_folder_sampler(

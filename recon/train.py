@@ -264,10 +264,15 @@ def _folder_sampler(folder: Path, patch: int, channels: int, gval: torch.Generat
         folder, patch, complex_images="magnitude" if channels == 2 else "refuse"
     )
     small = found.too_small
-    if not found.files and found.skipped and not small:
+    if not found.files and found.skipped and not small and not found.constant:
         raise ValueError(
             f"--data {folder}: no image to train on: its {found.skipped} image file(s) hold "
             "none (k-space only, or DICOM objects without pixel data)"
+        )
+    if not found.files and found.constant and not small:
+        raise ValueError(
+            f"--data {folder}: no image to train on: {found.constant} constant image(s)"
+            + (f", {found.skipped} file(s) without an image" if found.skipped else "")
         )
     if not found.files:
         skipped = found.skipped

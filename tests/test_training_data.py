@@ -186,3 +186,28 @@ def test_kspace_only_fastmri_files_are_skipped_with_a_warning(tmp_path, capsys):
         f["data"] = ref
     assert main([*args, "--out", str(tmp_path / "c.safetensors")]) == 2
     assert "other.h5: unreadable (no reconstruction_rss/_esc dataset" in capsys.readouterr().err
+
+
+def test_a_constant_image_is_skipped_with_a_warning_naming_it(tmp_path, capsys):
+    """A constant image (a blank DICOM slice) was min-max scaled to all zeros and trained on
+    without a word; it is skipped with a warning naming the file, and a folder of only such
+    images has nothing to train on."""
+    from data.dicom_write import write_dicom_series
+    from data.training_sets import read_image_folder
+    from recon.cli import main
+
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        np.save(tmp_path / f"im{i}.npy", rng.random((24, 24)).astype(np.float32))
+    blank = np.full((1, 24, 24), -1000.0, np.float32)  # an air-only DICOM slice
+    write_dicom_series(tmp_path / "blank", blank, None, pixel_spacing=(1, 1), description="t")
+    match = r"1 constant image\(s\) skipped \(e.g. blank/IM_0001.dcm: every pixel -1000\)"
+    with pytest.warns(UserWarning, match=match):
+        found = read_image_folder(tmp_path, 16)
+    assert [p.name for p in found.files] == ["im0.npy", "im1.npy"] and found.constant == 1
+    assert all(float(im.max()) == 1.0 for ims in found.images for im in ims)
+    only = tmp_path / "blank"
+    args = ["train", "--data", str(only), "--steps", "1", "--patch", "16", "--quiet"]
+    with pytest.warns(UserWarning, match="constant image"):
+        assert main([*args, "--out", str(tmp_path / "o.safetensors")]) == 2
+    assert "no image to train on: 1 constant image(s)" in capsys.readouterr().err
