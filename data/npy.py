@@ -10,8 +10,9 @@ __all__ = ["load_npy_image"]
 
 
 def load_npy_image(path: str | Path, complex_ok: bool = False) -> np.ndarray:
-    """The 2-D numeric array in ``path`` (``allow_pickle=False``). ValueError naming the file
-    when it is unreadable, not 2-D, not numeric, holds NaN/inf, or is complex and
+    """The 2-D numeric array in ``path`` (``allow_pickle=False``; a single image stored as
+    (H, W, 1) or (1, H, W) is read as (H, W)). ValueError naming the file when it is
+    unreadable, not one 2-D image, not numeric, holds NaN/inf, or is complex and
     ``complex_ok`` is False (a CT image is real: dropping the imaginary part silently would
     reconstruct something else than the file holds)."""
     try:
@@ -25,8 +26,16 @@ def load_npy_image(path: str | Path, complex_ok: bool = False) -> np.ndarray:
         raise ValueError(f"{path}: not a readable .npy array ({why})") from None
     if not isinstance(img, np.ndarray):  # an .npz archive
         raise ValueError(f"{path}: an .npz archive, not one .npy array")
+    shape = img.shape
+    if img.ndim == 3 and img.shape[-1] == 1:  # channels-last (H, W, 1)
+        img = img[..., 0]
+    elif img.ndim == 3 and img.shape[0] == 1:  # channels-first (1, H, W)
+        img = img[0]
     if img.ndim != 2 or not np.issubdtype(img.dtype, np.number):
-        raise ValueError(f"{path}: expected a 2-D numeric image, got {img.dtype} {img.shape}")
+        raise ValueError(
+            f"{path}: expected a 2-D numeric image (H, W), (H, W, 1) or (1, H, W), got "
+            f"{img.dtype} {shape}"
+        )
     if np.iscomplexobj(img) and not complex_ok:
         raise ValueError(f"{path}: complex values; give a real image (its magnitude or real part)")
     if not np.all(np.isfinite(img)):

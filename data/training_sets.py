@@ -36,6 +36,7 @@ __all__ = [
     "read_image_file",
     "read_image_folder",
     "ImageFolder",
+    "KSpaceOnlyError",
     "complex_sampler",
     "real_ct_slices",
     "mix_samplers",
@@ -89,6 +90,12 @@ def ellipse_sampler(size: int = 64, max_ellipses: int = 12) -> Sampler:
     return sample
 
 
+class KSpaceOnlyError(ValueError):
+    """A fastMRI ``.h5`` file with k-space and no reference image (``reconstruction_rss`` /
+    ``_esc``: the test and challenge files): nothing to train on; skipped, with a warning, in
+    a training folder (as a DICOMDIR is)."""
+
+
 IMAGE_SUFFIXES = (".npy", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".h5", ".hdf5")
 
 
@@ -119,6 +126,11 @@ def _load_array(path: Path) -> np.ndarray:
 
         with h5py.File(path, "r") as f:
             key = next((k for k in ("reconstruction_rss", "reconstruction_esc") if k in f), None)
+            if key is None and "kspace" in f:
+                raise KSpaceOnlyError(
+                    f"{path}: k-space only (a fastMRI test or challenge file): no reference "
+                    "image (reconstruction_rss/_esc) to train on"
+                )
             if key is None:
                 raise ValueError("no reconstruction_rss/_esc dataset to train on")
             return np.asarray(f[key])
@@ -157,14 +169,18 @@ def read_image_file(path: str | Path, complex_images: str = "refuse") -> list[np
     """2-D float32 images from one file (a volume or stack gives its slices).
 
     Raises a ValueError naming the file when it cannot be read, holds no numbers, has a NaN or
-    infinite pixel, or is not 2-D or 3-D. Complex values are refused (``complex_images=
-    "refuse"``) or replaced by their magnitude (``"magnitude"``)."""
+    infinite pixel, or is not 2-D or 3-D (``data.dicom.NoPixelDataError`` for a DICOM object
+    without an image, ``KSpaceOnlyError`` for a fastMRI file without one). A 3-D array
+    (H, W, 1) is one image, as (1, H, W) is; (H, W, 3|4) is RGB(A) and gives its grey level;
+    other 3-D arrays are stacks of slices.
+    Complex values are refused (``complex_images="refuse"``) or replaced by their magnitude
+    (``"magnitude"``)."""
     from data.dicom import NoPixelDataError
 
     path = Path(path)
     try:
         arr = np.asarray(_load_array(path))
-    except NoPixelDataError:
+    except (NoPixelDataError, KSpaceOnlyError):
         raise
     except Exception as exc:  # decoders raise anything on a truncated or foreign file
         raise ValueError(f"{path}: unreadable ({_why(exc)})") from None
@@ -181,6 +197,8 @@ def read_image_file(path: str | Path, complex_images: str = "refuse") -> list[np
     if bad:
         raise ValueError(f"{path}: {bad} pixel(s) are NaN or infinite; fix or remove the file")
     arr = arr.astype(np.float32)
+    if arr.ndim == 3 and arr.shape[-1] == 1:  # channels-last (H, W, 1): one image, not H of W×1
+        arr = arr[..., 0]
     if arr.ndim == 3 and arr.shape[-1] in (3, 4) and min(arr.shape[:2]) > 4:
         from skimage import color  # an RGB(A) array (H, W, 3|4), not a stack of H×3 slices
 
@@ -200,6 +218,8 @@ class ImageFolder:
     files: list[Path]  # the files with at least one image of at least patch × patch, sorted
     images: list[list[np.ndarray]]  # each such file's images of at least patch × patch
     too_small: int  # images left out for being smaller than patch × patch
+    skipped: int = 0  # files without an image (DICOMDIR, k-space-only fastMRI), skipped
+    constant: int = 0  # constant images (normalize=True: nothing to train on), skipped
 
 
 def read_image_folder(
@@ -207,8 +227,9 @@ def read_image_folder(
 ) -> ImageFolder:
     """Every image under ``folder`` (``image_files``) read with ``read_image_file``, each min-max
     normalized unless ``normalize=False``; those smaller than ``patch`` × ``patch`` are counted
-    and left out. Raises a ValueError naming the folder when it holds no image files, or the
-    file that cannot be used."""
+    and left out, and files without an image (a DICOMDIR, a k-space-only fastMRI file) and
+    (with ``normalize``) constant images are skipped with a warning. Raises a ValueError naming
+    the folder when it holds no image files, or the file that cannot be used."""
     root = Path(folder)
     if not root.is_dir():
         raise ValueError(f"{root}: not a folder of training images")
@@ -225,6 +246,8 @@ def read_image_folder(
     images: list[list[np.ndarray]] = []
     too_small = 0
     no_image: list[Path] = []
+    kspace_only: list[Path] = []
+    constant: list[tuple[Path, float]] = []
     for path in files:
         usable = []
         try:
@@ -232,20 +255,45 @@ def read_image_folder(
         except NoPixelDataError:
             no_image.append(path)
             continue
+        except KSpaceOnlyError:
+            kspace_only.append(path)
+            continue
         for im in found:
             if min(im.shape) < patch:
                 too_small += 1
                 continue
             if normalize:
                 lo, hi = float(im.min()), float(im.max())
-                im = (im - lo) / (hi - lo) if hi > lo else im * 0
+                if not hi > lo:  # min-max scaling would make it all zero: nothing to learn
+                    constant.append((path, lo))
+                    continue
+                im = (im - lo) / (hi - lo)
             usable.append(im.astype(np.float32))
         if usable:
             kept.append(path)
             images.append(usable)
     if no_image:
         warn_no_image(root, len(no_image), no_image[0].relative_to(root))
-    return ImageFolder(root, kept, images, too_small)
+    if kspace_only:
+        import warnings
+
+        warnings.warn(
+            f"{root}: {len(kspace_only)} fastMRI file(s) with k-space only skipped (e.g. "
+            f"{kspace_only[0].relative_to(root)}): no reference image (reconstruction_rss/_esc) "
+            "to train on",
+            stacklevel=2,
+        )
+    if constant:
+        import warnings
+
+        path, value = constant[0]
+        warnings.warn(
+            f"{root}: {len(constant)} constant image(s) skipped (e.g. {path.relative_to(root)}: "
+            f"every pixel {value:g}): nothing to train on",
+            stacklevel=2,
+        )
+    skipped = len(no_image) + len(kspace_only)
+    return ImageFolder(root, kept, images, too_small, skipped, len(constant))
 
 
 def image_folder_sampler(

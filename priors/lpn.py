@@ -565,13 +565,18 @@ def estimate_noise_level(x: torch.Tensor) -> torch.Tensor:
 
 def build_model(config: dict[str, Any]) -> nn.Module:
     """Instantiate a model from its ``config()`` dict (as stored in checkpoints)."""
+    from priors.ridge import KIND as RIDGE_KIND
+
     cfg = dict(config)
     kind = cfg.pop("kind")
     if "dim" in cfg:
         return DenseLPN(kind=kind, **cfg)
+    known = (*KINDS, RIDGE_KIND)  # every kind this function builds
+    if kind not in known:
+        raise ValueError(f"unknown kind {kind!r}; expected one of: {', '.join(known)}")
     if kind == "normalization-trick":
         return NormalizationTrick(**cfg)
-    if kind == "fne-ridge":
+    if kind == RIDGE_KIND:
         from priors.ridge import RidgeProx
 
         return RidgeProx(**cfg)

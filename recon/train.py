@@ -227,6 +227,29 @@ def _warn_test_images(files: list[tuple[Path, list[np.ndarray]]]) -> None:
                 )
 
 
+# the validation PSNR reads this much below 20·log10(1/σ) when its patches span about half the
+# images' range: below that, a warning says it is not comparable across --patch
+VAL_RANGE_GAP_DB = 6.0
+
+
+def _warn_small_validation_range(val: torch.Tensor, sigma: float, patch: int) -> None:
+    """Warn (stderr) when the validation patches span much less than the images' range: the
+    validation PSNR takes each patch's own range (max − min) as its data range, as the numbers
+    in docs/training.md and the shipped priors' ``train_history`` do, while σ is relative to
+    the whole images' range (1), so small or flat patches read many dB lower (negative at
+    --patch 8, σ = 0.1) and the number is not comparable across --patch."""
+    gap = 20 * math.log10(1 / sigma) - noisy_psnr(val, sigma)
+    if gap > VAL_RANGE_GAP_DB:
+        print(
+            "recon train: warning: the validation PSNR is relative to each validation patch's "
+            "own range (max − min), --sigma to the images' range (1): these "
+            f"{patch}x{patch} patches read {gap:.1f} dB below 20·log10(1/σ) = "
+            f"{20 * math.log10(1 / sigma):.1f} dB (val_input_psnr, the noisy input), so the "
+            "number is not comparable across --patch; a larger --patch spans more of the range",
+            file=sys.stderr,
+        )
+
+
 def _folder_sampler(folder: Path, patch: int, channels: int, gval: torch.Generator):
     """(sampler, validation patches, description) for ``--data FOLDER``: the training patches
     come from the files that are not held out (``_held_out``), the 8 validation patches from
@@ -241,10 +264,22 @@ def _folder_sampler(folder: Path, patch: int, channels: int, gval: torch.Generat
         folder, patch, complex_images="magnitude" if channels == 2 else "refuse"
     )
     small = found.too_small
+    if not found.files and found.skipped and not small and not found.constant:
+        raise ValueError(
+            f"--data {folder}: no image to train on: its {found.skipped} image file(s) hold "
+            "none (k-space only, or DICOM objects without pixel data)"
+        )
+    if not found.files and found.constant and not small:
+        raise ValueError(
+            f"--data {folder}: no image to train on: {found.constant} constant image(s)"
+            + (f", {found.skipped} file(s) without an image" if found.skipped else "")
+        )
     if not found.files:
+        skipped = found.skipped
+        none = f"; {skipped} file{'s' * (skipped != 1)} without an image skipped" if skipped else ""
         raise ValueError(
             f"--data {folder}: no image is at least {patch}×{patch} (--patch {patch}; "
-            f"{small} smaller image{'s' * (small != 1)})"
+            f"{small} smaller image{'s' * (small != 1)}{none})"
         )
     held = _held_out(len(found.files))
     _warn_test_images([(f, found.images[i]) for i, f in enumerate(found.files) if i not in held])
@@ -399,7 +434,7 @@ def export_weights(checkpoint: str | Path, out: str | Path) -> None:
     tensors, info = read_checkpoint(checkpoint)
     model = build_model(info["config"])
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    meta = dict(info["meta"])
+    meta = {**info["meta"], "exported_from": str(Path(checkpoint).resolve())}
     history = info["train"].get("history")
     if history:  # (a --steps 0 conversion has none and keeps its source's)
         meta["train_history"] = {k: history.get(k, []) for k in ("val_step", "val_psnr")}
@@ -558,6 +593,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--dilations",
+        action=GivenStore,
         default="1",
         help=f"{RIDGE_KIND}: comma-separated dilations, one equal group of filters each "
         "(e.g. 1,2: half the filters see twice the area)",
@@ -599,6 +635,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--depth", action=GivenStore, type=int, default=2, help="(default 2)")
     p.add_argument(
         "--out-channels",
+        action=GivenStore,
         type=int,
         default=1,
         help="K convex maps per pixel (the AE-LPN squares and sums all K)",
@@ -731,7 +768,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="start over even if --out holds a checkpoint (overwrites it; a file that is not a "
         "checkpoint is never overwritten)",
     )
-    p.add_argument("--export", default=None, help="also write a small shippable copy here")
+    p.add_argument(
+        "--export",
+        default=None,
+        help="also write a small shippable copy here (a new file, or this --out's own earlier "
+        "export; another run's checkpoint or export is never replaced)",
+    )
     p.add_argument(
         "--threads", type=count(1), default=None, help="torch CPU threads (default: torch's)"
     )
@@ -788,6 +830,41 @@ def _existing_checkpoint(path: str, option: str, no_resume: bool = False) -> dic
     except CheckpointError as exc:
         only = "--no-resume overwrites only checkpoints: " if no_resume else ""
         raise ValueError(f"{option} {exc}; {only}remove it or give another {option}") from None
+
+
+def _check_suffix(path: str, option: str) -> None:
+    """ValueError when ``path`` does not end in .safetensors: the file written is one, and a
+    .pt name says a pickle (which nothing here loads)."""
+    p = Path(path)
+    if p.suffix.lower() != ".safetensors":
+        raise ValueError(
+            f"{option} {p}: checkpoints are safetensors files; give a name ending in "
+            f".safetensors (e.g. {p.with_suffix('.safetensors')})"
+        )
+
+
+def _check_export(export: str, out: str) -> None:
+    """ValueError naming ``export`` when writing the export there would destroy a file this
+    run did not write: another run's training checkpoint (its resume state), or any prior
+    other than this --out's own earlier export (``meta["exported_from"]``, the --out's
+    absolute path). No file, or this run's earlier export: returns."""
+    info = _existing_checkpoint(export, "--export")
+    if info is None:
+        return
+    if "step" in info["train"] or "param_groups" in info["train"]:
+        step = info["train"].get("step")
+        held = f" of {step} step{'s' * (step != 1)}" if isinstance(step, int) else ""
+        raise ValueError(
+            f"--export {export}: holds a training checkpoint{held} (another run's --out); the "
+            "export would replace it and that run could not resume: give another --export"
+        )
+    source = info["meta"].get("exported_from")
+    if source != str(Path(out).resolve()):
+        what = f"the export of {source}" if source else "a prior that this --out did not export"
+        raise ValueError(
+            f"--export {export}: holds {what}; --export replaces only this --out's own earlier "
+            "export: give another --export, or remove the file"
+        )
 
 
 # Options that leave the trained weights as they are: not compared on resume (--steps: see
@@ -859,15 +936,53 @@ LPN_ONLY = ("width", "levels", "depth", "act")
 RIDGE_ONLY = ("filters", "kernel")
 
 
+# architecture options --init takes from the prior (its weights have their shapes), each the
+# key of its value in the prior's config -> the value a config without that key records
+INIT_ARCH = {
+    "width": None, "levels": None, "depth": None, "act": None, "out_channels": None,
+    "filters": None, "kernel": None, "dilations": [1], "slope_bound": False,
+}  # fmt: skip
+
+
+def _check_init_architecture(args: argparse.Namespace, config: dict) -> None:
+    """ValueError naming the architecture options given with --init (``INIT_ARCH``) that differ
+    from the --init prior's ``config`` (which would be ignored: --init takes the architecture
+    from the prior); options equal to the prior's values are accepted."""
+    given = getattr(args, "given", set()) | ({"slope_bound"} if args.slope_bound else set())
+    wrong = []
+    for opt in INIT_ARCH:
+        if opt not in given:
+            continue
+        value = getattr(args, opt)
+        if opt == "dilations":
+            try:
+                value = [int(d) for d in str(value).split(",")]
+            except ValueError:
+                pass
+        if opt == "kernel" and config.get("kind") != RIDGE_KIND:
+            has = None  # a ConvLPN's kernel is not --kernel's (fne-ridge's filter size)
+        else:
+            has = config.get(opt, INIT_ARCH[opt])
+        if value != has:
+            flag = f"--{opt.replace('_', '-')}" + ("" if opt == "slope_bound" else f" {value}")
+            prior = "none" if has is None else has
+            wrong.append(f"{flag} (the prior's: {prior})")
+    if wrong:
+        raise ValueError(
+            f"{', '.join(wrong)}: --init takes the architecture from the prior ({args.init}, "
+            f"a {config.get('kind')} prior); leave {'them' if len(wrong) > 1 else 'it'} out"
+        )
+
+
 def _check_unread_options(args: argparse.Namespace, kind: str) -> None:
     """ValueError naming options the user gave (``GivenStore``) that this run would not read:
-    another kind's architecture options (with --kind, or without --init), --group-start
+    another kind's architecture options (without --init: _check_init_architecture), --group-start
     without --groups, --gamma-unit with a loss that has no γ, --sigma-sampling without
     --sigma-max; and --l1-fraction outside [0, 1]."""
     given = getattr(args, "given", set())
     other = LPN_ONLY if kind == RIDGE_KIND else RIDGE_ONLY
-    # with --init and no --kind the prior's architecture rules; sizing flags are left alone
-    unread = [f"--{o}" for o in other if o in given] if args.kind or not args.init else []
+    # with --init the prior's architecture rules (_check_init_architecture)
+    unread = [f"--{o}" for o in other if o in given] if not args.init else []
     if unread:
         raise ValueError(f"{', '.join(unread)}: not read by --kind {kind}")
     needs = {"group_start": ("--groups", args.groups is not None),
@@ -978,13 +1093,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     existing = _existing_checkpoint(args.out, "--out", args.no_resume)
+    _check_suffix(args.out, "--out")
     if args.export:
+        _check_suffix(args.export, "--export")
         if Path(args.export).resolve() == Path(args.out).resolve():
             raise ValueError(
                 f"--export {args.export} is --out: the export (weights only) would replace the "
                 "training checkpoint, and a rerun could not resume; give it another name"
             )
-        _existing_checkpoint(args.export, "--export")
+        _check_export(args.export, args.out)
     if not args.sigma > 0:
         raise ValueError(f"--sigma must be > 0, got {args.sigma}")
     if args.steps < 0 or (args.steps == 0 and not args.init):
@@ -1007,15 +1124,40 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         raise ValueError(f"--ct-real-mix mixes the --data ct-real batches, not --data {args.data}")
     if args.ct_real_extra and args.data != "ct-real":
         raise ValueError(f"--ct-real-extra adds to --data ct-real batches, not --data {args.data}")
+    # the option conflicts, before the data are read (that can take minutes)
+    if args.artifacts > 0 and channels != 1:
+        raise ValueError("--artifacts simulates CT streaks: it needs 1-channel (CT) data")
+    if args.noise_input and (args.init or kind == "normalization-trick"):
+        raise ValueError(
+            "--noise-input builds a new network (one more input channel): not with --init "
+            "(a noise-input prior keeps the option) or the normalization trick"
+        )
+    if init is not None:
+        _check_init_architecture(args, init.config())
+    _check_unread_options(args, kind)
+    if args.ridge_mode and kind != RIDGE_KIND:
+        raise ValueError(f"--ridge-mode is for --kind {RIDGE_KIND}, not --kind {kind}")
+    if args.groups is not None and kind != RIDGE_KIND:
+        raise ValueError(f"--groups is for --kind {RIDGE_KIND}, not --kind {kind}")
+    if not args.init and kind == RIDGE_KIND:
+        if args.noise_input or args.local_mean or args.sigma_smoothing or args.tile:
+            raise ValueError(
+                f"--kind {RIDGE_KIND} is always told the noise level and splits off the image "
+                "mean: --noise-input, --local-mean, --sigma-smoothing and --tile do not apply"
+            )
+        try:
+            dilations = tuple(int(d) for d in args.dilations.split(","))
+        except ValueError:
+            raise ValueError(f"--dilations: integers like 1,2, got {args.dilations!r}") from None
     mix = _parse_mix(args.ct_real_mix) if args.ct_real_mix is not None else CT_REAL_MIX
     extra = args.ct_real_extra
     sampler, val, desc = make_sampler(args.data, args.patch, channels, mix, extra)
     if rank == 0 and not args.quiet:
         print(f"recon train: data: {desc}", file=sys.stderr)
+    if rank == 0 and val is not None:
+        _warn_small_validation_range(val, args.sigma, args.patch)
     pairs = None
     if args.artifacts > 0:
-        if channels != 1:
-            raise ValueError("--artifacts simulates CT streaks: it needs 1-channel (CT) data")
         from data.ct_artifacts import sparse_view_pairs
 
         whole, _, _ = make_sampler(args.data, args.artifact_size, channels, mix, extra)
@@ -1040,16 +1182,6 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         **({"noise_input": True} if args.noise_input else {}),
         **({"sigma_smoothing": True} if args.sigma_smoothing else {}),
     )
-    if args.noise_input and (args.init or kind == "normalization-trick"):
-        raise ValueError(
-            "--noise-input builds a new network (one more input channel): not with --init "
-            "(a noise-input prior keeps the option) or the normalization trick"
-        )
-    _check_unread_options(args, kind)
-    if args.ridge_mode and kind != RIDGE_KIND:
-        raise ValueError(f"--ridge-mode is for --kind {RIDGE_KIND}, not --kind {kind}")
-    if args.groups is not None and kind != RIDGE_KIND:
-        raise ValueError(f"--groups is for --kind {RIDGE_KIND}, not --kind {kind}")
     torch.manual_seed(args.seed)  # the initial weights follow --seed (equal on every rank)
     if args.init:
         model = _init_model(
@@ -1069,15 +1201,6 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
             **({"tile": args.tile, "tile_stride": args.tile_stride} if args.tile else {}),
         )
     elif kind == RIDGE_KIND:
-        if args.noise_input or args.local_mean or args.sigma_smoothing or args.tile:
-            raise ValueError(
-                f"--kind {RIDGE_KIND} is always told the noise level and splits off the image "
-                "mean: --noise-input, --local-mean, --sigma-smoothing and --tile do not apply"
-            )
-        try:
-            dilations = tuple(int(d) for d in args.dilations.split(","))
-        except ValueError:
-            raise ValueError(f"--dilations: integers like 1,2, got {args.dilations!r}") from None
         model = RidgeProx(
             in_channels=channels,
             filters=args.filters,
@@ -1148,9 +1271,11 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
             if preset:
                 conv["preset_from"] = preset
             save_checkpoint(args.out, model, {**source, **conv})
+            done = {"kind": kind, "steps": 0, "checkpoint": str(args.out)}
             if args.export:
                 export_weights(args.out, args.export)
-            print(json.dumps({"kind": kind, "steps": 0, "checkpoint": str(args.out)}))
+                done["exported"] = str(args.export)
+            print(json.dumps(done))
         return 0
     if existing is not None and not args.no_resume and "step" in existing["train"]:
         changes = _resume_conflicts(existing, options, cfg, model)
@@ -1197,6 +1322,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         "seconds_per_step": round(res.seconds / max(res.steps, 1), 3),
         "final_val_psnr": res.history["val_psnr"][-1] if res.history.get("val_psnr") else None,
         "val_input_psnr": noisy_psnr(val, args.sigma) if val is not None else None,
+        "val_psnr_data_range": "each validation patch's own max - min",
         "checkpoint": str(args.out),
     }
     if world > 1:

@@ -15,6 +15,8 @@ for kind in aelpn lpn scale-only shift-only normalization-trick; do
     aelpn) extra=(--local-mean 8 --noise-input --export "$EXPORT_DIR/$kind-natural.safetensors") ;;
     lpn) extra=(--export "$EXPORT_DIR/$kind-natural.safetensors") ;;
   esac
+  # --export replaces only this --out's own earlier export: an older one is replaced on purpose
+  [ ${#extra[@]} -eq 0 ] || rm -f "$EXPORT_DIR/$kind-natural.safetensors"
   .venv/bin/recon train --kind "$kind" --data natural --sigma 0.1 --steps "$STEPS" --batch 8 \
     --patch 48 --width 32 --levels 3 --depth 2 --seed 0 --threads 1 \
     --out "runs/$kind-natural.safetensors" --quiet "${extra[@]}"

@@ -27,7 +27,8 @@ SMALL = ["--width", "4", "--levels", "1", "--depth", "1", "--batch", "2", "--thr
 
 
 def _train(*args: str) -> int:
-    return main(["train", *SMALL, "--patch", "16", "--quiet", *args])
+    small = SMALL[6:] if "--init" in args else SMALL  # --init: the prior's architecture
+    return main(["train", *small, "--patch", "16", "--quiet", *args])
 
 
 def _folder(path: Path, n: int = 3, size: int = 24) -> Path:
@@ -493,3 +494,153 @@ def test_options_a_run_would_not_read_are_refused(tmp_path, capsys, argv, words)
                  "--out", str(out)]) == 2  # fmt: skip
     assert words in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_export_never_replaces_another_runs_checkpoint_or_export(tmp_path, capsys):
+    """`--export` onto another run's --out replaced its training checkpoint by a weights-only
+    export (that run could no longer resume), and a second run's export replaced the first's
+    without a word. Both are refused, the files left as they were; a rerun of the run that
+    wrote an export replaces it."""
+    base = ["--data", "ellipses", "--steps", "1"]
+    a = tmp_path / "a.safetensors"
+    assert _train(*base, "--out", str(a)) == 0
+    before = a.read_bytes()
+    capsys.readouterr()
+    b = ["--out", str(tmp_path / "b.safetensors")]
+    assert _train(*base, "--seed", "5", *b, "--export", str(a)) == 2
+    err = capsys.readouterr().err
+    assert f"--export {a}: holds a training checkpoint of 1 step" in err
+    assert len(err.splitlines()) == 1 and a.read_bytes() == before
+    exp = tmp_path / "mine-export.safetensors"
+    c = ["--out", str(tmp_path / "c.safetensors"), "--export", str(exp)]
+    assert _train(*base, *c) == 0
+    assert read_checkpoint(exp)[1]["meta"]["exported_from"] == str(tmp_path / "c.safetensors")
+    mine = exp.read_bytes()
+    capsys.readouterr()
+    d = ["--out", str(tmp_path / "d.safetensors"), "--export", str(exp)]
+    assert _train(*base, "--seed", "9", *d) == 2
+    err = capsys.readouterr().err
+    assert f"holds the export of {tmp_path / 'c.safetensors'}" in err and exp.read_bytes() == mine
+    assert _train(*base, "--no-resume", "--seed", "3", *c) == 0  # the same --out: replaced
+    assert read_checkpoint(exp)[1]["meta"]["seed"] == 3
+
+
+def test_init_refuses_architecture_options_other_than_the_priors(tmp_path, capsys):
+    """With --init, --width/--levels were accepted and silently ignored (the checkpoint had the
+    prior's architecture); the same mistake without --init was refused. They are refused unless
+    they equal the prior's values."""
+    src = tmp_path / "base.safetensors"
+    save_checkpoint(src, ConvLPN(kind="aelpn", width=4, levels=1, depth=1), {"sigma": 0.1})
+    base = ["train", "--data", "ellipses", "--init", str(src), "--steps", "1", "--batch", "1"]
+    base += ["--patch", "16", "--quiet", "--threads", "1"]
+    out = tmp_path / "ft.safetensors"
+    assert main([*base, "--width", "16", "--levels", "3", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--width 16 (the prior's: 4), --levels 3 (the prior's: 1): --init takes the " in err
+    assert len(err.splitlines()) == 1 and not out.exists()
+    assert main([*base, "--filters", "8", "--out", str(out)]) == 2  # another family's option
+    assert "--filters 8 (the prior's: none)" in capsys.readouterr().err and not out.exists()
+    assert main([*base, "--width", "4", "--levels", "1", "--out", str(out)]) == 0  # the same
+    assert read_checkpoint(out)[1]["config"]["width"] == 4
+
+
+def test_small_validation_patches_warn_that_their_psnr_is_per_patch(tmp_path, capsys):
+    """The validation PSNR takes each patch's own range while σ is relative to the images'
+    range: 8×8 patches of smooth images read about 20 dB lower (negative at σ = 0.1) without a
+    word. The summary says what the range is, and such patches are warned about."""
+    data = tmp_path / "ramps"
+    data.mkdir()
+    ramp = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (64, 1))
+    for i in range(3):
+        np.save(data / f"r{i}.npy", ramp + i)
+    args = ["train", "--data", str(data), "--steps", "1", "--quiet", *SMALL]
+    assert main([*args, "--patch", "8", "--out", str(tmp_path / "a.safetensors")]) == 0
+    out, err = capsys.readouterr()
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["val_input_psnr"] < 5.0  # an 8-pixel stretch of the ramp spans 1/8 of it
+    assert summary["val_psnr_data_range"] == "each validation patch's own max - min"
+    assert "warning: the validation PSNR is relative to each validation patch's own range" in err
+    assert "8x8 patches read" in err and len(err.splitlines()) == 1
+    assert main([*args, "--patch", "64", "--out", str(tmp_path / "b.safetensors")]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out.strip().splitlines()[-1])["val_input_psnr"] > 19.0
+    assert "warning" not in err
+
+
+def test_a_conversion_summary_names_its_export(tmp_path, capsys):
+    """`--steps 0 --init P --export E` wrote E, but its summary lacked the "exported" key that
+    a training run's summary has."""
+    src = tmp_path / "src.safetensors"
+    save_checkpoint(src, ConvLPN(kind="aelpn", width=4, levels=1, depth=1), {"sigma": 0.1})
+    out, exp = tmp_path / "c.safetensors", tmp_path / "c-exp.safetensors"
+    args = ["--data", "ellipses", "--steps", "0", "--init", str(src), "--local-mean", "3"]
+    assert _train(*args, "--out", str(out), "--export", str(exp)) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["exported"] == str(exp) and exp.is_file()
+    assert read_checkpoint(exp)[1]["config"]["local_mean_sigma"] == 3.0
+
+
+def test_out_and_export_must_end_in_safetensors(tmp_path, capsys):
+    """`--out b.pt` wrote a safetensors file under a pickle's name; both paths are refused
+    unless they end in .safetensors, before anything is written."""
+    base = ["--data", "ellipses", "--steps", "1"]
+    assert _train(*base, "--out", str(tmp_path / "b.pt")) == 2
+    err = capsys.readouterr().err
+    assert f"--out {tmp_path / 'b.pt'}: checkpoints are safetensors files" in err
+    out = tmp_path / "b.safetensors"
+    assert _train(*base, "--out", str(out), "--export", str(tmp_path / "e.bin")) == 2
+    assert "--export" in capsys.readouterr().err and not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [(["--kind", "aelpn", "--filters", "8"], "--filters: not read by --kind aelpn"),
+     (["--kind", "fne-ridge", "--width", "8"], "--width: not read by --kind fne-ridge"),
+     (["--kind", "fne-ridge", "--dilations", "1,x"], "--dilations: integers like 1,2"),
+     (["--kind", "aelpn", "--groups", "2"], "--groups is for --kind fne-ridge")],
+)  # fmt: skip
+def test_option_conflicts_are_refused_before_the_data_are_read(tmp_path, capsys, argv, words):
+    """They were reported only after reading (and checking) every image of --data; a folder
+    whose file would be refused shows which comes first."""
+    data = _folder(tmp_path / "data")
+    (data / "broken.npy").write_bytes(b"not an array")
+    out = tmp_path / "x.safetensors"
+    args = ["train", "--data", str(data), "--steps", "1", "--patch", "16", "--quiet"]
+    assert main([*args, *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "broken.npy" not in err and not out.exists()
+
+
+def test_an_unknown_kind_lists_every_kind_there_is(tmp_path):
+    """A checkpoint of an unknown kind was refused with a list of 5 kinds; fne-ridge and the
+    normalization trick, which load, were missing."""
+    from safetensors.torch import save_file
+
+    from priors.checkpoint import CheckpointError, load_prior
+    from priors.lpn import KINDS
+
+    good = tmp_path / "good.safetensors"
+    save_checkpoint(good, ConvLPN(kind="aelpn", width=4, levels=1, depth=1), {})
+    tensors, info = read_checkpoint(good)
+    meta = {"format": "pnp-recon-prior/1", "meta": "{}", "train": "{}"}
+    meta["config"] = json.dumps({**info["config"], "kind": "unknown-kind"})
+    bad = tmp_path / "bad.safetensors"
+    save_file(tensors, str(bad), metadata=meta)
+    with pytest.raises(CheckpointError) as exc:
+        load_prior(bad)
+    for kind in (*KINDS, "fne-ridge"):
+        assert kind in str(exc.value), kind
+
+
+def test_a_directory_named_like_a_checkpoint_is_called_a_directory(tmp_path, capsys):
+    """`--init x.safetensors` (or load_prior) on a directory said "no such checkpoint file"."""
+    from priors.checkpoint import CheckpointError, load_prior
+
+    folder = tmp_path / "x.safetensors"
+    folder.mkdir()
+    with pytest.raises(CheckpointError, match="x.safetensors: a directory, not a checkpoint file"):
+        load_prior(folder)
+    out = tmp_path / "o.safetensors"
+    assert _train("--data", "ellipses", "--init", str(folder), "--out", str(out)) == 2
+    assert "a directory, not a checkpoint file" in capsys.readouterr().err and not out.exists()

@@ -1,5 +1,7 @@
 """Training-data sources: the real CT slices and the sampler mixture."""
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -123,3 +125,89 @@ def test_a_nifti_volume_in_a_training_folder_gives_its_axial_slices(tmp_path):
     assert [p.name for p in found.files] == ["scan.nii.gz"] and len(ims) == 3
     for k, im in enumerate(ims):
         np.testing.assert_allclose(im, np.rot90(vol[:, :, k]) / vol.max(), rtol=1e-6)
+
+
+def test_a_channels_last_npy_is_one_image_in_training_and_in_recon_inputs(tmp_path):
+    """A (H, W, 1) .npy was read as H images of W×1 and left out as "smaller" than --patch;
+    it is one (H, W) image, as (1, H, W) is, for training and for recon ct / recon mri input."""
+    from data.npy import load_npy_image
+    from data.training_sets import read_image_file, read_image_folder
+
+    im = np.random.default_rng(0).random((40, 48)).astype(np.float32)
+    np.save(tmp_path / "hw1.npy", im[..., None])
+    np.save(tmp_path / "1hw.npy", im[None])
+    for name in ("hw1.npy", "1hw.npy"):
+        (got,) = read_image_file(tmp_path / name)
+        np.testing.assert_array_equal(got, im)
+        np.testing.assert_array_equal(load_npy_image(tmp_path / name), im)
+    found = read_image_folder(tmp_path, 32)
+    assert found.too_small == 0 and [len(ims) for ims in found.images] == [1, 1]
+    np.save(tmp_path / "stack.npy", np.stack([im, im]))  # a stack is still refused as input
+    with pytest.raises(
+        ValueError, match=r"stack.npy: expected a 2-D numeric image .*\(2, 40, 48\)"
+    ):
+        load_npy_image(tmp_path / "stack.npy")
+
+
+def test_kspace_only_fastmri_files_are_skipped_with_a_warning(tmp_path, capsys):
+    """A fastMRI test/challenge .h5 (k-space, no reconstruction_rss/_esc) was refused as
+    "unreadable" and aborted the folder: it is a valid file without a reference image, so it
+    is skipped with a warning that says so, as a DICOMDIR is; a folder of only such files says
+    it has no image to train on. An .h5 of neither kind is still refused by name."""
+    import h5py
+
+    from recon.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    ref = np.random.default_rng(0).random((2, 24, 24)).astype(np.float32)
+    for i in range(2):
+        with h5py.File(data / f"train{i}.h5", "w") as f:
+            f["kspace"] = np.zeros((2, 24, 24), np.complex64)
+            f["reconstruction_rss"] = ref
+    with h5py.File(data / "test0.h5", "w") as f:
+        f["kspace"] = np.zeros((2, 24, 24), np.complex64)
+    args = ["train", "--data", str(data), "--steps", "1", "--patch", "16", "--quiet"]
+    args += ["--width", "4", "--levels", "1", "--depth", "1", "--batch", "2", "--threads", "1"]
+    warned = r"1 fastMRI file\(s\) with k-space only skipped \(e.g. test0.h5\): no reference image"
+    with pytest.warns(UserWarning, match=warned):
+        assert main([*args, "--out", str(tmp_path / "a.safetensors")]) == 0
+    only = tmp_path / "only"
+    only.mkdir()
+    shutil.copy(data / "test0.h5", only / "test0.h5")
+    with pytest.warns(UserWarning, match=warned):
+        assert (
+            main([*args[:2], str(only), *args[3:], "--out", str(tmp_path / "b.safetensors")]) == 2
+        )
+    assert "no image to train on: its 1 image file(s) hold none (k-space only" in (
+        capsys.readouterr().err
+    )
+    with h5py.File(data / "other.h5", "w") as f:
+        f["data"] = ref
+    assert main([*args, "--out", str(tmp_path / "c.safetensors")]) == 2
+    assert "other.h5: unreadable (no reconstruction_rss/_esc dataset" in capsys.readouterr().err
+
+
+def test_a_constant_image_is_skipped_with_a_warning_naming_it(tmp_path, capsys):
+    """A constant image (a blank DICOM slice) was min-max scaled to all zeros and trained on
+    without a word; it is skipped with a warning naming the file, and a folder of only such
+    images has nothing to train on."""
+    from data.dicom_write import write_dicom_series
+    from data.training_sets import read_image_folder
+    from recon.cli import main
+
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        np.save(tmp_path / f"im{i}.npy", rng.random((24, 24)).astype(np.float32))
+    blank = np.full((1, 24, 24), -1000.0, np.float32)  # an air-only DICOM slice
+    write_dicom_series(tmp_path / "blank", blank, None, pixel_spacing=(1, 1), description="t")
+    match = r"1 constant image\(s\) skipped \(e.g. blank/IM_0001.dcm: every pixel -1000\)"
+    with pytest.warns(UserWarning, match=match):
+        found = read_image_folder(tmp_path, 16)
+    assert [p.name for p in found.files] == ["im0.npy", "im1.npy"] and found.constant == 1
+    assert all(float(im.max()) == 1.0 for ims in found.images for im in ims)
+    only = tmp_path / "blank"
+    args = ["train", "--data", str(only), "--steps", "1", "--patch", "16", "--quiet"]
+    with pytest.warns(UserWarning, match="constant image"):
+        assert main([*args, "--out", str(tmp_path / "o.safetensors")]) == 2
+    assert "no image to train on: 1 constant image(s)" in capsys.readouterr().err
