@@ -429,6 +429,11 @@ def training_stages(meta: dict) -> list[str]:
     return [meta["command"]] if isinstance(meta.get("command"), str) else []
 
 
+# metadata that describes a checkpoint file rather than its weights' training record: a
+# --steps 0 conversion does not copy it from its --init source
+SOURCE_FILE_META = ("package_version", "exported_from")
+
+
 def export_weights(checkpoint: str | Path, out: str | Path) -> None:
     """Copy a training checkpoint without optimizer/RNG state (a small file to ship)."""
     tensors, info = read_checkpoint(checkpoint)
@@ -1266,7 +1271,9 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
                 "pass another --out, or --no-resume to overwrite it"
             )
         if rank == 0:  # the source's training record (σ, steps, stages) stays with its weights
-            source = {k: v for k, v in init_meta.items() if k != "package_version"}
+            # but not what names the source file itself: an export's "exported_from" would let
+            # the conversion pass for that run's export, which _check_export lets it replace
+            source = {k: v for k, v in init_meta.items() if k not in SOURCE_FILE_META}
             conv = {"converted_from": str(args.init), "conversion": meta["command"]}
             if preset:
                 conv["preset_from"] = preset

@@ -580,6 +580,24 @@ def test_a_conversion_summary_names_its_export(tmp_path, capsys):
     assert read_checkpoint(exp)[1]["config"]["local_mean_sigma"] == 3.0
 
 
+def test_a_conversion_of_an_export_is_not_that_runs_export(tmp_path, capsys):
+    """`--steps 0 --init E` copied E's `exported_from` (A's path), so the conversion C passed
+    for A's own export and `--out A --export C` replaced it. C no longer names A, and A's
+    --export onto C is refused with the file left as it was."""
+    base = ["--data", "ellipses", "--steps", "1"]
+    a, e, c = (tmp_path / f"{n}.safetensors" for n in "aec")
+    assert _train(*base, "--out", str(a), "--export", str(e)) == 0
+    conv = ["--data", "ellipses", "--steps", "0", "--init", str(e), "--local-mean", "3"]
+    assert _train(*conv, "--out", str(c)) == 0
+    assert "exported_from" not in read_checkpoint(c)[1]["meta"]
+    assert read_checkpoint(c)[1]["meta"]["converted_from"] == str(e)
+    before = c.read_bytes()
+    capsys.readouterr()
+    assert _train(*base, "--no-resume", "--out", str(a), "--export", str(c)) == 2
+    assert f"--export {c}: holds a prior that this --out did not export" in capsys.readouterr().err
+    assert c.read_bytes() == before
+
+
 def test_out_and_export_must_end_in_safetensors(tmp_path, capsys):
     """`--out b.pt` wrote a safetensors file under a pickle's name; both paths are refused
     unless they end in .safetensors, before anything is written."""
