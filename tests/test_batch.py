@@ -507,6 +507,15 @@ def test_scan_warnings_print_as_one_line_and_stay_in_the_summary(tmp_path, clust
     assert "warnings" not in rows["clean.npy"]
     assert rows["negative.npy"]["warnings"] == [said[0].split(": ", 3)[3]]
     assert "## Warnings\n\n- negative.npy: " in (out / "summary.md").read_text()
+    # a rerun skips both finished scans, and its summary still lists the warning (it was
+    # rewritten without it: a skipped scan's row came from metrics.json alone)
+    assert _batch([*args, "--solver", "fbp", "--views", "20"]) == 0
+    again = json.loads((out / "summary.json").read_text())
+    assert again["counts"]["skipped"] == 2
+    rows = {r["name"]: r for r in again["scans"]}
+    assert "warnings" not in rows["clean.npy"]
+    assert rows["negative.npy"]["warnings"] == [said[0].split(": ", 3)[3]]
+    assert "## Warnings\n\n- negative.npy: " in (out / "summary.md").read_text()
 
 
 def test_batch_ct_slice_is_refused_saying_why(tmp_path, capsys):

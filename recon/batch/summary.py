@@ -10,17 +10,23 @@ from typing import Any
 
 from recon.outputs import atomic_write, save_json
 
-__all__ = ["metrics_row", "summarize", "write_summary", "markdown_table", "exit_status"]
+__all__ = [
+    "WARNINGS_FILE", "metrics_row", "summarize", "write_summary", "markdown_table", "exit_status"
+]  # fmt: skip
 
 # what a scan's row keeps of its metrics.json (a finished scan read back, or a worker's result)
 SUMMARY_KEYS = (
     "psnr", "ssim", "nmse", "iterations", "seconds", "converged", "stop_reason", "unusable"
 )  # fmt: skip
 COLUMNS = ("psnr", "ssim", "iterations", "seconds", "stop_reason")
+# in a finished scan's folder: what it warned about (``{"warnings": [...]}``, the worker's
+# ``warning_texts``), so a rerun that skips it keeps them in its summary
+WARNINGS_FILE = ".batch-warnings.json"
 
 
 def metrics_row(name: str, out: str | Path, status: str) -> dict[str, Any]:
-    """A summary row for a finished unit, read back from its metrics.json."""
+    """A summary row for a finished unit, read back from its metrics.json (and the warnings its
+    run recorded in ``WARNINGS_FILE``)."""
     path = Path(out) / "metrics.json"
     try:
         m = json.loads(path.read_text())
@@ -28,7 +34,14 @@ def metrics_row(name: str, out: str | Path, status: str) -> dict[str, Any]:
         error = f"{path}: unreadable ({exc}); delete it to recompute the scan"
         return {"name": name, "out": str(out), "status": "failed", "error": error, "metrics": {}}
     metrics = {k: m.get(k) for k in SUMMARY_KEYS}
-    return {"name": name, "out": str(out), "status": status, "metrics": metrics}
+    row = {"name": name, "out": str(out), "status": status, "metrics": metrics}
+    try:
+        said = json.loads((Path(out) / WARNINGS_FILE).read_text()).get("warnings")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        said = None  # none recorded (or a scan finished before they were kept)
+    if isinstance(said, list) and said:
+        row["warnings"] = [str(text) for text in said]
+    return row
 
 
 def _mean(rows: list[dict], key: str) -> float | None:

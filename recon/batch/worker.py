@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from recon.batch.plan import OPTIONS_MARK, Unit
-from recon.batch.summary import SUMMARY_KEYS
+from recon.batch.summary import SUMMARY_KEYS, WARNINGS_FILE
 
 __all__ = ["run_task", "worker_stats", "install_prior_cache", "warning_texts"]
 
@@ -105,6 +105,7 @@ def run_unit(modality: str, options: dict[str, Any], unit: dict[str, Any]) -> di
     if Unit(**unit).finished(digest) and not options.get("_redo"):
         return {**row, "status": "skipped"}  # finished by an earlier attempt of this task
     mark.unlink(missing_ok=True)  # until the new metrics.json is in place
+    (out / WARNINGS_FILE).unlink(missing_ok=True)  # the earlier run's; this one writes its own
     ns = argparse.Namespace(**{k: v for k, v in options.items() if not k.startswith("_")})
     ns.input, ns.slice, ns.out, ns.quiet = unit["input"], unit["slice"], unit["out"], True
     if modality == "ct":
@@ -134,6 +135,11 @@ def run_unit(modality: str, options: dict[str, Any], unit: dict[str, Any]) -> di
         }
     finally:
         _STATS["units"] += 1
+    said_texts = warning_texts(said)
+    if said_texts:  # kept with the scan: a rerun that skips it lists them again (metrics_row)
+        from recon.outputs import save_json
+
+        save_json(out / WARNINGS_FILE, said_texts)
     if digest is not None:  # after metrics.json: a crash in between only costs a redo
         from recon.outputs import atomic_write
 
@@ -144,7 +150,7 @@ def run_unit(modality: str, options: dict[str, Any], unit: dict[str, Any]) -> di
         "n_slices": len(metrics.get("slices") or []) or 1,  # a volume unit counts its slices
         "metrics": {k: metrics.get(k) for k in SUMMARY_KEYS if k in metrics},
         "wall_seconds": time.perf_counter() - t0,
-        **warning_texts(said),
+        **said_texts,
     }
 
 
