@@ -302,6 +302,17 @@ def test_batch_mri_slice_help_says_what_batch_takes(capsys):
     assert "A:B (A..B−1)" in slice_help(["mri"])
 
 
+def test_batch_ct_help_does_not_offer_slice(capsys):
+    """`recon batch ct --help` listed `--slice SLICE, --slices SLICE  the slice of each fastMRI
+    file` (the MRI help written over the hidden ct option), an option a CT batch refuses."""
+    from recon.cli import main
+
+    assert main(["batch", "ct", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "--slice SLICE" not in text and "--slices" not in text, text
+    assert "fastMRI" not in text, text
+
+
 def test_interrupted_redo_with_new_options_redoes_the_old_scans(tmp_path, cluster):
     """An interrupted `--redo` with new options leaves batch.json with the new options and some
     scans still holding results of the old ones; a rerun without --redo must redo exactly those

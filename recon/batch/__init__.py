@@ -97,7 +97,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         if name == "ct":  # refused in run with a line saying why (argparse: "unrecognized")
             q.add_argument("--slice", "--slices", dest="slice", help=argparse.SUPPRESS)
         for action in q._actions:  # `recon mri --slice` also takes A:B; a batch does not (run)
-            if action.dest == "slice":
+            if name == "mri" and action.dest == "slice":  # (ct's stays hidden: it is refused)
                 action.help = (
                     "the slice of each fastMRI file: K, or all (the default); no A:B ranges"
                 )
