@@ -647,6 +647,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--upsample",
+        action=GivenStore,
         default=None,
         choices=["nearest", "bilinear"],
         help="decoder upsampling (both keep the network convex and homogeneous; default "
@@ -654,6 +655,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--downsample",
+        action=GivenStore,
         default=None,
         choices=["avg", "blur"],
         help="how x reaches the coarser scales: 2x2 averaging (default) or a [1,3,3,1] blur at "
@@ -662,6 +664,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--z-downsample",
+        action=GivenStore,
         default=None,
         choices=["stride", "blur"],
         help="how the convex path halves the resolution: a strided convolution (default) or a "
@@ -670,6 +673,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--padding",
+        action=GivenStore,
         default=None,
         choices=["zeros", "replicate"],
         help="how the convolutions extend the image at its border (default zeros; replicate "
@@ -685,7 +689,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Recorded in the checkpoint; with --init, added to the given prior",
     )
     p.add_argument(
-        "--tile-stride", type=int, default=None, help="window stride for --tile (default TILE/3)"
+        "--tile-stride",
+        action=GivenStore,
+        type=int,
+        default=None,
+        help="window stride for --tile (default TILE/3)",
     )
     p.add_argument(
         "--local-mean",
@@ -936,9 +944,21 @@ def folder_digest(folder: str | Path) -> str:
     return f"{len(files)} file{'s' * (len(files) != 1)} {h.hexdigest()[:16]}"
 
 
-# options only one family of networks reads (they used to be accepted and dropped)
-LPN_ONLY = ("width", "levels", "depth", "act")
-RIDGE_ONLY = ("filters", "kernel")
+# architecture option -> the kinds whose network reads it; given with another kind it is
+# refused by name (_check_unread_options: they used to be accepted and dropped). The
+# normalization trick is an LPN inside (its activation fixed, as lpn's and shift-only's:
+# only the homogeneous kinds take --act). --tile, --local-mean, --noise-input: the model (or
+# the fne-ridge refusal in _train) says which kinds take them.
+HOMOGENEOUS_KINDS = ("aelpn", "aelpn-global", "scale-only")
+READ_BY = {
+    **dict.fromkeys(
+        ("width", "levels", "depth", "out_channels", "upsample", "downsample", "z_downsample",
+         "padding", "global_pool"),
+        KINDS,
+    ),
+    "act": HOMOGENEOUS_KINDS,
+    **dict.fromkeys(("filters", "kernel", "dilations", "slope_bound"), (RIDGE_KIND,)),
+}  # fmt: skip
 
 
 # architecture options --init takes from the prior (its weights have their shapes), each the
@@ -981,16 +1001,23 @@ def _check_init_architecture(args: argparse.Namespace, config: dict) -> None:
 
 def _check_unread_options(args: argparse.Namespace, kind: str) -> None:
     """ValueError naming options the user gave (``GivenStore``) that this run would not read:
-    another kind's architecture options (without --init: _check_init_architecture), --group-start
-    without --groups, --gamma-unit with a loss that has no γ, --sigma-sampling without
+    architecture options ``READ_BY`` says ``kind`` does not read (with --init, those of
+    ``INIT_ARCH`` are _check_init_architecture's), --group-start without --groups, --tile-stride
+    without --tile, --gamma-unit with a loss that has no γ, --sigma-sampling without
     --sigma-max; and --l1-fraction outside [0, 1]."""
-    given = getattr(args, "given", set())
-    other = LPN_ONLY if kind == RIDGE_KIND else RIDGE_ONLY
-    # with --init the prior's architecture rules (_check_init_architecture)
-    unread = [f"--{o}" for o in other if o in given] if not args.init else []
+    # (--global-pool and --slope-bound are switches: given when on)
+    given = getattr(args, "given", set()) | {o for o in READ_BY if getattr(args, o) is True}
+    # with --init, INIT_ARCH's options are compared with the prior's (_check_init_architecture)
+    skip = set(INIT_ARCH) if args.init else set()
+    unread = [
+        f"--{o.replace('_', '-')}"
+        for o in READ_BY
+        if o in given and o not in skip and kind not in READ_BY[o]
+    ]
     if unread:
         raise ValueError(f"{', '.join(unread)}: not read by --kind {kind}")
     needs = {"group_start": ("--groups", args.groups is not None),
+             "tile_stride": ("--tile", args.tile is not None),
              "sigma_sampling": ("--sigma-max", args.sigma_max is not None),
              "gamma_unit": ("--loss prox-matching", args.loss == "prox-matching")}  # fmt: skip
     for opt, (what, ok) in needs.items():
@@ -1144,12 +1171,13 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         raise ValueError(f"--ridge-mode is for --kind {RIDGE_KIND}, not --kind {kind}")
     if args.groups is not None and kind != RIDGE_KIND:
         raise ValueError(f"--groups is for --kind {RIDGE_KIND}, not --kind {kind}")
-    if not args.init and kind == RIDGE_KIND:
+    if kind == RIDGE_KIND:  # (with --init too: a ridge prior is rebuilt without them)
         if args.noise_input or args.local_mean or args.sigma_smoothing or args.tile:
             raise ValueError(
                 f"--kind {RIDGE_KIND} is always told the noise level and splits off the image "
                 "mean: --noise-input, --local-mean, --sigma-smoothing and --tile do not apply"
             )
+    if not args.init and kind == RIDGE_KIND:
         try:
             dilations = tuple(int(d) for d in args.dilations.split(","))
         except ValueError:

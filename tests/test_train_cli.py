@@ -496,6 +496,49 @@ def test_options_a_run_would_not_read_are_refused(tmp_path, capsys, argv, words)
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "argv, words",
+    [(["--kind", "aelpn", "--dilations", "1,2"], "--dilations: not read by --kind aelpn"),
+     (["--kind", "aelpn", "--slope-bound"], "--slope-bound: not read by --kind aelpn"),
+     (["--kind", "fne-ridge", "--out-channels", "3"], "--out-channels: not read by --kind fne"),
+     (["--kind", "fne-ridge", "--upsample", "bilinear", "--global-pool"],
+      "--upsample, --global-pool: not read by --kind fne-ridge"),
+     (["--kind", "lpn", "--act", "relu"], "--act: not read by --kind lpn"),
+     (["--tile-stride", "8"], "--tile-stride: only read with --tile"),
+     (["--init", "ridge-ct", "--steps", "0", "--padding", "replicate"],
+      "--padding: not read by --kind fne-ridge"),
+     (["--init", "ridge-ct", "--steps", "0", "--local-mean", "3"], "--local-mean, --sigma")],
+)  # fmt: skip
+def test_every_architecture_option_a_kind_does_not_read_is_refused(tmp_path, capsys, argv, words):
+    """Only --width/--levels/--depth/--act and --filters/--kernel were refused for the other
+    family; `--kind aelpn --dilations 1,2`, `--kind aelpn --slope-bound`, `--kind fne-ridge
+    --out-channels 3` (and --upsample, --global-pool, ... for a ridge, --act for the kinds with a
+    fixed activation, --tile-stride without --tile, a ridge --init's --padding or --local-mean)
+    trained or converted with the option dropped. One table (``READ_BY``) says which kinds read
+    each option; the others are refused by name, nothing written."""
+    out = tmp_path / "x.safetensors"
+    assert main(["train", "--data", "ellipses", "--steps", "1", "--quiet", *argv,
+                 "--out", str(out)]) == 2  # fmt: skip
+    assert words in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_architecture_options_a_kind_reads_are_accepted(tmp_path, capsys):
+    """The refusal above leaves the options a kind reads alone."""
+    from recon.train import READ_BY
+
+    assert set(READ_BY["dilations"]) == {"fne-ridge"} and "fne-ridge" not in READ_BY["width"]
+    out = tmp_path / "r.safetensors"
+    ridge = ["--kind", "fne-ridge", "--filters", "4", "--kernel", "3", "--dilations", "1,2"]
+    assert main(["train", "--data", "ellipses", "--steps", "1", "--batch", "2", "--patch", "16",
+                 "--threads", "1", "--quiet", *ridge, "--slope-bound",
+                 "--out", str(out)]) == 0  # fmt: skip
+    out = tmp_path / "a.safetensors"
+    lpn = ["--kind", "aelpn", "--out-channels", "2", "--upsample", "bilinear", "--act", "relu"]
+    assert _train("--data", "ellipses", "--steps", "1", *lpn, "--out", str(out)) == 0
+    assert read_checkpoint(out)[1]["config"]["out_channels"] == 2
+
+
 def test_export_never_replaces_another_runs_checkpoint_or_export(tmp_path, capsys):
     """`--export` onto another run's --out replaced its training checkpoint by a weights-only
     export (that run could no longer resume), and a second run's export replaced the first's
