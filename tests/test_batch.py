@@ -529,6 +529,54 @@ def test_scan_warnings_print_as_one_line_and_stay_in_the_summary(tmp_path, clust
     assert "## Warnings\n\n- negative.npy: " in (out / "summary.md").read_text()
 
 
+def _scans_that_warn(out: str) -> list[dict]:
+    """On a worker: two scans through ``run_unit``, whose reconstruction raises a
+    DeprecationWarning and a UserWarning (``recon.ct.reconstruct_input`` replaced meanwhile)."""
+    import warnings
+
+    import recon.ct
+    from recon.batch.worker import run_unit
+
+    def reconstruct(ns, folder):
+        warnings.warn("an old API", DeprecationWarning, stacklevel=1)
+        warnings.warn("the scan's own warning", stacklevel=1)
+        return {"psnr": 1.0}
+
+    saved, recon.ct.reconstruct_input = recon.ct.reconstruct_input, reconstruct
+    try:
+        return [
+            run_unit(
+                "ct",
+                {},
+                {
+                    "input": "x.npy",
+                    "slice": None,
+                    "out": f"{out}/{k}",
+                    "name": f"x{k}.npy",
+                    "volume": "x",
+                },
+            )  # fmt: skip
+            for k in range(2)
+        ]
+    finally:
+        recon.ct.reconstruct_input = saved
+
+
+def test_a_scans_warnings_follow_the_interpreters_filters(tmp_path, cluster):
+    """The worker recorded warnings under `simplefilter("always")`, so a DeprecationWarning
+    (hidden by Python's default filters, as for `recon ct`) was printed and listed in the
+    summary, and -W / PYTHONWARNINGS were overridden. The filters now decide; a UserWarning is
+    still reported, once for each scan."""
+    from distributed import Client
+
+    with Client(cluster) as client:
+        rows = client.submit(_scans_that_warn, str(tmp_path), pure=False).result()
+    assert [r["status"] for r in rows] == ["done", "done"], rows
+    said = [r.get("warnings") or [] for r in rows]
+    assert [len(s) for s in said] == [1, 1], said  # no DeprecationWarning, in either scan
+    assert all(s[0].startswith("UserWarning: the scan's own warning (test_batch") for s in said)
+
+
 def test_batch_ct_slice_is_refused_saying_why(tmp_path, capsys):
     """`recon batch ct --slice 1` got argparse's bare "unrecognized arguments"; it is one line
     saying a batch reconstructs each scan whole and pointing at `recon ct --slice`, exit 2,

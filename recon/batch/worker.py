@@ -120,9 +120,11 @@ def run_unit(modality: str, options: dict[str, Any], unit: dict[str, Any]) -> di
     said: list[warnings.WarningMessage] = []
     try:
         # what the pipeline warns about goes back with the row (the batch prints it as one
-        # line per warning, and keeps it in the summary), not to the worker's stderr
+        # line per warning, and keeps it in the summary), not to the worker's stderr. The
+        # interpreter's filters still decide what is said (no "always": the defaults hide
+        # DeprecationWarning, ResourceWarning, ...; -W / PYTHONWARNINGS are kept); entering
+        # catch_warnings resets the once-per-location registries, so each scan says its own
         with warnings.catch_warnings(record=True) as said:
-            warnings.simplefilter("always")
             metrics = reconstruct_input(ns, out)
     except Exception as exc:  # noqa: BLE001 - a failed scan is recorded, the others go on
         return {
