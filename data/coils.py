@@ -91,11 +91,15 @@ def espirit_maps(
     thresh: float = 0.02,
     crop: float = 0.95,
     kernel_width: int | None = None,
+    calib_height: int | None = None,
 ) -> np.ndarray:
     """ESPIRiT coil maps (C, H, W) complex64 from multi-coil k-space (C, H, W).
 
     SigPy's ``sigpy.mri.app.EspiritCalib`` computation (tests compare the two), on the central
-    calib_width × calib_width block (it must be fully sampled): the Hankel-structured
+    calib_height × calib_width block (default square; it must be fully sampled; with fastMRI's
+    column masks every row is, and the whole height gives the calibration matrix many more
+    rows than the few centre columns alone: BART's ``ecalib`` likewise takes a rectangle): the
+    Hankel-structured
     calibration matrix of kernel_width² patches, its right singular vectors with singular
     values above ``thresh``·σ_max as k-space kernels k_j (C, kw, kw), and per pixel r the
     leading eigenvector of the image-domain operator
@@ -122,19 +126,22 @@ def espirit_maps(
     if not np.all(np.isfinite(k)):
         raise ValueError("k-space contains NaN or infinite values")
     c, h, w = k.shape
+    ch = calib_width if calib_height is None else int(calib_height)
     if not 2 <= calib_width <= min(h, w):
         raise ValueError(f"calib_width must be in [2, {min(h, w)}], got {calib_width}")
+    if not calib_width <= ch <= h:
+        raise ValueError(f"calib_height must be in [calib_width={calib_width}, {h}], got {ch}")
     kw = min(6, max(2, calib_width // 2)) if kernel_width is None else int(kernel_width)
     if not 1 <= kw <= calib_width:
         raise ValueError(f"kernel_width must be in [1, calib_width={calib_width}], got {kw}")
     if not 0 <= thresh < 1 or not 0 <= crop < 1:
         raise ValueError(f"thresh and crop must be in [0, 1), got {thresh}, {crop}")
-    r0, c0 = h // 2 - calib_width // 2, w // 2 - calib_width // 2
-    calib = k[:, r0 : r0 + calib_width, c0 : c0 + calib_width]
+    r0, c0 = h // 2 - ch // 2, w // 2 - calib_width // 2
+    calib = k[:, r0 : r0 + ch, c0 : c0 + calib_width]
     zeros = float(np.mean(np.all(calib == 0, axis=0)))
     if zeros > 0.01:
         raise ValueError(
-            f"the central {calib_width}×{calib_width} k-space block is not fully sampled "
+            f"the central {ch}×{calib_width} k-space block is not fully sampled "
             f"({zeros:.0%} empty): lower calib_width or sample the centre fully"
         )
     dtype = np.complex128 if k.dtype == np.complex128 else np.complex64

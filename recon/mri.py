@@ -230,10 +230,15 @@ def calibration_width(mask: np.ndarray) -> int:
     return width
 
 
+CALIBRATION_ROWS = 24  # k-space rows ESPIRiT calibrates on with a column mask (BART's -r)
 MAPS_REFIT_ABOVE = 0.2  # ESPIRiT's support crop dropped signal: refit with a looser one
 MAPS_CHECK_ABOVE = 0.12  # from here to MAPS_REFIT_ABOVE, held-out columns decide the crop
 MAPS_UNUSABLE_ABOVE = 0.5  # no smooth maps explain the coils: reconstruct without SENSE
 REFIT_CROP = 0.8  # BART ecalib's default support threshold
+MAPS_CROP = 0.95  # ESPIRiT's support threshold (SigPy's default) on a square calibration block
+# ... and on CALIBRATION_ROWS × width, whose better-estimated eigenvalues come closer to 1 off
+# the object: at 0.95 the support grew (bundled slice 0.566 -> 0.590 of the image, TV -0.35 dB)
+COLUMN_MASK_CROP = 0.97
 
 
 def checked_maps(
@@ -241,8 +246,15 @@ def checked_maps(
 ) -> tuple[np.ndarray, dict]:
     """ESPIRiT maps of undersampled k-space (C, H, W) and how well they explain its fully
     sampled centre (``data.coils.unexplained_calibration``): (maps, record for metrics.json).
+    ``height`` None: a column mask, whose ``width`` centre columns are calibrated over
+    ``CALIBRATION_ROWS`` rows at least, as BART's ``ecalib`` does (a square block of ``width``
+    rows left ESPIRiT's calibration matrix with fewer rows than unknowns for narrow centres:
+    on ISMRMRD's Shepp-Logan at 4x, 0.19 of the calibration data unexplained and TV 32.9 dB,
+    against 0.12 and 37.1 dB with 24 rows; every row breaks the maps on noisy data, where the
+    outer rows hold mostly noise).
 
-    The maps come from ESPIRiT with its support crop (0.95); when they leave more than
+    The maps come from ESPIRiT with its support crop (``MAPS_CROP``, ``COLUMN_MASK_CROP`` on
+    the rectangle); when they leave more than
     ``MAPS_REFIT_ABOVE`` of the calibration data unexplained (signal outside the support they
     detect, e.g. surface coils with a fast fall-off), they are refit with ``REFIT_CROP`` and the
     better of the two is kept. Between ``MAPS_CHECK_ABOVE`` and that, with the column mask
@@ -255,18 +267,20 @@ def checked_maps(
     from data.coils import espirit_maps, unexplained_calibration
 
     start = time.perf_counter()
-    maps = espirit_maps(ku, calib_width=width)
+    rows = height or min(ku.shape[-2], max(width, CALIBRATION_ROWS))  # column masks: a rectangle
+    crop = COLUMN_MASK_CROP if rows > width else MAPS_CROP
+    maps = espirit_maps(ku, calib_width=width, calib_height=rows, crop=crop)
     u = unexplained_calibration(ku, maps, width, height)
-    record = {"method": "espirit", "crop": 0.95, "unexplained": u}
+    record = {"method": "espirit", "calibration": [rows, width], "crop": crop, "unexplained": u}
     check = sampled is not None and height is None and u > MAPS_CHECK_ABOVE
     if u > MAPS_REFIT_ABOVE or check:
-        refit = espirit_maps(ku, calib_width=width, crop=REFIT_CROP)
+        refit = espirit_maps(ku, calib_width=width, crop=REFIT_CROP, calib_height=rows)
         u0 = unexplained_calibration(ku, refit, width, height)
-        record["unexplained_with_crop_0.95"] = u
+        record[f"unexplained_with_crop_{crop:g}"] = u
         better = u0 < u
         if u <= MAPS_REFIT_ABOVE:  # a doubtful fit: which maps predict unseen columns?
             e, e0 = (heldout_column_error(ku, sampled, m, width) for m in (maps, refit))
-            record["heldout_error"] = {"0.95": e, str(REFIT_CROP): e0}
+            record["heldout_error"] = {f"{crop:g}": e, f"{REFIT_CROP:g}": e0}
             better = e0 < e
         if better:
             maps, record["crop"], record["unexplained"] = refit, REFIT_CROP, u0

@@ -11,6 +11,7 @@ import torch
 from data.coils import birdcage_maps, espirit_maps
 from data.masks import fastmri_random_mask
 from data.phantoms import shepp_logan
+from recon.mri import COLUMN_MASK_CROP
 
 N = 64
 
@@ -67,6 +68,37 @@ def test_espirit_with_noise_and_undersampled_kspace(phantom_kspace):
     mask = fastmri_random_mask(N, 3, 0.25, seed=0)  # 16 centre columns + 9 others
     est = espirit_maps(k * mask, calib_width=16)
     assert _correlation(est, true, inside).mean() > 0.9995
+
+
+def test_a_narrow_centre_calibrated_over_more_rows_gives_better_maps():
+    """fastMRI column masks sample every row of their few centre columns. An 8-column centre as
+    an 8×8 block leaves ESPIRiT's calibration matrix with 9 rows for 128 unknowns; 24 rows
+    (BART ecalib's default) give maps closer to the true ones and a smaller unexplained part
+    of the calibration data (96², 8 birdcage coils, noise 0.2 % of max|k|; measured mean
+    correlation 0.9987 -> 0.9998, unexplained 0.207 -> 0.153). At 1 % noise 24 rows still
+    hold (0.9985), while every row breaks the maps (0.32): the outer rows are mostly noise."""
+    from data.coils import unexplained_calibration
+
+    n, w = 96, 8
+    img = shepp_logan(n).astype(np.complex64)
+    true = birdcage_maps(8, (n, n))
+    k = sp.fft(true * img[None], axes=(-2, -1), center=True, norm="ortho")
+    inside = np.abs(img) > 0.05
+    centre = np.zeros(n, bool)
+    centre[n // 2 - w // 2 : n // 2 + w // 2] = True
+    rng = np.random.default_rng(0)
+    white = rng.standard_normal(k.shape) + 1j * rng.standard_normal(k.shape)
+    for noise in (0.002, 0.01):
+        ku = ((k + noise * np.abs(k).max() * white) * centre).astype(np.complex64)
+        fits = {h: espirit_maps(ku, calib_width=w, calib_height=h) for h in (None, 24, n)}
+        corr = {h: _correlation(m, true, inside).mean() for h, m in fits.items()}
+        left = {h: unexplained_calibration(ku, m, w) for h, m in fits.items()}
+        assert corr[24] > corr[None] and left[24] < left[None], (noise, corr, left)
+        assert corr[24] > 0.998
+        if noise == 0.01:
+            assert corr[n] < 0.9 < corr[24]
+    with pytest.raises(ValueError, match="calib_height"):
+        espirit_maps(ku, calib_width=w, calib_height=w - 1)
 
 
 def test_espirit_errors(phantom_kspace):
@@ -144,9 +176,10 @@ def test_surface_coils_refit_maps_without_dropping_signal(tmp_path, capsys):
     m = json.loads((out / "metrics.json").read_text())
     rec = m["coil_maps"]
     assert "fallback" not in m and rec["usable"]
+    first = rec[f"unexplained_with_crop_{COLUMN_MASK_CROP:g}"]  # a column mask's first crop
     assert rec["crop"] == 0.8  # refit: it explains more than the first fit did
-    assert rec["unexplained"] < rec["unexplained_with_crop_0.95"]
-    assert rec["unexplained_with_crop_0.95"] > 0.2 >= rec["unexplained"]
+    assert rec["unexplained"] < first
+    assert first > 0.2 >= rec["unexplained"]
     assert m["psnr"] > m["baseline"]["psnr"]
 
 
@@ -211,14 +244,16 @@ def test_doubtful_maps_are_chosen_by_the_columns_they_predict(monkeypatch):
     k, ref = _surface_coil_kspace(random_ellipses(128, seed=3))
     p = mri_problem(k, reference=ref, recon_size=(128, 128))
     maps = p.info["coil_maps"]
-    assert mri.MAPS_CHECK_ABOVE < maps["unexplained_with_crop_0.95"] <= mri.MAPS_REFIT_ABOVE
-    assert maps["crop"] == 0.8 and maps["heldout_error"]["0.8"] < maps["heldout_error"]["0.95"]
+    crop = f"{mri.COLUMN_MASK_CROP:g}"
+    assert mri.MAPS_CHECK_ABOVE < maps[f"unexplained_with_crop_{crop}"] <= mri.MAPS_REFIT_ABOVE
+    assert maps["crop"] == 0.8 and maps["heldout_error"]["0.8"] < maps["heldout_error"][crop]
     chosen = solve(p, solver="tv", iters=60).psnr
-    monkeypatch.setattr(mri, "MAPS_CHECK_ABOVE", 1.0)  # as before: 0.95 kept below 0.2
+    monkeypatch.setattr(mri, "MAPS_CHECK_ABOVE", 1.0)  # as before: the first crop below 0.2
     kept = mri_problem(k, reference=ref, recon_size=(128, 128))
-    assert kept.info["coil_maps"]["crop"] == 0.95
+    assert kept.info["coil_maps"]["crop"] == mri.COLUMN_MASK_CROP
     assert chosen > solve(kept, solver="tv", iters=60).psnr + 1.0
     monkeypatch.undo()
     k, ref = _surface_coil_kspace(shepp_logan(128))
     p = mri_problem(k, reference=ref, recon_size=(128, 128))
-    assert "heldout_error" in p.info["coil_maps"] and p.info["coil_maps"]["crop"] == 0.95
+    assert "heldout_error" in p.info["coil_maps"]
+    assert p.info["coil_maps"]["crop"] == mri.COLUMN_MASK_CROP
