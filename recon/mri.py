@@ -263,7 +263,11 @@ def checked_maps(
     BART's phantoms 0.95 maps left 0.17-0.20 and lost 1-17 dB to 0.8; on ISMRMRD's Shepp-Logan
     they left 0.16-0.20 and won by 0.1-0.4 dB; docs/results/mri-other-data.md). The record says
     which, and ``usable`` is False when even the better leaves more than
-    ``MAPS_UNUSABLE_ABOVE`` (the caller then falls back)."""
+    ``MAPS_UNUSABLE_ABOVE`` (the caller then falls back). With a column mask the record also
+    holds ``heldout_error_kept``, the kept maps' held-out error; above ``HELDOUT_WARN_ABOVE``
+    `recon mri` warns (surface-like coils where TV ended 1.5-4.9 dB below zero-filled measured
+    2.1-6.4; the 12 validation problems, the bundled slice and the study's other problems at
+    most 1.4)."""
     from data.coils import espirit_maps, unexplained_calibration
 
     start = time.perf_counter()
@@ -285,8 +289,17 @@ def checked_maps(
         if better:
             maps, record["crop"], record["unexplained"] = refit, REFIT_CROP, u0
     record["usable"] = record["unexplained"] <= MAPS_UNUSABLE_ABOVE
+    if sampled is not None and height is None:  # how well the kept maps predict unseen columns
+        errors = record.get("heldout_error", {})
+        kept = errors.get(f"{record['crop']:g}")
+        record["heldout_error_kept"] = (
+            heldout_column_error(ku, sampled, maps, width) if kept is None else kept
+        )
     record["seconds"] = time.perf_counter() - start
     return maps, record
+
+
+HELDOUT_WARN_ABOVE = 2.0  # maps predicting unseen columns twice as badly as zeros: warn
 
 
 def heldout_column_error(
@@ -854,6 +867,15 @@ def reconstruct_slice(
             "SENSE model does not fit these coils); writing the zero-filled RSS image "
             f"instead of --solver {args.solver} (metrics.json: fallback)",
             file=sys.stderr,
+        )
+    held = info.get("coil_maps", {}).get("heldout_error_kept", 0.0)
+    if held > HELDOUT_WARN_ABOVE and solver != "zero-filled":
+        warnings.warn(
+            f"{args.input}: SENSE with these coil maps predicts held-out measured columns "
+            f"{held:.1f} times worse than zeros would (the maps do not fit these coils or this "
+            "field of view); the image may be worse than zero-filled: compare metrics.json's "
+            "baseline, or try --solver zero-filled",
+            stacklevel=2,
         )
     if solver != "zero-filled" and presets is None:
         presets = load_presets("mri", args.config)
