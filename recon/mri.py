@@ -591,13 +591,13 @@ DEFAULT_SOLVER = {"ridge-mri": "pnp-pgd"}
 
 def default_solver(prior: str | Path | None) -> str:
     """The solver `recon mri` (and ``recon.api.solve``) uses with ``prior`` by default; a
-    checkpoint takes that of the shipped prior it is a copy of or was fine-tuned from, as it
-    takes its presets (``recon.pipeline.shipped_copy``, ``preset_from``)."""
+    checkpoint takes that of the shipped prior it stands for, as it takes its presets
+    (``recon.pipeline.shipped_source``)."""
     name = str(prior)
     if name.endswith(".safetensors"):
-        from recon.pipeline import preset_from, shipped_copy
+        from recon.pipeline import shipped_source
 
-        name = shipped_copy(name) or preset_from(name) or name
+        name = shipped_source(name) or name
     return DEFAULT_SOLVER.get(name, "pnp-admm")
 
 

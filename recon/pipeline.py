@@ -384,6 +384,13 @@ def shipped_copy(path: str | Path, shipped: dict[str, Path] | None = None) -> st
     return None
 
 
+def shipped_source(path: str | Path, shipped: dict[str, Path] | None = None) -> str | None:
+    """The shipped prior a checkpoint file stands for: the one it is a copy of
+    (``shipped_copy``), else the one it was fine-tuned from (``preset_from``), else None. A
+    checkpoint runs with that prior's presets and default solver, whatever its file name."""
+    return shipped_copy(path, shipped) or preset_from(path)
+
+
 def presets_for_prior(presets: dict, prior: str | Path | None) -> dict[str, Any]:
     """``presets`` with the overrides filed for ``prior`` merged into their solver sections.
 
@@ -414,7 +421,7 @@ def presets_for_prior(presets: dict, prior: str | Path | None) -> dict[str, Any]
 
         shipped = shipped_priors()
         stem = prior_key(prior)
-        key = shipped_copy(prior, shipped) or preset_from(prior)
+        key = shipped_source(prior, shipped)
         key = key or (stem if stem not in shipped else None)
     layers = (table.get(key, {}) if key else {}, user.get("", {}), user.get(prior_key(prior), {}))
     for layer in layers:
