@@ -270,27 +270,17 @@ def test_maps_that_predict_unseen_columns_worse_than_zeros_are_warned_about(tmp_
     max|k|: measured 1.99, the noise the fit amplifies; TV 3.9 dB above zero-filled)."""
     import json
 
-    import h5py
-
     import recon.mri as mri
-    from data.fastmri import make_synthetic_fastmri, write_fastmri
-    from data.phantoms import random_ellipses, shepp_logan
+    from data.fastmri import write_fastmri
+    from data.phantoms import random_ellipses
     from recon.cli import main
+    from tests.files_mri import noisy_oversampled_phantom
 
     files = {}
     for seed in (0, 3):
         k, ref = _surface_coil_kspace(random_ellipses(128, seed=seed))
         files[seed] = write_fastmri(tmp_path / f"e{seed}.h5", k[None], ref[None].astype(np.float32))
-    img = np.pad(shepp_logan(48), ((24, 24), (0, 0)))[None]  # readout oversampled 2×
-    noisy = make_synthetic_fastmri(tmp_path / "n.h5", img, n_coils=6, seed=3, recon_size=(48, 48))
-    with h5py.File(noisy, "r+") as f:
-        k = f["kspace"][()]
-        g = np.random.default_rng(0)
-        sigma = 0.01 * float(np.abs(k).max())
-        f["kspace"][...] = k + sigma * (
-            g.standard_normal(k.shape) + 1j * g.standard_normal(k.shape)
-        )
-    files["noisy"] = noisy
+    files["noisy"] = noisy_oversampled_phantom(tmp_path / "n.h5", noise=0.01)
     errors = {}
     for name, path in files.items():
         out = tmp_path / f"out{name}"

@@ -255,21 +255,10 @@ def test_an_mri_case_is_the_problem_recon_mri_solves(tmp_path):
     same file: the readout oversampling dropped and the rules fed the noise measured in k-space
     (they once solved the oversampled grid with a blind noise estimate, so a tuned preset did
     not carry over)."""
-    import h5py
-
-    from data.fastmri import make_synthetic_fastmri
-    from data.phantoms import shepp_logan
     from recon.tune.problems import scans_from_glob
+    from tests.files_mri import noisy_oversampled_phantom
 
-    img = np.pad(shepp_logan(48), ((24, 24), (0, 0)))[None]  # readout oversampled 2×
-    path = make_synthetic_fastmri(tmp_path / "file.h5", img, n_coils=6, seed=3, recon_size=(48, 48))
-    with h5py.File(path, "r+") as f:
-        k = f["kspace"][()]
-        g = np.random.default_rng(0)
-        sigma = 0.01 * float(np.abs(k).max())
-        f["kspace"][...] = k + sigma * (
-            g.standard_normal(k.shape) + 1j * g.standard_normal(k.shape)
-        )
+    path = noisy_oversampled_phantom(tmp_path / "file.h5", noise=0.01)
     (scan,) = scans_from_glob("mri", str(path))
     case = build_case("mri-random4", scan, seed=0)
     out = tmp_path / "out"
