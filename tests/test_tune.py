@@ -311,3 +311,15 @@ def test_noise_rule_constants_below_the_floor_are_not_rerun(monkeypatch):
     assert low not in calls  # scored without a run, with the score a run gives
     p = {**presets, "tv": {**presets["tv"], "weight_noise": low}}
     assert run_method(case, "pnp-admm", "tv", p, iters=5)["psnr"] == floor[0].score
+
+
+def test_prior_tv_with_a_pnp_solver_is_refused_for_solver_tv(tmp_path, capsys):
+    """`--prior tv` is the one TV (the tv section) with any solver: a pnp section tuned for it
+    was filed under priors.tv, which recon ct --prior tv never reads."""
+    for solver in ("pnp-pgd", "pnp-admm"):
+        args = ["tune", "ct", "--solver", solver, "--prior", "tv", "--size", "16", "--n-val", "1"]
+        args += ["--iters", "1", "--points", "2", "--quiet", "--out", str(tmp_path / solver)]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "--prior tv with --solver " + solver in err and "tune it with --solver tv" in err
+        assert not (tmp_path / solver / "preset.json").exists()

@@ -19,7 +19,8 @@ step_rel/||A||²: searching rho_rel / step_rel *is* searching the data weight ag
 (λ stays 1; a separate λ axis would repeat the same points).
 The default prior is the CLI's (``crr-ct``, ``ridge-mri``, with its default solver). A learned
 prior's tuned section is written under ``priors.<prior>`` only, so the preset leaves the other
-priors as shipped; TV's is the ``tv`` section. The preset says its modality (``_modality``), and
+priors as shipped; TV's is the ``tv`` section (``--prior tv`` is that one TV with any solver:
+tune it with ``--solver tv``). The preset says its modality (``_modality``), and
 the other modality's CLI refuses it.
 
 Search: a coarse log grid per parameter, then refinement between the best point and its
@@ -478,7 +479,17 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--{key.replace('_', '-')} is too small: {getattr(args, key)}")
     if args.refine < 0 or args.rounds < 0:
         raise ValueError("--refine and --rounds must be ≥ 0")
-    if "pnp-admm" in solvers or "pnp-pgd" in solvers:
+    from recon.pipeline import prior_key
+
+    learned = [s for s in solvers if s != "tv"]
+    if prior_key(prior) == "tv" and learned:
+        # one TV whatever the solver: recon ct/mri --prior tv read the tv section, so a section
+        # tuned under priors.tv would be ignored (and ADMM's rho_rel there moves nothing)
+        raise ValueError(
+            f"--prior tv with --solver {' '.join(learned)}: TV is one model whatever the solver "
+            "(recon ct/mri --prior tv read the preset's tv section); tune it with --solver tv"
+        )
+    if learned:
         from priors.checkpoint import load_prior
 
         try:
