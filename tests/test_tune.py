@@ -323,3 +323,20 @@ def test_prior_tv_with_a_pnp_solver_is_refused_for_solver_tv(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "--prior tv with --solver " + solver in err and "tune it with --solver tv" in err
         assert not (tmp_path / solver / "preset.json").exists()
+
+
+def test_tuning_below_the_shipped_iterations_is_said(tmp_path, capsys):
+    """A preset keeps --iters, which caps recon --config runs: a count below the shipped
+    preset's is warned about (naming both), and the test report says both presets were
+    scored at the tuned count."""
+    shipped = load_presets("ct")["tv"]["iters"]
+    args = ["tune", "ct", "--solver", "tv", "--size", "16", "--n-val", "1", "--iters", "2"]
+    args += ["--points", "2", "--refine", "0", "--problem", "ct-par30", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "a"), "--report-test"]) == 0
+    err = capsys.readouterr().err
+    assert f"--iters 2, below the shipped preset's {shipped} iterations" in err
+    note = json.loads((tmp_path / "a" / "test_report.json").read_text())["_note"]
+    assert "both at 2 iterations" in note and f"tv {shipped}" in note
+    args[args.index("--iters") + 1] = str(shipped)
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    assert "below the shipped" not in capsys.readouterr().err

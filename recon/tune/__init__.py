@@ -571,6 +571,15 @@ def run(args: argparse.Namespace) -> int:
     command = _command(args)
     previous = json.loads(Path(args.config).read_text()) if args.config else None
     preset = tuned_preset(m, base, results, command, args.iters, previous)
+    for solver in solvers:  # said even with --quiet: --config then caps recon at args.iters
+        own = shipped[solver].get("iters")
+        if own is not None and args.iters < int(own):
+            print(
+                f"recon tune: warning: {solver}: the preset keeps --iters {args.iters}, below the "
+                f"shipped preset's {own} iterations: recon {m} --config runs {solver} at "
+                f"{args.iters} iterations (tune with --iters {own} to keep them)",
+                file=sys.stderr,
+            )
     text = json.dumps(preset, indent=1)
     atomic_write(out / "preset.json", lambda tmp: tmp.write_text(text + "\n"))
     if args.preset:
@@ -583,8 +592,10 @@ def run(args: argparse.Namespace) -> int:
         report = {
             s: evaluate_presets(test_cases, s, prior, shipped, tuned, args.iters) for s in solvers
         }
+        own = ", ".join(f"{s} {shipped[s].get('iters')}" for s in solvers)
         report["_note"] = (
-            f"shipped {m}.json vs tuned preset, both at {args.iters} iterations, on test scans "
+            f"shipped {m}.json vs tuned preset, both at {args.iters} iterations (the tuned "
+            f"count, not the shipped preset's own: {own}), on test scans "
             f"{[s.name for s in test]} that tuning never saw; problems {problems}"
         )
         save_json(out / "test_report.json", report)
@@ -592,7 +603,8 @@ def run(args: argparse.Namespace) -> int:
             for s in solvers:
                 r = report[s]
                 print(
-                    f"test {s}: shipped {r['shipped']['psnr']:.2f} dB -> tuned "
+                    f"test {s} (both at {args.iters} iterations; the shipped preset runs "
+                    f"{shipped[s].get('iters')}): shipped {r['shipped']['psnr']:.2f} dB -> tuned "
                     f"{r['tuned']['psnr']:.2f} dB ({r['gain_db']:+.2f} dB)"
                 )
     if progress:
