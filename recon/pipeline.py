@@ -322,6 +322,7 @@ def _check_config(user: dict, shipped: dict, path: Path) -> None:
                 if not isinstance(solvers, dict):
                     raise ValueError(f"--config {path}: priors.{name} must be an object of "
                                      "solver sections")  # fmt: skip
+                _warn_prior_name(name, path)
                 for solver, over in solvers.items():
                     if solver not in sections:
                         raise ValueError(
@@ -336,6 +337,28 @@ def _check_config(user: dict, shipped: dict, path: Path) -> None:
                              f"{', '.join(sections)}, priors")  # fmt: skip
         else:
             check_section(key, section)
+
+
+def _warn_prior_name(name: str, path: Path) -> None:
+    """Warn about a ``priors`` entry of a --config file that is no shipped prior but close to
+    one (``crr-cT``): it is read only for a ``--prior`` checkpoint of that file stem, so a typo
+    was ignored without a word. Other names (a user's checkpoint stems) pass silently."""
+    import warnings
+
+    from priors.checkpoint import shipped_priors
+
+    shipped = list(shipped_priors())
+    if name in shipped:
+        return
+    lower = {n.lower(): n for n in shipped}
+    near = difflib.get_close_matches(name.lower(), list(lower), n=1, cutoff=0.8)
+    if near:
+        warnings.warn(
+            f"--config {path}: priors.{name} is not a shipped prior (did you mean "
+            f"{lower[near[0]]!r}?); it is read only with --prior {name}.safetensors",
+            UserWarning,
+            stacklevel=2,
+        )
 
 
 def prior_key(prior: str | Path) -> str:

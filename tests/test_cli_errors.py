@@ -261,3 +261,22 @@ def test_the_projects_warnings_print_as_one_line_others_as_python_does():
     assert ours == "recon ct: warning: slices left out\n"
     theirs = fmt("deprecated", DeprecationWarning, np.__file__, 1)
     assert "DeprecationWarning: deprecated" in theirs
+
+
+def test_config_warns_about_a_prior_name_close_to_a_shipped_one(tmp_path, recwarn):
+    """A typo'd name under "priors" (read only for a checkpoint of that file stem) was ignored
+    without a word; a user's own checkpoint stems stay silent."""
+    import json
+
+    from recon.pipeline import load_presets
+
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({"priors": {"crr-cT": {"pnp-admm": {"rho_noise": 0.01}}}}))
+    with pytest.warns(UserWarning, match=r"priors.crr-cT is not a shipped prior \(did you mean "
+                                         r"'crr-ct'\?\)"):  # fmt: skip
+        load_presets("ct", config=path)
+    recwarn.clear()
+    for name in ("crr-ct", "my-finetune"):
+        path.write_text(json.dumps({"priors": {name: {"pnp-admm": {"rho_noise": 0.01}}}}))
+        load_presets("ct", config=path)
+    assert not [w for w in recwarn if "shipped prior" in str(w.message)]
