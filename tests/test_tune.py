@@ -340,3 +340,18 @@ def test_tuning_below_the_shipped_iterations_is_said(tmp_path, capsys):
     args[args.index("--iters") + 1] = str(shipped)
     assert main([*args, "--out", str(tmp_path / "b")]) == 0
     assert "below the shipped" not in capsys.readouterr().err
+
+
+def test_a_range_for_a_parameter_not_searched_is_refused(tmp_path, capsys):
+    """crr-ct's ADMM section follows the noise (rho_noise is searched, rho_rel is only its
+    floor): --range rho_rel was accepted and moved nothing. A step_rel range reaching PGD's
+    bound 2 is refused too."""
+    args = ["tune", "ct", "--size", "16", "--n-val", "1", "--iters", "1", "--points", "2"]
+    args += ["--quiet", "--out", str(tmp_path / "o")]
+    assert main([*args, "--solver", "pnp-admm", "--range", "rho_rel=0.01:0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "--range rho_rel: not searched with --prior crr-ct" in err
+    assert "pnp-admm: rho_noise" in err
+    assert main([*args, "--solver", "pnp-pgd", "--prior", "lpn-ct", "--range", "step_rel=0.1:3"])
+    assert "PGD converges only for step_rel < 2" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "preset.json").exists()

@@ -417,10 +417,27 @@ def _with_ranges(space: list[Param], ranges: dict[str, tuple[float, float]]) -> 
     return out
 
 
-def _shipped_sections(modality: str) -> dict:
-    from recon.pipeline import load_presets
+PGD_STEP_BOUND = 2.0  # plain PnP-PGD converges for step_rel < 2 (γ < 2/(λ||A||²))
 
-    return load_presets(modality)
+
+def _check_ranges(
+    ranges: dict[str, tuple[float, float]], searched: dict[str, list[str]], prior: str
+) -> None:
+    """ValueError for a ``--range`` of a parameter no solver searches with this prior (rho_rel
+    is only a floor where the section has a noise rule, rho_noise is searched: its range moved
+    nothing), naming what is searched; and for a step_rel range reaching PGD's bound 2."""
+    every = {n for names in searched.values() for n in names}
+    bad = sorted(set(ranges) - every)
+    if bad:
+        what = "; ".join(f"{s}: {', '.join(names)}" for s, names in searched.items())
+        raise ValueError(
+            f"--range {', '.join(bad)}: not searched with --prior {prior} (searched: {what})"
+        )
+    if "step_rel" in ranges and ranges["step_rel"][1] >= PGD_STEP_BOUND:
+        raise ValueError(
+            f"--range step_rel=...:{ranges['step_rel'][1]:g}: PGD converges only for "
+            f"step_rel < {PGD_STEP_BOUND:g}"
+        )
 
 
 def _digest(prior: str) -> str | None:
@@ -499,15 +516,12 @@ def run(args: argparse.Namespace) -> int:
     if args.passes < 1:
         raise ValueError(f"--passes must be ≥ 1, got {args.passes}")
     ranges = _parse_ranges(args.range)
-    searched = {p.name for s in solvers for p in search_space(s, _shipped_sections(m)[s])}
-    if set(ranges) - searched:
-        bad = ", ".join(sorted(set(ranges) - searched))
-        raise ValueError(f"--range {bad}: not searched for --solver {' '.join(solvers)}")
     out = out_dir(args)
     # the sections a run with this prior uses (its per-prior overrides merged in); the tuned
     # preset is written for this prior, so it carries no per-prior table
     base = presets_for_prior(load_presets(m, args.config), prior)
     shipped = presets_for_prior(load_presets(m), prior)
+    _check_ranges(ranges, {s: [p.name for p in search_space(s, base[s])] for s in solvers}, prior)
 
     if args.inputs:
         val = scans_from_glob(m, args.inputs)
@@ -563,6 +577,13 @@ def run(args: argparse.Namespace) -> int:
                   f"{res.score:.2f} dB")  # fmt: skip
         for name in res.at_edge:  # said even with --quiet: the best may lie outside
             lo, hi = results[solver]["ranges"][name]
+            if name == "step_rel" and res.best[name] >= hi and hi >= 0.95 * PGD_STEP_BOUND:
+                print(
+                    f"recon tune: {solver}: best step_rel = {res.best[name]:.4g} is at PGD's "
+                    f"convergence bound (step_rel < {PGD_STEP_BOUND:g}); it cannot be widened",
+                    file=sys.stderr,
+                )
+                continue
             print(
                 f"recon tune: {solver}: best {name} = {res.best[name]:.4g} is at the edge of its "
                 f"range [{lo:.3g}, {hi:.3g}]; widen it: --range {name}=LO:HI",
