@@ -355,3 +355,19 @@ def test_a_range_for_a_parameter_not_searched_is_refused(tmp_path, capsys):
     assert main([*args, "--solver", "pnp-pgd", "--prior", "lpn-ct", "--range", "step_rel=0.1:3"])
     assert "PGD converges only for step_rel < 2" in capsys.readouterr().err
     assert not (tmp_path / "o" / "preset.json").exists()
+
+
+def test_inputs_say_what_they_skip_and_warn_on_negative_magnitudes(tmp_path):
+    """A mixed folder's .h5 was dropped by recon tune ct without a word; HU slices (negative)
+    were taken by recon tune mri as magnitudes |HU|."""
+    from recon.tune.problems import scans_from_glob
+
+    np.save(tmp_path / "a.npy", np.random.default_rng(0).random((16, 16)))
+    (tmp_path / "k.h5").write_bytes(b"")  # (never opened: a CT folder search skips it)
+    with pytest.warns(UserWarning, match=r"1 file\(s\) \(\.h5\) skipped: recon mri inputs"):
+        assert [s.name for s in scans_from_glob("ct", str(tmp_path))] == ["a.npy"]
+    hu = np.full((16, 16), -1000.0, np.float32)
+    hu[4:12, 4:12] = 40.0
+    np.save(tmp_path / "hu.npy", hu)
+    with pytest.warns(UserWarning, match=r"hu.npy: negative values \(min -1000\)"):
+        scans_from_glob("mri", str(tmp_path / "hu.npy"))
