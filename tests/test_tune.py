@@ -371,3 +371,30 @@ def test_inputs_say_what_they_skip_and_warn_on_negative_magnitudes(tmp_path):
     np.save(tmp_path / "hu.npy", hu)
     with pytest.warns(UserWarning, match=r"hu.npy: negative values \(min -1000\)"):
         scans_from_glob("mri", str(tmp_path / "hu.npy"))
+
+
+def test_report_test_gives_the_users_test_scans_their_own_mean(tmp_path, capsys):
+    """--test scans were averaged with the built-in test set into one headline."""
+    (tmp_path / "mine").mkdir()
+    rng = np.random.default_rng(5)
+    for k in range(2):
+        np.save(tmp_path / "mine" / f"t{k}.npy", rng.random((16, 16)).astype(np.float32))
+    args = ["tune", "ct", "--solver", "tv", "--size", "16", "--n-val", "1", "--iters", "2"]
+    args += ["--points", "2", "--refine", "0", "--problem", "ct-par30", "--report-test"]
+    args += ["--test", str(tmp_path / "mine" / "*.npy"), "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "o" / "test_report.json").read_text())["tv"]
+    for label in ("shipped", "tuned"):
+        per_scan, per_set = report[label]["per_scan"], report[label]["per_set"]
+        mine = [v for k, v in per_scan.items() if k.split("/")[1] in ("t0.npy", "t1.npy")]
+        builtin = [v for k, v in per_scan.items() if k.split("/")[1] not in ("t0.npy", "t1.npy")]
+        assert len(mine) == 2 and len(builtin) == 3
+        assert per_set["yours"] == pytest.approx(np.mean(mine), abs=1e-3)
+        assert per_set["built-in"] == pytest.approx(np.mean(builtin), abs=1e-3)
+    gains = report["gain_db_per_set"]
+    for n in ("yours", "built-in"):
+        assert gains[n] == pytest.approx(
+            report["tuned"]["per_set"][n] - report["shipped"]["per_set"][n]
+        )
+        assert f"{n} test scans: shipped {report['shipped']['per_set'][n]:.2f} dB" in out
