@@ -303,12 +303,15 @@ def _check_config(user: dict, shipped: dict, path: Path) -> None:
         if not isinstance(section, dict):
             raise ValueError(f"--config {path}: {where} must be an object of settings, "
                              f"got {json.dumps(section)}")  # fmt: skip
-        for key in section:
+        for key, value in section.items():
             if not key.startswith("_") and key not in SECTION_KEYS:
                 near = difflib.get_close_matches(key, SECTION_KEYS, n=1)
                 hint = f" (did you mean {near[0]!r}?)" if near else ""
                 raise ValueError(f"--config {path}: {where}: unknown setting {key!r}{hint}; "
                                  f"known: {', '.join(sorted(SECTION_KEYS))}")  # fmt: skip
+            if key in NUMBER_KEYS and not _is_number(value, key):
+                raise ValueError(f"--config {path}: {where}: {key} must be a number, got "
+                                 f"{json.dumps(value)}")  # fmt: skip
 
     for key, section in user.items():
         if key.startswith("_"):
@@ -322,6 +325,7 @@ def _check_config(user: dict, shipped: dict, path: Path) -> None:
                 if not isinstance(solvers, dict):
                     raise ValueError(f"--config {path}: priors.{name} must be an object of "
                                      "solver sections")  # fmt: skip
+                _warn_prior_name(name, path)
                 for solver, over in solvers.items():
                     if solver not in sections:
                         raise ValueError(
@@ -336,6 +340,28 @@ def _check_config(user: dict, shipped: dict, path: Path) -> None:
                              f"{', '.join(sections)}, priors")  # fmt: skip
         else:
             check_section(key, section)
+
+
+def _warn_prior_name(name: str, path: Path) -> None:
+    """Warn about a ``priors`` entry of a --config file that is no shipped prior but close to
+    one (``crr-cT``): it is read only for a ``--prior`` checkpoint of that file stem, so a typo
+    was ignored without a word. Other names (a user's checkpoint stems) pass silently."""
+    import warnings
+
+    from priors.checkpoint import shipped_priors
+
+    shipped = list(shipped_priors())
+    if name in shipped:
+        return
+    lower = {n.lower(): n for n in shipped}
+    near = difflib.get_close_matches(name.lower(), list(lower), n=1, cutoff=0.8)
+    if near:
+        warnings.warn(
+            f"--config {path}: priors.{name} is not a shipped prior (did you mean "
+            f"{lower[near[0]]!r}?); it is read only with --prior {name}.safetensors",
+            UserWarning,
+            stacklevel=2,
+        )
 
 
 def prior_key(prior: str | Path) -> str:
@@ -786,6 +812,7 @@ NONNEGATIVE_KEYS = (
     "support_weight",
 )  # fmt: skip
 COUNT_KEYS = ("iters", "cg_iters", "tv_iters")
+NUMBER_KEYS = frozenset((*POSITIVE_KEYS, *NONNEGATIVE_KEYS, *COUNT_KEYS))
 
 
 def _plain_step(p: dict[str, Any]) -> None:
@@ -818,6 +845,14 @@ def _scale_step(p: dict[str, Any], strength: float) -> None:
     p["step_rel"] = step_rel
 
 
+def _is_number(v: object, key: str) -> bool:
+    """A JSON/Python number (not a bool: ``true`` was used as 1; not a string: ``"0.01"`` was
+    accepted), or null for a noise rule (off)."""
+    if v is None:
+        return key in ("rho_noise", "weight_noise")
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
 def _check_numbers(p: dict[str, Any]) -> None:
     """Refuse NaN, infinities, non-numbers and out-of-range values in a run's parameters before
     any work, naming the key (a NaN ρ would pass a "> 0" test written the other way round and
@@ -825,7 +860,9 @@ def _check_numbers(p: dict[str, Any]) -> None:
     for k, v in p.items():
         if v is None and k in ("rho_noise", "weight_noise"):
             continue
-        if k in POSITIVE_KEYS or k in COUNT_KEYS or k in NONNEGATIVE_KEYS:
+        if k in NUMBER_KEYS:
+            if not _is_number(v, k):
+                raise ValueError(f"parameter {k!r} must be a number, got {v!r}")
             try:
                 x = float(v)
             except (TypeError, ValueError):

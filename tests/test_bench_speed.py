@@ -4,6 +4,7 @@ prox as contiguous ones."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -50,3 +51,29 @@ def test_channels_last_prox_equals_the_contiguous_one():
     # float32 round-off of sums over ~10³ terms, through a few dozen layers
     assert float((a - b).abs().max()) <= 1e-4 * float(a.abs().max())
     assert len(calls) >= 10 and all(c["kind"] in ("conv2d", "conv_transpose2d") for c in calls)
+
+
+@pytest.mark.parametrize(
+    "option, value, words",
+    [("--size", "-5", "must be ≥ 1, got -5"), ("--size", "0", "must be ≥ 1, got 0"),
+     ("--size", "600", "must be ≤ 512 (the slice's side)"),
+     ("--repeats", "0", "must be ≥ 1, got 0")],
+)  # fmt: skip
+def test_bad_sizes_and_repeats_are_refused_in_one_line(tmp_path, capsys, option, value, words):
+    """--size -5 ran at 507² (a negative slice end), --size 0 and --repeats 0 crashed."""
+    from recon.cli import main
+
+    out = tmp_path / "o"
+    args = ["bench", "speed", "--out", str(out), "--no-solvers", "--priors", "ridge-ct"]
+    assert main([*args, option, value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert f"argument {option}: {words}" in err[-1] and not out.exists()
+
+
+def test_the_table_gives_fast_prox_times_in_milliseconds():
+    from recon.bench.speed import _table
+
+    row = {"prior": "ridge-ct", "prox_s_contiguous": 0.0012, "prox_s_channels_last": 0.00034}
+    row |= {"convs_s_channels_last": 0.0002, "conv_fraction_channels_last": 0.6, "gflop": 0.01}
+    meta = {"date": "d", "threads": 1, "cpu": "c"}
+    assert "| ridge-ct | 1.2 | 0.34 | 0.2 | 0.60 |" in _table([row], [], meta)

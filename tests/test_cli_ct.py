@@ -313,7 +313,7 @@ def test_a_bounded_oscillation_far_from_the_data_is_flagged(tmp_path, capsys):
         ({"pnp-admm": {"rho_rel": float("nan")}}, "'rho_rel' must be finite"),
         ({"pnp-admm": {"rho_rel": -1}}, "'rho_rel' must be > 0"),
         ({"pnp-admm": {"iters": 2.7}}, "'iters' must be a whole number"),
-        ({"pnp-admm": {"tol": "abc"}}, "'tol' must be a number"),
+        ({"pnp-admm": {"tol": "abc"}}, 'pnp-admm: tol must be a number, got "abc"'),
     ],
 )
 def test_bad_numbers_in_a_config_are_refused_before_work(tmp_path, capsys, section, msg):

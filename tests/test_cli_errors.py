@@ -105,6 +105,10 @@ def test_npy_images_complex_for_ct_refused_for_mri_its_magnitude(tmp_path, capsy
          "priors.ridge-ct: unknown solver section 'admm'"),
         ({"priors": {"ridge-ct": {"pnp-admm": {"sigma": 0.1}}}},
          "priors.ridge-ct.pnp-admm: unknown setting 'sigma'"),
+        ({"priors": {"crr-ct": {"pnp-admm": {"rho_noise": True}}}},
+         "priors.crr-ct.pnp-admm: rho_noise must be a number, got true"),
+        ({"pnp-admm": {"rho_noise": "0.01"}}, 'pnp-admm: rho_noise must be a number, got "0.01"'),
+        ({"tv": {"iters": False}}, "tv: iters must be a number, got false"),
     ],
 )  # fmt: skip
 def test_config_with_unknown_or_misshapen_settings_is_refused(tmp_path, capsys, config, message):
@@ -261,3 +265,33 @@ def test_the_projects_warnings_print_as_one_line_others_as_python_does():
     assert ours == "recon ct: warning: slices left out\n"
     theirs = fmt("deprecated", DeprecationWarning, np.__file__, 1)
     assert "DeprecationWarning: deprecated" in theirs
+
+
+def test_config_warns_about_a_prior_name_close_to_a_shipped_one(tmp_path, recwarn):
+    """A typo'd name under "priors" (read only for a checkpoint of that file stem) was ignored
+    without a word; a user's own checkpoint stems stay silent."""
+    import json
+
+    from recon.pipeline import load_presets
+
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({"priors": {"crr-cT": {"pnp-admm": {"rho_noise": 0.01}}}}))
+    with pytest.warns(UserWarning, match=r"priors.crr-cT is not a shipped prior \(did you mean "
+                                         r"'crr-ct'\?\)"):  # fmt: skip
+        load_presets("ct", config=path)
+    recwarn.clear()
+    for name in ("crr-ct", "my-finetune"):
+        path.write_text(json.dumps({"priors": {name: {"pnp-admm": {"rho_noise": 0.01}}}}))
+        load_presets("ct", config=path)
+    assert not [w for w in recwarn if "shipped prior" in str(w.message)]
+
+
+@pytest.mark.parametrize("value", [True, "0.01"])
+def test_run_parameters_refuse_booleans_and_strings(value):
+    """Parameters reaching a run by other paths than --config (recon.api, the benches): a
+    boolean was taken as 1, a numeric string accepted."""
+    from recon.pipeline import _check_numbers
+
+    with pytest.raises(ValueError, match="'rho_noise' must be a number"):
+        _check_numbers({"rho_noise": value})
+    _check_numbers({"rho_noise": None, "iters": np.int64(3), "rho_rel": np.float32(0.1)})

@@ -300,3 +300,90 @@ def test_noise_rule_constants_below_the_floor_are_not_rerun(monkeypatch):
     assert low not in calls  # scored without a run, with the score a run gives
     p = {**presets, "tv": {**presets["tv"], "weight_noise": low}}
     assert run_method(case, "pnp-admm", "tv", p, iters=5)["psnr"] == floor[0].score
+
+
+def test_prior_tv_with_a_pnp_solver_is_refused_for_solver_tv(tmp_path, capsys):
+    """`--prior tv` is the one TV (the tv section) with any solver: a pnp section tuned for it
+    was filed under priors.tv, which recon ct --prior tv never reads."""
+    for solver in ("pnp-pgd", "pnp-admm"):
+        args = ["tune", "ct", "--solver", solver, "--prior", "tv", "--size", "16", "--n-val", "1"]
+        args += ["--iters", "1", "--points", "2", "--quiet", "--out", str(tmp_path / solver)]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "--prior tv with --solver " + solver in err and "tune it with --solver tv" in err
+        assert not (tmp_path / solver / "preset.json").exists()
+
+
+def test_tuning_below_the_shipped_iterations_is_said(tmp_path, capsys):
+    """A preset keeps --iters, which caps recon --config runs: a count below the shipped
+    preset's is warned about (naming both), and the test report says both presets were
+    scored at the tuned count."""
+    shipped = load_presets("ct")["tv"]["iters"]
+    args = ["tune", "ct", "--solver", "tv", "--size", "16", "--n-val", "1", "--iters", "2"]
+    args += ["--points", "2", "--refine", "0", "--problem", "ct-par30", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "a"), "--report-test"]) == 0
+    err = capsys.readouterr().err
+    assert f"--iters 2, below the shipped preset's {shipped} iterations" in err
+    note = json.loads((tmp_path / "a" / "test_report.json").read_text())["_note"]
+    assert "both at 2 iterations" in note and f"tv {shipped}" in note
+    args[args.index("--iters") + 1] = str(shipped)
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    assert "below the shipped" not in capsys.readouterr().err
+
+
+def test_a_range_for_a_parameter_not_searched_is_refused(tmp_path, capsys):
+    """crr-ct's ADMM section follows the noise (rho_noise is searched, rho_rel is only its
+    floor): --range rho_rel was accepted and moved nothing. A step_rel range reaching PGD's
+    bound 2 is refused too."""
+    args = ["tune", "ct", "--size", "16", "--n-val", "1", "--iters", "1", "--points", "2"]
+    args += ["--quiet", "--out", str(tmp_path / "o")]
+    assert main([*args, "--solver", "pnp-admm", "--range", "rho_rel=0.01:0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "--range rho_rel: not searched with --prior crr-ct" in err
+    assert "pnp-admm: rho_noise" in err
+    assert main([*args, "--solver", "pnp-pgd", "--prior", "lpn-ct", "--range", "step_rel=0.1:3"])
+    assert "PGD converges only for step_rel < 2" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "preset.json").exists()
+
+
+def test_inputs_say_what_they_skip_and_warn_on_negative_magnitudes(tmp_path):
+    """A mixed folder's .h5 was dropped by recon tune ct without a word; HU slices (negative)
+    were taken by recon tune mri as magnitudes |HU|."""
+    from recon.tune.problems import scans_from_glob
+
+    np.save(tmp_path / "a.npy", np.random.default_rng(0).random((16, 16)))
+    (tmp_path / "k.h5").write_bytes(b"")  # (never opened: a CT folder search skips it)
+    with pytest.warns(UserWarning, match=r"1 file\(s\) \(\.h5\) skipped: recon mri inputs"):
+        assert [s.name for s in scans_from_glob("ct", str(tmp_path))] == ["a.npy"]
+    hu = np.full((16, 16), -1000.0, np.float32)
+    hu[4:12, 4:12] = 40.0
+    np.save(tmp_path / "hu.npy", hu)
+    with pytest.warns(UserWarning, match=r"hu.npy: negative values \(min -1000\)"):
+        scans_from_glob("mri", str(tmp_path / "hu.npy"))
+
+
+def test_report_test_gives_the_users_test_scans_their_own_mean(tmp_path, capsys):
+    """--test scans were averaged with the built-in test set into one headline."""
+    (tmp_path / "mine").mkdir()
+    rng = np.random.default_rng(5)
+    for k in range(2):
+        np.save(tmp_path / "mine" / f"t{k}.npy", rng.random((16, 16)).astype(np.float32))
+    args = ["tune", "ct", "--solver", "tv", "--size", "16", "--n-val", "1", "--iters", "2"]
+    args += ["--points", "2", "--refine", "0", "--problem", "ct-par30", "--report-test"]
+    args += ["--test", str(tmp_path / "mine" / "*.npy"), "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "o" / "test_report.json").read_text())["tv"]
+    for label in ("shipped", "tuned"):
+        per_scan, per_set = report[label]["per_scan"], report[label]["per_set"]
+        mine = [v for k, v in per_scan.items() if k.split("/")[1] in ("t0.npy", "t1.npy")]
+        builtin = [v for k, v in per_scan.items() if k.split("/")[1] not in ("t0.npy", "t1.npy")]
+        assert len(mine) == 2 and len(builtin) == 3
+        assert per_set["yours"] == pytest.approx(np.mean(mine), abs=1e-3)
+        assert per_set["built-in"] == pytest.approx(np.mean(builtin), abs=1e-3)
+    gains = report["gain_db_per_set"]
+    for n in ("yours", "built-in"):
+        assert gains[n] == pytest.approx(
+            report["tuned"]["per_set"][n] - report["shipped"]["per_set"][n]
+        )
+        assert f"{n} test scans: shipped {report['shipped']['per_set'][n]:.2f} dB" in out

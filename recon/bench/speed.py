@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from recon.argtypes import count
 from recon.outputs import atomic_write
 
 __all__ = ["best_seconds", "conv_calls", "replay_convs", "time_prox"]
@@ -241,6 +242,11 @@ def solver_rows(
     return rows
 
 
+def _ms(seconds: float) -> str:
+    """Seconds as milliseconds, 3 significant digits: a small prox took 0.00 s in the table."""
+    return f"{1000 * seconds:.3g}"
+
+
 def _table(prox: list[dict], solvers: list[dict], meta: dict) -> str:
     lines = [f"# recon bench speed ({meta['date']}, {meta['threads']} threads, {meta['cpu']})", ""]
     if meta.get("partial"):
@@ -252,14 +258,14 @@ def _table(prox: list[dict], solvers: list[dict], meta: dict) -> str:
         "",
     ]
     lines += [
-        "| prior | prox s (contiguous) | prox s (channels-last) | convolutions alone s | "
+        "| prior | prox ms (contiguous) | prox ms (channels-last) | convolutions alone ms | "
         "fraction of raw conv rate | GFLOP/s |",
         "|---|---|---|---|---|---|",
     ]
     for r in prox:
         lines.append(
-            f"| {r['prior']} | {r['prox_s_contiguous']:.2f} | {r['prox_s_channels_last']:.2f} | "
-            f"{r['convs_s_channels_last']:.2f} | {r['conv_fraction_channels_last']:.2f} | "
+            f"| {r['prior']} | {_ms(r['prox_s_contiguous'])} | {_ms(r['prox_s_channels_last'])} | "
+            f"{_ms(r['convs_s_channels_last'])} | {r['conv_fraction_channels_last']:.2f} | "
             f"{r['gflop'] / r['prox_s_channels_last']:.1f} |"
         )
     if solvers:
@@ -291,14 +297,14 @@ def add_bench_parser(bsub) -> None:
     s.add_argument("--priors", nargs="+", default=["aelpn-ct"])
     s.add_argument(
         "--size",
-        type=int,
+        type=count(1, 512, " (the slice's side)"),
         default=512,
         help="side of the slice the prox timings run on (default 512); the solver rows always "
         "reconstruct the whole 512² slice (minutes; --no-solvers skips them)",
     )
-    s.add_argument("--views", type=int, default=90)
+    s.add_argument("--views", type=count(), default=90)
     s.add_argument("--photons", type=float, default=1e5)
-    s.add_argument("--repeats", type=int, default=3)
+    s.add_argument("--repeats", type=count(), default=3)
     s.add_argument("--no-solvers", action="store_true", help="time the prox only")
     s.add_argument(
         "--quick",

@@ -19,7 +19,8 @@ step_rel/||A||²: searching rho_rel / step_rel *is* searching the data weight ag
 (λ stays 1; a separate λ axis would repeat the same points).
 The default prior is the CLI's (``crr-ct``, ``ridge-mri``, with its default solver). A learned
 prior's tuned section is written under ``priors.<prior>`` only, so the preset leaves the other
-priors as shipped; TV's is the ``tv`` section. The preset says its modality (``_modality``), and
+priors as shipped; TV's is the ``tv`` section (``--prior tv`` is that one TV with any solver:
+tune it with ``--solver tv``). The preset says its modality (``_modality``), and
 the other modality's CLI refuses it.
 
 Search: a coarse log grid per parameter, then refinement between the best point and its
@@ -314,10 +315,21 @@ def plot_search(path: Path, solver: str, result: SearchResult, shipped: dict[str
 
 
 def evaluate_presets(
-    test_cases: list, solver: str, prior: str, shipped: dict, tuned: dict, iters: int
+    test_cases: list,
+    solver: str,
+    prior: str,
+    shipped: dict,
+    tuned: dict,
+    iters: int,
+    sets: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Mean test PSNR/SSIM of the shipped and the tuned preset, same iteration budget."""
+    """Mean test PSNR/SSIM of the shipped and the tuned preset, same iteration budget.
+
+    ``sets``: each case's test set (``built-in``, ``yours`` for ``--test``); with more than one,
+    each preset's mean PSNR per set too (``per_set``) and the gain per set (``gain_db_per_set``),
+    so the user's scans are not hidden in one headline with the built-in ones."""
     out: dict[str, Any] = {}
+    names = list(dict.fromkeys(sets or []))
     for label, presets in (("shipped", shipped), ("tuned", tuned)):
         method = _method(solver, presets[solver])
         rows = [
@@ -332,7 +344,16 @@ def evaluate_presets(
                 for c, r in zip(test_cases, rows, strict=True)
             },
         }
+        if len(names) > 1:
+            out[label]["per_set"] = {
+                n: float(np.mean([r["psnr"] for r, k in zip(rows, sets, strict=True) if k == n]))
+                for n in names
+            }
     out["gain_db"] = out["tuned"]["psnr"] - out["shipped"]["psnr"]
+    if len(names) > 1:
+        out["gain_db_per_set"] = {
+            n: out["tuned"]["per_set"][n] - out["shipped"]["per_set"][n] for n in names
+        }
     return out
 
 
@@ -416,10 +437,27 @@ def _with_ranges(space: list[Param], ranges: dict[str, tuple[float, float]]) -> 
     return out
 
 
-def _shipped_sections(modality: str) -> dict:
-    from recon.pipeline import load_presets
+PGD_STEP_BOUND = 2.0  # plain PnP-PGD converges for step_rel < 2 (γ < 2/(λ||A||²))
 
-    return load_presets(modality)
+
+def _check_ranges(
+    ranges: dict[str, tuple[float, float]], searched: dict[str, list[str]], prior: str
+) -> None:
+    """ValueError for a ``--range`` of a parameter no solver searches with this prior (rho_rel
+    is only a floor where the section has a noise rule, rho_noise is searched: its range moved
+    nothing), naming what is searched; and for a step_rel range reaching PGD's bound 2."""
+    every = {n for names in searched.values() for n in names}
+    bad = sorted(set(ranges) - every)
+    if bad:
+        what = "; ".join(f"{s}: {', '.join(names)}" for s, names in searched.items())
+        raise ValueError(
+            f"--range {', '.join(bad)}: not searched with --prior {prior} (searched: {what})"
+        )
+    if "step_rel" in ranges and ranges["step_rel"][1] >= PGD_STEP_BOUND:
+        raise ValueError(
+            f"--range step_rel=...:{ranges['step_rel'][1]:g}: PGD converges only for "
+            f"step_rel < {PGD_STEP_BOUND:g}"
+        )
 
 
 def _digest(prior: str) -> str | None:
@@ -478,7 +516,17 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--{key.replace('_', '-')} is too small: {getattr(args, key)}")
     if args.refine < 0 or args.rounds < 0:
         raise ValueError("--refine and --rounds must be ≥ 0")
-    if "pnp-admm" in solvers or "pnp-pgd" in solvers:
+    from recon.pipeline import prior_key
+
+    learned = [s for s in solvers if s != "tv"]
+    if prior_key(prior) == "tv" and learned:
+        # one TV whatever the solver: recon ct/mri --prior tv read the tv section, so a section
+        # tuned under priors.tv would be ignored (and ADMM's rho_rel there moves nothing)
+        raise ValueError(
+            f"--prior tv with --solver {' '.join(learned)}: TV is one model whatever the solver "
+            "(recon ct/mri --prior tv read the preset's tv section); tune it with --solver tv"
+        )
+    if learned:
         from priors.checkpoint import load_prior
 
         try:
@@ -488,15 +536,12 @@ def run(args: argparse.Namespace) -> int:
     if args.passes < 1:
         raise ValueError(f"--passes must be ≥ 1, got {args.passes}")
     ranges = _parse_ranges(args.range)
-    searched = {p.name for s in solvers for p in search_space(s, _shipped_sections(m)[s])}
-    if set(ranges) - searched:
-        bad = ", ".join(sorted(set(ranges) - searched))
-        raise ValueError(f"--range {bad}: not searched for --solver {' '.join(solvers)}")
     out = out_dir(args)
     # the sections a run with this prior uses (its per-prior overrides merged in); the tuned
     # preset is written for this prior, so it carries no per-prior table
     base = presets_for_prior(load_presets(m, args.config), prior)
     shipped = presets_for_prior(load_presets(m), prior)
+    _check_ranges(ranges, {s: [p.name for p in search_space(s, base[s])] for s in solvers}, prior)
 
     if args.inputs:
         val = scans_from_glob(m, args.inputs)
@@ -511,8 +556,10 @@ def run(args: argparse.Namespace) -> int:
             else mri_validation_scans(args.n_val)
         )
     test: list[Scan] = ct_test_scans(args.size) if m == "ct" else mri_test_scans(3)
+    test_sets = ["built-in"] * len(test)
     if args.test:
         test += scans_from_glob(m, args.test)
+        test_sets += ["yours"] * (len(test) - len(test_sets))
     check_disjoint(val, test)
 
     progress = not args.quiet
@@ -552,6 +599,13 @@ def run(args: argparse.Namespace) -> int:
                   f"{res.score:.2f} dB")  # fmt: skip
         for name in res.at_edge:  # said even with --quiet: the best may lie outside
             lo, hi = results[solver]["ranges"][name]
+            if name == "step_rel" and res.best[name] >= hi and hi >= 0.95 * PGD_STEP_BOUND:
+                print(
+                    f"recon tune: {solver}: best step_rel = {res.best[name]:.4g} is at PGD's "
+                    f"convergence bound (step_rel < {PGD_STEP_BOUND:g}); it cannot be widened",
+                    file=sys.stderr,
+                )
+                continue
             print(
                 f"recon tune: {solver}: best {name} = {res.best[name]:.4g} is at the edge of its "
                 f"range [{lo:.3g}, {hi:.3g}]; widen it: --range {name}=LO:HI",
@@ -560,6 +614,15 @@ def run(args: argparse.Namespace) -> int:
     command = _command(args)
     previous = json.loads(Path(args.config).read_text()) if args.config else None
     preset = tuned_preset(m, base, results, command, args.iters, previous)
+    for solver in solvers:  # said even with --quiet: --config then caps recon at args.iters
+        own = shipped[solver].get("iters")
+        if own is not None and args.iters < int(own):
+            print(
+                f"recon tune: warning: {solver}: the preset keeps --iters {args.iters}, below the "
+                f"shipped preset's {own} iterations: recon {m} --config runs {solver} at "
+                f"{args.iters} iterations (tune with --iters {own} to keep them)",
+                file=sys.stderr,
+            )
     text = json.dumps(preset, indent=1)
     atomic_write(out / "preset.json", lambda tmp: tmp.write_text(text + "\n"))
     if args.preset:
@@ -568,12 +631,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.report_test:
         tuned = load_presets(m, out / "preset.json")
-        test_cases = [build_case(p, s, args.seed) for p in problems for s in test[: len(test)]]
+        test_cases = [build_case(p, s, args.seed) for p in problems for s in test]
+        case_sets = [k for _ in problems for k in test_sets]
         report = {
-            s: evaluate_presets(test_cases, s, prior, shipped, tuned, args.iters) for s in solvers
+            s: evaluate_presets(test_cases, s, prior, shipped, tuned, args.iters, case_sets)
+            for s in solvers
         }
+        own = ", ".join(f"{s} {shipped[s].get('iters')}" for s in solvers)
         report["_note"] = (
-            f"shipped {m}.json vs tuned preset, both at {args.iters} iterations, on test scans "
+            f"shipped {m}.json vs tuned preset, both at {args.iters} iterations (the tuned "
+            f"count, not the shipped preset's own: {own}), on test scans "
             f"{[s.name for s in test]} that tuning never saw; problems {problems}"
         )
         save_json(out / "test_report.json", report)
@@ -581,9 +648,15 @@ def run(args: argparse.Namespace) -> int:
             for s in solvers:
                 r = report[s]
                 print(
-                    f"test {s}: shipped {r['shipped']['psnr']:.2f} dB -> tuned "
+                    f"test {s} (both at {args.iters} iterations; the shipped preset runs "
+                    f"{shipped[s].get('iters')}): shipped {r['shipped']['psnr']:.2f} dB -> tuned "
                     f"{r['tuned']['psnr']:.2f} dB ({r['gain_db']:+.2f} dB)"
                 )
+                for n, gain in r.get("gain_db_per_set", {}).items():
+                    print(
+                        f"  {n} test scans: shipped {r['shipped']['per_set'][n]:.2f} dB -> "
+                        f"tuned {r['tuned']['per_set'][n]:.2f} dB ({gain:+.2f} dB)"
+                    )
     if progress:
         print(f"{time.perf_counter() - t0:.0f} s -> {out}/preset.json")
     return 0

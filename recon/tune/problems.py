@@ -225,6 +225,7 @@ def scans_from_glob(modality: str, pattern: str) -> list[Scan]:
         if not paths:
             kinds = "fastMRI .h5 or .npy" if modality == "mri" else "DICOM or .npy"
             raise ValueError(f"--inputs {pattern}: a folder with no {kinds} files")
+        _warn_other_modality(pattern, modality)
     else:
         paths = sorted(globlib.glob(pattern, recursive=True))
     if not paths:
@@ -258,6 +259,7 @@ def scans_from_glob(modality: str, pattern: str) -> list[Scan]:
             from recon.mri import load_magnitude_npy
 
             img = load_magnitude_npy(p)
+            _warn_negative_magnitude(p, np.load(p, mmap_mode="r"))
             scans.append(Scan(Path(p).name, np.abs(img).astype(np.float32)))
     if skipped:
         from data.dicom import warn_no_image
@@ -266,6 +268,46 @@ def scans_from_glob(modality: str, pattern: str) -> list[Scan]:
     if not scans:
         raise ValueError(f"--inputs {pattern}: no image among the files it matches")
     return scans
+
+
+def _warn_other_modality(folder: str, modality: str) -> None:
+    """Warn (one line) about the files of a folder that are scans of the other modality only
+    (a fastMRI .h5 beside CT .npy slices): they were skipped without a word."""
+    import warnings
+
+    from recon.batch.plan import is_input_file
+
+    other = "ct" if modality == "mri" else "mri"
+    skipped = [
+        f
+        for f in Path(folder).rglob("*")
+        if f.is_file() and is_input_file(f, other) and not is_input_file(f, modality)
+    ]
+    if skipped:
+        kinds = ", ".join(sorted({f.suffix.lower() or f.name for f in skipped}))
+        warnings.warn(
+            f"--inputs {folder}: {len(skipped)} file(s) ({kinds}) skipped: recon {other} "
+            f"inputs, not recon {modality}'s",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _warn_negative_magnitude(path: str, raw: np.ndarray) -> None:
+    """Warn when an MRI .npy image has negative values: a magnitude image is ≥ 0, and an HU CT
+    slice was tuned on as |HU| without a word."""
+    import warnings
+
+    if np.iscomplexobj(raw) or raw.size == 0:
+        return
+    low = float(np.nanmin(raw))
+    if low < 0:
+        warnings.warn(
+            f"{path}: negative values (min {low:.4g}) in an MRI magnitude image (an HU CT "
+            "slice?); their magnitudes |values| are used",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def check_disjoint(validation: list[Scan], test: list[Scan]) -> None:
