@@ -188,8 +188,9 @@ def parse_slices(spec: str | int | None, n: int, path: str | Path) -> list[int]:
 
 def load_magnitude_npy(path: str | Path) -> np.ndarray:
     """The magnitude of the finite 2-D image in a .npy file (``data.npy.load_npy_image``; a
-    complex image gives its magnitude, with a warning that its phase is not used); ValueError
-    naming the file otherwise."""
+    complex image gives its magnitude, with a warning that its phase is not used; a real one
+    with negative values, with a warning naming its minimum: a magnitude image is ≥ 0, and an
+    HU CT slice would be simulated as |HU|); ValueError naming the file otherwise."""
     import warnings
 
     from data.npy import load_npy_image
@@ -199,6 +200,13 @@ def load_magnitude_npy(path: str | Path) -> np.ndarray:
         warnings.warn(
             f"{path}: a complex image; its magnitude is simulated (coils, k-space, noise) and "
             "its phase is not used",
+            UserWarning,
+            stacklevel=2,
+        )
+    elif image.size and float(image.min()) < 0:
+        warnings.warn(
+            f"{path}: negative values (min {float(image.min()):.4g}) in an MRI magnitude image "
+            "(an HU CT slice?); their magnitudes |values| are used",
             UserWarning,
             stacklevel=2,
         )

@@ -4,6 +4,7 @@ the output contract, fastMRI metrics, the submission file, and clear errors."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import h5py
 import numpy as np
@@ -317,3 +318,21 @@ def test_a_checkpoint_from_ridge_mri_gets_its_default_solver(tmp_path):
     assert default_solver(str(tuned)) == "pnp-pgd"
     assert default_solver(str(plain)) == "pnp-admm"
     assert default_solver("aelpn-mri") == "pnp-admm"
+
+
+def test_an_npy_with_negative_values_is_warned_about_as_a_magnitude(tmp_path):
+    """`recon mri --input image.npy` simulates coils on |image|: an HU CT slice (air −1000)
+    became an MRI image whose air is its brightest part, without a word. Negative values get a
+    warning naming the file and the minimum; a magnitude image gets none."""
+    from recon.mri import load_magnitude_npy
+
+    hu = tmp_path / "hu.npy"
+    np.save(hu, (1000.0 * shepp_logan(32) - 1000.0).astype(np.float32))
+    with pytest.warns(UserWarning, match=r"hu.npy: negative values \(min -1000\)"):
+        img = load_magnitude_npy(hu)
+    assert float(img.min()) >= 0
+    mag = tmp_path / "mag.npy"
+    np.save(mag, shepp_logan(32).astype(np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_magnitude_npy(mag)

@@ -258,8 +258,7 @@ def scans_from_glob(modality: str, pattern: str) -> list[Scan]:
         else:
             from recon.mri import load_magnitude_npy
 
-            img = load_magnitude_npy(p)
-            _warn_negative_magnitude(p, np.load(p, mmap_mode="r"))
+            img = load_magnitude_npy(p)  # warns about negative values
             scans.append(Scan(Path(p).name, np.abs(img).astype(np.float32)))
     if skipped:
         from data.dicom import warn_no_image
@@ -288,23 +287,6 @@ def _warn_other_modality(folder: str, modality: str) -> None:
         warnings.warn(
             f"--inputs {folder}: {len(skipped)} file(s) ({kinds}) skipped: recon {other} "
             f"inputs, not recon {modality}'s",
-            UserWarning,
-            stacklevel=3,
-        )
-
-
-def _warn_negative_magnitude(path: str, raw: np.ndarray) -> None:
-    """Warn when an MRI .npy image has negative values: a magnitude image is ≥ 0, and an HU CT
-    slice was tuned on as |HU| without a word."""
-    import warnings
-
-    if np.iscomplexobj(raw) or raw.size == 0:
-        return
-    low = float(np.nanmin(raw))
-    if low < 0:
-        warnings.warn(
-            f"{path}: negative values (min {low:.4g}) in an MRI magnitude image (an HU CT "
-            "slice?); their magnitudes |values| are used",
             UserWarning,
             stacklevel=3,
         )
