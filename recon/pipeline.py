@@ -15,6 +15,7 @@ import difflib
 import functools
 import json
 import math
+import numbers
 import sys
 import time
 from dataclasses import dataclass, field
@@ -344,8 +345,9 @@ def _check_config(user: dict, shipped: dict, path: Path) -> None:
 
 def _warn_prior_name(name: str, path: Path) -> None:
     """Warn about a ``priors`` entry of a --config file that is no shipped prior but close to
-    one (``crr-cT``): it is read only for a ``--prior`` checkpoint of that file stem, so a typo
-    was ignored without a word. Other names (a user's checkpoint stems) pass silently."""
+    one (``crr-cT``, ``crr-cf``: the same length, at most one letter other than its case): it
+    is read only for a ``--prior`` checkpoint of that file stem, so a typo was ignored without a
+    word. Other names (a user's checkpoint stems: ``crr-ct2``, ``crr-ct-hi``) pass silently."""
     import warnings
 
     from priors.checkpoint import shipped_priors
@@ -353,12 +355,16 @@ def _warn_prior_name(name: str, path: Path) -> None:
     shipped = list(shipped_priors())
     if name in shipped:
         return
-    lower = {n.lower(): n for n in shipped}
-    near = difflib.get_close_matches(name.lower(), list(lower), n=1, cutoff=0.8)
+
+    def typo(n: str) -> bool:  # the same letters but for case, or one letter swapped
+        a, b = n.lower(), name.lower()
+        return len(a) == len(b) and sum(x != y for x, y in zip(a, b, strict=True)) <= 1
+
+    near = [n for n in shipped if typo(n)]  # not crr-ct2 or crr-ct-hi: own stems
     if near:
         warnings.warn(
             f"--config {path}: priors.{name} is not a shipped prior (did you mean "
-            f"{lower[near[0]]!r}?); it is read only with --prior {name}.safetensors",
+            f"{near[0]!r}?); it is read only with --prior {name}.safetensors",
             UserWarning,
             stacklevel=2,
         )
@@ -812,7 +818,9 @@ NONNEGATIVE_KEYS = (
     "support_weight",
 )  # fmt: skip
 COUNT_KEYS = ("iters", "cg_iters", "tv_iters")
-NUMBER_KEYS = frozenset((*POSITIVE_KEYS, *NONNEGATIVE_KEYS, *COUNT_KEYS))
+NULLABLE_KEYS = ("rho_noise", "weight_noise", *SIGMA_KEYS, *GEOMETRY_SIGMA_KEYS)  # null: off
+NUMBER_KEYS = frozenset((*POSITIVE_KEYS, *NONNEGATIVE_KEYS, *COUNT_KEYS, *NULLABLE_KEYS))
+FLAG_KEYS = ("accelerated", "tv_warm_start")  # true or false, nothing else
 
 
 def _plain_step(p: dict[str, Any]) -> None:
@@ -847,10 +855,21 @@ def _scale_step(p: dict[str, Any], strength: float) -> None:
 
 def _is_number(v: object, key: str) -> bool:
     """A JSON/Python number (not a bool: ``true`` was used as 1; not a string: ``"0.01"`` was
-    accepted), or null for a noise rule (off)."""
+    accepted; a 0-d array or tensor holding one is), or null for a rule that may be off."""
     if v is None:
-        return key in ("rho_noise", "weight_noise")
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+        return key in NULLABLE_KEYS
+    if isinstance(v, (np.ndarray, torch.Tensor)) and v.ndim == 0:  # np.array(50), torch.tensor(50)
+        v = v.item()
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+    if isinstance(v, numbers.Real):
+        return True
+    if isinstance(v, (np.ndarray, torch.Tensor)) and v.ndim == 0:  # np.array(50), torch.tensor(50)
+        return (
+            v.dtype != torch.bool
+            and np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v).dtype.kind
+            in "iuf"
+        )
+    return False
 
 
 def _check_numbers(p: dict[str, Any]) -> None:
@@ -858,8 +877,10 @@ def _check_numbers(p: dict[str, Any]) -> None:
     any work, naming the key (a NaN ρ would pass a "> 0" test written the other way round and
     run to garbage). A noise rule set to null (``rho_noise``, ``weight_noise``) is off."""
     for k, v in p.items():
-        if v is None and k in ("rho_noise", "weight_noise"):
+        if v is None and k in NULLABLE_KEYS:
             continue
+        if k in FLAG_KEYS and not isinstance(v, (bool, np.bool_)):
+            raise ValueError(f"parameter {k!r} must be true or false, got {v!r}")
         if k in NUMBER_KEYS:
             if not _is_number(v, k):
                 raise ValueError(f"parameter {k!r} must be a number, got {v!r}")

@@ -280,7 +280,7 @@ def test_config_warns_about_a_prior_name_close_to_a_shipped_one(tmp_path, recwar
                                          r"'crr-ct'\?\)"):  # fmt: skip
         load_presets("ct", config=path)
     recwarn.clear()
-    for name in ("crr-ct", "my-finetune"):
+    for name in ("crr-ct", "my-finetune", "crr-ct2", "crr-ct-hi", "ridge-mri-v2"):
         path.write_text(json.dumps({"priors": {name: {"pnp-admm": {"rho_noise": 0.01}}}}))
         load_presets("ct", config=path)
     assert not [w for w in recwarn if "shipped prior" in str(w.message)]
@@ -295,3 +295,22 @@ def test_run_parameters_refuse_booleans_and_strings(value):
     with pytest.raises(ValueError, match="'rho_noise' must be a number"):
         _check_numbers({"rho_noise": value})
     _check_numbers({"rho_noise": None, "iters": np.int64(3), "rho_rel": np.float32(0.1)})
+
+
+def test_run_parameters_check_sigma_rules_and_flags_and_take_0d_numbers():
+    """The σ rule's keys are numbers (``true`` and ``"0.02"`` passed), ``accelerated`` a flag
+    (``"false"`` turned FISTA on), and a script's 0-d array or tensor is a number."""
+    import torch
+
+    from recon.pipeline import _check_numbers
+
+    for key in ("prior_sigma_noise", "prior_sigma_rel", "prior_sigma_noise_fan"):
+        for bad in (True, "0.02"):
+            with pytest.raises(ValueError, match=f"'{key}' must be a number"):
+                _check_numbers({key: bad})
+        _check_numbers({key: None})
+    with pytest.raises(ValueError, match="'accelerated' must be true or false"):
+        _check_numbers({"accelerated": "false"})
+    _check_numbers({"accelerated": False, "iters": np.array(50), "rho_rel": torch.tensor(0.1)})
+    with pytest.raises(ValueError, match="'iters' must be a number"):
+        _check_numbers({"iters": torch.tensor(True)})
