@@ -241,7 +241,7 @@ def calibration_width(mask: np.ndarray) -> int:
 
 CALIBRATION_ROWS = 24  # k-space rows ESPIRiT calibrates on with a column mask (BART's -r)
 MAPS_REFIT_ABOVE = 0.2  # ESPIRiT's support crop dropped signal: refit with a looser one
-MAPS_CHECK_ABOVE = 0.12  # from here to MAPS_REFIT_ABOVE, held-out columns decide the crop
+MAPS_CHECK_ABOVE = 0.11  # from here to MAPS_REFIT_ABOVE, held-out columns decide the crop
 MAPS_UNUSABLE_ABOVE = 0.5  # no smooth maps explain the coils: reconstruct without SENSE
 REFIT_CROP = 0.8  # BART ecalib's default support threshold
 MAPS_CROP = 0.95  # ESPIRiT's support threshold (SigPy's default) on a square calibration block
