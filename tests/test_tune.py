@@ -312,6 +312,11 @@ def test_prior_tv_with_a_pnp_solver_is_refused_for_solver_tv(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "--prior tv with --solver " + solver in err and "tune it with --solver tv" in err
         assert not (tmp_path / solver / "preset.json").exists()
+    # without --solver, --prior tv tunes the one TV (it was refused naming a --solver not given)
+    args = ["tune", "ct", "--prior", "tv", "--size", "16", "--n-val", "1", "--iters", "1"]
+    assert main([*args, "--points", "2", "--quiet", "--out", str(tmp_path / "tv")]) == 0
+    tuned = json.loads((tmp_path / "tv" / "preset.json").read_text())
+    assert "tv" in tuned and "pnp-admm" not in tuned
 
 
 def test_tuning_below_the_shipped_iterations_is_said(tmp_path, capsys):

@@ -502,7 +502,10 @@ def run(args: argparse.Namespace) -> int:
 
     prior = args.prior or DEFAULT_PRIOR[m]
     first = default_solver(prior) if m == "mri" else "pnp-admm"  # the CLI's solver with it
-    solvers = list(dict.fromkeys(args.solver or [first, "tv"]))
+    from recon.pipeline import prior_key
+
+    default = ["tv"] if prior_key(prior) == "tv" else [first, "tv"]  # --prior tv: the one TV
+    solvers = list(dict.fromkeys(args.solver or default))
     if args.inputs and args.val != "synthetic":
         raise ValueError(
             f"--val {args.val}: not used with --inputs (your scans are the validation)"
@@ -516,8 +519,6 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--{key.replace('_', '-')} is too small: {getattr(args, key)}")
     if args.refine < 0 or args.rounds < 0:
         raise ValueError("--refine and --rounds must be ≥ 0")
-    from recon.pipeline import prior_key
-
     learned = [s for s in solvers if s != "tv"]
     if prior_key(prior) == "tv" and learned:
         # one TV whatever the solver: recon ct/mri --prior tv read the tv section, so a section
