@@ -37,6 +37,7 @@ __all__ = [
     "warn_no_image",
     "is_dicom_file",
     "DICOM_SUFFIXES",
+    "slice_normal",
     "slice_gaps",
     "even_slice_spacing",
     "uneven_spacing_warning",
@@ -320,9 +321,7 @@ def read_dicom_series(folder: str | Path) -> CTVolume:
         )
     located = not missing
     if located:
-        # distance along the slice normal r × c (z for an axial series; y for a coronal one)
-        iop = slices[0].orientation
-        normal = np.cross(iop[:3], iop[3:]) if iop is not None else np.array([0.0, 0.0, 1.0])
+        normal = slice_normal(slices[0].orientation)  # distance along it orders the slices
         key = [round(float(np.dot(s.position, normal)), 6) for s in slices]
     else:
         key = [float(s.instance if s.instance is not None else i) for i, s in enumerate(slices)]
@@ -352,16 +351,20 @@ def read_dicom_series(folder: str | Path) -> CTVolume:
     )
 
 
+def slice_normal(orientation: tuple[float, ...] | None) -> np.ndarray:
+    """The slice normal r × c of ImageOrientationPatient's row and column cosines (z when there
+    are none): the axis slices are ordered and spaced along (z axial, y coronal)."""
+    if orientation is None:
+        return np.array([0.0, 0.0, 1.0])
+    return np.cross(orientation[:3], orientation[3:])
+
+
 def slice_gaps(
     positions: list[tuple[float, float, float]], orientation: tuple[float, ...] | None
 ) -> np.ndarray:
-    """The distances (mm) from each slice to the next along the slice normal (the row × column
-    cosines of ``orientation``; z when it is None), for slices at ``positions`` (LPS) in order."""
-    if orientation is not None:
-        normal = np.cross(orientation[:3], orientation[3:])
-    else:
-        normal = np.array([0.0, 0.0, 1.0])
-    along = np.asarray(positions, dtype=np.float64).reshape(-1, 3) @ normal
+    """The distances (mm) from each slice to the next along ``slice_normal(orientation)``, for
+    slices at ``positions`` (LPS) in order."""
+    along = np.asarray(positions, dtype=np.float64).reshape(-1, 3) @ slice_normal(orientation)
     return np.diff(along)
 
 

@@ -124,7 +124,7 @@ def read_nifti_volume(path: str | Path):
     pixel spacing (row, col), each slice's position P₀ + k·s, the row and column directions.
     A ``data.dicom.DicomError`` (a ValueError) naming the file when it cannot be read or is
     not a real 2-D or 3-D image."""
-    from data.dicom import PADDING_HU, CTVolume, DicomError, grid_geometry
+    from data.dicom import PADDING_HU, CTVolume, DicomError, grid_geometry, slice_normal
 
     path = Path(path)
     if not path.is_file():
@@ -152,7 +152,7 @@ def read_nifti_volume(path: str | Path):
     if not (dr > 0 and dc > 0):
         raise DicomError(f"{path}: its affine gives a zero pixel spacing")
     positions, orientation, thickness = grid_geometry(col_step, row_step, step, p0, len(hu))
-    normal = np.cross(orientation[:3], orientation[3:])
+    normal = slice_normal(orientation)
     return CTVolume(
         hu=hu,
         pixel_spacing=(dr, dc),
