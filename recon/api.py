@@ -383,13 +383,10 @@ def _warn_unused(solver: str | None, prior, given: dict) -> None:
     its options (``recon.pipeline.unused_options``): a prior other than 'tv' with 'tv', 'fbp' or
     'zero-filled'; iters, tol, strength and start with the closed forms 'fbp' and
     'zero-filled'."""
-    import argparse
-
     from recon.pipeline import unused_options
 
     names = {k for k, v in given.items() if v is not None}
-    args = argparse.Namespace(given=names, solver=solver, prior=prior)
-    unused = [u.split()[0].lstrip("-") for u in unused_options(args)]
+    unused = [u.split()[0].lstrip("-") for u in unused_options(solver, prior, names)]
     if solver in ("fbp", "zero-filled") and "start" in names:
         unused.append("start")
     if unused:

@@ -84,16 +84,16 @@ _SIGMA_OPTIONS = ("prior_sigma_noise", "prior_sigma_rel")
 _ITERATION_OPTIONS = ("iters", "tol", "strength", "objective_every")
 
 
-def unused_options(args: argparse.Namespace) -> list[str]:
-    """The options the user gave (``GivenStore``) that ``args.solver`` does not read: a
-    ``--prior`` other than tv with ``tv``, ``fbp`` or ``zero-filled``; the σ options with those;
-    the iteration options with the closed forms ``fbp`` and ``zero-filled``."""
-    given, solver = getattr(args, "given", set()), getattr(args, "solver", None)
+def unused_options(solver: str | None, prior: str | Path | None, given: set[str]) -> list[str]:
+    """The options in ``given`` (their dests: what the user gave, ``GivenStore``) that
+    ``solver`` does not read: a ``--prior`` other than tv with ``tv``, ``fbp`` or
+    ``zero-filled``; the σ options with those; the iteration options with the closed forms
+    ``fbp`` and ``zero-filled``."""
     if solver not in ("tv", "fbp", "zero-filled"):
         return []
     unused = []
-    if "prior" in given and (solver != "tv" or prior_key(args.prior) != "tv"):
-        unused.append(f"--prior {args.prior}")
+    if "prior" in given and (solver != "tv" or prior_key(prior) != "tv"):
+        unused.append(f"--prior {prior}")
     dests = _SIGMA_OPTIONS + (_ITERATION_OPTIONS if solver != "tv" else ())
     unused += [f"--{d.replace('_', '-')}" for d in dests if d in given]
     return unused
@@ -104,7 +104,7 @@ def warn_unused_options(args: argparse.Namespace) -> None:
     used to be dropped without a word (``metrics.json`` then says ``prior: null``)."""
     import warnings
 
-    unused = unused_options(args)
+    unused = unused_options(args.solver, args.prior, getattr(args, "given", set()))
     if unused:
         what = {"tv": "TV is its regularizer", "fbp": "a closed form",
                 "zero-filled": "a closed form"}[args.solver]  # fmt: skip
